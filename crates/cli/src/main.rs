@@ -1,0 +1,80 @@
+//! `clonecloud`: the one command line of clonecloud. It owns argument parsing and output and
+//! nothing else: each subcommand is a module with its clap `Opts` and a `run()`, calling the
+//! library crates.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod inspect;
+mod run;
+
+/// clonecloud: run a WebAssembly app, handing the heavy parts to a clone on a stronger machine.
+#[derive(Debug, Parser)]
+#[command(name = "clonecloud", version, about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Run(run::Opts),
+    Inspect(inspect::Opts),
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(opts) => run::run(opts),
+        Command::Inspect(opts) => inspect::run(opts),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr through `tracing`; `CLONECLOUD_LOG` (or `RUST_LOG`) sets the filter,
+/// warnings only by default so the guest's own stderr stays clean.
+fn init_logging() {
+    let filter = std::env::var("CLONECLOUD_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "warn".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Output to a closed pipe (`clonecloud inspect app.wasm | head`) is a normal end, not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Where clonecloud keeps its per-user data (compiled-module cache; later keys, profiles and
+/// partitions): `$CLONECLOUD_HOME`, else `$XDG_DATA_HOME/clonecloud`, else
+/// `~/.local/share/clonecloud`. `None` when none of these can be found.
+pub(crate) fn data_dir() -> Option<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("CLONECLOUD_HOME")
+        .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("clonecloud")))
+        .or_else(|| env("HOME").map(|d| d.join(".local/share/clonecloud")))
+}
+
+/// Reads a module file, saying which file could not be read.
+pub(crate) fn read_module(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    std::fs::read(path).with_context(|| format!("cannot read module `{}`", path.display()))
+}

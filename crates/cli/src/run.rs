@@ -1,0 +1,143 @@
+//! `clonecloud run`: run a WASI command module like `wasmtime run`, with migration points.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use clonecloud_exec::{DirMapping, ModuleCache, Outcome, PointMode, Points, Program, Stdio, WasiConfig};
+
+/// Run a WASI preview 1 command module (like `wasmtime run`), optionally with migration points.
+#[derive(Debug, Args)]
+pub struct Opts {
+    /// Preopen a host directory, under GUEST (default: the same path) inside the guest.
+    #[arg(long = "dir", value_name = "HOST[::GUEST]")]
+    dirs: Vec<String>,
+
+    /// Set an environment variable for the guest; a bare NAME passes this process's value.
+    #[arg(long = "env", value_name = "NAME[=VAL]")]
+    env: Vec<String>,
+
+    /// Turn functions into migration points: `all`, or a comma-separated list of names from the
+    /// `name` section, demangled names (`probe::crunch`) or #INDEX.
+    #[arg(long, value_name = "all|NAME,...")]
+    points: Vec<String>,
+
+    /// How migration points are answered on this machine: `flag` takes the in-wasm fast path,
+    /// `host` sends every call through the host import (the path offloading uses).
+    #[arg(long, value_enum, default_value_t = ModeArg::Flag, requires = "points")]
+    point_mode: ModeArg,
+
+    /// Do not use the compiled-module cache.
+    #[arg(long)]
+    no_cache: bool,
+
+    /// The module, then the arguments passed to it.
+    #[arg(required = true, trailing_var_arg = true, value_name = "app.wasm [ARGS]...")]
+    module_and_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Flag,
+    Host,
+}
+
+pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
+    let module_path = std::path::PathBuf::from(&opts.module_and_args[0]);
+    let wasm = crate::read_module(&module_path)?;
+    let points = parse_points(&opts.points)?;
+    let mode = match opts.point_mode {
+        ModeArg::Flag => PointMode::Flag,
+        ModeArg::Host => PointMode::Host,
+    };
+    let wasi = WasiConfig {
+        args: opts.module_and_args.clone(),
+        env: opts.env.iter().map(|e| parse_env(e)).collect::<anyhow::Result<_>>()?,
+        dirs: opts.dirs.iter().map(|d| DirMapping::parse(d)).collect(),
+        stdio: Stdio::Inherit,
+    };
+    let cache = match crate::data_dir() {
+        Some(dir) if !opts.no_cache => ModuleCache::new(dir.join("modules")),
+        _ => ModuleCache::disabled(),
+    };
+    let engine = clonecloud_exec::new_engine()?;
+    let program = Program::prepare(&engine, &cache, &wasm, &points, mode)
+        .with_context(|| format!("cannot run `{}`", module_path.display()))?;
+    let outcome = program.run(&wasi).with_context(|| format!("failed to run `{}`", module_path.display()))?;
+    if let Outcome::Trapped { trap, backtrace } = &outcome {
+        eprintln!("Error: failed to run main module `{}`: {trap}", module_path.display());
+        if std::env::var_os("CLONECLOUD_BACKTRACE").is_some_and(|v| v != "0") {
+            if let Some(bt) = backtrace {
+                eprintln!("{bt}");
+            }
+        }
+    }
+    Ok(exit_code(outcome.exit_code()))
+}
+
+/// The process exit status for a guest exit code (the low 8 bits, as the OS keeps them).
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(code as u8)
+}
+
+/// `--points` values: `all`, or names separated by commas. A comma followed by a space, or
+/// inside `<…>`, `(…)` or `[…]`, belongs to a demangled name (`f<a, b>`) and does not split.
+fn parse_points(values: &[String]) -> anyhow::Result<Points> {
+    if values.is_empty() {
+        return Ok(Points::None);
+    }
+    let mut names = Vec::new();
+    for value in values {
+        let mut depth = 0i32;
+        let mut start = 0;
+        let bytes = value.as_bytes();
+        for (i, &b) in bytes.iter().enumerate() {
+            match b {
+                b'<' | b'(' | b'[' => depth += 1,
+                b'>' | b')' | b']' if depth > 0 => depth -= 1,
+                b',' if depth == 0 && bytes.get(i + 1) != Some(&b' ') => {
+                    names.push(value[start..i].trim().to_string());
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        names.push(value[start..].trim().to_string());
+    }
+    if names.iter().any(|n| n.is_empty()) {
+        bail!("--points has an empty name: give `all` or NAME,NAME,...");
+    }
+    if names.iter().any(|n| n == "all") {
+        if names.len() > 1 {
+            bail!("--points all cannot be combined with names");
+        }
+        return Ok(Points::All);
+    }
+    Ok(Points::Named(names))
+}
+
+fn parse_env(spec: &str) -> anyhow::Result<(String, String)> {
+    match spec.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        Some(_) => bail!("--env `{spec}`: the variable name is empty"),
+        None => {
+            let value = std::env::var(spec)
+                .with_context(|| format!("--env `{spec}`: no such variable in this environment to pass on"))?;
+            Ok((spec.to_string(), value))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_split_on_commas_outside_generics() {
+        let p = parse_points(&["a,b::c,f<x, y>,#4".into()]).unwrap();
+        assert_eq!(p, Points::Named(vec!["a".into(), "b::c".into(), "f<x, y>".into(), "#4".into()]));
+        assert_eq!(parse_points(&["all".into()]).unwrap(), Points::All);
+        assert!(parse_points(&["a,,b".into()]).is_err());
+        assert!(parse_points(&["all,main".into()]).is_err());
+    }
+}

@@ -1,0 +1,281 @@
+//! Running a module with WASI preview 1, like `wasmtime run`, with its migration points answered
+//! on this machine.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use clonecloud_model::{ImportClass, ImportKind, Module as Model, RewrittenPoint, rewrite_with, RewriteConfig};
+use tracing::debug;
+use wasmtime::{Config, Engine, Func, Instance, Linker, Module, Store, Trap, Val};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+use crate::cache::ModuleCache;
+use crate::error::ExecError;
+
+/// The engine clonecloud runs modules on: Cranelift, wasmtime's defaults.
+pub fn new_engine() -> Result<Engine, ExecError> {
+    let config = Config::new();
+    Engine::new(&config).map_err(ExecError::Engine)
+}
+
+/// Which functions become migration points.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Points {
+    /// None: the module runs unmodified.
+    #[default]
+    None,
+    /// Every function that can be one ([`Model::all_points`]).
+    All,
+    /// These functions (names as [`Model::resolve_points`] takes them).
+    Named(Vec<String>),
+}
+
+/// How a migration point is answered when offloading is not involved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PointMode {
+    /// Flags stay 0: the stub calls the local body directly, inside wasm (about 1 ns).
+    #[default]
+    Flag,
+    /// Every flag is set: each call goes out through the `clonecloud.migrate.*` import to the
+    /// host, which calls the local body back: the path offloading takes.
+    Host,
+}
+
+/// Where the guest's standard streams go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Stdio {
+    /// The process's own stdin, stdout and stderr, as `wasmtime run` does.
+    #[default]
+    Inherit,
+    /// Empty stdin; output is discarded (benchmarks).
+    Null,
+}
+
+/// A host directory the guest sees under another path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirMapping {
+    /// The directory on this machine.
+    pub host: PathBuf,
+    /// The path the guest opens it by.
+    pub guest: String,
+}
+
+impl DirMapping {
+    /// Parses `HOST[::GUEST]` as `wasmtime run --dir` does: without `::` the guest path is the
+    /// host path as written.
+    pub fn parse(spec: &str) -> DirMapping {
+        match spec.split_once("::") {
+            Some((host, guest)) => DirMapping { host: host.into(), guest: guest.to_string() },
+            None => DirMapping { host: spec.into(), guest: spec.to_string() },
+        }
+    }
+}
+
+/// What the guest is given: arguments (argv[0] included), environment, directories, stdio.
+#[derive(Debug, Clone, Default)]
+pub struct WasiConfig {
+    /// The arguments, the program name first.
+    pub args: Vec<String>,
+    /// Environment variables, in order.
+    pub env: Vec<(String, String)>,
+    /// Preopened directories.
+    pub dirs: Vec<DirMapping>,
+    /// Standard streams.
+    pub stdio: Stdio,
+}
+
+/// How a run ended, as the guest sees it.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The guest returned from its entry point (code 0) or called `proc_exit(code)`.
+    Exited(i32),
+    /// A trap stopped the guest.
+    Trapped {
+        /// Which trap.
+        trap: Trap,
+        /// The wasm backtrace, when wasmtime recorded one.
+        backtrace: Option<String>,
+    },
+}
+
+impl Outcome {
+    /// The exit status `wasmtime run` gives: the guest's code, or 128 + SIGABRT for a trap.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Exited(code) => *code,
+            Outcome::Trapped { .. } => 134,
+        }
+    }
+}
+
+/// A compiled module, ready to run any number of times.
+#[derive(Debug, Clone)]
+pub struct Program {
+    engine: Engine,
+    module: Module,
+    points: Vec<RewrittenPoint>,
+    mode: PointMode,
+}
+
+struct Device {
+    wasi: WasiP1Ctx,
+    /// Per point (by ordinal): the exported original body, resolved on first use.
+    locals: Vec<Option<Func>>,
+}
+
+impl Program {
+    /// Models `wasm`, checks its imports, rewrites it with `points` (unless there are none),
+    /// and compiles it (or loads it from `cache`).
+    pub fn prepare(
+        engine: &Engine,
+        cache: &ModuleCache,
+        wasm: &[u8],
+        points: &Points,
+        mode: PointMode,
+    ) -> Result<Program, ExecError> {
+        let model = Model::parse(wasm)?;
+        check_imports(&model)?;
+        let chosen = match points {
+            Points::None => None,
+            Points::All => Some(model.all_points()),
+            Points::Named(names) => Some(model.resolve_points(names)?),
+        };
+        let (bytes, points) = match chosen {
+            None => (std::borrow::Cow::Borrowed(wasm), Vec::new()),
+            Some(chosen) => {
+                // In host mode the flags start set, so that calls made during instantiation (the
+                // start function) go through the host as well.
+                let config = RewriteConfig { flags_set: mode == PointMode::Host };
+                let rewritten = rewrite_with(&model, wasm, &chosen, &config)?;
+                debug!(points = rewritten.points.len(), bytes = rewritten.wasm.len(), "module rewritten");
+                (std::borrow::Cow::Owned(rewritten.wasm), rewritten.points)
+            }
+        };
+        let module = cache.load_or_compile(engine, &bytes)?;
+        Ok(Program { engine: engine.clone(), module, points, mode })
+    }
+
+    /// The migration points of the compiled module.
+    pub fn points(&self) -> &[RewrittenPoint] {
+        &self.points
+    }
+
+    /// Runs the module's command entry (`_start`, or the default export `""`) once, in a fresh
+    /// instance, to its outcome.
+    pub fn run(&self, wasi: &WasiConfig) -> Result<Outcome, ExecError> {
+        let mut builder = WasiCtxBuilder::new();
+        builder.args(&wasi.args).envs(&wasi.env);
+        if wasi.stdio == Stdio::Inherit {
+            builder.inherit_stdio();
+        }
+        for dir in &wasi.dirs {
+            builder
+                .preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)
+                .map_err(|source| ExecError::Preopen { host: dir.host.clone(), source })?;
+        }
+        let device = Device { wasi: builder.build_p1(), locals: vec![None; self.points.len()] };
+        let mut store = Store::new(&self.engine, device);
+        let linker = self.linker()?;
+
+        let instance = match linker.instantiate(&mut store, &self.module) {
+            Ok(instance) => instance,
+            Err(e) => return outcome_of(e),
+        };
+        if self.mode == PointMode::Host {
+            self.check_flags(&instance, &mut store)?;
+        }
+        let entry = ["", "_start"].into_iter().find_map(|name| {
+            instance.get_func(&mut store, name).map(|f| (name, f))
+        });
+        let Some((name, entry)) = entry else {
+            // A module with no command entry has done its work in its start function.
+            return Ok(Outcome::Exited(0));
+        };
+        let entry = entry
+            .typed::<(), ()>(&store)
+            .map_err(|_| ExecError::BadEntry { name: name.to_string() })?;
+        match entry.call(&mut store, ()) {
+            Ok(()) => Ok(Outcome::Exited(0)),
+            Err(e) => outcome_of(e),
+        }
+    }
+
+    fn linker(&self) -> Result<Linker<Device>, ExecError> {
+        let mut linker: Linker<Device> = Linker::new(&self.engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |d: &mut Device| &mut d.wasi)
+            .map_err(ExecError::Runtime)?;
+        wasmtime_wasi::p0::add_to_linker_sync(&mut linker, |d: &mut Device| &mut d.wasi)
+            .map_err(ExecError::Runtime)?;
+        let by_import: HashMap<&str, usize> =
+            self.points.iter().enumerate().map(|(j, p)| (p.import.as_str(), j)).collect();
+        for import in self.module.imports() {
+            if import.module() != clonecloud_model::IMPORT_MODULE {
+                continue;
+            }
+            let j = by_import[import.name()];
+            let local_export = self.points[j].local_export.clone();
+            let ty = import.ty().unwrap_func().clone();
+            // The point is answered here, on this machine: call the original body back.
+            linker
+                .func_new(import.module(), import.name(), ty, move |mut caller, params, results| {
+                    let body = match caller.data().locals[j] {
+                        Some(f) => f,
+                        None => {
+                            let f = caller
+                                .get_export(&local_export)
+                                .and_then(|e| e.into_func())
+                                .ok_or_else(|| wasmtime::Error::msg(format!("missing export {local_export}")))?;
+                            caller.data_mut().locals[j] = Some(f);
+                            f
+                        }
+                    };
+                    body.call(&mut caller, params, results)
+                })
+                .map_err(ExecError::Runtime)?;
+        }
+        Ok(linker)
+    }
+
+    /// In host mode every flag must be set; the rewriter did it, this makes sure.
+    fn check_flags(&self, instance: &Instance, store: &mut Store<Device>) -> Result<(), ExecError> {
+        for p in &self.points {
+            let flag = instance
+                .get_global(&mut *store, &p.flag_export)
+                .ok_or_else(|| ExecError::Runtime(wasmtime::Error::msg(format!("missing export {}", p.flag_export))))?;
+            flag.set(&mut *store, Val::I32(1)).map_err(ExecError::Runtime)?;
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a module whose imports WASI preview 1 does not satisfy, before wasmtime does it with
+/// a less helpful message.
+fn check_imports(model: &Model) -> Result<(), ExecError> {
+    match model.imports.iter().find(|i| i.class != ImportClass::Wasi) {
+        None => Ok(()),
+        Some(i) => Err(ExecError::UnsupportedImport {
+            module: i.module.clone(),
+            name: i.name.clone(),
+            kind: match i.kind {
+                ImportKind::Func { .. } => "a function",
+                ImportKind::Table => "a table",
+                ImportKind::Memory => "a memory",
+                ImportKind::Global => "a global",
+                ImportKind::Tag => "a tag",
+            },
+        }),
+    }
+}
+
+/// Sorts an error out of wasm into the guest's exit, a trap, or a failure of the host.
+fn outcome_of(e: wasmtime::Error) -> Result<Outcome, ExecError> {
+    if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        return Ok(Outcome::Exited(exit.0));
+    }
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        let backtrace = e.downcast_ref::<wasmtime::WasmBacktrace>().map(|bt| bt.to_string());
+        return Ok(Outcome::Trapped { trap: *trap, backtrace });
+    }
+    Err(ExecError::Runtime(e))
+}

@@ -1,0 +1,45 @@
+//! The module model of clonecloud: what a WASI core module *is*, and the rewriter that turns
+//! chosen functions into CloneCloud migration points.
+//!
+//! This crate knows nothing of wasmtime, sockets or clocks. It parses a core module with
+//! wasmparser into a [`Module`] (types, imports classified as WASI preview 1 or other, functions
+//! with names from the `name` section, exports, globals, tables, memories, element segments, code
+//! sizes) and its [`CallGraph`], and [`rewrite`]s it with wasm-encoder.
+//!
+//! ```
+//! # fn main() -> Result<(), clonecloud_model::ModelError> {
+//! let wasm = wat::parse_str(r#"(module
+//!     (func $square (export "square") (param i32) (result i32)
+//!         local.get 0 local.get 0 i32.mul))"#).unwrap();
+//! let module = clonecloud_model::Module::parse(&wasm)?;
+//! let square = module.resolve_points(&["square".to_string()])?;
+//! let rewritten = clonecloud_model::rewrite(&module, &wasm, &square)?;
+//! assert_eq!(rewritten.points[0].local_export, "__cc_local.0");
+//! # Ok(()) }
+//! ```
+//!
+//! The rewrite scheme (see [`rewrite`] for the details): each migration point keeps its index,
+//! which now holds a *stub* that reads an exported mutable i32 flag global and either calls the
+//! original body (moved to the end of the function space and exported under a reserved name) or
+//! calls the import `clonecloud` / `migrate.<index>` of the same type. Every mutable global and
+//! every memory are exported, and every function import gets an exported trampoline, so a host
+//! (the clone) can read and write the state and proxy WASI calls.
+
+mod callgraph;
+mod error;
+mod module;
+mod names;
+mod rewrite;
+mod wasi;
+
+pub use callgraph::{CallGraph, IndirectSite};
+pub use error::ModelError;
+pub use module::{
+    Element, Export, ExportKind, FuncType, Function, FunctionKind, Global, Import, ImportClass,
+    ImportKind, Memory, Module, Table,
+};
+pub use names::demangle;
+pub use rewrite::{
+    IMPORT_MODULE, RESERVED_PREFIX, RewriteConfig, Rewritten, RewrittenPoint, rewrite, rewrite_with,
+};
+pub use wasi::{WASI_P1_FUNCTIONS, WASI_P1_MODULES};

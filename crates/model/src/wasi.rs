@@ -1,0 +1,60 @@
+//! The WASI preview 1 interface: the import modules and function names a command module uses.
+
+/// Import module names under which WASI preview 1 is provided (`wasi_unstable` is preview 0, kept
+/// because old toolchains still emit it for the same functions).
+pub const WASI_P1_MODULES: &[&str] = &["wasi_snapshot_preview1", "wasi_unstable"];
+
+/// Every function of WASI preview 1 (`wasi_snapshot_preview1.witx`).
+pub const WASI_P1_FUNCTIONS: &[&str] = &[
+    "args_get",
+    "args_sizes_get",
+    "environ_get",
+    "environ_sizes_get",
+    "clock_res_get",
+    "clock_time_get",
+    "fd_advise",
+    "fd_allocate",
+    "fd_close",
+    "fd_datasync",
+    "fd_fdstat_get",
+    "fd_fdstat_set_flags",
+    "fd_fdstat_set_rights",
+    "fd_filestat_get",
+    "fd_filestat_set_size",
+    "fd_filestat_set_times",
+    "fd_pread",
+    "fd_prestat_get",
+    "fd_prestat_dir_name",
+    "fd_pwrite",
+    "fd_read",
+    "fd_readdir",
+    "fd_renumber",
+    "fd_seek",
+    "fd_sync",
+    "fd_tell",
+    "fd_write",
+    "path_create_directory",
+    "path_filestat_get",
+    "path_filestat_set_times",
+    "path_link",
+    "path_open",
+    "path_readlink",
+    "path_remove_directory",
+    "path_rename",
+    "path_symlink",
+    "path_unlink_file",
+    "poll_oneoff",
+    "proc_exit",
+    "proc_raise",
+    "sched_yield",
+    "random_get",
+    "sock_accept",
+    "sock_recv",
+    "sock_send",
+    "sock_shutdown",
+];
+
+/// Whether `module`.`name` is a WASI preview 1 function.
+pub fn is_wasi_p1(module: &str, name: &str) -> bool {
+    WASI_P1_MODULES.contains(&module) && WASI_P1_FUNCTIONS.contains(&name)
+}
