@@ -51,7 +51,7 @@
     ;; a block that takes two values and gives two back
     (call $minmax (i32.const 50) (i32.const 8))
     (block (param i32 i32) (result i32 i32)
-      (local.set $a) (i32.add (local.get $a) (i32.const 1)) (local.get $a))
+      (local.set $a) (i32.add (local.get $a) (i32.const 1)))
     (i32.add)
     (local.set $a)
     (call $putu (i64.extend_i32_u (local.get $a))) (call $putc (i32.const 10))

@@ -1,0 +1,147 @@
+//! The master oracle: every corpus module run by `clonecloud run` (unmodified, and rewritten
+//! with `--points all` in both point modes) must behave byte for byte like the unmodified
+//! module run through the plain wasmtime API: stdout, stderr, exit code and the files written.
+
+#[path = "../../../tests/support/corpus.rs"]
+mod corpus;
+
+use std::path::Path;
+use std::process::Command;
+
+use corpus::{Guest, copy_dir, corpus, fixture_dir, snapshot_dir};
+use wasmtime::{Engine, Linker, Module, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+
+/// What a run of a guest looks like from outside.
+#[derive(Debug, PartialEq, Eq)]
+struct Observed {
+    stdout: String,
+    stderr: String,
+    exit: i32,
+    files: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+/// argv[0] both runs give the guest: the module path as written on the command line.
+fn argv(guest: &Guest) -> Vec<String> {
+    std::iter::once(guest.path.to_string_lossy().into_owned()).chain(guest.args.iter().cloned()).collect()
+}
+
+/// The oracle: the unmodified module on wasmtime + wasmtime-wasi, nothing of clonecloud.
+fn oracle(guest: &Guest, data: &Path) -> Observed {
+    let engine = Engine::default();
+    let module = Module::from_file(&engine, &guest.path).unwrap();
+    let stdout = MemoryOutputPipe::new(64 << 20);
+    let stderr = MemoryOutputPipe::new(64 << 20);
+    let mut builder = WasiCtxBuilder::new();
+    builder.stdout(stdout.clone()).stderr(stderr.clone()).args(&argv(guest)).envs(&guest.env);
+    builder.preopened_dir(data, "/data", FsPerms::ReadWrite).unwrap();
+    let mut linker = Linker::new(&engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |cx| cx).unwrap();
+    let mut store = Store::new(&engine, builder.build_p1());
+    let result = linker.instantiate(&mut store, &module).and_then(|instance| {
+        match instance.get_typed_func::<(), ()>(&mut store, "_start") {
+            Ok(start) => start.call(&mut store, ()),
+            Err(_) => Ok(()),
+        }
+    });
+    let mut stderr_text = String::from_utf8(stderr.contents().to_vec()).unwrap();
+    let exit = match result {
+        Ok(()) => 0,
+        Err(e) => {
+            if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                exit.0
+            } else {
+                let trap = e.downcast_ref::<Trap>().unwrap_or_else(|| panic!("{}: {e:?}", guest.name));
+                // What `clonecloud run` promises to print after the guest's own stderr.
+                stderr_text.push_str(&format!(
+                    "Error: failed to run main module `{}`: {trap}\n",
+                    guest.path.display()
+                ));
+                134
+            }
+        }
+    };
+    Observed {
+        stdout: String::from_utf8(stdout.contents().to_vec()).unwrap(),
+        stderr: stderr_text,
+        exit,
+        files: snapshot_dir(data),
+    }
+}
+
+/// `clonecloud run [OPTIONS] module args...` as a user types it.
+fn clonecloud(guest: &Guest, data: &Path, options: &[&str], home: &Path) -> Observed {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clonecloud"));
+    cmd.arg("run").args(options).arg("--dir").arg(format!("{}::/data", data.display()));
+    for (k, v) in &guest.env {
+        cmd.arg("--env").arg(format!("{k}={v}"));
+    }
+    cmd.arg(&guest.path).args(&guest.args).env("CLONECLOUD_HOME", home).env_remove("CLONECLOUD_LOG").env_remove("RUST_LOG");
+    let out = cmd.output().unwrap();
+    Observed {
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+        exit: out.status.code().expect("clonecloud was killed by a signal"),
+        files: snapshot_dir(data),
+    }
+}
+
+#[test]
+fn every_corpus_module_behaves_like_plain_wasmtime() {
+    let home = tempfile::tempdir().unwrap();
+    let configs: [&[&str]; 3] = [&[], &["--points", "all"], &["--points", "all", "--point-mode", "host"]];
+    let mut checked = 0;
+    for guest in corpus() {
+        let scratch = tempfile::tempdir().unwrap();
+        let oracle_dir = scratch.path().join("oracle");
+        copy_dir(&fixture_dir(), &oracle_dir);
+        let expected = oracle(guest, &oracle_dir);
+        for options in configs {
+            // Twice: the second run loads the compiled module from the cache.
+            for attempt in 0..2 {
+                let dir = scratch.path().join(format!("run-{}-{attempt}", options.join("_")));
+                copy_dir(&fixture_dir(), &dir);
+                let got = clonecloud(guest, &dir, options, home.path());
+                assert_eq!(
+                    got, expected,
+                    "{} with {options:?} (attempt {attempt}) differs from plain wasmtime",
+                    guest.name
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 8 * 3 * 2, "the corpus must have at least 8 modules");
+    // The cache really was used: one compiled artefact per distinct module.
+    let cached = std::fs::read_dir(home.path().join("modules")).unwrap().count();
+    assert_eq!(cached, corpus().len() * 3, "each module and rewrite is compiled once and cached");
+}
+
+#[test]
+fn oracle_sees_what_the_corpus_promises() {
+    // Guards the oracle itself against a corpus that silently does nothing.
+    let scratch = tempfile::tempdir().unwrap();
+    let expect = |name: &str, exit: i32, stdout_has: &str| {
+        let dir = scratch.path().join(name);
+        copy_dir(&fixture_dir(), &dir);
+        let seen = oracle(corpus::guest(name), &dir);
+        assert_eq!(seen.exit, exit, "{name}: {seen:?}");
+        assert!(seen.stdout.contains(stdout_has), "{name}: {:?}", seen.stdout);
+        seen
+    };
+    expect("hello", 0, "hello from wasm");
+    expect("args_env", 0, "arg[2]=\"two words\"");
+    expect("args_env", 0, "CC_NUMBER squared: 144");
+    let files = expect("files", 0, "bytes.bin is 70000 bytes");
+    assert!(files.files.contains_key("out/report.txt") && !files.files.contains_key("remove-me.txt"));
+    expect("exit_code", 42, "about to exit with 42");
+    let panic = expect("panic", 134, "10 / 2 = 5");
+    assert!(panic.stderr.contains("division of 10 by zero"));
+    expect("compute", 0, "primes below 20000: 2262");
+    expect("textproc", 0, "\"number_sum\": 1999000");
+    expect("bare", 0, "");
+    expect("multivalue", 2, "10309 30\n7 1234567890123 2750\n59\n");
+    // Worked out independently (a Python model of the same fold).
+    expect("indirect", 0, "ffffce9a\n00f4144c\n00000011\n");
+}
