@@ -63,7 +63,9 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let engine = clonecloud_exec::new_engine()?;
     let program = Program::prepare(&engine, &cache, &wasm, &points, mode)
         .with_context(|| format!("cannot run `{}`", module_path.display()))?;
-    let outcome = program.run(&wasi).with_context(|| format!("failed to run `{}`", module_path.display()))?;
+    let report = program.run(&wasi).with_context(|| format!("failed to run `{}`", module_path.display()))?;
+    tracing::debug!(host_calls = report.host_calls, "run finished");
+    let outcome = report.outcome;
     if let Outcome::Trapped { trap, backtrace } = &outcome {
         eprintln!("Error: failed to run main module `{}`: {trap}", module_path.display());
         if std::env::var_os("CLONECLOUD_BACKTRACE").is_some_and(|v| v != "0") {

@@ -109,6 +109,15 @@ impl Outcome {
     }
 }
 
+/// What a run produced: its outcome and what happened at the migration points.
+#[derive(Debug)]
+pub struct RunReport {
+    /// How the guest ended.
+    pub outcome: Outcome,
+    /// Calls that went out through a `clonecloud.migrate.*` import to the host.
+    pub host_calls: u64,
+}
+
 /// A compiled module, ready to run any number of times.
 #[derive(Debug, Clone)]
 pub struct Program {
@@ -122,6 +131,7 @@ struct Device {
     wasi: WasiP1Ctx,
     /// Per point (by ordinal): the exported original body, resolved on first use.
     locals: Vec<Option<Func>>,
+    host_calls: u64,
 }
 
 impl Program {
@@ -163,7 +173,7 @@ impl Program {
 
     /// Runs the module's command entry (`_start`, or the default export `""`) once, in a fresh
     /// instance, to its outcome.
-    pub fn run(&self, wasi: &WasiConfig) -> Result<Outcome, ExecError> {
+    pub fn run(&self, wasi: &WasiConfig) -> Result<RunReport, ExecError> {
         let mut builder = WasiCtxBuilder::new();
         builder.args(&wasi.args).envs(&wasi.env);
         if wasi.stdio == Stdio::Inherit {
@@ -174,13 +184,14 @@ impl Program {
                 .preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)
                 .map_err(|source| ExecError::Preopen { host: dir.host.clone(), source })?;
         }
-        let device = Device { wasi: builder.build_p1(), locals: vec![None; self.points.len()] };
+        let device = Device { wasi: builder.build_p1(), locals: vec![None; self.points.len()], host_calls: 0 };
         let mut store = Store::new(&self.engine, device);
         let linker = self.linker()?;
 
+        let report = |store: &Store<Device>, outcome| RunReport { outcome, host_calls: store.data().host_calls };
         let instance = match linker.instantiate(&mut store, &self.module) {
             Ok(instance) => instance,
-            Err(e) => return outcome_of(e),
+            Err(e) => return Ok(report(&store, outcome_of(e)?)),
         };
         if self.mode == PointMode::Host {
             self.check_flags(&instance, &mut store)?;
@@ -190,15 +201,16 @@ impl Program {
         });
         let Some((name, entry)) = entry else {
             // A module with no command entry has done its work in its start function.
-            return Ok(Outcome::Exited(0));
+            return Ok(report(&store, Outcome::Exited(0)));
         };
         let entry = entry
             .typed::<(), ()>(&store)
             .map_err(|_| ExecError::BadEntry { name: name.to_string() })?;
-        match entry.call(&mut store, ()) {
-            Ok(()) => Ok(Outcome::Exited(0)),
-            Err(e) => outcome_of(e),
-        }
+        let outcome = match entry.call(&mut store, ()) {
+            Ok(()) => Outcome::Exited(0),
+            Err(e) => outcome_of(e)?,
+        };
+        Ok(report(&store, outcome))
     }
 
     fn linker(&self) -> Result<Linker<Device>, ExecError> {
@@ -219,6 +231,7 @@ impl Program {
             // The point is answered here, on this machine: call the original body back.
             linker
                 .func_new(import.module(), import.name(), ty, move |mut caller, params, results| {
+                    caller.data_mut().host_calls += 1;
                     let body = match caller.data().locals[j] {
                         Some(f) => f,
                         None => {
