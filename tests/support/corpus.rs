@@ -23,7 +23,10 @@ pub struct Guest {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The directory every run preopens as `/data` gets a fresh copy of this.
@@ -39,7 +42,10 @@ pub fn corpus() -> &'static [Guest] {
 
 /// One guest by name.
 pub fn guest(name: &str) -> &'static Guest {
-    corpus().iter().find(|g| g.name == name).unwrap_or_else(|| panic!("no guest {name}"))
+    corpus()
+        .iter()
+        .find(|g| g.name == name)
+        .unwrap_or_else(|| panic!("no guest {name}"))
 }
 
 fn build() -> Vec<Guest> {
@@ -47,7 +53,14 @@ fn build() -> Vec<Guest> {
     let target_dir = root.join("target/corpus");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip1", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+            "wasm32-wasip1",
+            "--manifest-path",
+        ])
         .arg(root.join("tests/corpus/Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir)
@@ -55,12 +68,18 @@ fn build() -> Vec<Guest> {
         .env_remove("RUSTFLAGS")
         .status()
         .expect("cannot start cargo to build the test corpus");
-    assert!(status.success(), "building tests/corpus for wasm32-wasip1 failed");
+    assert!(
+        status.success(),
+        "building tests/corpus for wasm32-wasip1 failed"
+    );
     let rust = |name: &'static str, args: &[&str], env: &[(&str, &str)]| Guest {
         name,
         path: target_dir.join(format!("wasm32-wasip1/release/{name}.wasm")),
         args: args.iter().map(|s| s.to_string()).collect(),
-        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     };
     let wat_dir = target_dir.join("wat");
     std::fs::create_dir_all(&wat_dir).unwrap();
@@ -73,7 +92,12 @@ fn build() -> Vec<Guest> {
             std::fs::write(&tmp, &wasm).unwrap();
             std::fs::rename(&tmp, &path).unwrap();
         }
-        Guest { name, path, args: Vec::new(), env: Vec::new() }
+        Guest {
+            name,
+            path,
+            args: Vec::new(),
+            env: Vec::new(),
+        }
     };
     vec![
         rust("hello", &[], &[]),
@@ -112,7 +136,12 @@ pub fn snapshot_dir(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     fn walk(base: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let entry = entry.unwrap();
-            let rel = entry.path().strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            let rel = entry
+                .path()
+                .strip_prefix(base)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             if entry.file_type().unwrap().is_dir() {
                 out.insert(format!("{rel}/"), Vec::new());
                 walk(base, &entry.path(), out);

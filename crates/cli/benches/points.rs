@@ -29,9 +29,15 @@ fn main() {
     let wasm = std::fs::read(&compute.path).unwrap();
     let engine = clonecloud_exec::new_engine().unwrap();
     let cache = ModuleCache::disabled();
-    let original = Program::prepare(&engine, &cache, &wasm, &Points::None, PointMode::Flag).unwrap();
-    let rewritten = Program::prepare(&engine, &cache, &wasm, &Points::All, PointMode::Flag).unwrap();
-    let wasi = WasiConfig { args: vec!["compute".into(), scale.clone()], stdio: Stdio::Null, ..Default::default() };
+    let original =
+        Program::prepare(&engine, &cache, &wasm, &Points::None, PointMode::Flag).unwrap();
+    let rewritten =
+        Program::prepare(&engine, &cache, &wasm, &Points::All, PointMode::Flag).unwrap();
+    let wasi = WasiConfig {
+        args: vec!["compute".into(), scale.clone()],
+        stdio: Stdio::Null,
+        ..Default::default()
+    };
     let time = |p: &Program| {
         let t = Instant::now();
         p.run(&wasi).unwrap();
@@ -59,7 +65,10 @@ fn main() {
         mb.as_secs_f64() / ma.as_secs_f64()
     );
 
-    let largest = corpus::corpus().iter().max_by_key(|g| std::fs::metadata(&g.path).unwrap().len()).unwrap();
+    let largest = corpus::corpus()
+        .iter()
+        .max_by_key(|g| std::fs::metadata(&g.path).unwrap().len())
+        .unwrap();
     let big = std::fs::read(&largest.path).unwrap();
     let mut parse_times = Vec::new();
     let mut rewrite_times = Vec::new();

@@ -93,7 +93,8 @@ struct TableRow {
 
 pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let wasm = crate::read_module(&opts.module)?;
-    let module = Module::parse(&wasm).with_context(|| format!("cannot inspect `{}`", opts.module.display()))?;
+    let module = Module::parse(&wasm)
+        .with_context(|| format!("cannot inspect `{}`", opts.module.display()))?;
     let report = report(&module);
     let mut out = std::io::stdout().lock();
     if opts.json {
@@ -152,7 +153,11 @@ fn report(m: &Module) -> Report {
         exports: m
             .exports
             .iter()
-            .map(|e| ExportRow { name: e.name.clone(), kind: e.kind.label(), index: e.index })
+            .map(|e| ExportRow {
+                name: e.name.clone(),
+                kind: e.kind.label(),
+                index: e.index,
+            })
             .collect(),
         memories: m
             .memories
@@ -170,7 +175,12 @@ fn report(m: &Module) -> Report {
         globals: m
             .globals
             .iter()
-            .map(|g| GlobalRow { index: g.index, ty: g.ty.to_string(), mutable: g.mutable, imported: g.imported })
+            .map(|g| GlobalRow {
+                index: g.index,
+                ty: g.ty.to_string(),
+                mutable: g.mutable,
+                imported: g.imported,
+            })
             .collect(),
         tables: m
             .tables
@@ -189,8 +199,20 @@ fn report(m: &Module) -> Report {
 
 fn print_tables(out: &mut impl Write, path: &std::path::Path, r: &Report) -> std::io::Result<()> {
     let defined = r.functions.iter().filter(|f| !f.imported).count();
-    writeln!(out, "module   {} ({} bytes, code section {} bytes)", path.display(), r.size, r.code_size)?;
-    writeln!(out, "functions {} ({} imported, {} defined)", r.functions.len(), r.functions.len() - defined, defined)?;
+    writeln!(
+        out,
+        "module   {} ({} bytes, code section {} bytes)",
+        path.display(),
+        r.size,
+        r.code_size
+    )?;
+    writeln!(
+        out,
+        "functions {} ({} imported, {} defined)",
+        r.functions.len(),
+        r.functions.len() - defined,
+        defined
+    )?;
     if let Some(s) = r.start {
         writeln!(out, "start    #{s}")?;
     }
@@ -200,7 +222,9 @@ fn print_tables(out: &mut impl Write, path: &std::path::Path, r: &Report) -> std
         writeln!(out, "  (none)")?;
     }
     for m in &r.memories {
-        let max = m.maximum_pages.map_or("none".to_string(), |p| p.to_string());
+        let max = m
+            .maximum_pages
+            .map_or("none".to_string(), |p| p.to_string());
         writeln!(
             out,
             "  #{:<3} initial {} pages, maximum {}, page size {}{}{}{}",
@@ -235,7 +259,11 @@ fn print_tables(out: &mut impl Write, path: &std::path::Path, r: &Report) -> std
     }
     for i in &r.imports {
         let idx = i.function.map_or(String::new(), |f| format!("#{f}"));
-        writeln!(out, "  {:<6} {:<6} {:<6} {}.{}", idx, i.class, i.kind, i.module, i.name)?;
+        writeln!(
+            out,
+            "  {:<6} {:<6} {:<6} {}.{}",
+            idx, i.class, i.kind, i.module, i.name
+        )?;
     }
 
     writeln!(out, "\nexports")?;
@@ -249,9 +277,20 @@ fn print_tables(out: &mut impl Write, path: &std::path::Path, r: &Report) -> std
     writeln!(out, "\nfunctions")?;
     writeln!(out, "  {:>6} {:>8} {:>7}  name", "index", "size", "callees")?;
     for f in &r.functions {
-        let name = f.demangled.clone().unwrap_or_else(|| format!("#{}", f.index));
-        let size = if f.imported { "import".to_string() } else { f.body_size.to_string() };
-        writeln!(out, "  {:>6} {:>8} {:>7}  {}", f.index, size, f.callees, name)?;
+        let name = f
+            .demangled
+            .clone()
+            .unwrap_or_else(|| format!("#{}", f.index));
+        let size = if f.imported {
+            "import".to_string()
+        } else {
+            f.body_size.to_string()
+        };
+        writeln!(
+            out,
+            "  {:>6} {:>8} {:>7}  {}",
+            f.index, size, f.callees, name
+        )?;
     }
     Ok(())
 }

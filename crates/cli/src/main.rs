@@ -59,7 +59,8 @@ fn init_logging() {
 /// Output to a closed pipe (`clonecloud inspect app.wasm | head`) is a normal end, not an error.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
 
@@ -67,7 +68,11 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// partitions): `$CLONECLOUD_HOME`, else `$XDG_DATA_HOME/clonecloud`, else
 /// `~/.local/share/clonecloud`. `None` when none of these can be found.
 pub(crate) fn data_dir() -> Option<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     env("CLONECLOUD_HOME")
         .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("clonecloud")))
         .or_else(|| env("HOME").map(|d| d.join(".local/share/clonecloud")))

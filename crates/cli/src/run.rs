@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use clonecloud_exec::{DirMapping, ModuleCache, Outcome, PointMode, Points, Program, Stdio, WasiConfig};
+use clonecloud_exec::{
+    DirMapping, ModuleCache, Outcome, PointMode, Points, Program, Stdio, WasiConfig,
+};
 
 /// Run a WASI preview 1 command module (like `wasmtime run`), optionally with migration points.
 #[derive(Debug, Args)]
@@ -32,7 +34,11 @@ pub struct Opts {
     no_cache: bool,
 
     /// The module, then the arguments passed to it.
-    #[arg(required = true, trailing_var_arg = true, value_name = "app.wasm [ARGS]...")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        value_name = "app.wasm [ARGS]..."
+    )]
     module_and_args: Vec<String>,
 }
 
@@ -52,7 +58,11 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     };
     let wasi = WasiConfig {
         args: opts.module_and_args.clone(),
-        env: opts.env.iter().map(|e| parse_env(e)).collect::<anyhow::Result<_>>()?,
+        env: opts
+            .env
+            .iter()
+            .map(|e| parse_env(e))
+            .collect::<anyhow::Result<_>>()?,
         dirs: opts.dirs.iter().map(|d| DirMapping::parse(d)).collect(),
         stdio: Stdio::Inherit,
     };
@@ -63,15 +73,20 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let engine = clonecloud_exec::new_engine()?;
     let program = Program::prepare(&engine, &cache, &wasm, &points, mode)
         .with_context(|| format!("cannot run `{}`", module_path.display()))?;
-    let report = program.run(&wasi).with_context(|| format!("failed to run `{}`", module_path.display()))?;
+    let report = program
+        .run(&wasi)
+        .with_context(|| format!("failed to run `{}`", module_path.display()))?;
     tracing::debug!(host_calls = report.host_calls, "run finished");
     let outcome = report.outcome;
     if let Outcome::Trapped { trap, backtrace } = &outcome {
-        eprintln!("Error: failed to run main module `{}`: {trap}", module_path.display());
-        if std::env::var_os("CLONECLOUD_BACKTRACE").is_some_and(|v| v != "0") {
-            if let Some(bt) = backtrace {
-                eprintln!("{bt}");
-            }
+        eprintln!(
+            "Error: failed to run main module `{}`: {trap}",
+            module_path.display()
+        );
+        if let Some(bt) = backtrace
+            && std::env::var_os("CLONECLOUD_BACKTRACE").is_some_and(|v| v != "0")
+        {
+            eprintln!("{bt}");
         }
     }
     Ok(exit_code(outcome.exit_code()))
@@ -123,8 +138,9 @@ fn parse_env(spec: &str) -> anyhow::Result<(String, String)> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         Some(_) => bail!("--env `{spec}`: the variable name is empty"),
         None => {
-            let value = std::env::var(spec)
-                .with_context(|| format!("--env `{spec}`: no such variable in this environment to pass on"))?;
+            let value = std::env::var(spec).with_context(|| {
+                format!("--env `{spec}`: no such variable in this environment to pass on")
+            })?;
             Ok((spec.to_string(), value))
         }
     }
@@ -137,7 +153,15 @@ mod tests {
     #[test]
     fn points_split_on_commas_outside_generics() {
         let p = parse_points(&["a,b::c,f<x, y>,#4".into()]).unwrap();
-        assert_eq!(p, Points::Named(vec!["a".into(), "b::c".into(), "f<x, y>".into(), "#4".into()]));
+        assert_eq!(
+            p,
+            Points::Named(vec![
+                "a".into(),
+                "b::c".into(),
+                "f<x, y>".into(),
+                "#4".into()
+            ])
+        );
         assert_eq!(parse_points(&["all".into()]).unwrap(), Points::All);
         assert!(parse_points(&["a,,b".into()]).is_err());
         assert!(parse_points(&["all,main".into()]).is_err());

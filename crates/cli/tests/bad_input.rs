@@ -18,7 +18,11 @@ fn fails(args: &[&str]) -> String {
     assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
     assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
     assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{args:?}: not one line: {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?}: not one line: {stderr}"
+    );
     assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
     stderr
 }
@@ -61,10 +65,20 @@ fn text_files() {
     assert!(err.contains("WebAssembly text format"), "{err}");
     let txt = write(dir.path(), "notes.wasm", b"hello, these are notes\n");
     let err = fails(&["run", &txt]);
-    assert!(err.contains("not a WebAssembly module") && err.contains("hello, these are notes"), "{err}");
-    let bin = write(dir.path(), "random.wasm", &[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0]);
+    assert!(
+        err.contains("not a WebAssembly module") && err.contains("hello, these are notes"),
+        "{err}"
+    );
+    let bin = write(
+        dir.path(),
+        "random.wasm",
+        &[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0],
+    );
     let err = fails(&["inspect", &bin]);
-    assert!(err.contains("not a WebAssembly module") && err.contains("7f 45 4c 46"), "{err}");
+    assert!(
+        err.contains("not a WebAssembly module") && err.contains("7f 45 4c 46"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -96,7 +110,10 @@ fn unknown_point_name() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "hello.wasm", &hello_module());
     let err = fails(&["run", "--points", "no_such_function", &path]);
-    assert!(err.contains("no function named `no_such_function`"), "{err}");
+    assert!(
+        err.contains("no function named `no_such_function`"),
+        "{err}"
+    );
     let err = fails(&["run", "--points", "#99", &path]);
     assert!(err.contains("#99"), "{err}");
     let err = fails(&["run", "--points", "#0", &path]);
@@ -106,7 +123,10 @@ fn unknown_point_name() {
 #[test]
 fn missing_file() {
     let err = fails(&["run", "/no/such/dir/app.wasm"]);
-    assert!(err.contains("cannot read module `/no/such/dir/app.wasm`"), "{err}");
+    assert!(
+        err.contains("cannot read module `/no/such/dir/app.wasm`"),
+        "{err}"
+    );
     let err = fails(&["inspect", "/no/such/dir/app.wasm"]);
     assert!(err.contains("No such file"), "{err}");
 }
@@ -114,10 +134,16 @@ fn missing_file() {
 #[test]
 fn non_wasi_import() {
     let dir = tempfile::tempdir().unwrap();
-    let wasm = wat::parse_str(r#"(module (import "env" "camera_frame" (func)) (func (export "_start") call 0))"#).unwrap();
+    let wasm = wat::parse_str(
+        r#"(module (import "env" "camera_frame" (func)) (func (export "_start") call 0))"#,
+    )
+    .unwrap();
     let path = write(dir.path(), "camera.wasm", &wasm);
     let err = fails(&["run", &path]);
-    assert!(err.contains("`env`.`camera_frame`") && err.contains("not a WASI preview 1"), "{err}");
+    assert!(
+        err.contains("`env`.`camera_frame`") && err.contains("not a WASI preview 1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -125,7 +151,10 @@ fn missing_preopen_dir() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "hello.wasm", &hello_module());
     let err = fails(&["run", "--dir", "/no/such/dir::/data", &path]);
-    assert!(err.contains("cannot preopen directory `/no/such/dir`"), "{err}");
+    assert!(
+        err.contains("cannot preopen directory `/no/such/dir`"),
+        "{err}"
+    );
 }
 
 #[test]

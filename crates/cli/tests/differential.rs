@@ -24,7 +24,9 @@ struct Observed {
 
 /// argv[0] both runs give the guest: the module path as written on the command line.
 fn argv(guest: &Guest) -> Vec<String> {
-    std::iter::once(guest.path.to_string_lossy().into_owned()).chain(guest.args.iter().cloned()).collect()
+    std::iter::once(guest.path.to_string_lossy().into_owned())
+        .chain(guest.args.iter().cloned())
+        .collect()
 }
 
 /// The oracle: the unmodified module on wasmtime + wasmtime-wasi, nothing of clonecloud.
@@ -34,17 +36,25 @@ fn oracle(guest: &Guest, data: &Path) -> Observed {
     let stdout = MemoryOutputPipe::new(64 << 20);
     let stderr = MemoryOutputPipe::new(64 << 20);
     let mut builder = WasiCtxBuilder::new();
-    builder.stdout(stdout.clone()).stderr(stderr.clone()).args(&argv(guest)).envs(&guest.env);
-    builder.preopened_dir(data, "/data", FsPerms::ReadWrite).unwrap();
+    builder
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .args(&argv(guest))
+        .envs(&guest.env);
+    builder
+        .preopened_dir(data, "/data", FsPerms::ReadWrite)
+        .unwrap();
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |cx| cx).unwrap();
     let mut store = Store::new(&engine, builder.build_p1());
-    let result = linker.instantiate(&mut store, &module).and_then(|instance| {
-        match instance.get_typed_func::<(), ()>(&mut store, "_start") {
-            Ok(start) => start.call(&mut store, ()),
-            Err(_) => Ok(()),
-        }
-    });
+    let result = linker
+        .instantiate(&mut store, &module)
+        .and_then(
+            |instance| match instance.get_typed_func::<(), ()>(&mut store, "_start") {
+                Ok(start) => start.call(&mut store, ()),
+                Err(_) => Ok(()),
+            },
+        );
     let mut stderr_text = String::from_utf8(stderr.contents().to_vec()).unwrap();
     let exit = match result {
         Ok(()) => 0,
@@ -52,7 +62,9 @@ fn oracle(guest: &Guest, data: &Path) -> Observed {
             if let Some(exit) = e.downcast_ref::<I32Exit>() {
                 exit.0
             } else {
-                let trap = e.downcast_ref::<Trap>().unwrap_or_else(|| panic!("{}: {e:?}", guest.name));
+                let trap = e
+                    .downcast_ref::<Trap>()
+                    .unwrap_or_else(|| panic!("{}: {e:?}", guest.name));
                 // What `clonecloud run` promises to print after the guest's own stderr.
                 stderr_text.push_str(&format!(
                     "Error: failed to run main module `{}`: {trap}\n",
@@ -73,16 +85,26 @@ fn oracle(guest: &Guest, data: &Path) -> Observed {
 /// `clonecloud run [OPTIONS] module args...` as a user types it.
 fn clonecloud(guest: &Guest, data: &Path, options: &[&str], home: &Path) -> Observed {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_clonecloud"));
-    cmd.arg("run").args(options).arg("--dir").arg(format!("{}::/data", data.display()));
+    cmd.arg("run")
+        .args(options)
+        .arg("--dir")
+        .arg(format!("{}::/data", data.display()));
     for (k, v) in &guest.env {
         cmd.arg("--env").arg(format!("{k}={v}"));
     }
-    cmd.arg(&guest.path).args(&guest.args).env("CLONECLOUD_HOME", home).env_remove("CLONECLOUD_LOG").env_remove("RUST_LOG");
+    cmd.arg(&guest.path)
+        .args(&guest.args)
+        .env("CLONECLOUD_HOME", home)
+        .env_remove("CLONECLOUD_LOG")
+        .env_remove("RUST_LOG");
     let out = cmd.output().unwrap();
     Observed {
         stdout: String::from_utf8(out.stdout).unwrap(),
         stderr: String::from_utf8(out.stderr).unwrap(),
-        exit: out.status.code().expect("clonecloud was killed by a signal"),
+        exit: out
+            .status
+            .code()
+            .expect("clonecloud was killed by a signal"),
         files: snapshot_dir(data),
     }
 }
@@ -90,7 +112,11 @@ fn clonecloud(guest: &Guest, data: &Path, options: &[&str], home: &Path) -> Obse
 #[test]
 fn every_corpus_module_behaves_like_plain_wasmtime() {
     let home = tempfile::tempdir().unwrap();
-    let configs: [&[&str]; 3] = [&[], &["--points", "all"], &["--points", "all", "--point-mode", "host"]];
+    let configs: [&[&str]; 3] = [
+        &[],
+        &["--points", "all"],
+        &["--points", "all", "--point-mode", "host"],
+    ];
     let mut checked = 0;
     for guest in corpus() {
         let scratch = tempfile::tempdir().unwrap();
@@ -100,7 +126,9 @@ fn every_corpus_module_behaves_like_plain_wasmtime() {
         for options in configs {
             // Twice: the second run loads the compiled module from the cache.
             for attempt in 0..2 {
-                let dir = scratch.path().join(format!("run-{}-{attempt}", options.join("_")));
+                let dir = scratch
+                    .path()
+                    .join(format!("run-{}-{attempt}", options.join("_")));
                 copy_dir(&fixture_dir(), &dir);
                 let got = clonecloud(guest, &dir, options, home.path());
                 assert_eq!(
@@ -112,10 +140,19 @@ fn every_corpus_module_behaves_like_plain_wasmtime() {
             }
         }
     }
-    assert!(checked >= 8 * 3 * 2, "the corpus must have at least 8 modules");
+    assert!(
+        checked >= 8 * 3 * 2,
+        "the corpus must have at least 8 modules"
+    );
     // The cache really was used: one compiled artefact per distinct module.
-    let cached = std::fs::read_dir(home.path().join("modules")).unwrap().count();
-    assert_eq!(cached, corpus().len() * 3, "each module and rewrite is compiled once and cached");
+    let cached = std::fs::read_dir(home.path().join("modules"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        cached,
+        corpus().len() * 3,
+        "each module and rewrite is compiled once and cached"
+    );
 }
 
 #[test]
@@ -127,14 +164,20 @@ fn oracle_sees_what_the_corpus_promises() {
         copy_dir(&fixture_dir(), &dir);
         let seen = oracle(corpus::guest(name), &dir);
         assert_eq!(seen.exit, exit, "{name}: {seen:?}");
-        assert!(seen.stdout.contains(stdout_has), "{name}: {:?}", seen.stdout);
+        assert!(
+            seen.stdout.contains(stdout_has),
+            "{name}: {:?}",
+            seen.stdout
+        );
         seen
     };
     expect("hello", 0, "hello from wasm");
     expect("args_env", 0, "arg[2]=\"two words\"");
     expect("args_env", 0, "CC_NUMBER squared: 144");
     let files = expect("files", 0, "bytes.bin is 70000 bytes");
-    assert!(files.files.contains_key("out/report.txt") && !files.files.contains_key("remove-me.txt"));
+    assert!(
+        files.files.contains_key("out/report.txt") && !files.files.contains_key("remove-me.txt")
+    );
     expect("exit_code", 42, "about to exit with 42");
     let panic = expect("panic", 134, "10 / 2 = 5");
     assert!(panic.stderr.contains("division of 10 by zero"));

@@ -24,7 +24,9 @@ pub struct ModuleCache {
 impl ModuleCache {
     /// A cache in `dir` (created on first write).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        ModuleCache { dir: Some(dir.into()) }
+        ModuleCache {
+            dir: Some(dir.into()),
+        }
     }
 
     /// No cache: every module is compiled.
@@ -75,7 +77,11 @@ impl ModuleCache {
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().expect("cache paths have a parent");
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), path.file_name().unwrap().to_string_lossy()));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        path.file_name().unwrap().to_string_lossy()
+    ));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;

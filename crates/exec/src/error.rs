@@ -36,7 +36,9 @@ pub enum ExecError {
     #[error("cannot compile the module: {0}")]
     Compile(wasmtime::Error),
     /// The command entry point is not a function of no params and no results.
-    #[error("the module's `{name}` export is not a function of type () -> (): cannot run it as a command")]
+    #[error(
+        "the module's `{name}` export is not a function of type () -> (): cannot run it as a command"
+    )]
     BadEntry {
         /// The export name.
         name: String,

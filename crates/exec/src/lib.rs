@@ -16,4 +16,6 @@ mod run;
 
 pub use cache::ModuleCache;
 pub use error::ExecError;
-pub use run::{DirMapping, Outcome, PointMode, Points, Program, RunReport, Stdio, WasiConfig, new_engine};
+pub use run::{
+    DirMapping, Outcome, PointMode, Points, Program, RunReport, Stdio, WasiConfig, new_engine,
+};

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use clonecloud_model::{ImportClass, ImportKind, Module as Model, RewrittenPoint, rewrite_with, RewriteConfig};
+use clonecloud_model::{
+    ImportClass, ImportKind, Module as Model, RewriteConfig, RewrittenPoint, rewrite_with,
+};
 use tracing::debug;
 use wasmtime::{Config, Engine, Func, Instance, Linker, Module, Store, Trap, Val};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -66,8 +68,14 @@ impl DirMapping {
     /// host path as written.
     pub fn parse(spec: &str) -> DirMapping {
         match spec.split_once("::") {
-            Some((host, guest)) => DirMapping { host: host.into(), guest: guest.to_string() },
-            None => DirMapping { host: spec.into(), guest: spec.to_string() },
+            Some((host, guest)) => DirMapping {
+                host: host.into(),
+                guest: guest.to_string(),
+            },
+            None => DirMapping {
+                host: spec.into(),
+                guest: spec.to_string(),
+            },
         }
     }
 }
@@ -156,14 +164,25 @@ impl Program {
             Some(chosen) => {
                 // In host mode the flags start set, so that calls made during instantiation (the
                 // start function) go through the host as well.
-                let config = RewriteConfig { flags_set: mode == PointMode::Host };
+                let config = RewriteConfig {
+                    flags_set: mode == PointMode::Host,
+                };
                 let rewritten = rewrite_with(&model, wasm, &chosen, &config)?;
-                debug!(points = rewritten.points.len(), bytes = rewritten.wasm.len(), "module rewritten");
+                debug!(
+                    points = rewritten.points.len(),
+                    bytes = rewritten.wasm.len(),
+                    "module rewritten"
+                );
                 (std::borrow::Cow::Owned(rewritten.wasm), rewritten.points)
             }
         };
         let module = cache.load_or_compile(engine, &bytes)?;
-        Ok(Program { engine: engine.clone(), module, points, mode })
+        Ok(Program {
+            engine: engine.clone(),
+            module,
+            points,
+            mode,
+        })
     }
 
     /// The migration points of the compiled module.
@@ -182,13 +201,23 @@ impl Program {
         for dir in &wasi.dirs {
             builder
                 .preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)
-                .map_err(|source| ExecError::Preopen { host: dir.host.clone(), source })?;
+                .map_err(|source| ExecError::Preopen {
+                    host: dir.host.clone(),
+                    source,
+                })?;
         }
-        let device = Device { wasi: builder.build_p1(), locals: vec![None; self.points.len()], host_calls: 0 };
+        let device = Device {
+            wasi: builder.build_p1(),
+            locals: vec![None; self.points.len()],
+            host_calls: 0,
+        };
         let mut store = Store::new(&self.engine, device);
         let linker = self.linker()?;
 
-        let report = |store: &Store<Device>, outcome| RunReport { outcome, host_calls: store.data().host_calls };
+        let report = |store: &Store<Device>, outcome| RunReport {
+            outcome,
+            host_calls: store.data().host_calls,
+        };
         let instance = match linker.instantiate(&mut store, &self.module) {
             Ok(instance) => instance,
             Err(e) => return Ok(report(&store, outcome_of(e)?)),
@@ -196,16 +225,18 @@ impl Program {
         if self.mode == PointMode::Host {
             self.check_flags(&instance, &mut store)?;
         }
-        let entry = ["", "_start"].into_iter().find_map(|name| {
-            instance.get_func(&mut store, name).map(|f| (name, f))
-        });
+        let entry = ["", "_start"]
+            .into_iter()
+            .find_map(|name| instance.get_func(&mut store, name).map(|f| (name, f)));
         let Some((name, entry)) = entry else {
             // A module with no command entry has done its work in its start function.
             return Ok(report(&store, Outcome::Exited(0)));
         };
         let entry = entry
             .typed::<(), ()>(&store)
-            .map_err(|_| ExecError::BadEntry { name: name.to_string() })?;
+            .map_err(|_| ExecError::BadEntry {
+                name: name.to_string(),
+            })?;
         let outcome = match entry.call(&mut store, ()) {
             Ok(()) => Outcome::Exited(0),
             Err(e) => outcome_of(e)?,
@@ -219,8 +250,12 @@ impl Program {
             .map_err(ExecError::Runtime)?;
         wasmtime_wasi::p0::add_to_linker_sync(&mut linker, |d: &mut Device| &mut d.wasi)
             .map_err(ExecError::Runtime)?;
-        let by_import: HashMap<&str, usize> =
-            self.points.iter().enumerate().map(|(j, p)| (p.import.as_str(), j)).collect();
+        let by_import: HashMap<&str, usize> = self
+            .points
+            .iter()
+            .enumerate()
+            .map(|(j, p)| (p.import.as_str(), j))
+            .collect();
         for import in self.module.imports() {
             if import.module() != clonecloud_model::IMPORT_MODULE {
                 continue;
@@ -230,21 +265,30 @@ impl Program {
             let ty = import.ty().unwrap_func().clone();
             // The point is answered here, on this machine: call the original body back.
             linker
-                .func_new(import.module(), import.name(), ty, move |mut caller, params, results| {
-                    caller.data_mut().host_calls += 1;
-                    let body = match caller.data().locals[j] {
-                        Some(f) => f,
-                        None => {
-                            let f = caller
-                                .get_export(&local_export)
-                                .and_then(|e| e.into_func())
-                                .ok_or_else(|| wasmtime::Error::msg(format!("missing export {local_export}")))?;
-                            caller.data_mut().locals[j] = Some(f);
-                            f
-                        }
-                    };
-                    body.call(&mut caller, params, results)
-                })
+                .func_new(
+                    import.module(),
+                    import.name(),
+                    ty,
+                    move |mut caller, params, results| {
+                        caller.data_mut().host_calls += 1;
+                        let body = match caller.data().locals[j] {
+                            Some(f) => f,
+                            None => {
+                                let f = caller
+                                    .get_export(&local_export)
+                                    .and_then(|e| e.into_func())
+                                    .ok_or_else(|| {
+                                        wasmtime::Error::msg(format!(
+                                            "missing export {local_export}"
+                                        ))
+                                    })?;
+                                caller.data_mut().locals[j] = Some(f);
+                                f
+                            }
+                        };
+                        body.call(&mut caller, params, results)
+                    },
+                )
                 .map_err(ExecError::Runtime)?;
         }
         Ok(linker)
@@ -255,8 +299,14 @@ impl Program {
         for p in &self.points {
             let flag = instance
                 .get_global(&mut *store, &p.flag_export)
-                .ok_or_else(|| ExecError::Runtime(wasmtime::Error::msg(format!("missing export {}", p.flag_export))))?;
-            flag.set(&mut *store, Val::I32(1)).map_err(ExecError::Runtime)?;
+                .ok_or_else(|| {
+                    ExecError::Runtime(wasmtime::Error::msg(format!(
+                        "missing export {}",
+                        p.flag_export
+                    )))
+                })?;
+            flag.set(&mut *store, Val::I32(1))
+                .map_err(ExecError::Runtime)?;
         }
         Ok(())
     }
@@ -287,8 +337,13 @@ fn outcome_of(e: wasmtime::Error) -> Result<Outcome, ExecError> {
         return Ok(Outcome::Exited(exit.0));
     }
     if let Some(trap) = e.downcast_ref::<Trap>() {
-        let backtrace = e.downcast_ref::<wasmtime::WasmBacktrace>().map(|bt| bt.to_string());
-        return Ok(Outcome::Trapped { trap: *trap, backtrace });
+        let backtrace = e
+            .downcast_ref::<wasmtime::WasmBacktrace>()
+            .map(|bt| bt.to_string());
+        return Ok(Outcome::Trapped {
+            trap: *trap,
+            backtrace,
+        });
     }
     Err(ExecError::Runtime(e))
 }

@@ -20,8 +20,14 @@ const GUEST: &str = r#"(module
 fn run(points: Points, mode: PointMode) -> (i32, u64) {
     let wasm = wat::parse_str(GUEST).unwrap();
     let engine = clonecloud_exec::new_engine().unwrap();
-    let program = Program::prepare(&engine, &ModuleCache::disabled(), &wasm, &points, mode).unwrap();
-    let report = program.run(&WasiConfig { stdio: Stdio::Null, ..WasiConfig::default() }).unwrap();
+    let program =
+        Program::prepare(&engine, &ModuleCache::disabled(), &wasm, &points, mode).unwrap();
+    let report = program
+        .run(&WasiConfig {
+            stdio: Stdio::Null,
+            ..WasiConfig::default()
+        })
+        .unwrap();
     match report.outcome {
         Outcome::Exited(code) => (code, report.host_calls),
         other => panic!("{other:?}"),
@@ -42,8 +48,17 @@ fn flag_mode_stays_in_wasm() {
 
 #[test]
 fn named_points_only() {
-    assert_eq!(run(Points::Named(vec!["square".into()]), PointMode::Host), (9, 3));
-    assert_eq!(run(Points::Named(vec!["pair".into(), "#4".into()]), PointMode::Host), (9, 2));
+    assert_eq!(
+        run(Points::Named(vec!["square".into()]), PointMode::Host),
+        (9, 3)
+    );
+    assert_eq!(
+        run(
+            Points::Named(vec!["pair".into(), "#4".into()]),
+            PointMode::Host
+        ),
+        (9, 2)
+    );
 }
 
 #[test]
@@ -59,6 +74,14 @@ fn the_cache_serves_the_second_compile() {
     // A corrupt entry is ignored and replaced, never fatal.
     std::fs::write(&path, b"garbage").unwrap();
     let p = Program::prepare(&engine, &cache, &wasm, &Points::None, PointMode::Flag).unwrap();
-    assert!(matches!(p.run(&WasiConfig { stdio: Stdio::Null, ..Default::default() }).unwrap().outcome, Outcome::Exited(9)));
+    assert!(matches!(
+        p.run(&WasiConfig {
+            stdio: Stdio::Null,
+            ..Default::default()
+        })
+        .unwrap()
+        .outcome,
+        Outcome::Exited(9)
+    ));
     assert_ne!(std::fs::read(&path).unwrap(), b"garbage");
 }

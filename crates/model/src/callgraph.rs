@@ -56,7 +56,12 @@ impl CallGraph {
             all.dedup();
             callees.push(all);
         }
-        CallGraph { direct, indirect_sites, callees, addressable }
+        CallGraph {
+            direct,
+            indirect_sites,
+            callees,
+            addressable,
+        }
     }
 
     /// The functions reachable from `from` (itself included), as a sorted list.
@@ -69,7 +74,12 @@ impl CallGraph {
                 continue;
             }
             out.push(f);
-            stack.extend(self.callees[f as usize].iter().copied().filter(|&c| !seen[c as usize]));
+            stack.extend(
+                self.callees[f as usize]
+                    .iter()
+                    .copied()
+                    .filter(|&c| !seen[c as usize]),
+            );
         }
         out.sort_unstable();
         out

@@ -32,7 +32,9 @@ pub enum ModelError {
         layer: u16,
     },
     /// The module ends before its sections do.
-    #[error("truncated module: {size} bytes, but the section at offset {offset} needs more ({message})")]
+    #[error(
+        "truncated module: {size} bytes, but the section at offset {offset} needs more ({message})"
+    )]
     Truncated {
         /// Length of the input.
         size: usize,
@@ -81,7 +83,9 @@ pub enum ModelError {
         name: String,
     },
     /// The rewriter produced something that does not validate (a bug in clonecloud).
-    #[error("internal error: the rewritten module does not validate at offset {offset:#x}: {message}")]
+    #[error(
+        "internal error: the rewritten module does not validate at offset {offset:#x}: {message}"
+    )]
     RewriteInvalid {
         /// Where the validator stopped.
         offset: usize,
@@ -95,9 +99,16 @@ impl ModelError {
     pub(crate) fn from_parser(e: &wasmparser::BinaryReaderError, size: usize) -> Self {
         let message = e.message().to_string();
         if message.contains("unexpected end") {
-            ModelError::Truncated { size, offset: e.offset(), message }
+            ModelError::Truncated {
+                size,
+                offset: e.offset(),
+                message,
+            }
         } else {
-            ModelError::Invalid { offset: e.offset(), message }
+            ModelError::Invalid {
+                offset: e.offset(),
+                message,
+            }
         }
     }
 }

@@ -27,13 +27,21 @@ impl FuncType {
     /// Whether a parameter or result is a reference (funcref, externref, …): such values cannot
     /// be shipped to another machine, so such a function cannot be a migration point.
     pub fn has_references(&self) -> bool {
-        self.params.iter().chain(&self.results).any(|t| matches!(t, ValType::Ref(_)))
+        self.params
+            .iter()
+            .chain(&self.results)
+            .any(|t| matches!(t, ValType::Ref(_)))
     }
 }
 
 impl fmt::Display for FuncType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = |ts: &[ValType]| ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ");
+        let list = |ts: &[ValType]| {
+            ts.iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         write!(f, "({}) -> ({})", list(&self.params), list(&self.results))
     }
 }
@@ -373,7 +381,11 @@ impl Module {
                         out.push(i);
                     }
                 }
-                None => return Err(ModelError::UnknownFunction { name: name.to_string() }),
+                None => {
+                    return Err(ModelError::UnknownFunction {
+                        name: name.to_string(),
+                    });
+                }
             }
         }
         out.sort_unstable();
@@ -383,7 +395,9 @@ impl Module {
 
     /// The exports that name function `index`.
     pub fn exports_of(&self, index: u32) -> impl Iterator<Item = &Export> {
-        self.exports.iter().filter(move |e| e.kind == ExportKind::Func && e.index == index)
+        self.exports
+            .iter()
+            .filter(move |e| e.kind == ExportKind::Func && e.index == index)
     }
 }
 
@@ -399,14 +413,22 @@ fn check_header(wasm: &[u8]) -> Result<(), ModelError> {
             std::str::from_utf8(&head[..head.len().saturating_sub(3)]).ok()
         });
         return Err(match text {
-            Some(t) if looks_like_wat(t) => ModelError::Text { start: first_line(t) },
+            Some(t) if looks_like_wat(t) => ModelError::Text {
+                start: first_line(t),
+            },
             Some(t) if t.chars().all(|c| !c.is_control() || c.is_whitespace()) => {
-                ModelError::NotWasm { found: format!("text starting with `{}`", first_line(t)) }
+                ModelError::NotWasm {
+                    found: format!("text starting with `{}`", first_line(t)),
+                }
             }
             _ => ModelError::NotWasm {
                 found: format!(
                     "the bytes {}",
-                    wasm.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+                    wasm.iter()
+                        .take(8)
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 ),
             },
         });
@@ -434,7 +456,10 @@ fn check_header(wasm: &[u8]) -> Result<(), ModelError> {
 
 fn looks_like_wat(text: &str) -> bool {
     let t = text.trim_start_matches('\u{feff}').trim_start();
-    t.starts_with("(module") || t.starts_with("(component") || t.starts_with(";;") || t.starts_with("(;")
+    t.starts_with("(module")
+        || t.starts_with("(component")
+        || t.starts_with(";;")
+        || t.starts_with("(;")
 }
 
 fn first_line(text: &str) -> String {
@@ -497,7 +522,9 @@ fn parse_validated(wasm: &[u8]) -> Result<Module, ParseFail> {
                                 index: m.functions.len() as u32,
                                 type_index,
                                 name: None,
-                                kind: FunctionKind::Imported { import: m.imports.len() },
+                                kind: FunctionKind::Imported {
+                                    import: m.imports.len(),
+                                },
                             });
                             let class = if is_wasi_p1(import.module, import.name) {
                                 ImportClass::Wasi
@@ -547,7 +574,10 @@ fn parse_validated(wasm: &[u8]) -> Result<Module, ParseFail> {
                         type_index: type_index?,
                         name: None,
                         // Filled in by the code section.
-                        kind: FunctionKind::Defined { body_offset: 0, body_size: 0 },
+                        kind: FunctionKind::Defined {
+                            body_offset: 0,
+                            body_size: 0,
+                        },
                     });
                 }
             }
@@ -565,7 +595,8 @@ fn parse_validated(wasm: &[u8]) -> Result<Module, ParseFail> {
             }
             Payload::MemorySection(reader) => {
                 for mem in reader {
-                    m.memories.push(memory(m.memories.len() as u32, &mem?, false));
+                    m.memories
+                        .push(memory(m.memories.len() as u32, &mem?, false));
                 }
             }
             Payload::GlobalSection(reader) => {
@@ -590,7 +621,11 @@ fn parse_validated(wasm: &[u8]) -> Result<Module, ParseFail> {
                         ExternalKind::Global => ExportKind::Global,
                         ExternalKind::Tag => ExportKind::Tag,
                     };
-                    m.exports.push(Export { name: export.name.to_string(), kind, index: export.index });
+                    m.exports.push(Export {
+                        name: export.name.to_string(),
+                        kind,
+                        index: export.index,
+                    });
                 }
             }
             Payload::StartSection { func, .. } => m.start = Some(func),
@@ -614,7 +649,11 @@ fn parse_validated(wasm: &[u8]) -> Result<Module, ParseFail> {
                             }
                         }
                     }
-                    m.elements.push(Element { index: m.elements.len() as u32, table, functions });
+                    m.elements.push(Element {
+                        index: m.elements.len() as u32,
+                        table,
+                        functions,
+                    });
                 }
             }
             Payload::CodeSectionStart { size, .. } => m.code_size = size as usize,
@@ -631,7 +670,10 @@ fn parse_validated(wasm: &[u8]) -> Result<Module, ParseFail> {
                     }
                 }
             }
-            Payload::Version { encoding: wasmparser::Encoding::Component, .. } => {
+            Payload::Version {
+                encoding: wasmparser::Encoding::Component,
+                ..
+            } => {
                 return Err(ParseFail::Model(ModelError::Component { layer: 1 }));
             }
             _ => {}
@@ -644,20 +686,32 @@ fn parse_validated(wasm: &[u8]) -> Result<Module, ParseFail> {
     for (i, body) in bodies.iter().enumerate() {
         let index = imported + i;
         let range = body.range();
-        m.functions[index].kind =
-            FunctionKind::Defined { body_offset: range.start, body_size: range.end - range.start };
+        m.functions[index].kind = FunctionKind::Defined {
+            body_offset: range.start,
+            body_size: range.end - range.start,
+        };
         let mut ops = body.get_operators_reader()?;
         while !ops.eof() {
             match ops.read()? {
                 Operator::Call { function_index } | Operator::ReturnCall { function_index } => {
                     direct[index].push(function_index)
                 }
-                Operator::CallIndirect { type_index, table_index }
-                | Operator::ReturnCallIndirect { type_index, table_index } => {
-                    sites[index].push(IndirectSite { type_index, table: Some(table_index) })
+                Operator::CallIndirect {
+                    type_index,
+                    table_index,
                 }
+                | Operator::ReturnCallIndirect {
+                    type_index,
+                    table_index,
+                } => sites[index].push(IndirectSite {
+                    type_index,
+                    table: Some(table_index),
+                }),
                 Operator::CallRef { type_index } | Operator::ReturnCallRef { type_index } => {
-                    sites[index].push(IndirectSite { type_index, table: None })
+                    sites[index].push(IndirectSite {
+                        type_index,
+                        table: None,
+                    })
                 }
                 Operator::RefFunc { function_index } => ref_funcs.push(function_index),
                 _ => {}
@@ -667,7 +721,11 @@ fn parse_validated(wasm: &[u8]) -> Result<Module, ParseFail> {
     for f in &mut m.functions {
         f.name = names.remove(&f.index);
     }
-    let mut addressable: Vec<u32> = m.elements.iter().flat_map(|e| e.functions.iter().copied()).collect();
+    let mut addressable: Vec<u32> = m
+        .elements
+        .iter()
+        .flat_map(|e| e.functions.iter().copied())
+        .collect();
     addressable.extend(ref_funcs);
     m.call_graph = CallGraph::build(&m, direct, sites, addressable);
     Ok(m)

@@ -27,8 +27,14 @@ mod tests {
 
     #[test]
     fn demangles_rust_names() {
-        assert_eq!(demangle("_ZN5probe6crunch17h0123456789abcdefE"), "probe::crunch");
-        assert_eq!(demangle("probe::crunch::h0123456789abcdef"), "probe::crunch");
+        assert_eq!(
+            demangle("_ZN5probe6crunch17h0123456789abcdefE"),
+            "probe::crunch"
+        );
+        assert_eq!(
+            demangle("probe::crunch::h0123456789abcdef"),
+            "probe::crunch"
+        );
         assert_eq!(demangle("__main_void"), "__main_void");
         assert_eq!(demangle("a::h12"), "a::h12");
     }

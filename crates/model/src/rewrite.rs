@@ -111,8 +111,15 @@ pub fn rewrite_with(
     for &p in &points {
         module.check_point(p)?;
     }
-    if let Some(e) = module.exports.iter().find(|e| e.name.starts_with(RESERVED_PREFIX)) {
-        return Err(ModelError::ReservedName { what: "export name", name: e.name.clone() });
+    if let Some(e) = module
+        .exports
+        .iter()
+        .find(|e| e.name.starts_with(RESERVED_PREFIX))
+    {
+        return Err(ModelError::ReservedName {
+            what: "export name",
+            name: e.name.clone(),
+        });
     }
     if let Some(i) = module.imports.iter().find(|i| i.module == IMPORT_MODULE) {
         return Err(ModelError::ReservedName {
@@ -124,7 +131,12 @@ pub fn rewrite_with(
     let n = module.imported_functions;
     let k = points.len() as u32;
     let d = module.functions.len() as u32 - n;
-    let layout = Layout { n, k, d, globals: module.globals.len() as u32 };
+    let layout = Layout {
+        n,
+        k,
+        d,
+        globals: module.globals.len() as u32,
+    };
     let rewritten_points: Vec<RewrittenPoint> = points
         .iter()
         .enumerate()
@@ -144,21 +156,35 @@ pub fn rewrite_with(
         .filter(|g| g.mutable)
         .map(|g| (g.index, format!("{RESERVED_PREFIX}global.{}", g.index)))
         .collect();
-    let memories: Vec<(u32, String)> =
-        module.memories.iter().map(|m| (m.index, format!("{RESERVED_PREFIX}memory.{}", m.index))).collect();
-    let trampolines: Vec<(u32, String)> =
-        (0..n).map(|i| (i, format!("{RESERVED_PREFIX}import.{i}"))).collect();
-    let import_types: Vec<u32> = module.functions[..n as usize].iter().map(|f| f.type_index).collect();
+    let memories: Vec<(u32, String)> = module
+        .memories
+        .iter()
+        .map(|m| (m.index, format!("{RESERVED_PREFIX}memory.{}", m.index)))
+        .collect();
+    let trampolines: Vec<(u32, String)> = (0..n)
+        .map(|i| (i, format!("{RESERVED_PREFIX}import.{i}")))
+        .collect();
+    let import_types: Vec<u32> = module.functions[..n as usize]
+        .iter()
+        .map(|f| f.type_index)
+        .collect();
 
     let mut rw = Rw {
         wasm,
         layout,
-        point_of_defined: points.iter().enumerate().map(|(j, &f)| (f - n, j as u32)).collect(),
+        point_of_defined: points
+            .iter()
+            .enumerate()
+            .map(|(j, &f)| (f - n, j as u32))
+            .collect(),
         points: &rewritten_points,
         bodies: points
             .iter()
             .map(|&f| match module.functions[f as usize].kind {
-                FunctionKind::Defined { body_offset, body_size } => body_offset..body_offset + body_size,
+                FunctionKind::Defined {
+                    body_offset,
+                    body_size,
+                } => body_offset..body_offset + body_size,
                 FunctionKind::Imported { .. } => unreachable!("checked by check_point"),
             })
             .collect(),
@@ -178,15 +204,25 @@ pub fn rewrite_with(
         },
     };
     let mut out = wasm_encoder::Module::new();
-    rw.parse_core_module(&mut out, Parser::new(0), wasm).map_err(|e| match e {
-        ReError::ParseError(e) => ModelError::from_parser(&e, wasm.len()),
-        other => ModelError::Unsupported(other.to_string()),
-    })?;
+    rw.parse_core_module(&mut out, Parser::new(0), wasm)
+        .map_err(|e| match e {
+            ReError::ParseError(e) => ModelError::from_parser(&e, wasm.len()),
+            other => ModelError::Unsupported(other.to_string()),
+        })?;
     let out = out.finish();
     Validator::new_with_features(WasmFeatures::default())
         .validate_all(&out)
-        .map_err(|e| ModelError::RewriteInvalid { offset: e.offset(), message: e.message().to_string() })?;
-    Ok(Rewritten { wasm: out, points: rewritten_points, globals, memories, trampolines })
+        .map_err(|e| ModelError::RewriteInvalid {
+            offset: e.offset(),
+            message: e.message().to_string(),
+        })?;
+    Ok(Rewritten {
+        wasm: out,
+        points: rewritten_points,
+        globals,
+        memories,
+        trampolines,
+    })
 }
 
 /// Where things go in the new index spaces.
@@ -271,7 +307,11 @@ impl Rw<'_> {
 
     fn append_globals(&mut self, s: &mut GlobalSection) {
         for _ in self.points {
-            let ty = wasm_encoder::GlobalType { val_type: wasm_encoder::ValType::I32, mutable: true, shared: false };
+            let ty = wasm_encoder::GlobalType {
+                val_type: wasm_encoder::ValType::I32,
+                mutable: true,
+                shared: false,
+            };
             s.global(ty, &ConstExpr::i32_const(self.flag_init));
         }
         self.emitted.global = true;
@@ -319,7 +359,8 @@ impl Rw<'_> {
         let params = self.param_count(p.type_index);
         let mut f = wasm_encoder::Function::new([]);
         let mut sink = f.instructions();
-        sink.global_get(self.layout.flag(j)).if_(wasm_encoder::BlockType::Empty);
+        sink.global_get(self.layout.flag(j))
+            .if_(wasm_encoder::BlockType::Empty);
         for l in 0..params {
             sink.local_get(l);
         }
@@ -505,7 +546,10 @@ impl Rw<'_> {
                         }
                     }
                     for (j, p) in self.points.iter().enumerate() {
-                        names.push((self.layout.migrate_import(j as u32), format!("{IMPORT_MODULE}.{}", p.import).into()));
+                        names.push((
+                            self.layout.migrate_import(j as u32),
+                            format!("{IMPORT_MODULE}.{}", p.import).into(),
+                        ));
                     }
                     for (i, name) in self.trampolines {
                         names.push((self.layout.trampoline(*i), name.as_str().into()));
@@ -538,7 +582,11 @@ impl Rw<'_> {
                     for (i, inner) in &entries {
                         map.append(*i, inner);
                     }
-                    if is_local { out.locals(&map) } else { out.labels(&map) }
+                    if is_local {
+                        out.locals(&map)
+                    } else {
+                        out.labels(&map)
+                    }
                 }
                 other => utils::parse_custom_name_subsection(self, &mut out, other)?,
             }

@@ -1,6 +1,6 @@
 //! The module model on small hand-written modules whose answers are known by construction.
 
-use clonecloud_model::{ImportClass, Module, ModelError, rewrite};
+use clonecloud_model::{ImportClass, ModelError, Module, rewrite};
 
 fn parse(wat: &str) -> (Vec<u8>, Module) {
     let wasm = wat::parse_str(wat).unwrap();
@@ -9,21 +9,51 @@ fn parse(wat: &str) -> (Vec<u8>, Module) {
 }
 
 fn index(m: &Module, name: &str) -> u32 {
-    m.functions.iter().find(|f| f.name.as_deref() == Some(name)).unwrap().index
+    m.functions
+        .iter()
+        .find(|f| f.name.as_deref() == Some(name))
+        .unwrap()
+        .index
 }
 
 #[test]
 fn call_graph_is_exact_for_direct_calls_and_typed_for_indirect_ones() {
-    let (_, m) = parse(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/corpus/wat/indirect.wat")).unwrap());
-    let names = |fs: &[u32]| fs.iter().map(|&f| m.functions[f as usize].name.clone().unwrap()).collect::<Vec<_>>();
+    let (_, m) = parse(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/corpus/wat/indirect.wat"
+        ))
+        .unwrap(),
+    );
+    let names = |fs: &[u32]| {
+        fs.iter()
+            .map(|&f| m.functions[f as usize].name.clone().unwrap())
+            .collect::<Vec<_>>()
+    };
     // $apply calls through $ops with type $bin: every addressable (i32, i32) -> i32 function.
-    assert_eq!(names(&m.call_graph.callees[index(&m, "apply") as usize]), ["add", "sub", "mul", "max"]);
+    assert_eq!(
+        names(&m.call_graph.callees[index(&m, "apply") as usize]),
+        ["add", "sub", "mul", "max"]
+    );
     // $fold calls $apply directly and $uns with type $un.
-    assert_eq!(names(&m.call_graph.direct[index(&m, "fold") as usize]), ["apply"]);
-    assert_eq!(names(&m.call_graph.callees[index(&m, "fold") as usize]), ["neg", "double", "apply"], "sorted by index");
-    assert_eq!(m.call_graph.indirect_sites[index(&m, "fold") as usize].len(), 1);
+    assert_eq!(
+        names(&m.call_graph.direct[index(&m, "fold") as usize]),
+        ["apply"]
+    );
+    assert_eq!(
+        names(&m.call_graph.callees[index(&m, "fold") as usize]),
+        ["neg", "double", "apply"],
+        "sorted by index"
+    );
+    assert_eq!(
+        m.call_graph.indirect_sites[index(&m, "fold") as usize].len(),
+        1
+    );
     let reach = names(&m.call_graph.reachable(index(&m, "fold")));
-    assert_eq!(reach, ["add", "sub", "mul", "max", "neg", "double", "apply", "fold"]);
+    assert_eq!(
+        reach,
+        ["add", "sub", "mul", "max", "neg", "double", "apply", "fold"]
+    );
     assert_eq!(m.imports[0].class, ImportClass::Wasi);
     assert_eq!(m.elements.len(), 2);
     assert_eq!(m.tables.len(), 2);
@@ -56,11 +86,28 @@ fn names_resolve_by_name_demangled_form_and_index() {
             (func $twice_too (param i64)))"#,
     );
     assert_eq!(m.resolve_points(&["probe::crunch".into()]).unwrap(), [0]);
-    assert_eq!(m.resolve_points(&["_ZN5probe6crunch17h0123456789abcdefE".into()]).unwrap(), [0]);
-    assert_eq!(m.resolve_points(&["plain".into(), "#3".into(), "#1".into()]).unwrap(), [1, 3]);
-    assert!(matches!(m.resolve_points(&["nope".into()]), Err(ModelError::UnknownFunction { .. })));
-    assert!(matches!(m.resolve_points(&["#4".into()]), Err(ModelError::NotAPoint { index: 4, .. })));
-    assert!(matches!(m.resolve_points(&["#x".into()]), Err(ModelError::UnknownFunction { .. })));
+    assert_eq!(
+        m.resolve_points(&["_ZN5probe6crunch17h0123456789abcdefE".into()])
+            .unwrap(),
+        [0]
+    );
+    assert_eq!(
+        m.resolve_points(&["plain".into(), "#3".into(), "#1".into()])
+            .unwrap(),
+        [1, 3]
+    );
+    assert!(matches!(
+        m.resolve_points(&["nope".into()]),
+        Err(ModelError::UnknownFunction { .. })
+    ));
+    assert!(matches!(
+        m.resolve_points(&["#4".into()]),
+        Err(ModelError::NotAPoint { index: 4, .. })
+    ));
+    assert!(matches!(
+        m.resolve_points(&["#x".into()]),
+        Err(ModelError::UnknownFunction { .. })
+    ));
 }
 
 #[test]
@@ -86,7 +133,10 @@ fn reserved_names_are_refused() {
     let (wasm, m) = parse(r#"(module (func $f (export "f")))"#);
     let once = rewrite(&m, &wasm, &[0]).unwrap();
     let again = Module::parse(&once.wasm).unwrap();
-    assert!(matches!(rewrite(&again, &once.wasm, &[]), Err(ModelError::ReservedName { .. })));
+    assert!(matches!(
+        rewrite(&again, &once.wasm, &[]),
+        Err(ModelError::ReservedName { .. })
+    ));
 }
 
 #[test]
@@ -102,7 +152,11 @@ fn modules_missing_sections_get_them() {
     let new = Module::parse(&out.wasm).unwrap();
     assert_eq!(new.imports.len(), 2);
     assert_eq!(new.globals.len(), 2, "one flag per point");
-    assert_eq!(new.start, Some(1 + 2), "the start function is still the (shifted) stub");
+    assert_eq!(
+        new.start,
+        Some(1 + 2),
+        "the start function is still the (shifted) stub"
+    );
     // A module with no sections at all.
     let (wasm, m) = parse("(module)");
     let out = rewrite(&m, &wasm, &[]).unwrap();
@@ -112,17 +166,35 @@ fn modules_missing_sections_get_them() {
 #[test]
 fn refuses_what_is_not_a_core_module() {
     assert!(matches!(Module::parse(b""), Err(ModelError::Empty)));
-    assert!(matches!(Module::parse(b"(module)"), Err(ModelError::Text { .. })));
-    assert!(matches!(Module::parse(b"just text"), Err(ModelError::NotWasm { .. })));
-    assert!(matches!(Module::parse(b"\0asm\x01"), Err(ModelError::Truncated { .. })));
+    assert!(matches!(
+        Module::parse(b"(module)"),
+        Err(ModelError::Text { .. })
+    ));
+    assert!(matches!(
+        Module::parse(b"just text"),
+        Err(ModelError::NotWasm { .. })
+    ));
+    assert!(matches!(
+        Module::parse(b"\0asm\x01"),
+        Err(ModelError::Truncated { .. })
+    ));
     let component = wat::parse_str("(component)").unwrap();
-    assert!(matches!(Module::parse(&component), Err(ModelError::Component { .. })));
+    assert!(matches!(
+        Module::parse(&component),
+        Err(ModelError::Component { .. })
+    ));
     let wasm = wat::parse_str("(module (func (export \"f\") (result i32) i32.const 1))").unwrap();
-    assert!(matches!(Module::parse(&wasm[..wasm.len() - 3]), Err(ModelError::Truncated { .. })));
+    assert!(matches!(
+        Module::parse(&wasm[..wasm.len() - 3]),
+        Err(ModelError::Truncated { .. })
+    ));
     // Well-formed but invalid: the body leaves no value for its result.
     let mut bad = wasm.clone();
     let pos = bad.windows(2).rposition(|w| w == [0x41, 0x01]).unwrap();
     bad[pos] = 0x01; // i32.const 1 -> nop, nop
     bad[pos + 1] = 0x01;
-    assert!(matches!(Module::parse(&bad), Err(ModelError::Invalid { .. })));
+    assert!(matches!(
+        Module::parse(&bad),
+        Err(ModelError::Invalid { .. })
+    ));
 }

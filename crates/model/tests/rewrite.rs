@@ -11,7 +11,11 @@ use proptest::prelude::*;
 use wasmparser::{Operator, Validator, WasmFeatures};
 
 fn operators(wasm: &[u8], module: &Module, f: u32, remap: impl Fn(u32) -> u32) -> Vec<String> {
-    let FunctionKind::Defined { body_offset, body_size } = module.functions[f as usize].kind else {
+    let FunctionKind::Defined {
+        body_offset,
+        body_size,
+    } = module.functions[f as usize].kind
+    else {
         panic!("#{f} is an import")
     };
     let body = wasmparser::FunctionBody::new(wasmparser::BinaryReader::new(
@@ -26,9 +30,15 @@ fn operators(wasm: &[u8], module: &Module, f: u32, remap: impl Fn(u32) -> u32) -
     let mut ops = body.get_operators_reader().unwrap();
     while !ops.eof() {
         let op = match ops.read().unwrap() {
-            Operator::Call { function_index } => Operator::Call { function_index: remap(function_index) },
-            Operator::ReturnCall { function_index } => Operator::ReturnCall { function_index: remap(function_index) },
-            Operator::RefFunc { function_index } => Operator::RefFunc { function_index: remap(function_index) },
+            Operator::Call { function_index } => Operator::Call {
+                function_index: remap(function_index),
+            },
+            Operator::ReturnCall { function_index } => Operator::ReturnCall {
+                function_index: remap(function_index),
+            },
+            Operator::RefFunc { function_index } => Operator::RefFunc {
+                function_index: remap(function_index),
+            },
             op => op,
         };
         out.push(format!("{op:?}"));
@@ -47,33 +57,86 @@ fn check(name: &str, wasm: &[u8], module: &Module, points: &[u32]) -> Rewritten 
     let remap = |f: u32| if f < n { f } else { f + k };
 
     // Imports: the originals in order, then one migration import per point.
-    assert_eq!(new.imports[..module.imports.len()], module.imports[..], "{name}");
-    let added: Vec<String> = new.imports[module.imports.len()..].iter().map(|i| format!("{}.{}", i.module, i.name)).collect();
-    let want: Vec<String> = points.iter().map(|p| format!("clonecloud.migrate.{p}")).collect();
+    assert_eq!(
+        new.imports[..module.imports.len()],
+        module.imports[..],
+        "{name}"
+    );
+    let added: Vec<String> = new.imports[module.imports.len()..]
+        .iter()
+        .map(|i| format!("{}.{}", i.module, i.name))
+        .collect();
+    let want: Vec<String> = points
+        .iter()
+        .map(|p| format!("clonecloud.migrate.{p}"))
+        .collect();
     assert_eq!(added, want, "{name}");
-    assert_eq!(new.functions.len(), module.functions.len() + 2 * k as usize + n as usize, "{name}");
+    assert_eq!(
+        new.functions.len(),
+        module.functions.len() + 2 * k as usize + n as usize,
+        "{name}"
+    );
 
     // Exports: the originals (functions shifted), then the reserved ones.
     for (old, new_e) in module.exports.iter().zip(&new.exports) {
         assert_eq!(old.name, new_e.name);
-        let idx = if old.kind == clonecloud_model::ExportKind::Func { remap(old.index) } else { old.index };
-        assert_eq!((old.kind, idx), (new_e.kind, new_e.index), "{name}: export {}", old.name);
+        let idx = if old.kind == clonecloud_model::ExportKind::Func {
+            remap(old.index)
+        } else {
+            old.index
+        };
+        assert_eq!(
+            (old.kind, idx),
+            (new_e.kind, new_e.index),
+            "{name}: export {}",
+            old.name
+        );
     }
-    assert!(new.exports[module.exports.len()..].iter().all(|e| e.name.starts_with("__cc_")));
+    assert!(
+        new.exports[module.exports.len()..]
+            .iter()
+            .all(|e| e.name.starts_with("__cc_"))
+    );
     for p in &out.points {
-        let body = new.exports.iter().find(|e| e.name == p.local_export).expect("body export");
+        let body = new
+            .exports
+            .iter()
+            .find(|e| e.name == p.local_export)
+            .expect("body export");
         assert_eq!(body.index, p.body);
         assert!(new.exports.iter().any(|e| e.name == p.flag_export));
         // The stub keeps the slot and the type; the body keeps the code.
-        assert_eq!(new.functions[p.stub as usize].type_index, module.functions[p.function as usize].type_index);
-        assert_eq!(operators(&out.wasm, &new, p.body, |f| f), operators(wasm, module, p.function, remap), "{name}: body of #{}", p.function);
+        assert_eq!(
+            new.functions[p.stub as usize].type_index,
+            module.functions[p.function as usize].type_index
+        );
+        assert_eq!(
+            operators(&out.wasm, &new, p.body, |f| f),
+            operators(wasm, module, p.function, remap),
+            "{name}: body of #{}",
+            p.function
+        );
     }
     for g in module.globals.iter().filter(|g| g.mutable) {
-        assert!(new.exports.iter().any(|e| e.name == format!("__cc_global.{}", g.index)), "{name}: global {}", g.index);
+        assert!(
+            new.exports
+                .iter()
+                .any(|e| e.name == format!("__cc_global.{}", g.index)),
+            "{name}: global {}",
+            g.index
+        );
     }
     // Functions that are not points keep their code.
-    for f in module.defined_functions().filter(|f| !points.contains(&f.index)) {
-        assert_eq!(operators(&out.wasm, &new, remap(f.index), |f| f), operators(wasm, module, f.index, remap), "{name}: #{}", f.index);
+    for f in module
+        .defined_functions()
+        .filter(|f| !points.contains(&f.index))
+    {
+        assert_eq!(
+            operators(&out.wasm, &new, remap(f.index), |f| f),
+            operators(wasm, module, f.index, remap),
+            "{name}: #{}",
+            f.index
+        );
     }
     // Names survive: the stub and the body carry the original name.
     for p in &out.points {
@@ -99,8 +162,13 @@ fn modules() -> Vec<(&'static str, Vec<u8>, Module)> {
 fn random_subsets_of_every_corpus_module_validate() {
     let modules = modules();
     let mut runner = proptest::test_runner::TestRunner::new_with_rng(
-        ProptestConfig { cases: 24, ..ProptestConfig::default() },
-        proptest::test_runner::TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha),
+        ProptestConfig {
+            cases: 24,
+            ..ProptestConfig::default()
+        },
+        proptest::test_runner::TestRng::deterministic_rng(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+        ),
     );
     for (name, wasm, module) in &modules {
         let candidates = module.all_points();
@@ -118,9 +186,17 @@ fn random_subsets_of_every_corpus_module_validate() {
 fn every_function_of_the_largest_module() {
     let modules = modules();
     let (name, wasm, module) = modules.iter().max_by_key(|(_, w, _)| w.len()).unwrap();
-    assert!(wasm.len() >= 1_000_000, "{name} is the largest module but only {} bytes", wasm.len());
+    assert!(
+        wasm.len() >= 1_000_000,
+        "{name} is the largest module but only {} bytes",
+        wasm.len()
+    );
     let all = module.all_points();
-    assert_eq!(all.len(), module.defined_functions().count(), "Rust code has no reference-typed functions");
+    assert_eq!(
+        all.len(),
+        module.defined_functions().count(),
+        "Rust code has no reference-typed functions"
+    );
     let out = check(name, wasm, module, &all);
     assert_eq!(out.points.len(), all.len());
     // No debug sections survive; the name section does.
@@ -131,5 +207,8 @@ fn every_function_of_the_largest_module() {
             _ => None,
         })
         .collect();
-    assert!(customs.iter().any(|c| c == "name") && !customs.iter().any(|c| c.starts_with(".debug")), "{customs:?}");
+    assert!(
+        customs.iter().any(|c| c == "name") && !customs.iter().any(|c| c.starts_with(".debug")),
+        "{customs:?}"
+    );
 }
