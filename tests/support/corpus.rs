@@ -111,6 +111,9 @@ fn build() -> Vec<Guest> {
         rust("panic", &[], &[]),
         rust("compute", &["1"], &[]),
         rust("textproc", &[], &[]),
+        // Deep enough that every level crossing the host would overflow wasmtime's default stack
+        // limit (it runs at depth 3000 under plain wasmtime, not at 4000).
+        rust("deep", &["2000"], &[]),
         wat("bare"),
         wat("multivalue"),
         wat("indirect"),

@@ -27,7 +27,7 @@ fn main() {
 
     let compute = corpus::guest("compute");
     let wasm = std::fs::read(&compute.path).unwrap();
-    let engine = clonecloud_exec::new_engine().unwrap();
+    let engine = clonecloud_exec::new_engine(PointMode::Flag).unwrap();
     let cache = ModuleCache::disabled();
     let original =
         Program::prepare(&engine, &cache, &wasm, &Points::None, PointMode::Flag).unwrap();

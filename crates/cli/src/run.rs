@@ -70,7 +70,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         Some(dir) if !opts.no_cache => ModuleCache::new(dir.join("modules")),
         _ => ModuleCache::disabled(),
     };
-    let engine = clonecloud_exec::new_engine()?;
+    let engine = clonecloud_exec::new_engine(mode)?;
     let program = Program::prepare(&engine, &cache, &wasm, &points, mode)
         .with_context(|| format!("cannot run `{}`", module_path.display()))?;
     let report = program

@@ -183,6 +183,7 @@ fn oracle_sees_what_the_corpus_promises() {
     assert!(panic.stderr.contains("division of 10 by zero"));
     expect("compute", 0, "primes below 20000: 2262");
     expect("textproc", 0, "\"number_sum\": 1999000");
+    expect("deep", 0, "parsed depth 2000, digit sum 9000");
     expect("bare", 0, "");
     expect("multivalue", 2, "10309 30\n7 1234567890123 2750\n59\n");
     // Worked out independently (a Python model of the same fold).

@@ -15,9 +15,31 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 use crate::cache::ModuleCache;
 use crate::error::ExecError;
 
-/// The engine clonecloud runs modules on: Cranelift, wasmtime's defaults.
-pub fn new_engine() -> Result<Engine, ExecError> {
-    let config = Config::new();
+/// The wasm stack limit of `wasmtime run` (and of wasmtime's defaults): a guest overflows here
+/// exactly where it would there.
+const WASM_STACK: usize = 512 << 10;
+/// In host mode every call to a point also crosses host frames (the import, `Func::call`, the
+/// re-entry), about 15 times the native stack of a small wasm frame (measured with
+/// tests/corpus `deep`). The limit grows by this factor so that a guest that runs under
+/// `wasmtime run` does not overflow because of the detour.
+const HOST_MODE_STACK_FACTOR: usize = 32;
+/// The native stack of the thread that runs the guest: comfortably above the largest limit, so
+/// that a deep guest meets wasmtime's stack-overflow trap, never the thread's guard page.
+const RUN_THREAD_STACK: usize = 4 * WASM_STACK * HOST_MODE_STACK_FACTOR;
+
+/// The engine clonecloud runs modules on for the given point mode: Cranelift with wasmtime's
+/// defaults, and in host mode a deeper wasm stack limit (see [`PointMode::Host`]). A
+/// [`Program`] must run on an engine made for its mode.
+pub fn new_engine(mode: PointMode) -> Result<Engine, ExecError> {
+    let mut config = Config::new();
+    let limit = match mode {
+        PointMode::Flag => WASM_STACK,
+        PointMode::Host => WASM_STACK * HOST_MODE_STACK_FACTOR,
+    };
+    // wasmtime insists that async stacks (unused here: runs are synchronous) hold the limit.
+    config
+        .max_wasm_stack(limit)
+        .async_stack_size(limit.max(2 << 20) + (1 << 20));
     Engine::new(&config).map_err(ExecError::Engine)
 }
 
@@ -40,7 +62,9 @@ pub enum PointMode {
     #[default]
     Flag,
     /// Every flag is set: each call goes out through the `clonecloud.migrate.*` import to the
-    /// host, which calls the local body back: the path offloading takes.
+    /// host, which calls the local body back: the path offloading takes. Each such call leaves
+    /// host frames on the native stack, so this mode runs with a deeper stack limit; a guest that
+    /// overflows the stack only near `wasmtime run`'s limit may therefore not overflow here.
     Host,
 }
 
@@ -193,6 +217,23 @@ impl Program {
     /// Runs the module's command entry (`_start`, or the default export `""`) once, in a fresh
     /// instance, to its outcome.
     pub fn run(&self, wasi: &WasiConfig) -> Result<RunReport, ExecError> {
+        // On a thread of its own, whose stack is known to hold what the engine's limit allows.
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("guest".into())
+                .stack_size(RUN_THREAD_STACK)
+                .spawn_scoped(s, || self.run_here(wasi))
+                .map_err(|e| {
+                    ExecError::Runtime(wasmtime::Error::msg(format!(
+                        "cannot start the guest thread: {e}"
+                    )))
+                })?
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn run_here(&self, wasi: &WasiConfig) -> Result<RunReport, ExecError> {
         let mut builder = WasiCtxBuilder::new();
         builder.args(&wasi.args).envs(&wasi.env);
         if wasi.stdio == Stdio::Inherit {

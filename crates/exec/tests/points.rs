@@ -19,7 +19,7 @@ const GUEST: &str = r#"(module
 
 fn run(points: Points, mode: PointMode) -> (i32, u64) {
     let wasm = wat::parse_str(GUEST).unwrap();
-    let engine = clonecloud_exec::new_engine().unwrap();
+    let engine = clonecloud_exec::new_engine(mode).unwrap();
     let program =
         Program::prepare(&engine, &ModuleCache::disabled(), &wasm, &points, mode).unwrap();
     let report = program
@@ -66,7 +66,7 @@ fn the_cache_serves_the_second_compile() {
     let dir = tempfile::tempdir().unwrap();
     let cache = ModuleCache::new(dir.path());
     let wasm = wat::parse_str(GUEST).unwrap();
-    let engine = clonecloud_exec::new_engine().unwrap();
+    let engine = clonecloud_exec::new_engine(PointMode::Flag).unwrap();
     let path = cache.path_for(&engine, &wasm).unwrap();
     assert!(!path.exists());
     Program::prepare(&engine, &cache, &wasm, &Points::None, PointMode::Flag).unwrap();
