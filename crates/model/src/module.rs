@@ -534,13 +534,7 @@ fn parse_validated(wasm: &[u8]) -> Result<Module, ParseFail> {
                             (ImportKind::Func { type_index }, class)
                         }
                         TypeRef::Table(t) => {
-                            m.tables.push(Table {
-                                index: m.tables.len() as u32,
-                                element: t.element_type,
-                                initial: t.initial,
-                                maximum: t.maximum,
-                                imported: true,
-                            });
+                            m.tables.push(table(m.tables.len() as u32, &t, true));
                             (ImportKind::Table, ImportClass::Other)
                         }
                         TypeRef::Memory(t) => {
@@ -582,15 +576,8 @@ fn parse_validated(wasm: &[u8]) -> Result<Module, ParseFail> {
                 }
             }
             Payload::TableSection(reader) => {
-                for table in reader {
-                    let t = table?.ty;
-                    m.tables.push(Table {
-                        index: m.tables.len() as u32,
-                        element: t.element_type,
-                        initial: t.initial,
-                        maximum: t.maximum,
-                        imported: false,
-                    });
+                for t in reader {
+                    m.tables.push(table(m.tables.len() as u32, &t?.ty, false));
                 }
             }
             Payload::MemorySection(reader) => {
@@ -729,6 +716,16 @@ fn parse_validated(wasm: &[u8]) -> Result<Module, ParseFail> {
     addressable.extend(ref_funcs);
     m.call_graph = CallGraph::build(&m, direct, sites, addressable);
     Ok(m)
+}
+
+fn table(index: u32, t: &wasmparser::TableType, imported: bool) -> Table {
+    Table {
+        index,
+        element: t.element_type,
+        initial: t.initial,
+        maximum: t.maximum,
+        imported,
+    }
 }
 
 fn memory(index: u32, t: &wasmparser::MemoryType, imported: bool) -> Memory {
