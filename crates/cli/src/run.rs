@@ -20,7 +20,7 @@ pub struct Opts {
     env: Vec<String>,
 
     /// Turn functions into migration points: `all`, or a comma-separated list of names from the
-    /// `name` section, demangled names (`probe::crunch`) or #INDEX.
+    /// `name` section, demangled names (`probe::crunch`), export names or #INDEX.
     #[arg(long, value_name = "all|NAME,...")]
     points: Vec<String>,
 

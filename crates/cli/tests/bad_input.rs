@@ -118,6 +118,11 @@ fn unknown_point_name() {
     assert!(err.contains("#99"), "{err}");
     let err = fails(&["run", "--points", "#0", &path]);
     assert!(err.contains("import"), "{err}");
+    let err = fails(&["run", "--points", "w", &path]);
+    assert!(
+        err.contains("it is the import `wasi_snapshot_preview1`.`fd_write`"),
+        "{err}"
+    );
 }
 
 #[test]

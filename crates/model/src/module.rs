@@ -346,22 +346,30 @@ impl Module {
     }
 
     /// Resolves user-given function names to indices: each NAME is the function's name in the
-    /// `name` section, its demangled form (`probe::crunch`), or `#INDEX`. A name that several
+    /// `name` section, its demangled form (`probe::crunch`), an export name, or `#INDEX`. A name that several
     /// functions share (generic instances) selects all of them. The result is sorted and
     /// deduplicated, and every function in it passes [`Module::check_point`].
     pub fn resolve_points(&self, names: &[String]) -> Result<Vec<u32>, ModelError> {
+        // Names from the `name` section and their demangled forms first; export names only
+        // where no function is so named (a stripped module still has its exports).
         let mut by_name: HashMap<&str, Vec<u32>> = HashMap::new();
         let demangled: Vec<(u32, String)> = self
-            .defined_functions()
+            .functions
+            .iter()
             .filter_map(|f| f.name.as_deref().map(|n| (f.index, demangle(n))))
             .collect();
-        for f in self.defined_functions() {
+        for f in &self.functions {
             if let Some(n) = &f.name {
                 by_name.entry(n.as_str()).or_default().push(f.index);
             }
         }
         for (i, d) in &demangled {
             by_name.entry(d.as_str()).or_default().push(*i);
+        }
+        for e in self.exports.iter().filter(|e| e.kind == ExportKind::Func) {
+            by_name
+                .entry(e.name.as_str())
+                .or_insert_with(|| vec![e.index]);
         }
         let mut out = Vec::new();
         for name in names {

@@ -83,8 +83,10 @@ fn names_resolve_by_name_demangled_form_and_index() {
             (func $_ZN5probe6crunch17h0123456789abcdefE)
             (func $plain)
             (func $twice (param i32))
-            (func $twice_too (param i64)))"#,
+            (func $twice_too (param i64))
+            (func (export "only_exported") (param f32)))"#,
     );
+    assert_eq!(m.resolve_points(&["only_exported".into()]).unwrap(), [4]);
     assert_eq!(m.resolve_points(&["probe::crunch".into()]).unwrap(), [0]);
     assert_eq!(
         m.resolve_points(&["_ZN5probe6crunch17h0123456789abcdefE".into()])
@@ -101,8 +103,8 @@ fn names_resolve_by_name_demangled_form_and_index() {
         Err(ModelError::UnknownFunction { .. })
     ));
     assert!(matches!(
-        m.resolve_points(&["#4".into()]),
-        Err(ModelError::NotAPoint { index: 4, .. })
+        m.resolve_points(&["#5".into()]),
+        Err(ModelError::NotAPoint { index: 5, .. })
     ));
     assert!(matches!(
         m.resolve_points(&["#x".into()]),
