@@ -13,7 +13,7 @@ mod run;
 
 /// clonecloud: run a WebAssembly app, handing the heavy parts to a clone on a stronger machine.
 #[derive(Debug, Parser)]
-#[command(name = "clonecloud", version, about, max_term_width = 100)]
+#[command(name = "clonecloud", version, max_term_width = 100)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
