@@ -8,7 +8,7 @@ use clonecloud_model::{
     ImportClass, ImportKind, Module as Model, RewriteConfig, RewrittenPoint, rewrite_with,
 };
 use tracing::debug;
-use wasmtime::{Config, Engine, Func, Instance, Linker, Module, Store, Trap, Val};
+use wasmtime::{Config, Engine, Func, Linker, Module, Store, Trap};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
@@ -156,7 +156,6 @@ pub struct Program {
     engine: Engine,
     module: Module,
     points: Vec<RewrittenPoint>,
-    mode: PointMode,
 }
 
 struct Device {
@@ -205,7 +204,6 @@ impl Program {
             engine: engine.clone(),
             module,
             points,
-            mode,
         })
     }
 
@@ -263,9 +261,6 @@ impl Program {
             Ok(instance) => instance,
             Err(e) => return Ok(report(&store, outcome_of(e)?)),
         };
-        if self.mode == PointMode::Host {
-            self.check_flags(&instance, &mut store)?;
-        }
         let entry = ["", "_start"]
             .into_iter()
             .find_map(|name| instance.get_func(&mut store, name).map(|f| (name, f)));
@@ -333,23 +328,6 @@ impl Program {
                 .map_err(ExecError::Runtime)?;
         }
         Ok(linker)
-    }
-
-    /// In host mode every flag must be set; the rewriter did it, this makes sure.
-    fn check_flags(&self, instance: &Instance, store: &mut Store<Device>) -> Result<(), ExecError> {
-        for p in &self.points {
-            let flag = instance
-                .get_global(&mut *store, &p.flag_export)
-                .ok_or_else(|| {
-                    ExecError::Runtime(wasmtime::Error::msg(format!(
-                        "missing export {}",
-                        p.flag_export
-                    )))
-                })?;
-            flag.set(&mut *store, Val::I32(1))
-                .map_err(ExecError::Runtime)?;
-        }
-        Ok(())
     }
 }
 

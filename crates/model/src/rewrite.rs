@@ -143,7 +143,7 @@ pub fn rewrite_with(
         .map(|(j, &f)| RewrittenPoint {
             function: f,
             type_index: module.functions[f as usize].type_index,
-            stub: f + k,
+            stub: layout.function(f),
             body: layout.body(j as u32),
             import: format!("migrate.{f}"),
             local_export: format!("{RESERVED_PREFIX}local.{f}"),
