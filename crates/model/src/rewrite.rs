@@ -518,8 +518,11 @@ impl Reencode for Rw<'_> {
         }
         match section.as_known() {
             wasmparser::KnownCustom::Name(reader) => {
-                let names = self.name_section(reader)?;
-                module.section(&names);
+                // A malformed name section (the validator does not look at custom sections) is
+                // dropped rather than failing the rewrite: names are only for people.
+                if let Ok(names) = self.name_section(reader) {
+                    module.section(&names);
+                }
                 Ok(())
             }
             _ => utils::parse_custom_section(self, module, section),

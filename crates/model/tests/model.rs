@@ -200,3 +200,21 @@ fn refuses_what_is_not_a_core_module() {
         Err(ModelError::Invalid { .. })
     ));
 }
+
+#[test]
+fn a_malformed_name_section_is_dropped_not_fatal() {
+    let (mut wasm, _) = parse(r#"(module (func $f (export "f")))"#);
+    // Append a custom section "name" whose function-names subsection claims more than it holds.
+    let payload: &[u8] = &[4, b'n', b'a', b'm', b'e', 1, 5, 3, 0, 9];
+    wasm.push(0);
+    wasm.push(payload.len() as u8);
+    wasm.extend_from_slice(payload);
+    let m = Module::parse(&wasm).expect("custom sections do not make a module invalid");
+    assert_eq!(
+        m.functions[0].name.as_deref(),
+        Some("f"),
+        "the good name section still counts"
+    );
+    let out = rewrite(&m, &wasm, &[0]).unwrap();
+    Module::parse(&out.wasm).unwrap();
+}
