@@ -1,0 +1,25 @@
+//! `virus-scan INPUT_DIR`: see the library's documentation and the README's Workloads section.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, input] = args.as_slice() else {
+        eprintln!("usage: virus-scan INPUT_DIR   (INPUT_DIR holds signatures/*.ndb and files/)");
+        return ExitCode::from(2);
+    };
+    match virus_scan::run(input.as_ref()) {
+        Ok(report) => {
+            let mut out = std::io::stdout().lock();
+            if out.write_all(report.as_bytes()).and_then(|_| out.flush()).is_err() {
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("virus-scan: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
