@@ -4,6 +4,7 @@
 //! writes DIR, the app's INPUT_DIR, and `DIR/truth.json`, the ground truth (which the apps never
 //! read). The same seed writes the same bytes on every machine.
 
+mod behavior;
 mod rng;
 mod virus;
 
@@ -80,7 +81,8 @@ fn generate(args: &Args) -> Result<(), String> {
     prepare(&args.out)?;
     let details = match args.app {
         App::VirusScan => virus::generate(args.size, args.seed, &args.out)?,
-        App::ImageSearch | App::BehaviorProfile => return Err("not written yet".into()),
+        App::BehaviorProfile => behavior::generate(args.size, args.seed, &args.out)?,
+        App::ImageSearch => return Err("not written yet".into()),
     };
     let app = args.app.to_possible_value().expect("no skipped values");
     let mut truth = serde_json::json!({ "app": app.get_name(), "size": args.size.name(), "seed": args.seed });
