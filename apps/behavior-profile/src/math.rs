@@ -4,8 +4,9 @@
 //! wasm32-wasip1), which may differ in the last bit; these give the same bits everywhere, so the
 //! report is byte-identical wherever the program runs. Both are accurate to a few ulps.
 
-const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
-const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+// ln 2 split in two (fdlibm's constants): k * LN2_HI is exact for the k used here.
+const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
 const LN2: f64 = std::f64::consts::LN_2;
 const LOG2E: f64 = std::f64::consts::LOG2_E;
 

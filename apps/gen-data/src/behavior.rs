@@ -42,11 +42,11 @@ fn pseudo_word(rng: &mut Rng) -> String {
     const V: &[&str] = &["a", "e", "i", "o", "u", "ai", "ou", "ea"];
     let mut w = String::new();
     for _ in 0..rng.range(2, 3) {
-        w.push_str(*rng.pick(C));
-        w.push_str(*rng.pick(V));
+        w.push_str(rng.pick::<&str>(C));
+        w.push_str(rng.pick::<&str>(V));
     }
     if rng.chance(50) {
-        w.push_str(*rng.pick(C));
+        w.push_str(rng.pick::<&str>(C));
     }
     w
 }
@@ -105,7 +105,7 @@ fn text(rng: &mut Rng, nodes: &[Node], leaf: usize, words: usize) -> String {
             out.push(' ');
         }
         if rng.chance(33) {
-            out.push_str(*rng.pick(BACKGROUND));
+            out.push_str(rng.pick::<&str>(BACKGROUND));
         } else {
             let node = &nodes[*rng.pick(&chain)];
             out.push_str(rng.pick(&node.words).as_str());

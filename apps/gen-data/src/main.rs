@@ -5,6 +5,7 @@
 //! read). The same seed writes the same bytes on every machine.
 
 mod behavior;
+mod faces;
 mod rng;
 mod virus;
 
@@ -52,6 +53,10 @@ struct Args {
     /// The seed every byte is drawn from.
     #[arg(long, default_value_t = 2011)]
     seed: u64,
+    /// image-search only: the directory with scikit-image's data files (the photos and the face
+    /// cascade); default: where `scripts/fetch-third-party` puts them, target/third-party/skimage-data.
+    #[arg(long)]
+    third_party: Option<PathBuf>,
 }
 
 /// Writes `data` to `path`, creating its parent directories.
@@ -82,7 +87,10 @@ fn generate(args: &Args) -> Result<(), String> {
     let details = match args.app {
         App::VirusScan => virus::generate(args.size, args.seed, &args.out)?,
         App::BehaviorProfile => behavior::generate(args.size, args.seed, &args.out)?,
-        App::ImageSearch => return Err("not written yet".into()),
+        App::ImageSearch => {
+            let dir = args.third_party.clone().unwrap_or_else(faces::default_third_party);
+            faces::generate(args.size, args.seed, &args.out, &dir)?
+        }
     };
     let app = args.app.to_possible_value().expect("no skipped values");
     let mut truth = serde_json::json!({ "app": app.get_name(), "size": args.size.name(), "seed": args.seed });

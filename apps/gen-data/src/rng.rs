@@ -54,9 +54,4 @@ impl Rng {
             *b = self.byte();
         }
     }
-
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
