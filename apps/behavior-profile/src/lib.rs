@@ -62,6 +62,24 @@ impl Settings {
     }
 }
 
+/// The records of a tab-separated file: the line number and `N` fields (the last takes the rest of
+/// the line). Blank lines and `#` comments are skipped; a short line is an error naming the file,
+/// the line and the columns it needs.
+fn records<'a, const N: usize>(
+    text: &'a str,
+    file: &'a str,
+    columns: &'a str,
+) -> impl Iterator<Item = Result<(usize, [&'a str; N]), String>> + 'a {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(move |(n, line)| {
+            <[&str; N]>::try_from(line.splitn(N, '\t').collect::<Vec<_>>())
+                .map(|fields| (n + 1, fields))
+                .map_err(|_| format!("{file}:{}: expected `{columns}`", n + 1))
+        })
+}
+
 /// The category tree.
 #[derive(Debug)]
 pub struct Taxonomy {
@@ -77,16 +95,10 @@ impl Taxonomy {
     /// must come before its children.
     pub fn parse(text: &str) -> Result<Taxonomy, String> {
         let mut t = Taxonomy { ids: vec![], names: vec![], parent: vec![], level: vec![], index: BTreeMap::new() };
-        for (n, line) in text.lines().enumerate() {
-            if line.trim().is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let bad = |what: &str| format!("taxonomy.tsv:{}: {what}", n + 1);
-            let f: Vec<&str> = line.split('\t').collect();
-            let [id, parent, name] = f.as_slice() else {
-                return Err(bad("expected `id<TAB>parent<TAB>name`"));
-            };
-            let parent = match *parent {
+        for record in records::<3>(text, "taxonomy.tsv", "id<TAB>parent<TAB>name") {
+            let (n, [id, parent, name]) = record?;
+            let bad = |what: &str| format!("taxonomy.tsv:{n}: {what}");
+            let parent = match parent {
                 "-" => None,
                 p => Some(*t.index.get(p).ok_or_else(|| bad(&format!("parent `{p}` is not defined above")))?),
             };
@@ -245,15 +257,9 @@ pub struct Visit<'a> {
 
 fn parse_log(text: &str) -> Result<Vec<Visit<'_>>, String> {
     let mut v = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let bad = |what: &str| format!("log.tsv:{}: {what}", n + 1);
-        let f: Vec<&str> = line.splitn(4, '\t').collect();
-        let [time, dwell, url, text] = f.as_slice() else {
-            return Err(bad("expected `unix_time<TAB>dwell_seconds<TAB>url<TAB>page text`"));
-        };
+    for record in records::<4>(text, "log.tsv", "unix_time<TAB>dwell_seconds<TAB>url<TAB>page text") {
+        let (n, [time, dwell, url, text]) = record?;
+        let bad = |what: &str| format!("log.tsv:{n}: {what}");
         let time = time.parse().map_err(|_| bad("the time is not a whole number of seconds"))?;
         let dwell = dwell.parse::<f64>().ok().filter(|d| *d >= 0.0 && d.is_finite()).ok_or_else(|| bad("the dwell time is not a number of seconds"))?;
         v.push(Visit { time, dwell, url, text });
@@ -285,14 +291,9 @@ pub fn run(input: &Path) -> Result<String, String> {
     let tax = Taxonomy::parse(&read(input, "taxonomy.tsv", "the category tree")?)?;
     let corpus_text = read(input, "corpus.tsv", "training documents")?;
     let mut docs = Vec::new();
-    for (n, line) in corpus_text.lines().enumerate() {
-        if line.trim().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (id, text) = line
-            .split_once('\t')
-            .ok_or_else(|| format!("corpus.tsv:{}: expected `category<TAB>text`", n + 1))?;
-        let node = tax.get(id).ok_or_else(|| format!("corpus.tsv:{}: unknown category `{id}`", n + 1))?;
+    for record in records::<2>(&corpus_text, "corpus.tsv", "category<TAB>text") {
+        let (n, [id, text]) = record?;
+        let node = tax.get(id).ok_or_else(|| format!("corpus.tsv:{n}: unknown category `{id}`"))?;
         docs.push((node, text));
     }
     let log_text = read(input, "log.tsv", "the browsing log")?;
@@ -382,19 +383,13 @@ pub fn run(input: &Path) -> Result<String, String> {
 
     // Ads: interest share of the ad's category (cut at the profiling depth) times the bid.
     let mut ads = Vec::new();
-    for (n, line) in ads_text.lines().enumerate() {
-        if line.trim().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let bad = |what: &str| format!("ads.tsv:{}: {what}", n + 1);
-        let f: Vec<&str> = line.splitn(4, '\t').collect();
-        let [id, category, bid, title] = f.as_slice() else {
-            return Err(bad("expected `ad_id<TAB>category<TAB>bid<TAB>title`"));
-        };
+    for record in records::<4>(&ads_text, "ads.tsv", "ad_id<TAB>category<TAB>bid<TAB>title") {
+        let (n, [id, category, bid, title]) = record?;
+        let bad = |what: &str| format!("ads.tsv:{n}: {what}");
         let node = tax.get(category).ok_or_else(|| bad(&format!("unknown category `{category}`")))?;
         let bid: f64 = bid.parse().ok().filter(|b: &f64| *b >= 0.0 && b.is_finite()).ok_or_else(|| bad("the bid is not a number"))?;
         let share = percent(node_interest[tax.cut(node, settings.depth)], total) / 100.0;
-        ads.push((share * bid, *id, node, bid, *title));
+        ads.push((share * bid, id, node, bid, title));
     }
     ads.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
     let _ = writeln!(r, "\nads (top {} of {}):", settings.top.min(ads.len()), ads.len());

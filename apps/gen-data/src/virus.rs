@@ -236,9 +236,8 @@ fn binary(rng: &mut Rng, len: usize) -> Vec<u8> {
     let mut i = 0;
     while i < len {
         let n = rng.range(16, 512).min(len - i);
-        if rng.chance(30) {
-            // Runs of zeros and of small integers, as in real binary formats.
-        } else {
+        // Random bytes with runs of zeros between, as in real binary formats.
+        if !rng.chance(30) {
             rng.fill(&mut out[i..i + n]);
         }
         i += n;
