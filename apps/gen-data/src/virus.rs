@@ -15,7 +15,7 @@ pub const EICAR: &[u8] = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS
 pub const EICAR_NAME: &str = "Eicar-Test-Signature";
 
 /// Signatures in the database (the same for every size, as a scanner's database is).
-const SIGNATURES: usize = 100_000;
+const SIGNATURES: usize = 250_000;
 
 #[derive(Clone, Debug)]
 enum El {

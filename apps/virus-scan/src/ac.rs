@@ -1,124 +1,129 @@
 //! An Aho-Corasick automaton over bytes: every occurrence of every pattern in one pass.
 //!
-//! The trie keeps sparse, sorted transitions (a large signature database has hundreds of
-//! thousands of states, most with one child); the root keeps a dense table, and the failure links
-//! are resolved for the root so the scan loop never follows a failure link out of it.
+//! States are numbered breadth first and, within a depth, in the order of the prefixes they
+//! stand for, so the children of a state are consecutive states sorted by their byte: a state's
+//! transitions are a range of state numbers and one byte label per state, with no edge lists. The
+//! trie is built level by level from the sorted patterns, without per-state allocations (a large
+//! signature database has over a million states). The root keeps a dense table; outputs follow
+//! dictionary suffix links instead of being copied down the failure chain.
 
 /// A pattern's index as given to [`Automaton::new`].
 pub type PatternId = u32;
 
 const ROOT: u32 = 0;
+const NONE: u32 = u32::MAX;
 
 #[derive(Debug)]
 pub struct Automaton {
-    /// Transitions of state `s`: `edges[first[s] .. first[s + 1]]`, sorted by byte.
-    first: Vec<u32>,
-    edges: Vec<(u8, u32)>,
+    /// The byte on the edge into each state (the root's is unused).
+    label: Vec<u8>,
+    /// Children of `s`: states `first_child[s] .. first_child[s + 1]`.
+    first_child: Vec<u32>,
     root: Box<[u32; 256]>,
     fail: Vec<u32>,
-    /// Patterns ending at state `s`: `outputs[out_first[s] .. out_first[s + 1]]`, including those
-    /// of its failure chain.
-    out_first: Vec<u32>,
-    outputs: Vec<PatternId>,
+    /// The nearest state on the failure chain (itself excluded) where a pattern ends, or NONE.
+    out_link: Vec<u32>,
+    /// Patterns ending exactly at `s`: `ends[end_first[s] .. end_first[s + 1]]`.
+    end_first: Vec<u32>,
+    ends: Vec<PatternId>,
     lengths: Vec<u32>,
 }
 
 impl Automaton {
     /// Builds the automaton; empty patterns never match.
     pub fn new<P: AsRef<[u8]>>(patterns: &[P]) -> Automaton {
-        // 1. The trie, with per-state child lists.
-        let mut children: Vec<Vec<(u8, u32)>> = vec![Vec::new()];
-        let mut ends: Vec<Vec<PatternId>> = vec![Vec::new()];
-        let mut lengths = Vec::with_capacity(patterns.len());
-        for (id, p) in patterns.iter().enumerate() {
-            let p = p.as_ref();
-            lengths.push(p.len() as u32);
-            if p.is_empty() {
-                continue;
-            }
-            let mut s = ROOT;
-            for &b in p {
-                let kids = &children[s as usize];
-                s = match kids.binary_search_by_key(&b, |e| e.0) {
-                    Ok(i) => kids[i].1,
-                    Err(i) => {
-                        let n = children.len() as u32;
-                        children[s as usize].insert(i, (b, n));
-                        children.push(Vec::new());
-                        ends.push(Vec::new());
-                        n
-                    }
-                };
-            }
-            ends[s as usize].push(id as PatternId);
-        }
+        let pats: Vec<&[u8]> = patterns.iter().map(AsRef::as_ref).collect();
+        let lengths = pats.iter().map(|p| p.len() as u32).collect();
+        let mut order: Vec<u32> = (0..pats.len() as u32).filter(|&i| !pats[i as usize].is_empty()).collect();
+        order.sort_unstable_by(|&a, &b| pats[a as usize].cmp(pats[b as usize]).then(a.cmp(&b)));
 
-        // 2. Flatten.
-        let n = children.len();
-        let mut first = Vec::with_capacity(n + 1);
-        let mut edges = Vec::with_capacity(n);
-        for kids in &children {
-            first.push(edges.len() as u32);
-            edges.extend_from_slice(kids);
+        // 1. The trie, one depth at a time. `state[k]` is the state of `order[k]`'s prefix at the
+        //    current depth; a new state starts wherever the prefix differs from the previous one
+        //    (sorted order keeps equal prefixes together, and children in byte order).
+        let mut label = vec![0u8];
+        let mut parent = vec![NONE];
+        let mut state = vec![ROOT; order.len()];
+        let mut ended_at: Vec<(u32, PatternId)> = Vec::with_capacity(order.len());
+        let mut depth = 0;
+        let mut live: Vec<usize> = (0..order.len()).collect();
+        while !live.is_empty() {
+            let mut prev: Option<(u32, u8)> = None;
+            let mut next_live = Vec::with_capacity(live.len());
+            for &k in &live {
+                let p = pats[order[k] as usize];
+                let key = (state[k], p[depth]);
+                if prev != Some(key) {
+                    label.push(key.1);
+                    parent.push(key.0);
+                    prev = Some(key);
+                }
+                state[k] = label.len() as u32 - 1;
+                if p.len() == depth + 1 {
+                    ended_at.push((state[k], order[k]));
+                } else {
+                    next_live.push(k);
+                }
+            }
+            live = next_live;
+            depth += 1;
         }
-        first.push(edges.len() as u32);
-        drop(children);
+        drop(state);
+        let n = label.len();
+        // Parents are numbered before their children, in order: children ranges are consecutive.
+        let mut first_child = vec![0u32; n + 1];
+        let mut child_count = vec![0u32; n];
+        for &p in &parent[1..] {
+            child_count[p as usize] += 1;
+        }
+        let mut next = 1u32;
+        for s in 0..n {
+            first_child[s] = next;
+            next += child_count[s];
+        }
+        first_child[n] = next;
+        drop(child_count);
         let mut root = Box::new([ROOT; 256]);
-        for &(b, t) in &edges[first[0] as usize..first[1] as usize] {
-            root[b as usize] = t;
+        for t in first_child[0]..first_child[1] {
+            root[label[t as usize] as usize] = t;
         }
+        ended_at.sort_unstable();
+        let mut end_first = vec![0u32; n + 1];
+        for &(s, _) in &ended_at {
+            end_first[s as usize + 1] += 1;
+        }
+        for s in 0..n {
+            end_first[s + 1] += end_first[s];
+        }
+        let ends: Vec<PatternId> = ended_at.into_iter().map(|(_, p)| p).collect();
 
-        // 3. Failure links, breadth first; outputs merged along the failure chain.
-        let mut fail = vec![ROOT; n];
-        let mut order = Vec::with_capacity(n);
-        let mut queue = std::collections::VecDeque::new();
-        for &(_, t) in &edges[first[0] as usize..first[1] as usize] {
-            queue.push_back(t);
-        }
-        let goto = |first: &[u32], edges: &[(u8, u32)], s: u32, b: u8| -> Option<u32> {
-            let kids = &edges[first[s as usize] as usize..first[s as usize + 1] as usize];
-            kids.binary_search_by_key(&b, |e| e.0).ok().map(|i| kids[i].1)
+        let mut a = Automaton {
+            label,
+            first_child,
+            root,
+            fail: vec![ROOT; n],
+            out_link: vec![NONE; n],
+            end_first,
+            ends,
+            lengths,
         };
-        while let Some(s) = queue.pop_front() {
-            order.push(s);
-            for &(b, t) in &edges[first[s as usize] as usize..first[s as usize + 1] as usize] {
-                let mut f = fail[s as usize];
-                let target = loop {
-                    if let Some(x) = goto(&first, &edges, f, b) {
-                        break x;
-                    }
-                    if f == ROOT {
-                        break ROOT;
-                    }
-                    f = fail[f as usize];
-                };
-                fail[t as usize] = if target == t { ROOT } else { target };
-                queue.push_back(t);
-            }
+        // 2. Failure and output links in breadth-first (= numbering) order: every state a link
+        //    points to is shallower, so it is done first.
+        for (t, &p) in parent.iter().enumerate().skip(1) {
+            let f = if p == ROOT { ROOT } else { a.step(a.fail[p as usize], a.label[t]) };
+            a.fail[t] = f;
+            a.out_link[t] = if a.end_first[f as usize] < a.end_first[f as usize + 1] { f } else { a.out_link[f as usize] };
         }
-        // A state's failure target comes earlier in breadth-first order, so its merged outputs
-        // are complete when the state is reached.
-        let mut merged: Vec<Vec<PatternId>> = ends;
-        for &s in &order {
-            let f = fail[s as usize] as usize;
-            if f != ROOT as usize && !merged[f].is_empty() {
-                let inherited = merged[f].clone();
-                merged[s as usize].extend(inherited);
-            }
-        }
-        let mut out_first = Vec::with_capacity(n + 1);
-        let mut outputs = Vec::new();
-        for m in &merged {
-            out_first.push(outputs.len() as u32);
-            outputs.extend_from_slice(m);
-        }
-        out_first.push(outputs.len() as u32);
-
-        Automaton { first, edges, root, fail, out_first, outputs, lengths }
+        a
     }
 
     pub fn states(&self) -> usize {
         self.fail.len()
+    }
+
+    fn child(&self, s: u32, b: u8) -> Option<u32> {
+        let (lo, hi) = (self.first_child[s as usize] as usize, self.first_child[s as usize + 1] as usize);
+        let kids = &self.label[lo..hi];
+        kids.binary_search(&b).ok().map(|i| (lo + i) as u32)
     }
 
     #[inline]
@@ -127,8 +132,7 @@ impl Automaton {
             if s == ROOT {
                 return self.root[b as usize];
             }
-            let kids = &self.edges[self.first[s as usize] as usize..self.first[s as usize + 1] as usize];
-            if let Some(&(_, t)) = kids.iter().find(|e| e.0 == b) {
+            if let Some(t) = self.child(s, b) {
                 return t;
             }
             s = self.fail[s as usize];
@@ -140,9 +144,12 @@ impl Automaton {
         let mut s = ROOT;
         for (i, &b) in haystack.iter().enumerate() {
             s = self.step(s, b);
-            let (lo, hi) = (self.out_first[s as usize], self.out_first[s as usize + 1]);
-            for &p in &self.outputs[lo as usize..hi as usize] {
-                found(p, i + 1 - self.lengths[p as usize] as usize);
+            let mut o = s;
+            while o != NONE {
+                for &p in &self.ends[self.end_first[o as usize] as usize..self.end_first[o as usize + 1] as usize] {
+                    found(p, i + 1 - self.lengths[p as usize] as usize);
+                }
+                o = self.out_link[o as usize];
             }
         }
     }
@@ -174,8 +181,8 @@ mod tests {
             x ^= x << 17;
             x
         };
-        for round in 0..200 {
-            // A small alphabet makes overlaps, shared prefixes and suffix outputs common.
+        for round in 0..300 {
+            // A small alphabet makes overlaps, shared prefixes, duplicates and suffix outputs common.
             let alphabet = 2 + round % 4;
             let patterns: Vec<Vec<u8>> = (0..1 + next() % 12)
                 .map(|_| (0..next() % 6).map(|_| (next() % alphabet) as u8).collect())

@@ -20,7 +20,8 @@ pub struct Skipped {
 #[derive(Debug)]
 pub struct Database {
     pub signatures: Vec<Signature>,
-    anchors: Vec<Anchor>,
+    /// Where each signature's anchor sits: (part, byte offset in the part).
+    anchors: Vec<(u32, u32)>,
     automaton: Automaton,
 }
 
@@ -28,7 +29,8 @@ impl Database {
     /// Parses `.ndb` texts (`(file name, contents)`): well-formed lines of kinds this scanner does
     /// not handle are returned as skipped, malformed lines are an error naming file and line.
     pub fn load(files: &[(String, String)]) -> Result<(Database, Vec<Skipped>), String> {
-        let mut signatures = Vec::new();
+        // One slot per line up front: a database holds hundreds of thousands of signatures.
+        let mut signatures = Vec::with_capacity(files.iter().map(|(_, t)| t.lines().count()).sum());
         let mut skipped = Vec::new();
         for (file, text) in files {
             for (n, line) in text.lines().enumerate() {
@@ -47,12 +49,19 @@ impl Database {
                 }
             }
         }
+        signatures.shrink_to_fit();
         Ok((Database::new(signatures), skipped))
     }
 
     pub fn new(signatures: Vec<Signature>) -> Database {
-        let anchors: Vec<Anchor> = signatures.iter().map(Signature::anchor).collect();
-        let automaton = Automaton::new(&anchors.iter().map(|a| a.bytes.as_slice()).collect::<Vec<_>>());
+        let mut bytes = Vec::with_capacity(signatures.len());
+        let mut anchors = Vec::with_capacity(signatures.len());
+        for s in &signatures {
+            let Anchor { bytes: b, part, offset } = s.anchor();
+            bytes.push(b);
+            anchors.push((part as u32, offset as u32));
+        }
+        let automaton = Automaton::new(&bytes);
         Database { signatures, anchors, automaton }
     }
 
@@ -76,7 +85,8 @@ impl Database {
             if sig.target == Target::Pe && !is_pe {
                 return;
             }
-            if verify(sig, &self.anchors[i], data, at, entry) {
+            let (part, offset) = self.anchors[i];
+            if verify(sig, part as usize, offset as usize, data, at, entry) {
                 seen.insert(i);
                 hits.push(i);
             }
@@ -86,12 +96,11 @@ impl Database {
     }
 }
 
-/// Whether `sig` matches `data` with its anchor at `at`.
-fn verify(sig: &Signature, anchor: &Anchor, data: &[u8], at: usize, entry: Option<u64>) -> bool {
+/// Whether `sig` matches `data` with its anchor, `offset` bytes into part `p`, at `at`.
+fn verify(sig: &Signature, p: usize, offset: usize, data: &[u8], at: usize, entry: Option<u64>) -> bool {
     let Some((lo, hi)) = sig.offset.window(data.len() as u64, entry) else { return false };
-    let Some(start) = at.checked_sub(anchor.offset) else { return false };
-    let p = anchor.part;
-    if !sig.parts[p].matches_at(data, start) {
+    let Some(start) = at.checked_sub(offset) else { return false };
+    if !sig.part_matches(p, data, start) {
         return false;
     }
     let window = (lo as usize, hi as usize);
@@ -113,7 +122,7 @@ fn after(sig: &Signature, data: &[u8], p: usize, end: usize) -> bool {
     // With an unbounded gap after the next part, its earliest match leaves the most room.
     let greedy = sig.gaps.get(p + 1).is_some_and(|g| g.max.is_none());
     for s in lo..=hi {
-        if next.matches_at(data, s) {
+        if sig.part_matches(p + 1, data, s) {
             if after(sig, data, p + 1, s + next.width) {
                 return true;
             }
@@ -145,7 +154,7 @@ fn before(sig: &Signature, data: &[u8], p: usize, start: usize, window: (usize, 
     }
     let greedy = p > 1 && sig.gaps[p - 2].max.is_none();
     for s in (lo..=hi).rev() {
-        if prev.matches_at(data, s) {
+        if sig.part_matches(p - 1, data, s) {
             if before(sig, data, p - 1, s, window) {
                 return true;
             }
@@ -165,7 +174,7 @@ mod tests {
     /// Backtracking over every start: the definition of a match, with no automaton or pruning.
     fn naive(sig: &Signature, data: &[u8], entry: Option<u64>) -> bool {
         fn rest(sig: &Signature, data: &[u8], p: usize, at: usize) -> bool {
-            if !sig.parts[p].matches_at(data, at) {
+            if !sig.part_matches(p, data, at) {
                 return false;
             }
             let end = at + sig.parts[p].width;
@@ -238,7 +247,7 @@ mod tests {
 
     #[test]
     fn alternatives_and_nibbles() {
-        let (parts, _) = parse_body("(41|42)?c!(00|01)").unwrap();
+        let (parts, _, _) = parse_body("(41|42)?c!(00|01)").unwrap();
         assert_eq!(parts[0].elems[1], Elem::Nibble { value: 0x0c, mask: 0x0f });
         let db = Database::new(vec![parse_line("T:0:*:5a5a(41|42)?c!(00|01)").unwrap()]);
         assert_eq!(db.scan(b"..ZZB\x1c\x02.."), vec![0]);

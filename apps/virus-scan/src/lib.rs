@@ -63,6 +63,7 @@ pub fn run(input: &Path) -> Result<String, String> {
         return Err(format!("no .ndb signature file in {}", sig_dir.display()));
     }
     let (db, skipped) = Database::load(&texts)?;
+    drop(texts);
 
     let mut report = String::new();
     let (mut scanned, mut infected, mut bytes) = (0u64, 0u64, 0u64);

@@ -45,34 +45,37 @@ impl Offset {
     }
 }
 
-/// One fixed-width element of a part.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One fixed-width element of a part. Eight bytes: a database holds millions of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Elem {
     Byte(u8),
     /// Matches `b` when `b & mask == value`.
     Nibble { value: u8, mask: u8 },
     AnyByte,
-    /// One of several byte strings of the same width (`negated`: none of them).
-    Alt { options: Vec<Vec<u8>>, negated: bool },
+    /// One of `count` byte strings of `width` bytes, stored one after another at `at` in the
+    /// signature's [`Signature::alts`] (`negated`: none of them).
+    Alt { at: u32, count: u8, width: u8, negated: bool },
 }
 
 impl Elem {
     pub fn width(&self) -> usize {
         match self {
-            Elem::Alt { options, .. } => options[0].len(),
+            Elem::Alt { width, .. } => usize::from(*width),
             _ => 1,
         }
     }
 
     /// Whether the element matches `data` at its start (`data` holds at least `width` bytes).
-    fn matches(&self, data: &[u8]) -> bool {
-        match self {
-            Elem::Byte(b) => data[0] == *b,
-            Elem::Nibble { value, mask } => data[0] & mask == *value,
+    fn matches(&self, alts: &[u8], data: &[u8]) -> bool {
+        match *self {
+            Elem::Byte(b) => data[0] == b,
+            Elem::Nibble { value, mask } => data[0] & mask == value,
             Elem::AnyByte => true,
-            Elem::Alt { options, negated } => {
-                let hit = options.iter().any(|o| data.starts_with(o));
-                hit != *negated
+            Elem::Alt { at, count, width, negated } => {
+                let (at, width) = (at as usize, usize::from(width));
+                let options = &alts[at..at + usize::from(count) * width];
+                let hit = options.chunks_exact(width).any(|o| data.starts_with(o));
+                hit != negated
             }
         }
     }
@@ -83,21 +86,6 @@ impl Elem {
 pub struct Part {
     pub elems: Vec<Elem>,
     pub width: usize,
-}
-
-impl Part {
-    /// Whether the part matches `data` at `at`.
-    pub fn matches_at(&self, data: &[u8], at: usize) -> bool {
-        let Some(window) = at.checked_add(self.width).and_then(|end| data.get(at..end)) else {
-            return false;
-        };
-        let mut pos = 0;
-        self.elems.iter().all(|e| {
-            let ok = e.matches(&window[pos..]);
-            pos += e.width();
-            ok
-        })
-    }
 }
 
 /// The number of bytes allowed between two parts.
@@ -117,6 +105,8 @@ pub struct Signature {
     pub parts: Vec<Part>,
     /// `gaps[i]` separates `parts[i]` and `parts[i + 1]`.
     pub gaps: Vec<Gap>,
+    /// The options of every alternative, one after another.
+    pub alts: Vec<u8>,
 }
 
 /// Where the anchor (the longest run of exact bytes, which the automaton looks for) sits.
@@ -134,6 +124,20 @@ pub const MIN_ANCHOR: usize = 2;
 pub const MAX_ANCHOR: usize = 16;
 
 impl Signature {
+    /// Whether part `p` matches `data` at `at`.
+    pub fn part_matches(&self, p: usize, data: &[u8], at: usize) -> bool {
+        let part = &self.parts[p];
+        let Some(window) = at.checked_add(part.width).and_then(|end| data.get(at..end)) else {
+            return false;
+        };
+        let mut pos = 0;
+        part.elems.iter().all(|e| {
+            let ok = e.matches(&self.alts, &window[pos..]);
+            pos += e.width();
+            ok
+        })
+    }
+
     /// The longest run of exact bytes (the first one on ties), cut to [`MAX_ANCHOR`].
     pub fn anchor(&self) -> Anchor {
         let mut best = Anchor { bytes: Vec::new(), part: 0, offset: 0 };
@@ -206,8 +210,8 @@ pub fn parse_line(line: &str) -> Result<Signature, LineError> {
         t => return Err(malformed(format!("target type `{t}` is not a number"))),
     };
     let offset = parse_offset(fields[2].trim())?;
-    let (parts, gaps) = parse_body(fields[3].trim())?;
-    let sig = Signature { name: name.to_string(), target, offset, parts, gaps };
+    let (parts, gaps, alts) = parse_body(fields[3].trim())?;
+    let sig = Signature { name: name.to_string(), target, offset, parts, gaps, alts };
     if sig.anchor().bytes.len() < MIN_ANCHOR {
         return Err(malformed(format!(
             "no run of {MIN_ANCHOR} fixed bytes to search for"
@@ -284,11 +288,15 @@ fn parse_gap(inner: &str) -> Result<Gap, LineError> {
     Ok(gap)
 }
 
-/// Splits a hex body into parts and gaps.
-pub fn parse_body(body: &str) -> Result<(Vec<Part>, Vec<Gap>), LineError> {
+/// A signature body: its parts, the gaps between them and the pool of alternatives' options.
+pub type Body = (Vec<Part>, Vec<Gap>, Vec<u8>);
+
+/// Splits a hex body into parts, gaps and the pool of alternatives' options.
+pub fn parse_body(body: &str) -> Result<Body, LineError> {
     let b = body.as_bytes();
     let mut parts = Vec::new();
     let mut gaps = Vec::new();
+    let mut alts = Vec::new();
     let mut elems: Vec<Elem> = Vec::new();
     let mut i = 0;
     let close_part = |elems: &mut Vec<Elem>, parts: &mut Vec<Part>| -> Result<(), LineError> {
@@ -296,7 +304,9 @@ pub fn parse_body(body: &str) -> Result<(Vec<Part>, Vec<Gap>), LineError> {
             return Err(malformed("a gap must sit between two runs of bytes"));
         }
         let width = elems.iter().map(Elem::width).sum();
-        parts.push(Part { elems: std::mem::take(elems), width });
+        let mut elems = std::mem::take(elems);
+        elems.shrink_to_fit();
+        parts.push(Part { elems, width });
         Ok(())
     };
     while i < b.len() {
@@ -334,7 +344,13 @@ pub fn parse_body(body: &str) -> Result<(Vec<Part>, Vec<Gap>), LineError> {
                         "alternatives of different widths".to_string(),
                     ));
                 }
-                elems.push(Elem::Alt { options, negated });
+                let (Ok(count), Ok(width), Ok(at)) =
+                    (u8::try_from(options.len()), u8::try_from(options[0].len()), u32::try_from(alts.len()))
+                else {
+                    return Err(LineError::Unsupported("more than 255 alternatives or wider than 255 bytes".into()));
+                };
+                alts.extend(options.concat());
+                elems.push(Elem::Alt { at, count, width, negated });
                 i = start + end + 1;
             }
             _ => {
@@ -357,7 +373,10 @@ pub fn parse_body(body: &str) -> Result<(Vec<Part>, Vec<Gap>), LineError> {
         }
     }
     close_part(&mut elems, &mut parts)?;
-    Ok((parts, gaps))
+    parts.shrink_to_fit();
+    gaps.shrink_to_fit();
+    alts.shrink_to_fit();
+    Ok((parts, gaps, alts))
 }
 
 #[cfg(test)]
