@@ -1,0 +1,391 @@
+//! The codec: each message is one frame, `"CC" | format version (u8) | kind (u8) | payload length
+//! (u32 LE) | payload`, with a maximum frame size checked before a byte of the payload is
+//! buffered. Payloads are little-endian fixed-width integers and length-prefixed sequences; every
+//! length is checked against the bytes actually present before anything is allocated, so a
+//! decoder never panics and never allocates more than the frame it was given.
+
+use crate::message::{FailKind, Hash128, Message, PageDelta, State, Value};
+
+/// The frame format this codec writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+const MAGIC: &[u8; 2] = b"CC";
+/// Bytes before the payload.
+pub const HEADER_LEN: usize = 8;
+/// The default largest frame (a migration of a 1 GiB memory fits with room to spare).
+pub const DEFAULT_MAX_FRAME: usize = 1 << 30;
+
+/// Why bytes are not a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a clonecloud frame (bad magic {0:02x?}): the peer does not speak this protocol")]
+    BadMagic([u8; 2]),
+    #[error("frame format {0}, this side speaks {FORMAT_VERSION}: upgrade the older side")]
+    Format(u8),
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    #[error("frame of {len} bytes is over the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
+    #[error("{kind} message is cut short reading {what}")]
+    Truncated { kind: &'static str, what: &'static str },
+    #[error("{kind} message has {extra} bytes after its end")]
+    Trailing { kind: &'static str, extra: usize },
+    #[error("{kind} message: {what}")]
+    Invalid { kind: &'static str, what: String },
+}
+
+fn kind_code(m: &Message) -> u8 {
+    match m {
+        Message::Hello { .. } => 1,
+        Message::Welcome { .. } => 2,
+        Message::Module { .. } => 3,
+        Message::Migrate { .. } => 4,
+        Message::Return { .. } => 5,
+        Message::ImportCall { .. } => 6,
+        Message::ImportReturn { .. } => 7,
+        Message::Failed { .. } => 8,
+        Message::Error { .. } => 9,
+        Message::Goodbye => 10,
+    }
+}
+
+fn kind_name(code: u8) -> Option<&'static str> {
+    Some(match code {
+        1 => "hello",
+        2 => "welcome",
+        3 => "module",
+        4 => "migrate",
+        5 => "return",
+        6 => "import-call",
+        7 => "import-return",
+        8 => "failed",
+        9 => "error",
+        10 => "goodbye",
+        _ => return None,
+    })
+}
+
+struct Writer<'a>(&'a mut Vec<u8>);
+
+impl Writer<'_> {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn len(&mut self, n: usize) {
+        self.u32(u32::try_from(n).expect("sequences are shorter than 4 GiB: frames are limited"));
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.len(b.len());
+        self.0.extend_from_slice(b);
+    }
+    fn value(&mut self, v: &Value) {
+        match *v {
+            Value::I32(x) => {
+                self.u8(0);
+                self.u32(x as u32)
+            }
+            Value::I64(x) => {
+                self.u8(1);
+                self.u64(x as u64)
+            }
+            Value::F32(x) => {
+                self.u8(2);
+                self.u32(x)
+            }
+            Value::F64(x) => {
+                self.u8(3);
+                self.u64(x)
+            }
+        }
+    }
+    fn values(&mut self, vs: &[Value]) {
+        self.len(vs.len());
+        for v in vs {
+            self.value(v);
+        }
+    }
+    fn state(&mut self, s: &State) {
+        self.len(s.globals.len());
+        for (i, v) in &s.globals {
+            self.u32(*i);
+            self.value(v);
+        }
+        let d = &s.memory;
+        self.u32(d.wasm_pages);
+        self.u32(d.page_size);
+        self.len(d.pages.len());
+        for (i, p) in &d.pages {
+            self.u32(*i);
+            self.0.extend_from_slice(p);
+        }
+    }
+}
+
+/// Appends `m`, framed, to `out`.
+pub fn encode(m: &Message, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT_VERSION);
+    out.push(kind_code(m));
+    out.extend_from_slice(&[0; 4]);
+    let mut w = Writer(out);
+    match m {
+        Message::Hello { version, module, run, thread } => {
+            w.u16(*version);
+            w.0.extend_from_slice(module);
+            w.u64(*run);
+            w.u32(*thread);
+        }
+        Message::Welcome { need_module } => w.u8(u8::from(*need_module)),
+        Message::Module { bytes } => w.bytes(bytes),
+        Message::Migrate { point, args, state } => {
+            w.u32(*point);
+            w.values(args);
+            w.state(state);
+        }
+        Message::Return { results, state } | Message::ImportReturn { results, state } => {
+            w.values(results);
+            w.state(state);
+        }
+        Message::ImportCall { import, args, state } => {
+            w.u32(*import);
+            w.values(args);
+            w.state(state);
+        }
+        Message::Failed { kind, message } => {
+            w.u8(match kind {
+                FailKind::Trap => 0,
+                FailKind::ResourceLimit => 1,
+                FailKind::Unavailable => 2,
+            });
+            w.bytes(message.as_bytes());
+        }
+        Message::Error { message } => w.bytes(message.as_bytes()),
+        Message::Goodbye => {}
+    }
+    let len = u32::try_from(out.len() - start - HEADER_LEN).expect("a frame is shorter than 4 GiB");
+    out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Encodes `m` into a new buffer.
+pub fn to_bytes(m: &Message) -> Vec<u8> {
+    let mut v = Vec::new();
+    encode(m, &mut v);
+    v
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    kind: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        if self.data.len() < n {
+            return Err(DecodeError::Truncated { kind: self.kind, what });
+        }
+        let (a, b) = self.data.split_at(n);
+        self.data = b;
+        Ok(a)
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.take(2, what)?.try_into().expect("2 bytes")))
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+    }
+    /// A count of items of at least `min_size` bytes each: refused when the rest of the frame
+    /// cannot hold them, so a forged count allocates nothing.
+    fn count(&mut self, min_size: usize, what: &'static str) -> Result<usize, DecodeError> {
+        let n = self.u32(what)? as usize;
+        if n.saturating_mul(min_size) > self.data.len() {
+            return Err(DecodeError::Truncated { kind: self.kind, what });
+        }
+        Ok(n)
+    }
+    fn bytes(&mut self, what: &'static str) -> Result<Vec<u8>, DecodeError> {
+        let n = self.count(1, what)?;
+        Ok(self.take(n, what)?.to_vec())
+    }
+    fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
+        String::from_utf8(self.bytes(what)?).map_err(|_| self.invalid(format!("{what} is not UTF-8")))
+    }
+    fn invalid(&self, what: String) -> DecodeError {
+        DecodeError::Invalid { kind: self.kind, what }
+    }
+    fn value(&mut self) -> Result<Value, DecodeError> {
+        Ok(match self.u8("a value's type")? {
+            0 => Value::I32(self.u32("an i32")? as i32),
+            1 => Value::I64(self.u64("an i64")? as i64),
+            2 => Value::F32(self.u32("an f32")?),
+            3 => Value::F64(self.u64("an f64")?),
+            t => return Err(self.invalid(format!("value type {t} is not i32, i64, f32 or f64"))),
+        })
+    }
+    fn values(&mut self, what: &'static str) -> Result<Vec<Value>, DecodeError> {
+        let n = self.count(5, what)?;
+        (0..n).map(|_| self.value()).collect()
+    }
+    fn state(&mut self) -> Result<State, DecodeError> {
+        let n = self.count(9, "globals")?;
+        let globals = (0..n)
+            .map(|_| Ok((self.u32("a global's index")?, self.value()?)))
+            .collect::<Result<Vec<_>, DecodeError>>()?;
+        let wasm_pages = self.u32("the memory size")?;
+        if wasm_pages > 65536 {
+            return Err(self.invalid(format!("memory of {wasm_pages} wasm pages is over 4 GiB")));
+        }
+        let page_size = self.u32("the page size")?;
+        if !page_size.is_power_of_two() || page_size > 65536 {
+            return Err(self.invalid(format!("page size {page_size} is not a power of two up to 64 KiB")));
+        }
+        let n = self.count(4 + page_size as usize, "pages")?;
+        let limit = u64::from(wasm_pages) * 65536 / u64::from(page_size);
+        let mut pages = Vec::with_capacity(n);
+        for _ in 0..n {
+            let i = self.u32("a page's index")?;
+            if u64::from(i) >= limit {
+                return Err(self.invalid(format!("page {i} lies beyond the {wasm_pages}-page memory")));
+            }
+            pages.push((i, self.take(page_size as usize, "a page")?.to_vec()));
+        }
+        Ok(State { globals, memory: PageDelta { wasm_pages, page_size, pages } })
+    }
+}
+
+/// Decodes one whole frame's payload.
+fn decode_payload(code: u8, payload: &[u8]) -> Result<Message, DecodeError> {
+    let kind = kind_name(code).ok_or(DecodeError::UnknownKind(code))?;
+    let mut r = Reader { data: payload, kind };
+    let m = match code {
+        1 => {
+            let version = r.u16("the version")?;
+            let module: Hash128 = r.take(16, "the module hash")?.try_into().expect("16 bytes");
+            Message::Hello { version, module, run: r.u64("the run")?, thread: r.u32("the thread")? }
+        }
+        2 => Message::Welcome {
+            need_module: match r.u8("need_module")? {
+                0 => false,
+                1 => true,
+                b => return Err(r.invalid(format!("need_module is {b}, not 0 or 1"))),
+            },
+        },
+        3 => Message::Module { bytes: r.bytes("the module")? },
+        4 => Message::Migrate { point: r.u32("the point")?, args: r.values("the arguments")?, state: r.state()? },
+        5 => Message::Return { results: r.values("the results")?, state: r.state()? },
+        6 => Message::ImportCall { import: r.u32("the import")?, args: r.values("the arguments")?, state: r.state()? },
+        7 => Message::ImportReturn { results: r.values("the results")?, state: r.state()? },
+        8 => {
+            let kind = match r.u8("the failure kind")? {
+                0 => FailKind::Trap,
+                1 => FailKind::ResourceLimit,
+                2 => FailKind::Unavailable,
+                k => return Err(r.invalid(format!("failure kind {k} is unknown"))),
+            };
+            Message::Failed { kind, message: r.string("the message")? }
+        }
+        9 => Message::Error { message: r.string("the message")? },
+        10 => Message::Goodbye,
+        _ => unreachable!("kind_name accepted it"),
+    };
+    if !r.data.is_empty() {
+        return Err(DecodeError::Trailing { kind, extra: r.data.len() });
+    }
+    Ok(m)
+}
+
+/// Turns a byte stream into messages: feed it what the transport read, take messages out.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    start: usize,
+    max_frame: usize,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new(DEFAULT_MAX_FRAME)
+    }
+}
+
+impl Decoder {
+    pub fn new(max_frame: usize) -> Decoder {
+        Decoder { buf: Vec::new(), start: 0, max_frame }
+    }
+
+    /// Appends bytes read from the transport.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// How many more bytes the next frame needs (at least 1 when none is complete).
+    pub fn wanted(&self) -> usize {
+        let have = &self.buf[self.start..];
+        if have.len() < HEADER_LEN {
+            return HEADER_LEN - have.len();
+        }
+        let len = u32::from_le_bytes(have[4..8].try_into().expect("4 bytes")) as usize;
+        (HEADER_LEN + len).saturating_sub(have.len()).max(1)
+    }
+
+    /// The next whole message, `None` when more bytes are needed. After an error the stream is
+    /// unusable: the session must end.
+    pub fn next_message(&mut self) -> Result<Option<Message>, DecodeError> {
+        let have = &self.buf[self.start..];
+        if have.len() < 2 {
+            return Ok(None);
+        }
+        if &have[..2] != MAGIC {
+            return Err(DecodeError::BadMagic([have[0], have[1]]));
+        }
+        if have.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        if have[2] != FORMAT_VERSION {
+            return Err(DecodeError::Format(have[2]));
+        }
+        let len = u32::from_le_bytes(have[4..8].try_into().expect("4 bytes")) as usize;
+        if len > self.max_frame {
+            return Err(DecodeError::TooLarge { len, max: self.max_frame });
+        }
+        if have.len() < HEADER_LEN + len {
+            return Ok(None);
+        }
+        let m = decode_payload(have[3], &have[HEADER_LEN..HEADER_LEN + len])?;
+        self.start += HEADER_LEN + len;
+        if self.start > (1 << 20) && self.start * 2 > self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        Ok(Some(m))
+    }
+}
+
+/// Decodes exactly one framed message from `bytes`.
+pub fn from_bytes(bytes: &[u8], max_frame: usize) -> Result<Message, DecodeError> {
+    let mut d = Decoder::new(max_frame);
+    d.feed(bytes);
+    match d.next_message()? {
+        Some(m) if d.start == bytes.len() => Ok(m),
+        Some(m) => Err(DecodeError::Trailing { kind: m.kind(), extra: bytes.len() - d.start }),
+        None => Err(DecodeError::Truncated { kind: "frame", what: "the header or payload" }),
+    }
+}

@@ -1,0 +1,264 @@
+//! The session state machines: which message may come when, for each side. Pure: they take
+//! messages and the application's decisions and return messages to send and events to act on;
+//! the I/O layer moves the bytes.
+//!
+//! ```text
+//! device                              clone
+//!   hello ------------------------------>   (version, module hash, run, thread)
+//!   <------------------------------ welcome  (need_module)
+//!   module ----------------------------->   (only when asked)
+//!   migrate ---------------------------->   (point, args, state delta)
+//!   <-------------------------- import-call  (zero or more, each answered:)
+//!   import-return ---------------------->
+//!   <--------------------- return | failed   (results + state delta, or why not)
+//!   ... more migrations ...
+//!   goodbye ---------------------------->   (the run is over)
+//! ```
+//! Either side may send `error` at any time; the session is then closed.
+
+use crate::message::{FailKind, Hash128, Message, PROTOCOL_VERSION, State, Value};
+
+/// A message that is not allowed where the session is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("unexpected {got} message while {state}")]
+    Unexpected { got: &'static str, state: &'static str },
+    #[error("the peer speaks protocol version {0}, this side {PROTOCOL_VERSION}")]
+    Version(u16),
+    #[error("cannot {action} while {state}")]
+    NotNow { action: &'static str, state: &'static str },
+    #[error("the peer reported an error: {0}")]
+    Peer(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Device {
+    Start,
+    AwaitWelcome,
+    MustSendModule,
+    Ready,
+    Migrating,
+    Proxying,
+    Closed,
+}
+
+impl Device {
+    fn name(self) -> &'static str {
+        match self {
+            Device::Start => "not started",
+            Device::AwaitWelcome => "waiting for welcome",
+            Device::MustSendModule => "owing the module",
+            Device::Ready => "idle",
+            Device::Migrating => "migrating",
+            Device::Proxying => "running a proxied import",
+            Device::Closed => "closed",
+        }
+    }
+}
+
+/// What the device must act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceEvent {
+    /// The clone accepted the hello; when `need_module`, send it with [`DeviceSession::module`].
+    Welcomed { need_module: bool },
+    /// The migrated function returned: apply `state`, then return `results`.
+    Returned { results: Vec<Value>, state: State },
+    /// Run import `import` locally after applying `state`, then answer with
+    /// [`DeviceSession::import_return`].
+    ImportCall { import: u32, args: Vec<Value>, state: State },
+    /// The remote attempt failed: run the function locally from its entry state.
+    Failed { kind: FailKind, message: String },
+}
+
+/// The device's side of a session.
+#[derive(Debug)]
+pub struct DeviceSession {
+    state: Device,
+    module: Hash128,
+    run: u64,
+    thread: u32,
+}
+
+impl DeviceSession {
+    pub fn new(module: Hash128, run: u64, thread: u32) -> DeviceSession {
+        DeviceSession { state: Device::Start, module, run, thread }
+    }
+
+    fn expect(&self, ok: bool, action: &'static str) -> Result<(), ProtocolError> {
+        if ok { Ok(()) } else { Err(ProtocolError::NotNow { action, state: self.state.name() }) }
+    }
+
+    /// The first message.
+    pub fn hello(&mut self) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Device::Start, "say hello")?;
+        self.state = Device::AwaitWelcome;
+        Ok(Message::Hello { version: PROTOCOL_VERSION, module: self.module, run: self.run, thread: self.thread })
+    }
+
+    /// The module's bytes, after a welcome that asked for them.
+    pub fn module(&mut self, bytes: Vec<u8>) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Device::MustSendModule, "send the module")?;
+        self.state = Device::Ready;
+        Ok(Message::Module { bytes })
+    }
+
+    /// Whether a migration can start now.
+    pub fn is_ready(&self) -> bool {
+        self.state == Device::Ready
+    }
+
+    pub fn migrate(&mut self, point: u32, args: Vec<Value>, state: State) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Device::Ready, "migrate")?;
+        self.state = Device::Migrating;
+        Ok(Message::Migrate { point, args, state })
+    }
+
+    pub fn import_return(&mut self, results: Vec<Value>, state: State) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Device::Proxying, "answer an import call")?;
+        self.state = Device::Migrating;
+        Ok(Message::ImportReturn { results, state })
+    }
+
+    /// The last message of a run.
+    pub fn goodbye(&mut self) -> Message {
+        self.state = Device::Closed;
+        Message::Goodbye
+    }
+
+    /// Marks the session unusable (after a transport error or a local decision to give up).
+    pub fn close(&mut self) {
+        self.state = Device::Closed;
+    }
+
+    /// A message from the clone.
+    pub fn on_message(&mut self, m: Message) -> Result<DeviceEvent, ProtocolError> {
+        let was = self.state;
+        self.state = Device::Closed;
+        let (next, event) = match (was, m) {
+            (_, Message::Error { message }) => return Err(ProtocolError::Peer(message)),
+            (Device::AwaitWelcome, Message::Welcome { need_module }) => {
+                let next = if need_module { Device::MustSendModule } else { Device::Ready };
+                (next, DeviceEvent::Welcomed { need_module })
+            }
+            (Device::Migrating, Message::Return { results, state }) => (Device::Ready, DeviceEvent::Returned { results, state }),
+            (Device::Migrating, Message::ImportCall { import, args, state }) => {
+                (Device::Proxying, DeviceEvent::ImportCall { import, args, state })
+            }
+            (Device::Migrating, Message::Failed { kind, message }) => (Device::Ready, DeviceEvent::Failed { kind, message }),
+            (s, m) => return Err(ProtocolError::Unexpected { got: m.kind(), state: s.name() }),
+        };
+        self.state = next;
+        Ok(event)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clone {
+    AwaitHello,
+    MustWelcome,
+    AwaitModule,
+    Ready,
+    Running,
+    AwaitImportReturn,
+    Closed,
+}
+
+impl Clone {
+    fn name(self) -> &'static str {
+        match self {
+            Clone::AwaitHello => "waiting for hello",
+            Clone::MustWelcome => "owing a welcome",
+            Clone::AwaitModule => "waiting for the module",
+            Clone::Ready => "idle",
+            Clone::Running => "running a migrated function",
+            Clone::AwaitImportReturn => "waiting for a proxied import",
+            Clone::Closed => "closed",
+        }
+    }
+}
+
+/// What the clone must act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CloneEvent {
+    /// A device says hello: look the module up, then [`CloneSession::welcome`].
+    Hello { module: Hash128, run: u64, thread: u32 },
+    /// The module's bytes (check their hash against the hello's).
+    Module { bytes: Vec<u8> },
+    /// Apply `state`, run `point` with `args`, then [`CloneSession::returned`] or
+    /// [`CloneSession::failed`].
+    Migrate { point: u32, args: Vec<Value>, state: State },
+    /// The proxied import returned: apply `state` and go on.
+    ImportReturned { results: Vec<Value>, state: State },
+    /// The run is over: drop its replica.
+    Goodbye,
+}
+
+/// The clone's side of a session.
+#[derive(Debug)]
+pub struct CloneSession {
+    state: Clone,
+}
+
+impl Default for CloneSession {
+    fn default() -> Self {
+        CloneSession::new()
+    }
+}
+
+impl CloneSession {
+    pub fn new() -> CloneSession {
+        CloneSession { state: Clone::AwaitHello }
+    }
+
+    fn expect(&self, ok: bool, action: &'static str) -> Result<(), ProtocolError> {
+        if ok { Ok(()) } else { Err(ProtocolError::NotNow { action, state: self.state.name() }) }
+    }
+
+    pub fn welcome(&mut self, need_module: bool) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Clone::MustWelcome, "welcome")?;
+        self.state = if need_module { Clone::AwaitModule } else { Clone::Ready };
+        Ok(Message::Welcome { need_module })
+    }
+
+    pub fn import_call(&mut self, import: u32, args: Vec<Value>, state: State) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Clone::Running, "call an import on the device")?;
+        self.state = Clone::AwaitImportReturn;
+        Ok(Message::ImportCall { import, args, state })
+    }
+
+    pub fn returned(&mut self, results: Vec<Value>, state: State) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Clone::Running, "return")?;
+        self.state = Clone::Ready;
+        Ok(Message::Return { results, state })
+    }
+
+    pub fn failed(&mut self, kind: FailKind, message: String) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Clone::Running, "report a failure")?;
+        self.state = Clone::Ready;
+        Ok(Message::Failed { kind, message })
+    }
+
+    /// A message from the device.
+    pub fn on_message(&mut self, m: Message) -> Result<CloneEvent, ProtocolError> {
+        let was = self.state;
+        self.state = Clone::Closed;
+        let (next, event) = match (was, m) {
+            (_, Message::Error { message }) => return Err(ProtocolError::Peer(message)),
+            (Clone::AwaitHello, Message::Hello { version, module, run, thread }) => {
+                if version != PROTOCOL_VERSION {
+                    return Err(ProtocolError::Version(version));
+                }
+                (Clone::MustWelcome, CloneEvent::Hello { module, run, thread })
+            }
+            (Clone::AwaitModule, Message::Module { bytes }) => (Clone::Ready, CloneEvent::Module { bytes }),
+            (Clone::Ready, Message::Migrate { point, args, state }) => (Clone::Running, CloneEvent::Migrate { point, args, state }),
+            (Clone::AwaitImportReturn, Message::ImportReturn { results, state }) => {
+                (Clone::Running, CloneEvent::ImportReturned { results, state })
+            }
+            (Clone::Ready, Message::Goodbye) => (Clone::Closed, CloneEvent::Goodbye),
+            (s, m) => return Err(ProtocolError::Unexpected { got: m.kind(), state: s.name() }),
+        };
+        self.state = next;
+        Ok(event)
+    }
+}

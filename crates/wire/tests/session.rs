@@ -1,0 +1,67 @@
+//! The session state machines: a whole conversation, and every out-of-order message refused.
+
+use clonecloud_wire::{CloneEvent, CloneSession, DeviceEvent, DeviceSession, FailKind, Message, ProtocolError, State, Value};
+
+#[test]
+fn a_whole_conversation() {
+    let mut dev = DeviceSession::new([1; 16], 7, 0);
+    let mut clone = CloneSession::new();
+    let hello = dev.hello().unwrap();
+    assert_eq!(clone.on_message(hello).unwrap(), CloneEvent::Hello { module: [1; 16], run: 7, thread: 0 });
+    let welcome = clone.welcome(true).unwrap();
+    assert_eq!(dev.on_message(welcome).unwrap(), DeviceEvent::Welcomed { need_module: true });
+    assert!(!dev.is_ready());
+    let module = dev.module(vec![0, 97, 115, 109]).unwrap();
+    assert!(matches!(clone.on_message(module).unwrap(), CloneEvent::Module { .. }));
+    assert!(dev.is_ready());
+
+    for round in 0..3 {
+        let migrate = dev.migrate(5, vec![Value::I32(round)], State::default()).unwrap();
+        assert!(matches!(clone.on_message(migrate).unwrap(), CloneEvent::Migrate { point: 5, .. }));
+        // A proxied import in the middle.
+        let call = clone.import_call(2, vec![Value::I32(1)], State::default()).unwrap();
+        assert!(matches!(dev.on_message(call).unwrap(), DeviceEvent::ImportCall { import: 2, .. }));
+        assert!(dev.migrate(5, vec![], State::default()).is_err(), "no second migration inside a call");
+        let answer = dev.import_return(vec![Value::I32(0)], State::default()).unwrap();
+        assert!(matches!(clone.on_message(answer).unwrap(), CloneEvent::ImportReturned { .. }));
+        let back = if round == 1 {
+            clone.failed(FailKind::Trap, "unreachable".into()).unwrap()
+        } else {
+            clone.returned(vec![Value::I64(9)], State::default()).unwrap()
+        };
+        match dev.on_message(back).unwrap() {
+            DeviceEvent::Returned { results, .. } => assert_eq!(results, vec![Value::I64(9)]),
+            DeviceEvent::Failed { kind, .. } => assert_eq!((round, kind), (1, FailKind::Trap)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(clone.on_message(dev.goodbye()).unwrap(), CloneEvent::Goodbye);
+}
+
+#[test]
+fn out_of_order_messages_are_protocol_errors() {
+    // A clone never accepts a migration before the hello, nor a second hello.
+    let mut clone = CloneSession::new();
+    assert!(matches!(
+        clone.on_message(Message::Migrate { point: 0, args: vec![], state: State::default() }),
+        Err(ProtocolError::Unexpected { got: "migrate", .. })
+    ));
+    let mut clone = CloneSession::new();
+    clone.on_message(DeviceSession::new([0; 16], 0, 0).hello().unwrap()).unwrap();
+    assert!(clone.on_message(Message::Goodbye).is_err(), "no goodbye before the welcome");
+
+    // Another protocol version is refused.
+    let mut clone = CloneSession::new();
+    let hello = Message::Hello { version: 99, module: [0; 16], run: 0, thread: 0 };
+    assert_eq!(clone.on_message(hello), Err(ProtocolError::Version(99)));
+
+    // A device never accepts a return it did not ask for, and an error closes the session.
+    let mut dev = DeviceSession::new([0; 16], 0, 0);
+    dev.hello().unwrap();
+    assert!(dev.on_message(Message::Return { results: vec![], state: State::default() }).is_err());
+    assert!(dev.migrate(0, vec![], State::default()).is_err(), "closed after the error");
+    let mut dev = DeviceSession::new([0; 16], 0, 0);
+    dev.hello().unwrap();
+    assert_eq!(dev.on_message(Message::Error { message: "no".into() }), Err(ProtocolError::Peer("no".into())));
+    assert!(dev.module(vec![]).is_err(), "no module the clone did not ask for");
+}
