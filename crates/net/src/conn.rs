@@ -1,0 +1,227 @@
+//! A connection: TLS over a TCP stream, carrying whole wire messages, with timeouts.
+
+use crate::keys::{AllowList, Identity, PublicKey};
+use crate::tls::{self, certificate_key};
+use crate::NetError;
+use clonecloud_wire::{Decoder, Message};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, ServerConnection, StreamOwned};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+enum Tls {
+    Client(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Server(Box<StreamOwned<ServerConnection, TcpStream>>),
+}
+
+impl Tls {
+    fn sock(&self) -> &TcpStream {
+        match self {
+            Tls::Client(s) => &s.sock,
+            Tls::Server(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Tls {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Tls::Client(s) => s.read(buf),
+            Tls::Server(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Tls {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Tls::Client(s) => s.write(buf),
+            Tls::Server(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Tls::Client(s) => s.flush(),
+            Tls::Server(s) => s.flush(),
+        }
+    }
+}
+
+/// One authenticated connection.
+pub struct Connection {
+    tls: Tls,
+    decoder: Decoder,
+    buf: Vec<u8>,
+    peer: PublicKey,
+    /// Bytes of frames written and read (before TLS), for statistics.
+    pub sent: u64,
+    pub received: u64,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Connection(peer {})", self.peer.fingerprint())
+    }
+}
+
+fn io_err(what: &str, e: std::io::Error) -> NetError {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => NetError::Timeout(what.to_string()),
+        _ => NetError::io(what.to_string(), e),
+    }
+}
+
+/// Drives a handshake to its end, so authentication failures surface here.
+fn handshake<C, S>(conn: &mut C, sock: &mut TcpStream) -> Result<(), NetError>
+where
+    C: std::ops::DerefMut<Target = rustls::ConnectionCommon<S>>,
+    S: rustls::SideData,
+{
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(sock) {
+            // A TLS alert or a refused certificate arrives as an InvalidData I/O error.
+            return Err(match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(t) => NetError::Tls(t.clone()),
+                None => io_err("the TLS handshake failed", e),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Connection {
+    /// Connects to a clone server at `addr`, which must present the key `server`.
+    pub fn connect(addr: impl ToSocketAddrs, id: Option<&Identity>, server: &PublicKey, timeout: Duration) -> Result<Connection, NetError> {
+        let addr: SocketAddr = addr
+            .to_socket_addrs()
+            .map_err(|e| NetError::io("cannot resolve the clone's address".into(), e))?
+            .next()
+            .ok_or_else(|| NetError::Key("the clone's address resolves to nothing".into()))?;
+        let mut sock = TcpStream::connect_timeout(&addr, timeout).map_err(|e| io_err(&format!("cannot connect to {addr}"), e))?;
+        sock.set_nodelay(true).ok();
+        sock.set_read_timeout(Some(timeout)).ok();
+        sock.set_write_timeout(Some(timeout)).ok();
+        let cfg = tls::client_config(id, server.clone())?;
+        let name = ServerName::try_from(tls::SERVER_NAME).expect("a valid name");
+        let mut conn = ClientConnection::new(cfg, name).map_err(NetError::Tls)?;
+        handshake(&mut conn, &mut sock)?;
+        // With TLS 1.3 the server judges the device's certificate after the device's last
+        // handshake flight: a refusal shows on the first read, as a TLS alert.
+        Ok(Connection::new(Tls::Client(Box::new(StreamOwned::new(conn, sock))), server.clone()))
+    }
+
+    fn new(tls: Tls, peer: PublicKey) -> Connection {
+        Connection { tls, decoder: Decoder::default(), buf: vec![0; 64 * 1024], peer, sent: 0, received: 0 }
+    }
+
+    /// The authenticated peer's key.
+    pub fn peer(&self) -> &PublicKey {
+        &self.peer
+    }
+
+    pub fn set_timeout(&self, t: Option<Duration>) {
+        self.tls.sock().set_read_timeout(t).ok();
+        self.tls.sock().set_write_timeout(t).ok();
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.tls.sock().local_addr().ok()
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, m: &Message) -> Result<(), NetError> {
+        let bytes = clonecloud_wire::to_bytes(m);
+        self.tls.write_all(&bytes).map_err(|e| io_err(&format!("sending {}", m.kind()), e))?;
+        self.tls.flush().map_err(|e| io_err(&format!("sending {}", m.kind()), e))?;
+        self.sent += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Receives one message; [`NetError::Closed`] when the peer closed the connection.
+    pub fn recv(&mut self) -> Result<Message, NetError> {
+        loop {
+            if let Some(m) = self.decoder.next_message().map_err(NetError::Decode)? {
+                return Ok(m);
+            }
+            let n = match self.tls.read(&mut self.buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                Err(e) => {
+                    return Err(match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                        Some(t) => NetError::Tls(t.clone()),
+                        None => io_err("receiving", e),
+                    });
+                }
+            };
+            if n == 0 {
+                return Err(NetError::Closed);
+            }
+            self.received += n as u64;
+            self.decoder.feed(&self.buf[..n]);
+        }
+    }
+
+    /// Ends the TLS session politely.
+    pub fn close(mut self) {
+        match &mut self.tls {
+            Tls::Client(s) => s.conn.send_close_notify(),
+            Tls::Server(s) => s.conn.send_close_notify(),
+        }
+        let _ = self.tls.flush();
+    }
+}
+
+/// A listening clone server socket.
+#[derive(Debug)]
+pub struct Listener {
+    tcp: TcpListener,
+    cfg: Arc<rustls::ServerConfig>,
+    timeout: Duration,
+}
+
+impl Listener {
+    pub fn bind(addr: impl ToSocketAddrs, id: &Identity, allow: AllowList, timeout: Duration) -> Result<Listener, NetError> {
+        let tcp = TcpListener::bind(addr).map_err(|e| NetError::io("cannot listen".into(), e))?;
+        Ok(Listener { tcp, cfg: tls::server_config(id, allow)?, timeout })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.tcp.local_addr().expect("a bound socket has an address")
+    }
+
+    /// Waits for the next TCP connection (the handshake is [`Incoming::accept`]'s, so a slow or
+    /// hostile peer cannot hold up the listener).
+    pub fn incoming(&self) -> Result<Incoming, NetError> {
+        let (sock, from) = self.tcp.accept().map_err(|e| NetError::io("accept failed".into(), e))?;
+        Ok(Incoming { sock, from, cfg: self.cfg.clone(), timeout: self.timeout })
+    }
+}
+
+/// A TCP connection not yet authenticated.
+#[derive(Debug)]
+pub struct Incoming {
+    sock: TcpStream,
+    pub from: SocketAddr,
+    cfg: Arc<rustls::ServerConfig>,
+    timeout: Duration,
+}
+
+impl Incoming {
+    /// The TLS handshake: succeeds only for a device on the allow list.
+    pub fn accept(self) -> Result<Connection, NetError> {
+        let mut sock = self.sock;
+        sock.set_nodelay(true).ok();
+        sock.set_read_timeout(Some(self.timeout)).ok();
+        sock.set_write_timeout(Some(self.timeout)).ok();
+        let mut conn = ServerConnection::new(self.cfg).map_err(NetError::Tls)?;
+        handshake(&mut conn, &mut sock)?;
+        let cert = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .ok_or_else(|| NetError::Tls(rustls::Error::NoCertificatesPresented))?;
+        let peer = certificate_key(cert).map_err(NetError::Tls)?;
+        Ok(Connection::new(Tls::Server(Box::new(StreamOwned::new(conn, sock))), peer))
+    }
+}

@@ -1,0 +1,170 @@
+//! Identities: an Ed25519 key pair per device and per clone server. The private key is a PKCS#8
+//! PEM file (`NAME.key`); the public key is one line (`NAME.pub`), `clonecloud-ed25519 <hex of the
+//! SubjectPublicKeyInfo DER>`, which the other side pins.
+
+use crate::NetError;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+const PUB_PREFIX: &str = "clonecloud-ed25519";
+
+/// A public key: the DER of an X.509 SubjectPublicKeyInfo.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PublicKey(pub Vec<u8>);
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{PUB_PREFIX} ")?;
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.fingerprint())
+    }
+}
+
+impl PublicKey {
+    /// Parses the one-line form.
+    pub fn parse(line: &str) -> Result<PublicKey, String> {
+        let hex = line
+            .trim()
+            .strip_prefix(PUB_PREFIX)
+            .ok_or_else(|| format!("a public key line starts with `{PUB_PREFIX} `"))?
+            .trim();
+        if hex.len() % 2 != 0 || hex.is_empty() {
+            return Err("the key is not a whole number of hex bytes".into());
+        }
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| "the key is not hex".to_string()))
+            .collect::<Result<Vec<u8>, String>>()
+            .map(PublicKey)
+    }
+
+    /// A short, stable name for logs: the last 8 bytes of the key, in hex.
+    pub fn fingerprint(&self) -> String {
+        self.0.iter().rev().take(8).rev().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn load(path: &Path) -> Result<PublicKey, NetError> {
+        let text = std::fs::read_to_string(path).map_err(|e| NetError::io(format!("cannot read {}", path.display()), e))?;
+        PublicKey::parse(&text).map_err(|e| NetError::Key(format!("{}: {e}", path.display())))
+    }
+}
+
+/// A key pair.
+#[derive(Clone)]
+pub struct Identity {
+    /// PKCS#8 PEM of the private key.
+    pem: String,
+    public: PublicKey,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identity({})", self.public.fingerprint())
+    }
+}
+
+impl Identity {
+    /// A fresh Ed25519 key pair.
+    pub fn generate() -> Result<Identity, NetError> {
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| NetError::Key(format!("key generation failed: {e}")))?;
+        Ok(Identity { pem: kp.serialize_pem(), public: PublicKey(rcgen::PublicKeyData::subject_public_key_info(&kp)) })
+    }
+
+    pub fn from_pem(pem: &str) -> Result<Identity, NetError> {
+        let kp = rcgen::KeyPair::from_pem(pem).map_err(|e| NetError::Key(format!("not a PKCS#8 PEM private key: {e}")))?;
+        Ok(Identity { pem: pem.to_string(), public: PublicKey(rcgen::PublicKeyData::subject_public_key_info(&kp)) })
+    }
+
+    pub fn load(path: &Path) -> Result<Identity, NetError> {
+        let pem = std::fs::read_to_string(path).map_err(|e| NetError::io(format!("cannot read {}", path.display()), e))?;
+        Identity::from_pem(&pem).map_err(|e| NetError::Key(format!("{}: {e}", path.display())))
+    }
+
+    pub fn public(&self) -> &PublicKey {
+        &self.public
+    }
+
+    pub(crate) fn key_pair(&self) -> Result<rcgen::KeyPair, NetError> {
+        rcgen::KeyPair::from_pem(&self.pem).map_err(|e| NetError::Key(e.to_string()))
+    }
+
+    /// Writes `PREFIX.key` (readable by its owner only) and `PREFIX.pub`; returns both paths.
+    pub fn save(&self, prefix: &Path) -> Result<(PathBuf, PathBuf), NetError> {
+        let with = |ext: &str| {
+            let mut p = prefix.as_os_str().to_owned();
+            p.push(ext);
+            PathBuf::from(p)
+        };
+        let (key, public) = (with(".key"), with(".pub"));
+        write_private(&key, self.pem.as_bytes())?;
+        std::fs::write(&public, format!("{}\n", self.public)).map_err(|e| NetError::io(format!("cannot write {}", public.display()), e))?;
+        Ok((key, public))
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, data: &[u8]) -> Result<(), NetError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| NetError::io(format!("cannot write {}", path.display()), e))?;
+    f.write_all(data).map_err(|e| NetError::io(format!("cannot write {}", path.display()), e))
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, data: &[u8]) -> Result<(), NetError> {
+    std::fs::write(path, data).map_err(|e| NetError::io(format!("cannot write {}", path.display()), e))
+}
+
+/// The device keys a server accepts: one public key per line (`#` comments, blank lines).
+#[derive(Debug, Clone, Default)]
+pub struct AllowList(BTreeSet<PublicKey>);
+
+impl AllowList {
+    pub fn new(keys: impl IntoIterator<Item = PublicKey>) -> AllowList {
+        AllowList(keys.into_iter().collect())
+    }
+
+    pub fn parse(text: &str) -> Result<AllowList, String> {
+        let mut keys = BTreeSet::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            keys.insert(PublicKey::parse(line).map_err(|e| format!("line {}: {e}", n + 1))?);
+        }
+        Ok(AllowList(keys))
+    }
+
+    pub fn load(path: &Path) -> Result<AllowList, NetError> {
+        let text = std::fs::read_to_string(path).map_err(|e| NetError::io(format!("cannot read {}", path.display()), e))?;
+        AllowList::parse(&text).map_err(|e| NetError::Key(format!("{}: {e}", path.display())))
+    }
+
+    pub fn contains(&self, k: &PublicKey) -> bool {
+        self.0.contains(k)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}

@@ -1,0 +1,106 @@
+//! Mutual authentication by pinned keys on real loopback sockets: the allowed device gets in;
+//! an unknown device, a device without a key, a device pinning the wrong server key and a peer
+//! speaking something else are all refused, and the server goes on serving.
+
+use clonecloud_net::{AllowList, Connection, Identity, Listener, NetError, PublicKey};
+use clonecloud_wire::Message;
+use std::sync::mpsc;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(5);
+
+/// A server that answers every hello with a welcome and reports each connection's outcome
+/// (the authenticated peer, or the error).
+fn server(allow: &[&Identity]) -> (std::net::SocketAddr, PublicKey, mpsc::Receiver<Result<PublicKey, String>>) {
+    let id = Identity::generate().unwrap();
+    let listener = Listener::bind("127.0.0.1:0", &id, AllowList::new(allow.iter().map(|i| i.public().clone())), T).unwrap();
+    let addr = listener.local_addr();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        loop {
+            let Ok(incoming) = listener.incoming() else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let outcome = incoming.accept().and_then(|mut c| {
+                    let m = c.recv()?;
+                    assert_eq!(m.kind(), "hello");
+                    c.send(&Message::Welcome { need_module: false })?;
+                    Ok(c.peer().clone())
+                });
+                let _ = tx.send(outcome.map_err(|e| e.to_string()));
+            });
+        }
+    });
+    (addr, id.public().clone(), rx)
+}
+
+fn hello() -> Message {
+    Message::Hello { version: 1, module: [0; 16], run: 1, thread: 0 }
+}
+
+/// Connects and exchanges hello/welcome; the error, if any, as text.
+fn exchange(addr: std::net::SocketAddr, id: Option<&Identity>, server: &PublicKey) -> Result<(), NetError> {
+    let mut c = Connection::connect(addr, id, server, T)?;
+    c.send(&hello())?;
+    match c.recv()? {
+        Message::Welcome { .. } => Ok(()),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn only_allowed_devices_talk_to_the_pinned_server() {
+    let device = Identity::generate().unwrap();
+    let stranger = Identity::generate().unwrap();
+    let (addr, server_key, outcomes) = server(&[&device]);
+
+    exchange(addr, Some(&device), &server_key).unwrap();
+    assert_eq!(outcomes.recv_timeout(T).unwrap(), Ok(device.public().clone()), "the server knows the device by its key");
+
+    // An unknown device: refused by the server, which says why in its log and to the device.
+    let err = exchange(addr, Some(&stranger), &server_key).unwrap_err();
+    assert!(matches!(err, NetError::Tls(_) | NetError::Closed | NetError::Io { .. }), "{err}");
+    assert!(outcomes.recv_timeout(T).unwrap().unwrap_err().contains("TLS"));
+
+    // A device without a key.
+    assert!(exchange(addr, None, &server_key).is_err());
+    assert!(outcomes.recv_timeout(T).unwrap().is_err());
+
+    // A device that pins another server key refuses the server.
+    let other = Identity::generate().unwrap();
+    let err = exchange(addr, Some(&device), other.public()).unwrap_err();
+    assert!(matches!(err, NetError::Tls(rustls::Error::InvalidCertificate(_))), "{err}");
+    let _ = outcomes.recv_timeout(T);
+
+    // Something that is not TLS at all.
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    }
+    assert!(outcomes.recv_timeout(T).unwrap().is_err());
+
+    // And the allowed device still gets in.
+    exchange(addr, Some(&device), &server_key).unwrap();
+    assert_eq!(outcomes.recv_timeout(T).unwrap(), Ok(device.public().clone()));
+}
+
+#[test]
+fn keys_round_trip_through_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Identity::generate().unwrap();
+    let (key, public) = id.save(&dir.path().join("device")).unwrap();
+    assert_eq!(Identity::load(&key).unwrap().public(), id.public());
+    let line = std::fs::read_to_string(&public).unwrap();
+    assert_eq!(line.lines().count(), 1, "the public key is one line");
+    assert_eq!(&PublicKey::load(&public).unwrap(), id.public());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let allow = AllowList::parse(&format!("# devices\n\n{line}")).unwrap();
+    assert!(allow.contains(id.public()));
+    assert!(AllowList::parse("not a key").unwrap_err().contains("line 1"));
+    assert!(Identity::from_pem("-----BEGIN NOTHING-----").is_err());
+}
