@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod inspect;
 mod run;
+mod serve;
 
 /// clonecloud: run a WebAssembly app, handing the heavy parts to a clone on a stronger machine.
 #[derive(Debug, Parser)]
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     Run(run::Opts),
     Inspect(inspect::Opts),
+    Serve(serve::Opts),
+    Keygen(serve::KeygenOpts),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(opts) => run::run(opts),
         Command::Inspect(opts) => inspect::run(opts),
+        Command::Serve(opts) => serve::serve(opts),
+        Command::Keygen(opts) => serve::keygen(opts),
     };
     match result {
         Ok(code) => code,

@@ -33,6 +33,32 @@ pub struct Opts {
     #[arg(long)]
     no_cache: bool,
 
+    /// Offload these functions (same names as --points) to a clone: each call ships the thread's
+    /// state there, runs there, and merges back; any failure runs it here instead.
+    #[arg(long, value_name = "NAME,...", conflicts_with = "points")]
+    offload: Vec<String>,
+
+    /// The clone: `local` (a clone in this process on a loopback port, the default with
+    /// --offload) or HOST:PORT of a `clonecloud serve`.
+    #[arg(long, value_name = "local|HOST:PORT", requires = "offload")]
+    clone: Option<String>,
+
+    /// This device's private key (for a remote clone; `clonecloud keygen` makes one).
+    #[arg(long, value_name = "FILE", requires = "clone")]
+    key: Option<std::path::PathBuf>,
+
+    /// The clone server's public key, pinned (for a remote clone).
+    #[arg(long, value_name = "FILE", requires = "clone")]
+    clone_key: Option<std::path::PathBuf>,
+
+    /// Seconds to wait for the clone's answer to a migration before running it here.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, requires = "offload")]
+    clone_timeout: f64,
+
+    /// Write what offloading did (migrations, fallbacks and causes, bytes, times) as JSON.
+    #[arg(long, value_name = "FILE", requires = "offload")]
+    stats: Option<std::path::PathBuf>,
+
     /// The module, then the arguments passed to it.
     #[arg(
         required = true,
@@ -51,8 +77,11 @@ enum ModeArg {
 pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let module_path = std::path::PathBuf::from(&opts.module_and_args[0]);
     let wasm = crate::read_module(&module_path)?;
-    let points = parse_points(&opts.points)?;
+    let offload = !opts.offload.is_empty();
+    let points = if offload { parse_points(&opts.offload)? } else { parse_points(&opts.points)? };
+    // Offloaded points start with their flags set: every call goes out to the clone.
     let mode = match opts.point_mode {
+        _ if offload => PointMode::Host,
         ModeArg::Flag => PointMode::Flag,
         ModeArg::Host => PointMode::Host,
     };
@@ -73,9 +102,23 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let engine = clonecloud_exec::new_engine(mode)?;
     let program = Program::prepare(&engine, &cache, &wasm, &points, mode)
         .with_context(|| format!("cannot run `{}`", module_path.display()))?;
+    let stats = std::sync::Arc::new(std::sync::Mutex::new(clonecloud_offload::Stats::default()));
+    let migrator: Option<Box<dyn clonecloud_exec::Migrator>> = if offload {
+        let target = target(&opts, &cache)?;
+        let model = clonecloud_model::Module::parse(&wasm)?;
+        let names = program.points().iter().map(|p| point_name(&model, p.function)).collect();
+        Some(Box::new(clonecloud_offload::Offloader::new(target, program.layout().clone(), names, stats.clone())))
+    } else {
+        None
+    };
     let report = program
-        .run(&wasi)
+        .run_with(&wasi, migrator)
         .with_context(|| format!("failed to run `{}`", module_path.display()))?;
+    if let Some(path) = &opts.stats {
+        let stats = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let json = serde_json::to_string_pretty(&stats).expect("stats serialize") + "\n";
+        std::fs::write(path, json).with_context(|| format!("cannot write the stats to `{}`", path.display()))?;
+    }
     tracing::debug!(host_calls = report.host_calls, "run finished");
     let outcome = report.outcome;
     if let Outcome::Trapped { trap, backtrace } = &outcome {
@@ -90,6 +133,36 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(exit_code(outcome.exit_code()))
+}
+
+/// Where the clone is: an in-process clone on loopback, or a `clonecloud serve` with pinned keys.
+fn target(opts: &Opts, cache: &ModuleCache) -> anyhow::Result<clonecloud_offload::Target> {
+    let timeout = std::time::Duration::from_secs_f64(opts.clone_timeout.max(0.001));
+    let connect_timeout = std::time::Duration::from_secs(5);
+    match opts.clone.as_deref().unwrap_or("local") {
+        "local" => {
+            let (addr, identity, server_key) = clonecloud_offload::spawn_local(cache.clone(), std::time::Duration::from_secs(300))
+                .map_err(|e| anyhow::anyhow!("cannot start the local clone: {e}"))?;
+            Ok(clonecloud_offload::Target { addr, server_key, identity, connect_timeout, timeout })
+        }
+        addr => {
+            let (Some(key), Some(clone_key)) = (&opts.key, &opts.clone_key) else {
+                bail!("--clone {addr} needs --key FILE (this device's private key) and --clone-key FILE (the server's public key): `clonecloud keygen --out NAME` makes key pairs");
+            };
+            let identity = clonecloud_net::Identity::load(key)?;
+            let server_key = clonecloud_net::PublicKey::load(clone_key)?;
+            Ok(clonecloud_offload::Target { addr: addr.to_string(), server_key, identity, connect_timeout, timeout })
+        }
+    }
+}
+
+/// A point's name for reports: its demangled name-section name, else `#INDEX`.
+fn point_name(model: &clonecloud_model::Module, function: u32) -> String {
+    model
+        .functions
+        .get(function as usize)
+        .and_then(|f| f.name.as_deref())
+        .map_or_else(|| format!("#{function}"), clonecloud_model::demangle)
 }
 
 /// The process exit status for a guest exit code (the low 8 bits, as the OS keeps them).

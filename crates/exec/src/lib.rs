@@ -12,10 +12,14 @@
 
 mod cache;
 mod error;
+mod replica;
 mod run;
+pub mod state;
 
 pub use cache::ModuleCache;
 pub use error::ExecError;
+pub use replica::{CallError, Replica, WasiOnClone};
 pub use run::{
-    DirMapping, Outcome, PointMode, Points, Program, RunReport, Stdio, WasiConfig, new_engine,
+    DirMapping, Guest, Layout, Migrator, Outcome, PointMode, Points, Program, RunReport, Stdio, WasiConfig,
+    new_engine,
 };

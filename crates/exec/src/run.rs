@@ -3,17 +3,19 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clonecloud_model::{
     ImportClass, ImportKind, Module as Model, RewriteConfig, RewrittenPoint, rewrite_with,
 };
 use tracing::debug;
-use wasmtime::{Config, Engine, Func, Linker, Module, Store, Trap};
+use wasmtime::{Caller, Config, Engine, Func, Linker, Module, Store, Trap, Val};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::cache::ModuleCache;
 use crate::error::ExecError;
+use crate::state::{ApplyError, Page, StateHandles};
 
 /// The wasm stack limit of `wasmtime run` (and of wasmtime's defaults): a guest overflows here
 /// exactly where it would there.
@@ -156,6 +158,41 @@ pub struct Program {
     engine: Engine,
     module: Module,
     points: Vec<RewrittenPoint>,
+    layout: Arc<Layout>,
+}
+
+/// The bytes the program was compiled from and where the rewriter put the state exports: what a
+/// clone needs to run the same module.
+#[derive(Default)]
+pub struct Layout {
+    /// The (rewritten) module's bytes.
+    pub wasm: Vec<u8>,
+    /// xxh3-128 of `wasm`, little-endian: the module's name on the wire.
+    pub hash: [u8; 16],
+    /// `(global index, export name)` of every mutable global.
+    pub globals: Vec<(u32, String)>,
+    /// The export name of memory 0, if there is a memory.
+    pub memory: Option<String>,
+    /// `(import function index, export name)` of every import trampoline.
+    pub trampolines: Vec<(u32, String)>,
+}
+
+impl std::fmt::Debug for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layout")
+            .field("bytes", &self.wasm.len())
+            .field("globals", &self.globals)
+            .field("memory", &self.memory)
+            .field("trampolines", &self.trampolines.len())
+            .finish()
+    }
+}
+
+/// What the device does at a migration point whose flag is set, instead of calling the body
+/// back: offloading plugs in here. It must fill `results`, by running the function elsewhere or
+/// locally ([`Guest::call_local`]); an error ends the run as a host failure.
+pub trait Migrator: Send {
+    fn migrate(&mut self, guest: &mut Guest<'_, '_>, point: usize, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()>;
 }
 
 struct Device {
@@ -163,6 +200,115 @@ struct Device {
     /// Per point (by ordinal): the exported original body, resolved on first use.
     locals: Vec<Option<Func>>,
     host_calls: u64,
+    migrator: Option<Box<dyn Migrator>>,
+    handles: Option<StateHandles>,
+    trampolines: HashMap<u32, Func>,
+}
+
+/// The running guest as a [`Migrator`] sees it, inside a call to a migration point: its state
+/// (memory, mutable globals) and ways to run code in it.
+pub struct Guest<'a, 'b> {
+    caller: &'a mut Caller<'b, Device>,
+    program: &'a Program,
+}
+
+impl std::fmt::Debug for Guest<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Guest({} points)", self.program.points.len())
+    }
+}
+
+impl Guest<'_, '_> {
+    /// The migration point with this ordinal.
+    pub fn point(&self, j: usize) -> &RewrittenPoint {
+        &self.program.points[j]
+    }
+
+    /// The module being run.
+    pub fn layout(&self) -> &Arc<Layout> {
+        &self.program.layout
+    }
+
+    fn handles(&mut self) -> StateHandles {
+        if let Some(h) = &self.caller.data().handles {
+            return h.clone();
+        }
+        let layout = self.program.layout.clone();
+        let caller = &mut *self.caller;
+        let h = StateHandles::resolve(layout.memory.as_deref(), &layout.globals, |name| caller.get_export(name));
+        caller.data_mut().handles = Some(h.clone());
+        h
+    }
+
+    /// Linear memory as it is now.
+    pub fn memory(&mut self) -> &[u8] {
+        let h = self.handles();
+        h.memory_bytes(&*self.caller)
+    }
+
+    /// Memory size in 64 KiB pages.
+    pub fn wasm_pages(&mut self) -> u32 {
+        let h = self.handles();
+        h.wasm_pages(&*self.caller)
+    }
+
+    /// Every mutable global.
+    pub fn globals(&mut self) -> Vec<(u32, Val)> {
+        let h = self.handles();
+        h.globals(&mut *self.caller)
+    }
+
+    /// Merges state from elsewhere: grows memory, copies the pages, sets the globals. Checked
+    /// before anything changes, so on an error the guest is as it was.
+    pub fn apply(&mut self, wasm_pages: u32, pages: &[Page], globals: &[(u32, Val)]) -> Result<(), ApplyError> {
+        let h = self.handles();
+        h.apply(&mut *self.caller, wasm_pages, pages, globals)
+    }
+
+    /// Runs point `j`'s original body here.
+    pub fn call_local(&mut self, j: usize, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()> {
+        let body = local_body(self.caller, j, &self.program.points[j].local_export)?;
+        body.call(&mut *self.caller, params, results)
+    }
+
+    /// Runs import `import` (its function index) here, through its trampoline export, so WASI
+    /// sees this instance's memory.
+    pub fn call_import(&mut self, import: u32, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()> {
+        let f = match self.caller.data().trampolines.get(&import) {
+            Some(f) => *f,
+            None => {
+                let name = self
+                    .program
+                    .layout
+                    .trampolines
+                    .iter()
+                    .find(|(i, _)| *i == import)
+                    .map(|(_, n)| n.clone())
+                    .ok_or_else(|| wasmtime::Error::msg(format!("import {import} has no trampoline")))?;
+                let f = self
+                    .caller
+                    .get_export(&name)
+                    .and_then(|e| e.into_func())
+                    .ok_or_else(|| wasmtime::Error::msg(format!("missing export {name}")))?;
+                self.caller.data_mut().trampolines.insert(import, f);
+                f
+            }
+        };
+        f.call(&mut *self.caller, params, results)
+    }
+}
+
+/// The exported original body of point `j`, resolved once.
+fn local_body(caller: &mut Caller<'_, Device>, j: usize, export: &str) -> wasmtime::Result<Func> {
+    if let Some(f) = caller.data().locals[j] {
+        return Ok(f);
+    }
+    let f = caller
+        .get_export(export)
+        .and_then(|e| e.into_func())
+        .ok_or_else(|| wasmtime::Error::msg(format!("missing export {export}")))?;
+    caller.data_mut().locals[j] = Some(f);
+    Ok(f)
 }
 
 impl Program {
@@ -182,6 +328,7 @@ impl Program {
             Points::All => Some(model.all_points()),
             Points::Named(names) => Some(model.resolve_points(names)?),
         };
+        let mut layout = Layout::default();
         let (bytes, points) = match chosen {
             None => (std::borrow::Cow::Borrowed(wasm), Vec::new()),
             Some(chosen) => {
@@ -196,15 +343,26 @@ impl Program {
                     bytes = rewritten.wasm.len(),
                     "module rewritten"
                 );
+                layout.globals = rewritten.globals;
+                layout.memory = rewritten.memories.into_iter().find(|(m, _)| *m == 0).map(|(_, n)| n);
+                layout.trampolines = rewritten.trampolines;
                 (std::borrow::Cow::Owned(rewritten.wasm), rewritten.points)
             }
         };
         let module = cache.load_or_compile(engine, &bytes)?;
+        layout.hash = xxhash_rust::xxh3::xxh3_128(&bytes).to_le_bytes();
+        layout.wasm = bytes.into_owned();
         Ok(Program {
             engine: engine.clone(),
             module,
             points,
+            layout: Arc::new(layout),
         })
+    }
+
+    /// The module's bytes and state layout.
+    pub fn layout(&self) -> &Arc<Layout> {
+        &self.layout
     }
 
     /// The migration points of the compiled module.
@@ -215,12 +373,18 @@ impl Program {
     /// Runs the module's command entry (`_start`, or the default export `""`) once, in a fresh
     /// instance, to its outcome.
     pub fn run(&self, wasi: &WasiConfig) -> Result<RunReport, ExecError> {
+        self.run_with(wasi, None)
+    }
+
+    /// Runs like [`Program::run`], with `migrator` deciding what happens at every migration
+    /// point whose flag is set.
+    pub fn run_with(&self, wasi: &WasiConfig, migrator: Option<Box<dyn Migrator>>) -> Result<RunReport, ExecError> {
         // On a thread of its own, whose stack is known to hold what the engine's limit allows.
         std::thread::scope(|s| {
             std::thread::Builder::new()
                 .name("guest".into())
                 .stack_size(RUN_THREAD_STACK)
-                .spawn_scoped(s, || self.run_here(wasi))
+                .spawn_scoped(s, || self.run_here(wasi, migrator))
                 .map_err(|e| {
                     ExecError::Runtime(wasmtime::Error::msg(format!(
                         "cannot start the guest thread: {e}"
@@ -231,7 +395,7 @@ impl Program {
         })
     }
 
-    fn run_here(&self, wasi: &WasiConfig) -> Result<RunReport, ExecError> {
+    fn run_here(&self, wasi: &WasiConfig, migrator: Option<Box<dyn Migrator>>) -> Result<RunReport, ExecError> {
         let mut builder = WasiCtxBuilder::new();
         builder.args(&wasi.args).envs(&wasi.env);
         if wasi.stdio == Stdio::Inherit {
@@ -249,6 +413,9 @@ impl Program {
             wasi: builder.build_p1(),
             locals: vec![None; self.points.len()],
             host_calls: 0,
+            migrator,
+            handles: None,
+            trampolines: HashMap::new(),
         };
         let mut store = Store::new(&self.engine, device);
         let linker = self.linker()?;
@@ -299,7 +466,7 @@ impl Program {
             let j = by_import[import.name()];
             let local_export = self.points[j].local_export.clone();
             let ty = import.ty().unwrap_func().clone();
-            // The point is answered here, on this machine: call the original body back.
+            let program = self.clone();
             linker
                 .func_new(
                     import.module(),
@@ -307,21 +474,14 @@ impl Program {
                     ty,
                     move |mut caller, params, results| {
                         caller.data_mut().host_calls += 1;
-                        let body = match caller.data().locals[j] {
-                            Some(f) => f,
-                            None => {
-                                let f = caller
-                                    .get_export(&local_export)
-                                    .and_then(|e| e.into_func())
-                                    .ok_or_else(|| {
-                                        wasmtime::Error::msg(format!(
-                                            "missing export {local_export}"
-                                        ))
-                                    })?;
-                                caller.data_mut().locals[j] = Some(f);
-                                f
-                            }
-                        };
+                        // A migrator decides; without one, the point is answered here by calling
+                        // the original body back.
+                        if let Some(mut m) = caller.data_mut().migrator.take() {
+                            let r = m.migrate(&mut Guest { caller: &mut caller, program: &program }, j, params, results);
+                            caller.data_mut().migrator = Some(m);
+                            return r;
+                        }
+                        let body = local_body(&mut caller, j, &local_export)?;
                         body.call(&mut caller, params, results)
                     },
                 )

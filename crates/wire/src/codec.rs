@@ -151,7 +151,12 @@ pub fn encode(m: &Message, out: &mut Vec<u8>) {
             w.values(args);
             w.state(state);
         }
-        Message::Return { results, state } | Message::ImportReturn { results, state } => {
+        Message::Return { results, state, micros } => {
+            w.values(results);
+            w.state(state);
+            w.u64(*micros);
+        }
+        Message::ImportReturn { results, state } => {
             w.values(results);
             w.state(state);
         }
@@ -286,7 +291,7 @@ fn decode_payload(code: u8, payload: &[u8]) -> Result<Message, DecodeError> {
         },
         3 => Message::Module { bytes: r.bytes("the module")? },
         4 => Message::Migrate { point: r.u32("the point")?, args: r.values("the arguments")?, state: r.state()? },
-        5 => Message::Return { results: r.values("the results")?, state: r.state()? },
+        5 => Message::Return { results: r.values("the results")?, state: r.state()?, micros: r.u64("the execution time")? },
         6 => Message::ImportCall { import: r.u32("the import")?, args: r.values("the arguments")?, state: r.state()? },
         7 => Message::ImportReturn { results: r.values("the results")?, state: r.state()? },
         8 => {

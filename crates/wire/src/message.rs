@@ -58,8 +58,9 @@ pub enum Message {
     Module { bytes: Vec<u8> },
     /// Device → clone: run function `point` with `args`, after applying `state`.
     Migrate { point: u32, args: Vec<Value>, state: State },
-    /// Clone → device: the function returned `results`; apply `state` and resume.
-    Return { results: Vec<Value>, state: State },
+    /// Clone → device: the function returned `results` after `micros` of execution on the
+    /// clone; apply `state` and resume.
+    Return { results: Vec<Value>, state: State, micros: u64 },
     /// Clone → device, during a migration: run import `import` with `args` on the device,
     /// after applying `state`.
     ImportCall { import: u32, args: Vec<Value>, state: State },

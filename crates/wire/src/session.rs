@@ -61,8 +61,9 @@ impl Device {
 pub enum DeviceEvent {
     /// The clone accepted the hello; when `need_module`, send it with [`DeviceSession::module`].
     Welcomed { need_module: bool },
-    /// The migrated function returned: apply `state`, then return `results`.
-    Returned { results: Vec<Value>, state: State },
+    /// The migrated function returned after `micros` on the clone: apply `state`, then return
+    /// `results`.
+    Returned { results: Vec<Value>, state: State, micros: u64 },
     /// Run import `import` locally after applying `state`, then answer with
     /// [`DeviceSession::import_return`].
     ImportCall { import: u32, args: Vec<Value>, state: State },
@@ -140,7 +141,9 @@ impl DeviceSession {
                 let next = if need_module { Device::MustSendModule } else { Device::Ready };
                 (next, DeviceEvent::Welcomed { need_module })
             }
-            (Device::Migrating, Message::Return { results, state }) => (Device::Ready, DeviceEvent::Returned { results, state }),
+            (Device::Migrating, Message::Return { results, state, micros }) => {
+                (Device::Ready, DeviceEvent::Returned { results, state, micros })
+            }
             (Device::Migrating, Message::ImportCall { import, args, state }) => {
                 (Device::Proxying, DeviceEvent::ImportCall { import, args, state })
             }
@@ -226,10 +229,10 @@ impl CloneSession {
         Ok(Message::ImportCall { import, args, state })
     }
 
-    pub fn returned(&mut self, results: Vec<Value>, state: State) -> Result<Message, ProtocolError> {
+    pub fn returned(&mut self, results: Vec<Value>, state: State, micros: u64) -> Result<Message, ProtocolError> {
         self.expect(self.state == Clone::Running, "return")?;
         self.state = Clone::Ready;
-        Ok(Message::Return { results, state })
+        Ok(Message::Return { results, state, micros })
     }
 
     pub fn failed(&mut self, kind: FailKind, message: String) -> Result<Message, ProtocolError> {

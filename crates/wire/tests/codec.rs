@@ -51,7 +51,7 @@ fn every_kind(rng: &mut Rng) -> Vec<Message> {
         Message::Welcome { need_module: false },
         Message::Module { bytes: b"\0asm\x01\0\0\0".to_vec() },
         Message::Migrate { point: 12, args: values(rng), state: state(rng) },
-        Message::Return { results: values(rng), state: state(rng) },
+        Message::Return { results: values(rng), state: state(rng), micros: rng.next() },
         Message::ImportCall { import: 4, args: values(rng), state: state(rng) },
         Message::ImportReturn { results: values(rng), state: state(rng) },
         Message::Failed { kind: FailKind::Trap, message: "wasm trap: unreachable".into() },
@@ -153,6 +153,7 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
     let m = Message::Return {
         results: vec![],
         state: State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![(16, vec![0; 4096])] } },
+        micros: 0,
     };
     assert!(matches!(from_bytes(&to_bytes(&m), DEFAULT_MAX_FRAME), Err(DecodeError::Invalid { .. })));
 }

@@ -1,0 +1,61 @@
+//! `clonecloud serve` (the clone server) and `clonecloud keygen` (key pairs for it and devices).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use clonecloud_exec::ModuleCache;
+use clonecloud_net::{AllowList, Identity, Listener};
+
+/// Run a clone server: devices on the allow list offload functions to it.
+#[derive(Debug, Args)]
+pub struct Opts {
+    /// Address to listen on, HOST:PORT (port 0 picks one; the address is printed).
+    #[arg(long, value_name = "ADDR")]
+    listen: String,
+    /// The server's private key (`clonecloud keygen --out server` makes server.key/server.pub).
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// The devices allowed in: their public keys, one per line.
+    #[arg(long, value_name = "FILE")]
+    allow: PathBuf,
+    /// Seconds a session may stay quiet before its replica is dropped.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    idle_timeout: u64,
+}
+
+/// Make a key pair: NAME.key (private) and NAME.pub (public, one line).
+#[derive(Debug, Args)]
+pub struct KeygenOpts {
+    /// The path prefix of the two files.
+    #[arg(long, value_name = "NAME")]
+    out: PathBuf,
+}
+
+pub fn keygen(opts: KeygenOpts) -> anyhow::Result<ExitCode> {
+    let id = Identity::generate()?;
+    let (key, public) = id.save(&opts.out)?;
+    println!("{}\n{}", key.display(), public.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn serve(opts: Opts) -> anyhow::Result<ExitCode> {
+    let id = Identity::load(&opts.key)?;
+    let allow = AllowList::load(&opts.allow)?;
+    if allow.is_empty() {
+        anyhow::bail!("{} lists no device key: nobody could connect", opts.allow.display());
+    }
+    let listener = Listener::bind(opts.listen.as_str(), &id, allow, Duration::from_secs(10))
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let cache = match crate::data_dir() {
+        Some(dir) => ModuleCache::new(dir.join("clone-modules")),
+        None => ModuleCache::disabled(),
+    };
+    let clone = clonecloud_offload::Clone::new(cache, Duration::from_secs(opts.idle_timeout))?;
+    // Scripts read the address (port 0 picks one) from this line.
+    println!("listening on {}", listener.local_addr());
+    let e = clone.serve(listener);
+    Err(anyhow::anyhow!("the server stopped: {e}"))
+}

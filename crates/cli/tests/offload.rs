@@ -1,0 +1,165 @@
+//! Offloading end to end, through the `clonecloud` binary: the workloads' heavy functions run on a
+//! clone (in-process, and a separately started `clonecloud serve` on loopback) with output
+//! identical to a plain run; a function that does I/O, an unreachable clone, an unknown device
+//! key and a wrong server key all fall back to a local run with identical output and the cause in
+//! `--stats`.
+
+#[path = "../../../tests/support/apps.rs"]
+mod apps;
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const CLONECLOUD: &str = env!("CARGO_BIN_EXE_clonecloud");
+
+fn run(app: &str, input: &Path, extra: &[&str]) -> Output {
+    apps::run_wasm(CLONECLOUD.as_ref(), app, input, extra)
+}
+
+fn stats(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("stats written")).expect("stats are JSON")
+}
+
+/// Both runs: same stdout, stderr and exit code.
+fn assert_same(plain: &Output, offloaded: &Output, what: &str) {
+    assert_eq!(offloaded.status.code(), plain.status.code(), "{what}: exit code");
+    assert!(plain.stdout == offloaded.stdout, "{what}: stdout differs");
+    assert_eq!(String::from_utf8_lossy(&plain.stderr), String::from_utf8_lossy(&offloaded.stderr), "{what}: stderr");
+}
+
+/// Offloading `function` of `app` on its small input, with `extra` options: returns the stats.
+fn offload(app: &str, function: &str, extra: &[&str]) -> serde_json::Value {
+    let input = tempfile::tempdir().unwrap();
+    apps::generate(app, "small", input.path());
+    let plain = run(app, input.path(), &[]);
+    assert_eq!(plain.status.code(), Some(0));
+    let dir = tempfile::tempdir().unwrap();
+    let stats_file = dir.path().join("stats.json");
+    let mut args = vec!["--offload", function, "--stats", stats_file.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    // Logs (fallback warnings) go to stderr: keep them out of the comparison.
+    let offloaded = Command::new(CLONECLOUD)
+        .arg("run")
+        .args(&args)
+        .arg("--dir")
+        .arg(format!("{}::/input", input.path().display()))
+        .arg(apps::wasm(app))
+        .arg("/input")
+        .env("CLONECLOUD_LOG", "off")
+        .output()
+        .unwrap();
+    assert_same(&plain, &offloaded, &format!("{app} offloading {function} {extra:?}"));
+    stats(&stats_file)
+}
+
+#[test]
+fn the_workloads_heavy_functions_run_on_a_local_clone() {
+    for (app, function) in [
+        ("virus-scan", "virus_scan::db::Database::scan"),
+        ("image-search", "image_search::cascade::Cascade::detect"),
+        ("behavior-profile", "behavior_profile::Classifier::train"),
+    ] {
+        let s = offload(app, function, &[]);
+        assert!(s["migrations"].as_u64().unwrap() > 0, "{app}: {s}");
+        assert_eq!(s["fallbacks"]["count"], 0, "{app}: {s}");
+        let p = &s["points"][function];
+        assert!(p["bytes_up"].as_u64().unwrap() > 0 && p["pages_up"].as_u64().unwrap() > 0, "{app}: {p}");
+        assert!(s["module_upload_bytes"].as_u64().unwrap() > 0, "the clone asked for the module");
+    }
+}
+
+#[test]
+fn a_function_that_does_io_falls_back_with_its_cause() {
+    // `run` reads the input files: WASI on the clone, so every call runs locally.
+    let s = offload("virus-scan", "virus_scan::run", &[]);
+    assert_eq!(s["migrations"], 0, "{s}");
+    assert!(s["fallbacks"]["count"].as_u64().unwrap() > 0);
+    assert!(s["fallbacks"]["causes"]["unavailable"].as_u64().unwrap() > 0, "{s}");
+    let detail = s["fallbacks"]["events"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("wasi_snapshot_preview1"), "the cause names the WASI call: {detail}");
+}
+
+fn keygen(dir: &Path, name: &str) -> (String, String) {
+    let prefix = dir.join(name);
+    let out = Command::new(CLONECLOUD).args(["keygen", "--out"]).arg(&prefix).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = format!("{}.key", prefix.display());
+    let public = format!("{}.pub", prefix.display());
+    (key, public)
+}
+
+/// A `clonecloud serve` child process, killed when dropped.
+struct Server(std::process::Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(key: &str, allow: &Path) -> Server {
+    let mut child = Command::new(CLONECLOUD)
+        .args(["serve", "--listen", "127.0.0.1:0", "--key", key, "--allow"])
+        .arg(allow)
+        .env("CLONECLOUD_LOG", "off")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("serve printed {line:?}")).to_string();
+    Server(child, addr)
+}
+
+#[test]
+fn a_separate_server_serves_allowed_devices_only() {
+    let keys = tempfile::tempdir().unwrap();
+    let (server_key, server_pub) = keygen(keys.path(), "server");
+    let (device_key, device_pub) = keygen(keys.path(), "device");
+    let (stranger_key, _) = keygen(keys.path(), "stranger");
+    let (_, other_pub) = keygen(keys.path(), "other");
+    let allow = keys.path().join("allow");
+    std::fs::write(&allow, std::fs::read_to_string(&device_pub).unwrap()).unwrap();
+    let server = serve(&server_key, &allow);
+    let f = "virus_scan::db::Database::scan";
+    let remote = |key: &str, pinned: &str| offload("virus-scan", f, &["--clone", &server.1, "--key", key, "--clone-key", pinned]);
+
+    let s = remote(&device_key, &server_pub);
+    assert!(s["migrations"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["fallbacks"]["count"], 0, "{s}");
+
+    // An unknown device: refused by the server; the run is local and identical.
+    let s = remote(&stranger_key, &server_pub);
+    assert_eq!(s["migrations"], 0, "{s}");
+    assert!(s["fallbacks"]["count"].as_u64().unwrap() > 0, "{s}");
+
+    // A device pinning another server key refuses this server.
+    let s = remote(&device_key, &other_pub);
+    assert_eq!(s["migrations"], 0, "{s}");
+    assert!(s["fallbacks"]["causes"]["tls"].as_u64().unwrap() > 0, "{s}");
+
+    // The server goes on serving the allowed device.
+    let s = remote(&device_key, &server_pub);
+    assert!(s["migrations"].as_u64().unwrap() > 0, "{s}");
+
+    // Gone: every call runs locally, identical, after one failed connection attempt.
+    let addr = server.1.clone();
+    drop(server);
+    let s = offload("virus-scan", f, &["--clone", &addr, "--key", &device_key, "--clone-key", &server_pub]);
+    assert_eq!(s["migrations"], 0, "{s}");
+    assert!(s["fallbacks"]["causes"]["connect"].as_u64().unwrap() >= 1, "{s}");
+}
+
+#[test]
+fn remote_clone_options_are_checked() {
+    let out = Command::new(CLONECLOUD)
+        .args(["run", "--offload", "virus_scan::run", "--clone", "127.0.0.1:9"])
+        .arg(apps::wasm("virus-scan"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--key") && err.contains("keygen"), "{err}");
+}

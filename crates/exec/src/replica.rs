@@ -1,0 +1,170 @@
+//! The clone's copy of a device's thread: a second instance of the same rewritten module, whose
+//! state is kept equal to the device's at every migration, and in which migrated functions run.
+//!
+//! The replica has no WASI of its own: a WASI call on the clone stops the function with
+//! [`WasiOnClone`], and the device runs it locally instead (nothing on the device changed since
+//! the function's entry, so that is always correct). Nested migration points run locally: every
+//! flag is cleared.
+
+use crate::error::ExecError;
+use crate::state::{ApplyError, Page, PageTable, StateHandles};
+use wasmtime::{Engine, Func, Linker, Module, Store, Trap, Val};
+
+/// A function on the clone called an import the clone cannot serve.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the function called `{module}`.`{name}`, which the clone does not serve")]
+pub struct WasiOnClone {
+    pub module: String,
+    pub name: String,
+}
+
+/// Why a call on the replica did not return.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("wasm trap: {0}")]
+    Trap(Trap),
+    #[error(transparent)]
+    Import(WasiOnClone),
+    #[error("no migration point {0} in this module")]
+    NoPoint(u32),
+    #[error("{0}")]
+    Other(wasmtime::Error),
+}
+
+fn is_wasi_module(m: &str) -> bool {
+    m == "wasi_snapshot_preview1" || m == "wasi_unstable"
+}
+
+/// WASI `random_get(buf, len) -> errno`, from the operating system's random source.
+fn random_get(mut caller: wasmtime::Caller<'_, ()>, buf: i32, len: i32) -> wasmtime::Result<i32> {
+    use std::io::Read;
+    const EFAULT: i32 = 21;
+    const EIO: i32 = 29;
+    let Some(mem) = caller.get_export("__cc_memory.0").and_then(|e| e.into_memory()) else {
+        return Err(wasmtime::Error::new(WasiOnClone { module: "wasi_snapshot_preview1".into(), name: "random_get".into() }));
+    };
+    let (buf, len) = (buf as u32 as usize, len as u32 as usize);
+    let Some(out) = buf.checked_add(len).and_then(|end| mem.data_mut(&mut caller).get_mut(buf..end)) else {
+        return Ok(EFAULT);
+    };
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(out)) {
+        Ok(()) => Ok(0),
+        Err(_) => Ok(EIO),
+    }
+}
+
+/// One replica.
+pub struct Replica {
+    store: Store<()>,
+    handles: StateHandles,
+    table: PageTable,
+    locals: std::collections::HashMap<u32, Func>,
+    instance: wasmtime::Instance,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Replica({} pages agreed)", self.table.len())
+    }
+}
+
+impl Replica {
+    /// Instantiates `module` (a module rewritten by clonecloud), clears its flags and zeroes its
+    /// memory: the baseline every device starts from.
+    pub fn new(engine: &Engine, module: &Module) -> Result<Replica, ExecError> {
+        let mut linker: Linker<()> = Linker::new(engine);
+        for import in module.imports() {
+            let Some(ty) = import.ty().func().cloned() else {
+                return Err(ExecError::Runtime(wasmtime::Error::msg(format!(
+                    "the clone cannot provide the non-function import `{}`.`{}`",
+                    import.module(),
+                    import.name()
+                ))));
+            };
+            let (m, n) = (import.module().to_string(), import.name().to_string());
+            if is_wasi_module(&m) && n == "random_get" {
+                // Randomness is served here: fresh random bytes are as good as the device's.
+                linker.func_wrap(import.module(), import.name(), random_get).map_err(ExecError::Runtime)?;
+                continue;
+            }
+            linker
+                .func_new(import.module(), import.name(), ty, move |_, _, _| {
+                    Err(wasmtime::Error::new(WasiOnClone { module: m.clone(), name: n.clone() }))
+                })
+                .map_err(ExecError::Runtime)?;
+        }
+        let mut store = Store::new(engine, ());
+        let instance = linker.instantiate(&mut store, module).map_err(ExecError::Runtime)?;
+        let mut memory = None;
+        let mut globals = Vec::new();
+        let mut flags = Vec::new();
+        for e in module.exports() {
+            let name = e.name();
+            if let Some(g) = name.strip_prefix("__cc_global.").and_then(|g| g.parse::<u32>().ok()) {
+                globals.push((g, name.to_string()));
+            } else if name == "__cc_memory.0" {
+                memory = Some(name.to_string());
+            } else if name.starts_with("__cc_flag.") {
+                flags.push(name.to_string());
+            }
+        }
+        for f in flags {
+            if let Some(g) = instance.get_global(&mut store, &f) {
+                g.set(&mut store, Val::I32(0)).map_err(ExecError::Runtime)?;
+            }
+        }
+        let handles = StateHandles::resolve(memory.as_deref(), &globals, |n| instance.get_export(&mut store, n));
+        if let Some(m) = handles.memory {
+            m.data_mut(&mut store).fill(0);
+        }
+        Ok(Replica { store, handles, table: PageTable::new(), locals: Default::default(), instance })
+    }
+
+    /// Applies a device's delta.
+    pub fn apply(&mut self, wasm_pages: u32, pages: &[Page], globals: &[(u32, Val)]) -> Result<(), ApplyError> {
+        self.handles.apply(&mut self.store, wasm_pages, pages, globals)?;
+        let len = self.handles.memory_bytes(&self.store).len();
+        self.table.applied(len, pages);
+        Ok(())
+    }
+
+    /// What changed since the last agreed state: memory size, pages, every mutable global.
+    pub fn capture(&mut self) -> (u32, Vec<Page>, Vec<(u32, Val)>) {
+        let pages = self.table.diff(self.handles.memory_bytes(&self.store));
+        (self.handles.wasm_pages(&self.store), pages, self.handles.globals(&mut self.store))
+    }
+
+    /// Calls migration point `function` (its original index) with `params`.
+    pub fn call(&mut self, function: u32, params: &[Val], results: &mut [Val]) -> Result<(), CallError> {
+        let f = match self.locals.get(&function) {
+            Some(f) => *f,
+            None => {
+                let f = self
+                    .instance
+                    .get_func(&mut self.store, &format!("__cc_local.{function}"))
+                    .ok_or(CallError::NoPoint(function))?;
+                self.locals.insert(function, f);
+                f
+            }
+        };
+        let ty = f.ty(&self.store);
+        if ty.params().len() != params.len() || ty.results().len() != results.len() {
+            return Err(CallError::Other(wasmtime::Error::msg("arguments or results do not match the point's type")));
+        }
+        f.call(&mut self.store, params, results).map_err(|e| {
+            if let Some(w) = e.downcast_ref::<WasiOnClone>() {
+                CallError::Import(w.clone())
+            } else if let Some(t) = e.downcast_ref::<Trap>() {
+                CallError::Trap(*t)
+            } else {
+                CallError::Other(e)
+            }
+        })
+    }
+
+    /// The result types of point `function`, to size the results.
+    pub fn result_count(&mut self, function: u32) -> Option<usize> {
+        let f = self.instance.get_func(&mut self.store, &format!("__cc_local.{function}"))?;
+        Some(f.ty(&self.store).results().len())
+    }
+}

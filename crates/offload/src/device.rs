@@ -1,0 +1,225 @@
+//! The device side: at a migration point, ship the thread's state to the clone, let it run the
+//! function, merge what comes back; on any failure run the function here instead.
+//!
+//! Offloading is a transaction. Nothing on the device changes until the clone's return is merged
+//! (capturing only reads memory), and the merge is checked before it writes. So whatever goes
+//! wrong before that (no clone, a refused key, a cut link, a timeout, a trap or a WASI call on
+//! the clone, a protocol error), the function runs locally from the very state it was entered
+//! with, and the program behaves exactly as without clonecloud. After a failure the session is
+//! dropped, and the next migration starts a fresh one from the zero baseline.
+
+use crate::convert;
+use crate::stats::Stats;
+use clonecloud_exec::state::{PAGE_SIZE, PageTable};
+use clonecloud_exec::{Guest, Layout, Migrator};
+use clonecloud_net::{Connection, Identity, NetError, PublicKey};
+use clonecloud_wire::{DeviceEvent, DeviceSession, FailKind};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+use wasmtime::Val;
+
+/// Where the clone is and how to trust it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: String,
+    pub server_key: PublicKey,
+    pub identity: Identity,
+    /// For connecting and the handshake.
+    pub connect_timeout: Duration,
+    /// For each reply (a migrated function must return within it).
+    pub timeout: Duration,
+}
+
+/// Why a remote attempt was abandoned: a short cause for counting, and the detail.
+#[derive(Debug)]
+struct Abort {
+    cause: &'static str,
+    detail: String,
+}
+
+fn abort(cause: &'static str, detail: impl std::fmt::Display) -> Abort {
+    Abort { cause, detail: detail.to_string() }
+}
+
+fn net(e: NetError) -> Abort {
+    let cause = match &e {
+        NetError::Timeout(_) => "timeout",
+        NetError::Tls(_) => "tls",
+        NetError::Decode(_) => "protocol",
+        NetError::Closed | NetError::Io { .. } => "link",
+        NetError::Key(_) => "key",
+    };
+    abort(cause, e)
+}
+
+/// After a failed connection, remote attempts are skipped for this long.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The device's offloading runtime for one app run (one thread).
+#[derive(Debug)]
+pub struct Offloader {
+    target: Target,
+    layout: Arc<Layout>,
+    run: u64,
+    session: Option<(Connection, DeviceSession)>,
+    table: PageTable,
+    stats: Arc<Mutex<Stats>>,
+    /// Display names of the points, by ordinal.
+    names: Vec<String>,
+    unreachable_until: Option<Instant>,
+}
+
+impl Offloader {
+    pub fn new(target: Target, layout: Arc<Layout>, names: Vec<String>, stats: Arc<Mutex<Stats>>) -> Offloader {
+        stats.lock().expect("stats lock").clone.clone_from(&target.addr);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let run = now ^ u64::from(std::process::id());
+        Offloader { target, layout, run, session: None, table: PageTable::new(), stats, names, unreachable_until: None }
+    }
+
+    fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn connect(&mut self) -> Result<(), Abort> {
+        if self.unreachable_until.is_some_and(|t| Instant::now() < t) {
+            return Err(abort("unreachable", "the clone could not be reached moments ago; not retrying yet"));
+        }
+        let t = &self.target;
+        let mut conn = Connection::connect(t.addr.as_str(), Some(&t.identity), &t.server_key, t.connect_timeout).map_err(|e| {
+            self.unreachable_until = Some(Instant::now() + RETRY_AFTER);
+            let mut a = net(e);
+            if a.cause == "link" {
+                a.cause = "connect";
+            }
+            a
+        })?;
+        conn.set_timeout(Some(t.timeout));
+        let mut session = DeviceSession::new(self.layout.hash, self.run, 0);
+        conn.send(&session.hello().map_err(|e| abort("protocol", e))?).map_err(net)?;
+        match session.on_message(conn.recv().map_err(net)?).map_err(|e| abort("protocol", e))? {
+            DeviceEvent::Welcomed { need_module } => {
+                if need_module {
+                    let m = session.module(self.layout.wasm.clone()).map_err(|e| abort("protocol", e))?;
+                    conn.send(&m).map_err(net)?;
+                    self.stats().module_upload_bytes += self.layout.wasm.len() as u64;
+                }
+            }
+            other => return Err(abort("protocol", format!("expected a welcome, got {other:?}"))),
+        }
+        self.unreachable_until = None;
+        self.table.reset();
+        self.stats().connections += 1;
+        self.session = Some((conn, session));
+        Ok(())
+    }
+
+    /// One remote attempt; on success `results` hold the clone's results and the guest holds
+    /// the clone's state.
+    fn remote(&mut self, guest: &mut Guest<'_, '_>, j: usize, params: &[Val], results: &mut [Val]) -> Result<(), Abort> {
+        let args = convert::values_to_wire(params).ok_or_else(|| abort("unsupported", "a reference-typed argument cannot migrate"))?;
+        if self.session.is_none() {
+            self.connect()?;
+        }
+        let name = self.names[j].clone();
+        let function = guest.point(j).function;
+
+        let t0 = Instant::now();
+        let pages = self.table.diff(guest.memory());
+        let wasm_pages = guest.wasm_pages();
+        let globals = guest.globals();
+        let state = convert::state(wasm_pages, pages, &globals).ok_or_else(|| abort("unsupported", "a reference-typed global cannot migrate"))?;
+        let capture = t0.elapsed();
+        let pages_up = state.memory.pages.len() as u64;
+
+        let (conn, session) = self.session.as_mut().expect("connected above");
+        let sent_before = conn.sent;
+        let recv_before = conn.received;
+        let t1 = Instant::now();
+        let m = session.migrate(function, args, state).map_err(|e| abort("protocol", e))?;
+        conn.send(&m).map_err(net)?;
+        drop(m);
+        let reply = conn.recv().map_err(net)?;
+        let round_trip = t1.elapsed();
+        match session.on_message(reply).map_err(|e| abort("protocol", e))? {
+            DeviceEvent::Returned { results: rs, state, micros } => {
+                if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
+                    return Err(abort("protocol", format!("pages of {} bytes", state.memory.page_size)));
+                }
+                let vals = convert::values_from_wire(&rs);
+                if vals.len() != results.len() {
+                    return Err(abort("protocol", format!("{} results for a function with {}", vals.len(), results.len())));
+                }
+                let t2 = Instant::now();
+                guest.apply(state.memory.wasm_pages, &state.memory.pages, &convert::globals(&state)).map_err(|e| abort("merge", e))?;
+                let len = guest.memory().len();
+                self.table.applied(len, &state.memory.pages);
+                results.copy_from_slice(&vals);
+                let merge = t2.elapsed();
+                let (sent, received) = (conn.sent - sent_before, conn.received - recv_before);
+                let remote = Duration::from_micros(micros);
+                let mut st = self.stats();
+                st.migrations += 1;
+                let p = st.point(&name);
+                p.migrations += 1;
+                p.pages_up += pages_up;
+                p.pages_down += state.memory.pages.len() as u64;
+                p.bytes_up += sent;
+                p.bytes_down += received;
+                p.bytes_up_compressed += sent;
+                p.bytes_down_compressed += received;
+                p.capture_ms += capture.as_secs_f64() * 1e3;
+                p.transfer_ms += round_trip.saturating_sub(remote).as_secs_f64() * 1e3;
+                p.remote_ms += remote.as_secs_f64() * 1e3;
+                p.merge_ms += merge.as_secs_f64() * 1e3;
+                debug!(point = %name, pages_up, pages_down = state.memory.pages.len(), "migration returned");
+                Ok(())
+            }
+            DeviceEvent::Failed { kind, message } => Err(abort(
+                match kind {
+                    FailKind::Trap => "trap",
+                    FailKind::ResourceLimit => "resource-limit",
+                    FailKind::Unavailable => "unavailable",
+                },
+                message,
+            )),
+            other => Err(abort("protocol", format!("unexpected {other:?}"))),
+        }
+    }
+
+    fn drop_session(&mut self) {
+        if let Some((conn, mut session)) = self.session.take() {
+            session.close();
+            drop(conn);
+        }
+        self.table.reset();
+    }
+}
+
+impl Migrator for Offloader {
+    fn migrate(&mut self, guest: &mut Guest<'_, '_>, j: usize, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()> {
+        match self.remote(guest, j, params, results) {
+            Ok(()) => Ok(()),
+            Err(a) => {
+                // Nothing on the device changed: run it here, from the same entry state.
+                warn!(point = %self.names[j], cause = a.cause, "offloading failed, running locally: {}", a.detail);
+                let name = self.names[j].clone();
+                self.stats().fallback(&name, a.cause, &a.detail);
+                if a.cause != "unreachable" && a.cause != "connect" {
+                    self.drop_session();
+                }
+                guest.call_local(j, params, results)
+            }
+        }
+    }
+}
+
+impl Drop for Offloader {
+    fn drop(&mut self) {
+        if let Some((mut conn, mut session)) = self.session.take() {
+            let _ = conn.send(&session.goodbye());
+            conn.close();
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! clonecloud-offload: CloneCloud's primary feature. At a migration point the device ships the
+//! thread's state (arguments, mutable globals, changed memory pages) to a clone, the clone runs
+//! the function in its replica of the thread and ships the changed state back, and the device
+//! merges it and resumes. Any failure runs the function locally instead: nothing is ever lost.
+//!
+//! - [`device::Offloader`]: the device side, a [`clonecloud_exec::Migrator`].
+//! - [`server::Clone`]: the clone server (`clonecloud serve`), and [`server::spawn_local`], an
+//!   in-process clone on loopback that speaks the very same protocol.
+//! - [`stats::Stats`]: what happened, for `--stats`.
+
+pub mod convert;
+pub mod device;
+pub mod server;
+pub mod stats;
+
+pub use device::{Offloader, Target};
+pub use server::{Clone, spawn_local};
+pub use stats::Stats;

@@ -1,0 +1,186 @@
+//! The clone server: accepts devices on its allow list, keeps the modules they sent (by content
+//! hash, so a module travels once), and per session one replica of the device's thread in which
+//! migrated functions run. A replica lives as long as its session: it is dropped when the run
+//! says goodbye, when the link goes quiet past the idle timeout, or after a failed migration
+//! (the device then starts over from the zero baseline).
+
+use crate::convert;
+use clonecloud_exec::state::PAGE_SIZE;
+use clonecloud_exec::{CallError, ExecError, ModuleCache, PointMode, Replica, new_engine};
+use clonecloud_net::{Connection, Identity, Listener, NetError, AllowList};
+use clonecloud_wire::{CloneEvent, CloneSession, FailKind, Hash128, Message};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+use wasmtime::{Engine, Module, Val};
+
+/// The native stack of a session thread: migrated functions run on it.
+const SESSION_STACK: usize = 64 << 20;
+
+/// What every session of a server shares.
+#[derive(Debug)]
+pub struct Clone {
+    engine: Engine,
+    cache: ModuleCache,
+    modules: Mutex<HashMap<Hash128, Module>>,
+    idle: Duration,
+}
+
+impl Clone {
+    pub fn new(cache: ModuleCache, idle: Duration) -> Result<Arc<Clone>, ExecError> {
+        Ok(Arc::new(Clone { engine: new_engine(PointMode::Flag)?, cache, modules: Mutex::new(HashMap::new()), idle }))
+    }
+
+    fn module(&self, hash: &Hash128) -> Option<Module> {
+        self.modules.lock().unwrap_or_else(|e| e.into_inner()).get(hash).cloned()
+    }
+
+    /// Accepts devices on `listener` until it fails; each session on a thread of its own.
+    pub fn serve(self: &Arc<Clone>, listener: Listener) -> NetError {
+        info!(addr = %listener.local_addr(), "clone serving");
+        loop {
+            let incoming = match listener.incoming() {
+                Ok(i) => i,
+                Err(e) => return e,
+            };
+            let me = self.clone();
+            let spawned = std::thread::Builder::new().name("session".into()).stack_size(SESSION_STACK).spawn(move || {
+                let from = incoming.from;
+                match incoming.accept() {
+                    Ok(conn) => {
+                        let device = conn.peer().fingerprint();
+                        info!(%from, %device, "device connected");
+                        match me.session(conn) {
+                            Ok(()) => debug!(%device, "session ended"),
+                            Err(e) => warn!(%device, "session ended: {e}"),
+                        }
+                    }
+                    Err(e) => warn!(%from, "refused a connection: {e}"),
+                }
+            });
+            if let Err(e) = spawned {
+                warn!("cannot start a session thread: {e}");
+            }
+        }
+    }
+
+    /// One device session, to its end.
+    fn session(&self, mut conn: Connection) -> Result<(), String> {
+        conn.set_timeout(Some(self.idle));
+        let mut s = CloneSession::new();
+        let mut hash: Option<Hash128> = None;
+        let mut module: Option<Module> = None;
+        let mut replica: Option<Replica> = None;
+        loop {
+            let m = match conn.recv() {
+                Ok(m) => m,
+                Err(NetError::Closed) => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            };
+            let event = match s.on_message(m) {
+                Ok(e) => e,
+                Err(e) => {
+                    let _ = conn.send(&Message::Error { message: e.to_string() });
+                    return Err(e.to_string());
+                }
+            };
+            let reply = match event {
+                CloneEvent::Hello { module: h, .. } => {
+                    hash = Some(h);
+                    module = self.module(&h);
+                    s.welcome(module.is_none())
+                }
+                CloneEvent::Module { bytes } => {
+                    let want = hash.expect("a module only follows a hello");
+                    if xxhash_rust::xxh3::xxh3_128(&bytes).to_le_bytes() != want {
+                        let message = "the module's bytes do not match the hash in the hello".to_string();
+                        let _ = conn.send(&Message::Error { message: message.clone() });
+                        return Err(message);
+                    }
+                    match self.cache.load_or_compile(&self.engine, &bytes) {
+                        Ok(m) => {
+                            self.modules.lock().unwrap_or_else(|e| e.into_inner()).insert(want, m.clone());
+                            module = Some(m);
+                        }
+                        Err(e) => {
+                            let message = format!("cannot compile the module: {e}");
+                            let _ = conn.send(&Message::Error { message: message.clone() });
+                            return Err(message);
+                        }
+                    }
+                    continue;
+                }
+                CloneEvent::Migrate { point, args, state } => {
+                    let module = module.as_ref().expect("a migration follows the module");
+                    let started = Instant::now();
+                    match self.run(module, &mut replica, point, &args, &state) {
+                        Ok((results, state)) => s.returned(results, state, started.elapsed().as_micros() as u64),
+                        Err((kind, message)) => {
+                            // The replica may be half-way through: the device starts over.
+                            replica = None;
+                            debug!(point, ?kind, "migration failed: {message}");
+                            s.failed(kind, message)
+                        }
+                    }
+                }
+                CloneEvent::ImportReturned { .. } => {
+                    let _ = conn.send(&Message::Error { message: "no import call is pending".into() });
+                    return Err("unexpected import return".into());
+                }
+                CloneEvent::Goodbye => return Ok(()),
+            };
+            let reply = reply.map_err(|e| e.to_string())?;
+            conn.send(&reply).map_err(|e| e.to_string())?;
+        }
+    }
+
+    /// Applies the device's state, runs `point`, and captures what changed.
+    fn run(
+        &self,
+        module: &Module,
+        replica: &mut Option<Replica>,
+        point: u32,
+        args: &[clonecloud_wire::Value],
+        state: &clonecloud_wire::State,
+    ) -> Result<(Vec<clonecloud_wire::Value>, clonecloud_wire::State), (FailKind, String)> {
+        let unavailable = |e: String| (FailKind::Unavailable, e);
+        if replica.is_none() {
+            *replica = Some(Replica::new(&self.engine, module).map_err(|e| unavailable(e.to_string()))?);
+        }
+        let r = replica.as_mut().expect("made above");
+        if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
+            return Err(unavailable(format!("pages of {} bytes, this clone uses {PAGE_SIZE}", state.memory.page_size)));
+        }
+        r.apply(state.memory.wasm_pages, &state.memory.pages, &convert::globals(state)).map_err(|e| (FailKind::ResourceLimit, e.to_string()))?;
+        let n = r.result_count(point).ok_or_else(|| unavailable(format!("no migration point {point}")))?;
+        let mut results = vec![Val::I32(0); n];
+        r.call(point, &convert::values_from_wire(args), &mut results).map_err(|e| match e {
+            CallError::Trap(t) => (FailKind::Trap, format!("wasm trap: {t}")),
+            e => unavailable(e.to_string()),
+        })?;
+        let (wasm_pages, pages, globals) = r.capture();
+        let results = convert::values_to_wire(&results).ok_or_else(|| unavailable("a reference-typed result".into()))?;
+        let state = convert::state(wasm_pages, pages, &globals).ok_or_else(|| unavailable("a reference-typed global".into()))?;
+        Ok((results, state))
+    }
+}
+
+/// A clone in this process, on a loopback port, with keys made for the occasion: the device
+/// gets its own identity and the server's key, exactly as for a remote clone.
+pub fn spawn_local(cache: ModuleCache, idle: Duration) -> Result<(String, Identity, clonecloud_net::PublicKey), String> {
+    let server = Identity::generate().map_err(|e| e.to_string())?;
+    let device = Identity::generate().map_err(|e| e.to_string())?;
+    let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([device.public().clone()]), Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().to_string();
+    let clone = Clone::new(cache, idle).map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("local-clone".into())
+        .spawn(move || {
+            let e = clone.serve(listener);
+            warn!("the local clone stopped: {e}");
+        })
+        .map_err(|e| e.to_string())?;
+    Ok((addr, device, server.public().clone()))
+}

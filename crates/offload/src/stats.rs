@@ -1,0 +1,79 @@
+//! What offloading did during a run, for `--stats FILE` (JSON).
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Per migration point.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct PointStats {
+    /// Calls answered by the clone.
+    pub migrations: u64,
+    /// Calls that fell back to a local run.
+    pub fallbacks: u64,
+    /// Memory pages and frame bytes sent to the clone (state deltas, arguments).
+    pub pages_up: u64,
+    pub bytes_up: u64,
+    /// Memory pages and frame bytes received from the clone.
+    pub pages_down: u64,
+    pub bytes_down: u64,
+    /// The same bytes after compression (no compression yet: equal to the raw bytes).
+    pub bytes_up_compressed: u64,
+    pub bytes_down_compressed: u64,
+    /// Time hashing memory and collecting the delta on the device.
+    pub capture_ms: f64,
+    /// Time on the link (round trip minus the clone's execution).
+    pub transfer_ms: f64,
+    /// Time the function ran on the clone.
+    pub remote_ms: f64,
+    /// Time applying the returned delta on the device.
+    pub merge_ms: f64,
+}
+
+/// One fallback.
+#[derive(Debug, Clone, Serialize)]
+pub struct FallbackEvent {
+    pub point: String,
+    pub cause: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Fallbacks {
+    pub count: u64,
+    /// Count per cause.
+    pub causes: BTreeMap<String, u64>,
+    /// The first fallbacks, in order, with their details.
+    pub events: Vec<FallbackEvent>,
+}
+
+/// The whole run.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Stats {
+    /// The clone's address.
+    pub clone: String,
+    pub migrations: u64,
+    pub fallbacks: Fallbacks,
+    /// Bytes of module uploads (sent when the clone did not have the module).
+    pub module_upload_bytes: u64,
+    /// Connections opened to the clone.
+    pub connections: u64,
+    pub points: BTreeMap<String, PointStats>,
+}
+
+/// Events kept with their details; later ones are only counted.
+const MAX_EVENTS: usize = 100;
+
+impl Stats {
+    pub fn point(&mut self, name: &str) -> &mut PointStats {
+        self.points.entry(name.to_string()).or_default()
+    }
+
+    pub fn fallback(&mut self, point: &str, cause: &str, detail: &str) {
+        self.fallbacks.count += 1;
+        *self.fallbacks.causes.entry(cause.to_string()).or_insert(0) += 1;
+        if self.fallbacks.events.len() < MAX_EVENTS {
+            self.fallbacks.events.push(FallbackEvent { point: point.into(), cause: cause.into(), detail: detail.into() });
+        }
+        self.point(point).fallbacks += 1;
+    }
+}
