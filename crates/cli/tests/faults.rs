@@ -1,0 +1,182 @@
+//! The guarantee under faults: whatever happens to the link or the clone, an offloaded run prints
+//! exactly what a plain run prints. A loopback proxy between device and `clonecloud serve` cuts
+//! the connection at points spread over the whole conversation in both directions (so before and
+//! after every message kind: hello, welcome, module, migrate, return, goodbye), flips a byte,
+//! stalls past the timeout; and the server process is killed mid-migration and restarted.
+
+#[path = "../../../tests/support/apps.rs"]
+mod apps;
+#[path = "../../../tests/support/faults.rs"]
+mod faults;
+
+use faults::{Fault, proxy};
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::Ordering;
+
+const CLONECLOUD: &str = env!("CARGO_BIN_EXE_clonecloud");
+const APP: &str = "behavior-profile";
+const FUNCTION: &str = "behavior_profile::Classifier::train";
+
+struct Keys {
+    _dir: tempfile::TempDir,
+    server_key: String,
+    server_pub: String,
+    device_key: String,
+    allow: String,
+}
+
+fn keys() -> Keys {
+    let dir = tempfile::tempdir().unwrap();
+    let mut make = |name: &str| {
+        let prefix = dir.path().join(name);
+        let out = Command::new(CLONECLOUD).args(["keygen", "--out"]).arg(&prefix).output().unwrap();
+        assert!(out.status.success());
+        (format!("{}.key", prefix.display()), format!("{}.pub", prefix.display()))
+    };
+    let (server_key, server_pub) = make("server");
+    let (device_key, device_pub) = make("device");
+    let allow = dir.path().join("allow").display().to_string();
+    std::fs::copy(&device_pub, &allow).unwrap();
+    Keys { _dir: dir, server_key, server_pub, device_key, allow }
+}
+
+struct Server(std::process::Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(k: &Keys, listen: &str) -> Server {
+    let mut child = Command::new(CLONECLOUD)
+        .args(["serve", "--listen", listen, "--key", &k.server_key, "--allow", &k.allow])
+        .env("CLONECLOUD_LOG", "off")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    Server(child, line.trim().strip_prefix("listening on ").expect("serve prints its address").to_string())
+}
+
+fn plain(input: &Path) -> Output {
+    apps::run_wasm(CLONECLOUD.as_ref(), APP, input, &[])
+}
+
+/// An offloaded run through `addr`; returns its output and stats.
+fn offloaded(k: &Keys, addr: &str, input: &Path, timeout: &str) -> (Output, serde_json::Value) {
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let stats = dir.path().join("stats.json");
+    let out = Command::new(CLONECLOUD)
+        .args(["run", "--offload", FUNCTION, "--clone", addr, "--key", &k.device_key, "--clone-key", &k.server_pub])
+        .args(["--clone-timeout", timeout, "--stats"])
+        .arg(&stats)
+        .arg("--dir")
+        .arg(format!("{}::/input", input.display()))
+        .arg(apps::wasm(APP))
+        .arg("/input")
+        .env("CLONECLOUD_LOG", "off")
+        .output()
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    eprintln!("{:.2} s {}", started.elapsed().as_secs_f64(), s["fallbacks"]["causes"]);
+    (out, s)
+}
+
+fn assert_same(want: &Output, got: &Output, case: &str) {
+    assert_eq!(got.status.code(), want.status.code(), "{case}: exit code");
+    assert!(got.stdout == want.stdout, "{case}: stdout differs");
+    assert!(got.stderr == want.stderr, "{case}: stderr differs: {}", String::from_utf8_lossy(&got.stderr));
+}
+
+#[test]
+fn cut_corrupted_or_stalled_links_never_change_the_output() {
+    let input = tempfile::tempdir().unwrap();
+    apps::generate(APP, "small", input.path());
+    let want = plain(input.path());
+    let k = keys();
+    let server = serve(&k, "127.0.0.1:0");
+
+    // A clean run through the proxy measures the conversation.
+    let clean = proxy(&server.1, Fault::default());
+    let (out, s) = offloaded(&k, &clean.addr, input.path(), "30");
+    assert_same(&want, &out, "clean");
+    assert_eq!(s["migrations"], 1, "{s}");
+    let (up, down) = (clean.up.load(Ordering::Relaxed), clean.down.load(Ordering::Relaxed));
+    drop(clean);
+
+    let mut cases = 0;
+    // Cuts at the first bytes (inside the TLS handshake), then spread over the whole stream.
+    let mut offsets = vec![1, 100, 1000];
+    offsets.extend((1..=8).map(|i| i * up / 9));
+    for at in offsets.iter().copied().filter(|&o| o < up) {
+        let p = proxy(&server.1, Fault { cut_up: Some(at), ..Fault::default() });
+        let (out, s) = offloaded(&k, &p.addr, input.path(), "30");
+        assert_same(&want, &out, &format!("cut after {at} bytes up"));
+        let tries = s["fallbacks"]["count"].as_u64().unwrap() + s["migrations"].as_u64().unwrap();
+        assert_eq!(tries, 1, "cut up at {at}: one call, remote or local: {s}");
+        cases += 1;
+    }
+    let mut offsets = vec![1, 100, 1000];
+    offsets.extend((1..=8).map(|i| i * down / 9));
+    for at in offsets.iter().copied().filter(|&o| o < down) {
+        let p = proxy(&server.1, Fault { cut_down: Some(at), ..Fault::default() });
+        let (out, _) = offloaded(&k, &p.addr, input.path(), "30");
+        assert_same(&want, &out, &format!("cut after {at} bytes down"));
+        cases += 1;
+    }
+    // A flipped byte in the clone's answer: TLS rejects the record, the device runs it locally.
+    for at in [down / 3, down - 100] {
+        let p = proxy(&server.1, Fault { corrupt_down: Some(at), ..Fault::default() });
+        let (out, s) = offloaded(&k, &p.addr, input.path(), "30");
+        assert_same(&want, &out, &format!("byte {at} down corrupted"));
+        assert_eq!(s["migrations"], 0, "{s}");
+        cases += 1;
+    }
+    // The answer stalls: past the timeout the device gives up and runs it locally.
+    let p = proxy(&server.1, Fault { stall_down: Some(down / 2), ..Fault::default() });
+    let (out, s) = offloaded(&k, &p.addr, input.path(), "1");
+    assert_same(&want, &out, "stalled answer");
+    assert_eq!(s["fallbacks"]["causes"]["timeout"], 1, "{s}");
+    cases += 1;
+    eprintln!("{cases} link fault cases, each identical to the plain run");
+}
+
+#[test]
+fn a_server_killed_mid_migration_and_restarted_changes_nothing() {
+    let input = tempfile::tempdir().unwrap();
+    apps::generate("image-search", "large", input.path());
+    let want = apps::run_wasm(CLONECLOUD.as_ref(), "image-search", input.path(), &[]);
+    let k = keys();
+    let server = serve(&k, "127.0.0.1:0");
+    let addr = server.1.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let stats = dir.path().join("stats.json");
+    let device = Command::new(CLONECLOUD)
+        .args(["run", "--offload", "image_search::cascade::Cascade::detect", "--clone", &addr])
+        .args(["--key", &k.device_key, "--clone-key", &k.server_pub, "--stats"])
+        .arg(&stats)
+        .arg("--dir")
+        .arg(format!("{}::/input", input.path().display()))
+        .arg(apps::wasm("image-search"))
+        .arg("/input")
+        .env("CLONECLOUD_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the server while migrations are under way, then bring it back on the same address:
+    // its replicas are gone.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    drop(server);
+    let _restarted = serve(&k, &addr);
+    let out = device.wait_with_output().unwrap();
+    assert_same(&want, &out, "server killed and restarted");
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    eprintln!("killed server: {} migrations, fallbacks {}", s["migrations"], s["fallbacks"]["causes"]);
+}
