@@ -42,10 +42,8 @@ fn pump(mut from: TcpStream, mut to: TcpStream, cut: Option<u64>, corrupt: Optio
             Ok(n) => n,
         };
         let mut chunk = buf[..n].to_vec();
-        if let Some(c) = corrupt {
-            if c >= at && c < at + n as u64 {
-                chunk[(c - at) as usize] ^= 0x5a;
-            }
+        if let Some(c) = corrupt.filter(|&c| c >= at && c < at + n as u64) {
+            chunk[(c - at) as usize] ^= 0x5a;
         }
         let mut send = chunk.len();
         let mut stop = false;

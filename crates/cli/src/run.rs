@@ -55,6 +55,10 @@ pub struct Opts {
     #[arg(long, value_name = "SECS", default_value_t = 60.0, requires = "offload")]
     clone_timeout: f64,
 
+    /// How state deltas travel: `lz4` (compressed) or `none`.
+    #[arg(long, value_enum, default_value_t = CompressionArg::Lz4, requires = "offload")]
+    compression: CompressionArg,
+
     /// Write what offloading did (migrations, fallbacks and causes, bytes, times) as JSON.
     #[arg(long, value_name = "FILE", requires = "offload")]
     stats: Option<std::path::PathBuf>,
@@ -66,6 +70,12 @@ pub struct Opts {
         value_name = "app.wasm [ARGS]..."
     )]
     module_and_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CompressionArg {
+    None,
+    Lz4,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -138,12 +148,16 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
 /// Where the clone is: an in-process clone on loopback, or a `clonecloud serve` with pinned keys.
 fn target(opts: &Opts, cache: &ModuleCache) -> anyhow::Result<clonecloud_offload::Target> {
     let timeout = std::time::Duration::from_secs_f64(opts.clone_timeout.max(0.001));
+    let compression = match opts.compression {
+        CompressionArg::None => clonecloud_wire::Compression::None,
+        CompressionArg::Lz4 => clonecloud_wire::Compression::Lz4,
+    };
     let connect_timeout = std::time::Duration::from_secs(5);
     match opts.clone.as_deref().unwrap_or("local") {
         "local" => {
             let (addr, identity, server_key) = clonecloud_offload::spawn_local(cache.clone(), std::time::Duration::from_secs(300))
                 .map_err(|e| anyhow::anyhow!("cannot start the local clone: {e}"))?;
-            Ok(clonecloud_offload::Target { addr, server_key, identity, connect_timeout, timeout })
+            Ok(clonecloud_offload::Target { addr, server_key, identity, connect_timeout, timeout, compression })
         }
         addr => {
             let (Some(key), Some(clone_key)) = (&opts.key, &opts.clone_key) else {
@@ -151,7 +165,7 @@ fn target(opts: &Opts, cache: &ModuleCache) -> anyhow::Result<clonecloud_offload
             };
             let identity = clonecloud_net::Identity::load(key)?;
             let server_key = clonecloud_net::PublicKey::load(clone_key)?;
-            Ok(clonecloud_offload::Target { addr: addr.to_string(), server_key, identity, connect_timeout, timeout })
+            Ok(clonecloud_offload::Target { addr: addr.to_string(), server_key, identity, connect_timeout, timeout, compression })
         }
     }
 }

@@ -29,7 +29,7 @@ struct Keys {
 
 fn keys() -> Keys {
     let dir = tempfile::tempdir().unwrap();
-    let mut make = |name: &str| {
+    let make = |name: &str| {
         let prefix = dir.path().join(name);
         let out = Command::new(CLONECLOUD).args(["keygen", "--out"]).arg(&prefix).output().unwrap();
         assert!(out.status.success());

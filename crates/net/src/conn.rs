@@ -3,7 +3,7 @@
 use crate::keys::{AllowList, Identity, PublicKey};
 use crate::tls::{self, certificate_key};
 use crate::NetError;
-use clonecloud_wire::{Decoder, Message};
+use clonecloud_wire::{Compression, Decoder, Message};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
 use std::io::{Read, Write};
@@ -55,6 +55,7 @@ pub struct Connection {
     decoder: Decoder,
     buf: Vec<u8>,
     peer: PublicKey,
+    compression: Compression,
     /// Bytes of frames written and read (before TLS), for statistics.
     pub sent: u64,
     pub received: u64,
@@ -113,7 +114,7 @@ impl Connection {
     }
 
     fn new(tls: Tls, peer: PublicKey) -> Connection {
-        Connection { tls, decoder: Decoder::default(), buf: vec![0; 64 * 1024], peer, sent: 0, received: 0 }
+        Connection { tls, decoder: Decoder::default(), buf: vec![0; 64 * 1024], peer, compression: Compression::None, sent: 0, received: 0 }
     }
 
     /// The authenticated peer's key.
@@ -130,9 +131,19 @@ impl Connection {
         self.tls.sock().local_addr().ok()
     }
 
+    /// How page deltas are written from now on.
+    pub fn set_compression(&mut self, c: Compression) {
+        self.compression = c;
+    }
+
+    /// Whether the last message received carried a compressed delta.
+    pub fn peer_compressed(&self) -> bool {
+        self.decoder.last_compressed
+    }
+
     /// Sends one message.
     pub fn send(&mut self, m: &Message) -> Result<(), NetError> {
-        let bytes = clonecloud_wire::to_bytes(m);
+        let bytes = clonecloud_wire::to_bytes_with(m, self.compression);
         self.tls.write_all(&bytes).map_err(|e| io_err(&format!("sending {}", m.kind()), e))?;
         self.tls.flush().map_err(|e| io_err(&format!("sending {}", m.kind()), e))?;
         self.sent += bytes.len() as u64;

@@ -13,7 +13,7 @@ use crate::stats::Stats;
 use clonecloud_exec::state::{PAGE_SIZE, PageTable};
 use clonecloud_exec::{Guest, Layout, Migrator};
 use clonecloud_net::{Connection, Identity, NetError, PublicKey};
-use clonecloud_wire::{DeviceEvent, DeviceSession, FailKind};
+use clonecloud_wire::{Compression, DeviceEvent, DeviceSession, FailKind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
@@ -29,6 +29,8 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// For each reply (a migrated function must return within it).
     pub timeout: Duration,
+    /// How page deltas travel.
+    pub compression: Compression,
 }
 
 /// Why a remote attempt was abandoned: a short cause for counting, and the detail.
@@ -96,6 +98,7 @@ impl Offloader {
             a
         })?;
         conn.set_timeout(Some(t.timeout));
+        conn.set_compression(t.compression);
         let mut session = DeviceSession::new(self.layout.hash, self.run, 0);
         conn.send(&session.hello().map_err(|e| abort("protocol", e))?).map_err(net)?;
         match session.on_message(conn.recv().map_err(net)?).map_err(|e| abort("protocol", e))? {
@@ -132,6 +135,7 @@ impl Offloader {
         let state = convert::state(wasm_pages, pages, &globals).ok_or_else(|| abort("unsupported", "a reference-typed global cannot migrate"))?;
         let capture = t0.elapsed();
         let pages_up = state.memory.pages.len() as u64;
+        let raw_up = convert::state_bytes(&state);
 
         let (conn, session) = self.session.as_mut().expect("connected above");
         let sent_before = conn.sent;
@@ -165,8 +169,8 @@ impl Offloader {
                 p.migrations += 1;
                 p.pages_up += pages_up;
                 p.pages_down += state.memory.pages.len() as u64;
-                p.bytes_up += sent;
-                p.bytes_down += received;
+                p.bytes_up += raw_up;
+                p.bytes_down += convert::state_bytes(&state);
                 p.bytes_up_compressed += sent;
                 p.bytes_down_compressed += received;
                 p.capture_ms += capture.as_secs_f64() * 1e3;

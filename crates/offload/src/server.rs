@@ -8,7 +8,7 @@ use crate::convert;
 use clonecloud_exec::state::PAGE_SIZE;
 use clonecloud_exec::{CallError, ExecError, ModuleCache, PointMode, Replica, new_engine};
 use clonecloud_net::{Connection, Identity, Listener, NetError, AllowList};
-use clonecloud_wire::{CloneEvent, CloneSession, FailKind, Hash128, Message};
+use clonecloud_wire::{CloneEvent, CloneSession, Compression, FailKind, Hash128, Message};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -131,6 +131,9 @@ impl Clone {
                 CloneEvent::Goodbye => return Ok(()),
             };
             let reply = reply.map_err(|e| e.to_string())?;
+            // Answer in kind: a device that compresses its deltas gets compressed ones back.
+            let c = if conn.peer_compressed() { Compression::Lz4 } else { Compression::None };
+            conn.set_compression(c);
             conn.send(&reply).map_err(|e| e.to_string())?;
         }
     }

@@ -10,13 +10,14 @@ pub struct PointStats {
     pub migrations: u64,
     /// Calls that fell back to a local run.
     pub fallbacks: u64,
-    /// Memory pages and frame bytes sent to the clone (state deltas, arguments).
+    /// Memory pages sent to the clone, and the state's bytes (pages with their indices, globals).
     pub pages_up: u64,
     pub bytes_up: u64,
-    /// Memory pages and frame bytes received from the clone.
+    /// Memory pages and state bytes received from the clone.
     pub pages_down: u64,
     pub bytes_down: u64,
-    /// The same bytes after compression (no compression yet: equal to the raw bytes).
+    /// The bytes the messages took on the wire, after compression (`--compression`), with the
+    /// arguments and framing.
     pub bytes_up_compressed: u64,
     pub bytes_down_compressed: u64,
     /// Time hashing memory and collecting the delta on the device.

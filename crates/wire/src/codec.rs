@@ -11,8 +11,19 @@ pub const FORMAT_VERSION: u8 = 1;
 const MAGIC: &[u8; 2] = b"CC";
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 8;
-/// The default largest frame (a migration of a 1 GiB memory fits with room to spare).
+/// The default largest frame (a migration of a 1 GiB memory fits with room to spare); also the
+/// largest a compressed page delta may expand to.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 30;
+
+/// How the pages of a state delta are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// As they are.
+    #[default]
+    None,
+    /// One LZ4 block over all the pages (with their indices).
+    Lz4,
+}
 
 /// Why bytes are not a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,7 +75,7 @@ fn kind_name(code: u8) -> Option<&'static str> {
     })
 }
 
-struct Writer<'a>(&'a mut Vec<u8>);
+struct Writer<'a>(&'a mut Vec<u8>, Compression);
 
 impl Writer<'_> {
     fn u8(&mut self, v: u8) {
@@ -122,21 +133,40 @@ impl Writer<'_> {
         self.u32(d.wasm_pages);
         self.u32(d.page_size);
         self.len(d.pages.len());
-        for (i, p) in &d.pages {
-            self.u32(*i);
-            self.0.extend_from_slice(p);
+        match self.1 {
+            Compression::None => {
+                self.u8(0);
+                for (i, p) in &d.pages {
+                    self.u32(*i);
+                    self.0.extend_from_slice(p);
+                }
+            }
+            Compression::Lz4 => {
+                self.u8(1);
+                let mut raw = Vec::with_capacity(d.pages.len() * (4 + d.page_size as usize));
+                for (i, p) in &d.pages {
+                    raw.extend_from_slice(&i.to_le_bytes());
+                    raw.extend_from_slice(p);
+                }
+                self.bytes(&lz4_flex::block::compress(&raw));
+            }
         }
     }
 }
 
-/// Appends `m`, framed, to `out`.
+/// Appends `m`, framed, to `out`, page deltas uncompressed.
 pub fn encode(m: &Message, out: &mut Vec<u8>) {
+    encode_with(m, out, Compression::None)
+}
+
+/// Appends `m`, framed, to `out`, with page deltas written as `compression` says.
+pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
     let start = out.len();
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
     out.push(kind_code(m));
     out.extend_from_slice(&[0; 4]);
-    let mut w = Writer(out);
+    let mut w = Writer(out, compression);
     match m {
         Message::Hello { version, module, run, thread } => {
             w.u16(*version);
@@ -182,14 +212,23 @@ pub fn encode(m: &Message, out: &mut Vec<u8>) {
 
 /// Encodes `m` into a new buffer.
 pub fn to_bytes(m: &Message) -> Vec<u8> {
+    to_bytes_with(m, Compression::None)
+}
+
+/// Encodes `m` into a new buffer, with page deltas written as `compression` says.
+pub fn to_bytes_with(m: &Message, compression: Compression) -> Vec<u8> {
     let mut v = Vec::new();
-    encode(m, &mut v);
+    encode_with(m, &mut v, compression);
     v
 }
 
 struct Reader<'a> {
     data: &'a [u8],
     kind: &'static str,
+    /// The most a compressed delta may expand to.
+    limit: usize,
+    /// Whether a compressed delta was read.
+    compressed: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -255,27 +294,52 @@ impl<'a> Reader<'a> {
             return Err(self.invalid(format!("memory of {wasm_pages} wasm pages is over 4 GiB")));
         }
         let page_size = self.u32("the page size")?;
-        if !page_size.is_power_of_two() || page_size > 65536 {
-            return Err(self.invalid(format!("page size {page_size} is not a power of two up to 64 KiB")));
+        if !page_size.is_power_of_two() || !(256..=65536).contains(&page_size) {
+            return Err(self.invalid(format!("page size {page_size} is not a power of two from 256 B to 64 KiB")));
         }
-        let n = self.count(4 + page_size as usize, "pages")?;
+        let n = self.u32("the page count")? as usize;
         let limit = u64::from(wasm_pages) * 65536 / u64::from(page_size);
-        let mut pages = Vec::with_capacity(n);
-        for _ in 0..n {
-            let i = self.u32("a page's index")?;
+        if n as u64 > limit {
+            return Err(self.invalid(format!("{n} pages in a memory of {limit}")));
+        }
+        let each = 4 + page_size as usize;
+        let raw_len = n * each;
+        let raw: Vec<u8>;
+        let body: &[u8] = match self.u8("the page encoding")? {
+            0 => self.take(raw_len, "the pages")?,
+            1 => {
+                let packed = self.bytes("the compressed pages")?;
+                // LZ4 expands at most 255-fold: a larger claim is a forgery, refused unallocated.
+                if raw_len > self.limit || raw_len > packed.len().saturating_mul(255).saturating_add(16) {
+                    return Err(self.invalid(format!("{n} pages cannot come from {} compressed bytes", packed.len())));
+                }
+                let mut out = vec![0u8; raw_len];
+                match lz4_flex::block::decompress_into(&packed, &mut out) {
+                    Ok(k) if k == raw_len => {}
+                    _ => return Err(self.invalid("the compressed pages do not decompress to the pages announced".into())),
+                }
+                self.compressed = true;
+                raw = out;
+                &raw
+            }
+            e => return Err(self.invalid(format!("page encoding {e} is unknown"))),
+        };
+        let mut pages = Vec::new();
+        for chunk in body.chunks_exact(each) {
+            let i = u32::from_le_bytes(chunk[..4].try_into().expect("4 bytes"));
             if u64::from(i) >= limit {
                 return Err(self.invalid(format!("page {i} lies beyond the {wasm_pages}-page memory")));
             }
-            pages.push((i, self.take(page_size as usize, "a page")?.to_vec()));
+            pages.push((i, chunk[4..].to_vec()));
         }
         Ok(State { globals, memory: PageDelta { wasm_pages, page_size, pages } })
     }
 }
 
-/// Decodes one whole frame's payload.
-fn decode_payload(code: u8, payload: &[u8]) -> Result<Message, DecodeError> {
+/// Decodes one whole frame's payload; also says whether it held a compressed delta.
+fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, bool), DecodeError> {
     let kind = kind_name(code).ok_or(DecodeError::UnknownKind(code))?;
-    let mut r = Reader { data: payload, kind };
+    let mut r = Reader { data: payload, kind, limit, compressed: false };
     let m = match code {
         1 => {
             let version = r.u16("the version")?;
@@ -310,7 +374,7 @@ fn decode_payload(code: u8, payload: &[u8]) -> Result<Message, DecodeError> {
     if !r.data.is_empty() {
         return Err(DecodeError::Trailing { kind, extra: r.data.len() });
     }
-    Ok(m)
+    Ok((m, r.compressed))
 }
 
 /// Turns a byte stream into messages: feed it what the transport read, take messages out.
@@ -319,6 +383,8 @@ pub struct Decoder {
     buf: Vec<u8>,
     start: usize,
     max_frame: usize,
+    /// Whether the last message decoded carried a compressed delta (a peer answers in kind).
+    pub last_compressed: bool,
 }
 
 impl Default for Decoder {
@@ -329,7 +395,7 @@ impl Default for Decoder {
 
 impl Decoder {
     pub fn new(max_frame: usize) -> Decoder {
-        Decoder { buf: Vec::new(), start: 0, max_frame }
+        Decoder { buf: Vec::new(), start: 0, max_frame, last_compressed: false }
     }
 
     /// Appends bytes read from the transport.
@@ -374,7 +440,8 @@ impl Decoder {
         if have.len() < HEADER_LEN + len {
             return Ok(None);
         }
-        let m = decode_payload(have[3], &have[HEADER_LEN..HEADER_LEN + len])?;
+        let (m, compressed) = decode_payload(have[3], &have[HEADER_LEN..HEADER_LEN + len], self.max_frame)?;
+        self.last_compressed = compressed;
         self.start += HEADER_LEN + len;
         if self.start > (1 << 20) && self.start * 2 > self.buf.len() {
             self.buf.drain(..self.start);

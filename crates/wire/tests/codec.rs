@@ -2,7 +2,7 @@
 //! no input (random, truncated, corrupted, oversized) makes the decoder panic.
 
 use clonecloud_wire::codec::{DEFAULT_MAX_FRAME, HEADER_LEN};
-use clonecloud_wire::{DecodeError, Decoder, FailKind, Message, PageDelta, State, Value, from_bytes, to_bytes};
+use clonecloud_wire::{Compression, DecodeError, Decoder, FailKind, Message, PageDelta, State, Value, from_bytes, to_bytes, to_bytes_with};
 
 struct Rng(u64);
 impl Rng {
@@ -67,8 +67,9 @@ fn every_message_round_trips_and_splits_anywhere() {
     for _ in 0..50 {
         let msgs = every_kind(&mut rng);
         let mut stream = Vec::new();
-        for m in &msgs {
-            let bytes = to_bytes(m);
+        for (k, m) in msgs.iter().enumerate() {
+            let compression = if k % 2 == 0 { Compression::Lz4 } else { Compression::None };
+            let bytes = to_bytes_with(m, compression);
             assert_eq!(&from_bytes(&bytes, DEFAULT_MAX_FRAME).unwrap(), m);
             stream.extend_from_slice(&bytes);
         }
@@ -91,8 +92,8 @@ fn every_message_round_trips_and_splits_anywhere() {
 #[test]
 fn truncated_frames_wait_and_corrupted_ones_fail_cleanly() {
     let mut rng = Rng(99);
-    for m in every_kind(&mut rng) {
-        let bytes = to_bytes(&m);
+    for (m, compression) in every_kind(&mut rng).into_iter().flat_map(|m| [(m.clone(), Compression::None), (m, Compression::Lz4)]) {
+        let bytes = to_bytes_with(&m, compression);
         for cut in 0..bytes.len() {
             let mut d = Decoder::default();
             d.feed(&bytes[..cut]);
@@ -148,6 +149,32 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
     frame.extend_from_slice(&4u32.to_le_bytes());
     frame.extend_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(from_bytes(&frame, DEFAULT_MAX_FRAME), Err(DecodeError::Truncated { .. })));
+
+    // A compressed delta claiming more pages than its bytes can hold is refused unallocated.
+    let mut frame = b"CC\x01\x05".to_vec();
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&0u32.to_le_bytes()); // no results
+    payload.extend_from_slice(&0u32.to_le_bytes()); // no globals
+    payload.extend_from_slice(&65536u32.to_le_bytes()); // 4 GiB of memory
+    payload.extend_from_slice(&4096u32.to_le_bytes());
+    payload.extend_from_slice(&1_000_000u32.to_le_bytes()); // a million pages...
+    payload.push(1);
+    payload.extend_from_slice(&4u32.to_le_bytes()); // ...from four bytes
+    payload.extend_from_slice(&[0x1f, 0, 0, 0]);
+    payload.extend_from_slice(&0u64.to_le_bytes());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    assert!(matches!(from_bytes(&frame, DEFAULT_MAX_FRAME), Err(DecodeError::Invalid { .. })));
+
+    // Zero pages compress: a delta of empty pages travels in a few bytes.
+    let zeros = Message::Return {
+        results: vec![],
+        state: State { globals: vec![], memory: PageDelta { wasm_pages: 16, page_size: 4096, pages: (0..64).map(|i| (i, vec![0; 4096])).collect() } },
+        micros: 0,
+    };
+    let packed = to_bytes_with(&zeros, Compression::Lz4);
+    assert!(packed.len() * 50 < to_bytes(&zeros).len(), "{} bytes", packed.len());
+    assert_eq!(from_bytes(&packed, DEFAULT_MAX_FRAME).unwrap(), zeros);
 
     // A page outside the declared memory is refused.
     let m = Message::Return {
