@@ -1,0 +1,80 @@
+//! A device never reaches another device's replica: replicas belong to the authenticated
+//! session, so a second device claiming the same module and run gets a replica of its own, and a
+//! device that breaks the protocol is cut off while the server goes on serving.
+
+use clonecloud_exec::ModuleCache;
+use clonecloud_net::{AllowList, Connection, Identity, Listener, NetError};
+use clonecloud_offload::Clone;
+use clonecloud_wire::{Message, PageDelta, State, Value};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(10);
+
+/// A rewritten module whose point `f` (function 0) returns the i32 at address 0.
+fn module() -> Vec<u8> {
+    let wasm = wat::parse_str(r#"(module (memory (export "memory") 1) (func $f (export "f") (result i32) (i32.load (i32.const 0))))"#).unwrap();
+    let model = clonecloud_model::Module::parse(&wasm).unwrap();
+    clonecloud_model::rewrite(&model, &wasm, &[0]).unwrap().wasm
+}
+
+fn hello(c: &mut Connection, module: &[u8], run: u64) {
+    let hash = xxhash_rust::xxh3::xxh3_128(module).to_le_bytes();
+    c.send(&Message::Hello { version: 1, module: hash, run, thread: 0 }).unwrap();
+    match c.recv().unwrap() {
+        Message::Welcome { need_module: true } => c.send(&Message::Module { bytes: module.to_vec() }).unwrap(),
+        Message::Welcome { need_module: false } => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Migrates `f` with a delta that sets memory page 0 to `page0` (or nothing), returns its result.
+fn call_f(c: &mut Connection, page0: Option<u32>) -> Value {
+    let pages = page0
+        .map(|v| {
+            let mut p = vec![0u8; 4096];
+            p[..4].copy_from_slice(&v.to_le_bytes());
+            vec![(0, p)]
+        })
+        .unwrap_or_default();
+    let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages } };
+    c.send(&Message::Migrate { point: 0, args: vec![], state }).unwrap();
+    match c.recv().unwrap() {
+        Message::Return { results, .. } => results[0],
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn replicas_belong_to_the_authenticated_session() {
+    let server = Identity::generate().unwrap();
+    let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([a.public().clone(), b.public().clone()]), T).unwrap();
+    let addr = listener.local_addr();
+    let clone = Clone::new(ModuleCache::disabled(), T).unwrap();
+    std::thread::spawn(move || clone.serve(listener));
+    let module = module();
+
+    let mut ca = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
+    hello(&mut ca, &module, 7);
+    assert_eq!(call_f(&mut ca, Some(42)), Value::I32(42));
+    assert_eq!(call_f(&mut ca, None), Value::I32(42), "A's replica keeps A's state between migrations");
+
+    // B names the same module and run: it still starts from the zero baseline, not from A's state.
+    let mut cb = Connection::connect(addr, Some(&b), server.public(), T).unwrap();
+    hello(&mut cb, &module, 7);
+    assert_eq!(call_f(&mut cb, None), Value::I32(0), "B never sees A's replica");
+
+    // A device that breaks the protocol (a second hello) gets an error and is cut off...
+    ca.send(&Message::Hello { version: 1, module: [0; 16], run: 7, thread: 0 }).unwrap();
+    assert!(matches!(ca.recv(), Ok(Message::Error { .. })));
+    assert!(matches!(ca.recv(), Err(NetError::Closed | NetError::Io { .. } | NetError::Tls(_))));
+    // ...and the server goes on serving the others.
+    assert_eq!(call_f(&mut cb, Some(5)), Value::I32(5));
+
+    // A module whose bytes do not match the hash of the hello is refused.
+    let mut cc = Connection::connect(addr, Some(&b), server.public(), T).unwrap();
+    cc.send(&Message::Hello { version: 1, module: [9; 16], run: 1, thread: 0 }).unwrap();
+    assert!(matches!(cc.recv().unwrap(), Message::Welcome { need_module: true }));
+    cc.send(&Message::Module { bytes: module.clone() }).unwrap();
+    assert!(matches!(cc.recv(), Ok(Message::Error { .. })));
+}
