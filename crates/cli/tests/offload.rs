@@ -6,6 +6,8 @@
 
 #[path = "../../../tests/support/apps.rs"]
 mod apps;
+#[path = "../../../tests/support/corpus.rs"]
+mod corpus;
 
 use std::io::BufRead;
 use std::path::Path;
@@ -67,6 +69,27 @@ fn the_workloads_heavy_functions_run_on_a_local_clone() {
         assert!(p["bytes_up"].as_u64().unwrap() > 0 && p["pages_up"].as_u64().unwrap() > 0, "{app}: {p}");
         assert!(s["module_upload_bytes"].as_u64().unwrap() > 0, "the clone asked for the module");
     }
+}
+
+#[test]
+fn a_function_that_prints_runs_remotely_and_its_output_comes_back_in_order() {
+    // `hello::main` writes to stdout and stderr: the clone journals the writes and the device
+    // writes them out when it merges the return.
+    let guest = corpus::guest("hello");
+    let plain = Command::new(CLONECLOUD).arg("run").arg(&guest.path).output().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stats_file = dir.path().join("stats.json");
+    let offloaded = Command::new(CLONECLOUD)
+        .args(["run", "--offload", "hello::main", "--stats"])
+        .arg(&stats_file)
+        .arg(&guest.path)
+        .env("CLONECLOUD_LOG", "off")
+        .output()
+        .unwrap();
+    assert_same(&plain, &offloaded, "hello::main offloaded");
+    let s = stats(&stats_file);
+    assert_eq!(s["migrations"], 1, "{s}");
+    assert_eq!(s["fallbacks"]["count"], 0, "{s}");
 }
 
 #[test]

@@ -18,7 +18,7 @@ pub mod state;
 
 pub use cache::ModuleCache;
 pub use error::ExecError;
-pub use replica::{CallError, Replica, WasiOnClone};
+pub use replica::{CallError, Output, Replica, WasiOnClone};
 pub use run::{
     DirMapping, Guest, Layout, Migrator, Outcome, PointMode, Points, Program, RunReport, Stdio, WasiConfig,
     new_engine,

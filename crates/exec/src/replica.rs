@@ -1,10 +1,12 @@
 //! The clone's copy of a device's thread: a second instance of the same rewritten module, whose
 //! state is kept equal to the device's at every migration, and in which migrated functions run.
 //!
-//! The replica has no WASI of its own: a WASI call on the clone stops the function with
-//! [`WasiOnClone`], and the device runs it locally instead (nothing on the device changed since
-//! the function's entry, so that is always correct). Nested migration points run locally: every
-//! flag is cleared.
+//! The replica serves little WASI of its own: `random_get` (fresh randomness is as good as the
+//! device's) and `fd_write` to stdout and stderr, which goes to a journal the device writes out
+//! when it merges the return (and drops if the migration fails). Any other WASI call stops the
+//! function with [`WasiOnClone`], and the device runs it locally instead (nothing on the device
+//! changed since the function's entry, so that is always correct). Nested migration points run
+//! locally: every flag is cleared.
 
 use crate::error::ExecError;
 use crate::state::{ApplyError, Page, PageTable, StateHandles};
@@ -36,7 +38,7 @@ fn is_wasi_module(m: &str) -> bool {
 }
 
 /// WASI `random_get(buf, len) -> errno`, from the operating system's random source.
-fn random_get(mut caller: wasmtime::Caller<'_, ()>, buf: i32, len: i32) -> wasmtime::Result<i32> {
+fn random_get(mut caller: wasmtime::Caller<'_, Output>, buf: i32, len: i32) -> wasmtime::Result<i32> {
     use std::io::Read;
     const EFAULT: i32 = 21;
     const EIO: i32 = 29;
@@ -53,9 +55,42 @@ fn random_get(mut caller: wasmtime::Caller<'_, ()>, buf: i32, len: i32) -> wasmt
     }
 }
 
+/// What a migrated function wrote to stdout (1) and stderr (2), in order.
+pub type Output = Vec<(u32, Vec<u8>)>;
+
+/// WASI `fd_write(fd, iovs, iovs_len, nwritten) -> errno` for stdout and stderr: into the journal.
+fn fd_write(mut caller: wasmtime::Caller<'_, Output>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> wasmtime::Result<i32> {
+    const EFAULT: i32 = 21;
+    if fd != 1 && fd != 2 {
+        return Err(wasmtime::Error::new(WasiOnClone { module: "wasi_snapshot_preview1".into(), name: format!("fd_write (descriptor {fd})") }));
+    }
+    let Some(mem) = caller.get_export("__cc_memory.0").and_then(|e| e.into_memory()) else {
+        return Err(wasmtime::Error::new(WasiOnClone { module: "wasi_snapshot_preview1".into(), name: "fd_write".into() }));
+    };
+    let data = mem.data(&caller);
+    let word = |at: usize| data.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+    let mut bytes = Vec::new();
+    for k in 0..iovs_len as u32 as usize {
+        let at = iovs as u32 as usize + 8 * k;
+        let (Some(ptr), Some(len)) = (word(at), word(at + 4)) else { return Ok(EFAULT) };
+        let Some(chunk) = ptr.checked_add(len).and_then(|end| data.get(ptr..end)) else { return Ok(EFAULT) };
+        bytes.extend_from_slice(chunk);
+    }
+    let n = bytes.len() as u32;
+    let at = nwritten as u32 as usize;
+    let Some(out) = at.checked_add(4).and_then(|end| mem.data_mut(&mut caller).get_mut(at..end)) else { return Ok(EFAULT) };
+    out.copy_from_slice(&n.to_le_bytes());
+    let journal = caller.data_mut();
+    match journal.last_mut() {
+        Some((last, b)) if *last == fd as u32 => b.extend_from_slice(&bytes),
+        _ => journal.push((fd as u32, bytes)),
+    }
+    Ok(0)
+}
+
 /// One replica.
 pub struct Replica {
-    store: Store<()>,
+    store: Store<Output>,
     handles: StateHandles,
     table: PageTable,
     locals: std::collections::HashMap<u32, Func>,
@@ -72,7 +107,7 @@ impl Replica {
     /// Instantiates `module` (a module rewritten by clonecloud), clears its flags and zeroes its
     /// memory: the baseline every device starts from.
     pub fn new(engine: &Engine, module: &Module) -> Result<Replica, ExecError> {
-        let mut linker: Linker<()> = Linker::new(engine);
+        let mut linker: Linker<Output> = Linker::new(engine);
         for import in module.imports() {
             let Some(ty) = import.ty().func().cloned() else {
                 return Err(ExecError::Runtime(wasmtime::Error::msg(format!(
@@ -87,13 +122,17 @@ impl Replica {
                 linker.func_wrap(import.module(), import.name(), random_get).map_err(ExecError::Runtime)?;
                 continue;
             }
+            if is_wasi_module(&m) && n == "fd_write" {
+                linker.func_wrap(import.module(), import.name(), fd_write).map_err(ExecError::Runtime)?;
+                continue;
+            }
             linker
                 .func_new(import.module(), import.name(), ty, move |_, _, _| {
                     Err(wasmtime::Error::new(WasiOnClone { module: m.clone(), name: n.clone() }))
                 })
                 .map_err(ExecError::Runtime)?;
         }
-        let mut store = Store::new(engine, ());
+        let mut store = Store::new(engine, Output::new());
         let instance = linker.instantiate(&mut store, module).map_err(ExecError::Runtime)?;
         let mut memory = None;
         let mut globals = Vec::new();
@@ -134,8 +173,15 @@ impl Replica {
         (self.handles.wasm_pages(&self.store), pages, self.handles.globals(&mut self.store))
     }
 
-    /// Calls migration point `function` (its original index) with `params`.
+    /// What the last call wrote to stdout and stderr, taken.
+    pub fn take_output(&mut self) -> Output {
+        std::mem::take(self.store.data_mut())
+    }
+
+    /// Calls migration point `function` (its original index) with `params`; its output starts a
+    /// fresh journal.
     pub fn call(&mut self, function: u32, params: &[Val], results: &mut [Val]) -> Result<(), CallError> {
+        self.store.data_mut().clear();
         let f = match self.locals.get(&function) {
             Some(f) => *f,
             None => {

@@ -203,6 +203,7 @@ struct Device {
     migrator: Option<Box<dyn Migrator>>,
     handles: Option<StateHandles>,
     trampolines: HashMap<u32, Func>,
+    stdio: Stdio,
 }
 
 /// The running guest as a [`Migrator`] sees it, inside a call to a migration point: its state
@@ -263,6 +264,20 @@ impl Guest<'_, '_> {
     pub fn apply(&mut self, wasm_pages: u32, pages: &[Page], globals: &[(u32, Val)]) -> Result<(), ApplyError> {
         let h = self.handles();
         h.apply(&mut *self.caller, wasm_pages, pages, globals)
+    }
+
+    /// Writes what a migrated function wrote to stdout (1) or stderr (2) where the guest's own
+    /// output goes (the same process streams WASI writes to, so the order is kept).
+    pub fn write_output(&mut self, fd: u32, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        match (self.caller.data().stdio, fd) {
+            (Stdio::Null, _) => Ok(()),
+            (Stdio::Inherit, 1) => {
+                let mut out = std::io::stdout();
+                out.write_all(bytes).and_then(|_| out.flush())
+            }
+            (Stdio::Inherit, _) => std::io::stderr().write_all(bytes),
+        }
     }
 
     /// Runs point `j`'s original body here.
@@ -416,6 +431,7 @@ impl Program {
             migrator,
             handles: None,
             trampolines: HashMap::new(),
+            stdio: wasi.stdio,
         };
         let mut store = Store::new(&self.engine, device);
         let linker = self.linker()?;

@@ -147,7 +147,7 @@ impl Offloader {
         let reply = conn.recv().map_err(net)?;
         let round_trip = t1.elapsed();
         match session.on_message(reply).map_err(|e| abort("protocol", e))? {
-            DeviceEvent::Returned { results: rs, state, micros } => {
+            DeviceEvent::Returned { results: rs, state, micros, output } => {
                 if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
                     return Err(abort("protocol", format!("pages of {} bytes", state.memory.page_size)));
                 }
@@ -159,6 +159,12 @@ impl Offloader {
                 guest.apply(state.memory.wasm_pages, &state.memory.pages, &convert::globals(&state)).map_err(|e| abort("merge", e))?;
                 let len = guest.memory().len();
                 self.table.applied(len, &state.memory.pages);
+                // Committed: what the function wrote goes out now, in order.
+                for (fd, bytes) in &output {
+                    if let Err(e) = guest.write_output(*fd, bytes) {
+                        warn!("cannot write the migrated function's output: {e}");
+                    }
+                }
                 results.copy_from_slice(&vals);
                 let merge = t2.elapsed();
                 let (sent, received) = (conn.sent - sent_before, conn.received - recv_before);

@@ -115,7 +115,7 @@ impl Clone {
                     let module = module.as_ref().expect("a migration follows the module");
                     let started = Instant::now();
                     match self.run(module, &mut replica, point, &args, &state) {
-                        Ok((results, state)) => s.returned(results, state, started.elapsed().as_micros() as u64),
+                        Ok((results, state, output)) => s.returned(results, state, started.elapsed().as_micros() as u64, output),
                         Err((kind, message)) => {
                             // The replica may be half-way through: the device starts over.
                             replica = None;
@@ -146,7 +146,7 @@ impl Clone {
         point: u32,
         args: &[clonecloud_wire::Value],
         state: &clonecloud_wire::State,
-    ) -> Result<(Vec<clonecloud_wire::Value>, clonecloud_wire::State), (FailKind, String)> {
+    ) -> Result<(Vec<clonecloud_wire::Value>, clonecloud_wire::State, clonecloud_exec::Output), (FailKind, String)> {
         let unavailable = |e: String| (FailKind::Unavailable, e);
         if replica.is_none() {
             *replica = Some(Replica::new(&self.engine, module).map_err(|e| unavailable(e.to_string()))?);
@@ -165,7 +165,7 @@ impl Clone {
         let (wasm_pages, pages, globals) = r.capture();
         let results = convert::values_to_wire(&results).ok_or_else(|| unavailable("a reference-typed result".into()))?;
         let state = convert::state(wasm_pages, pages, &globals).ok_or_else(|| unavailable("a reference-typed global".into()))?;
-        Ok((results, state))
+        Ok((results, state, r.take_output()))
     }
 }
 

@@ -181,10 +181,15 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
             w.values(args);
             w.state(state);
         }
-        Message::Return { results, state, micros } => {
+        Message::Return { results, state, micros, output } => {
             w.values(results);
             w.state(state);
             w.u64(*micros);
+            w.len(output.len());
+            for (fd, bytes) in output {
+                w.u32(*fd);
+                w.bytes(bytes);
+            }
         }
         Message::ImportReturn { results, state } => {
             w.values(results);
@@ -355,7 +360,16 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, bo
         },
         3 => Message::Module { bytes: r.bytes("the module")? },
         4 => Message::Migrate { point: r.u32("the point")?, args: r.values("the arguments")?, state: r.state()? },
-        5 => Message::Return { results: r.values("the results")?, state: r.state()?, micros: r.u64("the execution time")? },
+        5 => {
+            let results = r.values("the results")?;
+            let state = r.state()?;
+            let micros = r.u64("the execution time")?;
+            let n = r.count(8, "the output")?;
+            let output = (0..n)
+                .map(|_| Ok((r.u32("an output's descriptor")?, r.bytes("an output")?)))
+                .collect::<Result<Vec<_>, DecodeError>>()?;
+            Message::Return { results, state, micros, output }
+        }
         6 => Message::ImportCall { import: r.u32("the import")?, args: r.values("the arguments")?, state: r.state()? },
         7 => Message::ImportReturn { results: r.values("the results")?, state: r.state()? },
         8 => {

@@ -59,8 +59,9 @@ pub enum Message {
     /// Device → clone: run function `point` with `args`, after applying `state`.
     Migrate { point: u32, args: Vec<Value>, state: State },
     /// Clone → device: the function returned `results` after `micros` of execution on the
-    /// clone; apply `state` and resume.
-    Return { results: Vec<Value>, state: State, micros: u64 },
+    /// clone; apply `state`, write `output` (what it wrote to stdout and stderr, as `(fd, bytes)`
+    /// in order) and resume.
+    Return { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)> },
     /// Clone → device, during a migration: run import `import` with `args` on the device,
     /// after applying `state`.
     ImportCall { import: u32, args: Vec<Value>, state: State },

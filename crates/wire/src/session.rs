@@ -61,9 +61,9 @@ impl Device {
 pub enum DeviceEvent {
     /// The clone accepted the hello; when `need_module`, send it with [`DeviceSession::module`].
     Welcomed { need_module: bool },
-    /// The migrated function returned after `micros` on the clone: apply `state`, then return
-    /// `results`.
-    Returned { results: Vec<Value>, state: State, micros: u64 },
+    /// The migrated function returned after `micros` on the clone: apply `state`, write
+    /// `output`, then return `results`.
+    Returned { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)> },
     /// Run import `import` locally after applying `state`, then answer with
     /// [`DeviceSession::import_return`].
     ImportCall { import: u32, args: Vec<Value>, state: State },
@@ -141,8 +141,8 @@ impl DeviceSession {
                 let next = if need_module { Device::MustSendModule } else { Device::Ready };
                 (next, DeviceEvent::Welcomed { need_module })
             }
-            (Device::Migrating, Message::Return { results, state, micros }) => {
-                (Device::Ready, DeviceEvent::Returned { results, state, micros })
+            (Device::Migrating, Message::Return { results, state, micros, output }) => {
+                (Device::Ready, DeviceEvent::Returned { results, state, micros, output })
             }
             (Device::Migrating, Message::ImportCall { import, args, state }) => {
                 (Device::Proxying, DeviceEvent::ImportCall { import, args, state })
@@ -229,10 +229,10 @@ impl CloneSession {
         Ok(Message::ImportCall { import, args, state })
     }
 
-    pub fn returned(&mut self, results: Vec<Value>, state: State, micros: u64) -> Result<Message, ProtocolError> {
+    pub fn returned(&mut self, results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>) -> Result<Message, ProtocolError> {
         self.expect(self.state == Clone::Running, "return")?;
         self.state = Clone::Ready;
-        Ok(Message::Return { results, state, micros })
+        Ok(Message::Return { results, state, micros, output })
     }
 
     pub fn failed(&mut self, kind: FailKind, message: String) -> Result<Message, ProtocolError> {

@@ -51,7 +51,7 @@ fn every_kind(rng: &mut Rng) -> Vec<Message> {
         Message::Welcome { need_module: false },
         Message::Module { bytes: b"\0asm\x01\0\0\0".to_vec() },
         Message::Migrate { point: 12, args: values(rng), state: state(rng) },
-        Message::Return { results: values(rng), state: state(rng), micros: rng.next() },
+        Message::Return { results: values(rng), state: state(rng), micros: rng.next(), output: vec![(1, b"out".to_vec()), (2, vec![])] },
         Message::ImportCall { import: 4, args: values(rng), state: state(rng) },
         Message::ImportReturn { results: values(rng), state: state(rng) },
         Message::Failed { kind: FailKind::Trap, message: "wasm trap: unreachable".into() },
@@ -171,6 +171,7 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
         results: vec![],
         state: State { globals: vec![], memory: PageDelta { wasm_pages: 16, page_size: 4096, pages: (0..64).map(|i| (i, vec![0; 4096])).collect() } },
         micros: 0,
+        output: vec![],
     };
     let packed = to_bytes_with(&zeros, Compression::Lz4);
     assert!(packed.len() * 50 < to_bytes(&zeros).len(), "{} bytes", packed.len());
@@ -181,6 +182,7 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
         results: vec![],
         state: State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![(16, vec![0; 4096])] } },
         micros: 0,
+        output: vec![],
     };
     assert!(matches!(from_bytes(&to_bytes(&m), DEFAULT_MAX_FRAME), Err(DecodeError::Invalid { .. })));
 }

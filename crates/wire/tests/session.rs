@@ -27,7 +27,7 @@ fn a_whole_conversation() {
         let back = if round == 1 {
             clone.failed(FailKind::Trap, "unreachable".into()).unwrap()
         } else {
-            clone.returned(vec![Value::I64(9)], State::default(), 1).unwrap()
+            clone.returned(vec![Value::I64(9)], State::default(), 1, vec![]).unwrap()
         };
         match dev.on_message(back).unwrap() {
             DeviceEvent::Returned { results, .. } => assert_eq!(results, vec![Value::I64(9)]),
@@ -58,7 +58,7 @@ fn out_of_order_messages_are_protocol_errors() {
     // A device never accepts a return it did not ask for, and an error closes the session.
     let mut dev = DeviceSession::new([0; 16], 0, 0);
     dev.hello().unwrap();
-    assert!(dev.on_message(Message::Return { results: vec![], state: State::default(), micros: 0 }).is_err());
+    assert!(dev.on_message(Message::Return { results: vec![], state: State::default(), micros: 0, output: vec![] }).is_err());
     assert!(dev.migrate(0, vec![], State::default()).is_err(), "closed after the error");
     let mut dev = DeviceSession::new([0; 16], 0, 0);
     dev.hello().unwrap();
