@@ -24,6 +24,12 @@ pub struct Opts {
     /// Seconds a session may stay quiet before its replica is dropped.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     idle_timeout: u64,
+    /// Seconds one migrated call may run here; past it the device runs the call itself.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    max_run_time: f64,
+    /// MiB of linear memory a replica may use; past it the device runs the call itself.
+    #[arg(long, value_name = "MIB", default_value_t = 4096)]
+    max_memory: usize,
 }
 
 /// Make a key pair: NAME.key (private) and NAME.pub (public, one line).
@@ -53,7 +59,11 @@ pub fn serve(opts: Opts) -> anyhow::Result<ExitCode> {
         Some(dir) => ModuleCache::new(dir.join("clone-modules")),
         None => ModuleCache::disabled(),
     };
-    let clone = clonecloud_offload::Clone::new(cache, Duration::from_secs(opts.idle_timeout))?;
+    let limits = clonecloud_exec::Limits {
+        memory: opts.max_memory << 20,
+        run_time: Duration::from_secs_f64(opts.max_run_time.max(0.01)),
+    };
+    let clone = clonecloud_offload::Clone::with_limits(cache, Duration::from_secs(opts.idle_timeout), limits)?;
     // Scripts read the address (port 0 picks one) from this line.
     println!("listening on {}", listener.local_addr());
     let e = clone.serve(listener);

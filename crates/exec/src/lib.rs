@@ -12,14 +12,14 @@
 
 mod cache;
 mod error;
-mod replica;
+pub mod replica;
 mod run;
 pub mod state;
 
 pub use cache::ModuleCache;
 pub use error::ExecError;
-pub use replica::{CallError, Output, Replica, WasiOnClone};
+pub use replica::{CallError, Limits, Output, Replica, WasiOnClone};
 pub use run::{
     DirMapping, Guest, Layout, Migrator, Outcome, PointMode, Points, Program, RunReport, Stdio, WasiConfig,
-    new_engine,
+    new_clone_engine, new_engine,
 };

@@ -25,6 +25,10 @@ pub struct WasiOnClone {
 pub enum CallError {
     #[error("wasm trap: {0}")]
     Trap(Trap),
+    #[error("the call ran past the clone's limit of {0:?}")]
+    Deadline(std::time::Duration),
+    #[error("the call wanted more memory than the clone allows ({0} bytes)")]
+    Memory(usize),
     #[error(transparent)]
     Import(WasiOnClone),
     #[error("no migration point {0} in this module")]
@@ -38,7 +42,11 @@ fn is_wasi_module(m: &str) -> bool {
 }
 
 /// WASI `random_get(buf, len) -> errno`, from the operating system's random source.
-fn random_get(mut caller: wasmtime::Caller<'_, Output>, buf: i32, len: i32) -> wasmtime::Result<i32> {
+fn deadline_ticks(t: std::time::Duration) -> u64 {
+    (t.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+}
+
+fn random_get(mut caller: wasmtime::Caller<'_, Data>, buf: i32, len: i32) -> wasmtime::Result<i32> {
     use std::io::Read;
     const EFAULT: i32 = 21;
     const EIO: i32 = 29;
@@ -58,8 +66,33 @@ fn random_get(mut caller: wasmtime::Caller<'_, Output>, buf: i32, len: i32) -> w
 /// What a migrated function wrote to stdout (1) and stderr (2), in order.
 pub type Output = Vec<(u32, Vec<u8>)>;
 
+/// How often a clone engine's epoch advances: the granularity of run deadlines.
+pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// What one migrated call may use on the clone.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Linear memory, in bytes.
+    pub memory: usize,
+    /// Wall time of one call.
+    pub run_time: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory: 4 << 30, run_time: std::time::Duration::from_secs(300) }
+    }
+}
+
+/// The replica's store data: the output journal and the memory limit.
+#[derive(Debug)]
+pub struct Data {
+    output: Output,
+    limits: wasmtime::StoreLimits,
+}
+
 /// WASI `fd_write(fd, iovs, iovs_len, nwritten) -> errno` for stdout and stderr: into the journal.
-fn fd_write(mut caller: wasmtime::Caller<'_, Output>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> wasmtime::Result<i32> {
+fn fd_write(mut caller: wasmtime::Caller<'_, Data>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> wasmtime::Result<i32> {
     const EFAULT: i32 = 21;
     if fd != 1 && fd != 2 {
         return Err(wasmtime::Error::new(WasiOnClone { module: "wasi_snapshot_preview1".into(), name: format!("fd_write (descriptor {fd})") }));
@@ -80,7 +113,7 @@ fn fd_write(mut caller: wasmtime::Caller<'_, Output>, fd: i32, iovs: i32, iovs_l
     let at = nwritten as u32 as usize;
     let Some(out) = at.checked_add(4).and_then(|end| mem.data_mut(&mut caller).get_mut(at..end)) else { return Ok(EFAULT) };
     out.copy_from_slice(&n.to_le_bytes());
-    let journal = caller.data_mut();
+    let journal = &mut caller.data_mut().output;
     match journal.last_mut() {
         Some((last, b)) if *last == fd as u32 => b.extend_from_slice(&bytes),
         _ => journal.push((fd as u32, bytes)),
@@ -90,7 +123,8 @@ fn fd_write(mut caller: wasmtime::Caller<'_, Output>, fd: i32, iovs: i32, iovs_l
 
 /// One replica.
 pub struct Replica {
-    store: Store<Output>,
+    store: Store<Data>,
+    limits: Limits,
     handles: StateHandles,
     table: PageTable,
     locals: std::collections::HashMap<u32, Func>,
@@ -107,7 +141,13 @@ impl Replica {
     /// Instantiates `module` (a module rewritten by clonecloud), clears its flags and zeroes its
     /// memory: the baseline every device starts from.
     pub fn new(engine: &Engine, module: &Module) -> Result<Replica, ExecError> {
-        let mut linker: Linker<Output> = Linker::new(engine);
+        Replica::with_limits(engine, module, Limits::default())
+    }
+
+    /// A replica whose calls may use at most `limits` (deadlines need an engine from
+    /// [`crate::new_clone_engine`]).
+    pub fn with_limits(engine: &Engine, module: &Module, limits: Limits) -> Result<Replica, ExecError> {
+        let mut linker: Linker<Data> = Linker::new(engine);
         for import in module.imports() {
             let Some(ty) = import.ty().func().cloned() else {
                 return Err(ExecError::Runtime(wasmtime::Error::msg(format!(
@@ -132,7 +172,12 @@ impl Replica {
                 })
                 .map_err(ExecError::Runtime)?;
         }
-        let mut store = Store::new(engine, Output::new());
+        let data = Data { output: Output::new(), limits: wasmtime::StoreLimitsBuilder::new().memory_size(limits.memory).trap_on_grow_failure(true).build() };
+        let mut store = Store::new(engine, data);
+        store.limiter(|d| &mut d.limits);
+        // Instantiation itself gets the run-time limit too.
+        store.set_epoch_deadline(deadline_ticks(limits.run_time));
+        store.epoch_deadline_trap();
         let instance = linker.instantiate(&mut store, module).map_err(ExecError::Runtime)?;
         let mut memory = None;
         let mut globals = Vec::new();
@@ -156,11 +201,14 @@ impl Replica {
         if let Some(m) = handles.memory {
             m.data_mut(&mut store).fill(0);
         }
-        Ok(Replica { store, handles, table: PageTable::new(), locals: Default::default(), instance })
+        Ok(Replica { store, limits, handles, table: PageTable::new(), locals: Default::default(), instance })
     }
 
     /// Applies a device's delta.
     pub fn apply(&mut self, wasm_pages: u32, pages: &[Page], globals: &[(u32, Val)]) -> Result<(), ApplyError> {
+        if wasm_pages as usize * 65536 > self.limits.memory {
+            return Err(ApplyError::Grow { wasm_pages, why: format!("over the clone's memory limit of {} bytes", self.limits.memory) });
+        }
         self.handles.apply(&mut self.store, wasm_pages, pages, globals)?;
         let len = self.handles.memory_bytes(&self.store).len();
         self.table.applied(len, pages);
@@ -175,13 +223,14 @@ impl Replica {
 
     /// What the last call wrote to stdout and stderr, taken.
     pub fn take_output(&mut self) -> Output {
-        std::mem::take(self.store.data_mut())
+        std::mem::take(&mut self.store.data_mut().output)
     }
 
     /// Calls migration point `function` (its original index) with `params`; its output starts a
     /// fresh journal.
     pub fn call(&mut self, function: u32, params: &[Val], results: &mut [Val]) -> Result<(), CallError> {
-        self.store.data_mut().clear();
+        self.store.data_mut().output.clear();
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.run_time));
         let f = match self.locals.get(&function) {
             Some(f) => *f,
             None => {
@@ -200,8 +249,13 @@ impl Replica {
         f.call(&mut self.store, params, results).map_err(|e| {
             if let Some(w) = e.downcast_ref::<WasiOnClone>() {
                 CallError::Import(w.clone())
+            } else if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+                CallError::Deadline(self.limits.run_time)
             } else if let Some(t) = e.downcast_ref::<Trap>() {
                 CallError::Trap(*t)
+            } else if format!("{e:?}").contains("growing memory") {
+                // The limiter refused to grow memory: a local run would have had it.
+                CallError::Memory(self.limits.memory)
             } else {
                 CallError::Other(e)
             }

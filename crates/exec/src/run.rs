@@ -33,7 +33,34 @@ const RUN_THREAD_STACK: usize = 4 * WASM_STACK * HOST_MODE_STACK_FACTOR;
 /// defaults, and in host mode a deeper wasm stack limit (see [`PointMode::Host`]). A
 /// [`Program`] must run on an engine made for its mode.
 pub fn new_engine(mode: PointMode) -> Result<Engine, ExecError> {
+    engine_with(mode, false)
+}
+
+/// The engine a clone runs replicas on: flag mode, with epoch interruption so a migrated function
+/// can be stopped at a deadline ([`crate::Replica::set_limits`]). A thread advances the epoch
+/// every [`crate::replica::EPOCH_TICK`].
+pub fn new_clone_engine() -> Result<Engine, ExecError> {
+    let engine = engine_with(PointMode::Flag, true)?;
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch".into())
+        .spawn(move || {
+            while let Some(e) = weak.upgrade() {
+                drop(e);
+                std::thread::sleep(crate::replica::EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(e) => e.increment_epoch(),
+                    None => return,
+                }
+            }
+        })
+        .map_err(|e| ExecError::Engine(wasmtime::Error::msg(format!("cannot start the epoch thread: {e}"))))?;
+    Ok(engine)
+}
+
+fn engine_with(mode: PointMode, epochs: bool) -> Result<Engine, ExecError> {
     let mut config = Config::new();
+    config.epoch_interruption(epochs);
     let limit = match mode {
         PointMode::Flag => WASM_STACK,
         PointMode::Host => WASM_STACK * HOST_MODE_STACK_FACTOR,

@@ -6,7 +6,7 @@
 
 use crate::convert;
 use clonecloud_exec::state::PAGE_SIZE;
-use clonecloud_exec::{CallError, ExecError, ModuleCache, PointMode, Replica, new_engine};
+use clonecloud_exec::{CallError, ExecError, Limits, ModuleCache, Replica, new_clone_engine};
 use clonecloud_net::{Connection, Identity, Listener, NetError, AllowList};
 use clonecloud_wire::{CloneEvent, CloneSession, Compression, FailKind, Hash128, Message};
 use std::collections::HashMap;
@@ -25,11 +25,18 @@ pub struct Clone {
     cache: ModuleCache,
     modules: Mutex<HashMap<Hash128, Module>>,
     idle: Duration,
+    limits: Limits,
 }
 
 impl Clone {
     pub fn new(cache: ModuleCache, idle: Duration) -> Result<Arc<Clone>, ExecError> {
-        Ok(Arc::new(Clone { engine: new_engine(PointMode::Flag)?, cache, modules: Mutex::new(HashMap::new()), idle }))
+        Clone::with_limits(cache, idle, Limits::default())
+    }
+
+    /// A server whose migrated calls may use at most `limits` each (past them the device runs
+    /// the call itself).
+    pub fn with_limits(cache: ModuleCache, idle: Duration, limits: Limits) -> Result<Arc<Clone>, ExecError> {
+        Ok(Arc::new(Clone { engine: new_clone_engine()?, cache, modules: Mutex::new(HashMap::new()), idle, limits }))
     }
 
     fn module(&self, hash: &Hash128) -> Option<Module> {
@@ -149,7 +156,7 @@ impl Clone {
     ) -> Result<(Vec<clonecloud_wire::Value>, clonecloud_wire::State, clonecloud_exec::Output), (FailKind, String)> {
         let unavailable = |e: String| (FailKind::Unavailable, e);
         if replica.is_none() {
-            *replica = Some(Replica::new(&self.engine, module).map_err(|e| unavailable(e.to_string()))?);
+            *replica = Some(Replica::with_limits(&self.engine, module, self.limits).map_err(|e| unavailable(e.to_string()))?);
         }
         let r = replica.as_mut().expect("made above");
         if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
@@ -160,6 +167,7 @@ impl Clone {
         let mut results = vec![Val::I32(0); n];
         r.call(point, &convert::values_from_wire(args), &mut results).map_err(|e| match e {
             CallError::Trap(t) => (FailKind::Trap, format!("wasm trap: {t}")),
+            e @ (CallError::Deadline(_) | CallError::Memory(_)) => (FailKind::ResourceLimit, e.to_string()),
             e => unavailable(e.to_string()),
         })?;
         let (wasm_pages, pages, globals) = r.capture();
@@ -172,12 +180,17 @@ impl Clone {
 /// A clone in this process, on a loopback port, with keys made for the occasion: the device
 /// gets its own identity and the server's key, exactly as for a remote clone.
 pub fn spawn_local(cache: ModuleCache, idle: Duration) -> Result<(String, Identity, clonecloud_net::PublicKey), String> {
+    spawn_local_with(cache, idle, Limits::default())
+}
+
+/// [`spawn_local`] with limits on each migrated call.
+pub fn spawn_local_with(cache: ModuleCache, idle: Duration, limits: Limits) -> Result<(String, Identity, clonecloud_net::PublicKey), String> {
     let server = Identity::generate().map_err(|e| e.to_string())?;
     let device = Identity::generate().map_err(|e| e.to_string())?;
     let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([device.public().clone()]), Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().to_string();
-    let clone = Clone::new(cache, idle).map_err(|e| e.to_string())?;
+    let clone = Clone::with_limits(cache, idle, limits).map_err(|e| e.to_string())?;
     std::thread::Builder::new()
         .name("local-clone".into())
         .spawn(move || {
