@@ -6,11 +6,12 @@
 
 #[path = "../../../tests/support/apps.rs"]
 mod apps;
+#[path = "../../../tests/support/clone.rs"]
+mod clone;
 #[path = "../../../tests/support/faults.rs"]
 mod faults;
 
 use faults::{Fault, proxy};
-use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::Ordering;
@@ -24,43 +25,20 @@ struct Keys {
     server_key: String,
     server_pub: String,
     device_key: String,
-    allow: String,
+    allow: std::path::PathBuf,
 }
 
 fn keys() -> Keys {
     let dir = tempfile::tempdir().unwrap();
-    let make = |name: &str| {
-        let prefix = dir.path().join(name);
-        let out = Command::new(CLONECLOUD).args(["keygen", "--out"]).arg(&prefix).output().unwrap();
-        assert!(out.status.success());
-        (format!("{}.key", prefix.display()), format!("{}.pub", prefix.display()))
-    };
-    let (server_key, server_pub) = make("server");
-    let (device_key, device_pub) = make("device");
-    let allow = dir.path().join("allow").display().to_string();
+    let (server_key, server_pub) = clone::keygen(CLONECLOUD, dir.path(), "server");
+    let (device_key, device_pub) = clone::keygen(CLONECLOUD, dir.path(), "device");
+    let allow = dir.path().join("allow");
     std::fs::copy(&device_pub, &allow).unwrap();
     Keys { _dir: dir, server_key, server_pub, device_key, allow }
 }
 
-struct Server(std::process::Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(k: &Keys, listen: &str) -> Server {
-    let mut child = Command::new(CLONECLOUD)
-        .args(["serve", "--listen", listen, "--key", &k.server_key, "--allow", &k.allow])
-        .env("CLONECLOUD_LOG", "off")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    Server(child, line.trim().strip_prefix("listening on ").expect("serve prints its address").to_string())
+fn serve(k: &Keys, listen: &str) -> clone::Server {
+    clone::serve(CLONECLOUD, &k.server_key, &k.allow, listen)
 }
 
 fn plain(input: &Path) -> Output {
@@ -103,7 +81,7 @@ fn cut_corrupted_or_stalled_links_never_change_the_output() {
     let server = serve(&k, "127.0.0.1:0");
 
     // A clean run through the proxy measures the conversation.
-    let clean = proxy(&server.1, Fault::default());
+    let clean = proxy(&server.addr, Fault::default());
     let (out, s) = offloaded(&k, &clean.addr, input.path(), "30");
     assert_same(&want, &out, "clean");
     assert_eq!(s["migrations"], 1, "{s}");
@@ -115,7 +93,7 @@ fn cut_corrupted_or_stalled_links_never_change_the_output() {
     let mut offsets = vec![1, 100, 1000];
     offsets.extend((1..=8).map(|i| i * up / 9));
     for at in offsets.iter().copied().filter(|&o| o < up) {
-        let p = proxy(&server.1, Fault { cut_up: Some(at), ..Fault::default() });
+        let p = proxy(&server.addr, Fault { cut_up: Some(at), ..Fault::default() });
         let (out, s) = offloaded(&k, &p.addr, input.path(), "30");
         assert_same(&want, &out, &format!("cut after {at} bytes up"));
         let tries = s["fallbacks"]["count"].as_u64().unwrap() + s["migrations"].as_u64().unwrap();
@@ -125,21 +103,21 @@ fn cut_corrupted_or_stalled_links_never_change_the_output() {
     let mut offsets = vec![1, 100, 1000];
     offsets.extend((1..=8).map(|i| i * down / 9));
     for at in offsets.iter().copied().filter(|&o| o < down) {
-        let p = proxy(&server.1, Fault { cut_down: Some(at), ..Fault::default() });
+        let p = proxy(&server.addr, Fault { cut_down: Some(at), ..Fault::default() });
         let (out, _) = offloaded(&k, &p.addr, input.path(), "30");
         assert_same(&want, &out, &format!("cut after {at} bytes down"));
         cases += 1;
     }
     // A flipped byte in the clone's answer: TLS rejects the record, the device runs it locally.
     for at in [down / 3, down - 100] {
-        let p = proxy(&server.1, Fault { corrupt_down: Some(at), ..Fault::default() });
+        let p = proxy(&server.addr, Fault { corrupt_down: Some(at), ..Fault::default() });
         let (out, s) = offloaded(&k, &p.addr, input.path(), "30");
         assert_same(&want, &out, &format!("byte {at} down corrupted"));
         assert_eq!(s["migrations"], 0, "{s}");
         cases += 1;
     }
     // The answer stalls: past the timeout the device gives up and runs it locally.
-    let p = proxy(&server.1, Fault { stall_down: Some(down / 2), ..Fault::default() });
+    let p = proxy(&server.addr, Fault { stall_down: Some(down / 2), ..Fault::default() });
     let (out, s) = offloaded(&k, &p.addr, input.path(), "1");
     assert_same(&want, &out, "stalled answer");
     assert_eq!(s["fallbacks"]["causes"]["timeout"], 1, "{s}");
@@ -154,7 +132,7 @@ fn a_server_killed_mid_migration_and_restarted_changes_nothing() {
     let want = apps::run_wasm(CLONECLOUD.as_ref(), "image-search", input.path(), &[]);
     let k = keys();
     let server = serve(&k, "127.0.0.1:0");
-    let addr = server.1.clone();
+    let addr = server.addr.clone();
     let dir = tempfile::tempdir().unwrap();
     let stats = dir.path().join("stats.json");
     let device = Command::new(CLONECLOUD)

@@ -6,12 +6,13 @@
 
 #[path = "../../../tests/support/apps.rs"]
 mod apps;
+#[path = "../../../tests/support/clone.rs"]
+mod clone;
 #[path = "../../../tests/support/corpus.rs"]
 mod corpus;
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 const CLONECLOUD: &str = env!("CARGO_BIN_EXE_clonecloud");
 
@@ -103,51 +104,19 @@ fn a_function_that_does_io_falls_back_with_its_cause() {
     assert!(detail.contains("wasi_snapshot_preview1"), "the cause names the WASI call: {detail}");
 }
 
-fn keygen(dir: &Path, name: &str) -> (String, String) {
-    let prefix = dir.join(name);
-    let out = Command::new(CLONECLOUD).args(["keygen", "--out"]).arg(&prefix).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key = format!("{}.key", prefix.display());
-    let public = format!("{}.pub", prefix.display());
-    (key, public)
-}
-
-/// A `clonecloud serve` child process, killed when dropped.
-struct Server(std::process::Child, String);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(key: &str, allow: &Path) -> Server {
-    let mut child = Command::new(CLONECLOUD)
-        .args(["serve", "--listen", "127.0.0.1:0", "--key", key, "--allow"])
-        .arg(allow)
-        .env("CLONECLOUD_LOG", "off")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("serve printed {line:?}")).to_string();
-    Server(child, addr)
-}
-
 #[test]
 fn a_separate_server_serves_allowed_devices_only() {
     let keys = tempfile::tempdir().unwrap();
-    let (server_key, server_pub) = keygen(keys.path(), "server");
-    let (device_key, device_pub) = keygen(keys.path(), "device");
-    let (stranger_key, _) = keygen(keys.path(), "stranger");
-    let (_, other_pub) = keygen(keys.path(), "other");
+    let keygen = |name| clone::keygen(CLONECLOUD, keys.path(), name);
+    let (server_key, server_pub) = keygen("server");
+    let (device_key, device_pub) = keygen("device");
+    let (stranger_key, _) = keygen("stranger");
+    let (_, other_pub) = keygen("other");
     let allow = keys.path().join("allow");
     std::fs::write(&allow, std::fs::read_to_string(&device_pub).unwrap()).unwrap();
-    let server = serve(&server_key, &allow);
+    let server = clone::serve(CLONECLOUD, &server_key, &allow, "127.0.0.1:0");
     let f = "virus_scan::db::Database::scan";
-    let remote = |key: &str, pinned: &str| offload("virus-scan", f, &["--clone", &server.1, "--key", key, "--clone-key", pinned]);
+    let remote = |key: &str, pinned: &str| offload("virus-scan", f, &["--clone", &server.addr, "--key", key, "--clone-key", pinned]);
 
     let s = remote(&device_key, &server_pub);
     assert!(s["migrations"].as_u64().unwrap() > 0, "{s}");
@@ -168,7 +137,7 @@ fn a_separate_server_serves_allowed_devices_only() {
     assert!(s["migrations"].as_u64().unwrap() > 0, "{s}");
 
     // Gone: every call runs locally, identical, after one failed connection attempt.
-    let addr = server.1.clone();
+    let addr = server.addr.clone();
     drop(server);
     let s = offload("virus-scan", f, &["--clone", &addr, "--key", &device_key, "--clone-key", &server_pub]);
     assert_eq!(s["migrations"], 0, "{s}");
