@@ -114,7 +114,11 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot run `{}`", module_path.display()))?;
     let stats = std::sync::Arc::new(std::sync::Mutex::new(clonecloud_offload::Stats::default()));
     let migrator: Option<Box<dyn clonecloud_exec::Migrator>> = if offload {
-        let target = target(&opts, &cache)?;
+        let mut target = target(&opts, &cache)?;
+        target.environment = clonecloud_wire::Environment {
+            args: wasi.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            env: wasi.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()).collect(),
+        };
         let model = clonecloud_model::Module::parse(&wasm)?;
         let names = program.points().iter().map(|p| point_name(&model, p.function)).collect();
         Some(Box::new(clonecloud_offload::Offloader::new(target, program.layout().clone(), names, stats.clone())))
@@ -157,7 +161,7 @@ fn target(opts: &Opts, cache: &ModuleCache) -> anyhow::Result<clonecloud_offload
         "local" => {
             let (addr, identity, server_key) = clonecloud_offload::spawn_local(cache.clone(), std::time::Duration::from_secs(300))
                 .map_err(|e| anyhow::anyhow!("cannot start the local clone: {e}"))?;
-            Ok(clonecloud_offload::Target { addr, server_key, identity, connect_timeout, timeout, compression })
+            Ok(clonecloud_offload::Target { addr, server_key, identity, connect_timeout, timeout, compression, environment: Default::default() })
         }
         addr => {
             let (Some(key), Some(clone_key)) = (&opts.key, &opts.clone_key) else {
@@ -165,7 +169,15 @@ fn target(opts: &Opts, cache: &ModuleCache) -> anyhow::Result<clonecloud_offload
             };
             let identity = clonecloud_net::Identity::load(key)?;
             let server_key = clonecloud_net::PublicKey::load(clone_key)?;
-            Ok(clonecloud_offload::Target { addr: addr.to_string(), server_key, identity, connect_timeout, timeout, compression })
+            Ok(clonecloud_offload::Target {
+                addr: addr.to_string(),
+                server_key,
+                identity,
+                connect_timeout,
+                timeout,
+                compression,
+                environment: Default::default(),
+            })
         }
     }
 }

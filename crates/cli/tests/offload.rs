@@ -73,24 +73,28 @@ fn the_workloads_heavy_functions_run_on_a_local_clone() {
 }
 
 #[test]
-fn a_function_that_prints_runs_remotely_and_its_output_comes_back_in_order() {
-    // `hello::main` writes to stdout and stderr: the clone journals the writes and the device
-    // writes them out when it merges the return.
-    let guest = corpus::guest("hello");
-    let plain = Command::new(CLONECLOUD).arg("run").arg(&guest.path).output().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let stats_file = dir.path().join("stats.json");
-    let offloaded = Command::new(CLONECLOUD)
-        .args(["run", "--offload", "hello::main", "--stats"])
-        .arg(&stats_file)
-        .arg(&guest.path)
-        .env("CLONECLOUD_LOG", "off")
-        .output()
-        .unwrap();
-    assert_same(&plain, &offloaded, "hello::main offloaded");
-    let s = stats(&stats_file);
-    assert_eq!(s["migrations"], 1, "{s}");
-    assert_eq!(s["fallbacks"]["count"], 0, "{s}");
+fn whole_mains_that_print_and_read_their_arguments_run_remotely() {
+    // The clone serves the run's arguments and environment (sent in the hello) and journals
+    // writes to stdout and stderr, which the device writes out when it merges the return.
+    for (name, function) in [("hello", "hello::main"), ("args_env", "args_env::main"), ("compute", "compute::main")] {
+        let guest = corpus::guest(name);
+        let run = |extra: &[&str]| {
+            let mut cmd = Command::new(CLONECLOUD);
+            cmd.arg("run").args(extra);
+            for (k, v) in &guest.env {
+                cmd.arg("--env").arg(format!("{k}={v}"));
+            }
+            cmd.arg(&guest.path).args(&guest.args).env("CLONECLOUD_LOG", "off").output().unwrap()
+        };
+        let plain = run(&[]);
+        let dir = tempfile::tempdir().unwrap();
+        let stats_file = dir.path().join("stats.json");
+        let offloaded = run(&["--offload", function, "--stats", stats_file.to_str().unwrap()]);
+        assert_same(&plain, &offloaded, &format!("{function} offloaded"));
+        let s = stats(&stats_file);
+        assert_eq!(s["migrations"], 1, "{function}: {s}");
+        assert_eq!(s["fallbacks"]["count"], 0, "{function}: {s}");
+    }
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //! state is kept equal to the device's at every migration, and in which migrated functions run.
 //!
 //! The replica serves little WASI of its own: `random_get` (fresh randomness is as good as the
-//! device's) and `fd_write` to stdout and stderr, which goes to a journal the device writes out
-//! when it merges the return (and drops if the migration fails). Any other WASI call stops the
+//! device's), the run's arguments and environment (sent in the hello), and `fd_write` to stdout
+//! and stderr, which goes to a journal the device writes out when it merges the return (and drops
+//! if the migration fails). Any other WASI call stops the
 //! function with [`WasiOnClone`], and the device runs it locally instead (nothing on the device
 //! changed since the function's entry, so that is always correct). Nested migration points run
 //! locally: every flag is cleared.
@@ -84,11 +85,62 @@ impl Default for Limits {
     }
 }
 
-/// The replica's store data: the output journal and the memory limit.
+/// The replica's store data: the output journal, the memory limit, and the run's arguments and
+/// environment (served to `args_get` and `environ_get`).
 #[derive(Debug)]
 pub struct Data {
     output: Output,
     limits: wasmtime::StoreLimits,
+    lists: [Vec<Vec<u8>>; 2],
+}
+
+/// WASI `args_sizes_get` / `environ_sizes_get` over list `which` (0 args, 1 environment).
+fn list_sizes(which: usize) -> impl Fn(wasmtime::Caller<'_, Data>, i32, i32) -> wasmtime::Result<i32> + Send + Sync + 'static {
+    move |mut caller, count_ptr, size_ptr| {
+        let list = &caller.data().lists[which];
+        let count = list.len() as u32;
+        let size: u32 = list.iter().map(|a| a.len() as u32 + 1).sum();
+        Ok(match memory(&mut caller) {
+            Some(mem) => store_u32s(mem.data_mut(&mut caller), &[(count_ptr, count), (size_ptr, size)]),
+            None => 21,
+        })
+    }
+}
+
+/// WASI `args_get` / `environ_get` over list `which`: pointers into the buffer, then the strings,
+/// each NUL-terminated.
+fn list_get(which: usize) -> impl Fn(wasmtime::Caller<'_, Data>, i32, i32) -> wasmtime::Result<i32> + Send + Sync + 'static {
+    move |mut caller, ptrs, buf| {
+        let list = caller.data().lists[which].clone();
+        let Some(mem) = memory(&mut caller) else { return Ok(21) };
+        let data = mem.data_mut(&mut caller);
+        let (mut at, mut words) = (buf as u32, Vec::new());
+        for (i, item) in list.iter().enumerate() {
+            words.push((ptrs + 4 * i as i32, at));
+            let start = at as usize;
+            let Some(dst) = data.get_mut(start..start + item.len() + 1) else { return Ok(21) };
+            dst[..item.len()].copy_from_slice(item);
+            dst[item.len()] = 0;
+            at += item.len() as u32 + 1;
+        }
+        Ok(store_u32s(data, &words))
+    }
+}
+
+fn memory(caller: &mut wasmtime::Caller<'_, Data>) -> Option<wasmtime::Memory> {
+    caller.get_export("__cc_memory.0").and_then(|e| e.into_memory())
+}
+
+/// Writes little-endian u32s at guest addresses: errno 0, or 21 (EFAULT) out of bounds.
+fn store_u32s(data: &mut [u8], words: &[(i32, u32)]) -> i32 {
+    for &(at, v) in words {
+        let at = at as u32 as usize;
+        match data.get_mut(at..at + 4) {
+            Some(d) => d.copy_from_slice(&v.to_le_bytes()),
+            None => return 21,
+        }
+    }
+    0
 }
 
 /// WASI `fd_write(fd, iovs, iovs_len, nwritten) -> errno` for stdout and stderr: into the journal.
@@ -141,12 +193,12 @@ impl Replica {
     /// Instantiates `module` (a module rewritten by clonecloud), clears its flags and zeroes its
     /// memory: the baseline every device starts from.
     pub fn new(engine: &Engine, module: &Module) -> Result<Replica, ExecError> {
-        Replica::with_limits(engine, module, Limits::default())
+        Replica::with_limits(engine, module, Limits::default(), Vec::new(), Vec::new())
     }
 
     /// A replica whose calls may use at most `limits` (deadlines need an engine from
-    /// [`crate::new_clone_engine`]).
-    pub fn with_limits(engine: &Engine, module: &Module, limits: Limits) -> Result<Replica, ExecError> {
+    /// [`crate::new_clone_engine`]), serving the run's `args` and `env` (`NAME=value`).
+    pub fn with_limits(engine: &Engine, module: &Module, limits: Limits, args: Vec<Vec<u8>>, env: Vec<Vec<u8>>) -> Result<Replica, ExecError> {
         let mut linker: Linker<Data> = Linker::new(engine);
         for import in module.imports() {
             let Some(ty) = import.ty().func().cloned() else {
@@ -166,13 +218,31 @@ impl Replica {
                 linker.func_wrap(import.module(), import.name(), fd_write).map_err(ExecError::Runtime)?;
                 continue;
             }
+            let list = match n.as_str() {
+                "args_sizes_get" | "args_get" => Some(0),
+                "environ_sizes_get" | "environ_get" => Some(1),
+                _ => None,
+            };
+            if let (true, Some(which)) = (is_wasi_module(&m), list) {
+                let r = if n.ends_with("sizes_get") {
+                    linker.func_wrap(import.module(), import.name(), list_sizes(which))
+                } else {
+                    linker.func_wrap(import.module(), import.name(), list_get(which))
+                };
+                r.map_err(ExecError::Runtime)?;
+                continue;
+            }
             linker
                 .func_new(import.module(), import.name(), ty, move |_, _, _| {
                     Err(wasmtime::Error::new(WasiOnClone { module: m.clone(), name: n.clone() }))
                 })
                 .map_err(ExecError::Runtime)?;
         }
-        let data = Data { output: Output::new(), limits: wasmtime::StoreLimitsBuilder::new().memory_size(limits.memory).trap_on_grow_failure(true).build() };
+        let data = Data {
+            output: Output::new(),
+            limits: wasmtime::StoreLimitsBuilder::new().memory_size(limits.memory).trap_on_grow_failure(true).build(),
+            lists: [args, env],
+        };
         let mut store = Store::new(engine, data);
         store.limiter(|d| &mut d.limits);
         // Instantiation itself gets the run-time limit too.

@@ -47,6 +47,7 @@ fn migrations() -> (Duration, Stats) {
         connect_timeout: Duration::from_secs(5),
         timeout: Duration::from_secs(30),
         compression: Compression::None,
+        environment: Default::default(),
     };
     let stats = Arc::new(Mutex::new(Stats::default()));
     let offloader = Offloader::new(target, program.layout().clone(), vec!["f".into()], stats.clone());

@@ -13,7 +13,7 @@ use crate::stats::Stats;
 use clonecloud_exec::state::{PAGE_SIZE, PageTable};
 use clonecloud_exec::{Guest, Layout, Migrator};
 use clonecloud_net::{Connection, Identity, NetError, PublicKey};
-use clonecloud_wire::{Compression, DeviceEvent, DeviceSession, FailKind};
+use clonecloud_wire::{Compression, DeviceEvent, DeviceSession, Environment, FailKind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
@@ -31,6 +31,8 @@ pub struct Target {
     pub timeout: Duration,
     /// How page deltas travel.
     pub compression: Compression,
+    /// The run's arguments and environment, for the clone to serve.
+    pub environment: Environment,
 }
 
 /// Why a remote attempt was abandoned: a short cause for counting, and the detail.
@@ -99,7 +101,7 @@ impl Offloader {
         })?;
         conn.set_timeout(Some(t.timeout));
         conn.set_compression(t.compression);
-        let mut session = DeviceSession::new(self.layout.hash, self.run, 0);
+        let mut session = DeviceSession::new(self.layout.hash, self.run, 0, self.target.environment.clone());
         conn.send(&session.hello().map_err(|e| abort("protocol", e))?).map_err(net)?;
         match session.on_message(conn.recv().map_err(net)?).map_err(|e| abort("protocol", e))? {
             DeviceEvent::Welcomed { need_module } => {

@@ -79,6 +79,7 @@ impl Clone {
         let mut hash: Option<Hash128> = None;
         let mut module: Option<Module> = None;
         let mut replica: Option<Replica> = None;
+        let mut environment = clonecloud_wire::Environment::default();
         loop {
             let m = match conn.recv() {
                 Ok(m) => m,
@@ -93,8 +94,9 @@ impl Clone {
                 }
             };
             let reply = match event {
-                CloneEvent::Hello { module: h, .. } => {
+                CloneEvent::Hello { module: h, environment: e, .. } => {
                     hash = Some(h);
+                    environment = e;
                     module = self.module(&h);
                     s.welcome(module.is_none())
                 }
@@ -121,7 +123,7 @@ impl Clone {
                 CloneEvent::Migrate { point, args, state } => {
                     let module = module.as_ref().expect("a migration follows the module");
                     let started = Instant::now();
-                    match self.run(module, &mut replica, point, &args, &state) {
+                    match self.run(module, &mut replica, &environment, point, &args, &state) {
                         Ok((results, state, output)) => s.returned(results, state, started.elapsed().as_micros() as u64, output),
                         Err((kind, message)) => {
                             // The replica may be half-way through: the device starts over.
@@ -150,13 +152,15 @@ impl Clone {
         &self,
         module: &Module,
         replica: &mut Option<Replica>,
+        environment: &clonecloud_wire::Environment,
         point: u32,
         args: &[clonecloud_wire::Value],
         state: &clonecloud_wire::State,
     ) -> Result<(Vec<clonecloud_wire::Value>, clonecloud_wire::State, clonecloud_exec::Output), (FailKind, String)> {
         let unavailable = |e: String| (FailKind::Unavailable, e);
         if replica.is_none() {
-            *replica = Some(Replica::with_limits(&self.engine, module, self.limits).map_err(|e| unavailable(e.to_string()))?);
+            let (args, env) = (environment.args.clone(), environment.env.clone());
+            *replica = Some(Replica::with_limits(&self.engine, module, self.limits, args, env).map_err(|e| unavailable(e.to_string()))?);
         }
         let r = replica.as_mut().expect("made above");
         if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {

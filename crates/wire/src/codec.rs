@@ -4,7 +4,7 @@
 //! length is checked against the bytes actually present before anything is allocated, so a
 //! decoder never panics and never allocates more than the frame it was given.
 
-use crate::message::{FailKind, Hash128, Message, PageDelta, State, Value};
+use crate::message::{Environment, FailKind, Hash128, Message, PageDelta, State, Value};
 
 /// The frame format this codec writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
@@ -168,11 +168,17 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
     out.extend_from_slice(&[0; 4]);
     let mut w = Writer(out, compression);
     match m {
-        Message::Hello { version, module, run, thread } => {
+        Message::Hello { version, module, run, thread, environment } => {
             w.u16(*version);
             w.0.extend_from_slice(module);
             w.u64(*run);
             w.u32(*thread);
+            for list in [&environment.args, &environment.env] {
+                w.len(list.len());
+                for item in list {
+                    w.bytes(item);
+                }
+            }
         }
         Message::Welcome { need_module } => w.u8(u8::from(*need_module)),
         Message::Module { bytes } => w.bytes(bytes),
@@ -349,7 +355,16 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, bo
         1 => {
             let version = r.u16("the version")?;
             let module: Hash128 = r.take(16, "the module hash")?.try_into().expect("16 bytes");
-            Message::Hello { version, module, run: r.u64("the run")?, thread: r.u32("the thread")? }
+            let (run, thread) = (r.u64("the run")?, r.u32("the thread")?);
+            let mut lists = [Vec::new(), Vec::new()];
+            for list in &mut lists {
+                let n = r.count(4, "the arguments or environment")?;
+                for _ in 0..n {
+                    list.push(r.bytes("an argument or variable")?);
+                }
+            }
+            let [args, env] = lists;
+            Message::Hello { version, module, run, thread, environment: Environment { args, env } }
         }
         2 => Message::Welcome {
             need_module: match r.u8("need_module")? {

@@ -16,5 +16,5 @@ pub mod message;
 pub mod session;
 
 pub use codec::{Compression, DecodeError, Decoder, encode, encode_with, from_bytes, to_bytes, to_bytes_with};
-pub use message::{FailKind, Hash128, Message, PROTOCOL_VERSION, PageDelta, State, Value};
+pub use message::{Environment, FailKind, Hash128, Message, PROTOCOL_VERSION, PageDelta, State, Value};
 pub use session::{CloneEvent, CloneSession, DeviceEvent, DeviceSession, ProtocolError};

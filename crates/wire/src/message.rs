@@ -15,6 +15,15 @@ pub enum Value {
 /// A 128-bit content hash (xxh3-128 of a module's bytes).
 pub type Hash128 = [u8; 16];
 
+/// The run's command line and environment, as WASI gives them to the program (the clone serves
+/// `args_get` and `environ_get` from them).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Environment {
+    pub args: Vec<Vec<u8>>,
+    /// `NAME=value` entries.
+    pub env: Vec<Vec<u8>>,
+}
+
 /// The pages of linear memory that changed since the last agreed state.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct PageDelta {
@@ -51,7 +60,7 @@ pub enum Message {
     /// Device → clone, first: the protocol version, the (rewritten) module's hash, and the app
     /// run and thread this session serves. The replica is keyed by the authenticated device
     /// identity and these, never by anything else the device claims.
-    Hello { version: u16, module: Hash128, run: u64, thread: u32 },
+    Hello { version: u16, module: Hash128, run: u64, thread: u32, environment: Environment },
     /// Clone → device: the hello is accepted; whether the clone still needs the module's bytes.
     Welcome { need_module: bool },
     /// Device → clone: the module's bytes, when the clone asked for them.

@@ -16,7 +16,7 @@
 //! ```
 //! Either side may send `error` at any time; the session is then closed.
 
-use crate::message::{FailKind, Hash128, Message, PROTOCOL_VERSION, State, Value};
+use crate::message::{Environment, FailKind, Hash128, Message, PROTOCOL_VERSION, State, Value};
 
 /// A message that is not allowed where the session is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,11 +78,12 @@ pub struct DeviceSession {
     module: Hash128,
     run: u64,
     thread: u32,
+    environment: Environment,
 }
 
 impl DeviceSession {
-    pub fn new(module: Hash128, run: u64, thread: u32) -> DeviceSession {
-        DeviceSession { state: Device::Start, module, run, thread }
+    pub fn new(module: Hash128, run: u64, thread: u32, environment: Environment) -> DeviceSession {
+        DeviceSession { state: Device::Start, module, run, thread, environment }
     }
 
     fn expect(&self, ok: bool, action: &'static str) -> Result<(), ProtocolError> {
@@ -93,7 +94,13 @@ impl DeviceSession {
     pub fn hello(&mut self) -> Result<Message, ProtocolError> {
         self.expect(self.state == Device::Start, "say hello")?;
         self.state = Device::AwaitWelcome;
-        Ok(Message::Hello { version: PROTOCOL_VERSION, module: self.module, run: self.run, thread: self.thread })
+        Ok(Message::Hello {
+            version: PROTOCOL_VERSION,
+            module: self.module,
+            run: self.run,
+            thread: self.thread,
+            environment: self.environment.clone(),
+        })
     }
 
     /// The module's bytes, after a welcome that asked for them.
@@ -184,7 +191,7 @@ impl Clone {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CloneEvent {
     /// A device says hello: look the module up, then [`CloneSession::welcome`].
-    Hello { module: Hash128, run: u64, thread: u32 },
+    Hello { module: Hash128, run: u64, thread: u32, environment: Environment },
     /// The module's bytes (check their hash against the hello's).
     Module { bytes: Vec<u8> },
     /// Apply `state`, run `point` with `args`, then [`CloneSession::returned`] or
@@ -247,11 +254,11 @@ impl CloneSession {
         self.state = Clone::Closed;
         let (next, event) = match (was, m) {
             (_, Message::Error { message }) => return Err(ProtocolError::Peer(message)),
-            (Clone::AwaitHello, Message::Hello { version, module, run, thread }) => {
+            (Clone::AwaitHello, Message::Hello { version, module, run, thread, environment }) => {
                 if version != PROTOCOL_VERSION {
                     return Err(ProtocolError::Version(version));
                 }
-                (Clone::MustWelcome, CloneEvent::Hello { module, run, thread })
+                (Clone::MustWelcome, CloneEvent::Hello { module, run, thread, environment })
             }
             (Clone::AwaitModule, Message::Module { bytes }) => (Clone::Ready, CloneEvent::Module { bytes }),
             (Clone::Ready, Message::Migrate { point, args, state }) => (Clone::Running, CloneEvent::Migrate { point, args, state }),

@@ -46,7 +46,13 @@ fn values(rng: &mut Rng) -> Vec<Value> {
 
 fn every_kind(rng: &mut Rng) -> Vec<Message> {
     vec![
-        Message::Hello { version: 1, module: [7; 16], run: rng.next(), thread: 3 },
+        Message::Hello {
+            version: 1,
+            module: [7; 16],
+            run: rng.next(),
+            thread: 3,
+            environment: clonecloud_wire::Environment { args: vec![b"app.wasm".to_vec(), vec![]], env: vec![b"A=1".to_vec()] },
+        },
         Message::Welcome { need_module: true },
         Message::Welcome { need_module: false },
         Message::Module { bytes: b"\0asm\x01\0\0\0".to_vec() },

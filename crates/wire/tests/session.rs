@@ -4,10 +4,10 @@ use clonecloud_wire::{CloneEvent, CloneSession, DeviceEvent, DeviceSession, Fail
 
 #[test]
 fn a_whole_conversation() {
-    let mut dev = DeviceSession::new([1; 16], 7, 0);
+    let mut dev = DeviceSession::new([1; 16], 7, 0, Default::default());
     let mut clone = CloneSession::new();
     let hello = dev.hello().unwrap();
-    assert_eq!(clone.on_message(hello).unwrap(), CloneEvent::Hello { module: [1; 16], run: 7, thread: 0 });
+    assert_eq!(clone.on_message(hello).unwrap(), CloneEvent::Hello { module: [1; 16], run: 7, thread: 0, environment: Default::default() });
     let welcome = clone.welcome(true).unwrap();
     assert_eq!(dev.on_message(welcome).unwrap(), DeviceEvent::Welcomed { need_module: true });
     assert!(!dev.is_ready());
@@ -47,20 +47,20 @@ fn out_of_order_messages_are_protocol_errors() {
         Err(ProtocolError::Unexpected { got: "migrate", .. })
     ));
     let mut clone = CloneSession::new();
-    clone.on_message(DeviceSession::new([0; 16], 0, 0).hello().unwrap()).unwrap();
+    clone.on_message(DeviceSession::new([0; 16], 0, 0, Default::default()).hello().unwrap()).unwrap();
     assert!(clone.on_message(Message::Goodbye).is_err(), "no goodbye before the welcome");
 
     // Another protocol version is refused.
     let mut clone = CloneSession::new();
-    let hello = Message::Hello { version: 99, module: [0; 16], run: 0, thread: 0 };
+    let hello = Message::Hello { version: 99, module: [0; 16], run: 0, thread: 0, environment: Default::default() };
     assert_eq!(clone.on_message(hello), Err(ProtocolError::Version(99)));
 
     // A device never accepts a return it did not ask for, and an error closes the session.
-    let mut dev = DeviceSession::new([0; 16], 0, 0);
+    let mut dev = DeviceSession::new([0; 16], 0, 0, Default::default());
     dev.hello().unwrap();
     assert!(dev.on_message(Message::Return { results: vec![], state: State::default(), micros: 0, output: vec![] }).is_err());
     assert!(dev.migrate(0, vec![], State::default()).is_err(), "closed after the error");
-    let mut dev = DeviceSession::new([0; 16], 0, 0);
+    let mut dev = DeviceSession::new([0; 16], 0, 0, Default::default());
     dev.hello().unwrap();
     assert_eq!(dev.on_message(Message::Error { message: "no".into() }), Err(ProtocolError::Peer("no".into())));
     assert!(dev.module(vec![]).is_err(), "no module the clone did not ask for");
