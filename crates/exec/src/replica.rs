@@ -10,7 +10,7 @@
 //! locally: every flag is cleared.
 
 use crate::error::ExecError;
-use crate::state::{ApplyError, Page, PageTable, StateHandles};
+use crate::state::{ApplyError, PAGE_SIZE, Page, PageTable, StateHandles};
 use wasmtime::{Engine, Func, Linker, Module, Store, Trap, Val};
 
 /// A function on the clone called an import the clone cannot serve.
@@ -177,6 +177,8 @@ fn fd_write(mut caller: wasmtime::Caller<'_, Data>, fd: i32, iovs: i32, iovs_len
 pub struct Replica {
     store: Store<Data>,
     limits: Limits,
+    /// The memory's content as last agreed with the device, for XOR deltas.
+    shadow: Vec<u8>,
     handles: StateHandles,
     table: PageTable,
     locals: std::collections::HashMap<u32, Func>,
@@ -271,23 +273,41 @@ impl Replica {
         if let Some(m) = handles.memory {
             m.data_mut(&mut store).fill(0);
         }
-        Ok(Replica { store, limits, handles, table: PageTable::new(), locals: Default::default(), instance })
+        Ok(Replica { store, limits, shadow: Vec::new(), handles, table: PageTable::new(), locals: Default::default(), instance })
     }
 
-    /// Applies a device's delta.
-    pub fn apply(&mut self, wasm_pages: u32, pages: &[Page], globals: &[(u32, Val)]) -> Result<(), ApplyError> {
+    /// Applies a device's delta (pages XORed into the agreed content with `xor`).
+    pub fn apply(&mut self, wasm_pages: u32, pages: &[Page], xor: bool, globals: &[(u32, Val)]) -> Result<(), ApplyError> {
         if wasm_pages as usize * 65536 > self.limits.memory {
             return Err(ApplyError::Grow { wasm_pages, why: format!("over the clone's memory limit of {} bytes", self.limits.memory) });
         }
-        self.handles.apply(&mut self.store, wasm_pages, pages, globals)?;
-        let len = self.handles.memory_bytes(&self.store).len();
-        self.table.applied(len, pages);
+        self.handles.apply(&mut self.store, wasm_pages, pages, xor, globals)?;
+        let memory = self.handles.memory_bytes(&self.store);
+        self.table.record(memory, pages.iter().map(|(i, _)| *i));
+        self.shadow.resize(memory.len(), 0);
+        for (i, _) in pages {
+            let at = *i as usize * PAGE_SIZE;
+            self.shadow[at..at + PAGE_SIZE].copy_from_slice(&memory[at..at + PAGE_SIZE]);
+        }
         Ok(())
     }
 
-    /// What changed since the last agreed state: memory size, pages, every mutable global.
-    pub fn capture(&mut self) -> (u32, Vec<Page>, Vec<(u32, Val)>) {
-        let pages = self.table.diff(self.handles.memory_bytes(&self.store));
+    /// What changed since the last agreed state: memory size, pages (with `xor`, each XORed with
+    /// its agreed content), every mutable global. The result is the new agreed state.
+    pub fn capture(&mut self, xor: bool) -> (u32, Vec<Page>, Vec<(u32, Val)>) {
+        let memory = self.handles.memory_bytes(&self.store);
+        let mut pages = self.table.diff(memory);
+        self.shadow.resize(memory.len(), 0);
+        for (i, page) in &mut pages {
+            let at = *i as usize * PAGE_SIZE;
+            let agreed = &mut self.shadow[at..at + PAGE_SIZE];
+            if xor {
+                page.iter_mut().zip(agreed.iter()).for_each(|(p, a)| *p ^= a);
+                agreed.iter_mut().zip(&memory[at..at + PAGE_SIZE]).for_each(|(a, m)| *a = *m);
+            } else {
+                agreed.copy_from_slice(page);
+            }
+        }
         (self.handles.wasm_pages(&self.store), pages, self.handles.globals(&mut self.store))
     }
 

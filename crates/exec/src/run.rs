@@ -286,11 +286,12 @@ impl Guest<'_, '_> {
         h.globals(&mut *self.caller)
     }
 
-    /// Merges state from elsewhere: grows memory, copies the pages, sets the globals. Checked
-    /// before anything changes, so on an error the guest is as it was.
-    pub fn apply(&mut self, wasm_pages: u32, pages: &[Page], globals: &[(u32, Val)]) -> Result<(), ApplyError> {
+    /// Merges state from elsewhere: grows memory, copies the pages (or XORs them into the agreed
+    /// content, with `xor`), sets the globals. Checked before anything changes, so on an error the
+    /// guest is as it was.
+    pub fn apply(&mut self, wasm_pages: u32, pages: &[Page], xor: bool, globals: &[(u32, Val)]) -> Result<(), ApplyError> {
         let h = self.handles();
-        h.apply(&mut *self.caller, wasm_pages, pages, globals)
+        h.apply(&mut *self.caller, wasm_pages, pages, xor, globals)
     }
 
     /// Writes what a migrated function wrote to stdout (1) or stderr (2) where the guest's own

@@ -68,6 +68,20 @@ impl PageTable {
         }
     }
 
+    /// Records the current content of pages `indices` of `memory` as agreed.
+    pub fn record(&mut self, memory: &[u8], indices: impl IntoIterator<Item = u32>) {
+        let n = memory.len() / PAGE_SIZE;
+        if self.hashes.len() < n {
+            self.hashes.resize(n, zero_hash());
+        }
+        for i in indices {
+            let at = i as usize * PAGE_SIZE;
+            if let Some(page) = memory.get(at..at + PAGE_SIZE) {
+                self.hashes[i as usize] = xxh3_64(page);
+            }
+        }
+    }
+
     /// Forgets the agreed state (the peer lost its copy): the next diff ships every non-zero page.
     pub fn reset(&mut self) {
         self.hashes.clear();
@@ -140,9 +154,10 @@ impl StateHandles {
         self.globals.iter().map(|(g, h)| (*g, h.get(&mut store))).collect()
     }
 
-    /// Grows memory to `wasm_pages`, copies `pages` in and sets `globals`.
+    /// Grows memory to `wasm_pages`, copies `pages` in (or, with `xor`, XORs them into the
+    /// agreed content the memory holds) and sets `globals`.
     /// Everything is checked before anything changes: on an error the instance is as it was.
-    pub fn apply(&self, mut store: impl AsContextMut, wasm_pages: u32, pages: &[Page], globals: &[(u32, Val)]) -> Result<(), ApplyError> {
+    pub fn apply(&self, mut store: impl AsContextMut, wasm_pages: u32, pages: &[Page], xor: bool, globals: &[(u32, Val)]) -> Result<(), ApplyError> {
         let mut setters = Vec::with_capacity(globals.len());
         for (g, v) in globals {
             let h = self.globals.iter().find(|(x, _)| x == g).map(|(_, h)| *h).ok_or_else(|| ApplyError::Global(*g, "not a mutable global of this module".into()))?;
@@ -172,7 +187,12 @@ impl StateHandles {
                     return Err(ApplyError::PageSize(p.len()));
                 }
                 let at = *i as usize * PAGE_SIZE;
-                data.get_mut(at..at + PAGE_SIZE).ok_or(ApplyError::OutOfRange(*i))?.copy_from_slice(p);
+                let dst = data.get_mut(at..at + PAGE_SIZE).ok_or(ApplyError::OutOfRange(*i))?;
+                if xor {
+                    dst.iter_mut().zip(p).for_each(|(d, x)| *d ^= x);
+                } else {
+                    dst.copy_from_slice(p);
+                }
             }
         } else if !pages.is_empty() {
             return Err(ApplyError::NoMemory);

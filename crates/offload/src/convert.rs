@@ -36,7 +36,7 @@ pub fn values_from_wire(vs: &[Value]) -> Vec<Val> {
 pub fn state(wasm_pages: u32, pages: Vec<Page>, globals: &[(u32, Val)]) -> Option<State> {
     Some(State {
         globals: globals.iter().map(|(g, v)| Some((*g, to_wire(v)?))).collect::<Option<Vec<_>>>()?,
-        memory: PageDelta { wasm_pages, page_size: clonecloud_exec::state::PAGE_SIZE as u32, pages },
+        memory: PageDelta { wasm_pages, page_size: clonecloud_exec::state::PAGE_SIZE as u32, pages, xor: false },
     })
 }
 

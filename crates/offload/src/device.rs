@@ -158,9 +158,10 @@ impl Offloader {
                     return Err(abort("protocol", format!("{} results for a function with {}", vals.len(), results.len())));
                 }
                 let t2 = Instant::now();
-                guest.apply(state.memory.wasm_pages, &state.memory.pages, &convert::globals(&state)).map_err(|e| abort("merge", e))?;
-                let len = guest.memory().len();
-                self.table.applied(len, &state.memory.pages);
+                guest
+                    .apply(state.memory.wasm_pages, &state.memory.pages, state.memory.xor, &convert::globals(&state))
+                    .map_err(|e| abort("merge", e))?;
+                self.table.record(guest.memory(), state.memory.pages.iter().map(|(i, _)| *i));
                 // Committed: what the function wrote goes out now, in order.
                 for (fd, bytes) in &output {
                     if let Err(e) = guest.write_output(*fd, bytes) {

@@ -123,7 +123,9 @@ impl Clone {
                 CloneEvent::Migrate { point, args, state } => {
                     let module = module.as_ref().expect("a migration follows the module");
                     let started = Instant::now();
-                    match self.run(module, &mut replica, &environment, point, &args, &state) {
+                    // XOR deltas pay off only compressed: use them when the device compresses.
+                    let xor = conn.peer_compressed();
+                    match self.run(module, &mut replica, &environment, Migration { point, args: &args, state: &state, xor }) {
                         Ok((results, state, output)) => s.returned(results, state, started.elapsed().as_micros() as u64, output),
                         Err((kind, message)) => {
                             // The replica may be half-way through: the device starts over.
@@ -153,10 +155,9 @@ impl Clone {
         module: &Module,
         replica: &mut Option<Replica>,
         environment: &clonecloud_wire::Environment,
-        point: u32,
-        args: &[clonecloud_wire::Value],
-        state: &clonecloud_wire::State,
+        m: Migration<'_>,
     ) -> Result<(Vec<clonecloud_wire::Value>, clonecloud_wire::State, clonecloud_exec::Output), (FailKind, String)> {
+        let Migration { point, args, state, xor } = m;
         let unavailable = |e: String| (FailKind::Unavailable, e);
         if replica.is_none() {
             let (args, env) = (environment.args.clone(), environment.env.clone());
@@ -166,7 +167,8 @@ impl Clone {
         if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
             return Err(unavailable(format!("pages of {} bytes, this clone uses {PAGE_SIZE}", state.memory.page_size)));
         }
-        r.apply(state.memory.wasm_pages, &state.memory.pages, &convert::globals(state)).map_err(|e| (FailKind::ResourceLimit, e.to_string()))?;
+        r.apply(state.memory.wasm_pages, &state.memory.pages, state.memory.xor, &convert::globals(state))
+            .map_err(|e| (FailKind::ResourceLimit, e.to_string()))?;
         let n = r.result_count(point).ok_or_else(|| unavailable(format!("no migration point {point}")))?;
         let mut results = vec![Val::I32(0); n];
         r.call(point, &convert::values_from_wire(args), &mut results).map_err(|e| match e {
@@ -174,11 +176,21 @@ impl Clone {
             e @ (CallError::Deadline(_) | CallError::Memory(_)) => (FailKind::ResourceLimit, e.to_string()),
             e => unavailable(e.to_string()),
         })?;
-        let (wasm_pages, pages, globals) = r.capture();
+        let (wasm_pages, pages, globals) = r.capture(xor);
         let results = convert::values_to_wire(&results).ok_or_else(|| unavailable("a reference-typed result".into()))?;
-        let state = convert::state(wasm_pages, pages, &globals).ok_or_else(|| unavailable("a reference-typed global".into()))?;
+        let mut state = convert::state(wasm_pages, pages, &globals).ok_or_else(|| unavailable("a reference-typed global".into()))?;
+        state.memory.xor = xor;
         Ok((results, state, r.take_output()))
     }
+}
+
+/// One migrate request: the point, its arguments, the device's delta, and whether to answer with
+/// XOR deltas.
+struct Migration<'a> {
+    point: u32,
+    args: &'a [clonecloud_wire::Value],
+    state: &'a clonecloud_wire::State,
+    xor: bool,
 }
 
 /// A clone in this process, on a loopback port, with keys made for the occasion: the device

@@ -36,7 +36,7 @@ fn call_f(c: &mut Connection, page0: Option<u32>) -> Value {
             vec![(0, p)]
         })
         .unwrap_or_default();
-    let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages } };
+    let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages, xor: false } };
     c.send(&Message::Migrate { point: 0, args: vec![], state }).unwrap();
     match c.recv().unwrap() {
         Message::Return { results, .. } => results[0],

@@ -132,6 +132,7 @@ impl Writer<'_> {
         let d = &s.memory;
         self.u32(d.wasm_pages);
         self.u32(d.page_size);
+        self.u8(u8::from(d.xor));
         self.len(d.pages.len());
         match self.1 {
             Compression::None => {
@@ -308,6 +309,11 @@ impl<'a> Reader<'a> {
         if !page_size.is_power_of_two() || !(256..=65536).contains(&page_size) {
             return Err(self.invalid(format!("page size {page_size} is not a power of two from 256 B to 64 KiB")));
         }
+        let xor = match self.u8("the XOR flag")? {
+            0 => false,
+            1 => true,
+            b => return Err(self.invalid(format!("the XOR flag is {b}, not 0 or 1"))),
+        };
         let n = self.u32("the page count")? as usize;
         let limit = u64::from(wasm_pages) * 65536 / u64::from(page_size);
         if n as u64 > limit {
@@ -343,7 +349,7 @@ impl<'a> Reader<'a> {
             }
             pages.push((i, chunk[4..].to_vec()));
         }
-        Ok(State { globals, memory: PageDelta { wasm_pages, page_size, pages } })
+        Ok(State { globals, memory: PageDelta { wasm_pages, page_size, pages, xor } })
     }
 }
 

@@ -33,6 +33,9 @@ pub struct PageDelta {
     pub page_size: u32,
     /// Changed pages, by index, each exactly `page_size` bytes.
     pub pages: Vec<(u32, Vec<u8>)>,
+    /// Whether each page is the XOR of its new content with the last agreed content (which the
+    /// receiver holds): a page that changed in a few places is then mostly zeros, and compresses.
+    pub xor: bool,
 }
 
 /// The state that travels with a migration or an answer: the mutable globals (by global index)

@@ -29,7 +29,7 @@ fn state(rng: &mut Rng) -> State {
         .collect();
     State {
         globals: (0..rng.below(3)).map(|i| (i as u32, Value::I32(rng.next() as i32))).collect(),
-        memory: PageDelta { wasm_pages, page_size: page_size as u32, pages },
+        memory: PageDelta { wasm_pages, page_size: page_size as u32, pages, xor: rng.below(2) == 1 },
     }
 }
 
@@ -163,6 +163,7 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
     payload.extend_from_slice(&0u32.to_le_bytes()); // no globals
     payload.extend_from_slice(&65536u32.to_le_bytes()); // 4 GiB of memory
     payload.extend_from_slice(&4096u32.to_le_bytes());
+    payload.push(0); // not XOR
     payload.extend_from_slice(&1_000_000u32.to_le_bytes()); // a million pages...
     payload.push(1);
     payload.extend_from_slice(&4u32.to_le_bytes()); // ...from four bytes
@@ -175,7 +176,7 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
     // Zero pages compress: a delta of empty pages travels in a few bytes.
     let zeros = Message::Return {
         results: vec![],
-        state: State { globals: vec![], memory: PageDelta { wasm_pages: 16, page_size: 4096, pages: (0..64).map(|i| (i, vec![0; 4096])).collect() } },
+        state: State { globals: vec![], memory: PageDelta { wasm_pages: 16, page_size: 4096, pages: (0..64).map(|i| (i, vec![0; 4096])).collect(), xor: false } },
         micros: 0,
         output: vec![],
     };
@@ -186,7 +187,7 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
     // A page outside the declared memory is refused.
     let m = Message::Return {
         results: vec![],
-        state: State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![(16, vec![0; 4096])] } },
+        state: State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![(16, vec![0; 4096])], xor: false } },
         micros: 0,
         output: vec![],
     };
