@@ -308,6 +308,15 @@ impl Guest<'_, '_> {
         }
     }
 
+    /// Whether `vals` are values of point `j`'s result types (a clone's answer is checked before
+    /// it is merged).
+    pub fn results_match(&mut self, j: usize, vals: &[Val]) -> bool {
+        let Ok(body) = local_body(self.caller, j, &self.program.points[j].local_export) else { return false };
+        let ty = body.ty(&*self.caller);
+        ty.results().len() == vals.len()
+            && ty.results().zip(vals).all(|(t, v)| v.ty(&*self.caller).is_ok_and(|vt| vt.matches(&t)))
+    }
+
     /// Runs point `j`'s original body here.
     pub fn call_local(&mut self, j: usize, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()> {
         let body = local_body(self.caller, j, &self.program.points[j].local_export)?;

@@ -154,8 +154,8 @@ impl Offloader {
                     return Err(abort("protocol", format!("pages of {} bytes", state.memory.page_size)));
                 }
                 let vals = convert::values_from_wire(&rs);
-                if vals.len() != results.len() {
-                    return Err(abort("protocol", format!("{} results for a function with {}", vals.len(), results.len())));
+                if vals.len() != results.len() || !guest.results_match(j, &vals) {
+                    return Err(abort("protocol", format!("results {vals:?} do not match the function's type")));
                 }
                 let t2 = Instant::now();
                 guest
