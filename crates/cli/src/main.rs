@@ -29,8 +29,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    init_logging(match cli.command {
+        // The guest's stderr is the process's: only clonecloud's own warnings go there, not the
+        // in-process clone's (whose sessions end when the link does) nor fallbacks (logged at
+        // info, and counted in --stats).
+        Command::Run(_) => "warn,clonecloud_offload::server=error",
+        _ => "warn",
+    });
     let result = match cli.command {
         Command::Run(opts) => run::run(opts),
         Command::Inspect(opts) => inspect::run(opts),
@@ -49,11 +55,11 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr through `tracing`; `CLONECLOUD_LOG` (or `RUST_LOG`) sets the filter,
-/// warnings only by default so the guest's own stderr stays clean.
-fn init_logging() {
+/// `default` when neither is set.
+fn init_logging(default: &str) {
     let filter = std::env::var("CLONECLOUD_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "warn".to_string());
+        .unwrap_or_else(|_| default.to_string());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

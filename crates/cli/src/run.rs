@@ -119,6 +119,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
             args: wasi.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
             env: wasi.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()).collect(),
         };
+        target.dirs = wasi.dirs.iter().map(|d| clonecloud_files::Root { host: d.host.clone(), guest: d.guest.clone() }).collect();
         let model = clonecloud_model::Module::parse(&wasm)?;
         let names = program.points().iter().map(|p| point_name(&model, p.function)).collect();
         Some(Box::new(clonecloud_offload::Offloader::new(target, program.layout().clone(), names, stats.clone())))
@@ -159,9 +160,11 @@ fn target(opts: &Opts, cache: &ModuleCache) -> anyhow::Result<clonecloud_offload
     let connect_timeout = std::time::Duration::from_secs(5);
     match opts.clone.as_deref().unwrap_or("local") {
         "local" => {
-            let (addr, identity, server_key) = clonecloud_offload::spawn_local(cache.clone(), std::time::Duration::from_secs(300))
+            let files = crate::data_dir().map(|d| d.join("clone-files"));
+            let limits = clonecloud_exec::Limits::default();
+            let (addr, identity, server_key) = clonecloud_offload::spawn_local_with(cache.clone(), std::time::Duration::from_secs(300), limits, files)
                 .map_err(|e| anyhow::anyhow!("cannot start the local clone: {e}"))?;
-            Ok(clonecloud_offload::Target { addr, server_key, identity, connect_timeout, timeout, compression, environment: Default::default() })
+            Ok(clonecloud_offload::Target { addr, server_key, identity, connect_timeout, timeout, compression, environment: Default::default(), dirs: Vec::new() })
         }
         addr => {
             let (Some(key), Some(clone_key)) = (&opts.key, &opts.clone_key) else {
@@ -177,6 +180,7 @@ fn target(opts: &Opts, cache: &ModuleCache) -> anyhow::Result<clonecloud_offload
                 timeout,
                 compression,
                 environment: Default::default(),
+                dirs: Vec::new(),
             })
         }
     }

@@ -63,7 +63,11 @@ pub fn serve(opts: Opts) -> anyhow::Result<ExitCode> {
         memory: opts.max_memory << 20,
         run_time: Duration::from_secs_f64(opts.max_run_time.max(0.01)),
     };
-    let clone = clonecloud_offload::Clone::with_limits(cache, Duration::from_secs(opts.idle_timeout), limits)?;
+    let idle = Duration::from_secs(opts.idle_timeout);
+    let clone = match crate::data_dir() {
+        Some(dir) => clonecloud_offload::Clone::with_files(cache, idle, limits, dir.join("clone-files"))?,
+        None => clonecloud_offload::Clone::with_limits(cache, idle, limits)?,
+    };
     // Scripts read the address (port 0 picks one) from this line.
     println!("listening on {}", listener.local_addr());
     let e = clone.serve(listener);

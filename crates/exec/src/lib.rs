@@ -11,6 +11,7 @@
 //! with the behaviour of `wasmtime run`: the guest's exit code, or the trap that stopped it.
 
 mod cache;
+mod clone_wasi;
 mod error;
 pub mod replica;
 mod run;

@@ -1,15 +1,17 @@
 //! The clone's copy of a device's thread: a second instance of the same rewritten module, whose
 //! state is kept equal to the device's at every migration, and in which migrated functions run.
 //!
-//! The replica serves little WASI of its own: `random_get` (fresh randomness is as good as the
-//! device's), the run's arguments and environment (sent in the hello), and `fd_write` to stdout
-//! and stderr, which goes to a journal the device writes out when it merges the return (and drops
-//! if the migration fails). Any other WASI call stops the
-//! function with [`WasiOnClone`], and the device runs it locally instead (nothing on the device
-//! changed since the function's entry, so that is always correct). Nested migration points run
-//! locally: every flag is cleared.
+//! The replica serves WASI itself ([`crate::clone_wasi`]): files from the replica of the device's
+//! preopened directories, output and file changes into a journal the device carries out when it
+//! merges the return (and drops if the migration fails), the run's arguments and environment,
+//! the device's clocks, randomness. Any call it cannot serve exactly as the device would stops
+//! the function with [`WasiOnClone`], and the device runs it locally instead (nothing on the
+//! device changed since the function's entry, so that is always correct). Nested migration
+//! points run locally: every flag is cleared.
 
 use crate::error::ExecError;
+use clonecloud_files::{FileOp, Fs};
+use clonecloud_wire::{Clocks, Descriptors};
 use crate::state::{ApplyError, PAGE_SIZE, Page, PageTable, StateHandles};
 use wasmtime::{Engine, Func, Linker, Module, Store, Trap, Val};
 
@@ -38,30 +40,8 @@ pub enum CallError {
     Other(wasmtime::Error),
 }
 
-fn is_wasi_module(m: &str) -> bool {
-    m == "wasi_snapshot_preview1" || m == "wasi_unstable"
-}
-
-/// WASI `random_get(buf, len) -> errno`, from the operating system's random source.
 fn deadline_ticks(t: std::time::Duration) -> u64 {
     (t.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
-}
-
-fn random_get(mut caller: wasmtime::Caller<'_, Data>, buf: i32, len: i32) -> wasmtime::Result<i32> {
-    use std::io::Read;
-    const EFAULT: i32 = 21;
-    const EIO: i32 = 29;
-    let Some(mem) = caller.get_export("__cc_memory.0").and_then(|e| e.into_memory()) else {
-        return Err(wasmtime::Error::new(WasiOnClone { module: "wasi_snapshot_preview1".into(), name: "random_get".into() }));
-    };
-    let (buf, len) = (buf as u32 as usize, len as u32 as usize);
-    let Some(out) = buf.checked_add(len).and_then(|end| mem.data_mut(&mut caller).get_mut(buf..end)) else {
-        return Ok(EFAULT);
-    };
-    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(out)) {
-        Ok(()) => Ok(0),
-        Err(_) => Ok(EIO),
-    }
 }
 
 /// What a migrated function wrote to stdout (1) and stderr (2), in order.
@@ -85,92 +65,30 @@ impl Default for Limits {
     }
 }
 
-/// The replica's store data: the output journal, the memory limit, and the run's arguments and
-/// environment (served to `args_get` and `environ_get`).
+/// The device's clocks as of a migration, continued by this machine's monotonic clock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClockBase {
+    device: Clocks,
+    at: std::time::Instant,
+}
+
+impl ClockBase {
+    pub(crate) fn realtime(&self) -> u64 {
+        self.device.realtime.saturating_add(self.at.elapsed().as_nanos() as u64)
+    }
+    pub(crate) fn monotonic(&self) -> u64 {
+        self.device.monotonic.saturating_add(self.at.elapsed().as_nanos() as u64)
+    }
+}
+
+/// The replica's store data: the replicated files (and the output journal they keep), the
+/// clocks, the memory limit, and the run's arguments and environment.
 #[derive(Debug)]
 pub struct Data {
-    output: Output,
+    pub(crate) fs: Fs,
+    pub(crate) clocks: ClockBase,
     limits: wasmtime::StoreLimits,
-    lists: [Vec<Vec<u8>>; 2],
-}
-
-/// WASI `args_sizes_get` / `environ_sizes_get` over list `which` (0 args, 1 environment).
-fn list_sizes(which: usize) -> impl Fn(wasmtime::Caller<'_, Data>, i32, i32) -> wasmtime::Result<i32> + Send + Sync + 'static {
-    move |mut caller, count_ptr, size_ptr| {
-        let list = &caller.data().lists[which];
-        let count = list.len() as u32;
-        let size: u32 = list.iter().map(|a| a.len() as u32 + 1).sum();
-        Ok(match memory(&mut caller) {
-            Some(mem) => store_u32s(mem.data_mut(&mut caller), &[(count_ptr, count), (size_ptr, size)]),
-            None => 21,
-        })
-    }
-}
-
-/// WASI `args_get` / `environ_get` over list `which`: pointers into the buffer, then the strings,
-/// each NUL-terminated.
-fn list_get(which: usize) -> impl Fn(wasmtime::Caller<'_, Data>, i32, i32) -> wasmtime::Result<i32> + Send + Sync + 'static {
-    move |mut caller, ptrs, buf| {
-        let list = caller.data().lists[which].clone();
-        let Some(mem) = memory(&mut caller) else { return Ok(21) };
-        let data = mem.data_mut(&mut caller);
-        let (mut at, mut words) = (buf as u32, Vec::new());
-        for (i, item) in list.iter().enumerate() {
-            words.push((ptrs + 4 * i as i32, at));
-            let start = at as usize;
-            let Some(dst) = data.get_mut(start..start + item.len() + 1) else { return Ok(21) };
-            dst[..item.len()].copy_from_slice(item);
-            dst[item.len()] = 0;
-            at += item.len() as u32 + 1;
-        }
-        Ok(store_u32s(data, &words))
-    }
-}
-
-fn memory(caller: &mut wasmtime::Caller<'_, Data>) -> Option<wasmtime::Memory> {
-    caller.get_export("__cc_memory.0").and_then(|e| e.into_memory())
-}
-
-/// Writes little-endian u32s at guest addresses: errno 0, or 21 (EFAULT) out of bounds.
-fn store_u32s(data: &mut [u8], words: &[(i32, u32)]) -> i32 {
-    for &(at, v) in words {
-        let at = at as u32 as usize;
-        match data.get_mut(at..at + 4) {
-            Some(d) => d.copy_from_slice(&v.to_le_bytes()),
-            None => return 21,
-        }
-    }
-    0
-}
-
-/// WASI `fd_write(fd, iovs, iovs_len, nwritten) -> errno` for stdout and stderr: into the journal.
-fn fd_write(mut caller: wasmtime::Caller<'_, Data>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> wasmtime::Result<i32> {
-    const EFAULT: i32 = 21;
-    if fd != 1 && fd != 2 {
-        return Err(wasmtime::Error::new(WasiOnClone { module: "wasi_snapshot_preview1".into(), name: format!("fd_write (descriptor {fd})") }));
-    }
-    let Some(mem) = caller.get_export("__cc_memory.0").and_then(|e| e.into_memory()) else {
-        return Err(wasmtime::Error::new(WasiOnClone { module: "wasi_snapshot_preview1".into(), name: "fd_write".into() }));
-    };
-    let data = mem.data(&caller);
-    let word = |at: usize| data.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
-    let mut bytes = Vec::new();
-    for k in 0..iovs_len as u32 as usize {
-        let at = iovs as u32 as usize + 8 * k;
-        let (Some(ptr), Some(len)) = (word(at), word(at + 4)) else { return Ok(EFAULT) };
-        let Some(chunk) = ptr.checked_add(len).and_then(|end| data.get(ptr..end)) else { return Ok(EFAULT) };
-        bytes.extend_from_slice(chunk);
-    }
-    let n = bytes.len() as u32;
-    let at = nwritten as u32 as usize;
-    let Some(out) = at.checked_add(4).and_then(|end| mem.data_mut(&mut caller).get_mut(at..end)) else { return Ok(EFAULT) };
-    out.copy_from_slice(&n.to_le_bytes());
-    let journal = &mut caller.data_mut().output;
-    match journal.last_mut() {
-        Some((last, b)) if *last == fd as u32 => b.extend_from_slice(&bytes),
-        _ => journal.push((fd as u32, bytes)),
-    }
-    Ok(0)
+    pub(crate) lists: [Vec<Vec<u8>>; 2],
 }
 
 /// One replica.
@@ -211,27 +129,15 @@ impl Replica {
                 ))));
             };
             let (m, n) = (import.module().to_string(), import.name().to_string());
-            if is_wasi_module(&m) && n == "random_get" {
-                // Randomness is served here: fresh random bytes are as good as the device's.
-                linker.func_wrap(import.module(), import.name(), random_get).map_err(ExecError::Runtime)?;
-                continue;
-            }
-            if is_wasi_module(&m) && n == "fd_write" {
-                linker.func_wrap(import.module(), import.name(), fd_write).map_err(ExecError::Runtime)?;
-                continue;
-            }
-            let list = match n.as_str() {
-                "args_sizes_get" | "args_get" => Some(0),
-                "environ_sizes_get" | "environ_get" => Some(1),
-                _ => None,
-            };
-            if let (true, Some(which)) = (is_wasi_module(&m), list) {
-                let r = if n.ends_with("sizes_get") {
-                    linker.func_wrap(import.module(), import.name(), list_sizes(which))
-                } else {
-                    linker.func_wrap(import.module(), import.name(), list_get(which))
-                };
-                r.map_err(ExecError::Runtime)?;
+            if let Some(handler) = crate::clone_wasi::served(&m, &n, &ty) {
+                linker
+                    .func_new(import.module(), import.name(), ty, move |mut caller, params, results| {
+                        if let Some(errno) = handler(&mut caller, params)? {
+                            results[0] = Val::I32(errno);
+                        }
+                        Ok(())
+                    })
+                    .map_err(ExecError::Runtime)?;
                 continue;
             }
             linker
@@ -241,7 +147,8 @@ impl Replica {
                 .map_err(ExecError::Runtime)?;
         }
         let data = Data {
-            output: Output::new(),
+            fs: Fs::default(),
+            clocks: ClockBase { device: Clocks::default(), at: std::time::Instant::now() },
             limits: wasmtime::StoreLimitsBuilder::new().memory_size(limits.memory).trap_on_grow_failure(true).build(),
             lists: [args, env],
         };
@@ -311,15 +218,24 @@ impl Replica {
         (self.handles.wasm_pages(&self.store), pages, self.handles.globals(&mut self.store))
     }
 
-    /// What the last call wrote to stdout and stderr, taken.
-    pub fn take_output(&mut self) -> Output {
-        std::mem::take(&mut self.store.data_mut().output)
+    /// Replaces the replicated files (after the device sent its directories).
+    pub fn set_files(&mut self, fs: Fs) {
+        self.store.data_mut().fs = fs;
     }
 
-    /// Calls migration point `function` (its original index) with `params`; its output starts a
-    /// fresh journal.
-    pub fn call(&mut self, function: u32, params: &[Val], results: &mut [Val]) -> Result<(), CallError> {
-        self.store.data_mut().output.clear();
+    /// What the last call wrote (files, in order; stdout and stderr, in order), taken. A call
+    /// that left a descriptor open cannot be handed back.
+    pub fn finish(&mut self) -> Result<(Vec<FileOp>, Output), WasiOnClone> {
+        self.store.data_mut().fs.finish().map_err(|e| WasiOnClone { module: "wasi_snapshot_preview1".into(), name: e.to_string() })
+    }
+
+    /// Calls migration point `function` (its original index) with `params`, with the device's
+    /// `clocks` and `descriptors` as of the migration; the journal starts afresh. Returns the
+    /// exit code if the function called `proc_exit`.
+    pub fn call(&mut self, function: u32, params: &[Val], results: &mut [Val], clocks: Clocks, descriptors: &Descriptors) -> Result<Option<u32>, CallError> {
+        let data = self.store.data_mut();
+        data.clocks = ClockBase { device: clocks, at: std::time::Instant::now() };
+        data.fs.begin(descriptors, clocks.realtime);
         self.store.set_epoch_deadline(deadline_ticks(self.limits.run_time));
         let f = match self.locals.get(&function) {
             Some(f) => *f,
@@ -336,7 +252,13 @@ impl Replica {
         if ty.params().len() != params.len() || ty.results().len() != results.len() {
             return Err(CallError::Other(wasmtime::Error::msg("arguments or results do not match the point's type")));
         }
-        f.call(&mut self.store, params, results).map_err(|e| {
+        let r = f.call(&mut self.store, params, results);
+        if let Err(e) = &r
+            && let Some(exit) = e.downcast_ref::<crate::clone_wasi::Exit>()
+        {
+            return Ok(Some(exit.0));
+        }
+        r.map(|()| None).map_err(|e| {
             if let Some(w) = e.downcast_ref::<WasiOnClone>() {
                 CallError::Import(w.clone())
             } else if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {

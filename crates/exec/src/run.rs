@@ -224,6 +224,8 @@ pub trait Migrator: Send {
 
 struct Device {
     wasi: WasiP1Ctx,
+    /// The origin of the guest's monotonic clock.
+    clock_origin: std::time::Instant,
     /// Per point (by ordinal): the exported original body, resolved on first use.
     locals: Vec<Option<Func>>,
     host_calls: u64,
@@ -308,6 +310,19 @@ impl Guest<'_, '_> {
         }
     }
 
+    /// The guest's clocks now, as WASI's `clock_time_get` would give them: realtime since the
+    /// Unix epoch and monotonic since the run's origin, in nanoseconds.
+    pub fn clocks(&self) -> (u64, u64) {
+        let realtime = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        (realtime, self.caller.data().clock_origin.elapsed().as_nanos() as u64)
+    }
+
+    /// The error that ends the run with `code`, as `proc_exit(code)` does (a migrated function
+    /// exited on the clone).
+    pub fn exit(&self, code: i32) -> wasmtime::Error {
+        wasmtime::Error::new(I32Exit(code))
+    }
+
     /// Whether `vals` are values of point `j`'s result types (a clone's answer is checked before
     /// it is merged).
     pub fn results_match(&mut self, j: usize, vals: &[Val]) -> bool {
@@ -347,6 +362,19 @@ impl Guest<'_, '_> {
             }
         };
         f.call(&mut *self.caller, params, results)
+    }
+}
+
+/// The guest's monotonic clock: wasmtime-wasi's own, with an origin this runner knows, so a
+/// clone can continue it.
+struct RunClock(std::time::Instant);
+
+impl wasmtime_wasi::HostMonotonicClock for RunClock {
+    fn resolution(&self) -> u64 {
+        wasmtime_wasi::clocks::monotonic_clock().resolution()
+    }
+    fn now(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
     }
 }
 
@@ -449,7 +477,8 @@ impl Program {
 
     fn run_here(&self, wasi: &WasiConfig, migrator: Option<Box<dyn Migrator>>) -> Result<RunReport, ExecError> {
         let mut builder = WasiCtxBuilder::new();
-        builder.args(&wasi.args).envs(&wasi.env);
+        let clock_origin = std::time::Instant::now();
+        builder.args(&wasi.args).envs(&wasi.env).monotonic_clock(RunClock(clock_origin));
         if wasi.stdio == Stdio::Inherit {
             builder.inherit_stdio();
         }
@@ -463,6 +492,7 @@ impl Program {
         }
         let device = Device {
             wasi: builder.build_p1(),
+            clock_origin,
             locals: vec![None; self.points.len()],
             host_calls: 0,
             migrator,

@@ -51,6 +51,7 @@ fn migrations() -> (Duration, Stats) {
         timeout: Duration::from_secs(30),
         compression: Compression::None,
         environment: Default::default(),
+        dirs: Vec::new(),
     };
     let stats = Arc::new(Mutex::new(Stats::default()));
     let offloader = Offloader::new(target, program.layout().clone(), vec!["f".into()], stats.clone());

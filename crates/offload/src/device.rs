@@ -13,10 +13,11 @@ use crate::stats::Stats;
 use clonecloud_exec::state::{PAGE_SIZE, PageTable};
 use clonecloud_exec::{Guest, Layout, Migrator};
 use clonecloud_net::{Connection, Identity, NetError, PublicKey};
-use clonecloud_wire::{Compression, DeviceEvent, DeviceSession, Environment, FailKind};
+use clonecloud_files::{Root, Scanner};
+use clonecloud_wire::{Clocks, Compression, Descriptors, DeviceEvent, DeviceSession, Environment, FailKind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use wasmtime::Val;
 
 /// Where the clone is and how to trust it.
@@ -33,6 +34,8 @@ pub struct Target {
     pub compression: Compression,
     /// The run's arguments and environment, for the clone to serve.
     pub environment: Environment,
+    /// The preopened directories, replicated to the clone.
+    pub dirs: Vec<Root>,
 }
 
 /// Why a remote attempt was abandoned: a short cause for counting, and the detail.
@@ -72,6 +75,10 @@ pub struct Offloader {
     /// Display names of the points, by ordinal.
     names: Vec<String>,
     unreachable_until: Option<Instant>,
+    scanner: Scanner,
+    /// False once the directories could not be scanned: the clone then gets none, and serves
+    /// no file calls.
+    replicate: bool,
 }
 
 impl Offloader {
@@ -79,7 +86,8 @@ impl Offloader {
         stats.lock().expect("stats lock").clone.clone_from(&target.addr);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let run = now ^ u64::from(std::process::id());
-        Offloader { target, layout, run, session: None, table: PageTable::new(), stats, names, unreachable_until: None }
+        let scanner = Scanner::new(target.dirs.clone());
+        Offloader { target, layout, run, session: None, table: PageTable::new(), stats, names, unreachable_until: None, scanner, replicate: true }
     }
 
     fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
@@ -115,18 +123,65 @@ impl Offloader {
         }
         self.unreachable_until = None;
         self.table.reset();
+        // A new session's clone knows none of the directories yet.
+        self.scanner.forget_sent();
         self.stats().connections += 1;
         self.session = Some((conn, session));
         Ok(())
     }
 
+    /// Brings the clone's replica of the preopened directories up to date: the trees when they
+    /// changed since the last sync, then the contents the clone asks for.
+    fn sync_files(&mut self) -> Result<(), Abort> {
+        if !self.replicate {
+            return Ok(());
+        }
+        let trees = match self.scanner.scan() {
+            Ok(Some(trees)) => trees,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                info!("the preopened directories are not replicated to the clone: {e}");
+                self.replicate = false;
+                // The clone may hold an older copy: start a session that has none.
+                return Err(abort("files", e));
+            }
+        };
+        let t0 = Instant::now();
+        let (conn, session) = self.session.as_mut().expect("connected");
+        let (sent0, received0) = (conn.sent, conn.received);
+        let entries = trees.iter().map(|t| t.entries.len() as u64).sum::<u64>();
+        conn.send(&session.files(trees).map_err(|e| abort("protocol", e))?).map_err(net)?;
+        let hashes = match session.on_message(conn.recv().map_err(net)?).map_err(|e| abort("protocol", e))? {
+            DeviceEvent::NeedFiles { hashes } => hashes,
+            other => return Err(abort("protocol", format!("expected the files the clone needs, got {other:?}"))),
+        };
+        let mut bytes = 0u64;
+        for h in &hashes {
+            let content = self.scanner.content(h).ok_or_else(|| abort("files", "a file changed while it was being replicated"))?;
+            bytes += content.len() as u64;
+            conn.send(&session.file_data(*h, content).map_err(|e| abort("protocol", e))?).map_err(net)?;
+        }
+        let (sent, received) = (conn.sent - sent0, conn.received - received0);
+        let mut st = self.stats();
+        let f = &mut st.file_sync;
+        f.syncs += 1;
+        f.entries += entries;
+        f.files_sent += hashes.len() as u64;
+        f.bytes += bytes;
+        f.bytes_on_wire += sent + received;
+        f.ms += t0.elapsed().as_secs_f64() * 1e3;
+        debug!(files = hashes.len(), bytes, "directories replicated");
+        Ok(())
+    }
+
     /// One remote attempt; on success `results` hold the clone's results and the guest holds
-    /// the clone's state.
-    fn remote(&mut self, guest: &mut Guest<'_, '_>, j: usize, params: &[Val], results: &mut [Val]) -> Result<(), Abort> {
+    /// the clone's state (and files). `Some(code)`: the function exited with `code`.
+    fn remote(&mut self, guest: &mut Guest<'_, '_>, j: usize, params: &[Val], results: &mut [Val]) -> Result<Option<u32>, Abort> {
         let args = convert::values_to_wire(params).ok_or_else(|| abort("unsupported", "a reference-typed argument cannot migrate"))?;
         if self.session.is_none() {
             self.connect()?;
         }
+        self.sync_files()?;
         let name = self.names[j].clone();
         let function = guest.point(j).function;
 
@@ -143,21 +198,25 @@ impl Offloader {
         let sent_before = conn.sent;
         let recv_before = conn.received;
         let t1 = Instant::now();
-        let m = session.migrate(function, args, state).map_err(|e| abort("protocol", e))?;
+        let (realtime, monotonic) = guest.clocks();
+        let m = session.migrate(function, args, state, Clocks { realtime, monotonic }, Descriptors::default()).map_err(|e| abort("protocol", e))?;
         conn.send(&m).map_err(net)?;
         drop(m);
         let reply = conn.recv().map_err(net)?;
         let round_trip = t1.elapsed();
         match session.on_message(reply).map_err(|e| abort("protocol", e))? {
-            DeviceEvent::Returned { results: rs, state, micros, output } => {
+            DeviceEvent::Returned { results: rs, state, micros, output, files, exit } => {
                 if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
                     return Err(abort("protocol", format!("pages of {} bytes", state.memory.page_size)));
                 }
                 let vals = convert::values_from_wire(&rs);
-                if vals.len() != results.len() || !guest.results_match(j, &vals) {
+                if exit.is_none() && (vals.len() != results.len() || !guest.results_match(j, &vals)) {
                     return Err(abort("protocol", format!("results {vals:?} do not match the function's type")));
                 }
                 let t2 = Instant::now();
+                // Files first: if the disk refuses a change, nothing in memory has changed yet
+                // and the function runs locally.
+                clonecloud_files::apply(&self.target.dirs, &files).map_err(|e| abort("merge", e))?;
                 guest
                     .apply(state.memory.wasm_pages, &state.memory.pages, state.memory.xor, &convert::globals(&state))
                     .map_err(|e| abort("merge", e))?;
@@ -168,7 +227,9 @@ impl Offloader {
                         warn!("cannot write the migrated function's output: {e}");
                     }
                 }
-                results.copy_from_slice(&vals);
+                if exit.is_none() {
+                    results.copy_from_slice(&vals);
+                }
                 let merge = t2.elapsed();
                 let (sent, received) = (conn.sent - sent_before, conn.received - recv_before);
                 let remote = Duration::from_micros(micros);
@@ -186,8 +247,9 @@ impl Offloader {
                 p.transfer_ms += round_trip.saturating_sub(remote).as_secs_f64() * 1e3;
                 p.remote_ms += remote.as_secs_f64() * 1e3;
                 p.merge_ms += merge.as_secs_f64() * 1e3;
+                p.file_changes += files.len() as u64;
                 debug!(point = %name, pages_up, pages_down = state.memory.pages.len(), "migration returned");
-                Ok(())
+                Ok(exit)
             }
             DeviceEvent::Failed { kind, message } => Err(abort(
                 match kind {
@@ -213,10 +275,11 @@ impl Offloader {
 impl Migrator for Offloader {
     fn migrate(&mut self, guest: &mut Guest<'_, '_>, j: usize, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()> {
         match self.remote(guest, j, params, results) {
-            Ok(()) => Ok(()),
+            Ok(None) => Ok(()),
+            Ok(Some(code)) => Err(guest.exit(code as i32)),
             Err(a) => {
                 // Nothing on the device changed: run it here, from the same entry state.
-                warn!(point = %self.names[j], cause = a.cause, "offloading failed, running locally: {}", a.detail);
+                info!(point = %self.names[j], cause = a.cause, "offloading failed, running locally: {}", a.detail);
                 let name = self.names[j].clone();
                 self.stats().fallback(&name, a.cause, &a.detail);
                 if a.cause != "unreachable" && a.cause != "connect" {

@@ -8,7 +8,8 @@ use crate::convert;
 use clonecloud_exec::state::PAGE_SIZE;
 use clonecloud_exec::{CallError, ExecError, Limits, ModuleCache, Replica, new_clone_engine};
 use clonecloud_net::{Connection, Identity, Listener, NetError, AllowList};
-use clonecloud_wire::{CloneEvent, CloneSession, Compression, FailKind, Hash128, Message};
+use clonecloud_files::{Fs, Store};
+use clonecloud_wire::{Clocks, CloneEvent, CloneSession, Compression, Descriptors, FailKind, Hash128, Message, Returned};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,6 +27,9 @@ pub struct Clone {
     modules: Mutex<HashMap<Hash128, Module>>,
     idle: Duration,
     limits: Limits,
+    /// Where replicated files are kept, a directory per device.
+    files: std::path::PathBuf,
+    stores: Mutex<HashMap<String, Arc<Store>>>,
 }
 
 impl Clone {
@@ -36,7 +40,34 @@ impl Clone {
     /// A server whose migrated calls may use at most `limits` each (past them the device runs
     /// the call itself).
     pub fn with_limits(cache: ModuleCache, idle: Duration, limits: Limits) -> Result<Arc<Clone>, ExecError> {
-        Ok(Arc::new(Clone { engine: new_clone_engine()?, cache, modules: Mutex::new(HashMap::new()), idle, limits }))
+        let files = std::env::temp_dir().join(format!("clonecloud-clone-files-{}", std::process::id()));
+        Clone::with_files(cache, idle, limits, files)
+    }
+
+    /// A server that keeps replicated files under `files` (a directory per device key), so they
+    /// travel once and serve later runs too.
+    pub fn with_files(cache: ModuleCache, idle: Duration, limits: Limits, files: std::path::PathBuf) -> Result<Arc<Clone>, ExecError> {
+        Ok(Arc::new(Clone {
+            engine: new_clone_engine()?,
+            cache,
+            modules: Mutex::new(HashMap::new()),
+            idle,
+            limits,
+            files,
+            stores: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The file store of the device with this key fingerprint.
+    fn store(&self, device: &str) -> Result<Arc<Store>, String> {
+        let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = stores.get(device) {
+            return Ok(s.clone());
+        }
+        let dir = self.files.join(device.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+        let s = Arc::new(Store::open(dir.clone()).map_err(|e| format!("cannot open the file store {}: {e}", dir.display()))?);
+        stores.insert(device.to_string(), s.clone());
+        Ok(s)
     }
 
     fn module(&self, hash: &Hash128) -> Option<Module> {
@@ -80,6 +111,9 @@ impl Clone {
         let mut module: Option<Module> = None;
         let mut replica: Option<Replica> = None;
         let mut environment = clonecloud_wire::Environment::default();
+        let store = self.store(&conn.peer().fingerprint())?;
+        // The device's directories, until a replica takes them.
+        let mut files: Option<Fs> = None;
         loop {
             let m = match conn.recv() {
                 Ok(m) => m,
@@ -120,13 +154,45 @@ impl Clone {
                     }
                     continue;
                 }
-                CloneEvent::Migrate { point, args, state } => {
+                CloneEvent::Files { trees } => {
+                    let mut need: Vec<Hash128> = Vec::new();
+                    for t in &trees {
+                        for e in &t.entries {
+                            if let clonecloud_wire::EntryKind::File(h) = e.kind
+                                && !store.has(&h)
+                                && !need.contains(&h)
+                            {
+                                need.push(h);
+                            }
+                        }
+                    }
+                    debug!(files = need.len(), "the device's directories arrived");
+                    let fs = Fs::new(trees, Some(store.clone()));
+                    match replica.as_mut() {
+                        Some(r) => r.set_files(fs),
+                        None => files = Some(fs),
+                    }
+                    s.need_files(need)
+                }
+                CloneEvent::FileData { hash, bytes } => {
+                    if let Err(e) = store.put(&hash, bytes) {
+                        let message = format!("cannot keep a file: {e}");
+                        let _ = conn.send(&Message::Error { message: message.clone() });
+                        return Err(message);
+                    }
+                    continue;
+                }
+                CloneEvent::Migrate { point, args, state, clocks, descriptors } => {
                     let module = module.as_ref().expect("a migration follows the module");
                     let started = Instant::now();
                     // XOR deltas pay off only compressed: use them when the device compresses.
                     let xor = conn.peer_compressed();
-                    match self.run(module, &mut replica, &environment, Migration { point, args: &args, state: &state, xor }) {
-                        Ok((results, state, output)) => s.returned(results, state, started.elapsed().as_micros() as u64, output),
+                    let m = Migration { point, args: &args, state: &state, xor, clocks, descriptors: &descriptors };
+                    match self.run(module, &mut replica, &mut files, &environment, m) {
+                        Ok(mut ret) => {
+                            ret.micros = started.elapsed().as_micros() as u64;
+                            s.returned(ret)
+                        }
                         Err((kind, message)) => {
                             // The replica may be half-way through: the device starts over.
                             replica = None;
@@ -154,16 +220,20 @@ impl Clone {
         &self,
         module: &Module,
         replica: &mut Option<Replica>,
+        files: &mut Option<Fs>,
         environment: &clonecloud_wire::Environment,
         m: Migration<'_>,
-    ) -> Result<(Vec<clonecloud_wire::Value>, clonecloud_wire::State, clonecloud_exec::Output), (FailKind, String)> {
-        let Migration { point, args, state, xor } = m;
+    ) -> Result<Returned, (FailKind, String)> {
+        let Migration { point, args, state, xor, clocks, descriptors } = m;
         let unavailable = |e: String| (FailKind::Unavailable, e);
         if replica.is_none() {
             let (args, env) = (environment.args.clone(), environment.env.clone());
             *replica = Some(Replica::with_limits(&self.engine, module, self.limits, args, env).map_err(|e| unavailable(e.to_string()))?);
         }
         let r = replica.as_mut().expect("made above");
+        if let Some(fs) = files.take() {
+            r.set_files(fs);
+        }
         if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
             return Err(unavailable(format!("pages of {} bytes, this clone uses {PAGE_SIZE}", state.memory.page_size)));
         }
@@ -171,42 +241,56 @@ impl Clone {
             .map_err(|e| (FailKind::ResourceLimit, e.to_string()))?;
         let n = r.result_count(point).ok_or_else(|| unavailable(format!("no migration point {point}")))?;
         let mut results = vec![Val::I32(0); n];
-        r.call(point, &convert::values_from_wire(args), &mut results).map_err(|e| match e {
-            CallError::Trap(t) => (FailKind::Trap, format!("wasm trap: {t}")),
+        let exit = r.call(point, &convert::values_from_wire(args), &mut results, clocks, descriptors).map_err(|e| match e {
+            CallError::Trap(t) => (FailKind::Trap, t.to_string()),
             e @ (CallError::Deadline(_) | CallError::Memory(_)) => (FailKind::ResourceLimit, e.to_string()),
             e => unavailable(e.to_string()),
         })?;
+        let (files, output) = r.finish().map_err(|e| unavailable(e.to_string()))?;
         let (wasm_pages, pages, globals) = r.capture(xor);
-        let results = convert::values_to_wire(&results).ok_or_else(|| unavailable("a reference-typed result".into()))?;
+        // After proc_exit the results were never produced.
+        let results = if exit.is_some() { Vec::new() } else { convert::values_to_wire(&results).ok_or_else(|| unavailable("a reference-typed result".into()))? };
         let mut state = convert::state(wasm_pages, pages, &globals).ok_or_else(|| unavailable("a reference-typed global".into()))?;
         state.memory.xor = xor;
-        Ok((results, state, r.take_output()))
+        Ok(Returned { results, state, micros: 0, output, files, exit })
     }
 }
 
-/// One migrate request: the point, its arguments, the device's delta, and whether to answer with
-/// XOR deltas.
+/// One migrate request: the point, its arguments, the device's delta, whether to answer with
+/// XOR deltas, and the device's clocks and descriptors.
 struct Migration<'a> {
     point: u32,
     args: &'a [clonecloud_wire::Value],
     state: &'a clonecloud_wire::State,
     xor: bool,
+    clocks: Clocks,
+    descriptors: &'a Descriptors,
 }
 
 /// A clone in this process, on a loopback port, with keys made for the occasion: the device
 /// gets its own identity and the server's key, exactly as for a remote clone.
 pub fn spawn_local(cache: ModuleCache, idle: Duration) -> Result<(String, Identity, clonecloud_net::PublicKey), String> {
-    spawn_local_with(cache, idle, Limits::default())
+    spawn_local_with(cache, idle, Limits::default(), None)
 }
 
-/// [`spawn_local`] with limits on each migrated call.
-pub fn spawn_local_with(cache: ModuleCache, idle: Duration, limits: Limits) -> Result<(String, Identity, clonecloud_net::PublicKey), String> {
+/// [`spawn_local`] with limits on each migrated call, keeping replicated files in `files` (by
+/// default a directory of this process under the system's temporary directory).
+pub fn spawn_local_with(
+    cache: ModuleCache,
+    idle: Duration,
+    limits: Limits,
+    files: Option<std::path::PathBuf>,
+) -> Result<(String, Identity, clonecloud_net::PublicKey), String> {
     let server = Identity::generate().map_err(|e| e.to_string())?;
     let device = Identity::generate().map_err(|e| e.to_string())?;
     let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([device.public().clone()]), Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().to_string();
-    let clone = Clone::with_limits(cache, idle, limits).map_err(|e| e.to_string())?;
+    let clone = match files {
+        Some(dir) => Clone::with_files(cache, idle, limits, dir),
+        None => Clone::with_limits(cache, idle, limits),
+    }
+    .map_err(|e| e.to_string())?;
     std::thread::Builder::new()
         .name("local-clone".into())
         .spawn(move || {

@@ -28,6 +28,24 @@ pub struct PointStats {
     pub remote_ms: f64,
     /// Time applying the returned delta on the device.
     pub merge_ms: f64,
+    /// Changes to files the clone sent back (after merging consecutive writes).
+    pub file_changes: u64,
+}
+
+/// Replicating the preopened directories to the clone (apart from the migrations' bytes).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct FileSync {
+    /// Times the directories were sent (the first migration of a session, and whenever they
+    /// changed).
+    pub syncs: u64,
+    /// Entries listed, over all syncs.
+    pub entries: u64,
+    /// File contents the clone asked for, and their bytes.
+    pub files_sent: u64,
+    pub bytes: u64,
+    /// Everything the syncs took on the wire (listings, contents, answers), after compression.
+    pub bytes_on_wire: u64,
+    pub ms: f64,
 }
 
 /// One fallback.
@@ -58,6 +76,8 @@ pub struct Stats {
     pub module_upload_bytes: u64,
     /// Connections opened to the clone.
     pub connections: u64,
+    /// Replicating the preopened directories.
+    pub file_sync: FileSync,
     pub points: BTreeMap<String, PointStats>,
 }
 

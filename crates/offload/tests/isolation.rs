@@ -19,7 +19,7 @@ fn module() -> Vec<u8> {
 
 fn hello(c: &mut Connection, module: &[u8], run: u64) {
     let hash = xxhash_rust::xxh3::xxh3_128(module).to_le_bytes();
-    c.send(&Message::Hello { version: 1, module: hash, run, thread: 0, environment: Default::default() }).unwrap();
+    c.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: hash, run, thread: 0, environment: Default::default() }).unwrap();
     match c.recv().unwrap() {
         Message::Welcome { need_module: true } => c.send(&Message::Module { bytes: module.to_vec() }).unwrap(),
         Message::Welcome { need_module: false } => {}
@@ -37,7 +37,7 @@ fn call_f(c: &mut Connection, page0: Option<u32>) -> Value {
         })
         .unwrap_or_default();
     let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages, xor: false } };
-    c.send(&Message::Migrate { point: 0, args: vec![], state }).unwrap();
+    c.send(&Message::Migrate { point: 0, args: vec![], state, clocks: Default::default(), descriptors: Default::default() }).unwrap();
     match c.recv().unwrap() {
         Message::Return { results, .. } => results[0],
         other => panic!("{other:?}"),
@@ -65,7 +65,7 @@ fn replicas_belong_to_the_authenticated_session() {
     assert_eq!(call_f(&mut cb, None), Value::I32(0), "B never sees A's replica");
 
     // A device that breaks the protocol (a second hello) gets an error and is cut off...
-    ca.send(&Message::Hello { version: 1, module: [0; 16], run: 7, thread: 0, environment: Default::default() }).unwrap();
+    ca.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: [0; 16], run: 7, thread: 0, environment: Default::default() }).unwrap();
     assert!(matches!(ca.recv(), Ok(Message::Error { .. })));
     assert!(matches!(ca.recv(), Err(NetError::Closed | NetError::Io { .. } | NetError::Tls(_))));
     // ...and the server goes on serving the others.
@@ -73,7 +73,7 @@ fn replicas_belong_to_the_authenticated_session() {
 
     // A module whose bytes do not match the hash of the hello is refused.
     let mut cc = Connection::connect(addr, Some(&b), server.public(), T).unwrap();
-    cc.send(&Message::Hello { version: 1, module: [9; 16], run: 1, thread: 0, environment: Default::default() }).unwrap();
+    cc.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: [9; 16], run: 1, thread: 0, environment: Default::default() }).unwrap();
     assert!(matches!(cc.recv().unwrap(), Message::Welcome { need_module: true }));
     cc.send(&Message::Module { bytes: module.clone() }).unwrap();
     assert!(matches!(cc.recv(), Ok(Message::Error { .. })));

@@ -54,6 +54,7 @@ fn exit_code(answer: Option<Message>) -> (i32, Stats) {
             timeout: Duration::from_secs(10),
             compression: Compression::None,
             environment: Default::default(),
+            dirs: Vec::new(),
         };
         Box::new(Offloader::new(target, program.layout().clone(), vec!["f".into()], stats.clone())) as Box<dyn clonecloud_exec::Migrator>
     });
@@ -75,19 +76,31 @@ fn answers_that_do_not_fit_are_not_believed() {
     let (want, _) = exit_code(None);
     assert_eq!(want, 7);
     let lies = [
-        ("an i64 for an i32", Message::Return { results: vec![Value::I64(5)], state: state(vec![]), micros: 0, output: vec![] }),
-        ("two results for one", Message::Return { results: vec![Value::I32(5), Value::I32(6)], state: state(vec![]), micros: 0, output: vec![] }),
+        ("an i64 for an i32", Message::Return { results: vec![Value::I64(5)], state: state(vec![]), micros: 0, output: vec![], files: vec![], exit: None }),
+        ("two results for one", Message::Return { results: vec![Value::I32(5), Value::I32(6)], state: state(vec![]), micros: 0, output: vec![], files: vec![], exit: None }),
         ("a global the module lacks", Message::Return {
             results: vec![Value::I32(5)],
             state: State { globals: vec![(99, Value::I32(1))], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } },
             micros: 0,
             output: vec![],
+            files: vec![],
+            exit: None,
         }),
         ("memory beyond the module's maximum", Message::Return {
             results: vec![Value::I32(5)],
             state: State { globals: vec![], memory: PageDelta { wasm_pages: 65536, page_size: 4096, pages: vec![], xor: false } },
             micros: 0,
             output: vec![],
+            files: vec![],
+            exit: None,
+        }),
+        ("a file change in a directory the run does not have", Message::Return {
+            results: vec![Value::I32(5)],
+            state: state(vec![]),
+            micros: 0,
+            output: vec![],
+            files: vec![clonecloud_wire::FileOp::Create { root: 0, path: "planted".into() }],
+            exit: None,
         }),
     ];
     for (what, lie) in lies {

@@ -4,7 +4,9 @@
 //! length is checked against the bytes actually present before anything is allocated, so a
 //! decoder never panics and never allocates more than the frame it was given.
 
-use crate::message::{Environment, FailKind, Hash128, Message, PageDelta, State, Value};
+use crate::message::{
+    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FileOp, FileStat, Hash128, Message, PageDelta, State, Tree, Value,
+};
 
 /// The frame format this codec writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
@@ -56,6 +58,9 @@ fn kind_code(m: &Message) -> u8 {
         Message::Failed { .. } => 8,
         Message::Error { .. } => 9,
         Message::Goodbye => 10,
+        Message::Files { .. } => 11,
+        Message::NeedFiles { .. } => 12,
+        Message::FileData { .. } => 13,
     }
 }
 
@@ -71,6 +76,9 @@ fn kind_name(code: u8) -> Option<&'static str> {
         8 => "failed",
         9 => "error",
         10 => "goodbye",
+        11 => "files",
+        12 => "need-files",
+        13 => "file-data",
         _ => return None,
     })
 }
@@ -121,6 +129,93 @@ impl Writer<'_> {
         self.len(vs.len());
         for v in vs {
             self.value(v);
+        }
+    }
+    fn string(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+    fn u32s(&mut self, vs: &[u32]) {
+        self.len(vs.len());
+        vs.iter().for_each(|v| self.u32(*v));
+    }
+    /// Bytes that may be compressed (file contents): an encoding byte, then the bytes.
+    fn blob(&mut self, b: &[u8]) {
+        match self.1 {
+            Compression::None => {
+                self.u8(0);
+                self.bytes(b);
+            }
+            Compression::Lz4 => {
+                self.u8(1);
+                self.len(b.len());
+                self.bytes(&lz4_flex::block::compress(b));
+            }
+        }
+    }
+    fn tree(&mut self, t: &Tree) {
+        self.string(&t.guest);
+        self.len(t.entries.len());
+        for e in &t.entries {
+            self.string(&e.path);
+            match e.kind {
+                EntryKind::Dir => self.u8(0),
+                EntryKind::File(h) => {
+                    self.u8(1);
+                    self.0.extend_from_slice(&h);
+                }
+                EntryKind::Other(t) => {
+                    self.u8(2);
+                    self.u8(t);
+                }
+            }
+            let s = &e.stat;
+            for v in [s.ino, s.nlink, s.size, s.atim, s.mtim, s.ctim] {
+                self.u64(v);
+            }
+        }
+    }
+    fn file_op(&mut self, op: &FileOp) {
+        match op {
+            FileOp::Create { root, path } => {
+                self.u8(0);
+                self.u32(*root);
+                self.string(path);
+            }
+            FileOp::Write { root, path, offset, data } => {
+                self.u8(1);
+                self.u32(*root);
+                self.string(path);
+                self.u64(*offset);
+                self.blob(data);
+            }
+            FileOp::SetSize { root, path, size } => {
+                self.u8(2);
+                self.u32(*root);
+                self.string(path);
+                self.u64(*size);
+            }
+            FileOp::Mkdir { root, path } => {
+                self.u8(3);
+                self.u32(*root);
+                self.string(path);
+            }
+            FileOp::Unlink { root, path } => {
+                self.u8(4);
+                self.u32(*root);
+                self.string(path);
+            }
+            FileOp::Rmdir { root, path } => {
+                self.u8(5);
+                self.u32(*root);
+                self.string(path);
+            }
+            FileOp::Rename { root, from, to_root, to } => {
+                self.u8(6);
+                self.u32(*root);
+                self.string(from);
+                self.u32(*to_root);
+                self.string(to);
+            }
         }
     }
     fn state(&mut self, s: &State) {
@@ -183,12 +278,16 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
         }
         Message::Welcome { need_module } => w.u8(u8::from(*need_module)),
         Message::Module { bytes } => w.bytes(bytes),
-        Message::Migrate { point, args, state } => {
+        Message::Migrate { point, args, state, clocks, descriptors } => {
             w.u32(*point);
             w.values(args);
             w.state(state);
+            w.u64(clocks.realtime);
+            w.u64(clocks.monotonic);
+            w.u32s(&descriptors.open);
+            w.u32s(&descriptors.free);
         }
-        Message::Return { results, state, micros, output } => {
+        Message::Return { results, state, micros, output, files, exit } => {
             w.values(results);
             w.state(state);
             w.u64(*micros);
@@ -197,6 +296,27 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
                 w.u32(*fd);
                 w.bytes(bytes);
             }
+            w.len(files.len());
+            files.iter().for_each(|op| w.file_op(op));
+            match exit {
+                None => w.u8(0),
+                Some(code) => {
+                    w.u8(1);
+                    w.u32(*code);
+                }
+            }
+        }
+        Message::Files { trees } => {
+            w.len(trees.len());
+            trees.iter().for_each(|t| w.tree(t));
+        }
+        Message::NeedFiles { hashes } => {
+            w.len(hashes.len());
+            hashes.iter().for_each(|h| w.0.extend_from_slice(h));
+        }
+        Message::FileData { hash, bytes } => {
+            w.0.extend_from_slice(hash);
+            w.blob(bytes);
         }
         Message::ImportReturn { results, state } => {
             w.values(results);
@@ -296,6 +416,77 @@ impl<'a> Reader<'a> {
         let n = self.count(5, what)?;
         (0..n).map(|_| self.value()).collect()
     }
+    fn hash(&mut self, what: &'static str) -> Result<Hash128, DecodeError> {
+        Ok(self.take(16, what)?.try_into().expect("16 bytes"))
+    }
+    fn u32s(&mut self, what: &'static str) -> Result<Vec<u32>, DecodeError> {
+        let n = self.count(4, what)?;
+        (0..n).map(|_| self.u32(what)).collect()
+    }
+    /// A path relative to a preopened directory: no empty, `.` or `..` component, no leading
+    /// or doubled `/`, no NUL (the receiver joins it to a real directory).
+    fn path(&mut self, what: &'static str) -> Result<String, DecodeError> {
+        let p = self.string(what)?;
+        if !p.is_empty() && p.split('/').any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0')) {
+            return Err(self.invalid(format!("{what} `{p}` is not a plain relative path")));
+        }
+        Ok(p)
+    }
+    fn blob(&mut self, what: &'static str) -> Result<Vec<u8>, DecodeError> {
+        match self.u8("a content encoding")? {
+            0 => self.bytes(what),
+            1 => {
+                let len = self.u32(what)? as usize;
+                let packed = self.bytes(what)?;
+                if len > self.limit || len > packed.len().saturating_mul(255).saturating_add(16) {
+                    return Err(self.invalid(format!("{len} bytes cannot come from {} compressed bytes", packed.len())));
+                }
+                let mut out = vec![0u8; len];
+                match lz4_flex::block::decompress_into(&packed, &mut out) {
+                    Ok(k) if k == len => {}
+                    _ => return Err(self.invalid(format!("{what} do not decompress to the length announced"))),
+                }
+                self.compressed = true;
+                Ok(out)
+            }
+            e => Err(self.invalid(format!("content encoding {e} is unknown"))),
+        }
+    }
+    fn tree(&mut self) -> Result<Tree, DecodeError> {
+        let guest = self.string("a preopen's guest path")?;
+        let n = self.count(4 + 1 + 48, "the entries")?;
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let path = self.path("an entry's path")?;
+            let kind = match self.u8("an entry's kind")? {
+                0 => EntryKind::Dir,
+                1 => EntryKind::File(self.hash("a file's hash")?),
+                2 => EntryKind::Other(self.u8("an entry's file type")?),
+                k => return Err(self.invalid(format!("entry kind {k} is unknown"))),
+            };
+            let mut v = [0u64; 6];
+            for x in &mut v {
+                *x = self.u64("an entry's stat")?;
+            }
+            let [ino, nlink, size, atim, mtim, ctim] = v;
+            entries.push(Entry { path, kind, stat: FileStat { ino, nlink, size, atim, mtim, ctim } });
+        }
+        Ok(Tree { guest, entries })
+    }
+    fn file_op(&mut self) -> Result<FileOp, DecodeError> {
+        let tag = self.u8("a file operation")?;
+        let root = self.u32("a preopen")?;
+        Ok(match tag {
+            0 => FileOp::Create { root, path: self.path("a path")? },
+            1 => FileOp::Write { root, path: self.path("a path")?, offset: self.u64("an offset")?, data: self.blob("written bytes")? },
+            2 => FileOp::SetSize { root, path: self.path("a path")?, size: self.u64("a size")? },
+            3 => FileOp::Mkdir { root, path: self.path("a path")? },
+            4 => FileOp::Unlink { root, path: self.path("a path")? },
+            5 => FileOp::Rmdir { root, path: self.path("a path")? },
+            6 => FileOp::Rename { root, from: self.path("a path")?, to_root: self.u32("a preopen")?, to: self.path("a path")? },
+            t => return Err(self.invalid(format!("file operation {t} is unknown"))),
+        })
+    }
     fn state(&mut self) -> Result<State, DecodeError> {
         let n = self.count(9, "globals")?;
         let globals = (0..n)
@@ -380,7 +571,12 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, bo
             },
         },
         3 => Message::Module { bytes: r.bytes("the module")? },
-        4 => Message::Migrate { point: r.u32("the point")?, args: r.values("the arguments")?, state: r.state()? },
+        4 => {
+            let (point, args, state) = (r.u32("the point")?, r.values("the arguments")?, r.state()?);
+            let clocks = Clocks { realtime: r.u64("the realtime clock")?, monotonic: r.u64("the monotonic clock")? };
+            let descriptors = Descriptors { open: r.u32s("the open descriptors")?, free: r.u32s("the free descriptors")? };
+            Message::Migrate { point, args, state, clocks, descriptors }
+        }
         5 => {
             let results = r.values("the results")?;
             let state = r.state()?;
@@ -389,7 +585,14 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, bo
             let output = (0..n)
                 .map(|_| Ok((r.u32("an output's descriptor")?, r.bytes("an output")?)))
                 .collect::<Result<Vec<_>, DecodeError>>()?;
-            Message::Return { results, state, micros, output }
+            let n = r.count(6, "the file changes")?;
+            let files = (0..n).map(|_| r.file_op()).collect::<Result<Vec<_>, DecodeError>>()?;
+            let exit = match r.u8("the exit flag")? {
+                0 => None,
+                1 => Some(r.u32("the exit code")?),
+                b => return Err(r.invalid(format!("the exit flag is {b}, not 0 or 1"))),
+            };
+            Message::Return { results, state, micros, output, files, exit }
         }
         6 => Message::ImportCall { import: r.u32("the import")?, args: r.values("the arguments")?, state: r.state()? },
         7 => Message::ImportReturn { results: r.values("the results")?, state: r.state()? },
@@ -404,6 +607,15 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, bo
         }
         9 => Message::Error { message: r.string("the message")? },
         10 => Message::Goodbye,
+        11 => {
+            let n = r.count(8, "the preopens")?;
+            Message::Files { trees: (0..n).map(|_| r.tree()).collect::<Result<_, _>>()? }
+        }
+        12 => {
+            let n = r.count(16, "the hashes")?;
+            Message::NeedFiles { hashes: (0..n).map(|_| r.hash("a hash")).collect::<Result<_, _>>()? }
+        }
+        13 => Message::FileData { hash: r.hash("the hash")?, bytes: r.blob("the file's content")? },
         _ => unreachable!("kind_name accepted it"),
     };
     if !r.data.is_empty() {

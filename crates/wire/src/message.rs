@@ -1,7 +1,7 @@
 //! The protocol's messages: what a device and a clone say to each other.
 
 /// The protocol version a peer speaks; a hello with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// A wasm value crossing the wire. Floats travel as their bits, so NaN payloads survive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +57,82 @@ pub enum FailKind {
     Unavailable,
 }
 
+/// The device's clocks when it sent a migration, in nanoseconds (realtime since the Unix epoch,
+/// monotonic since the run's clock origin): the clone serves `clock_time_get` from them plus the
+/// time it has spent since, so clocks never jump back across a migration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Clocks {
+    pub realtime: u64,
+    pub monotonic: u64,
+}
+
+/// What WASI reports of a file or directory (`filestat`, less the type), as the device's runtime
+/// reports it, so the clone answers `fd_filestat_get` and `fd_readdir` with the same values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FileStat {
+    pub ino: u64,
+    pub nlink: u64,
+    pub size: u64,
+    pub atim: u64,
+    pub mtim: u64,
+    pub ctim: u64,
+}
+
+/// What an entry of a preopened directory is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    /// A regular file, named by the xxh3-128 of its content.
+    File(Hash128),
+    /// Anything else (a symbolic link, a socket, a device), by its WASI filetype: the clone
+    /// lists it but does not open it (such a call runs on the device).
+    Other(u8),
+}
+
+/// One entry of a preopened directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative to the preopened directory, components joined by `/`; `""` is the directory
+    /// itself.
+    pub path: String,
+    pub kind: EntryKind,
+    pub stat: FileStat,
+}
+
+/// A preopened directory as the device sees it: the guest path it is opened by and its entries,
+/// each directory before its children and the children in the device's directory order (the
+/// order `fd_readdir` gives).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Tree {
+    pub guest: String,
+    pub entries: Vec<Entry>,
+}
+
+/// The device's descriptor table beyond stdio and the preopened directories, so descriptors the
+/// clone hands out are the numbers the device would have: `open` lists descriptors open on the
+/// device (which the clone must not reuse and cannot serve), `free` the numbers closed since,
+/// which the device's runtime reuses highest first.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Descriptors {
+    pub open: Vec<u32>,
+    pub free: Vec<u32>,
+}
+
+/// A change a migrated function made to the preopened directories, applied by the device at the
+/// commit, in order. `root` is the preopen's position (descriptor `3 + root`), paths are relative
+/// to it as in [`Entry::path`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileOp {
+    /// Create the file if it does not exist.
+    Create { root: u32, path: String },
+    Write { root: u32, path: String, offset: u64, data: Vec<u8> },
+    SetSize { root: u32, path: String, size: u64 },
+    Mkdir { root: u32, path: String },
+    Unlink { root: u32, path: String },
+    Rmdir { root: u32, path: String },
+    Rename { root: u32, from: String, to_root: u32, to: String },
+}
+
 /// One protocol message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -68,12 +144,20 @@ pub enum Message {
     Welcome { need_module: bool },
     /// Device → clone: the module's bytes, when the clone asked for them.
     Module { bytes: Vec<u8> },
-    /// Device → clone: run function `point` with `args`, after applying `state`.
-    Migrate { point: u32, args: Vec<Value>, state: State },
+    /// Device → clone: the preopened directories as they are now (sent before the first
+    /// migration and again whenever they changed).
+    Files { trees: Vec<Tree> },
+    /// Clone → device: the file contents (by hash) the clone lacks; the device sends each.
+    NeedFiles { hashes: Vec<Hash128> },
+    /// Device → clone: one file's content.
+    FileData { hash: Hash128, bytes: Vec<u8> },
+    /// Device → clone: run function `point` with `args`, after applying `state`; `clocks` and
+    /// `descriptors` as they are on the device now.
+    Migrate { point: u32, args: Vec<Value>, state: State, clocks: Clocks, descriptors: Descriptors },
     /// Clone → device: the function returned `results` after `micros` of execution on the
-    /// clone; apply `state`, write `output` (what it wrote to stdout and stderr, as `(fd, bytes)`
-    /// in order) and resume.
-    Return { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)> },
+    /// clone (or, with `exit`, called `proc_exit`); apply `state`, apply `files`, write `output`
+    /// (what it wrote to stdout and stderr, as `(fd, bytes)` in order) and resume (or exit).
+    Return { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32> },
     /// Clone → device, during a migration: run import `import` with `args` on the device,
     /// after applying `state`.
     ImportCall { import: u32, args: Vec<Value>, state: State },
@@ -94,6 +178,9 @@ impl Message {
             Message::Hello { .. } => "hello",
             Message::Welcome { .. } => "welcome",
             Message::Module { .. } => "module",
+            Message::Files { .. } => "files",
+            Message::NeedFiles { .. } => "need-files",
+            Message::FileData { .. } => "file-data",
             Message::Migrate { .. } => "migrate",
             Message::Return { .. } => "return",
             Message::ImportCall { .. } => "import-call",

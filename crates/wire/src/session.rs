@@ -7,16 +7,20 @@
 //!   hello ------------------------------>   (version, module hash, run, thread)
 //!   <------------------------------ welcome  (need_module)
 //!   module ----------------------------->   (only when asked)
-//!   migrate ---------------------------->   (point, args, state delta)
+//!   files ------------------------------>   (the preopened directories, when they changed)
+//!   <--------------------------- need-files  (the contents the clone lacks, by hash)
+//!   file-data -------------------------->   (one per hash asked for)
+//!   migrate ---------------------------->   (point, args, state delta, clocks, descriptors)
 //!   <-------------------------- import-call  (zero or more, each answered:)
 //!   import-return ---------------------->
-//!   <--------------------- return | failed   (results + state delta, or why not)
+//!   <--------------------- return | failed   (results, state delta, output, file changes, exit;
+//!                                             or why not)
 //!   ... more migrations ...
 //!   goodbye ---------------------------->   (the run is over)
 //! ```
 //! Either side may send `error` at any time; the session is then closed.
 
-use crate::message::{Environment, FailKind, Hash128, Message, PROTOCOL_VERSION, State, Value};
+use crate::message::{Clocks, Descriptors, Environment, FailKind, FileOp, Hash128, Message, PROTOCOL_VERSION, State, Tree, Value};
 
 /// A message that is not allowed where the session is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +41,7 @@ enum Device {
     AwaitWelcome,
     MustSendModule,
     Ready,
+    AwaitNeedFiles,
     Migrating,
     Proxying,
     Closed,
@@ -49,6 +54,7 @@ impl Device {
             Device::AwaitWelcome => "waiting for welcome",
             Device::MustSendModule => "owing the module",
             Device::Ready => "idle",
+            Device::AwaitNeedFiles => "waiting for the files the clone needs",
             Device::Migrating => "migrating",
             Device::Proxying => "running a proxied import",
             Device::Closed => "closed",
@@ -61,9 +67,11 @@ impl Device {
 pub enum DeviceEvent {
     /// The clone accepted the hello; when `need_module`, send it with [`DeviceSession::module`].
     Welcomed { need_module: bool },
-    /// The migrated function returned after `micros` on the clone: apply `state`, write
-    /// `output`, then return `results`.
-    Returned { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)> },
+    /// The clone lacks these file contents: send each with [`DeviceSession::file_data`].
+    NeedFiles { hashes: Vec<Hash128> },
+    /// The migrated function returned after `micros` on the clone: apply `state` and `files`,
+    /// write `output`, then return `results` (or exit with `exit`).
+    Returned { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32> },
     /// Run import `import` locally after applying `state`, then answer with
     /// [`DeviceSession::import_return`].
     ImportCall { import: u32, args: Vec<Value>, state: State },
@@ -115,10 +123,23 @@ impl DeviceSession {
         self.state == Device::Ready
     }
 
-    pub fn migrate(&mut self, point: u32, args: Vec<Value>, state: State) -> Result<Message, ProtocolError> {
+    /// The preopened directories as they are now; the clone answers with what it lacks.
+    pub fn files(&mut self, trees: Vec<Tree>) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Device::Ready, "send the files")?;
+        self.state = Device::AwaitNeedFiles;
+        Ok(Message::Files { trees })
+    }
+
+    /// A file's content the clone asked for.
+    pub fn file_data(&mut self, hash: Hash128, bytes: Vec<u8>) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Device::Ready, "send a file")?;
+        Ok(Message::FileData { hash, bytes })
+    }
+
+    pub fn migrate(&mut self, point: u32, args: Vec<Value>, state: State, clocks: Clocks, descriptors: Descriptors) -> Result<Message, ProtocolError> {
         self.expect(self.state == Device::Ready, "migrate")?;
         self.state = Device::Migrating;
-        Ok(Message::Migrate { point, args, state })
+        Ok(Message::Migrate { point, args, state, clocks, descriptors })
     }
 
     pub fn import_return(&mut self, results: Vec<Value>, state: State) -> Result<Message, ProtocolError> {
@@ -148,8 +169,9 @@ impl DeviceSession {
                 let next = if need_module { Device::MustSendModule } else { Device::Ready };
                 (next, DeviceEvent::Welcomed { need_module })
             }
-            (Device::Migrating, Message::Return { results, state, micros, output }) => {
-                (Device::Ready, DeviceEvent::Returned { results, state, micros, output })
+            (Device::AwaitNeedFiles, Message::NeedFiles { hashes }) => (Device::Ready, DeviceEvent::NeedFiles { hashes }),
+            (Device::Migrating, Message::Return { results, state, micros, output, files, exit }) => {
+                (Device::Ready, DeviceEvent::Returned { results, state, micros, output, files, exit })
             }
             (Device::Migrating, Message::ImportCall { import, args, state }) => {
                 (Device::Proxying, DeviceEvent::ImportCall { import, args, state })
@@ -168,6 +190,7 @@ enum Clone {
     MustWelcome,
     AwaitModule,
     Ready,
+    MustAnswerFiles,
     Running,
     AwaitImportReturn,
     Closed,
@@ -180,6 +203,7 @@ impl Clone {
             Clone::MustWelcome => "owing a welcome",
             Clone::AwaitModule => "waiting for the module",
             Clone::Ready => "idle",
+            Clone::MustAnswerFiles => "owing the list of files it needs",
             Clone::Running => "running a migrated function",
             Clone::AwaitImportReturn => "waiting for a proxied import",
             Clone::Closed => "closed",
@@ -194,13 +218,32 @@ pub enum CloneEvent {
     Hello { module: Hash128, run: u64, thread: u32, environment: Environment },
     /// The module's bytes (check their hash against the hello's).
     Module { bytes: Vec<u8> },
+    /// The device's preopened directories: keep them, then [`CloneSession::need_files`].
+    Files { trees: Vec<Tree> },
+    /// A file's content (check it against its hash).
+    FileData { hash: Hash128, bytes: Vec<u8> },
     /// Apply `state`, run `point` with `args`, then [`CloneSession::returned`] or
     /// [`CloneSession::failed`].
-    Migrate { point: u32, args: Vec<Value>, state: State },
+    Migrate { point: u32, args: Vec<Value>, state: State, clocks: Clocks, descriptors: Descriptors },
     /// The proxied import returned: apply `state` and go on.
     ImportReturned { results: Vec<Value>, state: State },
     /// The run is over: drop its replica.
     Goodbye,
+}
+
+/// What a migrated function gave back, for [`CloneSession::returned`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Returned {
+    pub results: Vec<Value>,
+    pub state: State,
+    /// Execution time on the clone.
+    pub micros: u64,
+    /// What it wrote to stdout (1) and stderr (2), in order.
+    pub output: Vec<(u32, Vec<u8>)>,
+    /// What it changed in the preopened directories, in order.
+    pub files: Vec<FileOp>,
+    /// The code it passed to `proc_exit`, if it exited.
+    pub exit: Option<u32>,
 }
 
 /// The clone's side of a session.
@@ -236,10 +279,19 @@ impl CloneSession {
         Ok(Message::ImportCall { import, args, state })
     }
 
-    pub fn returned(&mut self, results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>) -> Result<Message, ProtocolError> {
+    /// The file contents this clone lacks, after a files message.
+    pub fn need_files(&mut self, hashes: Vec<Hash128>) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Clone::MustAnswerFiles, "ask for files")?;
+        self.state = Clone::Ready;
+        Ok(Message::NeedFiles { hashes })
+    }
+
+    /// The migrated function's answer.
+    pub fn returned(&mut self, ret: Returned) -> Result<Message, ProtocolError> {
         self.expect(self.state == Clone::Running, "return")?;
         self.state = Clone::Ready;
-        Ok(Message::Return { results, state, micros, output })
+        let Returned { results, state, micros, output, files, exit } = ret;
+        Ok(Message::Return { results, state, micros, output, files, exit })
     }
 
     pub fn failed(&mut self, kind: FailKind, message: String) -> Result<Message, ProtocolError> {
@@ -261,7 +313,11 @@ impl CloneSession {
                 (Clone::MustWelcome, CloneEvent::Hello { module, run, thread, environment })
             }
             (Clone::AwaitModule, Message::Module { bytes }) => (Clone::Ready, CloneEvent::Module { bytes }),
-            (Clone::Ready, Message::Migrate { point, args, state }) => (Clone::Running, CloneEvent::Migrate { point, args, state }),
+            (Clone::Ready, Message::Files { trees }) => (Clone::MustAnswerFiles, CloneEvent::Files { trees }),
+            (Clone::Ready, Message::FileData { hash, bytes }) => (Clone::Ready, CloneEvent::FileData { hash, bytes }),
+            (Clone::Ready, Message::Migrate { point, args, state, clocks, descriptors }) => {
+                (Clone::Running, CloneEvent::Migrate { point, args, state, clocks, descriptors })
+            }
             (Clone::AwaitImportReturn, Message::ImportReturn { results, state }) => {
                 (Clone::Running, CloneEvent::ImportReturned { results, state })
             }

@@ -2,7 +2,10 @@
 //! no input (random, truncated, corrupted, oversized) makes the decoder panic.
 
 use clonecloud_wire::codec::{DEFAULT_MAX_FRAME, HEADER_LEN};
-use clonecloud_wire::{Compression, DecodeError, Decoder, FailKind, Message, PageDelta, State, Value, from_bytes, to_bytes, to_bytes_with};
+use clonecloud_wire::{
+    Clocks, Compression, DecodeError, Decoder, Descriptors, Entry, EntryKind, FailKind, FileOp, FileStat, Message, PageDelta, State, Tree, Value,
+    from_bytes, to_bytes, to_bytes_with,
+};
 
 struct Rng(u64);
 impl Rng {
@@ -44,6 +47,34 @@ fn values(rng: &mut Rng) -> Vec<Value> {
         .collect()
 }
 
+fn stat(rng: &mut Rng) -> FileStat {
+    FileStat { ino: rng.next(), nlink: 1, size: rng.below(1 << 20), atim: rng.next(), mtim: rng.next(), ctim: rng.next() }
+}
+
+fn tree(rng: &mut Rng) -> Tree {
+    Tree {
+        guest: "/data".into(),
+        entries: vec![
+            Entry { path: String::new(), kind: EntryKind::Dir, stat: stat(rng) },
+            Entry { path: "a b".into(), kind: EntryKind::File([rng.next() as u8; 16]), stat: stat(rng) },
+            Entry { path: "sub".into(), kind: EntryKind::Dir, stat: stat(rng) },
+            Entry { path: "sub/link".into(), kind: EntryKind::Other(7), stat: stat(rng) },
+        ],
+    }
+}
+
+fn file_ops(rng: &mut Rng) -> Vec<FileOp> {
+    vec![
+        FileOp::Create { root: 0, path: "out".into() },
+        FileOp::Write { root: 0, path: "out".into(), offset: rng.below(100), data: vec![b'x'; rng.below(3000) as usize] },
+        FileOp::SetSize { root: 1, path: "d/f".into(), size: 7 },
+        FileOp::Mkdir { root: 0, path: "d".into() },
+        FileOp::Unlink { root: 0, path: "d/f".into() },
+        FileOp::Rmdir { root: 0, path: "d".into() },
+        FileOp::Rename { root: 0, from: "a".into(), to_root: 1, to: "b/c".into() },
+    ]
+}
+
 fn every_kind(rng: &mut Rng) -> Vec<Message> {
     vec![
         Message::Hello {
@@ -56,8 +87,25 @@ fn every_kind(rng: &mut Rng) -> Vec<Message> {
         Message::Welcome { need_module: true },
         Message::Welcome { need_module: false },
         Message::Module { bytes: b"\0asm\x01\0\0\0".to_vec() },
-        Message::Migrate { point: 12, args: values(rng), state: state(rng) },
-        Message::Return { results: values(rng), state: state(rng), micros: rng.next(), output: vec![(1, b"out".to_vec()), (2, vec![])] },
+        Message::Migrate {
+            point: 12,
+            args: values(rng),
+            state: state(rng),
+            clocks: Clocks { realtime: rng.next(), monotonic: rng.next() },
+            descriptors: Descriptors { open: vec![5, 9], free: vec![4] },
+        },
+        Message::Return {
+            results: values(rng),
+            state: state(rng),
+            micros: rng.next(),
+            output: vec![(1, b"out".to_vec()), (2, vec![])],
+            files: file_ops(rng),
+            exit: None,
+        },
+        Message::Return { results: vec![], state: state(rng), micros: 0, output: vec![], files: vec![], exit: Some(3) },
+        Message::Files { trees: vec![tree(rng), Tree::default()] },
+        Message::NeedFiles { hashes: vec![[1; 16], [2; 16]] },
+        Message::FileData { hash: [3; 16], bytes: (0..rng.below(5000)).map(|i| (i % 7) as u8).collect() },
         Message::ImportCall { import: 4, args: values(rng), state: state(rng) },
         Message::ImportReturn { results: values(rng), state: state(rng) },
         Message::Failed { kind: FailKind::Trap, message: "wasm trap: unreachable".into() },
@@ -179,6 +227,8 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
         state: State { globals: vec![], memory: PageDelta { wasm_pages: 16, page_size: 4096, pages: (0..64).map(|i| (i, vec![0; 4096])).collect(), xor: false } },
         micros: 0,
         output: vec![],
+        files: vec![],
+        exit: None,
     };
     let packed = to_bytes_with(&zeros, Compression::Lz4);
     assert!(packed.len() * 50 < to_bytes(&zeros).len(), "{} bytes", packed.len());
@@ -190,6 +240,8 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
         state: State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![(16, vec![0; 4096])], xor: false } },
         micros: 0,
         output: vec![],
+        files: vec![],
+        exit: None,
     };
     assert!(matches!(from_bytes(&to_bytes(&m), DEFAULT_MAX_FRAME), Err(DecodeError::Invalid { .. })));
 }

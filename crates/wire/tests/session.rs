@@ -1,6 +1,6 @@
 //! The session state machines: a whole conversation, and every out-of-order message refused.
 
-use clonecloud_wire::{CloneEvent, CloneSession, DeviceEvent, DeviceSession, FailKind, Message, ProtocolError, State, Value};
+use clonecloud_wire::{CloneEvent, CloneSession, DeviceEvent, DeviceSession, FailKind, Message, ProtocolError, Returned, State, Value};
 
 #[test]
 fn a_whole_conversation() {
@@ -16,18 +16,18 @@ fn a_whole_conversation() {
     assert!(dev.is_ready());
 
     for round in 0..3 {
-        let migrate = dev.migrate(5, vec![Value::I32(round)], State::default()).unwrap();
+        let migrate = dev.migrate(5, vec![Value::I32(round)], State::default(), Default::default(), Default::default()).unwrap();
         assert!(matches!(clone.on_message(migrate).unwrap(), CloneEvent::Migrate { point: 5, .. }));
         // A proxied import in the middle.
         let call = clone.import_call(2, vec![Value::I32(1)], State::default()).unwrap();
         assert!(matches!(dev.on_message(call).unwrap(), DeviceEvent::ImportCall { import: 2, .. }));
-        assert!(dev.migrate(5, vec![], State::default()).is_err(), "no second migration inside a call");
+        assert!(dev.migrate(5, vec![], State::default(), Default::default(), Default::default()).is_err(), "no second migration inside a call");
         let answer = dev.import_return(vec![Value::I32(0)], State::default()).unwrap();
         assert!(matches!(clone.on_message(answer).unwrap(), CloneEvent::ImportReturned { .. }));
         let back = if round == 1 {
             clone.failed(FailKind::Trap, "unreachable".into()).unwrap()
         } else {
-            clone.returned(vec![Value::I64(9)], State::default(), 1, vec![]).unwrap()
+            clone.returned(Returned { results: vec![Value::I64(9)], micros: 1, ..Default::default() }).unwrap()
         };
         match dev.on_message(back).unwrap() {
             DeviceEvent::Returned { results, .. } => assert_eq!(results, vec![Value::I64(9)]),
@@ -43,7 +43,7 @@ fn out_of_order_messages_are_protocol_errors() {
     // A clone never accepts a migration before the hello, nor a second hello.
     let mut clone = CloneSession::new();
     assert!(matches!(
-        clone.on_message(Message::Migrate { point: 0, args: vec![], state: State::default() }),
+        clone.on_message(Message::Migrate { point: 0, args: vec![], state: State::default(), clocks: Default::default(), descriptors: Default::default() }),
         Err(ProtocolError::Unexpected { got: "migrate", .. })
     ));
     let mut clone = CloneSession::new();
@@ -58,8 +58,8 @@ fn out_of_order_messages_are_protocol_errors() {
     // A device never accepts a return it did not ask for, and an error closes the session.
     let mut dev = DeviceSession::new([0; 16], 0, 0, Default::default());
     dev.hello().unwrap();
-    assert!(dev.on_message(Message::Return { results: vec![], state: State::default(), micros: 0, output: vec![] }).is_err());
-    assert!(dev.migrate(0, vec![], State::default()).is_err(), "closed after the error");
+    assert!(dev.on_message(Message::Return { results: vec![], state: State::default(), micros: 0, output: vec![], files: vec![], exit: None }).is_err());
+    assert!(dev.migrate(0, vec![], State::default(), Default::default(), Default::default()).is_err(), "closed after the error");
     let mut dev = DeviceSession::new([0; 16], 0, 0, Default::default());
     dev.hello().unwrap();
     assert_eq!(dev.on_message(Message::Error { message: "no".into() }), Err(ProtocolError::Peer("no".into())));

@@ -1,0 +1,87 @@
+//! The device's side of the journal: a migrated function's file changes, carried out on the
+//! real preopened directories at the commit.
+
+use crate::scan::Root;
+use clonecloud_wire::FileOp;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::PathBuf;
+
+/// A journal entry that could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the journal names preopen {0}, which this run does not have")]
+    NoRoot(u32),
+    #[error("the journal names `{0}`, which is not a plain relative path")]
+    BadPath(String),
+    #[error("cannot {op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+fn resolve(roots: &[Root], root: u32, path: &str) -> Result<PathBuf, ApplyError> {
+    let r = roots.get(root as usize).ok_or(ApplyError::NoRoot(root))?;
+    // The codec refuses such paths already; a journal is checked here again because it is about
+    // to touch the device's files.
+    if path.is_empty() || path.split('/').any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0')) {
+        return Err(ApplyError::BadPath(path.to_string()));
+    }
+    Ok(r.host.join(path))
+}
+
+/// Carries out `ops` in order on the directories of `roots` (the preopens, by position).
+/// Checks every path before the first change.
+pub fn apply(roots: &[Root], ops: &[FileOp]) -> Result<(), ApplyError> {
+    for op in ops {
+        match op {
+            FileOp::Create { root, path } | FileOp::Write { root, path, .. } | FileOp::SetSize { root, path, .. } => {
+                resolve(roots, *root, path)?;
+            }
+            FileOp::Mkdir { root, path } | FileOp::Unlink { root, path } | FileOp::Rmdir { root, path } => {
+                resolve(roots, *root, path)?;
+            }
+            FileOp::Rename { root, from, to_root, to } => {
+                resolve(roots, *root, from)?;
+                resolve(roots, *to_root, to)?;
+            }
+        }
+    }
+    for op in ops {
+        let io = |op: &'static str, path: &PathBuf| {
+            let path = path.clone();
+            move |source| ApplyError::Io { op, path, source }
+        };
+        match op {
+            FileOp::Create { root, path } => {
+                let p = resolve(roots, *root, path)?;
+                std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&p).map_err(io("create", &p))?;
+            }
+            FileOp::Write { root, path, offset, data } => {
+                let p = resolve(roots, *root, path)?;
+                let mut f = std::fs::OpenOptions::new().write(true).open(&p).map_err(io("open", &p))?;
+                f.seek(SeekFrom::Start(*offset)).map_err(io("seek in", &p))?;
+                f.write_all(data).map_err(io("write", &p))?;
+            }
+            FileOp::SetSize { root, path, size } => {
+                let p = resolve(roots, *root, path)?;
+                let f = std::fs::OpenOptions::new().write(true).open(&p).map_err(io("open", &p))?;
+                f.set_len(*size).map_err(io("resize", &p))?;
+            }
+            FileOp::Mkdir { root, path } => {
+                let p = resolve(roots, *root, path)?;
+                std::fs::create_dir(&p).map_err(io("create directory", &p))?;
+            }
+            FileOp::Unlink { root, path } => {
+                let p = resolve(roots, *root, path)?;
+                std::fs::remove_file(&p).map_err(io("remove", &p))?;
+            }
+            FileOp::Rmdir { root, path } => {
+                let p = resolve(roots, *root, path)?;
+                std::fs::remove_dir(&p).map_err(io("remove directory", &p))?;
+            }
+            FileOp::Rename { root, from, to_root, to } => {
+                let (a, b) = (resolve(roots, *root, from)?, resolve(roots, *to_root, to)?);
+                std::fs::rename(&a, &b).map_err(io("rename", &a))?;
+            }
+        }
+    }
+    Ok(())
+}

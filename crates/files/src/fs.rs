@@ -1,0 +1,862 @@
+//! The clone's view of the device's preopened directories, as WASI preview 1 calls see it.
+//!
+//! It answers as wasmtime-wasi answers on the device (the same descriptor numbers, stat values,
+//! directory order and error numbers for the ordinary cases: a missing file, an existing one, a
+//! file where a directory is wanted, a non-empty directory) and refuses, with
+//! [`FsError::Unsupported`], whatever it cannot answer exactly: symbolic links, `..`, absolute
+//! paths, descriptors the device opened, stdin, times set by hand. A refusal abandons the
+//! migration and the function runs on the device, so guessing is never needed.
+//!
+//! Writes change the view at once (the function reads its own writes) and are recorded as
+//! [`FileOp`]s, in order, for the device to carry out at the commit. Output to stdout and stderr
+//! is recorded the same way.
+
+use crate::store::Store;
+use clonecloud_wire::{Descriptors, EntryKind, FileOp, FileStat, Hash128, Tree};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// WASI preview 1 error numbers used here.
+pub mod errno {
+    pub const BADF: u16 = 8;
+    pub const EXIST: u16 = 20;
+    pub const INVAL: u16 = 28;
+    pub const NAMETOOLONG: u16 = 37;
+    pub const NOENT: u16 = 44;
+    pub const NOTDIR: u16 = 54;
+    pub const NOTEMPTY: u16 = 55;
+    pub const SPIPE: u16 = 70;
+}
+
+/// WASI preview 1 file types.
+pub mod filetype {
+    pub const DIRECTORY: u8 = 3;
+    pub const REGULAR_FILE: u8 = 4;
+}
+
+mod rights {
+    pub const FD_READ: u64 = 1 << 1;
+    pub const FD_SEEK: u64 = 1 << 2;
+    pub const FD_WRITE: u64 = 1 << 6;
+    pub const FD_READDIR: u64 = 1 << 14;
+    pub const PATH_FILESTAT_SET_SIZE: u64 = 1 << 19;
+    pub const FD_FILESTAT_SET_SIZE: u64 = 1 << 22;
+    /// All thirty rights of preview 1.
+    pub const ALL: u64 = (1 << 30) - 1;
+    /// What wasmtime-wasi reports for a preopened directory (base, then inheriting).
+    pub const PREOPEN_BASE: u64 = (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12) | (1 << 13) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 17)
+        | (1 << 18) | (1 << 20) | (1 << 21) | (1 << 23) | (1 << 24) | (1 << 25) | (1 << 26);
+    pub const PREOPEN_INHERITING: u64 =
+        PREOPEN_BASE | (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 21) | (1 << 22) | (1 << 23) | (1 << 27);
+}
+
+const O_CREAT: u16 = 1;
+const O_DIRECTORY: u16 = 2;
+const O_EXCL: u16 = 4;
+const O_TRUNC: u16 = 8;
+const FDFLAG_APPEND: u16 = 1;
+
+/// Why a call was not served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FsError {
+    /// The answer is this WASI error, exactly as on the device.
+    #[error("WASI error {0}")]
+    Errno(u16),
+    /// The clone cannot answer as the device would: run the function on the device.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+fn unsupported<T>(what: impl Into<String>) -> Result<T, FsError> {
+    Err(FsError::Unsupported(what.into()))
+}
+
+fn err<T>(e: u16) -> Result<T, FsError> {
+    Err(FsError::Errno(e))
+}
+
+type NodeId = usize;
+
+#[derive(Debug, Clone)]
+enum Content {
+    /// As the device has it, by hash; loaded from the store when first read.
+    Stored(Hash128),
+    Loaded(Arc<[u8]>),
+    /// Written on the clone.
+    Owned(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    /// Children by name, in directory order.
+    Dir(Vec<(String, NodeId)>),
+    File(Content),
+    Other(u8),
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    kind: Kind,
+    stat: FileStat,
+    /// Which preopen, and the parent and name; `None` for a preopen's root and for a node
+    /// that was removed.
+    root: u32,
+    parent: Option<(NodeId, String)>,
+}
+
+/// A descriptor in the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fd {
+    Stdin,
+    Stdout,
+    Stderr,
+    Dir { node: NodeId, preopen: bool },
+    File(Opened),
+    /// Open on the device (before the migration): the clone cannot serve it.
+    Device,
+}
+
+/// A file opened on the clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    node: NodeId,
+    pos: u64,
+    read: bool,
+    write: bool,
+    fdflags: u16,
+}
+
+/// `fdstat`: file type, flags, rights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fdstat {
+    pub filetype: u8,
+    pub flags: u16,
+    pub rights_base: u64,
+    pub rights_inheriting: u64,
+}
+
+/// `filestat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filestat {
+    pub dev: u64,
+    pub ino: u64,
+    pub filetype: u8,
+    pub nlink: u64,
+    pub size: u64,
+    pub atim: u64,
+    pub mtim: u64,
+    pub ctim: u64,
+}
+
+/// One directory entry as `fd_readdir` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dirent {
+    pub next: u64,
+    pub ino: u64,
+    pub filetype: u8,
+    pub name: String,
+}
+
+/// The replica's file system: the trees, the descriptor table, and the journal of the call in
+/// progress.
+#[derive(Debug)]
+pub struct Fs {
+    nodes: Vec<Node>,
+    /// Guest path and root node of each preopen, by position (descriptor `3 + position`).
+    roots: Vec<(String, NodeId)>,
+    store: Option<Arc<Store>>,
+    used: BTreeMap<u32, Fd>,
+    free: BTreeSet<u32>,
+    initial: BTreeMap<u32, Fd>,
+    journal: Vec<FileOp>,
+    output: Vec<(u32, Vec<u8>)>,
+    /// The device's realtime clock now, for the times of what is written.
+    now: u64,
+    /// Whether the device's preopens are known (else no descriptor beyond stdio is).
+    known: bool,
+}
+
+impl Default for Fs {
+    /// A view that knows nothing of the device's directories: every descriptor beyond stdio is
+    /// unsupported.
+    fn default() -> Self {
+        let mut fs = Fs::new(Vec::new(), None);
+        fs.known = false;
+        fs
+    }
+}
+
+impl Fs {
+    /// The view of `trees` (the device's preopens, in order), with contents from `store`.
+    /// Without trees there are no preopens: any file call is unsupported.
+    pub fn new(trees: Vec<Tree>, store: Option<Arc<Store>>) -> Fs {
+        let mut fs = Fs {
+            nodes: Vec::new(),
+            roots: Vec::new(),
+            store,
+            used: BTreeMap::new(),
+            free: BTreeSet::new(),
+            initial: BTreeMap::new(),
+            journal: Vec::new(),
+            output: Vec::new(),
+            now: 0,
+            known: true,
+        };
+        for (r, tree) in trees.into_iter().enumerate() {
+            let r = r as u32;
+            let mut by_path: std::collections::HashMap<String, NodeId> = std::collections::HashMap::new();
+            let mut root_id = None;
+            for e in tree.entries {
+                let kind = match e.kind {
+                    EntryKind::Dir => Kind::Dir(Vec::new()),
+                    EntryKind::File(h) => Kind::File(Content::Stored(h)),
+                    EntryKind::Other(t) => Kind::Other(t),
+                };
+                let id = fs.nodes.len();
+                if e.path.is_empty() {
+                    fs.nodes.push(Node { kind, stat: e.stat, root: r, parent: None });
+                    root_id = Some(id);
+                } else {
+                    let (parent_path, name) = e.path.rsplit_once('/').unwrap_or(("", &e.path));
+                    // The device lists every directory before its children; an entry whose
+                    // parent is missing or not a directory is dropped (it cannot be reached).
+                    let parent = if parent_path.is_empty() { root_id } else { by_path.get(parent_path).copied() };
+                    let Some(parent) = parent else { continue };
+                    let name = name.to_string();
+                    match &mut fs.nodes[parent].kind {
+                        Kind::Dir(children) => children.push((name.clone(), id)),
+                        _ => continue,
+                    }
+                    fs.nodes.push(Node { kind, stat: e.stat, root: r, parent: Some((parent, name)) });
+                }
+                by_path.insert(e.path, id);
+            }
+            let root_id = root_id.unwrap_or_else(|| {
+                fs.nodes.push(Node { kind: Kind::Dir(Vec::new()), stat: FileStat::default(), root: r, parent: None });
+                fs.nodes.len() - 1
+            });
+            fs.roots.push((tree.guest, root_id));
+        }
+        fs.begin(&Descriptors::default(), 0);
+        fs
+    }
+
+    /// Starts a migrated call: the descriptor table as the device has it (stdio, the preopens,
+    /// and `device`'s), an empty journal, and `now` as the device's realtime clock.
+    pub fn begin(&mut self, device: &Descriptors, now: u64) {
+        self.used.clear();
+        self.used.insert(0, Fd::Stdin);
+        self.used.insert(1, Fd::Stdout);
+        self.used.insert(2, Fd::Stderr);
+        for (i, (_, node)) in self.roots.iter().enumerate() {
+            self.used.insert(3 + i as u32, Fd::Dir { node: *node, preopen: true });
+        }
+        for fd in &device.open {
+            self.used.entry(*fd).or_insert(Fd::Device);
+        }
+        self.free = device.free.iter().copied().filter(|f| !self.used.contains_key(f)).collect();
+        self.initial = self.used.clone();
+        self.journal.clear();
+        self.output.clear();
+        self.now = now;
+    }
+
+    /// Sets the clock used for the times of what is written.
+    pub fn set_now(&mut self, now: u64) {
+        self.now = now;
+    }
+
+    /// Ends the call: its file changes and output, in order. The descriptor table must be as
+    /// the call found it (a descriptor left open on the clone cannot be handed to the device).
+    /// Contents written are kept in the store, so the device need not send them back.
+    #[allow(clippy::type_complexity)]
+    pub fn finish(&mut self) -> Result<(Vec<FileOp>, Vec<(u32, Vec<u8>)>), FsError> {
+        if self.used != self.initial {
+            let left: Vec<u32> = self.used.keys().filter(|f| self.initial.get(f) != self.used.get(f)).copied().collect();
+            let closed: Vec<u32> = self.initial.keys().filter(|f| !self.used.contains_key(f)).copied().collect();
+            return unsupported(format!(
+                "the function returned with descriptors {left:?} open and {closed:?} closed; the device cannot take them over"
+            ));
+        }
+        if let Some(store) = &self.store {
+            for n in &mut self.nodes {
+                if let Kind::File(Content::Owned(bytes)) = &n.kind {
+                    let bytes = bytes.clone();
+                    let h = crate::content_hash(&bytes);
+                    if store.put(&h, bytes).is_ok()
+                        && let Ok(b) = store.get(&h)
+                    {
+                        n.kind = Kind::File(Content::Loaded(b));
+                    }
+                }
+            }
+        }
+        Ok((std::mem::take(&mut self.journal), std::mem::take(&mut self.output)))
+    }
+
+    /// The output so far (stdout and stderr), taken.
+    pub fn take_output(&mut self) -> Vec<(u32, Vec<u8>)> {
+        std::mem::take(&mut self.output)
+    }
+
+    fn fd(&self, fd: u32) -> Result<&Fd, FsError> {
+        match self.used.get(&fd) {
+            None if !self.known => unsupported("the device's directories are not replicated on this clone"),
+            None => err(errno::BADF),
+            Some(Fd::Device) => unsupported(format!("descriptor {fd} was opened on the device")),
+            Some(d) => Ok(d),
+        }
+    }
+
+    fn file(&mut self, fd: u32) -> Result<&mut Opened, FsError> {
+        match self.fd(fd)? {
+            Fd::File(_) => match self.used.get_mut(&fd) {
+                Some(Fd::File(o)) => Ok(o),
+                _ => unreachable!("checked above"),
+            },
+            Fd::Stdin => unsupported("stdin is read on the device only"),
+            Fd::Stdout | Fd::Stderr => err(errno::SPIPE),
+            Fd::Dir { .. } | Fd::Device => err(errno::BADF),
+        }
+    }
+
+    fn push(&mut self, d: Fd) -> u32 {
+        let fd = match self.free.pop_last() {
+            Some(fd) => fd,
+            None => self.used.last_key_value().map_or(0, |(k, _)| k + 1),
+        };
+        self.used.insert(fd, d);
+        fd
+    }
+
+    /// The preopen's guest path, for `fd_prestat_get` and `fd_prestat_dir_name`.
+    pub fn prestat(&self, fd: u32) -> Result<&str, FsError> {
+        match self.fd(fd)? {
+            Fd::Dir { node, preopen: true } => {
+                Ok(&self.roots.iter().find(|(_, n)| n == node).expect("a preopen is a root").0)
+            }
+            _ => err(errno::BADF),
+        }
+    }
+
+    /// `fd_prestat_dir_name`'s check: the name and whether it fits `max`.
+    pub fn prestat_dir_name(&self, fd: u32, max: usize) -> Result<&str, FsError> {
+        match self.fd(fd)? {
+            Fd::Dir { preopen: true, .. } => {
+                let name = self.prestat(fd)?;
+                if name.len() > max { err(errno::NAMETOOLONG) } else { Ok(name) }
+            }
+            _ => err(errno::NOTDIR),
+        }
+    }
+
+    fn dir_fd(&self, fd: u32) -> Result<NodeId, FsError> {
+        match self.fd(fd)? {
+            Fd::Dir { node, .. } => Ok(*node),
+            _ => err(errno::BADF),
+        }
+    }
+
+    fn child(&self, dir: NodeId, name: &str) -> Option<NodeId> {
+        match &self.nodes[dir].kind {
+            Kind::Dir(children) => children.iter().find(|(n, _)| n == name).map(|(_, id)| *id),
+            _ => None,
+        }
+    }
+
+    /// Splits `path` under directory `dir` into the directory holding its last component and
+    /// that component (`None` for the directory itself).
+    fn walk(&self, dir: NodeId, path: &str) -> Result<(NodeId, Option<String>), FsError> {
+        if path.is_empty() {
+            return err(errno::NOENT);
+        }
+        if path.starts_with('/') || path.contains('\0') {
+            return unsupported(format!("the path `{path}` is absolute"));
+        }
+        let parts: Vec<&str> = path.split('/').collect();
+        let mut at = dir;
+        let mut last = None;
+        for (i, part) in parts.iter().enumerate() {
+            let final_part = i + 1 == parts.len();
+            match *part {
+                "" => return unsupported(format!("the path `{path}` has an empty component")),
+                "." => continue,
+                ".." => return unsupported(format!("the path `{path}` goes up with `..`")),
+                name if final_part => last = Some(name.to_string()),
+                name => match self.child(at, name) {
+                    None => return err(errno::NOENT),
+                    Some(id) => match self.nodes[id].kind {
+                        Kind::Dir(_) => at = id,
+                        Kind::File(_) => return err(errno::NOTDIR),
+                        Kind::Other(_) => return unsupported(format!("`{name}` in `{path}` is a link or special file")),
+                    },
+                },
+            }
+        }
+        Ok((at, last))
+    }
+
+    /// The node `path` names under `dir`, if any.
+    fn lookup(&self, dir: NodeId, path: &str) -> Result<NodeId, FsError> {
+        let (parent, name) = self.walk(dir, path)?;
+        let Some(name) = name else { return Ok(parent) };
+        let id = self.child(parent, &name).ok_or(FsError::Errno(errno::NOENT))?;
+        if let Kind::Other(_) = self.nodes[id].kind {
+            return unsupported(format!("`{path}` is a link or special file"));
+        }
+        Ok(id)
+    }
+
+    /// A node's path relative to its preopen.
+    fn path_of(&self, mut id: NodeId) -> Option<String> {
+        let mut parts = Vec::new();
+        while let Some((parent, name)) = &self.nodes[id].parent {
+            parts.push(name.as_str());
+            id = *parent;
+        }
+        // A node detached from its tree has no path.
+        if !self.roots.iter().any(|(_, r)| *r == id) {
+            return None;
+        }
+        parts.reverse();
+        Some(parts.join("/"))
+    }
+
+    fn touch(&mut self, id: NodeId) {
+        let now = self.now;
+        let s = &mut self.nodes[id].stat;
+        s.mtim = now;
+        s.ctim = now;
+    }
+
+    fn attach(&mut self, parent: NodeId, name: &str, kind: Kind) -> NodeId {
+        let id = self.nodes.len();
+        let root = self.nodes[parent].root;
+        let nlink = if matches!(kind, Kind::Dir(_)) { 2 } else { 1 };
+        // Its real inode number is known only once the device has made it.
+        let ino = crate::content_hash(format!("{root}/{}/{name}", parent).as_bytes())[..8].iter().fold(0u64, |a, b| a << 8 | u64::from(*b));
+        let now = self.now;
+        self.nodes.push(Node {
+            kind,
+            stat: FileStat { ino, nlink, size: 0, atim: now, mtim: now, ctim: now },
+            root,
+            parent: Some((parent, name.to_string())),
+        });
+        if let Kind::Dir(children) = &mut self.nodes[parent].kind {
+            children.push((name.to_string(), id));
+        }
+        self.touch(parent);
+        id
+    }
+
+    fn detach(&mut self, id: NodeId) {
+        if let Some((parent, name)) = self.nodes[id].parent.take() {
+            if let Kind::Dir(children) = &mut self.nodes[parent].kind {
+                children.retain(|(n, _)| *n != name);
+            }
+            self.touch(parent);
+        }
+    }
+
+    fn record(&mut self, op: FileOp) {
+        // Consecutive writes to one file, each where the last ended, travel as one.
+        if let (Some(FileOp::Write { root, path, offset, data }), FileOp::Write { root: r2, path: p2, offset: o2, data: d2 }) =
+            (self.journal.last_mut(), &op)
+            && root == r2
+            && path == p2
+            && *offset + data.len() as u64 == *o2
+        {
+            data.extend_from_slice(d2);
+            return;
+        }
+        self.journal.push(op);
+    }
+
+    fn content(&mut self, id: NodeId) -> Result<&[u8], FsError> {
+        if let Kind::File(Content::Stored(h)) = &self.nodes[id].kind {
+            let h = *h;
+            let Some(store) = &self.store else { return unsupported("no file contents on this clone") };
+            let bytes = store.get(&h).map_err(|e| FsError::Unsupported(format!("a replicated file is not available: {e}")))?;
+            self.nodes[id].kind = Kind::File(Content::Loaded(bytes));
+        }
+        match &self.nodes[id].kind {
+            Kind::File(Content::Loaded(b)) => Ok(b),
+            Kind::File(Content::Owned(b)) => Ok(b),
+            _ => err(errno::BADF),
+        }
+    }
+
+    fn content_mut(&mut self, id: NodeId) -> Result<&mut Vec<u8>, FsError> {
+        if !matches!(self.nodes[id].kind, Kind::File(Content::Owned(_))) {
+            let bytes = self.content(id)?.to_vec();
+            self.nodes[id].kind = Kind::File(Content::Owned(bytes));
+        }
+        match &mut self.nodes[id].kind {
+            Kind::File(Content::Owned(b)) => Ok(b),
+            _ => unreachable!("made owned above"),
+        }
+    }
+
+    /// `path_open`: a new descriptor.
+    pub fn open(&mut self, dirfd: u32, path: &str, oflags: u16, rights: u64, fdflags: u16) -> Result<u32, FsError> {
+        let dir = match self.fd(dirfd)? {
+            Fd::Dir { node, .. } => *node,
+            Fd::File(_) => return err(errno::NOTDIR),
+            _ => return err(errno::BADF),
+        };
+        let (read, write) = (rights & rights::FD_READ != 0, rights & rights::FD_WRITE != 0);
+        let (parent, name) = self.walk(dir, path)?;
+        let existing = match &name {
+            None => Some(parent),
+            Some(n) => self.child(parent, n),
+        };
+        let id = match existing {
+            Some(id) => {
+                if oflags & O_CREAT != 0 && oflags & O_EXCL != 0 {
+                    return err(errno::EXIST);
+                }
+                match self.nodes[id].kind {
+                    Kind::Other(_) => return unsupported(format!("`{path}` is a link or special file")),
+                    Kind::Dir(_) => {
+                        if write || oflags & O_TRUNC != 0 {
+                            return unsupported(format!("`{path}` is a directory opened for writing"));
+                        }
+                        return Ok(self.push(Fd::Dir { node: id, preopen: false }));
+                    }
+                    Kind::File(_) => {
+                        if oflags & O_DIRECTORY != 0 {
+                            return err(errno::NOTDIR);
+                        }
+                        if oflags & O_TRUNC != 0 {
+                            if !write {
+                                return unsupported(format!("`{path}` truncated without the right to write"));
+                            }
+                            self.set_len(id, 0)?;
+                        }
+                        id
+                    }
+                }
+            }
+            None if oflags & O_CREAT != 0 => {
+                if oflags & O_DIRECTORY != 0 || !write {
+                    return unsupported(format!("`{path}` created as a directory or without the right to write"));
+                }
+                let name = name.expect("a missing node has a name");
+                let id = self.attach(parent, &name, Kind::File(Content::Owned(Vec::new())));
+                let root = self.nodes[id].root;
+                let path = self.path_of(id).expect("just attached");
+                self.record(FileOp::Create { root, path });
+                id
+            }
+            None => return err(errno::NOENT),
+        };
+        Ok(self.push(Fd::File(Opened { node: id, pos: 0, read, write, fdflags })))
+    }
+
+    fn set_len(&mut self, id: NodeId, size: u64) -> Result<(), FsError> {
+        let len = usize::try_from(size).map_err(|_| FsError::Unsupported("a file of more than the address space".into()))?;
+        self.content_mut(id)?.resize(len, 0);
+        self.nodes[id].stat.size = size;
+        self.touch(id);
+        if let Some(path) = self.path_of(id) {
+            let root = self.nodes[id].root;
+            self.record(FileOp::SetSize { root, path, size });
+        }
+        Ok(())
+    }
+
+    /// `fd_close`.
+    pub fn close(&mut self, fd: u32) -> Result<(), FsError> {
+        match self.fd(fd)? {
+            Fd::Stdin | Fd::Stdout | Fd::Stderr => unsupported(format!("the function closed descriptor {fd}")),
+            Fd::Dir { preopen: true, .. } => unsupported(format!("the function closed preopened descriptor {fd}")),
+            _ => {
+                self.used.remove(&fd);
+                self.free.insert(fd);
+                Ok(())
+            }
+        }
+    }
+
+    /// `fd_read` (`at: None`, from the position, which advances) or `fd_pread` (at `at`).
+    pub fn read(&mut self, fd: u32, max: usize, at: Option<u64>) -> Result<Vec<u8>, FsError> {
+        let o = self.file(fd)?.clone();
+        if !o.read {
+            return err(errno::BADF);
+        }
+        let start = at.unwrap_or(o.pos);
+        let data = self.content(o.node)?;
+        let from = usize::try_from(start).unwrap_or(usize::MAX).min(data.len());
+        let out = data[from..from + max.min(data.len() - from)].to_vec();
+        if at.is_none()
+            && let Fd::File(f) = self.used.get_mut(&fd).expect("checked")
+        {
+            f.pos = start + out.len() as u64;
+        }
+        Ok(out)
+    }
+
+    /// `fd_write` (`at: None`) or `fd_pwrite`. Stdout and stderr go to the output journal.
+    pub fn write(&mut self, fd: u32, data: &[u8], at: Option<u64>) -> Result<usize, FsError> {
+        match (self.fd(fd)?, at) {
+            (Fd::Stdout | Fd::Stderr, None) => {
+                match self.output.last_mut() {
+                    Some((last, b)) if *last == fd => b.extend_from_slice(data),
+                    _ => self.output.push((fd, data.to_vec())),
+                }
+                return Ok(data.len());
+            }
+            (Fd::Stdout | Fd::Stderr, Some(_)) => return err(errno::SPIPE),
+            _ => {}
+        }
+        let o = self.file(fd)?.clone();
+        if !o.write {
+            return err(errno::BADF);
+        }
+        let append = o.fdflags & FDFLAG_APPEND != 0;
+        let len = self.content(o.node)?.len() as u64;
+        let offset = if append { len } else { at.unwrap_or(o.pos) };
+        let end = offset
+            .checked_add(data.len() as u64)
+            .and_then(|e| usize::try_from(e).ok())
+            .ok_or_else(|| FsError::Unsupported("a write past the address space".into()))?;
+        let bytes = self.content_mut(o.node)?;
+        if bytes.len() < end {
+            bytes.resize(end, 0);
+        }
+        bytes[offset as usize..end].copy_from_slice(data);
+        let size = bytes.len() as u64;
+        self.nodes[o.node].stat.size = size;
+        self.touch(o.node);
+        if let Some(path) = self.path_of(o.node) {
+            let root = self.nodes[o.node].root;
+            self.record(FileOp::Write { root, path, offset, data: data.to_vec() });
+        }
+        if at.is_none()
+            && let Fd::File(f) = self.used.get_mut(&fd).expect("checked")
+        {
+            f.pos = if append { size } else { end as u64 };
+        }
+        Ok(data.len())
+    }
+
+    /// `fd_seek`: whence 0 (set), 1 (current), 2 (end).
+    pub fn seek(&mut self, fd: u32, offset: i64, whence: u8) -> Result<u64, FsError> {
+        let o = self.file(fd)?.clone();
+        let pos = match whence {
+            0 if offset >= 0 => offset as u64,
+            1 => o.pos.checked_add_signed(offset).ok_or(FsError::Errno(errno::INVAL))?,
+            2 => (self.content(o.node)?.len() as u64).checked_add_signed(offset).ok_or(FsError::Errno(errno::INVAL))?,
+            _ => return err(errno::INVAL),
+        };
+        self.file(fd)?.pos = pos;
+        Ok(pos)
+    }
+
+    /// `fd_tell`.
+    pub fn tell(&mut self, fd: u32) -> Result<u64, FsError> {
+        Ok(self.file(fd)?.pos)
+    }
+
+    /// `fd_fdstat_get`.
+    pub fn fdstat(&self, fd: u32) -> Result<Fdstat, FsError> {
+        match self.fd(fd)? {
+            Fd::Stdin | Fd::Stdout | Fd::Stderr => unsupported("whether stdio is a terminal is known on the device only"),
+            Fd::Dir { preopen: true, .. } => Ok(Fdstat {
+                filetype: filetype::DIRECTORY,
+                flags: 0,
+                rights_base: rights::PREOPEN_BASE,
+                rights_inheriting: rights::PREOPEN_INHERITING,
+            }),
+            Fd::Dir { .. } => {
+                // Directories are opened here for reading only.
+                let base = rights::ALL & !(rights::FD_SEEK | rights::FD_FILESTAT_SET_SIZE | rights::PATH_FILESTAT_SET_SIZE | rights::FD_WRITE);
+                Ok(Fdstat { filetype: filetype::DIRECTORY, flags: 0, rights_base: base, rights_inheriting: base })
+            }
+            Fd::File(o) => {
+                let mut base = rights::ALL;
+                if !o.read {
+                    base &= !(rights::FD_READ | rights::FD_READDIR);
+                }
+                if !o.write {
+                    base &= !rights::FD_WRITE;
+                }
+                Ok(Fdstat { filetype: filetype::REGULAR_FILE, flags: o.fdflags, rights_base: base, rights_inheriting: base })
+            }
+            Fd::Device => unreachable!("refused by fd()"),
+        }
+    }
+
+    fn filestat_of(&self, id: NodeId) -> Filestat {
+        let n = &self.nodes[id];
+        let filetype = match n.kind {
+            Kind::Dir(_) => filetype::DIRECTORY,
+            Kind::File(_) => filetype::REGULAR_FILE,
+            Kind::Other(t) => t,
+        };
+        let s = n.stat;
+        Filestat { dev: 1, ino: s.ino, filetype, nlink: s.nlink, size: s.size, atim: s.atim, mtim: s.mtim, ctim: s.ctim }
+    }
+
+    /// `fd_filestat_get`.
+    pub fn filestat(&self, fd: u32) -> Result<Filestat, FsError> {
+        match self.fd(fd)? {
+            Fd::Dir { node, .. } => Ok(self.filestat_of(*node)),
+            Fd::File(o) => Ok(self.filestat_of(o.node)),
+            _ => unsupported("whether stdio is a terminal is known on the device only"),
+        }
+    }
+
+    /// `path_filestat_get`.
+    pub fn path_filestat(&self, dirfd: u32, path: &str) -> Result<Filestat, FsError> {
+        let dir = self.dir_fd(dirfd)?;
+        Ok(self.filestat_of(self.lookup(dir, path)?))
+    }
+
+    /// `fd_readdir`: the bytes wasmtime-wasi writes into a buffer of `buf_len` bytes from
+    /// `cookie` on (entries `.` and `..` first, then the children in directory order; the last
+    /// entry cut at the buffer's end).
+    pub fn readdir(&self, fd: u32, buf_len: u32, cookie: u64) -> Result<Vec<u8>, FsError> {
+        let dir = self.dir_fd(fd)?;
+        let Kind::Dir(children) = &self.nodes[dir].kind else { return err(errno::NOTDIR) };
+        let ino = self.nodes[dir].stat.ino;
+        let mut all = vec![
+            Dirent { next: 1, ino, filetype: filetype::DIRECTORY, name: ".".into() },
+            Dirent { next: 2, ino, filetype: filetype::DIRECTORY, name: "..".into() },
+        ];
+        for (k, (name, id)) in children.iter().enumerate() {
+            let st = self.filestat_of(*id);
+            all.push(Dirent { next: 3 + k as u64, ino: st.ino, filetype: st.filetype, name: name.clone() });
+        }
+        let mut out = Vec::new();
+        let mut cap = buf_len as usize;
+        for d in all.into_iter().skip(usize::try_from(cookie).unwrap_or(usize::MAX)) {
+            let mut head = [0u8; 24];
+            head[0..8].copy_from_slice(&d.next.to_le_bytes());
+            head[8..16].copy_from_slice(&d.ino.to_le_bytes());
+            head[16..20].copy_from_slice(&(d.name.len() as u32).to_le_bytes());
+            head[20] = d.filetype;
+            let n = cap.min(24);
+            out.extend_from_slice(&head[..n]);
+            cap -= n;
+            if cap == 0 {
+                break;
+            }
+            let n = cap.min(d.name.len());
+            out.extend_from_slice(&d.name.as_bytes()[..n]);
+            cap -= n;
+            if cap == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `fd_filestat_set_size`.
+    pub fn set_size(&mut self, fd: u32, size: u64) -> Result<(), FsError> {
+        let o = match self.fd(fd)? {
+            Fd::File(o) => o.clone(),
+            _ => return err(errno::BADF),
+        };
+        if !o.write {
+            return unsupported("a file resized without the right to write");
+        }
+        self.set_len(o.node, size)
+    }
+
+    /// `fd_sync`, `fd_datasync`, `fd_advise`: nothing to do beyond checking the descriptor.
+    pub fn check(&self, fd: u32) -> Result<(), FsError> {
+        self.fd(fd).map(|_| ())
+    }
+
+    fn named(&self, dirfd: u32, path: &str) -> Result<(NodeId, String), FsError> {
+        let dir = self.dir_fd(dirfd)?;
+        match self.walk(dir, path)? {
+            (parent, Some(name)) => Ok((parent, name)),
+            (_, None) => unsupported(format!("`{path}` names the directory itself")),
+        }
+    }
+
+    /// `path_create_directory`.
+    pub fn mkdir(&mut self, dirfd: u32, path: &str) -> Result<(), FsError> {
+        let (parent, name) = self.named(dirfd, path)?;
+        if self.child(parent, &name).is_some() {
+            return err(errno::EXIST);
+        }
+        let id = self.attach(parent, &name, Kind::Dir(Vec::new()));
+        let (root, path) = (self.nodes[id].root, self.path_of(id).expect("attached"));
+        self.record(FileOp::Mkdir { root, path });
+        Ok(())
+    }
+
+    /// `path_unlink_file`.
+    pub fn unlink(&mut self, dirfd: u32, path: &str) -> Result<(), FsError> {
+        let (parent, name) = self.named(dirfd, path)?;
+        let id = self.child(parent, &name).ok_or(FsError::Errno(errno::NOENT))?;
+        if !matches!(self.nodes[id].kind, Kind::File(_)) {
+            return unsupported(format!("unlinking `{path}`, which is not a regular file"));
+        }
+        let (root, p) = (self.nodes[id].root, self.path_of(id).expect("attached"));
+        self.detach(id);
+        self.record(FileOp::Unlink { root, path: p });
+        Ok(())
+    }
+
+    /// `path_remove_directory`.
+    pub fn rmdir(&mut self, dirfd: u32, path: &str) -> Result<(), FsError> {
+        let (parent, name) = self.named(dirfd, path)?;
+        let id = self.child(parent, &name).ok_or(FsError::Errno(errno::NOENT))?;
+        match &self.nodes[id].kind {
+            Kind::Dir(children) if !children.is_empty() => return err(errno::NOTEMPTY),
+            Kind::Dir(_) => {}
+            Kind::File(_) => return err(errno::NOTDIR),
+            Kind::Other(_) => return unsupported(format!("`{path}` is a link or special file")),
+        }
+        let (root, p) = (self.nodes[id].root, self.path_of(id).expect("attached"));
+        self.detach(id);
+        self.record(FileOp::Rmdir { root, path: p });
+        Ok(())
+    }
+
+    /// `path_rename`.
+    pub fn rename(&mut self, fd1: u32, from: &str, fd2: u32, to: &str) -> Result<(), FsError> {
+        let (p1, n1) = self.named(fd1, from)?;
+        let (p2, n2) = self.named(fd2, to)?;
+        let id = self.child(p1, &n1).ok_or(FsError::Errno(errno::NOENT))?;
+        let target = self.child(p2, &n2);
+        let is_file = |fs: &Fs, id: NodeId| matches!(fs.nodes[id].kind, Kind::File(_));
+        match target {
+            Some(t) if t == id => return Ok(()),
+            Some(t) if !(is_file(self, id) && is_file(self, t)) => {
+                return unsupported(format!("renaming `{from}` over `{to}` where a directory or link is involved"));
+            }
+            _ if matches!(self.nodes[id].kind, Kind::Other(_)) => return unsupported(format!("`{from}` is a link or special file")),
+            _ => {}
+        }
+        if !is_file(self, id) && self.nodes[p2].root != self.nodes[id].root {
+            return unsupported(format!("moving directory `{from}` to another preopen"));
+        }
+        // A directory cannot move into itself.
+        let mut up = Some(p2);
+        while let Some(u) = up {
+            if u == id {
+                return unsupported(format!("renaming `{from}` into itself"));
+            }
+            up = self.nodes[u].parent.as_ref().map(|(p, _)| *p);
+        }
+        let (root, from_path) = (self.nodes[id].root, self.path_of(id).expect("attached"));
+        if let Some(t) = target {
+            self.detach(t);
+        }
+        self.detach(id);
+        self.nodes[id].parent = Some((p2, n2.clone()));
+        self.nodes[id].root = self.nodes[p2].root;
+        if let Kind::Dir(children) = &mut self.nodes[p2].kind {
+            children.push((n2, id));
+        }
+        self.touch(p2);
+        let (to_root, to_path) = (self.nodes[id].root, self.path_of(id).expect("attached"));
+        self.record(FileOp::Rename { root, from: from_path, to_root, to: to_path });
+        Ok(())
+    }
+}

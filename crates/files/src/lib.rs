@@ -1,0 +1,31 @@
+//! The file replicator, CloneCloud's replica of the device's storage, for WASI's preopened
+//! directories.
+//!
+//! - [`Scanner`] (device) walks the preopened directories into [`Tree`]s: every entry with the
+//!   stat values the device's WASI runtime reports and, for files, the xxh3-128 of the content.
+//!   Unchanged files (same size, times and inode, and not modified in the last moments) are not
+//!   read again.
+//! - [`Store`] (clone) keeps file contents by hash on disk, one directory per device identity,
+//!   so a file travels once and is reused by later runs.
+//! - [`Fs`] (clone) is what a migrated function's WASI calls see: the trees and the stored
+//!   contents, a descriptor table numbered as the device's runtime numbers it, and writes
+//!   applied in place and recorded, in order, as [`FileOp`]s. Whatever it cannot answer exactly
+//!   as the device would is [`FsError::Unsupported`]: the migration is then abandoned and the
+//!   function runs on the device.
+//! - [`apply`] (device) carries a journal out on the real directories at the commit.
+
+mod apply;
+mod fs;
+mod scan;
+mod store;
+
+pub use apply::{ApplyError, apply};
+pub use clonecloud_wire::{Entry, EntryKind, FileOp, FileStat, Tree};
+pub use fs::{Dirent, Fd, Fdstat, Filestat, Fs, FsError, Opened, errno, filetype};
+pub use scan::{Root, ScanError, Scanner};
+pub use store::Store;
+
+/// The content hash files are named by: xxh3-128, little-endian.
+pub fn content_hash(bytes: &[u8]) -> [u8; 16] {
+    xxhash_rust::xxh3::xxh3_128(bytes).to_le_bytes()
+}
