@@ -107,6 +107,8 @@ fn build() -> Vec<Guest> {
             &[("CC_NUMBER", "12"), ("CC_PATH", "/x/y"), ("CC_EMPTY", "")],
         ),
         rust("files", &[], &[]),
+        rust("fsops", &[], &[]),
+        rust("stdin_echo", &[], &[]),
         rust("exit_code", &[], &[]),
         rust("panic", &[], &[]),
         rust("compute", &["1"], &[]),

@@ -160,9 +160,14 @@ fn target(opts: &Opts, cache: &ModuleCache) -> anyhow::Result<clonecloud_offload
     let connect_timeout = std::time::Duration::from_secs(5);
     match opts.clone.as_deref().unwrap_or("local") {
         "local" => {
-            let files = crate::data_dir().map(|d| d.join("clone-files"));
+            let home = crate::data_dir();
+            let files = home.as_ref().map(|d| d.join("clone-files"));
+            // Keys kept between runs: the local clone then finds this device's files again.
+            let server = local_identity(home.as_deref(), "local-clone")?;
+            let device = local_identity(home.as_deref(), "local-device")?;
             let limits = clonecloud_exec::Limits::default();
-            let (addr, identity, server_key) = clonecloud_offload::spawn_local_with(cache.clone(), std::time::Duration::from_secs(300), limits, files)
+            let idle = std::time::Duration::from_secs(300);
+            let (addr, identity, server_key) = clonecloud_offload::spawn_local_as(cache.clone(), idle, limits, files, server, device)
                 .map_err(|e| anyhow::anyhow!("cannot start the local clone: {e}"))?;
             Ok(clonecloud_offload::Target { addr, server_key, identity, connect_timeout, timeout, compression, environment: Default::default(), dirs: Vec::new() })
         }
@@ -184,6 +189,20 @@ fn target(opts: &Opts, cache: &ModuleCache) -> anyhow::Result<clonecloud_offload
             })
         }
     }
+}
+
+/// The key pair `NAME` under `home/keys`, made on first use (a fresh one without a home).
+fn local_identity(home: Option<&std::path::Path>, name: &str) -> anyhow::Result<clonecloud_net::Identity> {
+    let Some(home) = home else { return Ok(clonecloud_net::Identity::generate()?) };
+    let dir = home.join("keys");
+    let key = dir.join(format!("{name}.key"));
+    if key.is_file() {
+        return clonecloud_net::Identity::load(&key).with_context(|| format!("cannot load {} (delete it to make a new one)", key.display()));
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let id = clonecloud_net::Identity::generate()?;
+    id.save(&dir.join(name))?;
+    Ok(id)
 }
 
 /// A point's name for reports: its demangled name-section name, else `#INDEX`.

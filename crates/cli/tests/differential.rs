@@ -185,6 +185,19 @@ fn oracle_sees_what_the_corpus_promises() {
     assert!(
         files.files.contains_key("out/report.txt") && !files.files.contains_key("remove-me.txt")
     );
+    let fsops = expect("fsops", 0, "big: 100000 bytes, sum 12492401");
+    for line in [
+        "open missing: NotFound",
+        "create_new existing: AlreadyExists",
+        "remove_dir of a file: NotADirectory",
+        "create_dir under missing: NotFound",
+        "with a hole: [48, 49, 50, 97, 98, 99, 54, 55, 56, 57, 0, 0, 0, 0, 90]",
+        "resized: [48, 49, 50, 97, 0, 0]",
+        "old handle reads \"bee\"",
+    ] {
+        assert!(fsops.stdout.contains(line), "fsops: {line}: {}", fsops.stdout);
+    }
+    assert!(fsops.files["log.txt"].ends_with(b"one\ntwo\n"));
     expect("exit_code", 42, "about to exit with 42");
     let panic = expect("panic", 134, "10 / 2 = 5");
     assert!(panic.stderr.contains("division of 10 by zero"));

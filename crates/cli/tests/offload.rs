@@ -1,8 +1,8 @@
-//! Offloading end to end, through the `clonecloud` binary: the workloads' heavy functions run on a
-//! clone (in-process, and a separately started `clonecloud serve` on loopback) with output
-//! identical to a plain run; a function that does I/O, an unreachable clone, an unknown device
-//! key and a wrong server key all fall back to a local run with identical output and the cause in
-//! `--stats`.
+//! Offloading end to end, through the `clonecloud` binary: the workloads' heavy functions and the
+//! functions that read their input directories run on a clone (in-process, and a separately
+//! started `clonecloud serve` on loopback) with output identical to a plain run; a function that
+//! reads stdin, an unreachable clone, an unknown device key and a wrong server key all fall back
+//! to a local run with identical output and the cause in `--stats`.
 
 #[path = "../../../tests/support/apps.rs"]
 mod apps;
@@ -33,6 +33,12 @@ fn assert_same(plain: &Output, offloaded: &Output, what: &str) {
 
 /// Offloading `function` of `app` on its small input, with `extra` options: returns the stats.
 fn offload(app: &str, function: &str, extra: &[&str]) -> serde_json::Value {
+    let home = tempfile::tempdir().unwrap();
+    offload_in(home.path(), app, function, extra)
+}
+
+/// [`offload`] with `home` as `CLONECLOUD_HOME` (the local clone keeps replicated files there).
+fn offload_in(home: &Path, app: &str, function: &str, extra: &[&str]) -> serde_json::Value {
     let input = tempfile::tempdir().unwrap();
     apps::generate(app, "small", input.path());
     let plain = run(app, input.path(), &[]);
@@ -41,7 +47,6 @@ fn offload(app: &str, function: &str, extra: &[&str]) -> serde_json::Value {
     let stats_file = dir.path().join("stats.json");
     let mut args = vec!["--offload", function, "--stats", stats_file.to_str().unwrap()];
     args.extend_from_slice(extra);
-    // Logs (fallback warnings) go to stderr: keep them out of the comparison.
     let offloaded = Command::new(CLONECLOUD)
         .arg("run")
         .args(&args)
@@ -49,7 +54,9 @@ fn offload(app: &str, function: &str, extra: &[&str]) -> serde_json::Value {
         .arg(format!("{}::/input", input.path().display()))
         .arg(apps::wasm(app))
         .arg("/input")
-        .env("CLONECLOUD_LOG", "off")
+        .env("CLONECLOUD_HOME", home)
+        .env_remove("CLONECLOUD_LOG")
+        .env_remove("RUST_LOG")
         .output()
         .unwrap();
     assert_same(&plain, &offloaded, &format!("{app} offloading {function} {extra:?}"));
@@ -98,14 +105,61 @@ fn whole_mains_that_print_and_read_their_arguments_run_remotely() {
 }
 
 #[test]
-fn a_function_that_does_io_falls_back_with_its_cause() {
-    // `run` reads the input files: WASI on the clone, so every call runs locally.
-    let s = offload("virus-scan", "virus_scan::run", &[]);
+fn main_s_first_callee_that_does_io_runs_on_the_clone_with_its_files() {
+    // `run` reads the input directory (signatures and files, a cascade and images, a corpus and a
+    // log): the directory is replicated to the clone, which serves the reads itself.
+    let home = tempfile::tempdir().unwrap();
+    for app in ["virus-scan", "image-search", "behavior-profile"] {
+        let f = format!("{}::run", app.replace('-', "_"));
+        let s = offload_in(home.path(), app, &f, &[]);
+        assert!(s["migrations"].as_u64().unwrap() > 0, "{app}: {s}");
+        assert_eq!(s["fallbacks"]["count"], 0, "{app}: {s}");
+        let sync = &s["file_sync"];
+        assert!(sync["files_sent"].as_u64().unwrap() > 0 && sync["bytes"].as_u64().unwrap() > 0, "{app}: {sync}");
+        // A second run finds every file on the clone already: only the listing travels.
+        let s = offload_in(home.path(), app, &f, &[]);
+        assert!(s["migrations"].as_u64().unwrap() > 0, "{app}: {s}");
+        assert_eq!(s["file_sync"]["files_sent"], 0, "{app}: reused across runs: {s}");
+        assert_eq!(s["file_sync"]["syncs"], 1, "{app}: {s}");
+    }
+}
+
+#[test]
+fn a_function_that_reads_stdin_runs_on_the_device_and_reads_it_once() {
+    let guest = corpus::guest("stdin_echo");
+    let input = "Hello, clone.\nSecond line: ünï.\n";
+    let run = |extra: &[&str]| {
+        let mut child = Command::new(CLONECLOUD)
+            .arg("run")
+            .args(extra)
+            .arg(&guest.path)
+            .env_remove("CLONECLOUD_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let plain = run(&[]);
+    assert!(String::from_utf8_lossy(&plain.stdout).contains("SECOND LINE: ÜNÏ."));
+    let dir = tempfile::tempdir().unwrap();
+    let stats_file = dir.path().join("stats.json");
+    // `main` reads stdin: it runs on the device (stdin is never read on the clone, so no input is
+    // consumed by an attempt that is then thrown away), with the cause recorded.
+    let offloaded = run(&["--offload", "stdin_echo::main", "--stats", stats_file.to_str().unwrap()]);
+    assert_same(&plain, &offloaded, "stdin_echo::main");
+    let s = stats(&stats_file);
     assert_eq!(s["migrations"], 0, "{s}");
-    assert!(s["fallbacks"]["count"].as_u64().unwrap() > 0);
-    assert!(s["fallbacks"]["causes"]["unavailable"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["fallbacks"]["causes"]["unavailable"], 1, "{s}");
     let detail = s["fallbacks"]["events"][0]["detail"].as_str().unwrap();
-    assert!(detail.contains("wasi_snapshot_preview1"), "the cause names the WASI call: {detail}");
+    assert!(detail.contains("stdin"), "the cause names stdin: {detail}");
+    // What it calls after reading runs on the clone.
+    let offloaded = run(&["--offload", "stdin_echo::shout", "--stats", stats_file.to_str().unwrap()]);
+    assert_same(&plain, &offloaded, "stdin_echo::shout");
+    assert_eq!(stats(&stats_file)["migrations"], 1);
 }
 
 #[test]
@@ -136,9 +190,13 @@ fn a_separate_server_serves_allowed_devices_only() {
     assert_eq!(s["migrations"], 0, "{s}");
     assert!(s["fallbacks"]["causes"]["tls"].as_u64().unwrap() > 0, "{s}");
 
-    // The server goes on serving the allowed device.
+    // The server goes on serving the allowed device, files included.
     let s = remote(&device_key, &server_pub);
     assert!(s["migrations"].as_u64().unwrap() > 0, "{s}");
+    let s = offload("virus-scan", "virus_scan::run", &["--clone", &server.addr, "--key", &device_key, "--clone-key", &server_pub]);
+    // (The earlier runs of this device left the files on the server: only the listing travels.)
+    assert!(s["migrations"].as_u64().unwrap() > 0 && s["file_sync"]["entries"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["fallbacks"]["count"], 0, "{s}");
 
     // Gone: every call runs locally, identical, after one failed connection attempt.
     let addr = server.addr.clone();

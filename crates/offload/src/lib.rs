@@ -14,5 +14,5 @@ pub mod server;
 pub mod stats;
 
 pub use device::{Offloader, Target};
-pub use server::{Clone, spawn_local, spawn_local_with};
+pub use server::{Clone, spawn_local, spawn_local_as, spawn_local_with};
 pub use stats::Stats;

@@ -283,6 +283,19 @@ pub fn spawn_local_with(
 ) -> Result<(String, Identity, clonecloud_net::PublicKey), String> {
     let server = Identity::generate().map_err(|e| e.to_string())?;
     let device = Identity::generate().map_err(|e| e.to_string())?;
+    spawn_local_as(cache, idle, limits, files, server, device)
+}
+
+/// [`spawn_local_with`] with given keys: a device that keeps its identity between runs finds
+/// its replicated files again.
+pub fn spawn_local_as(
+    cache: ModuleCache,
+    idle: Duration,
+    limits: Limits,
+    files: Option<std::path::PathBuf>,
+    server: Identity,
+    device: Identity,
+) -> Result<(String, Identity, clonecloud_net::PublicKey), String> {
     let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([device.public().clone()]), Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().to_string();

@@ -1,0 +1,15 @@
+//! Reads all of stdin and prints it upper-cased with a byte count: input with a side effect (it
+//! is consumed), which must be read exactly once however the program runs.
+use std::io::Read;
+
+#[inline(never)]
+fn shout(text: &str) -> String {
+    text.to_uppercase()
+}
+
+fn main() {
+    let mut input = String::new();
+    std::io::stdin().read_to_string(&mut input).expect("stdin is text");
+    println!("read {} bytes", input.len());
+    print!("{}", shout(&input));
+}
