@@ -13,6 +13,7 @@
 mod cache;
 mod clone_wasi;
 mod error;
+pub mod heap;
 pub mod replica;
 mod run;
 pub mod state;

@@ -101,6 +101,7 @@ pub struct Replica {
     table: PageTable,
     locals: std::collections::HashMap<u32, Func>,
     instance: wasmtime::Instance,
+    heap: crate::heap::HeapHint,
 }
 
 impl std::fmt::Debug for Replica {
@@ -180,7 +181,16 @@ impl Replica {
         if let Some(m) = handles.memory {
             m.data_mut(&mut store).fill(0);
         }
-        Ok(Replica { store, limits, shadow: Vec::new(), handles, table: PageTable::new(), locals: Default::default(), instance })
+        Ok(Replica {
+            store,
+            limits,
+            shadow: Vec::new(),
+            handles,
+            table: PageTable::new(),
+            locals: Default::default(),
+            instance,
+            heap: Default::default(),
+        })
     }
 
     /// Applies a device's delta (pages XORed into the agreed content with `xor`).
@@ -199,11 +209,25 @@ impl Replica {
         Ok(())
     }
 
+    /// Where the module's allocator keeps its state: pages it holds free are then left out of
+    /// captures.
+    pub fn set_heap_hint(&mut self, hint: crate::heap::HeapHint) {
+        self.heap = hint;
+    }
+
+    /// How many changed pages the last capture left out as free heap.
+    pub fn freed_pages(&self) -> usize {
+        self.table.skipped()
+    }
+
     /// What changed since the last agreed state: memory size, pages (with `xor`, each XORed with
-    /// its agreed content), every mutable global. The result is the new agreed state.
+    /// its agreed content), every mutable global. The result is the new agreed state. Pages
+    /// wholly inside free heap memory are left out (their content is never read again before it
+    /// is written, and a page is shipped whole once it is).
     pub fn capture(&mut self, xor: bool) -> (u32, Vec<Page>, Vec<(u32, Val)>) {
         let memory = self.handles.memory_bytes(&self.store);
-        let mut pages = self.table.diff(memory);
+        let free = if self.heap.is_empty() { Vec::new() } else { self.heap.free_pages(memory) };
+        let mut pages = self.table.diff_skipping(memory, &free);
         self.shadow.resize(memory.len(), 0);
         for (i, page) in &mut pages {
             let at = *i as usize * PAGE_SIZE;

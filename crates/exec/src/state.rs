@@ -21,6 +21,8 @@ pub type Page = (u32, Vec<u8>);
 #[derive(Debug, Clone, Default)]
 pub struct PageTable {
     hashes: Vec<u64>,
+    /// Pages the last [`PageTable::diff_skipping`] left out although they had changed.
+    skipped: usize,
 }
 
 fn zero_hash() -> u64 {
@@ -40,14 +42,28 @@ impl PageTable {
     /// The pages of `memory` that differ from the agreed state; the table then holds `memory`'s
     /// hashes (the caller is about to make the peer agree).
     pub fn diff(&mut self, memory: &[u8]) -> Vec<Page> {
+        self.diff_skipping(memory, &[])
+    }
+
+    /// [`PageTable::diff`], leaving out the pages in `skip` (sorted): they are not shipped and
+    /// stay as agreed before.
+    pub fn diff_skipping(&mut self, memory: &[u8], skip: &[u32]) -> Vec<Page> {
         let zero = zero_hash();
+        let mut skip = skip.iter().peekable();
+        self.skipped = 0;
         let n = memory.len() / PAGE_SIZE;
         let mut out = Vec::new();
         let mut hashes = Vec::with_capacity(n);
         for i in 0..n {
+            let old = self.hashes.get(i).copied().unwrap_or(zero);
+            while skip.next_if(|&&s| (s as usize) < i).is_some() {}
             let page = &memory[i * PAGE_SIZE..(i + 1) * PAGE_SIZE];
             let h = xxh3_64(page);
-            let old = self.hashes.get(i).copied().unwrap_or(zero);
+            if skip.next_if(|&&s| s as usize == i).is_some() {
+                self.skipped += usize::from(h != old);
+                hashes.push(old);
+                continue;
+            }
             if h != old {
                 out.push((i as u32, page.to_vec()));
             }
@@ -85,6 +101,11 @@ impl PageTable {
     /// Forgets the agreed state (the peer lost its copy): the next diff ships every non-zero page.
     pub fn reset(&mut self) {
         self.hashes.clear();
+    }
+
+    /// How many changed pages the last [`PageTable::diff_skipping`] left out.
+    pub fn skipped(&self) -> usize {
+        self.skipped
     }
 
     /// How many pages are recorded, for statistics.

@@ -337,6 +337,48 @@ impl Module {
         Ok(())
     }
 
+    /// The fixed memory addresses function `index` loads from or stores to (`i32.const A`
+    /// followed by an access at offset `O` gives `A + O`), sorted and deduplicated: where the
+    /// statics it uses live. Empty for imports and for bodies `wasm` does not hold.
+    pub fn static_addresses(&self, wasm: &[u8], index: u32) -> Vec<u32> {
+        let Some(Function { kind: FunctionKind::Defined { body_offset, body_size }, .. }) = self.functions.get(index as usize) else {
+            return Vec::new();
+        };
+        let Some(bytes) = wasm.get(*body_offset..body_offset + body_size) else { return Vec::new() };
+        let body = wasmparser::FunctionBody::new(wasmparser::BinaryReader::new(bytes, *body_offset));
+        let Ok(mut ops) = body.get_operators_reader() else { return Vec::new() };
+        let mut out = Vec::new();
+        let mut constant: Option<u32> = None;
+        while !ops.eof() {
+            let Ok(op) = ops.read() else { break };
+            let memarg = match &op {
+                Operator::I32Load { memarg }
+                | Operator::I64Load { memarg }
+                | Operator::I32Load8U { memarg }
+                | Operator::I32Load8S { memarg }
+                | Operator::I32Load16U { memarg }
+                | Operator::I32Load16S { memarg }
+                | Operator::I32Store { memarg }
+                | Operator::I64Store { memarg }
+                | Operator::I32Store8 { memarg }
+                | Operator::I32Store16 { memarg } => Some(memarg.offset),
+                _ => None,
+            };
+            if let (Some(base), Some(offset)) = (constant, memarg)
+                && let Ok(a) = u32::try_from(u64::from(base) + offset)
+            {
+                out.push(a);
+            }
+            constant = match op {
+                Operator::I32Const { value } => Some(value as u32),
+                _ => None,
+            };
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Every function that can be a migration point (defined, no reference types), in order.
     pub fn all_points(&self) -> Vec<u32> {
         self.defined_functions()

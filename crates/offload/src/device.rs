@@ -205,7 +205,7 @@ impl Offloader {
         let reply = conn.recv().map_err(net)?;
         let round_trip = t1.elapsed();
         match session.on_message(reply).map_err(|e| abort("protocol", e))? {
-            DeviceEvent::Returned { results: rs, state, micros, output, files, exit } => {
+            DeviceEvent::Returned { results: rs, state, micros, output, files, exit, freed } => {
                 if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
                     return Err(abort("protocol", format!("pages of {} bytes", state.memory.page_size)));
                 }
@@ -248,6 +248,7 @@ impl Offloader {
                 p.remote_ms += remote.as_secs_f64() * 1e3;
                 p.merge_ms += merge.as_secs_f64() * 1e3;
                 p.file_changes += files.len() as u64;
+                p.pages_freed += u64::from(freed);
                 debug!(point = %name, pages_up, pages_down = state.memory.pages.len(), "migration returned");
                 Ok(exit)
             }

@@ -6,6 +6,7 @@
 
 use crate::convert;
 use clonecloud_exec::state::PAGE_SIZE;
+use clonecloud_exec::heap::HeapHint;
 use clonecloud_exec::{CallError, ExecError, Limits, ModuleCache, Replica, new_clone_engine};
 use clonecloud_net::{Connection, Identity, Listener, NetError, AllowList};
 use clonecloud_files::{Fs, Store};
@@ -24,7 +25,8 @@ const SESSION_STACK: usize = 64 << 20;
 pub struct Clone {
     engine: Engine,
     cache: ModuleCache,
-    modules: Mutex<HashMap<Hash128, Module>>,
+    /// Compiled modules by hash, with where their allocator keeps its state.
+    modules: Mutex<HashMap<Hash128, (Module, HeapHint)>>,
     idle: Duration,
     limits: Limits,
     /// Where replicated files are kept, a directory per device.
@@ -70,7 +72,7 @@ impl Clone {
         Ok(s)
     }
 
-    fn module(&self, hash: &Hash128) -> Option<Module> {
+    fn module(&self, hash: &Hash128) -> Option<(Module, HeapHint)> {
         self.modules.lock().unwrap_or_else(|e| e.into_inner()).get(hash).cloned()
     }
 
@@ -108,7 +110,7 @@ impl Clone {
         conn.set_timeout(Some(self.idle));
         let mut s = CloneSession::new();
         let mut hash: Option<Hash128> = None;
-        let mut module: Option<Module> = None;
+        let mut module: Option<(Module, HeapHint)> = None;
         let mut replica: Option<Replica> = None;
         let mut environment = clonecloud_wire::Environment::default();
         let store = self.store(&conn.peer().fingerprint())?;
@@ -143,8 +145,11 @@ impl Clone {
                     }
                     match self.cache.load_or_compile(&self.engine, &bytes) {
                         Ok(m) => {
-                            self.modules.lock().unwrap_or_else(|e| e.into_inner()).insert(want, m.clone());
-                            module = Some(m);
+                            // The module compiled, so it is valid: the model reads it too.
+                            let hint = clonecloud_model::Module::parse(&bytes).map(|model| HeapHint::of(&model, &bytes)).unwrap_or_default();
+                            let entry = (m, hint);
+                            self.modules.lock().unwrap_or_else(|e| e.into_inner()).insert(want, entry.clone());
+                            module = Some(entry);
                         }
                         Err(e) => {
                             let message = format!("cannot compile the module: {e}");
@@ -183,12 +188,12 @@ impl Clone {
                     continue;
                 }
                 CloneEvent::Migrate { point, args, state, clocks, descriptors } => {
-                    let module = module.as_ref().expect("a migration follows the module");
+                    let (module, hint) = module.as_ref().map(|(m, h)| (m, h)).expect("a migration follows the module");
                     let started = Instant::now();
                     // XOR deltas pay off only compressed: use them when the device compresses.
                     let xor = conn.peer_compressed();
                     let m = Migration { point, args: &args, state: &state, xor, clocks, descriptors: &descriptors };
-                    match self.run(module, &mut replica, &mut files, &environment, m) {
+                    match self.run((module, hint), &mut replica, &mut files, &environment, m) {
                         Ok(mut ret) => {
                             ret.micros = started.elapsed().as_micros() as u64;
                             s.returned(ret)
@@ -218,7 +223,7 @@ impl Clone {
     /// Applies the device's state, runs `point`, and captures what changed.
     fn run(
         &self,
-        module: &Module,
+        (module, hint): (&Module, &HeapHint),
         replica: &mut Option<Replica>,
         files: &mut Option<Fs>,
         environment: &clonecloud_wire::Environment,
@@ -228,7 +233,9 @@ impl Clone {
         let unavailable = |e: String| (FailKind::Unavailable, e);
         if replica.is_none() {
             let (args, env) = (environment.args.clone(), environment.env.clone());
-            *replica = Some(Replica::with_limits(&self.engine, module, self.limits, args, env).map_err(|e| unavailable(e.to_string()))?);
+            let mut r = Replica::with_limits(&self.engine, module, self.limits, args, env).map_err(|e| unavailable(e.to_string()))?;
+            r.set_heap_hint(hint.clone());
+            *replica = Some(r);
         }
         let r = replica.as_mut().expect("made above");
         if let Some(fs) = files.take() {
@@ -252,7 +259,8 @@ impl Clone {
         let results = if exit.is_some() { Vec::new() } else { convert::values_to_wire(&results).ok_or_else(|| unavailable("a reference-typed result".into()))? };
         let mut state = convert::state(wasm_pages, pages, &globals).ok_or_else(|| unavailable("a reference-typed global".into()))?;
         state.memory.xor = xor;
-        Ok(Returned { results, state, micros: 0, output, files, exit })
+        let freed = r.freed_pages() as u32;
+        Ok(Returned { results, state, micros: 0, output, files, exit, freed })
     }
 }
 

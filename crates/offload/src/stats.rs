@@ -30,6 +30,9 @@ pub struct PointStats {
     pub merge_ms: f64,
     /// Changes to files the clone sent back (after merging consecutive writes).
     pub file_changes: u64,
+    /// Changed pages the clone did not send back because they hold only memory the module's
+    /// allocator has freed.
+    pub pages_freed: u64,
 }
 
 /// Replicating the preopened directories to the clone (apart from the migrations' bytes).

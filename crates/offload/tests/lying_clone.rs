@@ -76,8 +76,8 @@ fn answers_that_do_not_fit_are_not_believed() {
     let (want, _) = exit_code(None);
     assert_eq!(want, 7);
     let lies = [
-        ("an i64 for an i32", Message::Return { results: vec![Value::I64(5)], state: state(vec![]), micros: 0, output: vec![], files: vec![], exit: None }),
-        ("two results for one", Message::Return { results: vec![Value::I32(5), Value::I32(6)], state: state(vec![]), micros: 0, output: vec![], files: vec![], exit: None }),
+        ("an i64 for an i32", Message::Return { results: vec![Value::I64(5)], state: state(vec![]), micros: 0, output: vec![], files: vec![], exit: None, freed: 0 }),
+        ("two results for one", Message::Return { results: vec![Value::I32(5), Value::I32(6)], state: state(vec![]), micros: 0, output: vec![], files: vec![], exit: None, freed: 0 }),
         ("a global the module lacks", Message::Return {
             results: vec![Value::I32(5)],
             state: State { globals: vec![(99, Value::I32(1))], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } },
@@ -85,6 +85,7 @@ fn answers_that_do_not_fit_are_not_believed() {
             output: vec![],
             files: vec![],
             exit: None,
+            freed: 0,
         }),
         ("memory beyond the module's maximum", Message::Return {
             results: vec![Value::I32(5)],
@@ -93,6 +94,7 @@ fn answers_that_do_not_fit_are_not_believed() {
             output: vec![],
             files: vec![],
             exit: None,
+            freed: 0,
         }),
         ("a file change in a directory the run does not have", Message::Return {
             results: vec![Value::I32(5)],
@@ -101,6 +103,7 @@ fn answers_that_do_not_fit_are_not_believed() {
             output: vec![],
             files: vec![clonecloud_wire::FileOp::Create { root: 0, path: "planted".into() }],
             exit: None,
+            freed: 0,
         }),
     ];
     for (what, lie) in lies {

@@ -287,7 +287,7 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
             w.u32s(&descriptors.open);
             w.u32s(&descriptors.free);
         }
-        Message::Return { results, state, micros, output, files, exit } => {
+        Message::Return { results, state, micros, output, files, exit, freed } => {
             w.values(results);
             w.state(state);
             w.u64(*micros);
@@ -305,6 +305,7 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
                     w.u32(*code);
                 }
             }
+            w.u32(*freed);
         }
         Message::Files { trees } => {
             w.len(trees.len());
@@ -592,7 +593,7 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, bo
                 1 => Some(r.u32("the exit code")?),
                 b => return Err(r.invalid(format!("the exit flag is {b}, not 0 or 1"))),
             };
-            Message::Return { results, state, micros, output, files, exit }
+            Message::Return { results, state, micros, output, files, exit, freed: r.u32("the freed page count")? }
         }
         6 => Message::ImportCall { import: r.u32("the import")?, args: r.values("the arguments")?, state: r.state()? },
         7 => Message::ImportReturn { results: r.values("the results")?, state: r.state()? },

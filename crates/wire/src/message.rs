@@ -157,7 +157,9 @@ pub enum Message {
     /// Clone → device: the function returned `results` after `micros` of execution on the
     /// clone (or, with `exit`, called `proc_exit`); apply `state`, apply `files`, write `output`
     /// (what it wrote to stdout and stderr, as `(fd, bytes)` in order) and resume (or exit).
-    Return { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32> },
+    /// `freed` counts the changed pages left out because they hold only memory the allocator
+    /// has freed (the device keeps its own bytes there).
+    Return { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32>, freed: u32 },
     /// Clone → device, during a migration: run import `import` with `args` on the device,
     /// after applying `state`.
     ImportCall { import: u32, args: Vec<Value>, state: State },

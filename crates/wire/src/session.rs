@@ -71,7 +71,7 @@ pub enum DeviceEvent {
     NeedFiles { hashes: Vec<Hash128> },
     /// The migrated function returned after `micros` on the clone: apply `state` and `files`,
     /// write `output`, then return `results` (or exit with `exit`).
-    Returned { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32> },
+    Returned { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32>, freed: u32 },
     /// Run import `import` locally after applying `state`, then answer with
     /// [`DeviceSession::import_return`].
     ImportCall { import: u32, args: Vec<Value>, state: State },
@@ -170,8 +170,8 @@ impl DeviceSession {
                 (next, DeviceEvent::Welcomed { need_module })
             }
             (Device::AwaitNeedFiles, Message::NeedFiles { hashes }) => (Device::Ready, DeviceEvent::NeedFiles { hashes }),
-            (Device::Migrating, Message::Return { results, state, micros, output, files, exit }) => {
-                (Device::Ready, DeviceEvent::Returned { results, state, micros, output, files, exit })
+            (Device::Migrating, Message::Return { results, state, micros, output, files, exit, freed }) => {
+                (Device::Ready, DeviceEvent::Returned { results, state, micros, output, files, exit, freed })
             }
             (Device::Migrating, Message::ImportCall { import, args, state }) => {
                 (Device::Proxying, DeviceEvent::ImportCall { import, args, state })
@@ -244,6 +244,8 @@ pub struct Returned {
     pub files: Vec<FileOp>,
     /// The code it passed to `proc_exit`, if it exited.
     pub exit: Option<u32>,
+    /// Changed pages left out as free heap.
+    pub freed: u32,
 }
 
 /// The clone's side of a session.
@@ -290,8 +292,8 @@ impl CloneSession {
     pub fn returned(&mut self, ret: Returned) -> Result<Message, ProtocolError> {
         self.expect(self.state == Clone::Running, "return")?;
         self.state = Clone::Ready;
-        let Returned { results, state, micros, output, files, exit } = ret;
-        Ok(Message::Return { results, state, micros, output, files, exit })
+        let Returned { results, state, micros, output, files, exit, freed } = ret;
+        Ok(Message::Return { results, state, micros, output, files, exit, freed })
     }
 
     pub fn failed(&mut self, kind: FailKind, message: String) -> Result<Message, ProtocolError> {

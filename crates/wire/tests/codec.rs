@@ -101,8 +101,9 @@ fn every_kind(rng: &mut Rng) -> Vec<Message> {
             output: vec![(1, b"out".to_vec()), (2, vec![])],
             files: file_ops(rng),
             exit: None,
+            freed: 2,
         },
-        Message::Return { results: vec![], state: state(rng), micros: 0, output: vec![], files: vec![], exit: Some(3) },
+        Message::Return { results: vec![], state: state(rng), micros: 0, output: vec![], files: vec![], exit: Some(3), freed: 7 },
         Message::Files { trees: vec![tree(rng), Tree::default()] },
         Message::NeedFiles { hashes: vec![[1; 16], [2; 16]] },
         Message::FileData { hash: [3; 16], bytes: (0..rng.below(5000)).map(|i| (i % 7) as u8).collect() },
@@ -229,6 +230,7 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
         output: vec![],
         files: vec![],
         exit: None,
+        freed: 0,
     };
     let packed = to_bytes_with(&zeros, Compression::Lz4);
     assert!(packed.len() * 50 < to_bytes(&zeros).len(), "{} bytes", packed.len());
@@ -242,6 +244,7 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
         output: vec![],
         files: vec![],
         exit: None,
+        freed: 0,
     };
     assert!(matches!(from_bytes(&to_bytes(&m), DEFAULT_MAX_FRAME), Err(DecodeError::Invalid { .. })));
 }

@@ -58,7 +58,7 @@ fn out_of_order_messages_are_protocol_errors() {
     // A device never accepts a return it did not ask for, and an error closes the session.
     let mut dev = DeviceSession::new([0; 16], 0, 0, Default::default());
     dev.hello().unwrap();
-    assert!(dev.on_message(Message::Return { results: vec![], state: State::default(), micros: 0, output: vec![], files: vec![], exit: None }).is_err());
+    assert!(dev.on_message(Message::Return { results: vec![], state: State::default(), micros: 0, output: vec![], files: vec![], exit: None, freed: 0 }).is_err());
     assert!(dev.migrate(0, vec![], State::default(), Default::default(), Default::default()).is_err(), "closed after the error");
     let mut dev = DeviceSession::new([0; 16], 0, 0, Default::default());
     dev.hello().unwrap();
