@@ -55,8 +55,9 @@ pub struct Opts {
     #[arg(long, value_name = "SECS", default_value_t = 60.0, requires = "offload")]
     clone_timeout: f64,
 
-    /// How state deltas travel: `lz4` (compressed) or `none`.
-    #[arg(long, value_enum, default_value_t = CompressionArg::Lz4, requires = "offload")]
+    /// How state deltas and files travel: `auto` (LZ4 on fast links, zstd on slow ones, by the
+    /// throughput measured), `lz4`, `zstd` or `none`.
+    #[arg(long, value_enum, default_value_t = CompressionArg::Auto, requires = "offload")]
     compression: CompressionArg,
 
     /// Write what offloading did (migrations, fallbacks and causes, bytes, times) as JSON.
@@ -74,8 +75,10 @@ pub struct Opts {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum CompressionArg {
+    Auto,
     None,
     Lz4,
+    Zstd,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -154,8 +157,10 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
 fn target(opts: &Opts, cache: &ModuleCache) -> anyhow::Result<clonecloud_offload::Target> {
     let timeout = std::time::Duration::from_secs_f64(opts.clone_timeout.max(0.001));
     let compression = match opts.compression {
-        CompressionArg::None => clonecloud_wire::Compression::None,
-        CompressionArg::Lz4 => clonecloud_wire::Compression::Lz4,
+        CompressionArg::Auto => clonecloud_offload::CompressionPolicy::ByLink,
+        CompressionArg::None => clonecloud_offload::CompressionPolicy::Fixed(clonecloud_wire::Compression::None),
+        CompressionArg::Lz4 => clonecloud_offload::CompressionPolicy::Fixed(clonecloud_wire::Compression::Lz4),
+        CompressionArg::Zstd => clonecloud_offload::CompressionPolicy::Fixed(clonecloud_wire::Compression::Zstd),
     };
     let connect_timeout = std::time::Duration::from_secs(5);
     match opts.clone.as_deref().unwrap_or("local") {

@@ -136,9 +136,10 @@ impl Connection {
         self.compression = c;
     }
 
-    /// Whether the last message received carried a compressed delta.
-    pub fn peer_compressed(&self) -> bool {
-        self.decoder.last_compressed
+    /// How the last message received was compressed (`None` when it carried nothing
+    /// compressed).
+    pub fn peer_compression(&self) -> Compression {
+        self.decoder.last_compression
     }
 
     /// Sends one message.

@@ -11,7 +11,7 @@
 
 use clonecloud_exec::{ModuleCache, PointMode, Points, Program, Stdio, WasiConfig, new_engine};
 use clonecloud_net::{AllowList, Connection, Identity, Listener};
-use clonecloud_offload::{Offloader, Stats, Target, spawn_local};
+use clonecloud_offload::{CompressionPolicy, Offloader, Stats, Target, spawn_local};
 use clonecloud_wire::{Compression, Message};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,7 +49,7 @@ fn migrations() -> (Duration, Stats) {
         identity,
         connect_timeout: Duration::from_secs(5),
         timeout: Duration::from_secs(30),
-        compression: Compression::None,
+        compression: CompressionPolicy::Fixed(Compression::None),
         environment: Default::default(),
         dirs: Vec::new(),
     };

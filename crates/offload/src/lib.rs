@@ -13,6 +13,6 @@ pub mod device;
 pub mod server;
 pub mod stats;
 
-pub use device::{Offloader, Target};
+pub use device::{CompressionPolicy, Offloader, Target};
 pub use server::{Clone, spawn_local, spawn_local_as, spawn_local_with};
 pub use stats::Stats;

@@ -191,7 +191,7 @@ impl Clone {
                     let (module, hint) = module.as_ref().map(|(m, h)| (m, h)).expect("a migration follows the module");
                     let started = Instant::now();
                     // XOR deltas pay off only compressed: use them when the device compresses.
-                    let xor = conn.peer_compressed();
+                    let xor = conn.peer_compression() != Compression::None;
                     let m = Migration { point, args: &args, state: &state, xor, clocks, descriptors: &descriptors };
                     match self.run((module, hint), &mut replica, &mut files, &environment, m) {
                         Ok(mut ret) => {
@@ -213,9 +213,8 @@ impl Clone {
                 CloneEvent::Goodbye => return Ok(()),
             };
             let reply = reply.map_err(|e| e.to_string())?;
-            // Answer in kind: a device that compresses its deltas gets compressed ones back.
-            let c = if conn.peer_compressed() { Compression::Lz4 } else { Compression::None };
-            conn.set_compression(c);
+            // Answer in kind: a device gets its deltas back compressed as it compresses its own.
+            conn.set_compression(conn.peer_compression());
             conn.send(&reply).map_err(|e| e.to_string())?;
         }
     }

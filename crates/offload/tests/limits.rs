@@ -2,7 +2,7 @@
 //! device, with the result a plain run gives.
 
 use clonecloud_exec::{Limits, ModuleCache, Outcome, PointMode, Points, Program, Stdio, WasiConfig, new_engine};
-use clonecloud_offload::{Offloader, Stats, Target, spawn_local_with};
+use clonecloud_offload::{CompressionPolicy, Offloader, Stats, Target, spawn_local_with};
 use clonecloud_wire::Compression;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,7 +32,7 @@ fn run(offload: bool) -> (i32, Stats) {
     let migrator: Option<Box<dyn clonecloud_exec::Migrator>> = if offload {
         let limits = Limits { memory: 2 << 20, run_time: Duration::from_millis(50) };
         let (addr, identity, server_key) = spawn_local_with(ModuleCache::disabled(), Duration::from_secs(30), limits, None).unwrap();
-        let target = Target { addr, server_key, identity, connect_timeout: Duration::from_secs(5), timeout: Duration::from_secs(30), compression: Compression::Lz4, dirs: Vec::new(), environment: Default::default() };
+        let target = Target { addr, server_key, identity, connect_timeout: Duration::from_secs(5), timeout: Duration::from_secs(30), compression: CompressionPolicy::Fixed(Compression::Lz4), dirs: Vec::new(), environment: Default::default() };
         Some(Box::new(Offloader::new(target, program.layout().clone(), vec!["spin".into(), "grow".into()], stats.clone())))
     } else {
         None

@@ -5,7 +5,7 @@
 
 use clonecloud_exec::{ModuleCache, Outcome, PointMode, Points, Program, Stdio, WasiConfig, new_engine};
 use clonecloud_net::{AllowList, Identity, Listener};
-use clonecloud_offload::{Offloader, Stats, Target};
+use clonecloud_offload::{CompressionPolicy, Offloader, Stats, Target};
 use clonecloud_wire::{Compression, Message, PageDelta, State, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,7 +52,7 @@ fn exit_code(answer: Option<Message>) -> (i32, Stats) {
             identity,
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(10),
-            compression: Compression::None,
+            compression: CompressionPolicy::Fixed(Compression::None),
             environment: Default::default(),
             dirs: Vec::new(),
         };

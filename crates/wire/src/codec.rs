@@ -25,6 +25,27 @@ pub enum Compression {
     None,
     /// One LZ4 block over all the pages (with their indices).
     Lz4,
+    /// One zstd frame (level 1) over all the pages: smaller, slower to make.
+    Zstd,
+}
+
+/// zstd's level: its fastest standard one.
+const ZSTD_LEVEL: i32 = 1;
+
+fn pack(c: Compression, raw: &[u8]) -> Vec<u8> {
+    match c {
+        Compression::None => raw.to_vec(),
+        Compression::Lz4 => lz4_flex::block::compress(raw),
+        Compression::Zstd => zstd::bulk::compress(raw, ZSTD_LEVEL).expect("zstd compresses any input in memory"),
+    }
+}
+
+fn encoding(c: Compression) -> u8 {
+    match c {
+        Compression::None => 0,
+        Compression::Lz4 => 1,
+        Compression::Zstd => 2,
+    }
 }
 
 /// Why bytes are not a message.
@@ -145,10 +166,10 @@ impl Writer<'_> {
                 self.u8(0);
                 self.bytes(b);
             }
-            Compression::Lz4 => {
-                self.u8(1);
+            c => {
+                self.u8(encoding(c));
                 self.len(b.len());
-                self.bytes(&lz4_flex::block::compress(b));
+                self.bytes(&pack(c, b));
             }
         }
     }
@@ -237,14 +258,14 @@ impl Writer<'_> {
                     self.0.extend_from_slice(p);
                 }
             }
-            Compression::Lz4 => {
-                self.u8(1);
+            c => {
+                self.u8(encoding(c));
                 let mut raw = Vec::with_capacity(d.pages.len() * (4 + d.page_size as usize));
                 for (i, p) in &d.pages {
                     raw.extend_from_slice(&i.to_le_bytes());
                     raw.extend_from_slice(p);
                 }
-                self.bytes(&lz4_flex::block::compress(&raw));
+                self.bytes(&pack(c, &raw));
             }
         }
     }
@@ -360,8 +381,8 @@ struct Reader<'a> {
     kind: &'static str,
     /// The most a compressed delta may expand to.
     limit: usize,
-    /// Whether a compressed delta was read.
-    compressed: bool,
+    /// The compression of what was read (`None` when nothing compressed was).
+    compression: Compression,
 }
 
 impl<'a> Reader<'a> {
@@ -433,24 +454,49 @@ impl<'a> Reader<'a> {
         }
         Ok(p)
     }
+    /// Decompresses `packed` (encoding 1 LZ4, 2 zstd) to exactly `len` bytes. Nothing is
+    /// allocated beyond what the data really expands to, so a forged length costs nothing.
+    fn unpack(&mut self, encoding: u8, packed: &[u8], len: usize, what: &'static str) -> Result<Vec<u8>, DecodeError> {
+        if len > self.limit {
+            return Err(self.invalid(format!("{what}: {len} bytes is over the frame limit")));
+        }
+        let out = match encoding {
+            1 => {
+                // LZ4 expands at most 255-fold: a larger claim is a forgery, refused unallocated.
+                if len > packed.len().saturating_mul(255).saturating_add(16) {
+                    return Err(self.invalid(format!("{what}: {len} bytes cannot come from {} compressed bytes", packed.len())));
+                }
+                let mut out = vec![0u8; len];
+                match lz4_flex::block::decompress_into(packed, &mut out) {
+                    Ok(k) if k == len => out,
+                    _ => return Err(self.invalid(format!("{what} do not decompress to the length announced"))),
+                }
+            }
+            2 => {
+                use std::io::Read;
+                let mut out = Vec::new();
+                let ok = zstd::stream::read::Decoder::with_buffer(packed)
+                    .and_then(|d| d.take(len as u64 + 1).read_to_end(&mut out))
+                    .is_ok_and(|k| k == len);
+                if !ok {
+                    return Err(self.invalid(format!("{what} do not decompress to the length announced")));
+                }
+                out
+            }
+            e => return Err(self.invalid(format!("{what}: encoding {e} is unknown"))),
+        };
+        self.compression = if encoding == 2 { Compression::Zstd } else { Compression::Lz4 };
+        Ok(out)
+    }
+
     fn blob(&mut self, what: &'static str) -> Result<Vec<u8>, DecodeError> {
         match self.u8("a content encoding")? {
             0 => self.bytes(what),
-            1 => {
+            e => {
                 let len = self.u32(what)? as usize;
                 let packed = self.bytes(what)?;
-                if len > self.limit || len > packed.len().saturating_mul(255).saturating_add(16) {
-                    return Err(self.invalid(format!("{len} bytes cannot come from {} compressed bytes", packed.len())));
-                }
-                let mut out = vec![0u8; len];
-                match lz4_flex::block::decompress_into(&packed, &mut out) {
-                    Ok(k) if k == len => {}
-                    _ => return Err(self.invalid(format!("{what} do not decompress to the length announced"))),
-                }
-                self.compressed = true;
-                Ok(out)
+                self.unpack(e, &packed, len, what)
             }
-            e => Err(self.invalid(format!("content encoding {e} is unknown"))),
         }
     }
     fn tree(&mut self) -> Result<Tree, DecodeError> {
@@ -516,22 +562,11 @@ impl<'a> Reader<'a> {
         let raw: Vec<u8>;
         let body: &[u8] = match self.u8("the page encoding")? {
             0 => self.take(raw_len, "the pages")?,
-            1 => {
+            e => {
                 let packed = self.bytes("the compressed pages")?;
-                // LZ4 expands at most 255-fold: a larger claim is a forgery, refused unallocated.
-                if raw_len > self.limit || raw_len > packed.len().saturating_mul(255).saturating_add(16) {
-                    return Err(self.invalid(format!("{n} pages cannot come from {} compressed bytes", packed.len())));
-                }
-                let mut out = vec![0u8; raw_len];
-                match lz4_flex::block::decompress_into(&packed, &mut out) {
-                    Ok(k) if k == raw_len => {}
-                    _ => return Err(self.invalid("the compressed pages do not decompress to the pages announced".into())),
-                }
-                self.compressed = true;
-                raw = out;
+                raw = self.unpack(e, &packed, raw_len, "the compressed pages")?;
                 &raw
             }
-            e => return Err(self.invalid(format!("page encoding {e} is unknown"))),
         };
         let mut pages = Vec::new();
         for chunk in body.chunks_exact(each) {
@@ -545,10 +580,10 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes one whole frame's payload; also says whether it held a compressed delta.
-fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, bool), DecodeError> {
+/// Decodes one whole frame's payload; also says how what it held was compressed.
+fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Compression), DecodeError> {
     let kind = kind_name(code).ok_or(DecodeError::UnknownKind(code))?;
-    let mut r = Reader { data: payload, kind, limit, compressed: false };
+    let mut r = Reader { data: payload, kind, limit, compression: Compression::None };
     let m = match code {
         1 => {
             let version = r.u16("the version")?;
@@ -622,7 +657,7 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, bo
     if !r.data.is_empty() {
         return Err(DecodeError::Trailing { kind, extra: r.data.len() });
     }
-    Ok((m, r.compressed))
+    Ok((m, r.compression))
 }
 
 /// Turns a byte stream into messages: feed it what the transport read, take messages out.
@@ -631,8 +666,8 @@ pub struct Decoder {
     buf: Vec<u8>,
     start: usize,
     max_frame: usize,
-    /// Whether the last message decoded carried a compressed delta (a peer answers in kind).
-    pub last_compressed: bool,
+    /// How the last message decoded was compressed (a peer answers in kind).
+    pub last_compression: Compression,
 }
 
 impl Default for Decoder {
@@ -643,7 +678,7 @@ impl Default for Decoder {
 
 impl Decoder {
     pub fn new(max_frame: usize) -> Decoder {
-        Decoder { buf: Vec::new(), start: 0, max_frame, last_compressed: false }
+        Decoder { buf: Vec::new(), start: 0, max_frame, last_compression: Compression::None }
     }
 
     /// Appends bytes read from the transport.
@@ -688,8 +723,8 @@ impl Decoder {
         if have.len() < HEADER_LEN + len {
             return Ok(None);
         }
-        let (m, compressed) = decode_payload(have[3], &have[HEADER_LEN..HEADER_LEN + len], self.max_frame)?;
-        self.last_compressed = compressed;
+        let (m, compression) = decode_payload(have[3], &have[HEADER_LEN..HEADER_LEN + len], self.max_frame)?;
+        self.last_compression = compression;
         self.start += HEADER_LEN + len;
         if self.start > (1 << 20) && self.start * 2 > self.buf.len() {
             self.buf.drain(..self.start);

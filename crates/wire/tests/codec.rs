@@ -123,7 +123,7 @@ fn every_message_round_trips_and_splits_anywhere() {
         let msgs = every_kind(&mut rng);
         let mut stream = Vec::new();
         for (k, m) in msgs.iter().enumerate() {
-            let compression = if k % 2 == 0 { Compression::Lz4 } else { Compression::None };
+            let compression = [Compression::Lz4, Compression::None, Compression::Zstd][k % 3];
             let bytes = to_bytes_with(m, compression);
             assert_eq!(&from_bytes(&bytes, DEFAULT_MAX_FRAME).unwrap(), m);
             stream.extend_from_slice(&bytes);
@@ -147,7 +147,7 @@ fn every_message_round_trips_and_splits_anywhere() {
 #[test]
 fn truncated_frames_wait_and_corrupted_ones_fail_cleanly() {
     let mut rng = Rng(99);
-    for (m, compression) in every_kind(&mut rng).into_iter().flat_map(|m| [(m.clone(), Compression::None), (m, Compression::Lz4)]) {
+    for (m, compression) in every_kind(&mut rng).into_iter().flat_map(|m| [(m.clone(), Compression::None), (m.clone(), Compression::Lz4), (m, Compression::Zstd)]) {
         let bytes = to_bytes_with(&m, compression);
         for cut in 0..bytes.len() {
             let mut d = Decoder::default();
@@ -232,9 +232,19 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
         exit: None,
         freed: 0,
     };
-    let packed = to_bytes_with(&zeros, Compression::Lz4);
-    assert!(packed.len() * 50 < to_bytes(&zeros).len(), "{} bytes", packed.len());
-    assert_eq!(from_bytes(&packed, DEFAULT_MAX_FRAME).unwrap(), zeros);
+    for c in [Compression::Lz4, Compression::Zstd] {
+        let packed = to_bytes_with(&zeros, c);
+        assert!(packed.len() * 50 < to_bytes(&zeros).len(), "{c:?}: {} bytes", packed.len());
+        assert_eq!(from_bytes(&packed, DEFAULT_MAX_FRAME).unwrap(), zeros);
+    }
+    // A forged zstd frame that claims far more than it holds is refused without allocating it.
+    // (The page count sits after the results' count, the globals' count, the memory size, the
+    // page size and the XOR flag.)
+    let mut forged = to_bytes_with(&zeros, Compression::Zstd);
+    let at = HEADER_LEN + 4 + 4 + 4 + 4 + 1;
+    assert_eq!(forged[at..at + 4], 64u32.to_le_bytes());
+    forged[at..at + 4].copy_from_slice(&200u32.to_le_bytes());
+    assert!(matches!(from_bytes(&forged, DEFAULT_MAX_FRAME), Err(DecodeError::Invalid { .. })));
 
     // A page outside the declared memory is refused.
     let m = Message::Return {
