@@ -1,7 +1,7 @@
 //! Offloading end to end, through the `clonecloud` binary: the workloads' heavy functions and the
 //! functions that read their input directories run on a clone (in-process, and a separately
 //! started `clonecloud serve` on loopback) with output identical to a plain run; a function that
-//! reads stdin, an unreachable clone, an unknown device key and a wrong server key all fall back
+//! reads stdin (through the device, once), an unreachable clone, an unknown device key and a wrong server key all fall back
 //! to a local run with identical output and the cause in `--stats`.
 
 #[path = "../../../tests/support/apps.rs"]
@@ -125,10 +125,9 @@ fn main_s_first_callee_that_does_io_runs_on_the_clone_with_its_files() {
 }
 
 #[test]
-fn a_function_that_reads_stdin_runs_on_the_device_and_reads_it_once() {
+fn stdin_is_read_once_through_the_device_even_when_the_migration_is_abandoned() {
     let guest = corpus::guest("stdin_echo");
-    let input = "Hello, clone.\nSecond line: ünï.\n";
-    let run = |extra: &[&str]| {
+    let run = |extra: &[&str], input: &str| {
         let mut child = Command::new(CLONECLOUD)
             .arg("run")
             .args(extra)
@@ -143,21 +142,34 @@ fn a_function_that_reads_stdin_runs_on_the_device_and_reads_it_once() {
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         child.wait_with_output().unwrap()
     };
-    let plain = run(&[]);
-    assert!(String::from_utf8_lossy(&plain.stdout).contains("SECOND LINE: ÜNÏ."));
     let dir = tempfile::tempdir().unwrap();
     let stats_file = dir.path().join("stats.json");
-    // `main` reads stdin: it runs on the device (stdin is never read on the clone, so no input is
-    // consumed by an attempt that is then thrown away), with the cause recorded.
-    let offloaded = run(&["--offload", "stdin_echo::main", "--stats", stats_file.to_str().unwrap()]);
+    let stats_path = stats_file.to_str().unwrap();
+
+    // `main` reads stdin on the clone through proxied calls: the device reads its own stdin.
+    let input = "Hello, clone.\nSecond line: ünï.\n".repeat(5000);
+    let plain = run(&[], &input);
+    assert!(String::from_utf8_lossy(&plain.stdout).contains("SECOND LINE: ÜNÏ."));
+    let offloaded = run(&["--offload", "stdin_echo::main", "--stats", stats_path], &input);
     assert_same(&plain, &offloaded, "stdin_echo::main");
+    let s = stats(&stats_file);
+    assert_eq!((s["migrations"].as_u64(), s["fallbacks"]["count"].as_u64()), (Some(1), Some(0)), "{s}");
+    assert!(s["points"]["stdin_echo::main"]["proxied_calls"].as_u64().unwrap() >= 2, "reads until end of input: {s}");
+
+    // After reading, a sleep the clone leaves to the device: the migration is abandoned, the
+    // device puts back what the proxied reads took, and the local run reads it again.
+    let input = format!("nap{input}");
+    let plain = run(&[], &input);
+    let offloaded = run(&["--offload", "stdin_echo::main", "--stats", stats_path], &input);
+    assert_same(&plain, &offloaded, "stdin_echo::main abandoned after reading");
     let s = stats(&stats_file);
     assert_eq!(s["migrations"], 0, "{s}");
     assert_eq!(s["fallbacks"]["causes"]["unavailable"], 1, "{s}");
     let detail = s["fallbacks"]["events"][0]["detail"].as_str().unwrap();
-    assert!(detail.contains("stdin"), "the cause names stdin: {detail}");
+    assert!(detail.contains("poll_oneoff"), "the cause names the call: {detail}");
+
     // What it calls after reading runs on the clone.
-    let offloaded = run(&["--offload", "stdin_echo::shout", "--stats", stats_file.to_str().unwrap()]);
+    let offloaded = run(&["--offload", "stdin_echo::shout", "--stats", stats_path], &input);
     assert_same(&plain, &offloaded, "stdin_echo::shout");
     assert_eq!(stats(&stats_file)["migrations"], 1);
 }

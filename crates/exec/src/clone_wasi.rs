@@ -59,6 +59,20 @@ const SERVED: &[(&str, &str, bool, Handler)] = &[
     ("environ_get", "ii", true, environ_get),
 ];
 
+/// Whether a call of preview 1 function `name` with `args` that the clone cannot answer goes to
+/// the device instead of failing the migration: queries without side effects (descriptor and
+/// file status, CPU clocks, clock resolutions) and stdin reads, which the device journals and
+/// puts back if the migration is then abandoned (see `crate::stdin`). The device checks the same
+/// list before it runs anything.
+pub(crate) fn proxied(module: &str, name: &str, args: &[Val]) -> bool {
+    module == "wasi_snapshot_preview1"
+        && match name {
+            "fd_fdstat_get" | "fd_filestat_get" | "clock_time_get" | "clock_res_get" => true,
+            "fd_read" => matches!(args.first(), Some(Val::I32(0))),
+            _ => false,
+        }
+}
+
 /// The handler for preview 1 function `name` if the import's type is the one preview 1 gives
 /// it.
 pub(crate) fn served(module: &str, name: &str, ty: &wasmtime::FuncType) -> Option<Handler> {

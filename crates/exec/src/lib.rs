@@ -16,11 +16,12 @@ mod error;
 pub mod heap;
 pub mod replica;
 mod run;
+pub mod stdin;
 pub mod state;
 
 pub use cache::ModuleCache;
 pub use error::ExecError;
-pub use replica::{CallError, Limits, Output, Replica, WasiOnClone};
+pub use replica::{CallError, Delta, ImportProxy, Limits, Output, ProxyFailed, Replica, WasiOnClone};
 pub use run::{
     DirMapping, Guest, Layout, Migrator, Outcome, PointMode, Points, Program, RunReport, Stdio, WasiConfig,
     new_clone_engine, new_engine,

@@ -36,6 +36,8 @@ pub enum CallError {
     Import(WasiOnClone),
     #[error("no migration point {0} in this module")]
     NoPoint(u32),
+    #[error(transparent)]
+    Proxy(ProxyFailed),
     #[error("{0}")]
     Other(wasmtime::Error),
 }
@@ -89,24 +91,120 @@ pub struct Data {
     pub(crate) clocks: ClockBase,
     limits: wasmtime::StoreLimits,
     pub(crate) lists: [Vec<Vec<u8>>; 2],
+    /// The state agreed with the device (taken out while it is worked on).
+    agreed: Agreed,
+    /// The way to the device for proxied imports, during a call.
+    proxy: Option<Box<dyn ImportProxy>>,
+    /// Whether captures XOR pages with their agreed content (the device compresses).
+    xor: bool,
+    memory_limit: usize,
+}
+
+/// A state delta as a proxied import call carries it (both ways).
+#[derive(Debug, Clone, Default)]
+pub struct Delta {
+    pub wasm_pages: u32,
+    pub pages: Vec<Page>,
+    pub xor: bool,
+    pub globals: Vec<(u32, Val)>,
+}
+
+/// A migrated call's way back to the device, for the imports the clone may not answer itself
+/// ([`crate::clone_wasi`] says which): the device applies `delta`, runs import `import` (its
+/// function index) with `args` through its trampoline, and answers with the results and what
+/// the import changed.
+pub trait ImportProxy: Send + std::fmt::Debug {
+    fn call(&mut self, import: u32, args: &[Val], delta: Delta) -> Result<(Vec<Val>, Delta), String>;
+}
+
+/// A proxied import call failed (the link, the device refused it): the call cannot go on.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("a proxied call of `{name}` failed: {why}")]
+pub struct ProxyFailed {
+    pub name: String,
+    pub why: String,
+}
+
+/// What both sides agree the memory holds: the page hashes, a shadow copy (for XOR deltas), the
+/// handles to the state, and where the allocator keeps its free lists.
+#[derive(Debug, Default)]
+struct Agreed {
+    handles: StateHandles,
+    table: PageTable,
+    shadow: Vec<u8>,
+    heap: crate::heap::HeapHint,
+}
+
+impl Agreed {
+    fn apply(&mut self, mut store: impl wasmtime::AsContextMut, limit: usize, d: &Delta) -> Result<(), ApplyError> {
+        if d.wasm_pages as usize * 65536 > limit {
+            return Err(ApplyError::Grow { wasm_pages: d.wasm_pages, why: format!("over the clone's memory limit of {limit} bytes") });
+        }
+        self.handles.apply(&mut store, d.wasm_pages, &d.pages, d.xor, &d.globals)?;
+        let memory = self.handles.memory_bytes(&store);
+        self.table.record(memory, d.pages.iter().map(|(i, _)| *i));
+        self.shadow.resize(memory.len(), 0);
+        for (i, _) in &d.pages {
+            let at = *i as usize * PAGE_SIZE;
+            self.shadow[at..at + PAGE_SIZE].copy_from_slice(&memory[at..at + PAGE_SIZE]);
+        }
+        Ok(())
+    }
+
+    fn capture(&mut self, mut store: impl wasmtime::AsContextMut, xor: bool) -> Delta {
+        let memory = self.handles.memory_bytes(&store);
+        let free = if self.heap.is_empty() { Vec::new() } else { self.heap.free_pages(memory) };
+        let mut pages = self.table.diff_skipping(memory, &free);
+        self.shadow.resize(memory.len(), 0);
+        for (i, page) in &mut pages {
+            let at = *i as usize * PAGE_SIZE;
+            let agreed = &mut self.shadow[at..at + PAGE_SIZE];
+            if xor {
+                page.iter_mut().zip(agreed.iter()).for_each(|(p, a)| *p ^= a);
+                agreed.iter_mut().zip(&memory[at..at + PAGE_SIZE]).for_each(|(a, m)| *a = *m);
+            } else {
+                agreed.copy_from_slice(page);
+            }
+        }
+        let wasm_pages = self.handles.wasm_pages(&store);
+        Delta { wasm_pages, pages, xor, globals: self.handles.globals(&mut store) }
+    }
+}
+
+/// Runs import `import` (named `name`) on the device through the call's proxy: the clone's
+/// changes go first, the device's come back.
+pub(crate) fn proxy_call(caller: &mut wasmtime::Caller<'_, Data>, import: u32, name: &str, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()> {
+    let failed = |why: String| wasmtime::Error::new(ProxyFailed { name: name.to_string(), why });
+    let Some(mut link) = caller.data_mut().proxy.take() else {
+        return Err(wasmtime::Error::new(WasiOnClone { module: "wasi_snapshot_preview1".into(), name: name.to_string() }));
+    };
+    let mut agreed = std::mem::take(&mut caller.data_mut().agreed);
+    let xor = caller.data().xor;
+    let delta = agreed.capture(&mut *caller, xor);
+    let answer = link.call(import, params, delta);
+    caller.data_mut().proxy = Some(link);
+    let limit = caller.data().memory_limit;
+    let r = answer.and_then(|(vals, d)| agreed.apply(&mut *caller, limit, &d).map(|()| vals).map_err(|e| e.to_string()));
+    caller.data_mut().agreed = agreed;
+    let vals = r.map_err(failed)?;
+    if vals.len() != results.len() {
+        return Err(failed(format!("{} results for {}", vals.len(), results.len())));
+    }
+    results.copy_from_slice(&vals);
+    Ok(())
 }
 
 /// One replica.
 pub struct Replica {
     store: Store<Data>,
     limits: Limits,
-    /// The memory's content as last agreed with the device, for XOR deltas.
-    shadow: Vec<u8>,
-    handles: StateHandles,
-    table: PageTable,
     locals: std::collections::HashMap<u32, Func>,
     instance: wasmtime::Instance,
-    heap: crate::heap::HeapHint,
 }
 
 impl std::fmt::Debug for Replica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Replica({} pages agreed)", self.table.len())
+        write!(f, "Replica({} pages agreed)", self.store.data().agreed.table.len())
     }
 }
 
@@ -121,7 +219,12 @@ impl Replica {
     /// [`crate::new_clone_engine`]), serving the run's `args` and `env` (`NAME=value`).
     pub fn with_limits(engine: &Engine, module: &Module, limits: Limits, args: Vec<Vec<u8>>, env: Vec<Vec<u8>>) -> Result<Replica, ExecError> {
         let mut linker: Linker<Data> = Linker::new(engine);
+        let mut function_index = 0u32;
         for import in module.imports() {
+            let index = function_index;
+            if import.ty().func().is_some() {
+                function_index += 1;
+            }
             let Some(ty) = import.ty().func().cloned() else {
                 return Err(ExecError::Runtime(wasmtime::Error::msg(format!(
                     "the clone cannot provide the non-function import `{}`.`{}`",
@@ -133,8 +236,14 @@ impl Replica {
             if let Some(handler) = crate::clone_wasi::served(&m, &n, &ty) {
                 linker
                     .func_new(import.module(), import.name(), ty, move |mut caller, params, results| {
-                        if let Some(errno) = handler(&mut caller, params)? {
-                            results[0] = Val::I32(errno);
+                        match handler(&mut caller, params) {
+                            Ok(Some(errno)) => results[0] = Val::I32(errno),
+                            Ok(None) => {}
+                            // Not answerable here, but a query the device may answer.
+                            Err(e) if e.is::<WasiOnClone>() && crate::clone_wasi::proxied(&m, &n, params) => {
+                                return proxy_call(&mut caller, index, &n, params, results);
+                            }
+                            Err(e) => return Err(e),
                         }
                         Ok(())
                     })
@@ -142,7 +251,10 @@ impl Replica {
                 continue;
             }
             linker
-                .func_new(import.module(), import.name(), ty, move |_, _, _| {
+                .func_new(import.module(), import.name(), ty, move |mut caller, params, results| {
+                    if crate::clone_wasi::proxied(&m, &n, params) {
+                        return proxy_call(&mut caller, index, &n, params, results);
+                    }
                     Err(wasmtime::Error::new(WasiOnClone { module: m.clone(), name: n.clone() }))
                 })
                 .map_err(ExecError::Runtime)?;
@@ -152,6 +264,10 @@ impl Replica {
             clocks: ClockBase { device: Clocks::default(), at: std::time::Instant::now() },
             limits: wasmtime::StoreLimitsBuilder::new().memory_size(limits.memory).trap_on_grow_failure(true).build(),
             lists: [args, env],
+            agreed: Agreed::default(),
+            proxy: None,
+            xor: false,
+            memory_limit: limits.memory,
         };
         let mut store = Store::new(engine, data);
         store.limiter(|d| &mut d.limits);
@@ -181,43 +297,28 @@ impl Replica {
         if let Some(m) = handles.memory {
             m.data_mut(&mut store).fill(0);
         }
-        Ok(Replica {
-            store,
-            limits,
-            shadow: Vec::new(),
-            handles,
-            table: PageTable::new(),
-            locals: Default::default(),
-            instance,
-            heap: Default::default(),
-        })
+        store.data_mut().agreed.handles = handles;
+        Ok(Replica { store, limits, locals: Default::default(), instance })
     }
 
     /// Applies a device's delta (pages XORed into the agreed content with `xor`).
     pub fn apply(&mut self, wasm_pages: u32, pages: &[Page], xor: bool, globals: &[(u32, Val)]) -> Result<(), ApplyError> {
-        if wasm_pages as usize * 65536 > self.limits.memory {
-            return Err(ApplyError::Grow { wasm_pages, why: format!("over the clone's memory limit of {} bytes", self.limits.memory) });
-        }
-        self.handles.apply(&mut self.store, wasm_pages, pages, xor, globals)?;
-        let memory = self.handles.memory_bytes(&self.store);
-        self.table.record(memory, pages.iter().map(|(i, _)| *i));
-        self.shadow.resize(memory.len(), 0);
-        for (i, _) in pages {
-            let at = *i as usize * PAGE_SIZE;
-            self.shadow[at..at + PAGE_SIZE].copy_from_slice(&memory[at..at + PAGE_SIZE]);
-        }
-        Ok(())
+        let mut agreed = std::mem::take(&mut self.store.data_mut().agreed);
+        let d = Delta { wasm_pages, pages: pages.to_vec(), xor, globals: globals.to_vec() };
+        let r = agreed.apply(&mut self.store, self.limits.memory, &d);
+        self.store.data_mut().agreed = agreed;
+        r
     }
 
     /// Where the module's allocator keeps its state: pages it holds free are then left out of
     /// captures.
     pub fn set_heap_hint(&mut self, hint: crate::heap::HeapHint) {
-        self.heap = hint;
+        self.store.data_mut().agreed.heap = hint;
     }
 
     /// How many changed pages the last capture left out as free heap.
     pub fn freed_pages(&self) -> usize {
-        self.table.skipped()
+        self.store.data().agreed.table.skipped()
     }
 
     /// What changed since the last agreed state: memory size, pages (with `xor`, each XORed with
@@ -225,21 +326,23 @@ impl Replica {
     /// wholly inside free heap memory are left out (their content is never read again before it
     /// is written, and a page is shipped whole once it is).
     pub fn capture(&mut self, xor: bool) -> (u32, Vec<Page>, Vec<(u32, Val)>) {
-        let memory = self.handles.memory_bytes(&self.store);
-        let free = if self.heap.is_empty() { Vec::new() } else { self.heap.free_pages(memory) };
-        let mut pages = self.table.diff_skipping(memory, &free);
-        self.shadow.resize(memory.len(), 0);
-        for (i, page) in &mut pages {
-            let at = *i as usize * PAGE_SIZE;
-            let agreed = &mut self.shadow[at..at + PAGE_SIZE];
-            if xor {
-                page.iter_mut().zip(agreed.iter()).for_each(|(p, a)| *p ^= a);
-                agreed.iter_mut().zip(&memory[at..at + PAGE_SIZE]).for_each(|(a, m)| *a = *m);
-            } else {
-                agreed.copy_from_slice(page);
-            }
-        }
-        (self.handles.wasm_pages(&self.store), pages, self.handles.globals(&mut self.store))
+        let mut agreed = std::mem::take(&mut self.store.data_mut().agreed);
+        let d = agreed.capture(&mut self.store, xor);
+        self.store.data_mut().agreed = agreed;
+        (d.wasm_pages, d.pages, d.globals)
+    }
+
+    /// Gives the next calls a way to the device for proxied imports, and says whether deltas
+    /// XOR pages (as the device compresses).
+    pub fn set_proxy(&mut self, proxy: Option<Box<dyn ImportProxy>>, xor: bool) {
+        let data = self.store.data_mut();
+        data.proxy = proxy;
+        data.xor = xor;
+    }
+
+    /// Takes the proxy back.
+    pub fn take_proxy(&mut self) -> Option<Box<dyn ImportProxy>> {
+        self.store.data_mut().proxy.take()
     }
 
     /// Replaces the replicated files (after the device sent its directories).
@@ -283,7 +386,9 @@ impl Replica {
             return Ok(Some(exit.0));
         }
         r.map(|()| None).map_err(|e| {
-            if let Some(w) = e.downcast_ref::<WasiOnClone>() {
+            if let Some(p) = e.downcast_ref::<ProxyFailed>() {
+                CallError::Proxy(p.clone())
+            } else if let Some(w) = e.downcast_ref::<WasiOnClone>() {
                 CallError::Import(w.clone())
             } else if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
                 CallError::Deadline(self.limits.run_time)

@@ -202,6 +202,8 @@ pub struct Layout {
     pub memory: Option<String>,
     /// `(import function index, export name)` of every import trampoline.
     pub trampolines: Vec<(u32, String)>,
+    /// `(module, name)` of each imported function, by function index.
+    pub imports: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Layout {
@@ -233,6 +235,11 @@ struct Device {
     handles: Option<StateHandles>,
     trampolines: HashMap<u32, Func>,
     stdio: Stdio,
+    /// The guest's stdin when a migrator may read it through a proxied call.
+    stdin: Option<crate::stdin::Stdin>,
+    /// A second instance of the module in this store, for proxied imports (see
+    /// [`Guest::scratch_load`]).
+    scratch: Option<wasmtime::Instance>,
 }
 
 /// The running guest as a [`Migrator`] sees it, inside a call to a migration point: its state
@@ -338,20 +345,109 @@ impl Guest<'_, '_> {
         body.call(&mut *self.caller, params, results)
     }
 
+    /// The guest's rewindable stdin, when it has one (runs with a migrator).
+    pub fn stdin(&self) -> Option<&crate::stdin::Stdin> {
+        self.caller.data().stdin.as_ref()
+    }
+
+    /// Loads the guest's current memory into the scratch instance (made on first use): a second
+    /// instance of the same module in this store, sharing its WASI context (descriptors, stdin,
+    /// clocks) but not its memory. A clone's proxied imports run there, on the clone's state, so
+    /// the guest's own memory does not change before a migration commits.
+    pub fn scratch_load(&mut self) -> wasmtime::Result<()> {
+        let scratch = match self.caller.data().scratch {
+            Some(i) => i,
+            None => {
+                let linker = self.program.linker().map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+                let i = linker.instantiate(&mut *self.caller, &self.program.module)?;
+                self.caller.data_mut().scratch = Some(i);
+                i
+            }
+        };
+        let main = self.handles().memory.ok_or_else(|| wasmtime::Error::msg("the module has no memory"))?;
+        let mem = scratch_memory(&mut *self.caller, scratch)?;
+        let (have, want) = (mem.size(&*self.caller), main.size(&*self.caller));
+        if have < want {
+            mem.grow(&mut *self.caller, want - have)?;
+        }
+        let len = main.data_size(&*self.caller);
+        let bytes = main.data(&*self.caller)[..len].to_vec();
+        let data = mem.data_mut(&mut *self.caller);
+        data[..len].copy_from_slice(&bytes);
+        data[len..].fill(0);
+        Ok(())
+    }
+
+    /// Applies a clone's pages to the scratch instance's memory (see [`Guest::scratch_load`]).
+    pub fn scratch_apply(&mut self, wasm_pages: u32, pages: &[Page], xor: bool) -> Result<(), ApplyError> {
+        let scratch = self.caller.data().scratch.ok_or(ApplyError::NoMemory)?;
+        let mem = scratch_memory(&mut *self.caller, scratch).map_err(|_| ApplyError::NoMemory)?;
+        StateHandles { memory: Some(mem), globals: Vec::new() }.apply(&mut *self.caller, wasm_pages, pages, xor, &[])
+    }
+
+    /// The scratch instance's memory and its size in wasm pages.
+    pub fn scratch_memory(&mut self) -> (&[u8], u32) {
+        let Some(scratch) = self.caller.data().scratch else { return (&[], 0) };
+        let Ok(mem) = scratch_memory(&mut *self.caller, scratch) else { return (&[], 0) };
+        let pages = mem.size(&*self.caller) as u32;
+        (mem.data(&*self.caller), pages)
+    }
+
+    /// Runs import `import` in the scratch instance, through its trampoline, so WASI reads and
+    /// writes the scratch memory.
+    pub fn scratch_call_import(&mut self, import: u32, params: &[Val]) -> wasmtime::Result<Vec<Val>> {
+        let scratch = self.caller.data().scratch.ok_or_else(|| wasmtime::Error::msg("no scratch instance"))?;
+        let name = self.trampoline_name(import)?;
+        let f = scratch.get_func(&mut *self.caller, &name).ok_or_else(|| wasmtime::Error::msg(format!("missing export {name}")))?;
+        call_sized(&mut *self.caller, f, params)
+    }
+
+    /// Runs import `import` here like [`Guest::call_import`], its results sized by its type.
+    pub fn call_import_vals(&mut self, import: u32, params: &[Val]) -> wasmtime::Result<Vec<Val>> {
+        let f = self.trampoline(import)?;
+        call_sized(&mut *self.caller, f, params)
+    }
+
+    fn trampoline_name(&self, import: u32) -> wasmtime::Result<String> {
+        self.program
+            .layout
+            .trampolines
+            .iter()
+            .find(|(i, _)| *i == import)
+            .map(|(_, n)| n.clone())
+            .ok_or_else(|| wasmtime::Error::msg(format!("import {import} has no trampoline")))
+    }
+}
+
+/// The memory of the scratch instance.
+fn scratch_memory(caller: &mut Caller<'_, Device>, scratch: wasmtime::Instance) -> wasmtime::Result<wasmtime::Memory> {
+    scratch.get_memory(&mut *caller, "__cc_memory.0").ok_or_else(|| wasmtime::Error::msg("the scratch instance has no memory"))
+}
+
+/// Calls `f` with `params` (checked against its type), results sized by its type.
+fn call_sized(caller: &mut Caller<'_, Device>, f: Func, params: &[Val]) -> wasmtime::Result<Vec<Val>> {
+    let ty = f.ty(&*caller);
+    if ty.params().len() != params.len() || !ty.params().zip(params).all(|(t, v)| v.ty(&*caller).is_ok_and(|vt| vt.matches(&t))) {
+        return Err(wasmtime::Error::msg(format!("arguments {params:?} do not fit the import")));
+    }
+    let mut results = vec![Val::I32(0); ty.results().len()];
+    f.call(&mut *caller, params, &mut results)?;
+    Ok(results)
+}
+
+impl Guest<'_, '_> {
     /// Runs import `import` (its function index) here, through its trampoline export, so WASI
     /// sees this instance's memory.
     pub fn call_import(&mut self, import: u32, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()> {
+        let f = self.trampoline(import)?;
+        f.call(&mut *self.caller, params, results)
+    }
+
+    fn trampoline(&mut self, import: u32) -> wasmtime::Result<Func> {
         let f = match self.caller.data().trampolines.get(&import) {
             Some(f) => *f,
             None => {
-                let name = self
-                    .program
-                    .layout
-                    .trampolines
-                    .iter()
-                    .find(|(i, _)| *i == import)
-                    .map(|(_, n)| n.clone())
-                    .ok_or_else(|| wasmtime::Error::msg(format!("import {import} has no trampoline")))?;
+                let name = self.trampoline_name(import)?;
                 let f = self
                     .caller
                     .get_export(&name)
@@ -361,7 +457,7 @@ impl Guest<'_, '_> {
                 f
             }
         };
-        f.call(&mut *self.caller, params, results)
+        Ok(f)
     }
 }
 
@@ -431,6 +527,14 @@ impl Program {
         };
         let module = cache.load_or_compile(engine, &bytes)?;
         layout.hash = xxhash_rust::xxh3::xxh3_128(&bytes).to_le_bytes();
+        layout.imports = model
+            .functions
+            .iter()
+            .filter_map(|f| match f.kind {
+                clonecloud_model::FunctionKind::Imported { import } => Some((model.imports[import].module.clone(), model.imports[import].name.clone())),
+                _ => None,
+            })
+            .collect();
         layout.wasm = bytes.into_owned();
         Ok(Program {
             engine: engine.clone(),
@@ -479,8 +583,17 @@ impl Program {
         let mut builder = WasiCtxBuilder::new();
         let clock_origin = std::time::Instant::now();
         builder.args(&wasi.args).envs(&wasi.env).monotonic_clock(RunClock(clock_origin));
-        if wasi.stdio == Stdio::Inherit {
-            builder.inherit_stdio();
+        // With a migrator, stdin is rewindable: a migration that read it through a proxied call
+        // and was then abandoned puts the bytes back.
+        let stdin = (wasi.stdio == Stdio::Inherit && migrator.is_some()).then(crate::stdin::Stdin::default);
+        match &stdin {
+            Some(s) => {
+                builder.stdin(s.clone()).inherit_stdout().inherit_stderr();
+            }
+            None if wasi.stdio == Stdio::Inherit => {
+                builder.inherit_stdio();
+            }
+            None => {}
         }
         for dir in &wasi.dirs {
             builder
@@ -499,6 +612,8 @@ impl Program {
             handles: None,
             trampolines: HashMap::new(),
             stdio: wasi.stdio,
+            stdin,
+            scratch: None,
         };
         let mut store = Store::new(&self.engine, device);
         let linker = self.linker()?;

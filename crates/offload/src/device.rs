@@ -60,12 +60,12 @@ const RATE_MIN_BYTES: u64 = 64 << 10;
 
 /// Why a remote attempt was abandoned: a short cause for counting, and the detail.
 #[derive(Debug)]
-struct Abort {
+pub(crate) struct Abort {
     cause: &'static str,
     detail: String,
 }
 
-fn abort(cause: &'static str, detail: impl std::fmt::Display) -> Abort {
+pub(crate) fn abort(cause: &'static str, detail: impl std::fmt::Display) -> Abort {
     Abort { cause, detail: detail.to_string() }
 }
 
@@ -101,6 +101,8 @@ pub struct Offloader {
     replicate: bool,
     /// The link's throughput as last measured, bytes per second.
     rate: Option<f64>,
+    /// The proxied imports of the migration under way.
+    proxying: crate::proxy::Proxying,
 }
 
 impl Offloader {
@@ -121,6 +123,7 @@ impl Offloader {
             scanner,
             replicate: true,
             rate: None,
+            proxying: Default::default(),
         }
     }
 
@@ -259,9 +262,21 @@ impl Offloader {
         let m = session.migrate(function, args, state, Clocks { realtime, monotonic }, Descriptors::default()).map_err(|e| abort("protocol", e))?;
         conn.send(&m).map_err(net)?;
         drop(m);
-        let reply = conn.recv().map_err(net)?;
+        // The clone may ask for imports it cannot answer before it returns.
+        let mut proxied = 0u64;
+        let event = loop {
+            let reply = conn.recv().map_err(net)?;
+            match session.on_message(reply).map_err(|e| abort("protocol", e))? {
+                DeviceEvent::ImportCall { import, args, state } => {
+                    let (results, back) = crate::proxy::serve(guest, &mut self.proxying, import, &args, state)?;
+                    conn.send(&session.import_return(results, back).map_err(|e| abort("protocol", e))?).map_err(net)?;
+                    proxied += 1;
+                }
+                other => break other,
+            }
+        };
         let round_trip = t1.elapsed();
-        match session.on_message(reply).map_err(|e| abort("protocol", e))? {
+        match event {
             DeviceEvent::Returned { results: rs, state, micros, output, files, exit, freed } => {
                 if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
                     return Err(abort("protocol", format!("pages of {} bytes", state.memory.page_size)));
@@ -273,11 +288,18 @@ impl Offloader {
                 let t2 = Instant::now();
                 // Files first: if the disk refuses a change, nothing in memory has changed yet
                 // and the function runs locally.
+                // After proxied imports the agreed state is the scratch memory's: the final pages go
+                // there, and every page the migration touched comes over from it.
+                let merged = if self.proxying.active() { Some(self.proxying.final_pages(guest, &state.memory)?) } else { None };
                 clonecloud_files::apply(&self.target.dirs, &files).map_err(|e| abort("merge", e))?;
-                guest
-                    .apply(state.memory.wasm_pages, &state.memory.pages, state.memory.xor, &convert::globals(&state))
-                    .map_err(|e| abort("merge", e))?;
-                self.table.record(guest.memory(), state.memory.pages.iter().map(|(i, _)| *i));
+                let globals = convert::globals(&state);
+                let applied = match &merged {
+                    Some((wasm_pages, pages)) => guest.apply(*wasm_pages, pages, false, &globals),
+                    None => guest.apply(state.memory.wasm_pages, &state.memory.pages, state.memory.xor, &globals),
+                };
+                applied.map_err(|e| abort("merge", e))?;
+                let indices: Vec<u32> = merged.as_ref().map_or(&state.memory.pages, |(_, pages)| pages).iter().map(|(i, _)| *i).collect();
+                self.table.record(guest.memory(), indices);
                 // Committed: what the function wrote goes out now, in order.
                 for (fd, bytes) in &output {
                     if let Err(e) = guest.write_output(*fd, bytes) {
@@ -287,6 +309,7 @@ impl Offloader {
                 if exit.is_none() {
                     results.copy_from_slice(&vals);
                 }
+                self.proxying.end(guest, true);
                 let merge = t2.elapsed();
                 let (sent, received) = (conn.sent - sent_before, conn.received - recv_before);
                 let remote = Duration::from_micros(micros);
@@ -307,6 +330,7 @@ impl Offloader {
                 p.merge_ms += merge.as_secs_f64() * 1e3;
                 p.file_changes += files.len() as u64;
                 p.pages_freed += u64::from(freed);
+                p.proxied_calls += proxied;
                 debug!(point = %name, pages_up, pages_down = state.memory.pages.len(), "migration returned");
                 Ok(exit)
             }
@@ -337,10 +361,12 @@ impl Migrator for Offloader {
             Ok(None) => Ok(()),
             Ok(Some(code)) => Err(guest.exit(code as i32)),
             Err(a) => {
-                // Nothing on the device changed: run it here, from the same entry state.
+                // Nothing of the guest changed: run it here, from the same entry state.
                 info!(point = %self.names[j], cause = a.cause, "offloading failed, running locally: {}", a.detail);
                 let name = self.names[j].clone();
                 self.stats().fallback(&name, a.cause, &a.detail);
+                // Stdin gets back what proxied reads took (the guest's memory never changed).
+                self.proxying.end(guest, false);
                 if a.cause != "unreachable" && a.cause != "connect" {
                     self.drop_session();
                 }

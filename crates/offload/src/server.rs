@@ -7,7 +7,7 @@
 use crate::convert;
 use clonecloud_exec::state::PAGE_SIZE;
 use clonecloud_exec::heap::HeapHint;
-use clonecloud_exec::{CallError, ExecError, Limits, ModuleCache, Replica, new_clone_engine};
+use clonecloud_exec::{CallError, Delta, ExecError, ImportProxy, Limits, ModuleCache, Replica, new_clone_engine};
 use clonecloud_net::{Connection, Identity, Listener, NetError, AllowList};
 use clonecloud_files::{Fs, Store};
 use clonecloud_wire::{Clocks, CloneEvent, CloneSession, Compression, Descriptors, FailKind, Hash128, Message, Returned};
@@ -106,42 +106,49 @@ impl Clone {
     }
 
     /// One device session, to its end.
-    fn session(&self, mut conn: Connection) -> Result<(), String> {
+    fn session(&self, conn: Connection) -> Result<(), String> {
         conn.set_timeout(Some(self.idle));
-        let mut s = CloneSession::new();
+        let store = self.store(&conn.peer().fingerprint())?;
+        // Shared with the replica's import proxy, which talks to the device during a call.
+        let wire = Arc::new(Mutex::new(Wire { conn, session: CloneSession::new() }));
+        let lock = || wire.lock().unwrap_or_else(|e| e.into_inner());
         let mut hash: Option<Hash128> = None;
         let mut module: Option<(Module, HeapHint)> = None;
         let mut replica: Option<Replica> = None;
         let mut environment = clonecloud_wire::Environment::default();
-        let store = self.store(&conn.peer().fingerprint())?;
         // The device's directories, until a replica takes them.
         let mut files: Option<Fs> = None;
         loop {
-            let m = match conn.recv() {
-                Ok(m) => m,
-                Err(NetError::Closed) => return Ok(()),
-                Err(e) => return Err(e.to_string()),
-            };
-            let event = match s.on_message(m) {
-                Ok(e) => e,
-                Err(e) => {
-                    let _ = conn.send(&Message::Error { message: e.to_string() });
-                    return Err(e.to_string());
+            let event = {
+                let mut w = lock();
+                let m = match w.conn.recv() {
+                    Ok(m) => m,
+                    Err(NetError::Closed) => return Ok(()),
+                    Err(e) => return Err(e.to_string()),
+                };
+                match w.session.on_message(m) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = w.conn.send(&Message::Error { message: e.to_string() });
+                        return Err(e.to_string());
+                    }
                 }
+            };
+            let refuse = |message: String| {
+                let _ = lock().conn.send(&Message::Error { message: message.clone() });
+                Err(message)
             };
             let reply = match event {
                 CloneEvent::Hello { module: h, environment: e, .. } => {
                     hash = Some(h);
                     environment = e;
                     module = self.module(&h);
-                    s.welcome(module.is_none())
+                    lock().session.welcome(module.is_none())
                 }
                 CloneEvent::Module { bytes } => {
                     let want = hash.expect("a module only follows a hello");
                     if xxhash_rust::xxh3::xxh3_128(&bytes).to_le_bytes() != want {
-                        let message = "the module's bytes do not match the hash in the hello".to_string();
-                        let _ = conn.send(&Message::Error { message: message.clone() });
-                        return Err(message);
+                        return refuse("the module's bytes do not match the hash in the hello".to_string());
                     }
                     match self.cache.load_or_compile(&self.engine, &bytes) {
                         Ok(m) => {
@@ -151,11 +158,7 @@ impl Clone {
                             self.modules.lock().unwrap_or_else(|e| e.into_inner()).insert(want, entry.clone());
                             module = Some(entry);
                         }
-                        Err(e) => {
-                            let message = format!("cannot compile the module: {e}");
-                            let _ = conn.send(&Message::Error { message: message.clone() });
-                            return Err(message);
-                        }
+                        Err(e) => return refuse(format!("cannot compile the module: {e}")),
                     }
                     continue;
                 }
@@ -177,13 +180,11 @@ impl Clone {
                         Some(r) => r.set_files(fs),
                         None => files = Some(fs),
                     }
-                    s.need_files(need)
+                    lock().session.need_files(need)
                 }
                 CloneEvent::FileData { hash, bytes } => {
                     if let Err(e) = store.put(&hash, bytes) {
-                        let message = format!("cannot keep a file: {e}");
-                        let _ = conn.send(&Message::Error { message: message.clone() });
-                        return Err(message);
+                        return refuse(format!("cannot keep a file: {e}"));
                     }
                     continue;
                 }
@@ -191,31 +192,35 @@ impl Clone {
                     let (module, hint) = module.as_ref().map(|(m, h)| (m, h)).expect("a migration follows the module");
                     let started = Instant::now();
                     // XOR deltas pay off only compressed: use them when the device compresses.
-                    let xor = conn.peer_compression() != Compression::None;
+                    let xor = lock().conn.peer_compression() != Compression::None;
                     let m = Migration { point, args: &args, state: &state, xor, clocks, descriptors: &descriptors };
-                    match self.run((module, hint), &mut replica, &mut files, &environment, m) {
+                    let link = DeviceLink { wire: wire.clone() };
+                    match self.run((module, hint), &mut replica, &mut files, &environment, m, link) {
                         Ok(mut ret) => {
                             ret.micros = started.elapsed().as_micros() as u64;
-                            s.returned(ret)
+                            lock().session.returned(ret)
                         }
                         Err((kind, message)) => {
                             // The replica may be half-way through: the device starts over.
                             replica = None;
                             debug!(point, ?kind, "migration failed: {message}");
-                            s.failed(kind, message)
+                            if kind == FailKind::Unavailable && message.starts_with(PROXY_FAILED) {
+                                // The link to the device failed inside the call: the session is over.
+                                return Err(message);
+                            }
+                            lock().session.failed(kind, message)
                         }
                     }
                 }
-                CloneEvent::ImportReturned { .. } => {
-                    let _ = conn.send(&Message::Error { message: "no import call is pending".into() });
-                    return Err("unexpected import return".into());
-                }
+                CloneEvent::ImportReturned { .. } => return refuse("no import call is pending".into()),
                 CloneEvent::Goodbye => return Ok(()),
             };
             let reply = reply.map_err(|e| e.to_string())?;
+            let mut w = lock();
             // Answer in kind: a device gets its deltas back compressed as it compresses its own.
-            conn.set_compression(conn.peer_compression());
-            conn.send(&reply).map_err(|e| e.to_string())?;
+            let c = w.conn.peer_compression();
+            w.conn.set_compression(c);
+            w.conn.send(&reply).map_err(|e| e.to_string())?;
         }
     }
 
@@ -227,6 +232,7 @@ impl Clone {
         files: &mut Option<Fs>,
         environment: &clonecloud_wire::Environment,
         m: Migration<'_>,
+        link: DeviceLink,
     ) -> Result<Returned, (FailKind, String)> {
         let Migration { point, args, state, xor, clocks, descriptors } = m;
         let unavailable = |e: String| (FailKind::Unavailable, e);
@@ -247,7 +253,11 @@ impl Clone {
             .map_err(|e| (FailKind::ResourceLimit, e.to_string()))?;
         let n = r.result_count(point).ok_or_else(|| unavailable(format!("no migration point {point}")))?;
         let mut results = vec![Val::I32(0); n];
-        let exit = r.call(point, &convert::values_from_wire(args), &mut results, clocks, descriptors).map_err(|e| match e {
+        r.set_proxy(Some(Box::new(link)), xor);
+        let called = r.call(point, &convert::values_from_wire(args), &mut results, clocks, descriptors);
+        r.take_proxy();
+        let exit = called.map_err(|e| match e {
+            CallError::Proxy(p) => unavailable(format!("{PROXY_FAILED}{p}")),
             CallError::Trap(t) => (FailKind::Trap, t.to_string()),
             e @ (CallError::Deadline(_) | CallError::Memory(_)) => (FailKind::ResourceLimit, e.to_string()),
             e => unavailable(e.to_string()),
@@ -260,6 +270,47 @@ impl Clone {
         state.memory.xor = xor;
         let freed = r.freed_pages() as u32;
         Ok(Returned { results, state, micros: 0, output, files, exit, freed })
+    }
+}
+
+/// The session's connection and protocol state, shared between the session loop and the
+/// replica's import proxy (which uses it only inside a call, while the loop waits).
+#[derive(Debug)]
+struct Wire {
+    conn: Connection,
+    session: CloneSession,
+}
+
+/// Marks a failure of the link during a proxied call (the session cannot go on).
+const PROXY_FAILED: &str = "proxy: ";
+
+/// The replica's way to the device during a call: a proxied import goes out as `import-call`
+/// and waits for `import-return`.
+#[derive(Debug)]
+struct DeviceLink {
+    wire: Arc<Mutex<Wire>>,
+}
+
+impl ImportProxy for DeviceLink {
+    fn call(&mut self, import: u32, args: &[Val], delta: Delta) -> Result<(Vec<Val>, Delta), String> {
+        let mut w = self.wire.lock().unwrap_or_else(|e| e.into_inner());
+        let args = convert::values_to_wire(args).ok_or("a reference-typed argument")?;
+        let mut state = convert::state(delta.wasm_pages, delta.pages, &delta.globals).ok_or("a reference-typed global")?;
+        state.memory.xor = delta.xor;
+        let m = w.session.import_call(import, args, state).map_err(|e| e.to_string())?;
+        w.conn.send(&m).map_err(|e| e.to_string())?;
+        let reply = w.conn.recv().map_err(|e| e.to_string())?;
+        match w.session.on_message(reply).map_err(|e| e.to_string())? {
+            CloneEvent::ImportReturned { results, state } => {
+                if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
+                    return Err(format!("pages of {} bytes", state.memory.page_size));
+                }
+                let globals = convert::globals(&state);
+                let d = Delta { wasm_pages: state.memory.wasm_pages, pages: state.memory.pages, xor: state.memory.xor, globals };
+                Ok((convert::values_from_wire(&results), d))
+            }
+            other => Err(format!("expected an import return, got {other:?}")),
+        }
     }
 }
 

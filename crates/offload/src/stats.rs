@@ -33,6 +33,8 @@ pub struct PointStats {
     /// Changed pages the clone did not send back because they hold only memory the module's
     /// allocator has freed.
     pub pages_freed: u64,
+    /// Imports the clone had the device run for it (status queries, stdin reads).
+    pub proxied_calls: u64,
 }
 
 /// Replicating the preopened directories to the clone (apart from the migrations' bytes).

@@ -1,5 +1,6 @@
 //! Reads all of stdin and prints it upper-cased with a byte count: input with a side effect (it
-//! is consumed), which must be read exactly once however the program runs.
+//! is consumed), which must be read exactly once however the program runs. Input starting with
+//! `nap` makes it sleep a moment after reading (a call a clone leaves to the device).
 use std::io::Read;
 
 #[inline(never)]
@@ -10,6 +11,9 @@ fn shout(text: &str) -> String {
 fn main() {
     let mut input = String::new();
     std::io::stdin().read_to_string(&mut input).expect("stdin is text");
+    if input.starts_with("nap") {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     println!("read {} bytes", input.len());
     print!("{}", shout(&input));
 }
