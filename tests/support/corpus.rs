@@ -109,6 +109,7 @@ fn build() -> Vec<Guest> {
         rust("files", &[], &[]),
         rust("fsops", &[], &[]),
         rust("stdin_echo", &[], &[]),
+        rust("handles", &[], &[]),
         rust("exit_code", &[], &[]),
         rust("panic", &[], &[]),
         rust("compute", &["1"], &[]),

@@ -2,12 +2,16 @@
 //! exactly what a plain run prints. A loopback proxy between device and `clonecloud serve` cuts
 //! the connection at points spread over the whole conversation in both directions (so before and
 //! after every message kind: hello, welcome, module, migrate, return, goodbye), flips a byte,
-//! stalls past the timeout; and the server process is killed mid-migration and restarted.
+//! stalls past the timeout; and the server process is killed mid-migration and restarted. The
+//! same cuts hit a whole program that writes files on the clone (its journal must land whole or
+//! not at all) and one that reads stdin through the device (what it read must be read again).
 
 #[path = "../../../tests/support/apps.rs"]
 mod apps;
 #[path = "../../../tests/support/clone.rs"]
 mod clone;
+#[path = "../../../tests/support/corpus.rs"]
+mod corpus;
 #[path = "../../../tests/support/faults.rs"]
 mod faults;
 
@@ -157,4 +161,69 @@ fn a_server_killed_mid_migration_and_restarted_changes_nothing() {
     assert_same(&want, &out, "server killed and restarted");
     let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
     eprintln!("killed server: {} migrations, fallbacks {}", s["migrations"], s["fallbacks"]["causes"]);
+}
+
+/// Runs `guest` offloaded (`--offload all`, the whole program on the clone) through `addr`, with
+/// `input` on stdin and a fresh copy of the corpus fixture as /data; returns its output and the
+/// directory afterwards.
+fn offloaded_guest(k: &Keys, addr: &str, guest: &corpus::Guest, input: &[u8]) -> (Output, std::collections::BTreeMap<String, Vec<u8>>, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    corpus::copy_dir(&corpus::fixture_dir(), &data);
+    let stats = dir.path().join("stats.json");
+    let mut cmd = Command::new(CLONECLOUD);
+    cmd.arg("run");
+    if !addr.is_empty() {
+        cmd.args(["--offload", "all", "--clone", addr, "--key", &k.device_key, "--clone-key", &k.server_pub, "--clone-timeout", "30", "--stats"]);
+        cmd.arg(&stats);
+    }
+    let mut child = cmd
+        .arg("--dir")
+        .arg(format!("{}::/data", data.display()))
+        .arg(&guest.path)
+        .env("CLONECLOUD_LOG", "off")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let s = std::fs::read_to_string(&stats).ok().map_or(serde_json::Value::Null, |t| serde_json::from_str(&t).unwrap());
+    (out, corpus::snapshot_dir(&data), s)
+}
+
+#[test]
+fn cuts_during_file_writes_and_proxied_stdin_reads_change_nothing() {
+    let k = keys();
+    let server = serve(&k, "127.0.0.1:0");
+    let input = "line of input for the device to read\n".repeat(4000).into_bytes();
+    let mut cases = 0;
+    for name in ["files", "stdin_echo"] {
+        let guest = corpus::guest(name);
+        let (want, want_files, _) = offloaded_guest(&k, "", guest, &input);
+        assert_eq!(want.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&want.stderr));
+        let clean = proxy(&server.addr, Fault::default());
+        let (out, files, s) = offloaded_guest(&k, &clean.addr, guest, &input);
+        assert_same(&want, &out, &format!("{name} clean"));
+        assert!(files == want_files, "{name} clean: files differ");
+        assert_eq!(s["migrations"], 1, "{name}: {s}");
+        let (up, down) = (clean.up.load(Ordering::Relaxed), clean.down.load(Ordering::Relaxed));
+        drop(clean);
+        for (dir, total) in [("up", up), ("down", down)] {
+            for at in (1..=7).map(|i| i * total / 8) {
+                let fault = if dir == "up" { Fault { cut_up: Some(at), ..Fault::default() } } else { Fault { cut_down: Some(at), ..Fault::default() } };
+                let p = proxy(&server.addr, fault);
+                let (out, files, s) = offloaded_guest(&k, &p.addr, guest, &input);
+                let case = format!("{name}: cut after {at} of {total} bytes {dir}");
+                assert_same(&want, &out, &case);
+                assert!(files == want_files, "{case}: files differ");
+                let tries = s["fallbacks"]["count"].as_u64().unwrap() + s["migrations"].as_u64().unwrap();
+                assert_eq!(tries, 1, "{case}: one call, remote or local: {s}");
+                cases += 1;
+            }
+        }
+    }
+    eprintln!("{cases} cuts during file journals and proxied reads, each identical to the plain run");
 }

@@ -175,6 +175,40 @@ fn stdin_is_read_once_through_the_device_even_when_the_migration_is_abandoned() 
 }
 
 #[test]
+fn descriptors_opened_on_the_device_stay_there_and_new_ones_get_the_device_s_numbers() {
+    let guest = corpus::guest("handles");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    corpus::copy_dir(&corpus::fixture_dir(), &data);
+    let stats_file = dir.path().join("stats.json");
+    let run = |extra: &[&str]| {
+        Command::new(CLONECLOUD)
+            .arg("run")
+            .args(extra)
+            .arg("--dir")
+            .arg(format!("{}::/data", data.display()))
+            .arg(&guest.path)
+            .env_remove("CLONECLOUD_LOG")
+            .output()
+            .unwrap()
+    };
+    let plain = run(&[]);
+    assert!(String::from_utf8_lossy(&plain.stdout).contains("own descriptor 5"), "{}", String::from_utf8_lossy(&plain.stdout));
+    let stats_path = stats_file.to_str().unwrap();
+    // A function that opens its own file runs on the clone, which numbers it as the device would.
+    let offloaded = run(&["--offload", "handles::open_own", "--stats", stats_path]);
+    assert_same(&plain, &offloaded, "handles::open_own");
+    assert_eq!(stats(&stats_file)["migrations"], 1);
+    // A function reading a handle the device opened runs on the device.
+    let offloaded = run(&["--offload", "handles::count_lines", "--stats", stats_path]);
+    assert_same(&plain, &offloaded, "handles::count_lines");
+    let s = stats(&stats_file);
+    assert_eq!(s["migrations"], 0, "{s}");
+    let detail = s["fallbacks"]["events"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("descriptor 4"), "the cause names the descriptor: {detail}");
+}
+
+#[test]
 fn a_separate_server_serves_allowed_devices_only() {
     let keys = tempfile::tempdir().unwrap();
     let keygen = |name| clone::keygen(CLONECLOUD, keys.path(), name);

@@ -355,15 +355,7 @@ impl Guest<'_, '_> {
     /// clocks) but not its memory. A clone's proxied imports run there, on the clone's state, so
     /// the guest's own memory does not change before a migration commits.
     pub fn scratch_load(&mut self) -> wasmtime::Result<()> {
-        let scratch = match self.caller.data().scratch {
-            Some(i) => i,
-            None => {
-                let linker = self.program.linker().map_err(|e| wasmtime::Error::msg(e.to_string()))?;
-                let i = linker.instantiate(&mut *self.caller, &self.program.module)?;
-                self.caller.data_mut().scratch = Some(i);
-                i
-            }
-        };
+        let scratch = self.scratch()?;
         let main = self.handles().memory.ok_or_else(|| wasmtime::Error::msg("the module has no memory"))?;
         let mem = scratch_memory(&mut *self.caller, scratch)?;
         let (have, want) = (mem.size(&*self.caller), main.size(&*self.caller));
@@ -376,6 +368,42 @@ impl Guest<'_, '_> {
         data[..len].copy_from_slice(&bytes);
         data[len..].fill(0);
         Ok(())
+    }
+
+    fn scratch(&mut self) -> wasmtime::Result<wasmtime::Instance> {
+        if let Some(i) = self.caller.data().scratch {
+            return Ok(i);
+        }
+        let linker = self.program.linker().map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+        let i = linker.instantiate(&mut *self.caller, &self.program.module)?;
+        self.caller.data_mut().scratch = Some(i);
+        Ok(i)
+    }
+
+    /// The descriptors open in the guest's WASI context, found by asking `fd_fdstat_get` about
+    /// each number (in the scratch instance, so the guest's memory is not touched) until
+    /// [`PROBE_GAP`] numbers in a row are not open. `None` when the module does not import
+    /// `fd_fdstat_get` (then it cannot ask either) or the probe fails.
+    pub fn open_descriptors(&mut self) -> Option<Vec<u32>> {
+        let import = self.program.layout.imports.iter().position(|(m, n)| m == "wasi_snapshot_preview1" && n == "fd_fdstat_get")? as u32;
+        let scratch = self.scratch().ok()?;
+        let name = self.trampoline_name(import).ok()?;
+        let f = scratch.get_func(&mut *self.caller, &name)?;
+        let (mut open, mut gap, mut fd) = (Vec::new(), 0, 0u32);
+        while gap < PROBE_GAP {
+            let mut result = [Val::I32(0)];
+            f.call(&mut *self.caller, &[Val::I32(fd as i32), Val::I32(0)], &mut result).ok()?;
+            match result[0] {
+                Val::I32(0) => {
+                    open.push(fd);
+                    gap = 0;
+                }
+                Val::I32(ERRNO_BADF) => gap += 1,
+                _ => return None,
+            }
+            fd += 1;
+        }
+        Some(open)
     }
 
     /// Applies a clone's pages to the scratch instance's memory (see [`Guest::scratch_load`]).
@@ -418,6 +446,12 @@ impl Guest<'_, '_> {
             .ok_or_else(|| wasmtime::Error::msg(format!("import {import} has no trampoline")))
     }
 }
+
+/// Descriptor numbers in a row found closed before a probe stops (wasmtime-wasi numbers new
+/// descriptors just above the highest in use, or reuses closed ones).
+const PROBE_GAP: u32 = 64;
+/// WASI's EBADF.
+const ERRNO_BADF: i32 = 8;
 
 /// The memory of the scratch instance.
 fn scratch_memory(caller: &mut Caller<'_, Device>, scratch: wasmtime::Instance) -> wasmtime::Result<wasmtime::Memory> {

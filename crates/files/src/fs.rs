@@ -55,6 +55,9 @@ const O_DIRECTORY: u16 = 2;
 const O_EXCL: u16 = 4;
 const O_TRUNC: u16 = 8;
 const FDFLAG_APPEND: u16 = 1;
+/// Where the clone numbers the descriptors it opens when the device's table is unknown: far
+/// above any the device can have open.
+const UNKNOWN_TABLE_BASE: u32 = 1 << 30;
 
 /// Why a call was not served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -174,6 +177,8 @@ pub struct Fs {
     now: u64,
     /// Whether the device's preopens are known (else no descriptor beyond stdio is).
     known: bool,
+    /// Whether the device listed all its descriptors (else an unknown one may be open there).
+    complete: bool,
 }
 
 impl Default for Fs {
@@ -201,6 +206,7 @@ impl Fs {
             output: Vec::new(),
             now: 0,
             known: true,
+            complete: false,
         };
         for (r, tree) in trees.into_iter().enumerate() {
             let r = r as u32;
@@ -242,18 +248,26 @@ impl Fs {
     }
 
     /// Starts a migrated call: the descriptor table as the device has it (stdio, the preopens,
-    /// and `device`'s), an empty journal, and `now` as the device's realtime clock.
+    /// and the others open there), an empty journal, and `now` as the device's realtime clock.
+    /// Without a complete list from the device, stdio and the preopens are assumed and any other
+    /// descriptor is unsupported.
     pub fn begin(&mut self, device: &Descriptors, now: u64) {
         self.used.clear();
-        self.used.insert(0, Fd::Stdin);
-        self.used.insert(1, Fd::Stdout);
-        self.used.insert(2, Fd::Stderr);
+        let open = |fd: u32| !device.complete || device.open.contains(&fd);
+        for (fd, d) in [(0, Fd::Stdin), (1, Fd::Stdout), (2, Fd::Stderr)] {
+            if open(fd) {
+                self.used.insert(fd, d);
+            }
+        }
         for (i, (_, node)) in self.roots.iter().enumerate() {
-            self.used.insert(3 + i as u32, Fd::Dir { node: *node, preopen: true });
+            if open(3 + i as u32) {
+                self.used.insert(3 + i as u32, Fd::Dir { node: *node, preopen: true });
+            }
         }
         for fd in &device.open {
             self.used.entry(*fd).or_insert(Fd::Device);
         }
+        self.complete = device.complete;
         self.free = device.free.iter().copied().filter(|f| !self.used.contains_key(f)).collect();
         self.initial = self.used.clone();
         self.journal.clear();
@@ -302,6 +316,7 @@ impl Fs {
     fn fd(&self, fd: u32) -> Result<&Fd, FsError> {
         match self.used.get(&fd) {
             None if !self.known => unsupported("the device's directories are not replicated on this clone"),
+            None if !self.complete => unsupported(format!("descriptor {fd} may be open on the device")),
             None => err(errno::BADF),
             Some(Fd::Device) => unsupported(format!("descriptor {fd} was opened on the device")),
             Some(d) => Ok(d),
@@ -323,6 +338,8 @@ impl Fs {
     fn push(&mut self, d: Fd) -> u32 {
         let fd = match self.free.pop_last() {
             Some(fd) => fd,
+            // Not knowing the device's numbers, stay clear of them.
+            None if !self.complete => self.used.last_key_value().map_or(0, |(k, _)| k + 1).max(UNKNOWN_TABLE_BASE),
             None => self.used.last_key_value().map_or(0, |(k, _)| k + 1),
         };
         self.used.insert(fd, d);

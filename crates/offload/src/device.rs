@@ -252,6 +252,14 @@ impl Offloader {
         let pages_up = state.memory.pages.len() as u64;
         let raw_up = convert::state_bytes(&state);
 
+        let descriptors = match guest.open_descriptors() {
+            Some(open) => {
+                let top = open.iter().copied().max().unwrap_or(0);
+                let free = (0..top).filter(|fd| !open.contains(fd)).collect();
+                Descriptors { open, free, complete: true }
+            }
+            None => Descriptors::default(),
+        };
         let compression = self.compression();
         let (conn, session) = self.session.as_mut().expect("connected above");
         conn.set_compression(compression);
@@ -259,7 +267,7 @@ impl Offloader {
         let recv_before = conn.received;
         let t1 = Instant::now();
         let (realtime, monotonic) = guest.clocks();
-        let m = session.migrate(function, args, state, Clocks { realtime, monotonic }, Descriptors::default()).map_err(|e| abort("protocol", e))?;
+        let m = session.migrate(function, args, state, Clocks { realtime, monotonic }, descriptors).map_err(|e| abort("protocol", e))?;
         conn.send(&m).map_err(net)?;
         drop(m);
         // The clone may ask for imports it cannot answer before it returns.

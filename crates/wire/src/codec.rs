@@ -307,6 +307,7 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
             w.u64(clocks.monotonic);
             w.u32s(&descriptors.open);
             w.u32s(&descriptors.free);
+            w.u8(u8::from(descriptors.complete));
         }
         Message::Return { results, state, micros, output, files, exit, freed } => {
             w.values(results);
@@ -610,7 +611,13 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
         4 => {
             let (point, args, state) = (r.u32("the point")?, r.values("the arguments")?, r.state()?);
             let clocks = Clocks { realtime: r.u64("the realtime clock")?, monotonic: r.u64("the monotonic clock")? };
-            let descriptors = Descriptors { open: r.u32s("the open descriptors")?, free: r.u32s("the free descriptors")? };
+            let (open, free) = (r.u32s("the open descriptors")?, r.u32s("the free descriptors")?);
+            let complete = match r.u8("the descriptors' completeness")? {
+                0 => false,
+                1 => true,
+                b => return Err(r.invalid(format!("the completeness flag is {b}, not 0 or 1"))),
+            };
+            let descriptors = Descriptors { open, free, complete };
             Message::Migrate { point, args, state, clocks, descriptors }
         }
         5 => {

@@ -108,14 +108,17 @@ pub struct Tree {
     pub entries: Vec<Entry>,
 }
 
-/// The device's descriptor table beyond stdio and the preopened directories, so descriptors the
-/// clone hands out are the numbers the device would have: `open` lists descriptors open on the
-/// device (which the clone must not reuse and cannot serve), `free` the numbers closed since,
-/// which the device's runtime reuses highest first.
+/// The device's descriptor table, so the clone answers for exactly the descriptors the device
+/// has and hands out the numbers the device would: `open` lists every descriptor open on the
+/// device (stdio and preopens included; others the clone must not reuse and cannot serve),
+/// `free` the numbers below the highest that are not open, which the device's runtime reuses
+/// highest first. When `complete` is false the device could not list them: the clone then
+/// assumes stdio and the preopens and serves no other descriptor.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Descriptors {
     pub open: Vec<u32>,
     pub free: Vec<u32>,
+    pub complete: bool,
 }
 
 /// A change a migrated function made to the preopened directories, applied by the device at the

@@ -92,7 +92,7 @@ fn every_kind(rng: &mut Rng) -> Vec<Message> {
             args: values(rng),
             state: state(rng),
             clocks: Clocks { realtime: rng.next(), monotonic: rng.next() },
-            descriptors: Descriptors { open: vec![5, 9], free: vec![4] },
+            descriptors: Descriptors { open: vec![0, 1, 2, 3, 5, 9], free: vec![4], complete: true },
         },
         Message::Return {
             results: values(rng),
