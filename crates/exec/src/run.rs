@@ -240,6 +240,8 @@ struct Device {
     /// A second instance of the module in this store, for proxied imports (see
     /// [`Guest::scratch_load`]).
     scratch: Option<wasmtime::Instance>,
+    /// How many directories were preopened (descriptors 3 and up).
+    preopens: u32,
 }
 
 /// The running guest as a [`Migrator`] sees it, inside a call to a migration point: its state
@@ -380,28 +382,52 @@ impl Guest<'_, '_> {
         Ok(i)
     }
 
-    /// The descriptors open in the guest's WASI context, found by asking `fd_fdstat_get` about
-    /// each number (in the scratch instance, so the guest's memory is not touched) until
-    /// [`PROBE_GAP`] numbers in a row are not open. `None` when the module does not import
-    /// `fd_fdstat_get` (then it cannot ask either) or the probe fails.
+    /// The descriptors open in the guest's WASI context, found by asking about each number (in
+    /// the scratch instance, so the guest's memory is not touched) until [`PROBE_GAP`] numbers in
+    /// a row are not open. It asks `fd_prestat_dir_name(fd, 0, 0)` (cheap: wasmtime-wasi answers
+    /// EBADF exactly for a number not open) or else `fd_fdstat_get`. `None` when the module
+    /// imports neither (then it cannot learn its descriptors either) or the probe fails.
     pub fn open_descriptors(&mut self) -> Option<Vec<u32>> {
-        let import = self.program.layout.imports.iter().position(|(m, n)| m == "wasi_snapshot_preview1" && n == "fd_fdstat_get")? as u32;
+        let find = |name: &str| self.program.layout.imports.iter().position(|(m, n)| m == "wasi_snapshot_preview1" && n == name);
+        if ["path_open", "fd_close", "fd_renumber", "sock_accept"].iter().all(|n| find(n).is_none()) {
+            // A module that can neither open, close nor move a descriptor has those it started
+            // with: stdio and the preopens (each probe costs a call into wasm and WASI).
+            let preopens = self.caller.data().preopens;
+            return Some((0..3 + preopens).collect());
+        }
+        let (import, dir_name) = match find("fd_prestat_dir_name") {
+            Some(i) => (i as u32, true),
+            None => (find("fd_fdstat_get")? as u32, false),
+        };
         let scratch = self.scratch().ok()?;
         let name = self.trampoline_name(import).ok()?;
         let f = scratch.get_func(&mut *self.caller, &name)?;
         let (mut open, mut gap, mut fd) = (Vec::new(), 0, 0u32);
-        while gap < PROBE_GAP {
-            let mut result = [Val::I32(0)];
-            f.call(&mut *self.caller, &[Val::I32(fd as i32), Val::I32(0)], &mut result).ok()?;
-            match result[0] {
-                Val::I32(0) => {
-                    open.push(fd);
-                    gap = 0;
+        if dir_name {
+            let f = f.typed::<(i32, i32, i32), i32>(&*self.caller).ok()?;
+            while gap < PROBE_GAP {
+                match f.call(&mut *self.caller, (fd as i32, 0, 0)).ok()? {
+                    ERRNO_BADF => gap += 1,
+                    _ => {
+                        open.push(fd);
+                        gap = 0;
+                    }
                 }
-                Val::I32(ERRNO_BADF) => gap += 1,
-                _ => return None,
+                fd += 1;
             }
-            fd += 1;
+        } else {
+            let f = f.typed::<(i32, i32), i32>(&*self.caller).ok()?;
+            while gap < PROBE_GAP {
+                match f.call(&mut *self.caller, (fd as i32, 0)).ok()? {
+                    ERRNO_BADF => gap += 1,
+                    0 => {
+                        open.push(fd);
+                        gap = 0;
+                    }
+                    _ => return None,
+                }
+                fd += 1;
+            }
         }
         Some(open)
     }
@@ -449,7 +475,7 @@ impl Guest<'_, '_> {
 
 /// Descriptor numbers in a row found closed before a probe stops (wasmtime-wasi numbers new
 /// descriptors just above the highest in use, or reuses closed ones).
-const PROBE_GAP: u32 = 64;
+const PROBE_GAP: u32 = 32;
 /// WASI's EBADF.
 const ERRNO_BADF: i32 = 8;
 
@@ -648,6 +674,7 @@ impl Program {
             stdio: wasi.stdio,
             stdin,
             scratch: None,
+            preopens: wasi.dirs.len() as u32,
         };
         let mut store = Store::new(&self.engine, device);
         let linker = self.linker()?;

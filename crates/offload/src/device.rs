@@ -248,10 +248,8 @@ impl Offloader {
         let wasm_pages = guest.wasm_pages();
         let globals = guest.globals();
         let state = convert::state(wasm_pages, pages, &globals).ok_or_else(|| abort("unsupported", "a reference-typed global cannot migrate"))?;
-        let capture = t0.elapsed();
-        let pages_up = state.memory.pages.len() as u64;
-        let raw_up = convert::state_bytes(&state);
-
+        // The descriptor table is part of the thread's state as the clone must see it.
+        let t_probe = Instant::now();
         let descriptors = match guest.open_descriptors() {
             Some(open) => {
                 let top = open.iter().copied().max().unwrap_or(0);
@@ -260,6 +258,11 @@ impl Offloader {
             }
             None => Descriptors::default(),
         };
+        debug!(micros = t_probe.elapsed().as_micros() as u64, "descriptors listed");
+        let capture = t0.elapsed();
+        let pages_up = state.memory.pages.len() as u64;
+        let raw_up = convert::state_bytes(&state);
+
         let compression = self.compression();
         let (conn, session) = self.session.as_mut().expect("connected above");
         conn.set_compression(compression);
