@@ -59,12 +59,12 @@ const SERVED: &[(&str, &str, bool, Handler)] = &[
     ("environ_get", "ii", true, environ_get),
 ];
 
-/// Whether a call of preview 1 function `name` with `args` that the clone cannot answer goes to
+/// Whether a call of preview 1 function `name` with `args` that a clone cannot answer goes to
 /// the device instead of failing the migration: queries without side effects (descriptor and
 /// file status, CPU clocks, clock resolutions) and stdin reads, which the device journals and
 /// puts back if the migration is then abandoned (see `crate::stdin`). The device checks the same
-/// list before it runs anything.
-pub(crate) fn proxied(module: &str, name: &str, args: &[Val]) -> bool {
+/// list before it runs anything a clone asks for.
+pub fn proxied(module: &str, name: &str, args: &[Val]) -> bool {
     module == "wasi_snapshot_preview1"
         && match name {
             "fd_fdstat_get" | "fd_filestat_get" | "clock_time_get" | "clock_res_get" => true,

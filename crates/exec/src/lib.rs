@@ -12,6 +12,7 @@
 
 mod cache;
 mod clone_wasi;
+pub use clone_wasi::proxied;
 mod error;
 pub mod heap;
 pub mod replica;

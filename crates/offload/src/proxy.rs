@@ -8,8 +8,9 @@
 //! clone. The guest's own memory does not change until the migration commits, when the pages
 //! the migration touched are copied over from the scratch memory. If the migration is abandoned
 //! instead, the stdin bytes the imports consumed are put back (`exec::stdin`) and the function
-//! runs locally from exactly its entry state. The device runs only the imports on [`allowed`]'s
-//! list, whatever the clone asks: queries without side effects, and stdin reads.
+//! runs locally from exactly its entry state. The device runs only the imports on
+//! `clonecloud_exec::proxied`'s list, whatever the clone asks: queries without side effects,
+//! and stdin reads.
 
 use crate::convert;
 use crate::device::{Abort, abort};
@@ -55,18 +56,6 @@ impl Proxying {
     }
 }
 
-/// Whether the device runs preview 1 function `name` with `args` for a clone: status queries
-/// and clocks (no side effect) and reads of stdin (descriptor 0, journaled and put back if the
-/// migration is abandoned). The clone proxies exactly these (`exec::clone_wasi::proxied`).
-pub(crate) fn allowed(module: &str, name: &str, args: &[Val]) -> bool {
-    module == "wasi_snapshot_preview1"
-        && match name {
-            "fd_fdstat_get" | "fd_filestat_get" | "clock_time_get" | "clock_res_get" => true,
-            "fd_read" => matches!(args.first(), Some(Val::I32(0))),
-            _ => false,
-        }
-}
-
 fn arg(args: &[Val], k: usize) -> usize {
     args.get(k).and_then(Val::i32).map_or(0, |v| v as u32 as usize)
 }
@@ -94,7 +83,7 @@ fn writes(name: &str, args: &[Val], memory: &[u8]) -> Vec<(usize, usize)> {
 pub(crate) fn serve(guest: &mut Guest<'_, '_>, p: &mut Proxying, import: u32, args: &[Value], state: State) -> Result<(Vec<Value>, State), Abort> {
     let (module, name) = guest.layout().imports.get(import as usize).cloned().ok_or_else(|| abort("protocol", format!("the clone asked for import {import}, which the module lacks")))?;
     let args = convert::values_from_wire(args);
-    if !allowed(&module, &name, &args) {
+    if !clonecloud_exec::proxied(&module, &name, &args) {
         return Err(abort("protocol", format!("the clone asked the device to run `{module}`.`{name}`, which a device does not run for a clone")));
     }
     if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
