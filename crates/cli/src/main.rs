@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod analyze;
 mod inspect;
 mod run;
 mod serve;
@@ -24,6 +25,7 @@ struct Cli {
 enum Command {
     Run(run::Opts),
     Inspect(inspect::Opts),
+    Analyze(analyze::Opts),
     Serve(serve::Opts),
     Keygen(serve::KeygenOpts),
 }
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(opts) => run::run(opts),
         Command::Inspect(opts) => inspect::run(opts),
+        Command::Analyze(opts) => analyze::run(opts),
         Command::Serve(opts) => serve::serve(opts),
         Command::Keygen(opts) => serve::keygen(opts),
     };

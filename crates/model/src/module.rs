@@ -275,6 +275,9 @@ pub struct Module {
     pub call_graph: CallGraph,
     /// Number of imported functions (the first defined function's index).
     pub imported_functions: u32,
+    /// The functions that change a table (`table.set`, `grow`, `fill`, `copy`, `init`,
+    /// `elem.drop`), sorted.
+    pub table_mutators: Vec<u32>,
 }
 
 impl Module {
@@ -547,6 +550,7 @@ fn parse_validated(wasm: &[u8]) -> Result<Module, ParseFail> {
         code_size: 0,
         call_graph: CallGraph::default(),
         imported_functions: 0,
+        table_mutators: Vec::new(),
     };
     let mut bodies: Vec<wasmparser::FunctionBody<'_>> = Vec::new();
     let mut names: HashMap<u32, String> = HashMap::new();
@@ -751,6 +755,16 @@ fn parse_validated(wasm: &[u8]) -> Result<Module, ParseFail> {
                     })
                 }
                 Operator::RefFunc { function_index } => ref_funcs.push(function_index),
+                Operator::TableSet { .. }
+                | Operator::TableGrow { .. }
+                | Operator::TableFill { .. }
+                | Operator::TableCopy { .. }
+                | Operator::TableInit { .. }
+                | Operator::ElemDrop { .. } => {
+                    if m.table_mutators.last() != Some(&(index as u32)) {
+                        m.table_mutators.push(index as u32);
+                    }
+                }
                 _ => {}
             }
         }

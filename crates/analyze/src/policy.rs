@@ -1,0 +1,166 @@
+//! The import policy: what each import of a module may do on which side.
+
+use std::path::Path;
+
+/// Where an import may run, for the partitioner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Class {
+    /// Runs on the clone too: served there (files from the replica, clocks, randomness,
+    /// arguments, output into the journal) or proxied to the device with the guarantee kept.
+    Proxiable,
+    /// Only the device can run it (a sensor, a socket, a call the clone neither serves nor
+    /// proxies): whatever can reach it stays on the device.
+    DeviceOnly,
+    /// Only the clone has it (a capability the device lacks).
+    CloneOnly,
+    /// No state, no effect: runs anywhere.
+    Pure,
+}
+
+impl Class {
+    pub fn label(self) -> &'static str {
+        match self {
+            Class::Proxiable => "proxiable",
+            Class::DeviceOnly => "device-only",
+            Class::CloneOnly => "clone-only",
+            Class::Pure => "pure",
+        }
+    }
+}
+
+/// WASI preview 1 functions the clone neither serves nor proxies today: a function that calls
+/// one runs on the device (`exec::clone_wasi` is the runtime's side of this list).
+const WASI_DEVICE_ONLY: &[&str] = &[
+    "poll_oneoff",
+    "proc_raise",
+    "sock_accept",
+    "sock_recv",
+    "sock_send",
+    "sock_shutdown",
+    "path_link",
+    "path_symlink",
+    "path_readlink",
+    "path_filestat_set_times",
+    "fd_filestat_set_times",
+    "fd_renumber",
+    "fd_allocate",
+    "fd_fdstat_set_flags",
+    "fd_fdstat_set_rights",
+];
+
+/// `module.name` patterns per class, checked before the built-in defaults. A pattern is
+/// `module.name` where `*` matches any run of characters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Policy {
+    #[serde(default)]
+    pub device_only: Vec<String>,
+    #[serde(default)]
+    pub clone_only: Vec<String>,
+    #[serde(default)]
+    pub pure: Vec<String>,
+    #[serde(default)]
+    pub proxiable: Vec<String>,
+}
+
+/// A policy that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read the policy {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("the policy {path} is not valid: {message}\nexpected TOML like: device-only = [\"env.camera_*\"], with keys device-only, clone-only, pure, proxiable")]
+    Parse { path: String, message: String },
+    #[error("the policy {path}: pattern `{pattern}` is not `module.name` (use `*` for any run of characters)")]
+    Pattern { path: String, pattern: String },
+}
+
+fn matches(pattern: &str, text: &str) -> bool {
+    // Glob with `*` only: each literal piece in order, the first anchored at the start and the
+    // last at the end.
+    let pieces: Vec<&str> = pattern.split('*').collect();
+    if pieces.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (pieces[0], pieces[pieces.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for piece in &pieces[1..pieces.len() - 1] {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+impl Policy {
+    /// The built-in policy alone.
+    pub fn builtin() -> Policy {
+        Policy::default()
+    }
+
+    /// Reads a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: shown.clone(), source })?;
+        Policy::parse(&text, &shown)
+    }
+
+    /// Parses policy text (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+        let p: Policy = toml::from_str(text).map_err(|e| PolicyError::Parse { path: origin.to_string(), message: e.to_string() })?;
+        for pattern in p.device_only.iter().chain(&p.clone_only).chain(&p.pure).chain(&p.proxiable) {
+            if !pattern.contains('.') || pattern.starts_with('.') {
+                return Err(PolicyError::Pattern { path: origin.to_string(), pattern: pattern.clone() });
+            }
+        }
+        Ok(p)
+    }
+
+    /// The class of import `module`.`name`: the policy's patterns first (device-only, then
+    /// clone-only, pure, proxiable: the most restrictive wins), then the built-in defaults: WASI
+    /// preview 1 is proxiable except the calls the clone does not serve, anything else is
+    /// device-only.
+    pub fn class(&self, module: &str, name: &str) -> Class {
+        let full = format!("{module}.{name}");
+        for (list, class) in [(&self.device_only, Class::DeviceOnly), (&self.clone_only, Class::CloneOnly), (&self.pure, Class::Pure), (&self.proxiable, Class::Proxiable)] {
+            if list.iter().any(|p| matches(p, &full)) {
+                return class;
+            }
+        }
+        if clonecloud_model::WASI_P1_MODULES.contains(&module) && clonecloud_model::WASI_P1_FUNCTIONS.contains(&name) {
+            if module == "wasi_snapshot_preview1" && !WASI_DEVICE_ONLY.contains(&name) {
+                return Class::Proxiable;
+            }
+            // Preview 0 (`wasi_unstable`) is not served on the clone.
+            return Class::DeviceOnly;
+        }
+        Class::DeviceOnly
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_and_precedence() {
+        assert!(matches("env.camera_*", "env.camera_capture"));
+        assert!(matches("*.sock_*", "wasi_snapshot_preview1.sock_send"));
+        assert!(!matches("env.camera_*", "env.gps"));
+        assert!(matches("a*b*c", "a-b-b-c"));
+        assert!(!matches("ab*ba", "aba"));
+        let p = Policy::parse("device-only = [\"env.*\"]\npure = [\"env.log2\"]\nclone-only = [\"gpu.*\"]", "t").unwrap();
+        assert_eq!(p.class("env", "log2"), Class::DeviceOnly, "the most restrictive class wins");
+        assert_eq!(p.class("gpu", "matmul"), Class::CloneOnly);
+        assert_eq!(p.class("wasi_snapshot_preview1", "fd_read"), Class::Proxiable);
+        assert_eq!(p.class("wasi_snapshot_preview1", "sock_recv"), Class::DeviceOnly);
+        assert_eq!(p.class("other", "thing"), Class::DeviceOnly);
+        assert!(matches!(Policy::parse("device_only = []", "t"), Err(PolicyError::Parse { .. })));
+        assert!(matches!(Policy::parse("pure = [\"nodot\"]", "t"), Err(PolicyError::Pattern { .. })));
+        assert!(matches!(Policy::parse("pure = 3", "t"), Err(PolicyError::Parse { .. })));
+    }
+}
