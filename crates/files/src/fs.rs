@@ -346,8 +346,13 @@ impl Fs {
         fd
     }
 
-    /// The preopen's guest path, for `fd_prestat_get` and `fd_prestat_dir_name`.
+    /// The preopen's guest path, for `fd_prestat_get` and `fd_prestat_dir_name`. A descriptor
+    /// the device opened is not a preopen (wasmtime-wasi answers EBADF for any other), so this
+    /// needs no trip to the device; it keeps wasi-libc's preopen scan on the clone.
     pub fn prestat(&self, fd: u32) -> Result<&str, FsError> {
+        if self.used.get(&fd) == Some(&Fd::Device) {
+            return err(errno::BADF);
+        }
         match self.fd(fd)? {
             Fd::Dir { node, preopen: true } => {
                 Ok(&self.roots.iter().find(|(_, n)| n == node).expect("a preopen is a root").0)
@@ -358,6 +363,9 @@ impl Fs {
 
     /// `fd_prestat_dir_name`'s check: the name and whether it fits `max`.
     pub fn prestat_dir_name(&self, fd: u32, max: usize) -> Result<&str, FsError> {
+        if self.used.get(&fd) == Some(&Fd::Device) {
+            return err(errno::NOTDIR);
+        }
         match self.fd(fd)? {
             Fd::Dir { preopen: true, .. } => {
                 let name = self.prestat(fd)?;
