@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod inspect;
+mod profile;
 mod run;
 mod serve;
 
@@ -26,6 +27,7 @@ enum Command {
     Run(run::Opts),
     Inspect(inspect::Opts),
     Analyze(analyze::Opts),
+    Profile(profile::Opts),
     Serve(serve::Opts),
     Keygen(serve::KeygenOpts),
 }
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Run(opts) => run::run(opts),
         Command::Inspect(opts) => inspect::run(opts),
         Command::Analyze(opts) => analyze::run(opts),
+        Command::Profile(opts) => profile::run(opts),
         Command::Serve(opts) => serve::serve(opts),
         Command::Keygen(opts) => serve::keygen(opts),
     };
@@ -53,6 +56,24 @@ fn main() -> ExitCode {
             let _ = std::io::stdout().flush();
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--device-engine`: what runs wasm on the device.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum EngineArg {
+    /// Cranelift: this machine is the device.
+    Cranelift,
+    /// wasmtime's Pulley interpreter, standing for a phone (many times slower).
+    Pulley,
+}
+
+impl EngineArg {
+    pub(crate) fn engine(self) -> clonecloud_exec::DeviceEngine {
+        match self {
+            EngineArg::Cranelift => clonecloud_exec::DeviceEngine::Cranelift,
+            EngineArg::Pulley => clonecloud_exec::DeviceEngine::Pulley,
         }
     }
 }

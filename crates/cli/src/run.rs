@@ -60,6 +60,11 @@ pub struct Opts {
     #[arg(long, value_enum, default_value_t = CompressionArg::Auto, requires = "offload")]
     compression: CompressionArg,
 
+    /// The device's engine: `cranelift`, or `pulley` (wasmtime's interpreter, standing for a
+    /// phone).
+    #[arg(long, value_enum, default_value_t = crate::EngineArg::Cranelift)]
+    device_engine: crate::EngineArg,
+
     /// Write what offloading did (migrations, fallbacks and causes, bytes, times) as JSON.
     #[arg(long, value_name = "FILE", requires = "offload")]
     stats: Option<std::path::PathBuf>,
@@ -112,7 +117,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         Some(dir) if !opts.no_cache => ModuleCache::new(dir.join("modules")),
         _ => ModuleCache::disabled(),
     };
-    let engine = clonecloud_exec::new_engine(mode)?;
+    let engine = clonecloud_exec::new_device_engine(mode, opts.device_engine.engine())?;
     let program = Program::prepare(&engine, &cache, &wasm, &points, mode)
         .with_context(|| format!("cannot run `{}`", module_path.display()))?;
     let stats = std::sync::Arc::new(std::sync::Mutex::new(clonecloud_offload::Stats::default()));
@@ -260,7 +265,7 @@ fn parse_points(values: &[String]) -> anyhow::Result<Points> {
     Ok(Points::Named(names))
 }
 
-fn parse_env(spec: &str) -> anyhow::Result<(String, String)> {
+pub(crate) fn parse_env(spec: &str) -> anyhow::Result<(String, String)> {
     match spec.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         Some(_) => bail!("--env `{spec}`: the variable name is empty"),

@@ -36,6 +36,28 @@ pub fn new_engine(mode: PointMode) -> Result<Engine, ExecError> {
     engine_with(mode, false)
 }
 
+/// What compiles and runs wasm on the device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeviceEngine {
+    /// Cranelift, native code (this machine as the device).
+    #[default]
+    Cranelift,
+    /// wasmtime's Pulley interpreter (`pulley64`), standing for a phone many times slower.
+    Pulley,
+}
+
+/// [`new_engine`] on `device`.
+pub fn new_device_engine(mode: PointMode, device: DeviceEngine) -> Result<Engine, ExecError> {
+    match device {
+        DeviceEngine::Cranelift => engine_with(mode, false),
+        DeviceEngine::Pulley => {
+            let mut config = base_config(mode, false);
+            config.target("pulley64").map_err(ExecError::Engine)?;
+            Engine::new(&config).map_err(ExecError::Engine)
+        }
+    }
+}
+
 /// The engine a clone runs replicas on: flag mode, with epoch interruption so a migrated function
 /// can be stopped at a deadline ([`crate::Replica::set_limits`]). A thread advances the epoch
 /// every [`crate::replica::EPOCH_TICK`].
@@ -59,6 +81,10 @@ pub fn new_clone_engine() -> Result<Engine, ExecError> {
 }
 
 fn engine_with(mode: PointMode, epochs: bool) -> Result<Engine, ExecError> {
+    Engine::new(&base_config(mode, epochs)).map_err(ExecError::Engine)
+}
+
+fn base_config(mode: PointMode, epochs: bool) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(epochs);
     let limit = match mode {
@@ -69,7 +95,7 @@ fn engine_with(mode: PointMode, epochs: bool) -> Result<Engine, ExecError> {
     config
         .max_wasm_stack(limit)
         .async_stack_size(limit.max(2 << 20) + (1 << 20));
-    Engine::new(&config).map_err(ExecError::Engine)
+    config
 }
 
 /// Which functions become migration points.
@@ -222,6 +248,13 @@ impl std::fmt::Debug for Layout {
 /// locally ([`Guest::call_local`]); an error ends the run as a host failure.
 pub trait Migrator: Send {
     fn migrate(&mut self, guest: &mut Guest<'_, '_>, point: usize, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()>;
+
+    /// What answers the points called while [`Migrator::migrate`] runs (from the body it ran
+    /// locally): by default nothing, so they run locally (at most one migrated frame per
+    /// thread); a profiler returns a handle to itself to see every call.
+    fn nested(&self) -> Option<Box<dyn Migrator>> {
+        None
+    }
 }
 
 struct Device {
@@ -736,6 +769,7 @@ impl Program {
                         // A migrator decides; without one, the point is answered here by calling
                         // the original body back.
                         if let Some(mut m) = caller.data_mut().migrator.take() {
+                            caller.data_mut().migrator = m.nested();
                             let r = m.migrate(&mut Guest { caller: &mut caller, program: &program }, j, params, results);
                             caller.data_mut().migrator = Some(m);
                             return r;
