@@ -61,7 +61,7 @@ pub enum ProfileError {
 }
 
 /// One invocation of a candidate.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Invocation {
     pub function: u32,
     /// The enclosing invocation (by position), `None` at the top.
@@ -75,7 +75,7 @@ pub struct Invocation {
 }
 
 /// A profile: the tree of candidate invocations of one run, on both engines.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Profile {
     /// xxh3-128 of the original module, hex.
     pub module: String,

@@ -1,0 +1,8 @@
+//! Choosing what to offload: CloneCloud's optimizer over a profile ([`optimize`]) and the
+//! partition database that keeps profiles and partitions ([`store`]).
+
+pub mod optimize;
+pub mod store;
+
+pub use optimize::{Choice, Network, Objective, PowerModel, Problem, problem, solve};
+pub use store::{Partition, Store, StoredProfile};

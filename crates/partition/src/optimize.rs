@@ -1,0 +1,251 @@
+//! CloneCloud's optimizer: which candidates to migrate, for a network condition and an
+//! objective, as a 0-1 integer program solved by a MILP solver (good_lp with microlp).
+//!
+//! One binary `x_f` per candidate `f` that appears in the profile. Migrating `f` runs every
+//! invocation of `f` not nested in another invocation of `f` on the clone. No two migrated
+//! functions may nest (`x_f + x_g <= 1` when `g` is reachable from `f`), so migrated
+//! invocations never overlap, and the run's cost is the all-local cost minus, for each chosen
+//! `f`, the sum over its outermost invocations of
+//!
+//! - time: `device(i) - (clone(i) + 2 RTT + (up(i) + down(i)) / bandwidth)`;
+//! - energy: `P_active device(i) - (P_idle (clone(i) + 2 RTT + transfer) + P_tx up(i) / bw +
+//!   P_rx down(i) / bw + tail)` (the device waits while the clone runs; see [`PowerModel`]).
+//!
+//! The objective maximizes that saving; pinned functions are not variables at all (they are
+//! not candidates). An invocation whose bytes were not measured takes its function's average
+//! over the measured ones; a function with none measured (every call was short) is not offered.
+
+use clonecloud_profile::Profile;
+use good_lp::{Expression, Solution, SolverModel, Variable, constraint, variable, variables};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A network condition: throughput and round-trip time.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Network {
+    /// Megabits per second, both ways.
+    pub mbit: f64,
+    /// Round-trip time, milliseconds.
+    pub rtt_ms: f64,
+    /// The radio, for the energy model.
+    pub radio: Radio,
+}
+
+/// Which radio a link uses (its power figures differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Radio {
+    Wifi,
+    Cellular,
+}
+
+impl Network {
+    /// Wi-Fi as the paper's evaluation saw it (802.11g to a nearby server): 20 Mbit/s, 10 ms.
+    pub const WIFI: Network = Network { mbit: 20.0, rtt_ms: 10.0, radio: Radio::Wifi };
+    /// 3G (HSPA as measured in 2010-2011): 1 Mbit/s, 100 ms.
+    pub const THREE_G: Network = Network { mbit: 1.0, rtt_ms: 100.0, radio: Radio::Cellular };
+
+    /// `wifi`, `3g`, or `BW_MBIT,RTT_MS` (a custom link counts as Wi-Fi for energy).
+    pub fn parse(s: &str) -> Result<Network, String> {
+        match s {
+            "wifi" => Ok(Network::WIFI),
+            "3g" => Ok(Network::THREE_G),
+            custom => {
+                let bad = || format!("network `{custom}`: give wifi, 3g or BW_MBIT,RTT_MS (e.g. 0.1,1000)");
+                let (bw, rtt) = custom.split_once(',').ok_or_else(bad)?;
+                let (mbit, rtt_ms): (f64, f64) = (bw.trim().parse().map_err(|_| bad())?, rtt.trim().parse().map_err(|_| bad())?);
+                if !(mbit > 0.0 && mbit.is_finite() && rtt_ms >= 0.0 && rtt_ms.is_finite()) {
+                    return Err(bad());
+                }
+                Ok(Network { mbit, rtt_ms, radio: Radio::Wifi })
+            }
+        }
+    }
+
+    /// A stable name for keys: `wifi`, `3g`, or `BW,RTT`.
+    pub fn key(&self) -> String {
+        if *self == Network::WIFI {
+            "wifi".into()
+        } else if *self == Network::THREE_G {
+            "3g".into()
+        } else {
+            format!("{},{}", self.mbit, self.rtt_ms)
+        }
+    }
+
+    fn bytes_per_s(&self) -> f64 {
+        self.mbit * 1e6 / 8.0
+    }
+}
+
+/// What to minimize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    Time,
+    Energy,
+}
+
+impl Objective {
+    pub fn parse(s: &str) -> Result<Objective, String> {
+        match s {
+            "time" => Ok(Objective::Time),
+            "energy" => Ok(Objective::Energy),
+            o => Err(format!("objective `{o}`: give time or energy")),
+        }
+    }
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Objective::Time => "time",
+            Objective::Energy => "energy",
+        }
+    }
+}
+
+/// The device's power model, in watts (HTC G1/Nexus One class phones, the paper's era).
+/// CPU figures: Carroll and Heiser, "An Analysis of Power Consumption in a Smartphone", USENIX
+/// ATC 2010 (CPU busy about 0.6 W over idle, idle with the screen off about 0.07 W). Radio
+/// figures: Balasubramanian et al., "Energy Consumption in Mobile Phones: A Measurement Study and
+/// Implications for Network Applications", IMC 2009 (3G: about 1.2 W while transferring and a
+/// tail of about 12.5 s at about 0.6 W after each transfer; Wi-Fi: about 0.8 W while
+/// transferring, negligible tail).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct PowerModel {
+    pub cpu_active_w: f64,
+    pub cpu_idle_w: f64,
+    pub wifi_tx_w: f64,
+    pub wifi_rx_w: f64,
+    pub cell_tx_w: f64,
+    pub cell_rx_w: f64,
+    /// Energy after each 3G transfer (tail time × tail power), joules.
+    pub cell_tail_j: f64,
+}
+
+impl Default for PowerModel {
+    fn default() -> Self {
+        PowerModel { cpu_active_w: 0.67, cpu_idle_w: 0.07, wifi_tx_w: 0.8, wifi_rx_w: 0.8, cell_tx_w: 1.2, cell_rx_w: 1.2, cell_tail_j: 12.5 * 0.6 }
+    }
+}
+
+/// One candidate's standing in the program: what migrating it saves (negative: costs).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Candidate {
+    pub function: u32,
+    pub name: String,
+    /// Seconds or joules saved by migrating it (over the whole run).
+    pub saving: f64,
+    pub invocations: u64,
+}
+
+/// The problem the solver sees: candidates with savings, and pairs that cannot both migrate.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Problem {
+    pub options: Vec<Candidate>,
+    /// Pairs of positions in `options`.
+    pub conflicts: Vec<(usize, usize)>,
+}
+
+/// The solver's answer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Choice {
+    /// Chosen functions (indices) and their names.
+    pub offload: Vec<u32>,
+    pub names: Vec<String>,
+    /// Total saving of the choice (seconds or joules).
+    pub saving: f64,
+    pub solver_ms: f64,
+}
+
+/// Why there is no partition.
+#[derive(Debug, thiserror::Error)]
+pub enum OptimizeError {
+    #[error("the solver failed: {0}")]
+    Solver(String),
+}
+
+/// Builds the problem from a profile: savings per candidate under `network` and `objective`,
+/// conflicts from `nesting` (`(outer, inner)` function pairs that cannot both migrate).
+pub fn problem(profile: &Profile, nesting: &[(u32, u32)], network: Network, objective: Objective, power: &PowerModel) -> Problem {
+    let bw = network.bytes_per_s();
+    let rtt = network.rtt_ms / 1e3;
+    // Average bytes per function over its measured calls.
+    let mut measured: BTreeMap<u32, (f64, f64, f64)> = BTreeMap::new();
+    for inv in &profile.invocations {
+        if let (Some(u), Some(d)) = (inv.bytes_up, inv.bytes_down) {
+            let e = measured.entry(inv.function).or_default();
+            e.0 += u as f64;
+            e.1 += d as f64;
+            e.2 += 1.0;
+        }
+    }
+    let mut saving: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
+    // Outermost invocations of each function (not nested in one of the same function).
+    let mut inside_same = vec![false; profile.invocations.len()];
+    for (i, inv) in profile.invocations.iter().enumerate() {
+        let nested = inv.parent.is_some_and(|p| profile.invocations[p].function == inv.function || inside_same[p]);
+        inside_same[i] = nested;
+        if nested {
+            continue;
+        }
+        let Some(&(up_sum, down_sum, n)) = measured.get(&inv.function) else { continue };
+        let (up, down) = match (inv.bytes_up, inv.bytes_down) {
+            (Some(u), Some(d)) => (u as f64, d as f64),
+            _ => (up_sum / n, down_sum / n),
+        };
+        let (device, clone) = (inv.device_ns as f64 / 1e9, inv.clone_ns as f64 / 1e9);
+        let (t_up, t_down) = (up / bw, down / bw);
+        let s = match objective {
+            Objective::Time => device - (clone + 2.0 * rtt + t_up + t_down),
+            Objective::Energy => {
+                let (tx, rx, tail) = match network.radio {
+                    Radio::Wifi => (power.wifi_tx_w, power.wifi_rx_w, 0.0),
+                    Radio::Cellular => (power.cell_tx_w, power.cell_rx_w, power.cell_tail_j),
+                };
+                power.cpu_active_w * device - (power.cpu_idle_w * (clone + 2.0 * rtt) + tx * t_up + rx * t_down + tail)
+            }
+        };
+        let e = saving.entry(inv.function).or_default();
+        e.0 += s;
+        e.1 += 1;
+    }
+    let options: Vec<Candidate> = saving
+        .into_iter()
+        .map(|(function, (saving, invocations))| Candidate { function, name: profile.names.get(function as usize).cloned().unwrap_or_default(), saving, invocations })
+        .collect();
+    let at: BTreeMap<u32, usize> = options.iter().enumerate().map(|(i, o)| (o.function, i)).collect();
+    let conflicts: BTreeSet<(usize, usize)> = nesting
+        .iter()
+        .filter_map(|(a, b)| Some((*at.get(a)?, *at.get(b)?)))
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| (a.min(b), a.max(b)))
+        .collect();
+    Problem { options, conflicts: conflicts.into_iter().collect() }
+}
+
+/// Solves `problem` with the MILP solver: the set of options with the largest total saving
+/// that has no conflicting pair (options that save nothing are never chosen).
+pub fn solve(problem: &Problem) -> Result<Choice, OptimizeError> {
+    let started = std::time::Instant::now();
+    let positive: Vec<usize> = (0..problem.options.len()).filter(|&i| problem.options[i].saving > 0.0).collect();
+    let mut chosen = Vec::new();
+    if !positive.is_empty() {
+        let mut vars = variables!();
+        let x: BTreeMap<usize, Variable> = positive.iter().map(|&i| (i, vars.add(variable().binary()))).collect();
+        let objective: Expression = positive.iter().map(|&i| problem.options[i].saving * x[&i]).sum();
+        let mut model = vars.maximise(objective).using(good_lp::microlp);
+        for &(a, b) in &problem.conflicts {
+            if let (Some(&xa), Some(&xb)) = (x.get(&a), x.get(&b)) {
+                model = model.with(constraint!(xa + xb <= 1));
+            }
+        }
+        let solution = model.solve().map_err(|e| OptimizeError::Solver(e.to_string()))?;
+        chosen = positive.into_iter().filter(|i| solution.value(x[i]) > 0.5).collect();
+    }
+    let saving = chosen.iter().map(|&i| problem.options[i].saving).sum();
+    Ok(Choice {
+        offload: chosen.iter().map(|&i| problem.options[i].function).collect(),
+        names: chosen.iter().map(|&i| problem.options[i].name.clone()).collect(),
+        saving,
+        solver_ms: started.elapsed().as_secs_f64() * 1e3,
+    })
+}
