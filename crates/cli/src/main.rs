@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod inspect;
+mod partition;
 mod profile;
 mod run;
 mod serve;
@@ -28,6 +29,8 @@ enum Command {
     Inspect(inspect::Opts),
     Analyze(analyze::Opts),
     Profile(profile::Opts),
+    Partition(partition::Opts),
+    Partitions(partition::ListOpts),
     Serve(serve::Opts),
     Keygen(serve::KeygenOpts),
 }
@@ -46,6 +49,8 @@ fn main() -> ExitCode {
         Command::Inspect(opts) => inspect::run(opts),
         Command::Analyze(opts) => analyze::run(opts),
         Command::Profile(opts) => profile::run(opts),
+        Command::Partition(opts) => partition::run(opts),
+        Command::Partitions(opts) => partition::list(opts),
         Command::Serve(opts) => serve::serve(opts),
         Command::Keygen(opts) => serve::keygen(opts),
     };

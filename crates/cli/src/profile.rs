@@ -63,6 +63,11 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         bytes_threshold: Duration::from_secs_f64(opts.bytes_threshold.max(0.0) / 1e3),
     };
     let profile = clonecloud_profile::profile(&wasm, &cache, &profile_opts).with_context(|| format!("cannot profile `{}`", module_path.display()))?;
+    // Kept for `clonecloud partition`, with the analyzer's nesting pairs.
+    let model = clonecloud_model::Module::parse(&wasm)?;
+    let analysis = clonecloud_analyze::analyze(&model, &profile_opts.policy);
+    let nesting = analysis.nesting.iter().flat_map(|n| n.inner.iter().map(move |&i| (n.outer, i))).collect();
+    crate::partition::store()?.put_profile(&clonecloud_partition::StoredProfile { profile: profile.clone(), nesting })?;
     let mut out = std::io::stdout().lock();
     if opts.json {
         serde_json::to_writer(&mut out, &profile)?;
