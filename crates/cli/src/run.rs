@@ -10,6 +10,7 @@ use clonecloud_exec::{
 
 /// Run a WASI preview 1 command module (like `wasmtime run`), optionally with migration points.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("offloading").multiple(true)))]
 pub struct Opts {
     /// Preopen a host directory, under GUEST (default: the same path) inside the guest.
     #[arg(long = "dir", value_name = "HOST[::GUEST]")]
@@ -35,13 +36,22 @@ pub struct Opts {
 
     /// Offload these functions (same names as --points) to a clone: each call ships the thread's
     /// state there, runs there, and merges back; any failure runs it here instead.
-    #[arg(long, value_name = "NAME,...", conflicts_with = "points")]
+    #[arg(long, value_name = "NAME,...", conflicts_with = "points", group = "offloading")]
     offload: Vec<String>,
 
     /// The clone: `local` (a clone in this process on a loopback port, the default with
-    /// --offload) or HOST:PORT of a `clonecloud serve`.
-    #[arg(long, value_name = "local|HOST:PORT", requires = "offload")]
+    /// --offload) or HOST:PORT of a `clonecloud serve`. Without --offload, what to offload is
+    /// chosen at launch: the link is measured and the module's stored profile solved for it.
+    #[arg(long, value_name = "local|HOST:PORT", group = "offloading")]
     clone: Option<String>,
+
+    /// For a choice at launch: minimize `time` or device `energy`.
+    #[arg(long, value_name = "time|energy", default_value = "time", requires = "clone")]
+    objective: String,
+
+    /// For a choice at launch: print on stderr what was measured, what was chosen and why.
+    #[arg(long, requires = "clone")]
+    explain: bool,
 
     /// This device's private key (for a remote clone; `clonecloud keygen` makes one).
     #[arg(long, value_name = "FILE", requires = "clone")]
@@ -52,12 +62,12 @@ pub struct Opts {
     clone_key: Option<std::path::PathBuf>,
 
     /// Seconds to wait for the clone's answer to a migration before running it here.
-    #[arg(long, value_name = "SECS", default_value_t = 60.0, requires = "offload")]
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, requires = "offloading")]
     clone_timeout: f64,
 
     /// How state deltas and files travel: `auto` (LZ4 on fast links, zstd on slow ones, by the
     /// throughput measured), `lz4`, `zstd` or `none`.
-    #[arg(long, value_enum, default_value_t = CompressionArg::Auto, requires = "offload")]
+    #[arg(long, value_enum, default_value_t = CompressionArg::Auto, requires = "offloading")]
     compression: CompressionArg,
 
     /// The device's engine: `cranelift`, or `pulley` (wasmtime's interpreter, standing for a
@@ -66,7 +76,7 @@ pub struct Opts {
     device_engine: crate::EngineArg,
 
     /// Write what offloading did (migrations, fallbacks and causes, bytes, times) as JSON.
-    #[arg(long, value_name = "FILE", requires = "offload")]
+    #[arg(long, value_name = "FILE", requires = "offloading")]
     stats: Option<std::path::PathBuf>,
 
     /// The module, then the arguments passed to it.
@@ -95,8 +105,24 @@ enum ModeArg {
 pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let module_path = std::path::PathBuf::from(&opts.module_and_args[0]);
     let wasm = crate::read_module(&module_path)?;
-    let offload = !opts.offload.is_empty();
-    let points = if offload { parse_points(&opts.offload)? } else { parse_points(&opts.points)? };
+    let cache = match crate::data_dir() {
+        Some(dir) if !opts.no_cache => ModuleCache::new(dir.join("modules")),
+        _ => ModuleCache::disabled(),
+    };
+    // With a clone and nothing named, the partition is chosen now, for the link as it is.
+    let launch_target = if opts.offload.is_empty() && opts.clone.is_some() { Some(target(&opts, &cache)?) } else { None };
+    let chosen = match &launch_target {
+        Some(t) => choose_at_launch(&opts, &wasm, t)?,
+        None => Vec::new(),
+    };
+    let offload = !opts.offload.is_empty() || !chosen.is_empty();
+    let points = if !opts.offload.is_empty() {
+        parse_points(&opts.offload)?
+    } else if !chosen.is_empty() {
+        Points::Named(chosen)
+    } else {
+        parse_points(&opts.points)?
+    };
     // Offloaded points start with their flags set: every call goes out to the clone.
     let mode = match opts.point_mode {
         _ if offload => PointMode::Host,
@@ -113,16 +139,15 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         dirs: opts.dirs.iter().map(|d| DirMapping::parse(d)).collect(),
         stdio: Stdio::Inherit,
     };
-    let cache = match crate::data_dir() {
-        Some(dir) if !opts.no_cache => ModuleCache::new(dir.join("modules")),
-        _ => ModuleCache::disabled(),
-    };
     let engine = clonecloud_exec::new_device_engine(mode, opts.device_engine.engine())?;
     let program = Program::prepare(&engine, &cache, &wasm, &points, mode)
         .with_context(|| format!("cannot run `{}`", module_path.display()))?;
     let stats = std::sync::Arc::new(std::sync::Mutex::new(clonecloud_offload::Stats::default()));
     let migrator: Option<Box<dyn clonecloud_exec::Migrator>> = if offload {
-        let mut target = target(&opts, &cache)?;
+        let mut target = match launch_target {
+            Some(t) => t,
+            None => target(&opts, &cache)?,
+        };
         target.environment = clonecloud_wire::Environment {
             args: wasi.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
             env: wasi.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()).collect(),
@@ -156,6 +181,45 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(exit_code(outcome.exit_code()))
+}
+
+/// The choice at launch: measures the link to the clone, solves the module's stored profile for
+/// it and returns the functions to offload (`#INDEX`), none when nothing pays or the clone
+/// cannot be reached (then the run is local).
+fn choose_at_launch(opts: &Opts, wasm: &[u8], target: &clonecloud_offload::Target) -> anyhow::Result<Vec<String>> {
+    let objective = clonecloud_partition::Objective::parse(&opts.objective).map_err(anyhow::Error::msg)?;
+    let engine = crate::partition::engine_key(opts.device_engine);
+    let store = crate::partition::store()?;
+    let module = clonecloud_profile::module_name(wasm);
+    if store.profile(&module, engine)?.is_none() {
+        bail!(
+            "no stored profile of `{}` on the {engine} engine to choose a partition from: run `clonecloud profile --device-engine {engine} ...` first, or name the functions with --offload",
+            opts.module_and_args[0]
+        );
+    }
+    let link = match clonecloud_offload::measure_link(target) {
+        Ok(link) => link,
+        Err(e) => {
+            if opts.explain {
+                eprintln!("clonecloud: cannot measure the link to {}: {e}; running locally", target.addr);
+            }
+            return Ok(Vec::new());
+        }
+    };
+    let network = clonecloud_partition::Network { mbit: link.mbit, rtt_ms: link.rtt_ms, radio: clonecloud_partition::optimize::Radio::Wifi };
+    let p = crate::partition::solve(&store, wasm, engine, network, objective)?;
+    if opts.explain {
+        eprintln!(
+            "clonecloud: link to {}: {:.2} ms round trip, {:.1} Mbit/s (measured in {:.0} ms)",
+            target.addr, link.rtt_ms, link.mbit, link.ms
+        );
+        if p.names.is_empty() {
+            eprintln!("clonecloud: for {}, nothing pays on this link: running locally", p.objective);
+        } else {
+            eprintln!("clonecloud: for {}, offloading {} (the profile says it saves {:.3} {})", p.objective, p.names.join(", "), p.saving, if p.objective == "time" { "s" } else { "J" });
+        }
+    }
+    Ok(p.offload)
 }
 
 /// Where the clone is: an in-process clone on loopback, or a `clonecloud serve` with pinned keys.

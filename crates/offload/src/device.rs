@@ -395,3 +395,45 @@ impl Drop for Offloader {
         }
     }
 }
+
+/// A link as measured: round-trip time and throughput.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Link {
+    pub rtt_ms: f64,
+    pub mbit: f64,
+    /// What the measurement took.
+    pub ms: f64,
+}
+
+/// Measures the link to the clone with probes before any hello: the round-trip time (the best
+/// of three small probes), then probes growing from 4 KiB each way until they take 20 ms more
+/// than the round trip, reach 1 MiB or the measurement has taken 300 ms.
+pub fn measure_link(t: &Target) -> Result<Link, String> {
+    let started = Instant::now();
+    let mut conn = Connection::connect(t.addr.as_str(), Some(&t.identity), &t.server_key, t.connect_timeout).map_err(|e| e.to_string())?;
+    conn.set_timeout(Some(t.timeout));
+    let mut session = DeviceSession::new([0; 16], 0, 0, Environment::default());
+    let mut probe = |up: usize, down: u32| -> Result<Duration, String> {
+        let t0 = Instant::now();
+        conn.send(&session.probe(vec![0xa5; up], down).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        match session.on_message(conn.recv().map_err(|e| e.to_string())?).map_err(|e| e.to_string())? {
+            DeviceEvent::ProbeReply { size } if size == down as usize => Ok(t0.elapsed()),
+            other => Err(format!("expected a probe reply, got {other:?}")),
+        }
+    };
+    let mut rtt = Duration::MAX;
+    for _ in 0..3 {
+        rtt = rtt.min(probe(16, 16)?);
+    }
+    let mut size = 4096usize;
+    let mbit = loop {
+        let took = probe(size, 16)? + probe(16, size as u32)?;
+        let extra = took.saturating_sub(2 * rtt);
+        if extra >= Duration::from_millis(20) || size >= 1 << 20 || started.elapsed() >= Duration::from_millis(300) {
+            let secs = extra.as_secs_f64().max(1e-6);
+            break (2.0 * size as f64 * 8.0 / secs / 1e6).min(100_000.0);
+        }
+        size *= 4;
+    };
+    Ok(Link { rtt_ms: rtt.as_secs_f64() * 1e3, mbit, ms: started.elapsed().as_secs_f64() * 1e3 })
+}

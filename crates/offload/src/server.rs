@@ -213,6 +213,7 @@ impl Clone {
                     }
                 }
                 CloneEvent::ImportReturned { .. } => return refuse("no import call is pending".into()),
+                CloneEvent::Probe { reply, .. } => Ok(Message::ProbeReply { bytes: vec![0x5a; reply as usize] }),
                 CloneEvent::Goodbye => return Ok(()),
             };
             let reply = reply.map_err(|e| e.to_string())?;

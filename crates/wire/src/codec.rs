@@ -16,6 +16,8 @@ pub const HEADER_LEN: usize = 8;
 /// The default largest frame (a migration of a 1 GiB memory fits with room to spare); also the
 /// largest a compressed page delta may expand to.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 30;
+/// The largest probe reply a device may ask for.
+pub const MAX_PROBE: u32 = 4 << 20;
 
 /// How the pages of a state delta are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,6 +84,8 @@ fn kind_code(m: &Message) -> u8 {
         Message::Files { .. } => 11,
         Message::NeedFiles { .. } => 12,
         Message::FileData { .. } => 13,
+        Message::Probe { .. } => 14,
+        Message::ProbeReply { .. } => 15,
     }
 }
 
@@ -100,6 +104,8 @@ fn kind_name(code: u8) -> Option<&'static str> {
         11 => "files",
         12 => "need-files",
         13 => "file-data",
+        14 => "probe",
+        15 => "probe-reply",
         _ => return None,
     })
 }
@@ -341,6 +347,11 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
             w.0.extend_from_slice(hash);
             w.blob(bytes);
         }
+        Message::Probe { bytes, reply } => {
+            w.bytes(bytes);
+            w.u32(*reply);
+        }
+        Message::ProbeReply { bytes } => w.bytes(bytes),
         Message::ImportReturn { results, state } => {
             w.values(results);
             w.state(state);
@@ -659,6 +670,15 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
             Message::NeedFiles { hashes: (0..n).map(|_| r.hash("a hash")).collect::<Result<_, _>>()? }
         }
         13 => Message::FileData { hash: r.hash("the hash")?, bytes: r.blob("the file's content")? },
+        14 => {
+            let bytes = r.bytes("the probe")?;
+            let reply = r.u32("the reply size")?;
+            if reply > MAX_PROBE {
+                return Err(r.invalid(format!("a probe reply of {reply} bytes is over {MAX_PROBE}")));
+            }
+            Message::Probe { bytes, reply }
+        }
+        15 => Message::ProbeReply { bytes: r.bytes("the probe reply")? },
         _ => unreachable!("kind_name accepted it"),
     };
     if !r.data.is_empty() {

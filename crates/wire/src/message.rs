@@ -174,6 +174,11 @@ pub enum Message {
     Error { message: String },
     /// Device → clone: the run is over; drop its replica.
     Goodbye,
+    /// Device → clone, before the hello: a link measurement carrying `bytes`; the clone answers
+    /// with a probe reply of `reply` bytes.
+    Probe { bytes: Vec<u8>, reply: u32 },
+    /// Clone → device: the answer to a probe.
+    ProbeReply { bytes: Vec<u8> },
 }
 
 impl Message {
@@ -193,6 +198,8 @@ impl Message {
             Message::Failed { .. } => "failed",
             Message::Error { .. } => "error",
             Message::Goodbye => "goodbye",
+            Message::Probe { .. } => "probe",
+            Message::ProbeReply { .. } => "probe-reply",
         }
     }
 }

@@ -69,6 +69,8 @@ pub enum DeviceEvent {
     Welcomed { need_module: bool },
     /// The clone lacks these file contents: send each with [`DeviceSession::file_data`].
     NeedFiles { hashes: Vec<Hash128> },
+    /// The answer to a probe, of `size` bytes.
+    ProbeReply { size: usize },
     /// The migrated function returned after `micros` on the clone: apply `state` and `files`,
     /// write `output`, then return `results` (or exit with `exit`).
     Returned { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32>, freed: u32 },
@@ -96,6 +98,12 @@ impl DeviceSession {
 
     fn expect(&self, ok: bool, action: &'static str) -> Result<(), ProtocolError> {
         if ok { Ok(()) } else { Err(ProtocolError::NotNow { action, state: self.state.name() }) }
+    }
+
+    /// A link measurement, before the hello: `bytes` up, `reply` bytes back.
+    pub fn probe(&mut self, bytes: Vec<u8>, reply: u32) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Device::Start, "probe the link")?;
+        Ok(Message::Probe { bytes, reply })
     }
 
     /// The first message.
@@ -170,6 +178,7 @@ impl DeviceSession {
                 (next, DeviceEvent::Welcomed { need_module })
             }
             (Device::AwaitNeedFiles, Message::NeedFiles { hashes }) => (Device::Ready, DeviceEvent::NeedFiles { hashes }),
+            (Device::Start, Message::ProbeReply { bytes }) => (Device::Start, DeviceEvent::ProbeReply { size: bytes.len() }),
             (Device::Migrating, Message::Return { results, state, micros, output, files, exit, freed }) => {
                 (Device::Ready, DeviceEvent::Returned { results, state, micros, output, files, exit, freed })
             }
@@ -229,6 +238,8 @@ pub enum CloneEvent {
     ImportReturned { results: Vec<Value>, state: State },
     /// The run is over: drop its replica.
     Goodbye,
+    /// A link measurement before the hello: answer with `reply` bytes.
+    Probe { size: usize, reply: u32 },
 }
 
 /// What a migrated function gave back, for [`CloneSession::returned`].
@@ -308,6 +319,7 @@ impl CloneSession {
         self.state = Clone::Closed;
         let (next, event) = match (was, m) {
             (_, Message::Error { message }) => return Err(ProtocolError::Peer(message)),
+            (Clone::AwaitHello, Message::Probe { bytes, reply }) => (Clone::AwaitHello, CloneEvent::Probe { size: bytes.len(), reply }),
             (Clone::AwaitHello, Message::Hello { version, module, run, thread, environment }) => {
                 if version != PROTOCOL_VERSION {
                     return Err(ProtocolError::Version(version));

@@ -1,0 +1,72 @@
+//! Partitioning end to end through the binary, on a workload profiled with the Pulley device
+//! engine: a fast link offloads work, a very slow one nothing; `run --clone` with no --offload
+//! measures the link, chooses and runs with identical output; the partitions are stored; bad
+//! input is one clear line.
+
+#[path = "../../../tests/support/apps.rs"]
+mod apps;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const CLONECLOUD: &str = env!("CARGO_BIN_EXE_clonecloud");
+
+fn cc(home: &Path, args: &[&str]) -> Output {
+    Command::new(CLONECLOUD).args(args).env("CLONECLOUD_HOME", home).env_remove("CLONECLOUD_LOG").output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn profiles_give_partitions_per_network_and_run_chooses_at_launch() {
+    let home = tempfile::tempdir().unwrap();
+    let input = tempfile::tempdir().unwrap();
+    apps::generate("image-search", "small", input.path());
+    let wasm = apps::wasm("image-search");
+    let (wasm, dir) = (wasm.to_str().unwrap(), format!("{}::/input", input.path().display()));
+    ok(cc(home.path(), &["profile", "--device-engine", "pulley", "--dir", &dir, wasm, "/input"]));
+
+    let partition = |network: &str| -> serde_json::Value {
+        serde_json::from_str(&ok(cc(home.path(), &["partition", "--device-engine", "pulley", "--network", network, "--json", wasm]))).unwrap()
+    };
+    let fast = partition("wifi");
+    assert!(!fast["offload"].as_array().unwrap().is_empty(), "a fast link offloads: {fast}");
+    let slow = partition("0.1,1000");
+    assert!(slow["offload"].as_array().unwrap().is_empty(), "0.1 Mbit/s with a 1 s round trip offloads nothing: {slow}");
+    let listed: serde_json::Value = serde_json::from_str(&ok(cc(home.path(), &["partitions", "--json"]))).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+
+    // No --offload: the link to the (in-process) clone is measured and the stored profile solved.
+    let plain = apps::run_wasm(CLONECLOUD.as_ref(), "image-search", input.path(), &[]);
+    let stats = home.path().join("stats.json");
+    let out = cc(home.path(), &["run", "--device-engine", "pulley", "--clone", "local", "--explain", "--stats", stats.to_str().unwrap(), "--dir", &dir, wasm, "/input"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout == plain.stdout, "output differs");
+    let explained = String::from_utf8_lossy(&out.stderr);
+    assert!(explained.contains("round trip") && explained.contains("offloading"), "{explained}");
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert!(s["migrations"].as_u64().unwrap() > 0, "{s}");
+}
+
+#[test]
+fn bad_input_is_one_clear_line() {
+    let home = tempfile::tempdir().unwrap();
+    let wasm = apps::wasm("behavior-profile");
+    let wasm = wasm.to_str().unwrap();
+    for (args, expect) in [
+        (vec!["partition", "--network", "wifi", wasm], "no stored profile"),
+        (vec!["partition", "--network", "5g", wasm], "BW_MBIT,RTT_MS"),
+        (vec!["partition", "--network", "wifi", "--objective", "speed", wasm], "time or energy"),
+        (vec!["partition", "--network", "wifi", "/nonexistent.wasm"], "cannot read module"),
+        (vec!["run", "--clone", "local", wasm], "no stored profile"),
+    ] {
+        let out = cc(home.path(), &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("error: ") && err.contains(expect), "{args:?}: {err}");
+    }
+}
