@@ -81,6 +81,9 @@ pub struct Analysis {
     pub nesting: Vec<Nesting>,
     /// Where constraint 2 applies in this module, in words.
     pub notes: Vec<String>,
+    /// Candidates that can reach a WASI call naming a path (they read the preopened directories,
+    /// which must be on the clone before they can migrate).
+    pub file_users: Vec<u32>,
 }
 
 impl Analysis {
@@ -231,5 +234,12 @@ pub fn analyze(module: &Module, policy: &Policy) -> Analysis {
     if extra_memory {
         notes.push(format!("The module has {} memories; only memory 0 migrates, so nothing is a candidate.", module.memories.len()));
     }
-    Analysis { imports, functions, nesting, notes }
+    let path_calls: Vec<u32> = imports
+        .iter()
+        .filter(|i| i.module == "wasi_snapshot_preview1" && matches!(i.name.as_str(), "path_open" | "path_filestat_get" | "fd_readdir"))
+        .map(|i| i.index)
+        .collect();
+    let to_files = paths_to(module, &path_calls);
+    let file_users = candidates.iter().copied().filter(|&c| to_files[c as usize].is_some()).collect();
+    Analysis { imports, functions, nesting, notes, file_users }
 }

@@ -58,7 +58,8 @@ pub(crate) fn solve(store: &Store, wasm: &[u8], engine: &str, network: Network, 
     let Some(stored) = store.profile(&module, engine)? else {
         bail!("no stored profile of this module on the {engine} engine: run `clonecloud profile --device-engine {engine} ... app.wasm` first");
     };
-    let problem = clonecloud_partition::problem(&stored.profile, &stored.nesting, network, objective, &PowerModel::default());
+    let files = clonecloud_partition::Files { users: &stored.file_users, bytes: stored.files_bytes };
+    let problem = clonecloud_partition::problem(&stored.profile, &stored.nesting, files, network, objective, &PowerModel::default());
     let choice = clonecloud_partition::solve(&problem)?;
     let partition = Partition {
         module,

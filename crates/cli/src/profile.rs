@@ -38,6 +38,19 @@ pub struct Opts {
     module_and_args: Vec<String>,
 }
 
+/// The bytes of the files under `dir` (what replicating it to a clone sends at most).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
 pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let module_path = PathBuf::from(&opts.module_and_args[0]);
     let wasm = crate::read_module(&module_path)?;
@@ -67,7 +80,9 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let model = clonecloud_model::Module::parse(&wasm)?;
     let analysis = clonecloud_analyze::analyze(&model, &profile_opts.policy);
     let nesting = analysis.nesting.iter().flat_map(|n| n.inner.iter().map(move |&i| (n.outer, i))).collect();
-    crate::partition::store()?.put_profile(&clonecloud_partition::StoredProfile { profile: profile.clone(), nesting })?;
+    let files_bytes = profile_opts.wasi.dirs.iter().map(|d| dir_bytes(&d.host)).sum();
+    let stored = clonecloud_partition::StoredProfile { profile: profile.clone(), nesting, file_users: analysis.file_users.clone(), files_bytes };
+    crate::partition::store()?.put_profile(&stored)?;
     let mut out = std::io::stdout().lock();
     if opts.json {
         serde_json::to_writer(&mut out, &profile)?;
@@ -77,7 +92,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let ms = |ns: u64| ns as f64 / 1e6;
     writeln!(
         out,
-        "{}: {} candidates, {} calls; whole run {:.1} ms on {} (hooks {:.1} ms), {:.1} ms on cranelift (hooks {:.1} ms)",
+        "{}: {} candidates, {} calls kept; whole run {:.1} ms on {} (hooks {:.1} ms), {:.1} ms on cranelift (hooks {:.1} ms)",
         module_path.display(),
         profile.candidates.len(),
         profile.invocations.len(),
@@ -88,10 +103,12 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         ms(profile.clone_hooks_ns)
     )?;
     writeln!(out, "{:>9} {:>11} {:>11} {:>8} {:>12} {:>12}  function", "calls", "device_ms", "clone_ms", "speedup", "up_KiB/call", "down_KiB/call")?;
-    for s in profile.summary().iter().take(20) {
+    for s in profile.functions.iter().take(20) {
         let per = |b: u64| if s.measured_calls == 0 { "-".to_string() } else { format!("{:.1}", b as f64 / s.measured_calls as f64 / 1024.0) };
         let speedup = if s.clone_ns == 0 { "-".to_string() } else { format!("{:.1}", s.device_ns as f64 / s.clone_ns as f64) };
-        writeln!(out, "{:>9} {:>11.2} {:>11.2} {:>8} {:>12} {:>12}  {}", s.calls, ms(s.device_ns), ms(s.clone_ns), speedup, per(s.bytes_up), per(s.bytes_down), s.name)?;
+        let name = profile.names.get(s.function as usize).map_or("?", String::as_str);
+        let unhooked = s.unhooked_after.map_or(String::new(), |n| format!(" (unhooked after {n} calls)"));
+        writeln!(out, "{:>9} {:>11.2} {:>11.2} {:>8} {:>12} {:>12}  {name}{unhooked}", s.calls, ms(s.device_ns), ms(s.clone_ns), speedup, per(s.bytes_up), per(s.bytes_down))?;
     }
     Ok(ExitCode::SUCCESS)
 }

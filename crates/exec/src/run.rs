@@ -296,6 +296,14 @@ impl Guest<'_, '_> {
         &self.program.points[j]
     }
 
+    /// Sets or clears point `j`'s flag: clear, its calls take the in-wasm path to the body and
+    /// no longer reach the host.
+    pub fn set_flag(&mut self, j: usize, on: bool) -> wasmtime::Result<()> {
+        let name = self.program.points[j].flag_export.clone();
+        let g = self.caller.get_export(&name).and_then(|e| e.into_global()).ok_or_else(|| wasmtime::Error::msg(format!("missing export {name}")))?;
+        g.set(&mut *self.caller, Val::I32(i32::from(on)))
+    }
+
     /// The module being run.
     pub fn layout(&self) -> &Arc<Layout> {
         &self.program.layout

@@ -5,15 +5,17 @@
 //! invocation of `f` not nested in another invocation of `f` on the clone. No two migrated
 //! functions may nest (`x_f + x_g <= 1` when `g` is reachable from `f`), so migrated
 //! invocations never overlap, and the run's cost is the all-local cost minus, for each chosen
-//! `f`, the sum over its outermost invocations of
+//! `f`, the sum over its outermost invocations (from the profile's per-function sums, bytes at
+//! the average of the measured calls) of
 //!
 //! - time: `device(i) - (clone(i) + 2 RTT + (up(i) + down(i)) / bandwidth)`;
 //! - energy: `P_active device(i) - (P_idle (clone(i) + 2 RTT + transfer) + P_tx up(i) / bw +
 //!   P_rx down(i) / bw + tail)` (the device waits while the clone runs; see [`PowerModel`]).
 //!
-//! The objective maximizes that saving; pinned functions are not variables at all (they are
-//! not candidates). An invocation whose bytes were not measured takes its function's average
-//! over the measured ones; a function with none measured (every call was short) is not offered.
+//! The objective maximizes that saving minus, once, the cost of sending the input files if a
+//! function that reads them migrates; pinned functions are not variables at all (they are not
+//! candidates). A function with no call measured (every call was short) or unhooked by the
+//! profiler is not offered.
 
 use clonecloud_profile::Profile;
 use good_lp::{Expression, Solution, SolverModel, Variable, constraint, variable, variables};
@@ -137,12 +139,22 @@ pub struct Candidate {
     pub invocations: u64,
 }
 
-/// The problem the solver sees: candidates with savings, and pairs that cannot both migrate.
+/// The problem the solver sees: candidates with savings, pairs that cannot both migrate, and a
+/// cost paid once if any of some candidates migrates.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Problem {
     pub options: Vec<Candidate>,
     /// Pairs of positions in `options`.
     pub conflicts: Vec<(usize, usize)>,
+    pub shared: Option<Shared>,
+}
+
+/// A cost paid once when any of `users` (positions in `options`) migrates: replicating the
+/// preopened directories to the clone.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Shared {
+    pub cost: f64,
+    pub users: Vec<usize>,
 }
 
 /// The solver's answer.
@@ -163,50 +175,41 @@ pub enum OptimizeError {
     Solver(String),
 }
 
+/// The files a run's candidates read: who reads them, and how many bytes they are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Files<'a> {
+    pub users: &'a [u32],
+    pub bytes: u64,
+}
+
 /// Builds the problem from a profile: savings per candidate under `network` and `objective`,
-/// conflicts from `nesting` (`(outer, inner)` function pairs that cannot both migrate).
-pub fn problem(profile: &Profile, nesting: &[(u32, u32)], network: Network, objective: Objective, power: &PowerModel) -> Problem {
+/// conflicts from `nesting` (`(outer, inner)` function pairs that cannot both migrate), and the
+/// one-time cost of sending `files` if a candidate that reads them migrates (the optimizer
+/// assumes the clone has none of them: a first run).
+pub fn problem(profile: &Profile, nesting: &[(u32, u32)], files: Files<'_>, network: Network, objective: Objective, power: &PowerModel) -> Problem {
     let bw = network.bytes_per_s();
     let rtt = network.rtt_ms / 1e3;
-    // Average bytes per function over its measured calls.
-    let mut measured: BTreeMap<u32, (f64, f64, f64)> = BTreeMap::new();
-    for inv in &profile.invocations {
-        if let (Some(u), Some(d)) = (inv.bytes_up, inv.bytes_down) {
-            let e = measured.entry(inv.function).or_default();
-            e.0 += u as f64;
-            e.1 += d as f64;
-            e.2 += 1.0;
-        }
-    }
     let mut saving: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
-    // Outermost invocations of each function (not nested in one of the same function).
-    let mut inside_same = vec![false; profile.invocations.len()];
-    for (i, inv) in profile.invocations.iter().enumerate() {
-        let nested = inv.parent.is_some_and(|p| profile.invocations[p].function == inv.function || inside_same[p]);
-        inside_same[i] = nested;
-        if nested {
+    for f in &profile.functions {
+        // Unmeasured (every call short) or unhooked (too many tiny calls) functions never pay.
+        if f.measured_calls == 0 || f.outermost_calls == 0 || f.unhooked_after.is_some() {
             continue;
         }
-        let Some(&(up_sum, down_sum, n)) = measured.get(&inv.function) else { continue };
-        let (up, down) = match (inv.bytes_up, inv.bytes_down) {
-            (Some(u), Some(d)) => (u as f64, d as f64),
-            _ => (up_sum / n, down_sum / n),
-        };
-        let (device, clone) = (inv.device_ns as f64 / 1e9, inv.clone_ns as f64 / 1e9);
-        let (t_up, t_down) = (up / bw, down / bw);
+        let n = f.outermost_calls as f64;
+        let (up, down) = (f.bytes_up as f64 / f.measured_calls as f64, f.bytes_down as f64 / f.measured_calls as f64);
+        let (device, clone) = (f.device_ns as f64 / 1e9, f.clone_ns as f64 / 1e9);
+        let (t_up, t_down) = (n * up / bw, n * down / bw);
         let s = match objective {
-            Objective::Time => device - (clone + 2.0 * rtt + t_up + t_down),
+            Objective::Time => device - (clone + n * 2.0 * rtt + t_up + t_down),
             Objective::Energy => {
                 let (tx, rx, tail) = match network.radio {
                     Radio::Wifi => (power.wifi_tx_w, power.wifi_rx_w, 0.0),
                     Radio::Cellular => (power.cell_tx_w, power.cell_rx_w, power.cell_tail_j),
                 };
-                power.cpu_active_w * device - (power.cpu_idle_w * (clone + 2.0 * rtt) + tx * t_up + rx * t_down + tail)
+                power.cpu_active_w * device - (power.cpu_idle_w * (clone + n * 2.0 * rtt) + tx * t_up + rx * t_down + n * tail)
             }
         };
-        let e = saving.entry(inv.function).or_default();
-        e.0 += s;
-        e.1 += 1;
+        saving.insert(f.function, (s, f.outermost_calls));
     }
     let options: Vec<Candidate> = saving
         .into_iter()
@@ -219,7 +222,17 @@ pub fn problem(profile: &Profile, nesting: &[(u32, u32)], network: Network, obje
         .filter(|(a, b)| a != b)
         .map(|(a, b)| (a.min(b), a.max(b)))
         .collect();
-    Problem { options, conflicts: conflicts.into_iter().collect() }
+    let users: Vec<usize> = files.users.iter().filter_map(|f| at.get(f).copied()).collect();
+    let shared = (files.bytes > 0 && !users.is_empty()).then(|| {
+        let t = files.bytes as f64 / bw;
+        let cost = match (objective, network.radio) {
+            (Objective::Time, _) => t + rtt,
+            (Objective::Energy, Radio::Wifi) => power.wifi_tx_w * t + power.cpu_idle_w * rtt,
+            (Objective::Energy, Radio::Cellular) => power.cell_tx_w * t + power.cpu_idle_w * rtt + power.cell_tail_j,
+        };
+        Shared { cost, users }
+    });
+    Problem { options, conflicts: conflicts.into_iter().collect(), shared }
 }
 
 /// Solves `problem` with the MILP solver: the set of options with the largest total saving
@@ -231,17 +244,30 @@ pub fn solve(problem: &Problem) -> Result<Choice, OptimizeError> {
     if !positive.is_empty() {
         let mut vars = variables!();
         let x: BTreeMap<usize, Variable> = positive.iter().map(|&i| (i, vars.add(variable().binary()))).collect();
-        let objective: Expression = positive.iter().map(|&i| problem.options[i].saving * x[&i]).sum();
+        let mut objective: Expression = positive.iter().map(|&i| problem.options[i].saving * x[&i]).sum();
+        // The shared cost: y is 1 when any user migrates.
+        let shared = problem.shared.as_ref().map(|s| (s, vars.add(variable().binary())));
+        if let Some((s, y)) = &shared {
+            objective -= s.cost * *y;
+        }
         let mut model = vars.maximise(objective).using(good_lp::microlp);
         for &(a, b) in &problem.conflicts {
             if let (Some(&xa), Some(&xb)) = (x.get(&a), x.get(&b)) {
                 model = model.with(constraint!(xa + xb <= 1));
             }
         }
+        if let Some((s, y)) = &shared {
+            for u in &s.users {
+                if let Some(&xu) = x.get(u) {
+                    model = model.with(constraint!(xu <= *y));
+                }
+            }
+        }
         let solution = model.solve().map_err(|e| OptimizeError::Solver(e.to_string()))?;
         chosen = positive.into_iter().filter(|i| solution.value(x[i]) > 0.5).collect();
     }
-    let saving = chosen.iter().map(|&i| problem.options[i].saving).sum();
+    let pays_shared = problem.shared.as_ref().is_some_and(|s| s.users.iter().any(|u| chosen.contains(u)));
+    let saving = chosen.iter().map(|&i| problem.options[i].saving).sum::<f64>() - if pays_shared { problem.shared.as_ref().map_or(0.0, |s| s.cost) } else { 0.0 };
     Ok(Choice {
         offload: chosen.iter().map(|&i| problem.options[i].function).collect(),
         names: chosen.iter().map(|&i| problem.options[i].name.clone()).collect(),

@@ -17,6 +17,12 @@ pub struct StoredProfile {
     pub profile: Profile,
     /// `(outer, inner)` candidates where `inner` is reachable from `outer`.
     pub nesting: Vec<(u32, u32)>,
+    /// Candidates that read the preopened directories, and the directories' size when profiled:
+    /// migrating any of them first needs the files on the clone.
+    #[serde(default)]
+    pub file_users: Vec<u32>,
+    #[serde(default)]
+    pub files_bytes: u64,
 }
 
 /// A chosen partition.

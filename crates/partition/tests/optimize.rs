@@ -3,8 +3,8 @@
 //! conflicting (nested) pair. And from a profile: fast links offload the heavy call, slow links
 //! nothing; only candidates in the profile are ever options.
 
-use clonecloud_partition::optimize::{Candidate, Network, Objective, PowerModel, Problem, problem, solve};
-use clonecloud_profile::{Invocation, Profile};
+use clonecloud_partition::optimize::{Candidate, Files, Network, Objective, PowerModel, Problem, Shared, problem, solve};
+use clonecloud_profile::{FunctionStats, Profile};
 
 struct Rng(u64);
 impl Rng {
@@ -26,7 +26,12 @@ fn brute_force(p: &Problem) -> f64 {
         if p.conflicts.iter().any(|&(a, b)| mask >> a & 1 == 1 && mask >> b & 1 == 1) {
             continue;
         }
-        let s: f64 = (0..n).filter(|&i| mask >> i & 1 == 1).map(|i| p.options[i].saving).sum();
+        let mut s: f64 = (0..n).filter(|&i| mask >> i & 1 == 1).map(|i| p.options[i].saving).sum();
+        if let Some(sh) = &p.shared
+            && sh.users.iter().any(|&u| mask >> u & 1 == 1)
+        {
+            s -= sh.cost;
+        }
         best = best.max(s);
     }
     best
@@ -49,7 +54,9 @@ fn the_milp_answer_is_the_brute_force_optimum() {
                 }
             }
         }
-        let p = Problem { options, conflicts };
+        // Half the instances have a cost shared by a random subset (the file sync).
+        let shared = (round % 2 == 1).then(|| Shared { cost: rng.unit() * 1.5, users: (0..n).filter(|_| rng.unit() < 0.5).collect() });
+        let p = Problem { options, conflicts, shared };
         let choice = solve(&p).unwrap();
         let want = brute_force(&p);
         assert!((choice.saving - want).abs() < 1e-6, "round {round}: MILP {} vs brute force {want}: {p:?}", choice.saving);
@@ -63,20 +70,33 @@ fn the_milp_answer_is_the_brute_force_optimum() {
 }
 
 /// main (0, which carries 40 MB of state) calls heavy (1, 20 s on the device, 2 MB of state) once
-/// and tiny (2) many times; 3 is pinned (not a candidate, never hooked).
+/// and tiny (2) a thousand times; 3 is pinned (not a candidate, never hooked); 4 was unhooked.
 fn profile() -> Profile {
-    let mut invocations = vec![Invocation { function: 0, parent: None, device_ns: 21_000_000_000, clone_ns: 1_500_000_000, bytes_up: Some(40 << 20), bytes_down: Some(8 << 20) }];
-    invocations.push(Invocation { function: 1, parent: Some(0), device_ns: 20_000_000_000, clone_ns: 1_300_000_000, bytes_up: Some(2 << 20), bytes_down: Some(16 << 10) });
-    for _ in 0..1000 {
-        invocations.push(Invocation { function: 2, parent: Some(0), device_ns: 200_000, clone_ns: 20_000, bytes_up: None, bytes_down: None });
-    }
-    invocations.push(Invocation { function: 2, parent: Some(0), device_ns: 2_000_000, clone_ns: 200_000, bytes_up: Some(4096), bytes_down: Some(4096) });
+    let stats = |function, outermost_calls, device_ns, clone_ns, measured_calls, bytes_up, bytes_down| FunctionStats {
+        function,
+        calls: outermost_calls,
+        outermost_calls,
+        device_ns,
+        clone_ns,
+        measured_calls,
+        bytes_up,
+        bytes_down,
+        unhooked_after: None,
+    };
+    let mut unhooked = stats(4, 20_000, 2_000_000_000, 100_000_000, 1, 4096, 4096);
+    unhooked.unhooked_after = Some(10_000);
     Profile {
         module: "m".into(),
         device_engine: "pulley".into(),
-        candidates: vec![0, 1, 2],
-        names: vec!["main".into(), "heavy".into(), "tiny".into(), "pinned".into()],
-        invocations,
+        candidates: vec![0, 1, 2, 4],
+        names: vec!["main".into(), "heavy".into(), "tiny".into(), "pinned".into(), "unhooked".into()],
+        functions: vec![
+            stats(0, 1, 21_000_000_000, 1_500_000_000, 1, 40 << 20, 8 << 20),
+            stats(1, 1, 20_000_000_000, 1_300_000_000, 1, 2 << 20, 16 << 10),
+            stats(2, 1001, 202_000_000, 20_200_000, 1, 4096, 4096),
+            unhooked,
+        ],
+        invocations: Vec::new(),
         device_total_ns: 21_000_000_000,
         clone_total_ns: 1_500_000_000,
         device_hooks_ns: 0,
@@ -87,8 +107,10 @@ fn profile() -> Profile {
 #[test]
 fn fast_links_offload_the_heavy_call_and_slow_links_nothing() {
     let p = profile();
-    let nesting = [(0, 1), (0, 2)];
+    let nesting = [(0, 1), (0, 2), (0, 4)];
     let power = PowerModel::default();
+    let files = Files::default();
+    let problem = |p: &Profile, nesting: &[(u32, u32)], network, objective, power: &PowerModel| problem(p, nesting, files, network, objective, power);
     let wifi = solve(&problem(&p, &nesting, Network::WIFI, Objective::Time, &power)).unwrap();
     assert_eq!(wifi.names, ["heavy"], "{wifi:?}");
     let slow = Network::parse("0.1,1000").unwrap();
@@ -103,6 +125,11 @@ fn fast_links_offload_the_heavy_call_and_slow_links_nothing() {
     // Only candidates of the profile are options: the pinned function never is.
     let pr = problem(&p, &nesting, Network::WIFI, Objective::Time, &power);
     assert!(pr.options.iter().all(|o| p.candidates.contains(&o.function)));
+    assert!(pr.options.iter().all(|o| o.function != 4), "an unhooked function is never offered");
+    // If heavy reads 100 MB of input files that must reach the clone first, Wi-Fi no longer pays.
+    let files = Files { users: &[1], bytes: 100 << 20 };
+    let with_files = solve(&clonecloud_partition::problem(&p, &nesting, files, Network::WIFI, Objective::Time, &power)).unwrap();
+    assert!(with_files.offload.is_empty(), "{with_files:?}");
 }
 
 #[test]

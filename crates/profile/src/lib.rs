@@ -3,14 +3,20 @@
 //! The module is rewritten with every candidate of the static analyzer as a migration point, all
 //! answered on this machine (`PointMode::Host`), so each call enters and leaves through a hook.
 //! It runs twice on the same input: on the device's engine (Cranelift, or the Pulley interpreter
-//! to stand for a phone) and on the clone's (Cranelift). Each run records, per invocation of a
-//! candidate, its inclusive time, its parent invocation and (in the clone's run) the bytes a
-//! migration there would move: at entry, the pages changed since the last sync; at exit, the
+//! to stand for a phone) and on the clone's (Cranelift). Each run counts every call per
+//! candidate and sums the times of the outermost ones; invocations of at least [`KEEP_NS`] on the
+//! device are kept as a tree (inclusive time on both sides, parent) with, in the clone's run,
+//! the bytes a migration there would move: at entry, the pages changed since the last sync; at exit, the
 //! pages the call changed (the touched volume, less pages wholly inside memory the allocator
 //! holds free, as the clone leaves those out). Every entry and exit measured is a sync point.
 //! Bytes are measured for the first [`MEASURED_CALLS`] calls of each function that took at least
 //! [`Options::bytes_threshold`] on the device: a shorter call never pays for a round trip, and
 //! hashing memory at every tiny call would swamp the run.
+//!
+//! A function called [`UNHOOK_AFTER`] times averaging under [`UNHOOK_BELOW_NS`] a call is
+//! unhooked (its flag cleared, so later calls stay inside wasm): it could never pay for a round
+//! trip, and hooking millions of tiny calls would swamp the run. The clone's run unhooks at the
+//! same call, so both runs see the same sequence of hooked calls.
 //!
 //! Hook overhead: the time spent inside the hooks of nested calls (bookkeeping, hashing) is
 //! measured and subtracted from every enclosing invocation; what remains per nested call is the
@@ -23,7 +29,7 @@ use clonecloud_exec::state::{PAGE_SIZE, PageTable};
 use clonecloud_exec::{
     DeviceEngine, ExecError, Guest, Migrator, ModuleCache, PointMode, Points, Program, Stdio, WasiConfig, new_device_engine, new_engine,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Calls of one function measured for bytes at most (each costs two passes over memory); the
 /// others are taken to move what the measured ones moved on average.
@@ -60,11 +66,12 @@ pub enum ProfileError {
     Diverged { device: usize, clone: usize },
 }
 
-/// One invocation of a candidate.
+/// One invocation of a candidate that took at least [`KEEP_NS`] on the device (shorter ones
+/// are only counted, per function).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Invocation {
     pub function: u32,
-    /// The enclosing invocation (by position), `None` at the top.
+    /// The enclosing kept invocation (by position), `None` at the top.
     pub parent: Option<usize>,
     /// Inclusive time on the device's engine and on the clone's, nanoseconds, hooks excluded.
     pub device_ns: u64,
@@ -74,7 +81,25 @@ pub struct Invocation {
     pub bytes_down: Option<u64>,
 }
 
-/// A profile: the tree of candidate invocations of one run, on both engines.
+/// Per candidate: every call counted, times summed over the outermost calls (a call not inside
+/// another call of the same function), bytes over the measured calls.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct FunctionStats {
+    pub function: u32,
+    pub calls: u64,
+    pub outermost_calls: u64,
+    pub device_ns: u64,
+    pub clone_ns: u64,
+    pub measured_calls: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Set when the function was unhooked after this many calls (too many too short calls to
+    /// ever pay for a migration; later calls count in their callers' times only).
+    pub unhooked_after: Option<u64>,
+}
+
+/// A profile: the candidates' statistics and the tree of their longer invocations, on both
+/// engines.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Profile {
     /// xxh3-128 of the original module, hex.
@@ -83,6 +108,7 @@ pub struct Profile {
     pub candidates: Vec<u32>,
     /// Display names, by function index.
     pub names: Vec<String>,
+    pub functions: Vec<FunctionStats>,
     pub invocations: Vec<Invocation>,
     /// The whole run on each engine, nanoseconds.
     pub device_total_ns: u64,
@@ -92,18 +118,38 @@ pub struct Profile {
     pub clone_hooks_ns: u64,
 }
 
+/// Invocations shorter than this on the device are counted, not kept.
+pub const KEEP_NS: u64 = 100_000;
+/// A function is unhooked once it has been called this many times averaging under
+/// [`UNHOOK_BELOW_NS`] a call.
+pub const UNHOOK_AFTER: u64 = 10_000;
+pub const UNHOOK_BELOW_NS: u64 = 10_000;
+
 struct Frame {
-    invocation: usize,
+    /// The call's number among all hooked calls.
+    seq: u64,
+    kept: Option<usize>,
     start: Instant,
     /// Time nested hooks took, to subtract.
     hooks: Duration,
+    measured: bool,
 }
 
-/// Records the invocations of one run.
+/// What one run records.
 #[derive(Default)]
 struct Record {
-    invocations: Vec<Invocation>,
+    clone_side: bool,
+    seq: u64,
     frames: Vec<Frame>,
+    /// Kept invocations, with their call numbers.
+    kept: Vec<(u64, Invocation)>,
+    /// The clone's run keeps the calls the device's run kept.
+    keep: Option<HashSet<u64>>,
+    stats: HashMap<u32, FunctionStats>,
+    /// Open calls per function (for outermost).
+    open: HashMap<u32, u32>,
+    /// The clone's run unhooks where the device's run did.
+    unhook: HashMap<u32, u64>,
     hooks: Duration,
     /// Functions measured for bytes, with how many of their calls were.
     measure: HashMap<u32, usize>,
@@ -111,67 +157,118 @@ struct Record {
     heap: HeapHint,
 }
 
-struct Recorder(Arc<Mutex<Record>>, bool);
+struct Recorder(Arc<Mutex<Record>>);
 
 impl Migrator for Recorder {
     fn migrate(&mut self, guest: &mut Guest<'_, '_>, j: usize, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()> {
         let entered = Instant::now();
-        let clone_side = self.1;
         let function = guest.point(j).function;
         let mut r = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let invocation = r.invocations.len();
-        let parent = r.frames.last().map(|f| f.invocation);
-        let measure = match r.measure.get_mut(&function) {
-            Some(n) if *n < MEASURED_CALLS => {
-                *n += 1;
-                true
-            }
-            _ => false,
-        };
-        let mut inv = Invocation { function, parent, ..Invocation::default() };
+        let seq = r.seq;
+        r.seq += 1;
+        // Kept: on the device, decided at the exit; on the clone, as the device decided.
+        let keep = r.keep.as_ref().map(|k| k.contains(&seq));
+        let measure = keep != Some(false)
+            && match r.measure.get_mut(&function) {
+                Some(n) if *n < MEASURED_CALLS => {
+                    *n += 1;
+                    true
+                }
+                _ => false,
+            };
+        let mut bytes_up = None;
         if measure {
             let pages = r.table.diff(guest.memory()).len();
-            inv.bytes_up = Some((pages * PAGE_SIZE) as u64);
+            bytes_up = Some((pages * PAGE_SIZE) as u64);
         }
-        r.invocations.push(inv);
+        let kept = if keep == Some(true) {
+            let parent = r.frames.iter().rev().find_map(|f| f.kept);
+            r.kept.push((seq, Invocation { function, parent, bytes_up, ..Invocation::default() }));
+            Some(r.kept.len() - 1)
+        } else {
+            None
+        };
+        *r.open.entry(function).or_default() += 1;
         let hook_in = entered.elapsed();
-        r.frames.push(Frame { invocation, start: Instant::now(), hooks: Duration::ZERO });
+        r.frames.push(Frame { seq, kept, start: Instant::now(), hooks: Duration::ZERO, measured: measure });
         drop(r);
         let outcome = guest.call_local(j, params, results);
         let returned = Instant::now();
         let mut r = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let frame = r.frames.pop().expect("pushed above");
-        let inclusive = returned.duration_since(frame.start).saturating_sub(frame.hooks);
-        if measure {
+        let ns = returned.duration_since(frame.start).saturating_sub(frame.hooks).as_nanos() as u64;
+        let mut bytes_down = None;
+        if frame.measured {
             let memory = guest.memory();
             let free = r.heap.free_pages(memory);
             let pages = r.table.diff_skipping(memory, &free).len();
-            r.invocations[invocation].bytes_down = Some((pages * PAGE_SIZE) as u64);
+            bytes_down = Some((pages * PAGE_SIZE) as u64);
         }
-        let ns = inclusive.as_nanos() as u64;
-        if clone_side {
-            r.invocations[invocation].clone_ns = ns;
+        let clone_side = r.clone_side;
+        // The device's run keeps the longer calls, with their place in the tree.
+        let kept = match frame.kept {
+            Some(k) => Some(k),
+            None if !clone_side && ns >= KEEP_NS => {
+                let parent = r.frames.iter().rev().find_map(|f| f.kept);
+                r.kept.push((frame.seq, Invocation { function, parent, bytes_up, ..Invocation::default() }));
+                // (Its parent here is a guess: ancestors are kept at their own exits. The tree
+                // the profile keeps is the clone run's, which knows them at entry.)
+                Some(r.kept.len() - 1)
+            }
+            None => None,
+        };
+        if let Some(k) = kept {
+            let inv = &mut r.kept[k].1;
+            if clone_side { inv.clone_ns = ns } else { inv.device_ns = ns }
+            inv.bytes_up = inv.bytes_up.or(bytes_up);
+            inv.bytes_down = bytes_down;
+        }
+        let depth = r.open.get_mut(&function).expect("opened above");
+        *depth -= 1;
+        let outermost = *depth == 0;
+        let st = r.stats.entry(function).or_insert_with(|| FunctionStats { function, ..FunctionStats::default() });
+        st.calls += 1;
+        if outermost {
+            st.outermost_calls += 1;
+            if clone_side { st.clone_ns += ns } else { st.device_ns += ns }
+        }
+        if let (Some(u), Some(d)) = (bytes_up, bytes_down) {
+            st.measured_calls += 1;
+            st.bytes_up += u;
+            st.bytes_down += d;
+        }
+        let calls = st.calls;
+        let unhook = if clone_side {
+            r.unhook.get(&function) == Some(&calls)
         } else {
-            r.invocations[invocation].device_ns = ns;
+            let st = &r.stats[&function];
+            st.unhooked_after.is_none() && calls >= UNHOOK_AFTER && st.device_ns < UNHOOK_BELOW_NS * st.outermost_calls.max(1)
+        };
+        if unhook {
+            r.stats.get_mut(&function).expect("counted").unhooked_after = Some(calls);
+            drop(r);
+            guest.set_flag(j, false)?;
+            r = self.0.lock().unwrap_or_else(|e| e.into_inner());
         }
         let hooks = hook_in + returned.elapsed();
         r.hooks += hooks;
+        // The enclosing call subtracts this call's hooks and those nested in it.
         if let Some(p) = r.frames.last_mut() {
-            p.hooks += hooks;
+            p.hooks += hooks + frame.hooks;
         }
         outcome
     }
 
     fn nested(&self) -> Option<Box<dyn Migrator>> {
-        Some(Box::new(Recorder(self.0.clone(), self.1)))
+        Some(Box::new(Recorder(self.0.clone())))
     }
 }
 
-/// One hooked run: the invocations, the run's time, the hooks' time.
-fn hooked_run(program: &Program, wasi: &WasiConfig, record: Record, clone_side: bool, engine: &'static str) -> Result<(Record, Duration), ProfileError> {
+/// One hooked run: the record and the run's time.
+fn hooked_run(program: &Program, wasi: &WasiConfig, record: Record, engine: &'static str) -> Result<(Record, Duration), ProfileError> {
     let shared = Arc::new(Mutex::new(record));
     let started = Instant::now();
-    let report = program.run_with(wasi, Some(Box::new(Recorder(shared.clone(), clone_side))));
+    let report = program.run_with(wasi, Some(Box::new(Recorder(shared.clone()))));
     let total = started.elapsed();
     report.map_err(|e| ProfileError::Run { engine, message: e.to_string() })?;
     let record = std::mem::take(&mut *shared.lock().unwrap_or_else(|e| e.into_inner()));
@@ -195,35 +292,48 @@ pub fn profile(wasm: &[u8], cache: &ModuleCache, opts: &Options) -> Result<Profi
         DeviceEngine::Cranelift => "cranelift",
         DeviceEngine::Pulley => "pulley",
     };
-    let (dev, device_total) = hooked_run(&program, &wasi, Record::default(), false, device_name)?;
+    let (dev, device_total) = hooked_run(&program, &wasi, Record::default(), device_name)?;
+    // The device's kept calls were pushed at their exits: order them by call number, so a
+    // parent comes before its children, and link each to its nearest kept ancestor.
+    let mut kept: Vec<(u64, Invocation)> = dev.kept;
+    kept.sort_by_key(|(seq, _)| *seq);
 
-    // The clone's run measures bytes for the functions that took long enough on the device.
-    let mut measure = HashMap::new();
-    for inv in &dev.invocations {
-        if inv.device_ns >= opts.bytes_threshold.as_nanos() as u64 {
-            measure.insert(inv.function, 0);
-        }
-    }
+    // The clone's run keeps the same calls, unhooks where the device's did, and measures bytes
+    // for the functions that took long enough on the device.
+    let measure = dev
+        .stats
+        .values()
+        .filter(|s| s.outermost_calls > 0 && s.device_ns / s.outermost_calls >= opts.bytes_threshold.as_nanos() as u64)
+        .map(|s| (s.function, 0))
+        .collect();
+    let unhook = dev.stats.values().filter_map(|s| Some((s.function, s.unhooked_after?))).collect();
     let clone = new_engine(PointMode::Host)?;
     let program = Program::prepare(&clone, cache, wasm, &points, PointMode::Host)?;
     let heap = HeapHint::of(&model, &program.layout().wasm);
-    let record = Record { measure, heap, ..Record::default() };
-    let (clo, clone_total) = hooked_run(&program, &wasi, record, true, "cranelift")?;
+    let record = Record { clone_side: true, keep: Some(kept.iter().map(|(s, _)| *s).collect()), unhook, measure, heap, ..Record::default() };
+    let (clo, clone_total) = hooked_run(&program, &wasi, record, "cranelift")?;
 
-    if dev.invocations.len() != clo.invocations.len() || dev.invocations.iter().zip(&clo.invocations).any(|(a, b)| a.function != b.function) {
-        return Err(ProfileError::Diverged { device: dev.invocations.len(), clone: clo.invocations.len() });
+    if clo.seq != dev.seq || clo.kept.len() != kept.len() || clo.kept.iter().zip(&kept).any(|(a, b)| a.0 != b.0 || a.1.function != b.1.function) {
+        return Err(ProfileError::Diverged { device: dev.seq as usize, clone: clo.seq as usize });
     }
-    let invocations = dev
-        .invocations
-        .iter()
-        .zip(clo.invocations)
-        .map(|(d, c)| Invocation { device_ns: d.device_ns, ..c })
+    // The clone's record has the tree in call order already; take the device's times.
+    let device_ns: HashMap<u64, u64> = kept.iter().map(|(s, i)| (*s, i.device_ns)).collect();
+    let invocations = clo.kept.into_iter().map(|(seq, inv)| Invocation { device_ns: device_ns[&seq], ..inv }).collect();
+    let mut functions: Vec<FunctionStats> = clo
+        .stats
+        .into_values()
+        .map(|c| {
+            let d = &dev.stats[&c.function];
+            FunctionStats { device_ns: d.device_ns, unhooked_after: d.unhooked_after, ..c }
+        })
         .collect();
+    functions.sort_by(|a, b| b.device_ns.cmp(&a.device_ns));
     Ok(Profile {
         module: module_name(wasm),
         device_engine: device_name.to_string(),
         candidates,
         names: model.functions.iter().map(|f| f.display_name()).collect(),
+        functions,
         invocations,
         device_total_ns: device_total.as_nanos() as u64,
         clone_total_ns: clone_total.as_nanos() as u64,
@@ -237,47 +347,3 @@ pub fn module_name(wasm: &[u8]) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(wasm))
 }
 
-/// Per function: calls, and total inclusive time on each side and bytes over the measured calls
-/// (outermost invocations only, so nested time is not counted twice).
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct FunctionSummary {
-    pub function: u32,
-    pub name: String,
-    pub calls: u64,
-    pub device_ns: u64,
-    pub clone_ns: u64,
-    pub measured_calls: u64,
-    pub bytes_up: u64,
-    pub bytes_down: u64,
-}
-
-impl Profile {
-    /// Per function, by device time (descending).
-    pub fn summary(&self) -> Vec<FunctionSummary> {
-        let mut by: std::collections::BTreeMap<u32, FunctionSummary> = Default::default();
-        // An invocation nested in another of the same function is already inside it.
-        let mut open_same = vec![false; self.invocations.len()];
-        for (i, inv) in self.invocations.iter().enumerate() {
-            let nested = inv.parent.is_some_and(|p| self.invocations[p].function == inv.function || open_same[p]);
-            open_same[i] = nested;
-            let s = by.entry(inv.function).or_insert_with(|| FunctionSummary {
-                function: inv.function,
-                name: self.names.get(inv.function as usize).cloned().unwrap_or_default(),
-                ..FunctionSummary::default()
-            });
-            s.calls += 1;
-            if !nested {
-                s.device_ns += inv.device_ns;
-                s.clone_ns += inv.clone_ns;
-            }
-            if let (Some(u), Some(d)) = (inv.bytes_up, inv.bytes_down) {
-                s.measured_calls += 1;
-                s.bytes_up += u;
-                s.bytes_down += d;
-            }
-        }
-        let mut v: Vec<FunctionSummary> = by.into_values().collect();
-        v.sort_by(|a, b| b.device_ns.cmp(&a.device_ns));
-        v
-    }
-}
