@@ -111,9 +111,9 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     };
     // With a clone and nothing named, the partition is chosen now, for the link as it is.
     let launch_target = if opts.offload.is_empty() && opts.clone.is_some() { Some(target(&opts, &cache)?) } else { None };
-    let chosen = match &launch_target {
+    let (chosen, expectations) = match &launch_target {
         Some(t) => choose_at_launch(&opts, &wasm, t)?,
-        None => Vec::new(),
+        None => (Vec::new(), std::collections::HashMap::new()),
     };
     let offload = !opts.offload.is_empty() || !chosen.is_empty();
     let points = if !opts.offload.is_empty() {
@@ -155,7 +155,11 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         target.dirs = wasi.dirs.iter().map(|d| clonecloud_files::Root { host: d.host.clone(), guest: d.guest.clone() }).collect();
         let model = clonecloud_model::Module::parse(&wasm)?;
         let names = program.points().iter().map(|p| point_name(&model, p.function)).collect();
-        Some(Box::new(clonecloud_offload::Offloader::new(target, program.layout().clone(), names, stats.clone())))
+        let mut offloader = clonecloud_offload::Offloader::new(target, program.layout().clone(), names, stats.clone());
+        if !expectations.is_empty() {
+            offloader.watch(program.points().iter().map(|p| expectations.get(&p.function).copied()).collect());
+        }
+        Some(Box::new(offloader))
     } else {
         None
     };
@@ -186,24 +190,27 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
 /// The choice at launch: measures the link to the clone, solves the module's stored profile for
 /// it and returns the functions to offload (`#INDEX`), none when nothing pays or the clone
 /// cannot be reached (then the run is local).
-fn choose_at_launch(opts: &Opts, wasm: &[u8], target: &clonecloud_offload::Target) -> anyhow::Result<Vec<String>> {
+/// With the points, what the profile expects of each (for watching the link during the run).
+type Chosen = (Vec<String>, std::collections::HashMap<u32, clonecloud_offload::Expectation>);
+
+fn choose_at_launch(opts: &Opts, wasm: &[u8], target: &clonecloud_offload::Target) -> anyhow::Result<Chosen> {
     let objective = clonecloud_partition::Objective::parse(&opts.objective).map_err(anyhow::Error::msg)?;
     let engine = crate::partition::engine_key(opts.device_engine);
     let store = crate::partition::store()?;
     let module = clonecloud_profile::module_name(wasm);
-    if store.profile(&module, engine)?.is_none() {
+    let Some(stored) = store.profile(&module, engine)? else {
         bail!(
             "no stored profile of `{}` on the {engine} engine to choose a partition from: run `clonecloud profile --device-engine {engine} ...` first, or name the functions with --offload",
             opts.module_and_args[0]
         );
-    }
+    };
     let link = match clonecloud_offload::measure_link(target) {
         Ok(link) => link,
         Err(e) => {
             if opts.explain {
                 eprintln!("clonecloud: cannot measure the link to {}: {e}; running locally", target.addr);
             }
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Default::default()));
         }
     };
     let network = clonecloud_partition::Network { mbit: link.mbit, rtt_ms: link.rtt_ms, radio: clonecloud_partition::optimize::Radio::Wifi };
@@ -219,7 +226,17 @@ fn choose_at_launch(opts: &Opts, wasm: &[u8], target: &clonecloud_offload::Targe
             eprintln!("clonecloud: for {}, offloading {} (the profile says it saves {:.3} {})", p.objective, p.names.join(", "), p.saving, if p.objective == "time" { "s" } else { "J" });
         }
     }
-    Ok(p.offload)
+    let expectations = stored
+        .profile
+        .functions
+        .iter()
+        .filter(|f| f.outermost_calls > 0 && p.offload.contains(&format!("#{}", f.function)))
+        .map(|f| {
+            let n = f.outermost_calls as f64;
+            (f.function, clonecloud_offload::Expectation { device_s: f.device_ns as f64 / 1e9 / n, clone_s: f.clone_ns as f64 / 1e9 / n })
+        })
+        .collect();
+    Ok((p.offload, expectations))
 }
 
 /// Where the clone is: an in-process clone on loopback, or a `clonecloud serve` with pinned keys.

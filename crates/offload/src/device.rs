@@ -103,6 +103,34 @@ pub struct Offloader {
     rate: Option<f64>,
     /// The proxied imports of the migration under way.
     proxying: crate::proxy::Proxying,
+    /// Per point (by ordinal), what the partition expected of it, and how its link has been.
+    watch: Vec<Option<Watch>>,
+}
+
+/// What a partition chosen at launch expects of one point: its time per call on the device and
+/// on the clone (from the profile).
+#[derive(Debug, Clone, Copy)]
+pub struct Expectation {
+    pub device_s: f64,
+    pub clone_s: f64,
+}
+
+/// A point under watch: its expectation and the link's cost per migration as seen so far.
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    expect: Expectation,
+    /// Exponentially weighted mean of (round trip − clone execution) per migration, seconds.
+    overhead_s: Option<f64>,
+    migrations: u64,
+    local: bool,
+}
+
+/// The rule for switching a point back to local during a run: once it has migrated at least
+/// twice, if the device's time per call is below the clone's plus the link's observed cost per
+/// migration (a running mean giving the latest half the weight), the link has degraded so far
+/// that migrating no longer pays, and the point's calls run locally for the rest of the run.
+pub fn still_pays(expect: Expectation, overhead_s: f64, migrations: u64) -> bool {
+    migrations < 2 || expect.device_s > expect.clone_s + overhead_s
 }
 
 impl Offloader {
@@ -124,7 +152,14 @@ impl Offloader {
             replicate: true,
             rate: None,
             proxying: Default::default(),
+            watch: Vec::new(),
         }
+    }
+
+    /// Watches the points against what the partition expected of them (by ordinal; `None`: not
+    /// watched): a point whose link has degraded so far that it no longer pays runs locally.
+    pub fn watch(&mut self, expectations: Vec<Option<Expectation>>) {
+        self.watch = expectations.into_iter().map(|e| e.map(|expect| Watch { expect, overhead_s: None, migrations: 0, local: false })).collect();
     }
 
     /// The compression for the next transfer.
@@ -325,6 +360,16 @@ impl Offloader {
                 let (sent, received) = (conn.sent - sent_before, conn.received - recv_before);
                 let remote = Duration::from_micros(micros);
                 self.measured(sent + received, round_trip.saturating_sub(remote));
+                if let Some(Some(w)) = self.watch.get_mut(j) {
+                    let cost = round_trip.saturating_sub(remote).as_secs_f64();
+                    w.overhead_s = Some(w.overhead_s.map_or(cost, |m| (m + cost) / 2.0));
+                    w.migrations += 1;
+                    if !still_pays(w.expect, w.overhead_s.unwrap_or(0.0), w.migrations) {
+                        w.local = true;
+                        info!(point = %name, overhead_ms = w.overhead_s.unwrap_or(0.0) * 1e3, "the link no longer pays for this point: its calls run locally from now on");
+                        self.stats().switched_local.push(name.clone());
+                    }
+                }
                 let mut st = self.stats();
                 st.migrations += 1;
                 let p = st.point(&name);
@@ -368,6 +413,11 @@ impl Offloader {
 
 impl Migrator for Offloader {
     fn migrate(&mut self, guest: &mut Guest<'_, '_>, j: usize, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()> {
+        if let Some(Some(w)) = self.watch.get(j)
+            && w.local
+        {
+            return guest.call_local(j, params, results);
+        }
         match self.remote(guest, j, params, results) {
             Ok(None) => Ok(()),
             Ok(Some(code)) => Err(guest.exit(code as i32)),
@@ -436,4 +486,19 @@ pub fn measure_link(t: &Target) -> Result<Link, String> {
         size *= 4;
     };
     Ok(Link { rtt_ms: rtt.as_secs_f64() * 1e3, mbit, ms: started.elapsed().as_secs_f64() * 1e3 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_point_goes_local_once_its_link_costs_more_than_it_saves() {
+        // 2 s on the device, 0.2 s on the clone: pays while the link costs under 1.8 s.
+        let e = Expectation { device_s: 2.0, clone_s: 0.2 };
+        assert!(still_pays(e, 0.05, 5));
+        assert!(still_pays(e, 5.0, 1), "one slow migration is not yet a trend");
+        assert!(!still_pays(e, 1.9, 2));
+        assert!(still_pays(e, 1.7, 10));
+    }
 }

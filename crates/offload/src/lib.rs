@@ -14,6 +14,6 @@ mod proxy;
 pub mod server;
 pub mod stats;
 
-pub use device::{CompressionPolicy, Link, Offloader, Target, measure_link};
+pub use device::{CompressionPolicy, Expectation, Link, Offloader, Target, measure_link, still_pays};
 pub use server::{Clone, spawn_local, spawn_local_as, spawn_local_with};
 pub use stats::Stats;

@@ -83,6 +83,8 @@ pub struct Stats {
     pub connections: u64,
     /// Replicating the preopened directories.
     pub file_sync: FileSync,
+    /// Points switched to local during the run because the link no longer paid for them.
+    pub switched_local: Vec<String>,
     pub points: BTreeMap<String, PointStats>,
 }
 
