@@ -21,9 +21,10 @@ pub struct Opts {
     /// What to minimize: `time` or device `energy`.
     #[arg(long, value_name = "time|energy", default_value = "time")]
     objective: String,
-    /// The device engine the profile was made on.
-    #[arg(long, value_enum, default_value_t = crate::EngineArg::Cranelift)]
-    device_engine: crate::EngineArg,
+    /// The device engine whose profile to use (default: the one stored, Cranelift's if both
+    /// are).
+    #[arg(long, value_enum)]
+    device_engine: Option<crate::EngineArg>,
     /// Print JSON (the chosen points under `offload`).
     #[arg(long)]
     json: bool,
@@ -52,12 +53,14 @@ pub(crate) fn engine_key(e: crate::EngineArg) -> &'static str {
     }
 }
 
-/// Solves and stores the partition of `wasm` for these keys.
+/// Solves and stores the partition of `wasm` for these keys, from the profile made on `engine`
+/// (or, without one, on the other engine).
 pub(crate) fn solve(store: &Store, wasm: &[u8], engine: &str, network: Network, objective: Objective) -> anyhow::Result<Partition> {
     let module = clonecloud_profile::module_name(wasm);
-    let Some(stored) = store.profile(&module, engine)? else {
-        bail!("no stored profile of this module on the {engine} engine: run `clonecloud profile --device-engine {engine} ... app.wasm` first");
+    let Some(stored) = store.profile_any(&module, engine)? else {
+        bail!("no stored profile of this module: run `clonecloud profile [--device-engine cranelift|pulley] ... app.wasm` first");
     };
+    let engine = stored.profile.device_engine.as_str();
     let files = clonecloud_partition::Files { users: &stored.file_users, bytes: stored.files_bytes };
     let problem = clonecloud_partition::problem(&stored.profile, &stored.nesting, files, network, objective, &PowerModel::default());
     let choice = clonecloud_partition::solve(&problem)?;
@@ -81,7 +84,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let wasm = crate::read_module(&opts.module)?;
     clonecloud_model::Module::parse(&wasm).with_context(|| format!("cannot partition `{}`", opts.module.display()))?;
     let store = store()?;
-    let p = solve(&store, &wasm, engine_key(opts.device_engine), network, objective)?;
+    let p = solve(&store, &wasm, engine_key(opts.device_engine.unwrap_or(crate::EngineArg::Cranelift)), network, objective)?;
     let mut out = std::io::stdout().lock();
     if opts.json {
         serde_json::to_writer_pretty(&mut out, &p)?;

@@ -198,9 +198,9 @@ fn choose_at_launch(opts: &Opts, wasm: &[u8], target: &clonecloud_offload::Targe
     let engine = crate::partition::engine_key(opts.device_engine);
     let store = crate::partition::store()?;
     let module = clonecloud_profile::module_name(wasm);
-    let Some(stored) = store.profile(&module, engine)? else {
+    let Some(stored) = store.profile_any(&module, engine)? else {
         bail!(
-            "no stored profile of `{}` on the {engine} engine to choose a partition from: run `clonecloud profile --device-engine {engine} ...` first, or name the functions with --offload",
+            "no stored profile of `{}` to choose a partition from: run `clonecloud profile [--device-engine cranelift|pulley] ...` first, or name the functions with --offload",
             opts.module_and_args[0]
         );
     };

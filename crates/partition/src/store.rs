@@ -122,6 +122,20 @@ impl Store {
         }
     }
 
+    /// The stored profile of `module` on `engine`, or else on any engine (the first by name).
+    pub fn profile_any(&self, module: &str, engine: &str) -> Result<Option<StoredProfile>, StoreError> {
+        if let Some(p) = self.profile(module, engine)? {
+            return Ok(Some(p));
+        }
+        for v in self.all(PROFILES)? {
+            let p: StoredProfile = serde_json::from_slice(&v).map_err(|e| self.err(format!("a stored profile is unreadable: {e}")))?;
+            if p.profile.module == module {
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    }
+
     /// Keeps a partition.
     pub fn put_partition(&self, p: &Partition) -> Result<(), StoreError> {
         let v = serde_json::to_vec(p).map_err(|e| self.err(e))?;
