@@ -30,6 +30,9 @@ pub struct Opts {
     /// MiB of linear memory a replica may use; past it the device runs the call itself.
     #[arg(long, value_name = "MIB", default_value_t = 4096)]
     max_memory: usize,
+    /// Runs one device key may have on this clone at once; more are refused (and run locally).
+    #[arg(long, value_name = "N", default_value_t = clonecloud_offload::server::DEFAULT_MAX_RUNS)]
+    max_runs: usize,
 }
 
 /// Make a key pair: NAME.key (private) and NAME.pub (public, one line).
@@ -68,6 +71,7 @@ pub fn serve(opts: Opts) -> anyhow::Result<ExitCode> {
         Some(dir) => clonecloud_offload::Clone::with_files(cache, idle, limits, dir.join("clone-files"))?,
         None => clonecloud_offload::Clone::with_limits(cache, idle, limits)?,
     };
+    clone.set_max_runs(opts.max_runs);
     // Scripts read the address (port 0 picks one) from this line.
     println!("listening on {}", listener.local_addr());
     let e = clone.serve(listener);

@@ -32,6 +32,30 @@ pub struct Clone {
     /// Where replicated files are kept, a directory per device.
     files: std::path::PathBuf,
     stores: Mutex<HashMap<String, Arc<Store>>>,
+    /// Per device key: the modules it has uploaded itself (a device never learns which modules
+    /// other devices ran: it is asked for the bytes of any module it has not sent).
+    uploaded: Mutex<HashMap<String, std::collections::HashSet<Hash128>>>,
+    /// Per device key: sessions open now, and the most allowed at once.
+    running: Mutex<HashMap<String, usize>>,
+    max_runs: std::sync::atomic::AtomicUsize,
+}
+
+/// Sessions of one device open at once, by default.
+pub const DEFAULT_MAX_RUNS: usize = 16;
+
+/// A device's open session, counted while it lives.
+struct RunSlot<'a> {
+    clone: &'a Clone,
+    device: String,
+}
+
+impl Drop for RunSlot<'_> {
+    fn drop(&mut self) {
+        let mut running = self.clone.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = running.get_mut(&self.device) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 impl Clone {
@@ -57,7 +81,29 @@ impl Clone {
             limits,
             files,
             stores: Mutex::new(HashMap::new()),
+            uploaded: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
+            max_runs: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_RUNS),
         }))
+    }
+
+    /// At most `n` sessions of one device key at once; more are refused with an error.
+    pub fn set_max_runs(&self, n: usize) {
+        self.max_runs.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn start_run(&self, device: &str) -> Option<RunSlot<'_>> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let n = running.entry(device.to_string()).or_default();
+        if *n >= self.max_runs.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        *n += 1;
+        Some(RunSlot { clone: self, device: device.to_string() })
+    }
+
+    fn has_uploaded(&self, device: &str, hash: &Hash128) -> bool {
+        self.uploaded.lock().unwrap_or_else(|e| e.into_inner()).get(device).is_some_and(|s| s.contains(hash))
     }
 
     /// The file store of the device with this key fingerprint.
@@ -106,9 +152,16 @@ impl Clone {
     }
 
     /// One device session, to its end.
-    fn session(&self, conn: Connection) -> Result<(), String> {
+    fn session(&self, mut conn: Connection) -> Result<(), String> {
         conn.set_timeout(Some(self.idle));
-        let store = self.store(&conn.peer().fingerprint())?;
+        let device = conn.peer().fingerprint();
+        let Some(_slot) = self.start_run(&device) else {
+            let limit = self.max_runs.load(std::sync::atomic::Ordering::Relaxed);
+            let message = format!("this device already has {limit} runs on this clone, the most it may have at once");
+            let _ = conn.send(&Message::Error { message: message.clone() });
+            return Err(message);
+        };
+        let store = self.store(&device)?;
         // Shared with the replica's import proxy, which talks to the device during a call.
         let wire = Arc::new(Mutex::new(Wire { conn, session: CloneSession::new() }));
         let lock = || wire.lock().unwrap_or_else(|e| e.into_inner());
@@ -142,7 +195,8 @@ impl Clone {
                 CloneEvent::Hello { module: h, environment: e, .. } => {
                     hash = Some(h);
                     environment = e;
-                    module = self.module(&h);
+                    // Only a module this device sent itself counts as known to it.
+                    module = if self.has_uploaded(&device, &h) { self.module(&h) } else { None };
                     lock().session.welcome(module.is_none())
                 }
                 CloneEvent::Module { bytes } => {
@@ -156,6 +210,7 @@ impl Clone {
                             let hint = clonecloud_model::Module::parse(&bytes).map(|model| HeapHint::of(&model, &bytes)).unwrap_or_default();
                             let entry = (m, hint);
                             self.modules.lock().unwrap_or_else(|e| e.into_inner()).insert(want, entry.clone());
+                            self.uploaded.lock().unwrap_or_else(|e| e.into_inner()).entry(device.clone()).or_default().insert(want);
                             module = Some(entry);
                         }
                         Err(e) => return refuse(format!("cannot compile the module: {e}")),

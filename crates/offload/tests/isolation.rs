@@ -78,3 +78,72 @@ fn replicas_belong_to_the_authenticated_session() {
     cc.send(&Message::Module { bytes: module.clone() }).unwrap();
     assert!(matches!(cc.recv(), Ok(Message::Error { .. })));
 }
+
+#[test]
+fn a_device_cannot_learn_which_modules_others_ran() {
+    let server = Identity::generate().unwrap();
+    let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([a.public().clone(), b.public().clone()]), T).unwrap();
+    let addr = listener.local_addr();
+    let clone = Clone::new(ModuleCache::disabled(), T).unwrap();
+    std::thread::spawn(move || clone.serve(listener));
+    let module = module();
+    let hash = xxhash_rust::xxh3::xxh3_128(&module).to_le_bytes();
+    let welcome = |id: &Identity| {
+        let mut c = Connection::connect(addr, Some(id), server.public(), T).unwrap();
+        c.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: hash, run: 1, thread: 0, environment: Default::default() }).unwrap();
+        let need = match c.recv().unwrap() {
+            Message::Welcome { need_module } => need_module,
+            other => panic!("{other:?}"),
+        };
+        if need {
+            c.send(&Message::Module { bytes: module.clone() }).unwrap();
+            assert_eq!(call_f(&mut c, Some(3)), Value::I32(3));
+        }
+        need
+    };
+    assert!(welcome(&a), "A sends its module");
+    assert!(!welcome(&a), "A is not asked again");
+    assert!(welcome(&b), "B is asked for the bytes too: the server does not tell it A ran this module");
+}
+
+#[test]
+fn a_device_has_at_most_its_share_of_runs_at_once() {
+    let server = Identity::generate().unwrap();
+    let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([a.public().clone(), b.public().clone()]), T).unwrap();
+    let addr = listener.local_addr();
+    let clone = Clone::new(ModuleCache::disabled(), T).unwrap();
+    clone.set_max_runs(1);
+    std::thread::spawn(move || clone.serve(listener));
+    let module = module();
+    let mut first = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
+    hello(&mut first, &module, 1);
+    assert_eq!(call_f(&mut first, Some(1)), Value::I32(1));
+    // A second run of A at the same time is refused, with a reason...
+    let mut second = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
+    second.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: [0; 16], run: 2, thread: 0, environment: Default::default() }).unwrap();
+    match second.recv() {
+        Ok(Message::Error { message }) => assert!(message.contains("runs"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // ...while another device is served, and A's first run goes on.
+    let mut other = Connection::connect(addr, Some(&b), server.public(), T).unwrap();
+    hello(&mut other, &module, 1);
+    assert_eq!(call_f(&mut other, Some(2)), Value::I32(2));
+    assert_eq!(call_f(&mut first, None), Value::I32(1));
+    // Once the first run ends, A may start another.
+    first.send(&Message::Goodbye).unwrap();
+    drop(first);
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let mut again = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
+        let hash = xxhash_rust::xxh3::xxh3_128(&module).to_le_bytes();
+        again.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: hash, run: 3, thread: 0, environment: Default::default() }).unwrap();
+        match again.recv() {
+            Ok(Message::Welcome { .. }) => break,
+            _ if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            other => panic!("A's slot never came back: {other:?}"),
+        }
+    }
+}
