@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod inspect;
+mod load;
 mod partition;
 mod profile;
 mod run;
@@ -31,6 +32,7 @@ enum Command {
     Profile(profile::Opts),
     Partition(partition::Opts),
     Partitions(partition::ListOpts),
+    Load(load::Opts),
     Serve(serve::Opts),
     Keygen(serve::KeygenOpts),
 }
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Profile(opts) => profile::run(opts),
         Command::Partition(opts) => partition::run(opts),
         Command::Partitions(opts) => partition::list(opts),
+        Command::Load(opts) => load::run(opts),
         Command::Serve(opts) => serve::serve(opts),
         Command::Keygen(opts) => serve::keygen(opts),
     };

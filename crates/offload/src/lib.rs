@@ -10,6 +10,7 @@
 
 pub mod convert;
 pub mod device;
+pub mod load;
 mod proxy;
 pub mod server;
 pub mod stats;

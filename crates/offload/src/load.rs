@@ -1,0 +1,153 @@
+//! A load generator: N simulated devices, each with its own key and session, migrating a small
+//! function with a 4-page delta each way as fast as the clone answers, against one clone server
+//! in this process on loopback (the real TLS transport and protocol). Each answer is checked.
+
+use crate::server::{Clone, DEFAULT_MAX_RUNS};
+use clonecloud_exec::ModuleCache;
+use clonecloud_net::{AllowList, Connection, Identity, Listener};
+use clonecloud_wire::{Compression, Message, PageDelta, State, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The migrated function: adds the seed to the first word of pages 0-3 and returns their sum.
+const WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func $work (export "work") (param $seed i32) (result i32)
+    (local $p i32) (local $sum i32)
+    (loop $pages
+      (i32.store (i32.mul (local.get $p) (i32.const 4096))
+        (i32.add (i32.load (i32.mul (local.get $p) (i32.const 4096))) (local.get $seed)))
+      (local.set $sum (i32.add (local.get $sum) (i32.load (i32.mul (local.get $p) (i32.const 4096)))))
+      (local.set $p (i32.add (local.get $p) (i32.const 1)))
+      (br_if $pages (i32.lt_u (local.get $p) (i32.const 4))))
+    (local.get $sum)))"#;
+
+/// What a load run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadReport {
+    pub devices: usize,
+    pub seconds: f64,
+    pub migrations: u64,
+    pub migrations_per_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    /// Resident memory of this process (server and devices) at the end, KiB.
+    pub rss_kib: u64,
+    pub failures: u64,
+    /// The first failures, in words.
+    pub errors: Vec<String>,
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// One device's loop: returns its latencies and failures.
+fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::PublicKey, wasm: &[u8], until: Instant, k: u32) -> Result<Vec<u32>, String> {
+    let t = Duration::from_secs(30);
+    let mut c = Connection::connect(addr, Some(id), server, t).map_err(|e| e.to_string())?;
+    c.set_compression(Compression::Lz4);
+    let hash = xxhash_rust::xxh3::xxh3_128(wasm).to_le_bytes();
+    c.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: hash, run: u64::from(k), thread: 0, environment: Default::default() })
+        .map_err(|e| e.to_string())?;
+    match c.recv().map_err(|e| e.to_string())? {
+        Message::Welcome { need_module: true } => c.send(&Message::Module { bytes: wasm.to_vec() }).map_err(|e| e.to_string())?,
+        Message::Welcome { need_module: false } => {}
+        other => return Err(format!("expected a welcome, got {}", other.kind())),
+    }
+    // The device's copy of the 4 pages, kept in step with the clone's.
+    let mut words = [0u32; 4];
+    let mut latencies = Vec::new();
+    let mut round = 0u32;
+    while Instant::now() < until {
+        round += 1;
+        // The device changes its pages too (a 4-page delta up), then the clone adds the seed.
+        let pages: Vec<(u32, Vec<u8>)> = (0..4u32)
+            .map(|p| {
+                words[p as usize] = words[p as usize].wrapping_add(k ^ round);
+                let mut page = vec![0u8; 4096];
+                page[..4].copy_from_slice(&words[p as usize].to_le_bytes());
+                (p, page)
+            })
+            .collect();
+        let seed = round as i32;
+        let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages, xor: false } };
+        let started = Instant::now();
+        c.send(&Message::Migrate { point: 0, args: vec![Value::I32(seed)], state, clocks: Default::default(), descriptors: Default::default() })
+            .map_err(|e| e.to_string())?;
+        let reply = c.recv().map_err(|e| e.to_string())?;
+        latencies.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+        for w in &mut words {
+            *w = w.wrapping_add(seed as u32);
+        }
+        let want = words.iter().fold(0u32, |a, w| a.wrapping_add(*w)) as i32;
+        match reply {
+            Message::Return { results, .. } if results == [Value::I32(want)] => {}
+            Message::Return { results, .. } => return Err(format!("round {round}: the clone answered {results:?}, not {want}")),
+            other => return Err(format!("round {round}: expected a return, got {}", other.kind())),
+        }
+    }
+    let _ = c.send(&Message::Goodbye);
+    Ok(latencies)
+}
+
+/// Runs `devices` simulated devices for `duration` against a clone in this process.
+pub fn run(devices: usize, duration: Duration) -> Result<LoadReport, String> {
+    let model_wasm = wat::parse_str(WAT).map_err(|e| e.to_string())?;
+    let model = clonecloud_model::Module::parse(&model_wasm).map_err(|e| e.to_string())?;
+    let wasm = Arc::new(clonecloud_model::rewrite(&model, &model_wasm, &[0]).map_err(|e| e.to_string())?.wasm);
+    let server = Identity::generate().map_err(|e| e.to_string())?;
+    let ids: Vec<Identity> = (0..devices).map(|_| Identity::generate().map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+    let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new(ids.iter().map(|i| i.public().clone())), Duration::from_secs(30))
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr();
+    let clone = Clone::new(ModuleCache::disabled(), Duration::from_secs(60)).map_err(|e| e.to_string())?;
+    clone.set_max_runs(DEFAULT_MAX_RUNS);
+    std::thread::Builder::new().name("load-clone".into()).spawn(move || clone.serve(listener)).map_err(|e| e.to_string())?;
+    let server_key = server.public().clone();
+    let started = Instant::now();
+    let until = started + duration;
+    let handles: Vec<_> = ids
+        .into_iter()
+        .enumerate()
+        .map(|(k, id)| {
+            let (wasm, server_key) = (wasm.clone(), server_key.clone());
+            std::thread::spawn(move || device(addr, &id, &server_key, &wasm, until, k as u32 + 1))
+        })
+        .collect();
+    let (mut all, mut failures, mut errors) = (Vec::new(), 0u64, Vec::new());
+    for h in handles {
+        match h.join() {
+            Ok(Ok(l)) => all.extend(l),
+            Ok(Err(e)) => {
+                failures += 1;
+                if errors.len() < 10 {
+                    errors.push(e);
+                }
+            }
+            Err(_) => {
+                failures += 1;
+                errors.push("a device thread panicked".into());
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |q: f64| all.get(((all.len() as f64 - 1.0) * q).round() as usize).map_or(0.0, |&v| f64::from(v));
+    Ok(LoadReport {
+        devices,
+        seconds,
+        migrations: all.len() as u64,
+        migrations_per_s: all.len() as f64 / seconds,
+        p50_us: pct(0.5),
+        p99_us: pct(0.99),
+        max_us: all.last().map_or(0.0, |&v| f64::from(v)),
+        rss_kib: rss_kib(),
+        failures,
+        errors,
+    })
+}
