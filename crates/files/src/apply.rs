@@ -27,21 +27,25 @@ fn resolve(roots: &[Root], root: u32, path: &str) -> Result<PathBuf, ApplyError>
     Ok(r.host.join(path))
 }
 
+/// The (preopen, path) pairs an operation touches.
+fn paths(op: &FileOp) -> Vec<(u32, &str)> {
+    match op {
+        FileOp::Create { root, path }
+        | FileOp::Write { root, path, .. }
+        | FileOp::SetSize { root, path, .. }
+        | FileOp::Mkdir { root, path }
+        | FileOp::Unlink { root, path }
+        | FileOp::Rmdir { root, path } => vec![(*root, path)],
+        FileOp::Rename { root, from, to_root, to } => vec![(*root, from), (*to_root, to)],
+    }
+}
+
 /// Carries out `ops` in order on the directories of `roots` (the preopens, by position).
 /// Checks every path before the first change.
 pub fn apply(roots: &[Root], ops: &[FileOp]) -> Result<(), ApplyError> {
     for op in ops {
-        match op {
-            FileOp::Create { root, path } | FileOp::Write { root, path, .. } | FileOp::SetSize { root, path, .. } => {
-                resolve(roots, *root, path)?;
-            }
-            FileOp::Mkdir { root, path } | FileOp::Unlink { root, path } | FileOp::Rmdir { root, path } => {
-                resolve(roots, *root, path)?;
-            }
-            FileOp::Rename { root, from, to_root, to } => {
-                resolve(roots, *root, from)?;
-                resolve(roots, *to_root, to)?;
-            }
+        for (root, path) in paths(op) {
+            resolve(roots, root, path)?;
         }
     }
     for op in ops {

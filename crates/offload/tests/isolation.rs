@@ -44,14 +44,22 @@ fn call_f(c: &mut Connection, page0: Option<u32>) -> Value {
     }
 }
 
-#[test]
-fn replicas_belong_to_the_authenticated_session() {
+/// A clone serving two allowed devices, each with at most `max_runs` runs at once: the server's
+/// identity, the devices' and the address.
+fn two_devices(max_runs: usize) -> (Identity, Identity, Identity, std::net::SocketAddr) {
     let server = Identity::generate().unwrap();
     let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
     let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([a.public().clone(), b.public().clone()]), T).unwrap();
     let addr = listener.local_addr();
     let clone = Clone::new(ModuleCache::disabled(), T).unwrap();
+    clone.set_max_runs(max_runs);
     std::thread::spawn(move || clone.serve(listener));
+    (server, a, b, addr)
+}
+
+#[test]
+fn replicas_belong_to_the_authenticated_session() {
+    let (server, a, b, addr) = two_devices(clonecloud_offload::server::DEFAULT_MAX_RUNS);
     let module = module();
 
     let mut ca = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
@@ -81,12 +89,7 @@ fn replicas_belong_to_the_authenticated_session() {
 
 #[test]
 fn a_device_cannot_learn_which_modules_others_ran() {
-    let server = Identity::generate().unwrap();
-    let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
-    let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([a.public().clone(), b.public().clone()]), T).unwrap();
-    let addr = listener.local_addr();
-    let clone = Clone::new(ModuleCache::disabled(), T).unwrap();
-    std::thread::spawn(move || clone.serve(listener));
+    let (server, a, b, addr) = two_devices(clonecloud_offload::server::DEFAULT_MAX_RUNS);
     let module = module();
     let hash = xxhash_rust::xxh3::xxh3_128(&module).to_le_bytes();
     let welcome = |id: &Identity| {
@@ -109,13 +112,7 @@ fn a_device_cannot_learn_which_modules_others_ran() {
 
 #[test]
 fn a_device_has_at_most_its_share_of_runs_at_once() {
-    let server = Identity::generate().unwrap();
-    let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
-    let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([a.public().clone(), b.public().clone()]), T).unwrap();
-    let addr = listener.local_addr();
-    let clone = Clone::new(ModuleCache::disabled(), T).unwrap();
-    clone.set_max_runs(1);
-    std::thread::spawn(move || clone.serve(listener));
+    let (server, a, b, addr) = two_devices(1);
     let module = module();
     let mut first = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
     hello(&mut first, &module, 1);

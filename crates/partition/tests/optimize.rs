@@ -6,18 +6,9 @@
 use clonecloud_partition::optimize::{Candidate, Files, Network, Objective, PowerModel, Problem, Shared, problem, solve};
 use clonecloud_profile::{FunctionStats, Profile};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() % 1_000_000) as f64 / 1_000_000.0
-    }
-}
+#[path = "../../../tests/support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 fn brute_force(p: &Problem) -> f64 {
     let n = p.options.len();

@@ -7,18 +7,9 @@ use clonecloud_wire::{
     from_bytes, to_bytes, to_bytes_with,
 };
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[path = "../../../tests/support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 fn state(rng: &mut Rng) -> State {
     let page_size = 1 << (8 + rng.below(5));
