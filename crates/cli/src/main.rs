@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod analyze;
+mod bench;
 mod inspect;
+mod link;
 mod load;
 mod partition;
 mod profile;
@@ -33,6 +35,8 @@ enum Command {
     Partition(partition::Opts),
     Partitions(partition::ListOpts),
     Load(load::Opts),
+    Bench(bench::Opts),
+    Link(link::Opts),
     Serve(serve::Opts),
     Keygen(serve::KeygenOpts),
 }
@@ -54,6 +58,8 @@ fn main() -> ExitCode {
         Command::Partition(opts) => partition::run(opts),
         Command::Partitions(opts) => partition::list(opts),
         Command::Load(opts) => load::run(opts),
+        Command::Bench(opts) => bench::run(opts),
+        Command::Link(opts) => link::run(opts),
         Command::Serve(opts) => serve::serve(opts),
         Command::Keygen(opts) => serve::keygen(opts),
     };

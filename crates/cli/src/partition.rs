@@ -25,6 +25,10 @@ pub struct Opts {
     /// are).
     #[arg(long, value_enum)]
     device_engine: Option<crate::EngineArg>,
+    /// The clone already holds the preopened directories' files (an earlier run synced them to
+    /// its replica): do not charge sending them.
+    #[arg(long)]
+    files_on_clone: bool,
     /// Print JSON (the chosen points under `offload`).
     #[arg(long)]
     json: bool,
@@ -55,13 +59,14 @@ pub(crate) fn engine_key(e: crate::EngineArg) -> &'static str {
 
 /// Solves and stores the partition of `wasm` for these keys, from the profile made on `engine`
 /// (or, without one, on the other engine).
-pub(crate) fn solve(store: &Store, wasm: &[u8], engine: &str, network: Network, objective: Objective) -> anyhow::Result<Partition> {
+/// With `files_on_clone`, sending the input files is not charged.
+pub(crate) fn solve(store: &Store, wasm: &[u8], engine: &str, network: Network, objective: Objective, files_on_clone: bool) -> anyhow::Result<Partition> {
     let module = clonecloud_profile::module_name(wasm);
     let Some(stored) = store.profile_any(&module, engine)? else {
         bail!("no stored profile of this module: run `clonecloud profile [--device-engine cranelift|pulley] ... app.wasm` first");
     };
     let engine = stored.profile.device_engine.as_str();
-    let files = clonecloud_partition::Files { users: &stored.file_users, bytes: stored.files_bytes };
+    let files = clonecloud_partition::Files { users: &stored.file_users, bytes: if files_on_clone { 0 } else { stored.files_bytes } };
     let problem = clonecloud_partition::problem(&stored.profile, &stored.nesting, files, network, objective, &PowerModel::default());
     let choice = clonecloud_partition::solve(&problem)?;
     let partition = Partition {
@@ -84,7 +89,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let wasm = crate::read_module(&opts.module)?;
     clonecloud_model::Module::parse(&wasm).with_context(|| format!("cannot partition `{}`", opts.module.display()))?;
     let store = store()?;
-    let p = solve(&store, &wasm, engine_key(opts.device_engine.unwrap_or(crate::EngineArg::Cranelift)), network, objective)?;
+    let p = solve(&store, &wasm, engine_key(opts.device_engine.unwrap_or(crate::EngineArg::Cranelift)), network, objective, opts.files_on_clone)?;
     let mut out = std::io::stdout().lock();
     if opts.json {
         serde_json::to_writer_pretty(&mut out, &p)?;

@@ -214,7 +214,7 @@ fn choose_at_launch(opts: &Opts, wasm: &[u8], target: &clonecloud_offload::Targe
         }
     };
     let network = clonecloud_partition::Network { mbit: link.mbit, rtt_ms: link.rtt_ms, radio: clonecloud_partition::optimize::Radio::Wifi };
-    let p = crate::partition::solve(&store, wasm, engine, network, objective)?;
+    let p = crate::partition::solve(&store, wasm, engine, network, objective, false)?;
     if opts.explain {
         eprintln!(
             "clonecloud: link to {}: {:.2} ms round trip, {:.1} Mbit/s (measured in {:.0} ms)",

@@ -74,7 +74,8 @@ impl Network {
         }
     }
 
-    fn bytes_per_s(&self) -> f64 {
+    /// Bytes per second.
+    pub fn bytes_per_s(&self) -> f64 {
         self.mbit * 1e6 / 8.0
     }
 }
@@ -119,13 +120,75 @@ pub struct PowerModel {
     pub wifi_rx_w: f64,
     pub cell_tx_w: f64,
     pub cell_rx_w: f64,
-    /// Energy after each 3G transfer (tail time × tail power), joules.
-    pub cell_tail_j: f64,
+    /// How long the 3G radio stays in its high-power state after a transfer, seconds.
+    pub cell_tail_s: f64,
+    /// Its power then, watts.
+    pub cell_tail_w: f64,
 }
 
 impl Default for PowerModel {
     fn default() -> Self {
-        PowerModel { cpu_active_w: 0.67, cpu_idle_w: 0.07, wifi_tx_w: 0.8, wifi_rx_w: 0.8, cell_tx_w: 1.2, cell_rx_w: 1.2, cell_tail_j: 12.5 * 0.6 }
+        PowerModel { cpu_active_w: 0.67, cpu_idle_w: 0.07, wifi_tx_w: 0.8, wifi_rx_w: 0.8, cell_tx_w: 1.2, cell_rx_w: 1.2, cell_tail_s: 12.5, cell_tail_w: 0.6 }
+    }
+}
+
+/// What one run measured on the device, for its energy.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct RunMeasure {
+    /// Wall time of the run, seconds.
+    pub wall_s: f64,
+    /// CPU time the device spent (user + system), seconds.
+    pub cpu_s: f64,
+    /// Bytes the device sent and received.
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Separate exchanges with the clone (each can leave a 3G tail): the session's start plus
+    /// one per migration.
+    pub transfers: u64,
+}
+
+/// A run's device energy by part, joules (modelled from [`RunMeasure`], not metered).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+pub struct Energy {
+    /// CPU active for the device's CPU time.
+    pub cpu_j: f64,
+    /// Idle for the rest of the wall time (waiting for the clone or the link).
+    pub idle_j: f64,
+    /// The radio sending and receiving the bytes at the link's rate.
+    pub radio_j: f64,
+    /// 3G tails: after each transfer, the tail time at the tail power; tails overlap, so at
+    /// most the run's wall time plus one tail.
+    pub tail_j: f64,
+    pub total_j: f64,
+}
+
+impl PowerModel {
+    /// The model applied to one run over `network` (`None`: no radio used, a local run).
+    pub fn energy(&self, run: &RunMeasure, network: Option<Network>) -> Energy {
+        let cpu = run.cpu_s.clamp(0.0, run.wall_s.max(run.cpu_s));
+        let cpu_j = self.cpu_active_w * cpu;
+        let idle_j = self.cpu_idle_w * (run.wall_s - cpu).max(0.0);
+        let (radio_j, tail_j) = match network {
+            None => (0.0, 0.0),
+            Some(n) => {
+                let bw = n.bytes_per_s();
+                let (t_up, t_down) = (run.bytes_up as f64 / bw, run.bytes_down as f64 / bw);
+                match n.radio {
+                    Radio::Wifi => (self.wifi_tx_w * t_up + self.wifi_rx_w * t_down, 0.0),
+                    Radio::Cellular => {
+                        let tail_s = (run.transfers as f64 * self.cell_tail_s).min(run.wall_s + self.cell_tail_s);
+                        let tail_s = if run.transfers == 0 { 0.0 } else { tail_s };
+                        (self.cell_tx_w * t_up + self.cell_rx_w * t_down, self.cell_tail_w * tail_s)
+                    }
+                }
+            }
+        };
+        Energy { cpu_j, idle_j, radio_j, tail_j, total_j: cpu_j + idle_j + radio_j + tail_j }
+    }
+
+    /// The energy of one 3G tail, joules.
+    pub fn cell_tail_j(&self) -> f64 {
+        self.cell_tail_s * self.cell_tail_w
     }
 }
 
@@ -147,6 +210,9 @@ pub struct Problem {
     /// Pairs of positions in `options`.
     pub conflicts: Vec<(usize, usize)>,
     pub shared: Option<Shared>,
+    /// A cost paid once when anything migrates: opening the session (connection, TLS
+    /// handshake, hello, file listing).
+    pub session: f64,
 }
 
 /// A cost paid once when any of `users` (positions in `options`) migrates: replicating the
@@ -204,7 +270,7 @@ pub fn problem(profile: &Profile, nesting: &[(u32, u32)], files: Files<'_>, netw
             Objective::Energy => {
                 let (tx, rx, tail) = match network.radio {
                     Radio::Wifi => (power.wifi_tx_w, power.wifi_rx_w, 0.0),
-                    Radio::Cellular => (power.cell_tx_w, power.cell_rx_w, power.cell_tail_j),
+                    Radio::Cellular => (power.cell_tx_w, power.cell_rx_w, power.cell_tail_j()),
                 };
                 power.cpu_active_w * device - (power.cpu_idle_w * (clone + n * 2.0 * rtt) + tx * t_up + rx * t_down + n * tail)
             }
@@ -228,12 +294,24 @@ pub fn problem(profile: &Profile, nesting: &[(u32, u32)], files: Files<'_>, netw
         let cost = match (objective, network.radio) {
             (Objective::Time, _) => t + rtt,
             (Objective::Energy, Radio::Wifi) => power.wifi_tx_w * t + power.cpu_idle_w * rtt,
-            (Objective::Energy, Radio::Cellular) => power.cell_tx_w * t + power.cpu_idle_w * rtt + power.cell_tail_j,
+            (Objective::Energy, Radio::Cellular) => power.cell_tx_w * t + power.cpu_idle_w * rtt + power.cell_tail_j(),
         };
         Shared { cost, users }
     });
-    Problem { options, conflicts: conflicts.into_iter().collect(), shared }
+    // Opening a session: TCP connect, TLS 1.3 handshake, hello/welcome and the file listing
+    // are a round trip each, and about SESSION_BYTES cross the link.
+    let t = SESSION_BYTES / bw;
+    let session = match (objective, network.radio) {
+        (Objective::Time, _) => 4.0 * rtt + t,
+        (Objective::Energy, Radio::Wifi) => power.wifi_tx_w * t + power.cpu_idle_w * 4.0 * rtt,
+        (Objective::Energy, Radio::Cellular) => power.cell_tx_w * t + power.cpu_idle_w * 4.0 * rtt + power.cell_tail_j(),
+    };
+    Problem { options, conflicts: conflicts.into_iter().collect(), shared, session }
 }
+
+/// Bytes a session's opening moves (certificates, hello, a file listing of a few entries), as
+/// measured on the workloads: about 8 KB.
+pub const SESSION_BYTES: f64 = 8192.0;
 
 /// Solves `problem` with the MILP solver: the set of options with the largest total saving
 /// that has no conflicting pair (options that save nothing are never chosen).
@@ -250,11 +328,17 @@ pub fn solve(problem: &Problem) -> Result<Choice, OptimizeError> {
         if let Some((s, y)) = &shared {
             objective -= s.cost * *y;
         }
+        // The session: z is 1 when anything migrates.
+        let z = vars.add(variable().binary());
+        objective -= problem.session * z;
         let mut model = vars.maximise(objective).using(good_lp::microlp);
         for &(a, b) in &problem.conflicts {
             if let (Some(&xa), Some(&xb)) = (x.get(&a), x.get(&b)) {
                 model = model.with(constraint!(xa + xb <= 1));
             }
+        }
+        for xi in x.values() {
+            model = model.with(constraint!(*xi <= z));
         }
         if let Some((s, y)) = &shared {
             for u in &s.users {
@@ -267,7 +351,9 @@ pub fn solve(problem: &Problem) -> Result<Choice, OptimizeError> {
         chosen = positive.into_iter().filter(|i| solution.value(x[i]) > 0.5).collect();
     }
     let pays_shared = problem.shared.as_ref().is_some_and(|s| s.users.iter().any(|u| chosen.contains(u)));
-    let saving = chosen.iter().map(|&i| problem.options[i].saving).sum::<f64>() - if pays_shared { problem.shared.as_ref().map_or(0.0, |s| s.cost) } else { 0.0 };
+    let saving = chosen.iter().map(|&i| problem.options[i].saving).sum::<f64>()
+        - if pays_shared { problem.shared.as_ref().map_or(0.0, |s| s.cost) } else { 0.0 }
+        - if chosen.is_empty() { 0.0 } else { problem.session };
     Ok(Choice {
         offload: chosen.iter().map(|&i| problem.options[i].function).collect(),
         names: chosen.iter().map(|&i| problem.options[i].name.clone()).collect(),

@@ -23,6 +23,9 @@ fn brute_force(p: &Problem) -> f64 {
         {
             s -= sh.cost;
         }
+        if mask != 0 {
+            s -= p.session;
+        }
         best = best.max(s);
     }
     best
@@ -47,7 +50,9 @@ fn the_milp_answer_is_the_brute_force_optimum() {
         }
         // Half the instances have a cost shared by a random subset (the file sync).
         let shared = (round % 2 == 1).then(|| Shared { cost: rng.unit() * 1.5, users: (0..n).filter(|_| rng.unit() < 0.5).collect() });
-        let p = Problem { options, conflicts, shared };
+        // A third pay a session's opening once if anything migrates.
+        let session = if round % 3 == 0 { rng.unit() * 1.0 } else { 0.0 };
+        let p = Problem { options, conflicts, shared, session };
         let choice = solve(&p).unwrap();
         let want = brute_force(&p);
         assert!((choice.saving - want).abs() < 1e-6, "round {round}: MILP {} vs brute force {want}: {p:?}", choice.saving);
@@ -132,4 +137,29 @@ fn networks_parse_or_say_what_is_wrong() {
         let e = Network::parse(bad).unwrap_err();
         assert!(e.contains("BW_MBIT,RTT_MS"), "{bad}: {e}");
     }
+}
+
+/// The energy of a run, as the bench reports it: the CPU at active power for its CPU time, idle
+/// for the rest, the radio for the bytes at the link's rate, and 3G tails that overlap.
+#[test]
+fn run_energy_follows_the_power_model() {
+    use clonecloud_partition::RunMeasure;
+    let power = PowerModel::default();
+    let local = RunMeasure { wall_s: 10.0, cpu_s: 8.0, bytes_up: 0, bytes_down: 0, transfers: 0 };
+    let e = power.energy(&local, None);
+    assert!((e.total_j - (8.0 * power.cpu_active_w + 2.0 * power.cpu_idle_w)).abs() < 1e-9);
+    assert_eq!((e.radio_j, e.tail_j), (0.0, 0.0));
+    // 1 MB each way at 8 Mbit/s: one second of sending, one of receiving.
+    let wifi = Network { mbit: 8.0, rtt_ms: 10.0, radio: clonecloud_partition::optimize::Radio::Wifi };
+    let run = RunMeasure { wall_s: 3.0, cpu_s: 0.5, bytes_up: 1_000_000, bytes_down: 1_000_000, transfers: 40 };
+    let e = power.energy(&run, Some(wifi));
+    assert!((e.radio_j - (power.wifi_tx_w + power.wifi_rx_w)).abs() < 1e-9);
+    assert_eq!(e.tail_j, 0.0);
+    // On 3G, 40 transfers in 3 s leave one tail past the end, not 40.
+    let cell = Network { radio: clonecloud_partition::optimize::Radio::Cellular, ..wifi };
+    let e = power.energy(&run, Some(cell));
+    assert!((e.tail_j - power.cell_tail_w * (3.0 + power.cell_tail_s)).abs() < 1e-9);
+    let one = power.energy(&RunMeasure { transfers: 1, ..run }, Some(cell));
+    assert!((one.tail_j - power.cell_tail_j()).abs() < 1e-9);
+    assert!((e.total_j - (e.cpu_j + e.idle_j + e.radio_j + e.tail_j)).abs() < 1e-9);
 }
