@@ -434,20 +434,22 @@ impl Bench<'_> {
     }
 }
 
-/// The best an offloaded configuration could do: the Phone's time less the device time of the
-/// offloaded calls (from the profile), plus the clone's time for them, the protocol's state and
-/// file bytes at the link's rate, and one round trip per migration.
+/// The best an offloaded configuration could do: the Phone's time less the share the profile
+/// gives the offloaded calls of the device's time (a share, so both come from one run), plus the clone's time for them, the protocol's state and
+/// file bytes at the link's rate, one round trip per migration and the two any authenticated
+/// connection needs (TCP, TLS 1.3).
 fn ideal_bound(profile: &Profile, partition: &Partition, runs: &[RunFigures], phone_s: f64, network: Network) -> f64 {
     let offloaded: Vec<u32> = partition.offload.iter().filter_map(|f| f.strip_prefix('#')?.parse().ok()).collect();
-    let device_s: f64 = profile.functions.iter().filter(|f| offloaded.contains(&f.function)).map(|f| f.device_ns as f64 / 1e9).sum();
+    let device_ns: u64 = profile.functions.iter().filter(|f| offloaded.contains(&f.function)).map(|f| f.device_ns).sum();
+    let share = (device_ns as f64 / profile.device_total_ns.max(1) as f64).min(1.0);
     let n = runs.len().max(1) as f64;
     let mean = |g: fn(&RunFigures) -> f64| runs.iter().map(g).sum::<f64>() / n;
     let bw = network.bytes_per_s();
-    (phone_s - device_s).max(0.0)
+    phone_s * (1.0 - share)
         + mean(|r| r.remote_s)
         + mean(|r| r.payload_up as f64) / bw
         + mean(|r| r.payload_down as f64) / bw
-        + mean(|r| r.migrations as f64) * network.rtt_ms / 1e3
+        + (mean(|r| r.migrations as f64) + 2.0) * network.rtt_ms / 1e3
 }
 
 #[allow(clippy::too_many_arguments)]

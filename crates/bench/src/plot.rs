@@ -70,6 +70,7 @@ where
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .light_line_style(WHITE.mix(0.0))
             .x_labels(sizes.len() + 1)
             .x_label_formatter(&|x| {
                 let i = x.round();

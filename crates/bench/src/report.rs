@@ -71,7 +71,8 @@ pub struct Row {
     pub first_run_s: Option<f64>,
     pub first_run_file_bytes: u64,
     /// The ideal bound, seconds: the device's time for what stays local + the clone's time for
-    /// what migrates + the state's bytes at the link's rate + one round trip per migration.
+    /// what migrates + the state's bytes at the link's rate + one round trip per migration and
+    /// two to connect (TCP, TLS 1.3).
     pub ideal_s: f64,
     /// Measured mean time over the ideal bound.
     pub to_ideal: f64,

@@ -35,8 +35,9 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let shape = Shape { up_mbit: opts.up.unwrap_or(network.mbit), down_mbit: network.mbit, rtt_ms: network.rtt_ms, loss: opts.loss };
     shape.validate().map_err(anyhow::Error::msg)?;
     let link = Link::start(&opts.listen, &opts.to, shape).with_context(|| format!("cannot emulate a link from {} to {}", opts.listen, opts.to))?;
+    eprintln!("link to {}: {} Mbit/s up, {} Mbit/s down, {} ms round trip, loss {}", opts.to, shape.up_mbit, shape.down_mbit, shape.rtt_ms, shape.loss);
+    // Scripts read the address (port 0 picks one) from this line, the only one on stdout.
     println!("listening on {}", link.addr());
-    println!("link: {} Mbit/s up, {} Mbit/s down, {} ms round trip, loss {}", shape.up_mbit, shape.down_mbit, shape.rtt_ms, shape.loss);
     loop {
         std::thread::park();
     }
