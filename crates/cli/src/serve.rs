@@ -30,6 +30,9 @@ pub struct Opts {
     /// MiB of linear memory a replica may use; past it the device runs the call itself.
     #[arg(long, value_name = "MIB", default_value_t = 4096)]
     max_memory: usize,
+    /// MiB a module a device uploads may have; a larger one is refused (and runs locally).
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    max_module: usize,
     /// Runs one device key may have on this clone at once; more are refused (and run locally).
     #[arg(long, value_name = "N", default_value_t = clonecloud_offload::server::DEFAULT_MAX_RUNS)]
     max_runs: usize,
@@ -65,6 +68,7 @@ pub fn serve(opts: Opts) -> anyhow::Result<ExitCode> {
     let limits = clonecloud_exec::Limits {
         memory: opts.max_memory << 20,
         run_time: Duration::from_secs_f64(opts.max_run_time.max(0.01)),
+        module: opts.max_module << 20,
     };
     let idle = Duration::from_secs(opts.idle_timeout);
     let clone = match crate::data_dir() {

@@ -59,11 +59,13 @@ pub struct Limits {
     pub memory: usize,
     /// Wall time of one call.
     pub run_time: std::time::Duration,
+    /// A module's size, in bytes (the clone compiles what a device uploads).
+    pub module: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory: 4 << 30, run_time: std::time::Duration::from_secs(300) }
+        Limits { memory: 4 << 30, run_time: std::time::Duration::from_secs(300), module: 256 << 20 }
     }
 }
 

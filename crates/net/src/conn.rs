@@ -131,6 +131,18 @@ impl Connection {
         self.tls.sock().local_addr().ok()
     }
 
+    /// A handle that breaks this connection from another thread: the blocked or next read and
+    /// write fail (the clone uses it when a device resumes its session on a new connection).
+    pub fn breaker(&self) -> Option<Breaker> {
+        self.tls.sock().try_clone().ok().map(Breaker)
+    }
+
+    /// Frames longer than `bytes` are refused from now on (a protocol error): the clone sets
+    /// it from its memory cap, so a device cannot make it buffer more than a replica may hold.
+    pub fn set_max_frame(&mut self, bytes: usize) {
+        self.decoder.set_max_frame(bytes);
+    }
+
     /// How page deltas are written from now on.
     pub fn set_compression(&mut self, c: Compression) {
         self.compression = c;
@@ -182,6 +194,16 @@ impl Connection {
             Tls::Server(s) => s.conn.send_close_notify(),
         }
         let _ = self.tls.flush();
+    }
+}
+
+/// Breaks a [`Connection`] from another thread.
+#[derive(Debug)]
+pub struct Breaker(TcpStream);
+
+impl Breaker {
+    pub fn break_now(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
     }
 }
 

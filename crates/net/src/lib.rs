@@ -8,7 +8,7 @@ pub mod conn;
 pub mod keys;
 pub mod tls;
 
-pub use conn::{Connection, Incoming, Listener};
+pub use conn::{Breaker, Connection, Incoming, Listener};
 pub use keys::{AllowList, Identity, PublicKey};
 
 /// A transport failure.

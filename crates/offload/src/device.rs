@@ -83,6 +83,10 @@ fn net(e: NetError) -> Abort {
 /// After a failed connection, remote attempts are skipped for this long.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// How long a device whose link broke mid-migration keeps trying to reach the clone again (at
+/// least; the connect timeout when longer) before it runs the function itself.
+const RESUME_TRIES: Duration = Duration::from_secs(3);
+
 /// The device's offloading runtime for one app run (one thread).
 #[derive(Debug)]
 pub struct Offloader {
@@ -105,6 +109,8 @@ pub struct Offloader {
     proxying: crate::proxy::Proxying,
     /// Per point (by ordinal), what the partition expected of it, and how its link has been.
     watch: Vec<Option<Watch>>,
+    /// Migrations sent in the current session (a resume names the one it awaits).
+    migrations_sent: u64,
 }
 
 /// What a partition chosen at launch expects of one point: its time per call on the device and
@@ -153,6 +159,7 @@ impl Offloader {
             rate: None,
             proxying: Default::default(),
             watch: Vec::new(),
+            migrations_sent: 0,
         }
     }
 
@@ -189,6 +196,13 @@ impl Offloader {
         if self.unreachable_until.is_some_and(|t| Instant::now() < t) {
             return Err(abort("unreachable", "the clone could not be reached moments ago; not retrying yet"));
         }
+        let conn = self.dial()?;
+        let session = DeviceSession::new(self.layout.hash, self.run, 0, self.target.environment.clone());
+        self.open(conn, session)
+    }
+
+    /// A new authenticated connection to the clone.
+    fn dial(&mut self) -> Result<Connection, Abort> {
         let t = &self.target;
         let mut conn = Connection::connect(t.addr.as_str(), Some(&t.identity), &t.server_key, t.connect_timeout).map_err(|e| {
             self.unreachable_until = Some(Instant::now() + RETRY_AFTER);
@@ -198,9 +212,14 @@ impl Offloader {
             }
             a
         })?;
+        self.unreachable_until = None;
         conn.set_timeout(Some(t.timeout));
         conn.set_compression(self.compression());
-        let mut session = DeviceSession::new(self.layout.hash, self.run, 0, self.target.environment.clone());
+        Ok(conn)
+    }
+
+    /// Starts a new session on `conn`: hello, welcome, the module if the clone lacks it.
+    fn open(&mut self, mut conn: Connection, mut session: DeviceSession) -> Result<(), Abort> {
         conn.send(&session.hello().map_err(|e| abort("protocol", e))?).map_err(net)?;
         match session.on_message(conn.recv().map_err(net)?).map_err(|e| abort("protocol", e))? {
             DeviceEvent::Welcomed { need_module } => {
@@ -212,13 +231,47 @@ impl Offloader {
             }
             other => return Err(abort("protocol", format!("expected a welcome, got {other:?}"))),
         }
-        self.unreachable_until = None;
         self.table.reset();
+        self.migrations_sent = 0;
         // A new session's clone knows none of the directories yet.
         self.scanner.forget_sent();
         self.stats().connections += 1;
         self.session = Some((conn, session));
         Ok(())
+    }
+
+    /// After the link broke awaiting the answer to this session's latest migration: a new
+    /// connection, and a resume. `Ok(true)`: the session goes on and the answer comes on the
+    /// new connection; `Ok(false)`: the clone no longer holds the session, a new one is open
+    /// (the migration must be sent again).
+    fn reconnect(&mut self) -> Result<bool, Abort> {
+        self.session = None;
+        // The link may be down for a moment (a flapping radio): a few tries, a little apart.
+        let deadline = Instant::now() + self.target.connect_timeout.max(RESUME_TRIES);
+        let mut pause = Duration::from_millis(50);
+        let conn = loop {
+            match self.dial() {
+                Ok(c) => break c,
+                Err(a) if Instant::now() + pause < deadline => {
+                    debug!("reconnecting: {}", a.detail);
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(a) => return Err(a),
+            }
+        };
+        let mut conn = conn;
+        let mut session = DeviceSession::new(self.layout.hash, self.run, 0, self.target.environment.clone());
+        conn.send(&session.resume(self.migrations_sent).map_err(|e| abort("protocol", e))?).map_err(net)?;
+        match session.on_message(conn.recv().map_err(net)?).map_err(|e| abort("protocol", e))? {
+            DeviceEvent::Resumed { ok: true } => {
+                self.stats().connections += 1;
+                self.session = Some((conn, session));
+                Ok(true)
+            }
+            DeviceEvent::Resumed { ok: false } => self.open(conn, session).map(|()| false),
+            other => Err(abort("protocol", format!("expected the answer to a resume, got {other:?}"))),
+        }
     }
 
     /// Brings the clone's replica of the preopened directories up to date: the trees when they
@@ -271,56 +324,85 @@ impl Offloader {
     /// the clone's state (and files). `Some(code)`: the function exited with `code`.
     fn remote(&mut self, guest: &mut Guest<'_, '_>, j: usize, params: &[Val], results: &mut [Val]) -> Result<Option<u32>, Abort> {
         let args = convert::values_to_wire(params).ok_or_else(|| abort("unsupported", "a reference-typed argument cannot migrate"))?;
-        if self.session.is_none() {
+        let fresh = self.session.is_none();
+        if fresh {
             self.connect()?;
         }
-        self.sync_files()?;
+        if let Err(a) = self.sync_files() {
+            if fresh || !(a.cause == "link" || a.cause == "tls") {
+                return Err(a);
+            }
+            // The session had gone stale (the link broke, or the clone restarted, since the
+            // last migration): once more on a new one.
+            info!("the session to the clone broke ({}): a new one", a.detail);
+            self.drop_session();
+            self.connect()?;
+            self.stats().retries += 1;
+            self.sync_files()?;
+        }
         let name = self.names[j].clone();
         let function = guest.point(j).function;
 
-        let t0 = Instant::now();
-        let pages = self.table.diff(guest.memory());
-        let wasm_pages = guest.wasm_pages();
-        let globals = guest.globals();
-        let state = convert::state(wasm_pages, pages, &globals).ok_or_else(|| abort("unsupported", "a reference-typed global cannot migrate"))?;
-        // The descriptor table is part of the thread's state as the clone must see it.
-        let t_probe = Instant::now();
-        let descriptors = match guest.open_descriptors() {
-            Some(open) => {
-                let top = open.iter().copied().max().unwrap_or(0);
-                let free = (0..top).filter(|fd| !open.contains(fd)).collect();
-                Descriptors { open, free, complete: true }
-            }
-            None => Descriptors::default(),
-        };
-        debug!(micros = t_probe.elapsed().as_micros() as u64, "descriptors listed");
-        let capture = t0.elapsed();
-        let pages_up = state.memory.pages.len() as u64;
-        let raw_up = convert::state_bytes(&state);
-
-        let compression = self.compression();
-        let (conn, session) = self.session.as_mut().expect("connected above");
-        conn.set_compression(compression);
-        let sent_before = conn.sent;
-        let recv_before = conn.received;
         let t1 = Instant::now();
-        let (realtime, monotonic) = guest.clocks();
-        let m = session.migrate(function, args, state, Clocks { realtime, monotonic }, descriptors).map_err(|e| abort("protocol", e))?;
-        conn.send(&m).map_err(net)?;
-        drop(m);
-        // The clone may ask for imports it cannot answer before it returns.
-        let mut proxied = 0u64;
-        let event = loop {
-            let reply = conn.recv().map_err(net)?;
-            match session.on_message(reply).map_err(|e| abort("protocol", e))? {
-                DeviceEvent::ImportCall { import, args, state } => {
-                    let (results, back) = crate::proxy::serve(guest, &mut self.proxying, import, &args, state)?;
-                    conn.send(&session.import_return(results, back).map_err(|e| abort("protocol", e))?).map_err(net)?;
-                    proxied += 1;
+        let mut io = Io::default();
+        let mut broke = false;
+        let (event, pages_up, raw_up, capture) = loop {
+            let t0 = Instant::now();
+            let pages = self.table.diff(guest.memory());
+            let wasm_pages = guest.wasm_pages();
+            let globals = guest.globals();
+            let state = convert::state(wasm_pages, pages, &globals).ok_or_else(|| abort("unsupported", "a reference-typed global cannot migrate"))?;
+            // The descriptor table is part of the thread's state as the clone must see it.
+            let descriptors = match guest.open_descriptors() {
+                Some(open) => {
+                    let top = open.iter().copied().max().unwrap_or(0);
+                    let free = (0..top).filter(|fd| !open.contains(fd)).collect();
+                    Descriptors { open, free, complete: true }
                 }
-                other => break other,
+                None => Descriptors::default(),
+            };
+            let capture = t0.elapsed();
+            let pages_up = state.memory.pages.len() as u64;
+            let raw_up = convert::state_bytes(&state);
+            let compression = self.compression();
+            let (conn, session) = self.session.as_mut().expect("connected above");
+            conn.set_compression(compression);
+            let (realtime, monotonic) = guest.clocks();
+            let m = session.migrate(function, args.clone(), state, Clocks { realtime, monotonic }, descriptors).map_err(|e| abort("protocol", e))?;
+            self.migrations_sent += 1;
+            let sent = conn.sent;
+            let result = conn.send(&m).map_err(net);
+            io.sent += conn.sent - sent;
+            drop(m);
+            let answer = match result {
+                Ok(()) => self.await_answer(guest, &mut io),
+                Err(a) => Err(a),
+            };
+            match answer {
+                Ok(event) => break (event, pages_up, raw_up, capture),
+                // The link broke (once per migration): a new connection, and the session resumed
+                // if the clone still holds it, else the migration sent again on a new session.
+                Err(a) if !broke && (a.cause == "link" || a.cause == "tls") => {
+                    broke = true;
+                    info!(point = %name, "the link broke during the migration ({}): reconnecting", a.detail);
+                    match self.reconnect() {
+                        Ok(true) => {
+                            self.stats().resumes += 1;
+                            break (self.await_answer(guest, &mut io)?, pages_up, raw_up, capture);
+                        }
+                        Ok(false) => {
+                            self.stats().retries += 1;
+                            // The proxied imports run again, from the same stdin.
+                            self.proxying.end(guest, false);
+                            self.sync_files()?;
+                        }
+                        Err(e) => return Err(abort(a.cause, format!("{}; reconnecting: {}", a.detail, e.detail))),
+                    }
+                }
+                Err(a) => return Err(a),
             }
         };
+        let (sent, received, proxied) = (io.sent, io.received, io.proxied);
         let round_trip = t1.elapsed();
         match event {
             DeviceEvent::Returned { results: rs, state, micros, output, files, exit, freed } => {
@@ -357,7 +439,6 @@ impl Offloader {
                 }
                 self.proxying.end(guest, true);
                 let merge = t2.elapsed();
-                let (sent, received) = (conn.sent - sent_before, conn.received - recv_before);
                 let remote = Duration::from_micros(micros);
                 self.measured(sent + received, round_trip.saturating_sub(remote));
                 if let Some(Some(w)) = self.watch.get_mut(j) {
@@ -399,6 +480,27 @@ impl Offloader {
                 message,
             )),
             other => Err(abort("protocol", format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Waits for the clone's answer to the migration under way, running the imports it asks
+    /// the device to run.
+    fn await_answer(&mut self, guest: &mut Guest<'_, '_>, io: &mut Io) -> Result<DeviceEvent, Abort> {
+        let (conn, session) = self.session.as_mut().expect("connected");
+        loop {
+            let (sent, received) = (conn.sent, conn.received);
+            let reply = conn.recv().map_err(net);
+            io.received += conn.received - received;
+            match session.on_message(reply?).map_err(|e| abort("protocol", e))? {
+                DeviceEvent::ImportCall { import, args, state } => {
+                    let (results, back) = crate::proxy::serve(guest, &mut self.proxying, import, &args, state)?;
+                    let result = conn.send(&session.import_return(results, back).map_err(|e| abort("protocol", e))?).map_err(net);
+                    io.sent += conn.sent - sent;
+                    io.proxied += 1;
+                    result?;
+                }
+                other => return Ok(other),
+            }
         }
     }
 
@@ -444,6 +546,15 @@ impl Drop for Offloader {
             conn.close();
         }
     }
+}
+
+/// What a migration's messages took on the wire, over all its connections.
+#[derive(Debug, Default)]
+struct Io {
+    sent: u64,
+    received: u64,
+    /// Imports run for the clone.
+    proxied: u64,
 }
 
 /// A link as measured: round-trip time and throughput.

@@ -38,6 +38,8 @@ pub struct Clone {
     /// Per device key: sessions open now, and the most allowed at once.
     running: Mutex<HashMap<String, usize>>,
     max_runs: std::sync::atomic::AtomicUsize,
+    /// Sessions that a new connection may resume, by device key and run.
+    resumable: Mutex<HashMap<(String, u64), Arc<Handoff>>>,
 }
 
 /// Sessions of one device open at once, by default.
@@ -84,6 +86,7 @@ impl Clone {
             uploaded: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             max_runs: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_RUNS),
+            resumable: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -151,11 +154,36 @@ impl Clone {
         }
     }
 
-    /// One device session, to its end.
+    /// One connection, to its end: a session of its own, or (after a `resume`) handed to the
+    /// session it resumes.
     fn session(&self, mut conn: Connection) -> Result<(), String> {
         conn.set_timeout(Some(self.idle));
+        conn.set_max_frame(self.max_frame());
         let device = conn.peer().fingerprint();
-        let Some(_slot) = self.start_run(&device) else {
+        let mut session = CloneSession::new();
+        let first = match conn.recv() {
+            Ok(m) => m,
+            Err(NetError::Closed) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let first = match session.on_message(first) {
+            Ok(CloneEvent::Resume { run, migration }) => match self.hand_over(&device, run, Resumption { conn, session, migration }) {
+                None => return Ok(()),
+                Some(back) => {
+                    // Nothing to resume: a new session on this connection.
+                    (conn, session) = (back.conn, back.session);
+                    let refused = session.refuse_resume().map_err(|e| e.to_string())?;
+                    conn.send(&refused).map_err(|e| e.to_string())?;
+                    None
+                }
+            },
+            Ok(event) => Some(event),
+            Err(e) => {
+                let _ = conn.send(&Message::Error { message: e.to_string() });
+                return Err(e.to_string());
+            }
+        };
+        let Some(slot) = self.start_run(&device) else {
             let limit = self.max_runs.load(std::sync::atomic::Ordering::Relaxed);
             let message = format!("this device already has {limit} runs on this clone, the most it may have at once");
             let _ = conn.send(&Message::Error { message: message.clone() });
@@ -163,44 +191,36 @@ impl Clone {
         };
         let store = self.store(&device)?;
         // Shared with the replica's import proxy, which talks to the device during a call.
-        let wire = Arc::new(Mutex::new(Wire { conn, session: CloneSession::new() }));
-        let lock = || wire.lock().unwrap_or_else(|e| e.into_inner());
-        let mut hash: Option<Hash128> = None;
-        let mut module: Option<(Module, HeapHint)> = None;
-        let mut replica: Option<Replica> = None;
-        let mut environment = clonecloud_wire::Environment::default();
-        // The device's directories, until a replica takes them.
-        let mut files: Option<Fs> = None;
+        let wire = Arc::new(Mutex::new(Wire { conn, session }));
+        let mut run = Run { device, slot: Some(slot), registration: None, hash: None, module: None, replica: None, environment: Default::default(), files: None, migrations: 0, last: None };
+        let mut pending = first;
         loop {
-            let event = {
-                let mut w = lock();
-                let m = match w.conn.recv() {
-                    Ok(m) => m,
-                    Err(NetError::Closed) => return Ok(()),
-                    Err(e) => return Err(e.to_string()),
-                };
-                match w.session.on_message(m) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        let _ = w.conn.send(&Message::Error { message: e.to_string() });
-                        return Err(e.to_string());
-                    }
-                }
+            let event = match pending.take() {
+                Some(e) => e,
+                None => match self.next_event(&wire, &mut run) {
+                    Next::Event(e) => e,
+                    Next::End(r) => return r,
+                },
             };
+            let lock = || wire.lock().unwrap_or_else(|e| e.into_inner());
             let refuse = |message: String| {
                 let _ = lock().conn.send(&Message::Error { message: message.clone() });
                 Err(message)
             };
             let reply = match event {
-                CloneEvent::Hello { module: h, environment: e, .. } => {
-                    hash = Some(h);
-                    environment = e;
+                CloneEvent::Hello { module: h, run: id, environment: e, .. } => {
+                    run.hash = Some(h);
+                    run.environment = e;
                     // Only a module this device sent itself counts as known to it.
-                    module = if self.has_uploaded(&device, &h) { self.module(&h) } else { None };
-                    lock().session.welcome(module.is_none())
+                    run.module = if self.has_uploaded(&run.device, &h) { self.module(&h) } else { None };
+                    run.registration = Some(self.register(&run.device, id, &lock().conn));
+                    lock().session.welcome(run.module.is_none())
                 }
                 CloneEvent::Module { bytes } => {
-                    let want = hash.expect("a module only follows a hello");
+                    let want = run.hash.expect("a module only follows a hello");
+                    if bytes.len() > self.limits.module {
+                        return refuse(format!("the module has {} bytes, over this clone's limit of {}", bytes.len(), self.limits.module));
+                    }
                     if xxhash_rust::xxh3::xxh3_128(&bytes).to_le_bytes() != want {
                         return refuse("the module's bytes do not match the hash in the hello".to_string());
                     }
@@ -210,8 +230,8 @@ impl Clone {
                             let hint = clonecloud_model::Module::parse(&bytes).map(|model| HeapHint::of(&model, &bytes)).unwrap_or_default();
                             let entry = (m, hint);
                             self.modules.lock().unwrap_or_else(|e| e.into_inner()).insert(want, entry.clone());
-                            self.uploaded.lock().unwrap_or_else(|e| e.into_inner()).entry(device.clone()).or_default().insert(want);
-                            module = Some(entry);
+                            self.uploaded.lock().unwrap_or_else(|e| e.into_inner()).entry(run.device.clone()).or_default().insert(want);
+                            run.module = Some(entry);
                         }
                         Err(e) => return refuse(format!("cannot compile the module: {e}")),
                     }
@@ -231,9 +251,9 @@ impl Clone {
                     }
                     debug!(files = need.len(), "the device's directories arrived");
                     let fs = Fs::new(trees, Some(store.clone()));
-                    match replica.as_mut() {
+                    match run.replica.as_mut() {
                         Some(r) => r.set_files(fs),
-                        None => files = Some(fs),
+                        None => run.files = Some(fs),
                     }
                     lock().session.need_files(need)
                 }
@@ -244,20 +264,21 @@ impl Clone {
                     continue;
                 }
                 CloneEvent::Migrate { point, args, state, clocks, descriptors } => {
-                    let (module, hint) = module.as_ref().map(|(m, h)| (m, h)).expect("a migration follows the module");
+                    run.migrations += 1;
+                    let (module, hint) = run.module.as_ref().map(|(m, h)| (m, h)).expect("a migration follows the module");
                     let started = Instant::now();
                     // XOR deltas pay off only compressed: use them when the device compresses.
                     let xor = lock().conn.peer_compression() != Compression::None;
                     let m = Migration { point, args: &args, state: &state, xor, clocks, descriptors: &descriptors };
                     let link = DeviceLink { wire: wire.clone() };
-                    match self.run((module, hint), &mut replica, &mut files, &environment, m, link) {
+                    match self.run((module, hint), &mut run.replica, &mut run.files, &run.environment, m, link) {
                         Ok(mut ret) => {
                             ret.micros = started.elapsed().as_micros() as u64;
                             lock().session.returned(ret)
                         }
                         Err((kind, message)) => {
                             // The replica may be half-way through: the device starts over.
-                            replica = None;
+                            run.replica = None;
                             debug!(point, ?kind, "migration failed: {message}");
                             if kind == FailKind::Unavailable && message.starts_with(PROXY_FAILED) {
                                 // The link to the device failed inside the call: the session is over.
@@ -269,15 +290,138 @@ impl Clone {
                 }
                 CloneEvent::ImportReturned { .. } => return refuse("no import call is pending".into()),
                 CloneEvent::Probe { reply, .. } => Ok(Message::ProbeReply { bytes: vec![0x5a; reply as usize] }),
+                CloneEvent::Resume { .. } => unreachable!("a resume is only a first message"),
                 CloneEvent::Goodbye => return Ok(()),
             };
             let reply = reply.map_err(|e| e.to_string())?;
-            let mut w = lock();
-            // Answer in kind: a device gets its deltas back compressed as it compresses its own.
-            let c = w.conn.peer_compression();
-            w.conn.set_compression(c);
-            w.conn.send(&reply).map_err(|e| e.to_string())?;
+            let answer = matches!(reply, Message::Return { .. } | Message::Failed { .. });
+            let sent = {
+                let mut w = lock();
+                // Answer in kind: a device gets its deltas back compressed as it compresses its own.
+                let c = w.conn.peer_compression();
+                w.conn.set_compression(c);
+                w.conn.send(&reply)
+            };
+            if answer {
+                // Kept until the device's next message: if the link broke, a resume gets it.
+                run.last = Some(reply);
+            }
+            if let Err(e) = sent
+                && let Err(end) = self.resume(&wire, &mut run, &e)
+            {
+                return end;
+            }
         }
+    }
+
+    /// The next message from the device, resuming the session on a new connection when the
+    /// link breaks.
+    fn next_event<'a>(&'a self, wire: &Arc<Mutex<Wire>>, run: &mut Run<'a>) -> Next {
+        loop {
+            let mut w = wire.lock().unwrap_or_else(|e| e.into_inner());
+            let m = match w.conn.recv() {
+                Ok(m) => m,
+                Err(e) => {
+                    drop(w);
+                    match self.resume(wire, run, &e) {
+                        Ok(()) => continue,
+                        Err(end) => return Next::End(end),
+                    }
+                }
+            };
+            // The device heard the last answer.
+            run.last = None;
+            return match w.session.on_message(m) {
+                Ok(e) => Next::Event(e),
+                Err(e) => {
+                    let _ = w.conn.send(&Message::Error { message: e.to_string() });
+                    Next::End(Err(e.to_string()))
+                }
+            };
+        }
+    }
+
+    /// The link broke (`e`): waits for the device to resume on a new connection. An accepted
+    /// resume answers `resumed` and repeats the last answer; a refused one starts a new session
+    /// on the new connection. `Err`: the session is over (with what to log).
+    fn resume<'a>(&'a self, wire: &Arc<Mutex<Wire>>, run: &mut Run<'a>, e: &NetError) -> Result<(), Result<(), String>> {
+        let mut error = e.to_string();
+        loop {
+            let Some(registration) = run.registration.take() else {
+                return Err(if error == NetError::Closed.to_string() { Ok(()) } else { Err(error) });
+            };
+            debug!(device = %run.device, "the link broke ({error}); the session waits to be resumed");
+            // A session waiting to be resumed does not count among the device's runs.
+            run.slot = None;
+            let Some(Resumption { mut conn, session: mut theirs, migration }) = registration.wait(self.idle.min(RESUME_WINDOW)) else {
+                debug!(device = %run.device, "not resumed: the session is over");
+                return Err(Ok(()));
+            };
+            let Some(slot) = self.start_run(&run.device) else {
+                let _ = conn.send(&Message::Error { message: "this device has the most runs it may have on this clone".into() });
+                return Err(Err("a resume past the device's runs".into()));
+            };
+            run.slot = Some(slot);
+            conn.set_timeout(Some(self.idle));
+            conn.set_max_frame(self.max_frame());
+            let mut w = wire.lock().unwrap_or_else(|e| e.into_inner());
+            if migration == run.migrations
+                && let Some(last) = run.last.as_ref()
+            {
+                info!(device = %run.device, migration, "session resumed on a new connection");
+                registration.rebind(&conn);
+                run.registration = Some(registration);
+                w.conn = conn;
+                let sent = theirs.accept_resume().map_err(|e| e.to_string()).and_then(|ok| {
+                    w.conn.send(&ok).and_then(|()| w.conn.send(last)).map_err(|e| e.to_string())
+                });
+                match sent {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        error = e;
+                        continue;
+                    }
+                }
+            }
+            info!(device = %run.device, migration, have = run.migrations, "a resume for an answer this session does not hold: a new session");
+            drop(registration);
+            run.reset();
+            let refused = theirs.refuse_resume().map_err(|e| e.to_string());
+            *w = Wire { conn, session: theirs };
+            return match refused.and_then(|m| w.conn.send(&m).map_err(|e| e.to_string())) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(Err(e)),
+            };
+        }
+    }
+
+    /// Makes the session of `device`'s run `id` resumable on a new connection (replacing an
+    /// earlier session of that run, which ends).
+    fn register(&self, device: &str, id: u64, conn: &Connection) -> Registration<'_> {
+        let handoff = Arc::new(Handoff::default());
+        handoff.rebind(conn);
+        let key = (device.to_string(), id);
+        let mut all = self.resumable.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = all.insert(key.clone(), handoff.clone()) {
+            old.supersede();
+        }
+        Registration { clone: self, key, handoff }
+    }
+
+    /// Hands `conn` (a resume of `device`'s run `id`, awaiting migration `migration`) to that
+    /// run's session; gives it back when there is none.
+    fn hand_over(&self, device: &str, id: u64, r: Resumption) -> Option<Resumption> {
+        let all = self.resumable.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(h) = all.get(&(device.to_string(), id)) else { return Some(r) };
+        debug!(%device, migration = r.migration, "a resume: handing the connection to its session");
+        h.deliver(r);
+        None
+    }
+
+    fn max_frame(&self) -> usize {
+        // A migration carries at most the memory a replica may have (and a module at most the
+        // module limit), with room for framing and arguments.
+        self.limits.memory.max(self.limits.module).saturating_add(MAX_FRAME_SLACK)
     }
 
     /// Applies the device's state, runs `point`, and captures what changed.
@@ -326,6 +470,133 @@ impl Clone {
         state.memory.xor = xor;
         let freed = r.freed_pages() as u32;
         Ok(Returned { results, state, micros: 0, output, files, exit, freed })
+    }
+}
+
+/// How long a session whose link broke waits to be resumed (at most the idle timeout).
+pub const RESUME_WINDOW: Duration = Duration::from_secs(30);
+
+/// Room in a frame for what is not memory or a module: framing, arguments, descriptors.
+const MAX_FRAME_SLACK: usize = 16 << 20;
+
+/// A session's state between messages.
+struct Run<'a> {
+    device: String,
+    /// Counted among the device's runs (not while waiting to be resumed).
+    slot: Option<RunSlot<'a>>,
+    /// Resumable from the hello on.
+    registration: Option<Registration<'a>>,
+    hash: Option<Hash128>,
+    module: Option<(Module, HeapHint)>,
+    replica: Option<Replica>,
+    environment: clonecloud_wire::Environment,
+    /// The device's directories, until a replica takes them.
+    files: Option<Fs>,
+    /// Migrations received.
+    migrations: u64,
+    /// The answer to the last migration, until the device's next message shows it arrived.
+    last: Option<Message>,
+}
+
+impl Run<'_> {
+    /// Forgets the session (a new one starts on the same connection).
+    fn reset(&mut self) {
+        self.registration = None;
+        self.hash = None;
+        self.module = None;
+        self.replica = None;
+        self.environment = Default::default();
+        self.files = None;
+        self.migrations = 0;
+        self.last = None;
+    }
+}
+
+enum Next {
+    Event(CloneEvent),
+    /// The session is over (`Err`: with what went wrong).
+    End(Result<(), String>),
+}
+
+/// A new connection resuming a session: its protocol state (owing the answer to the resume)
+/// and the migration whose answer the device awaits.
+#[derive(Debug)]
+struct Resumption {
+    conn: Connection,
+    session: CloneSession,
+    migration: u64,
+}
+
+/// Where a resumable session waits for its new connection.
+#[derive(Debug, Default)]
+struct Handoff {
+    mailbox: Mutex<Option<Resumption>>,
+    arrived: std::sync::Condvar,
+    /// Breaks the session's connection: the device's new one supersedes it.
+    breaker: Mutex<Option<clonecloud_net::Breaker>>,
+    superseded: std::sync::atomic::AtomicBool,
+}
+
+impl Handoff {
+    fn rebind(&self, conn: &Connection) {
+        *self.breaker.lock().unwrap_or_else(|e| e.into_inner()) = conn.breaker();
+    }
+
+    fn interrupt(&self) {
+        if let Some(b) = self.breaker.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            b.break_now();
+        }
+        self.arrived.notify_all();
+    }
+
+    fn deliver(&self, r: Resumption) {
+        *self.mailbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        // The session may be blocked on its old connection, which may look alive to it.
+        self.interrupt();
+    }
+
+    fn supersede(&self) {
+        self.superseded.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.interrupt();
+    }
+}
+
+/// A session's entry among the resumable ones, removed when the session ends.
+struct Registration<'a> {
+    clone: &'a Clone,
+    key: (String, u64),
+    handoff: Arc<Handoff>,
+}
+
+impl Registration<'_> {
+    fn rebind(&self, conn: &Connection) {
+        self.handoff.rebind(conn);
+    }
+
+    /// Waits up to `window` for a new connection.
+    fn wait(&self, window: Duration) -> Option<Resumption> {
+        let deadline = Instant::now() + window;
+        let h = &self.handoff;
+        let mut mailbox = h.mailbox.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(r) = mailbox.take() {
+                return Some(r);
+            }
+            let now = Instant::now();
+            if h.superseded.load(std::sync::atomic::Ordering::Relaxed) || now >= deadline {
+                return None;
+            }
+            mailbox = h.arrived.wait_timeout(mailbox, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let mut all = self.clone.resumable.lock().unwrap_or_else(|e| e.into_inner());
+        if all.get(&self.key).is_some_and(|h| Arc::ptr_eq(h, &self.handoff)) {
+            all.remove(&self.key);
+        }
     }
 }
 

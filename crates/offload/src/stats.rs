@@ -77,6 +77,12 @@ pub struct Stats {
     pub clone: String,
     pub migrations: u64,
     pub fallbacks: Fallbacks,
+    /// Migrations whose answer came on a new connection after the link broke (the clone kept
+    /// the session and ran on).
+    pub resumes: u64,
+    /// Migrations sent again on a new session after the link broke (the clone no longer held
+    /// the session, or the migration had not reached it).
+    pub retries: u64,
     /// Bytes of module uploads (sent when the clone did not have the module).
     pub module_upload_bytes: u64,
     /// Connections opened to the clone.

@@ -30,7 +30,7 @@ fn run(offload: bool) -> (i32, Stats) {
     let program = Program::prepare(&engine, &ModuleCache::disabled(), &wasm, &points, PointMode::Host).unwrap();
     let stats = Arc::new(Mutex::new(Stats::default()));
     let migrator: Option<Box<dyn clonecloud_exec::Migrator>> = if offload {
-        let limits = Limits { memory: 2 << 20, run_time: Duration::from_millis(50) };
+        let limits = Limits { memory: 2 << 20, run_time: Duration::from_millis(50), ..Limits::default() };
         let (addr, identity, server_key) = spawn_local_with(ModuleCache::disabled(), Duration::from_secs(30), limits, None).unwrap();
         let target = Target { addr, server_key, identity, connect_timeout: Duration::from_secs(5), timeout: Duration::from_secs(30), compression: CompressionPolicy::Fixed(Compression::Lz4), dirs: Vec::new(), environment: Default::default() };
         Some(Box::new(Offloader::new(target, program.layout().clone(), vec!["spin".into(), "grow".into()], stats.clone())))

@@ -86,6 +86,8 @@ fn kind_code(m: &Message) -> u8 {
         Message::FileData { .. } => 13,
         Message::Probe { .. } => 14,
         Message::ProbeReply { .. } => 15,
+        Message::Resume { .. } => 16,
+        Message::Resumed { .. } => 17,
     }
 }
 
@@ -106,6 +108,8 @@ fn kind_name(code: u8) -> Option<&'static str> {
         13 => "file-data",
         14 => "probe",
         15 => "probe-reply",
+        16 => "resume",
+        17 => "resumed",
         _ => return None,
     })
 }
@@ -352,6 +356,12 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
             w.u32(*reply);
         }
         Message::ProbeReply { bytes } => w.bytes(bytes),
+        Message::Resume { version, run, migration } => {
+            w.u16(*version);
+            w.u64(*run);
+            w.u64(*migration);
+        }
+        Message::Resumed { ok } => w.u8(u8::from(*ok)),
         Message::ImportReturn { results, state } => {
             w.values(results);
             w.state(state);
@@ -679,6 +689,14 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
             Message::Probe { bytes, reply }
         }
         15 => Message::ProbeReply { bytes: r.bytes("the probe reply")? },
+        16 => Message::Resume { version: r.u16("the version")?, run: r.u64("the run")?, migration: r.u64("the migration")? },
+        17 => Message::Resumed {
+            ok: match r.u8("the resumed flag")? {
+                0 => false,
+                1 => true,
+                b => return Err(r.invalid(format!("the resumed flag is {b}, not 0 or 1"))),
+            },
+        },
         _ => unreachable!("kind_name accepted it"),
     };
     if !r.data.is_empty() {
@@ -704,6 +722,11 @@ impl Default for Decoder {
 }
 
 impl Decoder {
+    /// Frames longer than `max_frame` are refused from now on.
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
+    }
+
     pub fn new(max_frame: usize) -> Decoder {
         Decoder { buf: Vec::new(), start: 0, max_frame, last_compression: Compression::None }
     }

@@ -1,7 +1,7 @@
 //! The protocol's messages: what a device and a clone say to each other.
 
 /// The protocol version a peer speaks; a hello with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// A wasm value crossing the wire. Floats travel as their bits, so NaN payloads survive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,6 +179,14 @@ pub enum Message {
     Probe { bytes: Vec<u8>, reply: u32 },
     /// Clone → device: the answer to a probe.
     ProbeReply { bytes: Vec<u8> },
+    /// Device → clone, instead of a hello, on a new connection after the link broke during a
+    /// migration: run `run` awaits the answer to its session's migration number `migration`
+    /// (counted from 1).
+    Resume { version: u16, run: u64, migration: u64 },
+    /// Clone → device: the answer to a resume. When `ok`, the session goes on where it was (the
+    /// awaited answer follows); otherwise it is gone, and the device starts a new one with a
+    /// hello on the same connection.
+    Resumed { ok: bool },
 }
 
 impl Message {
@@ -200,6 +208,8 @@ impl Message {
             Message::Goodbye => "goodbye",
             Message::Probe { .. } => "probe",
             Message::ProbeReply { .. } => "probe-reply",
+            Message::Resume { .. } => "resume",
+            Message::Resumed { .. } => "resumed",
         }
     }
 }

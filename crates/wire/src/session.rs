@@ -19,6 +19,12 @@
 //!   goodbye ---------------------------->   (the run is over)
 //! ```
 //! Either side may send `error` at any time; the session is then closed.
+//!
+//! When the link breaks during a migration, the device opens a new connection and sends
+//! `resume` (its run and the migration it awaits) instead of a hello. If the clone still holds
+//! that session, it answers `resumed(ok)` and then the awaited `return` or `failed` (the
+//! migration went on while the link was down); otherwise `resumed(not ok)`, and the device
+//! starts a new session with a hello on the same connection.
 
 use crate::message::{Clocks, Descriptors, Environment, FailKind, FileOp, Hash128, Message, PROTOCOL_VERSION, State, Tree, Value};
 
@@ -38,6 +44,7 @@ pub enum ProtocolError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Device {
     Start,
+    AwaitResumed,
     AwaitWelcome,
     MustSendModule,
     Ready,
@@ -51,6 +58,7 @@ impl Device {
     fn name(self) -> &'static str {
         match self {
             Device::Start => "not started",
+            Device::AwaitResumed => "waiting for the answer to a resume",
             Device::AwaitWelcome => "waiting for welcome",
             Device::MustSendModule => "owing the module",
             Device::Ready => "idle",
@@ -71,6 +79,9 @@ pub enum DeviceEvent {
     NeedFiles { hashes: Vec<Hash128> },
     /// The answer to a probe, of `size` bytes.
     ProbeReply { size: usize },
+    /// The answer to a resume: when `ok`, the session goes on, awaiting the migration's answer;
+    /// otherwise say [`DeviceSession::hello`] and start over.
+    Resumed { ok: bool },
     /// The migrated function returned after `micros` on the clone: apply `state` and `files`,
     /// write `output`, then return `results` (or exit with `exit`).
     Returned { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32>, freed: u32 },
@@ -117,6 +128,14 @@ impl DeviceSession {
             thread: self.thread,
             environment: self.environment.clone(),
         })
+    }
+
+    /// The first message on a new connection after the link broke during migration number
+    /// `migration` of this run's session.
+    pub fn resume(&mut self, migration: u64) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Device::Start, "resume")?;
+        self.state = Device::AwaitResumed;
+        Ok(Message::Resume { version: PROTOCOL_VERSION, run: self.run, migration })
     }
 
     /// The module's bytes, after a welcome that asked for them.
@@ -178,6 +197,9 @@ impl DeviceSession {
                 (next, DeviceEvent::Welcomed { need_module })
             }
             (Device::AwaitNeedFiles, Message::NeedFiles { hashes }) => (Device::Ready, DeviceEvent::NeedFiles { hashes }),
+            (Device::AwaitResumed, Message::Resumed { ok }) => {
+                (if ok { Device::Migrating } else { Device::Start }, DeviceEvent::Resumed { ok })
+            }
             (Device::Start, Message::ProbeReply { bytes }) => (Device::Start, DeviceEvent::ProbeReply { size: bytes.len() }),
             (Device::Migrating, Message::Return { results, state, micros, output, files, exit, freed }) => {
                 (Device::Ready, DeviceEvent::Returned { results, state, micros, output, files, exit, freed })
@@ -196,6 +218,7 @@ impl DeviceSession {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Clone {
     AwaitHello,
+    MustAnswerResume,
     MustWelcome,
     AwaitModule,
     Ready,
@@ -209,6 +232,7 @@ impl Clone {
     fn name(self) -> &'static str {
         match self {
             Clone::AwaitHello => "waiting for hello",
+            Clone::MustAnswerResume => "owing the answer to a resume",
             Clone::MustWelcome => "owing a welcome",
             Clone::AwaitModule => "waiting for the module",
             Clone::Ready => "idle",
@@ -238,6 +262,9 @@ pub enum CloneEvent {
     ImportReturned { results: Vec<Value>, state: State },
     /// The run is over: drop its replica.
     Goodbye,
+    /// A device whose link broke awaits the answer to migration `migration` of run `run`'s
+    /// session: hand the connection to that session, or [`CloneSession::refuse_resume`].
+    Resume { run: u64, migration: u64 },
     /// A link measurement before the hello: answer with `reply` bytes.
     Probe { size: usize, reply: u32 },
 }
@@ -286,6 +313,21 @@ impl CloneSession {
         Ok(Message::Welcome { need_module })
     }
 
+    /// The answer to a resume whose session is gone: the device starts over with a hello.
+    pub fn refuse_resume(&mut self) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Clone::MustAnswerResume, "refuse a resume")?;
+        self.state = Clone::AwaitHello;
+        Ok(Message::Resumed { ok: false })
+    }
+
+    /// The answer to a resume whose session lives on: this connection now belongs to that
+    /// session (which goes on in its own state), and this one is over.
+    pub fn accept_resume(&mut self) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Clone::MustAnswerResume, "accept a resume")?;
+        self.state = Clone::Closed;
+        Ok(Message::Resumed { ok: true })
+    }
+
     pub fn import_call(&mut self, import: u32, args: Vec<Value>, state: State) -> Result<Message, ProtocolError> {
         self.expect(self.state == Clone::Running, "call an import on the device")?;
         self.state = Clone::AwaitImportReturn;
@@ -325,6 +367,12 @@ impl CloneSession {
                     return Err(ProtocolError::Version(version));
                 }
                 (Clone::MustWelcome, CloneEvent::Hello { module, run, thread, environment })
+            }
+            (Clone::AwaitHello, Message::Resume { version, run, migration }) => {
+                if version != PROTOCOL_VERSION {
+                    return Err(ProtocolError::Version(version));
+                }
+                (Clone::MustAnswerResume, CloneEvent::Resume { run, migration })
             }
             (Clone::AwaitModule, Message::Module { bytes }) => (Clone::Ready, CloneEvent::Module { bytes }),
             (Clone::Ready, Message::Files { trees }) => (Clone::MustAnswerFiles, CloneEvent::Files { trees }),

@@ -104,6 +104,9 @@ fn every_kind(rng: &mut Rng) -> Vec<Message> {
         Message::Failed { kind: FailKind::ResourceLimit, message: String::new() },
         Message::Error { message: "ünïcode".into() },
         Message::Goodbye,
+        Message::Resume { version: 3, run: rng.next(), migration: 7 },
+        Message::Resumed { ok: true },
+        Message::Resumed { ok: false },
     ]
 }
 

@@ -65,3 +65,38 @@ fn out_of_order_messages_are_protocol_errors() {
     assert_eq!(dev.on_message(Message::Error { message: "no".into() }), Err(ProtocolError::Peer("no".into())));
     assert!(dev.module(vec![]).is_err(), "no module the clone did not ask for");
 }
+
+#[test]
+fn a_resumed_session_gets_its_answer_and_a_refused_one_starts_over() {
+    // Accepted: the new connection carries the migration's answer.
+    let mut dev = DeviceSession::new([1; 16], 7, 0, Default::default());
+    let mut new_conn = CloneSession::new();
+    assert_eq!(new_conn.on_message(dev.resume(3).unwrap()).unwrap(), CloneEvent::Resume { run: 7, migration: 3 });
+    assert!(dev.migrate(0, vec![], State::default(), Default::default(), Default::default()).is_err(), "no migration before the answer");
+    assert_eq!(dev.on_message(new_conn.accept_resume().unwrap()).unwrap(), DeviceEvent::Resumed { ok: true });
+    assert!(new_conn.on_message(Message::Goodbye).is_err(), "the accepting connection's own session is over");
+    // (The old session, still running the migration, answers on the new connection.)
+    let mut old = CloneSession::new();
+    old.on_message(DeviceSession::new([1; 16], 7, 0, Default::default()).hello().unwrap()).unwrap();
+    old.welcome(false).unwrap();
+    old.on_message(Message::Migrate { point: 0, args: vec![], state: State::default(), clocks: Default::default(), descriptors: Default::default() }).unwrap();
+    let back = old.returned(Returned { results: vec![Value::I32(1)], ..Default::default() }).unwrap();
+    assert!(matches!(dev.on_message(back).unwrap(), DeviceEvent::Returned { .. }));
+    assert!(dev.is_ready());
+
+    // Refused: the device says hello on the same connection.
+    let mut dev = DeviceSession::new([1; 16], 7, 0, Default::default());
+    let mut clone = CloneSession::new();
+    clone.on_message(dev.resume(1).unwrap()).unwrap();
+    assert_eq!(dev.on_message(clone.refuse_resume().unwrap()).unwrap(), DeviceEvent::Resumed { ok: false });
+    assert!(matches!(clone.on_message(dev.hello().unwrap()).unwrap(), CloneEvent::Hello { run: 7, .. }));
+    assert_eq!(dev.on_message(clone.welcome(false).unwrap()).unwrap(), DeviceEvent::Welcomed { need_module: false });
+
+    // A resume is only a first message, and only answered once asked.
+    let mut clone = CloneSession::new();
+    clone.on_message(DeviceSession::new([0; 16], 0, 0, Default::default()).hello().unwrap()).unwrap();
+    assert!(clone.on_message(Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 0, migration: 1 }).is_err());
+    let mut dev = DeviceSession::new([0; 16], 0, 0, Default::default());
+    dev.hello().unwrap();
+    assert!(dev.on_message(Message::Resumed { ok: true }).is_err(), "a resumed answer to a hello");
+}
