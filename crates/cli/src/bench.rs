@@ -125,7 +125,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
 
 /// Builds the workloads (wasm) and gen-data (native) into target/apps of the repository this
 /// command runs in, and fetches image-search's third-party data.
-fn build_workloads(apps: &[String], third_party: Option<PathBuf>) -> anyhow::Result<(PathBuf, PathBuf, Option<PathBuf>)> {
+pub(crate) fn build_workloads(apps: &[String], third_party: Option<PathBuf>) -> anyhow::Result<(PathBuf, PathBuf, Option<PathBuf>)> {
     let root = repo_root().context(
         "bench paper builds the workloads from the clonecloud repository: run it there, or give --modules DIR (with <app>.wasm) and --gen-data FILE",
     )?;
@@ -160,7 +160,7 @@ fn build_workloads(apps: &[String], third_party: Option<PathBuf>) -> anyhow::Res
 }
 
 /// The clonecloud repository holding the current directory.
-fn repo_root() -> Option<PathBuf> {
+pub(crate) fn repo_root() -> Option<PathBuf> {
     let cwd = std::env::current_dir().ok()?;
     cwd.ancestors().find(|d| is_repo(d)).map(Path::to_path_buf)
 }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod analyze;
 mod bench;
+mod faults;
 mod inspect;
 mod link;
 mod load;
@@ -36,6 +37,7 @@ enum Command {
     Partitions(partition::ListOpts),
     Load(load::Opts),
     Bench(bench::Opts),
+    Faults(faults::Opts),
     Link(link::Opts),
     Serve(serve::Opts),
     Keygen(serve::KeygenOpts),
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Partitions(opts) => partition::list(opts),
         Command::Load(opts) => load::run(opts),
         Command::Bench(opts) => bench::run(opts),
+        Command::Faults(opts) => faults::run(opts),
         Command::Link(opts) => link::run(opts),
         Command::Serve(opts) => serve::serve(opts),
         Command::Keygen(opts) => serve::keygen(opts),

@@ -160,6 +160,7 @@ impl Connection {
         self.tls.write_all(&bytes).map_err(|e| io_err(&format!("sending {}", m.kind()), e))?;
         self.tls.flush().map_err(|e| io_err(&format!("sending {}", m.kind()), e))?;
         self.sent += bytes.len() as u64;
+        tracing::trace!(target: "clonecloud_net::wire", "sent {} ({} bytes)", m.kind(), bytes.len());
         Ok(())
     }
 
@@ -167,6 +168,7 @@ impl Connection {
     pub fn recv(&mut self) -> Result<Message, NetError> {
         loop {
             if let Some(m) = self.decoder.next_message().map_err(NetError::Decode)? {
+                tracing::trace!(target: "clonecloud_net::wire", "received {}", m.kind());
                 return Ok(m);
             }
             let n = match self.tls.read(&mut self.buf) {

@@ -123,6 +123,8 @@ pub fn server_config(id: &Identity, allow: AllowList) -> Result<Arc<rustls::Serv
         .with_single_cert(chain, key)
         .map_err(NetError::Tls)?;
     cfg.alpn_protocols = vec![ALPN.to_vec()];
+    // Devices do not resume TLS sessions (each connection authenticates afresh): no tickets.
+    cfg.send_tls13_tickets = 0;
     Ok(Arc::new(cfg))
 }
 

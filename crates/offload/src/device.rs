@@ -87,6 +87,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// least; the connect timeout when longer) before it runs the function itself.
 const RESUME_TRIES: Duration = Duration::from_secs(3);
 
+/// Times the link may break during one migration before the device runs the function itself.
+const MAX_BREAKS: u32 = 8;
+
 /// The device's offloading runtime for one app run (one thread).
 #[derive(Debug)]
 pub struct Offloader {
@@ -320,33 +323,38 @@ impl Offloader {
         Ok(())
     }
 
+    /// A session, with the clone's replica of the directories up to date.
+    fn prepare(&mut self) -> Result<(), Abort> {
+        if self.session.is_none() {
+            self.connect()?;
+        }
+        self.sync_files()
+    }
+
     /// One remote attempt; on success `results` hold the clone's results and the guest holds
     /// the clone's state (and files). `Some(code)`: the function exited with `code`.
     fn remote(&mut self, guest: &mut Guest<'_, '_>, j: usize, params: &[Val], results: &mut [Val]) -> Result<Option<u32>, Abort> {
         let args = convert::values_to_wire(params).ok_or_else(|| abort("unsupported", "a reference-typed argument cannot migrate"))?;
-        let fresh = self.session.is_none();
-        if fresh {
-            self.connect()?;
-        }
-        if let Err(a) = self.sync_files() {
-            if fresh || !(a.cause == "link" || a.cause == "tls") {
+        if let Err(a) = self.prepare() {
+            if !matches!(a.cause, "link" | "tls" | "connect") {
                 return Err(a);
             }
-            // The session had gone stale (the link broke, or the clone restarted, since the
-            // last migration): once more on a new one.
+            // The link broke on the way (or the session had gone stale: the clone restarted
+            // since the last migration): once more, on a new session.
             info!("the session to the clone broke ({}): a new one", a.detail);
             self.drop_session();
-            self.connect()?;
+            self.unreachable_until = None;
+            std::thread::sleep(Duration::from_millis(50));
+            self.prepare()?;
             self.stats().retries += 1;
-            self.sync_files()?;
         }
         let name = self.names[j].clone();
         let function = guest.point(j).function;
 
         let t1 = Instant::now();
         let mut io = Io::default();
-        let mut broke = false;
-        let (event, pages_up, raw_up, capture) = loop {
+        let mut breaks = 0;
+        let (event, pages_up, raw_up, capture) = 'attempt: loop {
             let t0 = Instant::now();
             let pages = self.table.diff(guest.memory());
             let wasm_pages = guest.wasm_pages();
@@ -374,32 +382,35 @@ impl Offloader {
             let result = conn.send(&m).map_err(net);
             io.sent += conn.sent - sent;
             drop(m);
-            let answer = match result {
+            let mut answer = match result {
                 Ok(()) => self.await_answer(guest, &mut io),
                 Err(a) => Err(a),
             };
-            match answer {
-                Ok(event) => break (event, pages_up, raw_up, capture),
-                // The link broke (once per migration): a new connection, and the session resumed
-                // if the clone still holds it, else the migration sent again on a new session.
-                Err(a) if !broke && (a.cause == "link" || a.cause == "tls") => {
-                    broke = true;
-                    info!(point = %name, "the link broke during the migration ({}): reconnecting", a.detail);
-                    match self.reconnect() {
-                        Ok(true) => {
-                            self.stats().resumes += 1;
-                            break (self.await_answer(guest, &mut io)?, pages_up, raw_up, capture);
+            // When the link breaks: a new connection, and the session resumed if the clone still
+            // holds it (the answer comes there), else the migration sent again on a new session.
+            loop {
+                match answer {
+                    Ok(event) => break 'attempt (event, pages_up, raw_up, capture),
+                    Err(a) if breaks < MAX_BREAKS && (a.cause == "link" || a.cause == "tls") => {
+                        breaks += 1;
+                        info!(point = %name, "the link broke during the migration ({}): reconnecting", a.detail);
+                        match self.reconnect() {
+                            Ok(true) => {
+                                self.stats().resumes += 1;
+                                answer = self.await_answer(guest, &mut io);
+                            }
+                            Ok(false) => {
+                                self.stats().retries += 1;
+                                // The proxied imports run again, from the same stdin.
+                                self.proxying.end(guest, false);
+                                self.sync_files()?;
+                                continue 'attempt;
+                            }
+                            Err(e) => return Err(abort(a.cause, format!("{}; reconnecting: {}", a.detail, e.detail))),
                         }
-                        Ok(false) => {
-                            self.stats().retries += 1;
-                            // The proxied imports run again, from the same stdin.
-                            self.proxying.end(guest, false);
-                            self.sync_files()?;
-                        }
-                        Err(e) => return Err(abort(a.cause, format!("{}; reconnecting: {}", a.detail, e.detail))),
                     }
+                    Err(a) => return Err(a),
                 }
-                Err(a) => return Err(a),
             }
         };
         let (sent, received, proxied) = (io.sent, io.received, io.proxied);

@@ -1,0 +1,121 @@
+//! `clonecloud faults`: the fault matrix (see clonecloud-faults).
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use clonecloud_faults::{Config, Program};
+
+/// Run each program under every fault (cuts before and inside every turn of the conversation,
+/// a corrupted byte, duplicated and reordered TLS records, stalls past the timeout, the clone
+/// SIGKILLed and restarted, out of memory, past its deadline, a trap, a flapping link) and check
+/// each run against a plain local run: stdout, stderr, exit code and files. Prints the table and
+/// the path the runtime took in each case (resume, retry, fallback); fails if any case differs.
+/// Run it from the repository: it builds the workloads and the test corpus.
+#[derive(Debug, Args)]
+pub struct Opts {
+    /// The reduced set (as in CI): cuts before each turn and one of each other fault, on
+    /// behavior-profile and the corpus programs.
+    #[arg(long)]
+    quick: bool,
+    /// Programs: virus-scan, image-search, behavior-profile, stdin_echo (proxied stdin reads),
+    /// files (file writes on the clone), panic (a trap). Default: all (with --quick:
+    /// behavior-profile, stdin_echo, files, panic).
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    programs: Vec<String>,
+    /// Print the report as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+const APPS: [(&str, &str); 3] = [
+    ("virus-scan", "virus_scan::db::Database::scan"),
+    ("image-search", "image_search::cascade::Cascade::detect"),
+    ("behavior-profile", "behavior_profile::Classifier::train"),
+];
+const CORPUS: [&str; 3] = ["stdin_echo", "files", "panic"];
+
+pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
+    let names: Vec<String> = if !opts.programs.is_empty() {
+        opts.programs.clone()
+    } else if opts.quick {
+        ["behavior-profile", "stdin_echo", "files", "panic"].map(String::from).to_vec()
+    } else {
+        APPS.iter().map(|(a, _)| a.to_string()).chain(CORPUS.iter().map(|c| c.to_string())).collect()
+    };
+    for n in &names {
+        if !APPS.iter().any(|(a, _)| a == n) && !CORPUS.contains(&n.as_str()) {
+            bail!("no program `{n}` in the fault matrix: pick from virus-scan, image-search, behavior-profile, stdin_echo, files, panic");
+        }
+    }
+    let root = crate::bench::repo_root().context("clonecloud faults builds its programs from the clonecloud repository: run it there")?;
+    let apps: Vec<String> = names.iter().filter(|n| APPS.iter().any(|(a, _)| a == *n)).cloned().collect();
+    let inputs = root.join("target/faults/inputs");
+    let mut programs = Vec::new();
+    if !apps.is_empty() {
+        let (modules, gen_data, third_party) = crate::bench::build_workloads(&apps, None)?;
+        for app in &apps {
+            let input = inputs.join(app);
+            if !input.is_dir() {
+                let mut cmd = Command::new(&gen_data);
+                cmd.args(["--app", app, "--size", "small", "--out"]).arg(&input);
+                if let (Some(dir), "image-search") = (&third_party, app.as_str()) {
+                    cmd.arg("--third-party").arg(dir);
+                }
+                let status = cmd.status().context("cannot run gen-data")?;
+                if !status.success() {
+                    let _ = std::fs::remove_dir_all(&input);
+                    bail!("gen-data --app {app} failed");
+                }
+            }
+            let function = APPS.iter().find(|(a, _)| a == app).expect("checked").1;
+            programs.push(Program {
+                name: app.clone(),
+                wasm: modules.join(format!("{}.wasm", app)),
+                args: vec!["/input".into()],
+                offload: function.into(),
+                dir: Some((input, "/input".into())),
+                stdin: Vec::new(),
+            });
+        }
+    }
+    let corpus: Vec<&String> = names.iter().filter(|n| CORPUS.contains(&n.as_str())).collect();
+    if !corpus.is_empty() {
+        let target = root.join("target/corpus");
+        eprintln!("clonecloud: building the test corpus");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "--quiet", "--target", "wasm32-wasip1", "--manifest-path"])
+            .arg(root.join("tests/corpus/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .status()
+            .context("cannot run cargo to build the test corpus")?;
+        if !status.success() {
+            bail!("building tests/corpus failed (see cargo's messages above)");
+        }
+        for name in corpus {
+            let (dir, stdin) = match name.as_str() {
+                "files" => (Some((root.join("tests/corpus/fixtures/data"), "/data".to_string())), Vec::new()),
+                "stdin_echo" => (None, "a line of input for the device to read\n".repeat(4000).into_bytes()),
+                _ => (None, Vec::new()),
+            };
+            programs.push(Program { name: name.clone(), wasm: target.join(format!("wasm32-wasip1/release/{name}.wasm")), args: Vec::new(), offload: "all".into(), dir, stdin });
+        }
+    }
+    let clonecloud: PathBuf = std::env::current_exe().context("cannot find the clonecloud binary")?;
+    let cfg = Config { clonecloud, programs, quick: opts.quick, progress: !opts.json };
+    let report = clonecloud_faults::run(&cfg)?;
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    if report.passed != report.tried {
+        bail!("{} of {} fault cases did not end as the local run did", report.tried - report.passed, report.tried);
+    }
+    Ok(ExitCode::SUCCESS)
+}
