@@ -228,3 +228,26 @@ fn cuts_during_file_writes_and_proxied_stdin_reads_change_nothing() {
     }
     eprintln!("{cases} cuts during file journals and proxied reads, each identical to the plain run");
 }
+
+/// The reduced fault matrix (`clonecloud faults --quick`): every case ends as the local run did,
+/// and the runtime took each of its three paths somewhere.
+#[test]
+fn the_quick_fault_matrix_is_identical_to_local_runs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(CLONECLOUD).args(["faults", "--quick", "--json"]).current_dir(&root).env("CLONECLOUD_LOG", "off").output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let failed: Vec<&serde_json::Value> = report["cases"].as_array().unwrap().iter().filter(|c| c["passed"] != true).collect();
+    assert!(failed.is_empty(), "cases that differ from the local run: {failed:#?}");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tried = report["tried"].as_u64().unwrap();
+    assert!(tried >= 60, "{tried} cases");
+    let paths = report["paths"].as_object().unwrap();
+    for path in ["resume", "retry", "fallback"] {
+        assert!(paths.keys().any(|p| p.split('+').any(|q| q == path)), "no case took the {path} path: {paths:?}");
+    }
+    // Each kind of fault was tried.
+    for fault in ["cut", "corrupt", "duplicate", "reorder", "stall", "kill", "restart", "oom", "deadline", "flapping"] {
+        assert!(report["cases"].as_array().unwrap().iter().any(|c| c["fault"] == fault), "no {fault} case");
+    }
+    eprintln!("fault matrix: {tried} cases, paths {paths:?}");
+}
