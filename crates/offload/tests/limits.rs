@@ -23,14 +23,13 @@ const WAT: &str = r#"(module
   (func (export "_start")
     (call $exit (i32.and (i32.add (call $spin) (call $grow)) (i32.const 255)))))"#;
 
-fn run(offload: bool) -> (i32, Stats) {
+fn run(offload: Option<Limits>) -> (i32, Stats) {
     let wasm = wat::parse_str(WAT).unwrap();
     let engine = new_engine(PointMode::Host).unwrap();
     let points = Points::Named(vec!["spin".into(), "grow".into()]);
     let program = Program::prepare(&engine, &ModuleCache::disabled(), &wasm, &points, PointMode::Host).unwrap();
     let stats = Arc::new(Mutex::new(Stats::default()));
-    let migrator: Option<Box<dyn clonecloud_exec::Migrator>> = if offload {
-        let limits = Limits { memory: 2 << 20, run_time: Duration::from_millis(50), ..Limits::default() };
+    let migrator: Option<Box<dyn clonecloud_exec::Migrator>> = if let Some(limits) = offload {
         let (addr, identity, server_key) = spawn_local_with(ModuleCache::disabled(), Duration::from_secs(30), limits, None).unwrap();
         let target = Target { addr, server_key, identity, connect_timeout: Duration::from_secs(5), timeout: Duration::from_secs(30), compression: CompressionPolicy::Fixed(Compression::Lz4), dirs: Vec::new(), environment: Default::default() };
         Some(Box::new(Offloader::new(target, program.layout().clone(), vec!["spin".into(), "grow".into()], stats.clone())))
@@ -49,12 +48,22 @@ fn run(offload: bool) -> (i32, Stats) {
 
 #[test]
 fn calls_past_the_clones_limits_run_on_the_device() {
-    let (want, _) = run(false);
-    let (got, s) = run(true);
+    let (want, _) = run(None);
+    let (got, s) = run(Some(Limits { memory: 2 << 20, run_time: Duration::from_millis(50), ..Limits::default() }));
     assert_eq!(got, want, "the same result as a plain run");
     assert_eq!(s.migrations, 0, "{s:?}");
     assert_eq!(s.fallbacks.causes.get("resource-limit"), Some(&2), "{s:?}");
     let details: Vec<&str> = s.fallbacks.events.iter().map(|e| e.detail.as_str()).collect();
     assert!(details[0].contains("ran past"), "{details:?}");
     assert!(details[1].contains("more memory"), "{details:?}");
+}
+
+#[test]
+fn a_module_over_the_clones_size_limit_is_refused_and_runs_on_the_device() {
+    let (want, _) = run(None);
+    let (got, s) = run(Some(Limits { module: 64, ..Limits::default() }));
+    assert_eq!(got, want, "the same result as a plain run");
+    assert_eq!(s.migrations, 0, "{s:?}");
+    let detail = &s.fallbacks.events[0].detail;
+    assert!(detail.contains("over this clone's limit of 64"), "{detail}");
 }
