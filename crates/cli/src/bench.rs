@@ -148,7 +148,8 @@ pub(crate) fn build_workloads(apps: &[String], third_party: Option<PathBuf>) -> 
     let third_party = match third_party {
         Some(dir) => Some(dir),
         None if apps.iter().any(|a| a == "image-search") => {
-            let status = Command::new("bash").arg(root.join("scripts/fetch-third-party")).status().context("cannot run scripts/fetch-third-party")?;
+            // (Its messages go to stderr: stdout may be --json.)
+            let status = Command::new("bash").arg(root.join("scripts/fetch-third-party")).stdout(std::io::stderr()).status().context("cannot run scripts/fetch-third-party")?;
             if !status.success() {
                 bail!("scripts/fetch-third-party failed (see its message above)");
             }

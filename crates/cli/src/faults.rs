@@ -63,7 +63,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
                 if let (Some(dir), "image-search") = (&third_party, app.as_str()) {
                     cmd.arg("--third-party").arg(dir);
                 }
-                let status = cmd.status().context("cannot run gen-data")?;
+                let status = cmd.stdout(std::io::stderr()).status().context("cannot run gen-data")?;
                 if !status.success() {
                     let _ = std::fs::remove_dir_all(&input);
                     bail!("gen-data --app {app} failed");
