@@ -290,7 +290,9 @@ impl Clone {
                 }
                 CloneEvent::ImportReturned { .. } => return refuse("no import call is pending".into()),
                 CloneEvent::Probe { reply, .. } => Ok(Message::ProbeReply { bytes: vec![0x5a; reply as usize] }),
-                CloneEvent::Resume { .. } => unreachable!("a resume is only a first message"),
+                // Only after a refused resume (a first message): this connection has no other
+                // session to join.
+                CloneEvent::Resume { .. } => lock().session.refuse_resume(),
                 CloneEvent::Goodbye => return Ok(()),
             };
             let reply = reply.map_err(|e| e.to_string())?;
@@ -346,9 +348,11 @@ impl Clone {
     /// on the new connection. `Err`: the session is over (with what to log).
     fn resume<'a>(&'a self, wire: &Arc<Mutex<Wire>>, run: &mut Run<'a>, e: &NetError) -> Result<(), Result<(), String>> {
         let mut error = e.to_string();
+        // The device closing the link is how a session without a hello ends.
+        let mut closed = matches!(e, NetError::Closed);
         loop {
             let Some(registration) = run.registration.take() else {
-                return Err(if error == NetError::Closed.to_string() { Ok(()) } else { Err(error) });
+                return Err(if closed { Ok(()) } else { Err(error) });
             };
             debug!(device = %run.device, "the link broke ({error}); the session waits to be resumed");
             // A session waiting to be resumed does not count among the device's runs.
@@ -378,7 +382,7 @@ impl Clone {
                 match sent {
                     Ok(()) => return Ok(()),
                     Err(e) => {
-                        error = e;
+                        (error, closed) = (e, false);
                         continue;
                     }
                 }

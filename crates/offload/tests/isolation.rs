@@ -144,3 +144,44 @@ fn a_device_has_at_most_its_share_of_runs_at_once() {
         }
     }
 }
+
+/// A session whose link broke is resumed only by its own device key: another device naming the
+/// same run is refused (and may say resume again without breaking the server), while the owner
+/// gets the answer the clone computed while the link was down.
+#[test]
+fn only_the_device_that_owns_a_session_can_resume_it() {
+    let (server, a, b, addr) = two_devices(4);
+    let m = module();
+    let connect = |id: &Identity| Connection::connect(addr, Some(id), server.public(), T).unwrap();
+    let mut ca = connect(&a);
+    hello(&mut ca, &m, 42);
+    // The migration goes out, then the link breaks before the answer is read.
+    let mut p = vec![0u8; 4096];
+    p[..4].copy_from_slice(&1234u32.to_le_bytes());
+    let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![(0, p)], xor: false } };
+    ca.send(&Message::Migrate { point: 0, args: vec![], state, clocks: Default::default(), descriptors: Default::default() }).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(ca);
+
+    // Device b claims a's run: refused, twice, then it has a session of its own.
+    let mut cb = connect(&b);
+    for _ in 0..2 {
+        cb.send(&Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 42, migration: 1 }).unwrap();
+        assert_eq!(cb.recv().unwrap(), Message::Resumed { ok: false });
+    }
+    hello(&mut cb, &m, 42);
+    assert_eq!(call_f(&mut cb, None), Value::I32(0), "b's replica is its own, zeroed");
+
+    // a resumes and gets its answer.
+    let mut ca = connect(&a);
+    ca.send(&Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 42, migration: 1 }).unwrap();
+    assert_eq!(ca.recv().unwrap(), Message::Resumed { ok: true });
+    match ca.recv().unwrap() {
+        Message::Return { results, .. } => assert_eq!(results, vec![Value::I32(1234)]),
+        other => panic!("{other:?}"),
+    }
+    // A resume for an answer the session does not hold starts a new session.
+    let mut again = connect(&a);
+    again.send(&Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 42, migration: 9 }).unwrap();
+    assert_eq!(again.recv().unwrap(), Message::Resumed { ok: false });
+}
