@@ -9,13 +9,12 @@
 //! Every run's stdout, stderr and exit code must equal the Phone run's, or the bench fails.
 
 use crate::report::{LinkInfo, PHONE, Report, Row, Speed, Spread};
-use clonecloud_linkem::{Counters, Link, Shape};
+use clonecloud_linkem::{Counters, Link, ServeChild, Shape};
 use clonecloud_partition::{Energy, Network, Objective, Partition, PowerModel, RunMeasure};
 use clonecloud_profile::Profile;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 /// What to run and where.
@@ -96,20 +95,6 @@ fn checked(out: Output, what: &str) -> Result<Output, BenchError> {
         Ok(out)
     } else {
         Err(BenchError::Failed(format!("{what} failed (exit {:?}): {}", out.code, String::from_utf8_lossy(&out.stderr).trim())))
-    }
-}
-
-/// The clone server, killed when dropped.
-#[derive(Debug)]
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -210,7 +195,7 @@ pub fn write_outputs(report: &Report, out: &Path) -> Result<(), BenchError> {
     Ok(())
 }
 
-fn start_server(cfg: &Config, setup: &Setup) -> Result<Server, BenchError> {
+fn start_server(cfg: &Config, setup: &Setup) -> Result<ServeChild, BenchError> {
     let keys = setup.work.join("keys");
     for name in ["device", "server"] {
         let out = measure(Command::new(&cfg.clonecloud).arg("keygen").arg("--out").arg(keys.join(name)), "clonecloud keygen")?;
@@ -220,29 +205,15 @@ fn start_server(cfg: &Config, setup: &Setup) -> Result<Server, BenchError> {
     std::fs::copy(keys.join("device.pub"), &allow).map_err(io("cannot write the allow list"))?;
     let log = setup.work.join("serve.log");
     let log = std::fs::File::create(&log).map_err(io(format!("cannot create {}", log.display())))?;
-    let mut child = Command::new(&cfg.clonecloud)
-        .args(["serve", "--listen", "127.0.0.1:0", "--key"])
+    let mut cmd = Command::new(&cfg.clonecloud);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--key"])
         .arg(keys.join("server.key"))
         .arg("--allow")
         .arg(&allow)
         .env("CLONECLOUD_HOME", setup.work.join("clone-home"))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .map_err(io("cannot start clonecloud serve"))?;
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("piped");
-    let read = std::io::BufReader::new(stdout).read_line(&mut line);
-    let addr = line.trim().strip_prefix("listening on ").map(str::to_string);
-    match (read, addr) {
-        (Ok(_), Some(addr)) => Ok(Server { child, addr }),
-        _ => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(BenchError::Failed(format!("clonecloud serve did not start (see {})", setup.work.join("serve.log").display())))
-        }
-    }
+        .stderr(log);
+    ServeChild::spawn(cmd).map_err(|e| BenchError::Failed(format!("clonecloud serve did not start: {e} (see {})", setup.work.join("serve.log").display())))
 }
 
 /// What one device run measured.

@@ -26,12 +26,12 @@ mod proxy;
 
 pub use proxy::{Action, Dir, FaultProxy, Hook, Injection, Turn};
 
-use clonecloud_linkem::{Link, Shape};
+use clonecloud_linkem::{Link, ServeChild, Shape};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -191,20 +191,6 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-/// A `clonecloud serve` child, killed when dropped.
-#[derive(Debug)]
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Keys and directories of one matrix.
 #[derive(Debug)]
 struct Setup {
@@ -232,31 +218,19 @@ impl Setup {
 }
 
 /// Starts `clonecloud serve` on `listen` with `extra` options and a home of its own.
-fn serve(clonecloud: &Path, setup: &Setup, listen: &str, extra: &[&str], home: &str) -> Result<Server, FaultsError> {
+fn serve(clonecloud: &Path, setup: &Setup, listen: &str, extra: &[&str], home: &str) -> Result<ServeChild, FaultsError> {
     let log = setup.work.path().join(format!("serve-{home}.log"));
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log).map_err(io(format!("cannot create {}", log.display())))?;
-    let mut child = Command::new(clonecloud)
-        .args(["serve", "--listen", listen, "--key"])
+    let mut cmd = Command::new(clonecloud);
+    cmd.args(["serve", "--listen", listen, "--key"])
         .arg(&setup.server_key)
         .arg("--allow")
         .arg(&setup.allow)
         .args(extra)
         .env("CLONECLOUD_HOME", setup.work.path().join(home))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .map_err(io("cannot start clonecloud serve"))?;
-    let mut line = String::new();
-    let read = std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
-    match (read, line.trim().strip_prefix("listening on ")) {
-        (Ok(_), Some(addr)) => Ok(Server { child, addr: addr.to_string() }),
-        _ => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(FaultsError::Failed(format!("clonecloud serve --listen {listen} did not start")))
-        }
-    }
+        .stderr(log);
+    ServeChild::spawn(cmd).map_err(|e| FaultsError::Failed(format!("clonecloud serve --listen {listen} did not start: {e}")))
 }
 
 /// The runner of one matrix.
@@ -354,7 +328,7 @@ impl Matrix<'_> {
 
     /// The conversation of a clean run: the first connection's turns with the messages each
     /// carries.
-    fn conversation(&mut self, p: &Program, server: &Server) -> Result<Vec<(Turn, String)>, FaultsError> {
+    fn conversation(&mut self, p: &Program, server: &ServeChild) -> Result<Vec<(Turn, String)>, FaultsError> {
         let proxy = FaultProxy::start(&server.addr, None, None).map_err(io("cannot start the fault proxy"))?;
         let (seen, _) = self.run(p, Some(&proxy.addr), true)?;
         let turns = proxy.turns();
@@ -465,7 +439,7 @@ impl Matrix<'_> {
                 let slot = Arc::new(Mutex::new(Some(killed)));
                 let (clonecloud, s2) = (cfg.clonecloud.clone(), slot.clone());
                 let args = (self.setup.server_key.clone(), self.setup.allow.clone(), self.setup.work.path().join(format!("restarted-{}", p.name)));
-                let restarted: Arc<Mutex<Option<Server>>> = Arc::new(Mutex::new(None));
+                let restarted: Arc<Mutex<Option<ServeChild>>> = Arc::new(Mutex::new(None));
                 let r2 = restarted.clone();
                 let call: Box<dyn Fn() + Send + Sync> = Box::new(move || {
                     let server = s2.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -485,7 +459,7 @@ impl Matrix<'_> {
                             .stderr(Stdio::null())
                             .spawn();
                         if let Ok(child) = again {
-                            *r2.lock().unwrap_or_else(|e| e.into_inner()) = Some(Server { child, addr: server.addr.clone() });
+                            *r2.lock().unwrap_or_else(|e| e.into_inner()) = Some(ServeChild { child, addr: server.addr.clone() });
                         }
                     }
                 });
@@ -536,17 +510,14 @@ impl Matrix<'_> {
     }
 }
 
-/// The number of cases a program will have, roughly (for the progress bar).
-fn estimate(quick: bool) -> u64 {
-    if quick { 20 } else { 60 }
-}
-
 /// Runs the matrix.
 pub fn run(cfg: &Config) -> Result<Report, FaultsError> {
     let setup = Setup::new(&cfg.clonecloud)?;
     let bar = if cfg.progress {
-        let b = ProgressBar::new(estimate(cfg.quick) * cfg.programs.len() as u64);
-        b.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}").expect("a valid template").progress_chars("=> "));
+        // (How many cases a program has is known only once its conversation is.)
+        let b = ProgressBar::new_spinner();
+        b.set_style(ProgressStyle::with_template("{elapsed_precise} {spinner} {pos} cases: {msg}").expect("a valid template"));
+        b.enable_steady_tick(Duration::from_millis(200));
         b
     } else {
         ProgressBar::hidden()
@@ -554,8 +525,6 @@ pub fn run(cfg: &Config) -> Result<Report, FaultsError> {
     let mut m = Matrix { cfg, setup, bar, cases: Vec::new(), run_no: 0 };
     for p in &cfg.programs {
         m.program(p)?;
-        // The estimate was rough: the bar's length follows what is known.
-        m.bar.set_length((m.cases.len() as u64 / (cfg.programs.iter().position(|q| q.name == p.name).unwrap_or(0) as u64 + 1)) * cfg.programs.len() as u64);
     }
     m.bar.finish_and_clear();
     Ok(Report::new(m.cases))
