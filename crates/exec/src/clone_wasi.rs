@@ -6,13 +6,15 @@
 //! migrated function with [`WasiOnClone`] so that the device runs it instead.
 
 use crate::replica::{Data, WasiOnClone};
-use clonecloud_files::{Fs, FsError};
+use clonecloud_files::{Fs, FsError, PollTarget};
 use wasmtime::{Caller, Val, ValType};
 
 /// WASI's EFAULT: a pointer out of bounds.
 const EFAULT: i32 = 21;
 /// WASI's EINVAL.
 const EINVAL: i32 = 28;
+/// WASI's ENOTSUP.
+const ENOTSUP: i32 = 58;
 
 /// What a served function returns: an errno, or nothing (`proc_exit`).
 type Served = wasmtime::Result<Option<i32>>;
@@ -43,6 +45,18 @@ const SERVED: &[(&str, &str, bool, Handler)] = &[
     ("fd_sync", "i", true, fd_check),
     ("fd_datasync", "i", true, fd_check),
     ("fd_advise", "iIIi", true, fd_check),
+    ("fd_allocate", "iII", true, fd_allocate),
+    ("fd_renumber", "ii", true, fd_renumber),
+    ("fd_fdstat_set_flags", "ii", true, fd_fdstat_set_flags),
+    ("fd_fdstat_set_rights", "iII", true, fd_fdstat_set_rights),
+    ("fd_filestat_set_times", "iIIi", true, fd_filestat_set_times),
+    ("path_filestat_set_times", "iiiiIIi", true, path_filestat_set_times),
+    ("poll_oneoff", "iiii", true, poll_oneoff),
+    ("proc_raise", "i", true, proc_raise),
+    ("sock_accept", "iii", true, sock_call),
+    ("sock_recv", "iiiiii", true, sock_call),
+    ("sock_send", "iiiii", true, sock_call),
+    ("sock_shutdown", "ii", true, sock_call),
     ("path_open", "iiiiiIIii", true, path_open),
     ("path_filestat_get", "iiiii", true, path_filestat_get),
     ("path_create_directory", "iii", true, path_create_directory),
@@ -59,15 +73,24 @@ const SERVED: &[(&str, &str, bool, Handler)] = &[
     ("environ_get", "ii", true, environ_get),
 ];
 
+/// The functions of `wasi_unstable` whose layouts differ from preview 1's.
+const UNSTABLE: &[(&str, &str, bool, Handler)] = &[
+    ("fd_seek", "iIii", true, fd_seek_unstable),
+    ("fd_filestat_get", "ii", true, fd_filestat_get_unstable),
+    ("path_filestat_get", "iiiii", true, path_filestat_get_unstable),
+];
+
 /// Whether a call of preview 1 function `name` with `args` that a clone cannot answer goes to
 /// the device instead of failing the migration: queries without side effects (descriptor and
 /// file status, CPU clocks, clock resolutions) and stdin reads, which the device journals and
 /// puts back if the migration is then abandoned (see `crate::stdin`). The device checks the same
 /// list before it runs anything a clone asks for.
 pub fn proxied(module: &str, name: &str, args: &[Val]) -> bool {
-    module == "wasi_snapshot_preview1"
+    matches!(module, "wasi_snapshot_preview1" | "wasi_unstable")
         && match name {
             "fd_fdstat_get" | "fd_filestat_get" | "clock_time_get" | "clock_res_get" => true,
+            // Waiting on stdin or on a descriptor the device opened.
+            "poll_oneoff" => true,
             "fd_read" => matches!(args.first(), Some(Val::I32(0))),
             _ => false,
         }
@@ -76,10 +99,17 @@ pub fn proxied(module: &str, name: &str, args: &[Val]) -> bool {
 /// The handler for preview 1 function `name` if the import's type is the one preview 1 gives
 /// it.
 pub(crate) fn served(module: &str, name: &str, ty: &wasmtime::FuncType) -> Option<Handler> {
-    if module != "wasi_snapshot_preview1" {
-        return None;
-    }
-    let (_, params, errno, handler) = SERVED.iter().find(|(n, ..)| *n == name)?;
+    let (_, params, errno, handler) = match module {
+        "wasi_snapshot_preview1" => SERVED.iter().find(|(n, ..)| *n == name)?,
+        // The older snapshot: the same calls and layouts but for these (and `poll_oneoff`,
+        // whose subscriptions differ, which is not served).
+        "wasi_unstable" => match UNSTABLE.iter().find(|(n, ..)| *n == name) {
+            Some(f) => f,
+            None if name == "poll_oneoff" => return None,
+            None => SERVED.iter().find(|(n, ..)| *n == name)?,
+        },
+        _ => return None,
+    };
     let want: Vec<bool> = params.chars().map(|c| c == 'I').collect();
     let params_match = ty.params().len() == want.len()
         && ty.params().zip(&want).all(|(p, wide)| matches!((p, wide), (ValType::I32, false) | (ValType::I64, true)));
@@ -433,4 +463,195 @@ fn environ_sizes_get(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
 
 fn environ_get(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
     strings(c, a, 1)
+}
+
+/// An errno-only answer from the file system.
+fn status(r: Result<(), FsError>, call: &str) -> Served {
+    Ok(Some(fs_result(r, call)?.err().unwrap_or(0)))
+}
+
+fn fd_allocate(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    status(fs(c).allocate(i(&a[0]) as u32), "fd_allocate")
+}
+
+fn fd_renumber(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    status(fs(c).renumber(i(&a[0]) as u32, i(&a[1]) as u32), "fd_renumber")
+}
+
+fn fd_fdstat_set_flags(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    status(fs(c).set_fdflags(i(&a[0]) as u32, i(&a[1]) as u16), "fd_fdstat_set_flags")
+}
+
+fn fd_fdstat_set_rights(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    status(fs(c).set_rights(i(&a[0]) as u32), "fd_fdstat_set_rights")
+}
+
+fn sock_call(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    status(fs(c).socket(i(&a[0]) as u32), "sock_*")
+}
+
+fn proc_raise(_: &mut Caller<'_, Data>, _: &[Val]) -> Served {
+    Ok(Some(ENOTSUP))
+}
+
+/// The times `*_set_times` asks for, as wasmtime-wasi reads `fst_flags` (1 atim, 2 atim now,
+/// 4 mtim, 8 mtim now): a time and "now" for the same one is EINVAL.
+fn set_times_args(c: &mut Caller<'_, Data>, atim: i64, mtim: i64, flags: i32) -> Result<(Option<u64>, Option<u64>), i32> {
+    let now = c.data().clocks.realtime();
+    let pick = |set: bool, value: i64, use_now: bool| match (set, use_now) {
+        (true, true) => Err(EINVAL),
+        (true, false) => Ok(Some(value as u64)),
+        (false, true) => Ok(Some(now)),
+        (false, false) => Ok(None),
+    };
+    Ok((pick(flags & 1 != 0, atim, flags & 2 != 0)?, pick(flags & 4 != 0, mtim, flags & 8 != 0)?))
+}
+
+fn fd_filestat_set_times(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    let (atim, mtim) = match set_times_args(c, wide(&a[1]), wide(&a[2]), i(&a[3])) {
+        Ok(t) => t,
+        Err(e) => return Ok(Some(e)),
+    };
+    status(fs(c).set_times(i(&a[0]) as u32, atim, mtim), "fd_filestat_set_times")
+}
+
+fn path_filestat_set_times(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    let (atim, mtim) = match set_times_args(c, wide(&a[4]), wide(&a[5]), i(&a[6])) {
+        Ok(t) => t,
+        Err(e) => return Ok(Some(e)),
+    };
+    let p = match path(c, i(&a[2]), i(&a[3]), "path_filestat_set_times")? {
+        Ok(p) => p,
+        Err(e) => return Ok(Some(e)),
+    };
+    status(fs(c).path_set_times(i(&a[0]) as u32, &p, atim, mtim), "path_filestat_set_times")
+}
+
+/// One subscription of `poll_oneoff`, read from guest memory.
+enum Sub {
+    /// A clock: its deadline on the device's monotonic clock.
+    Clock { deadline: u64 },
+    /// A descriptor that is ready at once (files, stdout, stderr), with its event's flags.
+    Ready { kind: u8, flags: u16 },
+}
+
+/// `poll_oneoff` as wasmtime-wasi answers it: a lone relative clock sleeps; otherwise files and
+/// stdout/stderr are ready at once and clocks when their time comes. Stdin, and a descriptor
+/// the device opened, are the device's to wait for (the call is proxied).
+fn poll_oneoff(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    const SUB: i32 = 48;
+    const EVENT: usize = 32;
+    let (subs, events, n, out) = (i(&a[0]), i(&a[1]), i(&a[2]) as u32, i(&a[3]));
+    if n == 0 {
+        return Ok(Some(EINVAL));
+    }
+    let Some(bytes) = read_bytes(c, subs, (n as i32).wrapping_mul(SUB))? else { return Ok(Some(EFAULT)) };
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+    let event = |userdata: u64, kind: u8, nbytes: u64, flags: u16| {
+        let mut e = [0u8; EVENT];
+        e[0..8].copy_from_slice(&userdata.to_le_bytes());
+        e[10] = kind;
+        e[16..24].copy_from_slice(&nbytes.to_le_bytes());
+        e[24..26].copy_from_slice(&flags.to_le_bytes());
+        e
+    };
+    let one = |k: u32| &bytes[(k * SUB as u32) as usize..((k + 1) * SUB as u32) as usize];
+    // A single relative clock: wasmtime-wasi sleeps, whatever the clock.
+    if n == 1 && one(0)[8] == 0 && u16::from_le_bytes([one(0)[40], one(0)[41]]) & 1 == 0 {
+        std::thread::sleep(std::time::Duration::from_nanos(u64_at(one(0), 24)));
+        if !write_bytes(c, events, &event(u64_at(one(0), 0), 0, 1, 0))? {
+            return Ok(Some(EFAULT));
+        }
+        return answer(c, out, &1u32.to_le_bytes());
+    }
+    let (now_mono, now_real) = (c.data().clocks.monotonic(), c.data().clocks.realtime());
+    let mut parsed = Vec::with_capacity(n as usize);
+    for k in 0..n {
+        let b = one(k);
+        let sub = match b[8] {
+            0 => {
+                let (id, timeout, abs) = (u32_at(b, 16), u64_at(b, 24), u16::from_le_bytes([b[40], b[41]]) & 1 != 0);
+                let deadline = match (id, abs) {
+                    (1, true) => timeout,
+                    (0 | 1, false) => now_mono.saturating_add(timeout),
+                    (0, true) => now_mono.saturating_add(timeout.saturating_sub(now_real)),
+                    _ => return Ok(Some(EINVAL)),
+                };
+                Sub::Clock { deadline }
+            }
+            tag @ (1 | 2) => {
+                let fd = u32_at(b, 16);
+                match fs_result(fs(c).poll_target(fd), "poll_oneoff")? {
+                    Err(e) => return Ok(Some(e)),
+                    Ok(PollTarget::Stdin) if tag == 1 => return Err(refuse("poll_oneoff", "waiting on stdin")),
+                    Ok(PollTarget::File { left }) if tag == 1 => Sub::Ready { kind: 1, flags: if left == 0 { 2 } else { 0 } },
+                    Ok(PollTarget::File { .. } | PollTarget::Output) if tag == 2 => Sub::Ready { kind: 2, flags: 0 },
+                    Ok(_) => return Ok(Some(i32::from(clonecloud_files::errno::BADF))),
+                }
+            }
+            // wasmtime-wasi cannot read an unknown tag: the guest's memory is bad.
+            _ => return Ok(Some(EINVAL)),
+        };
+        parsed.push((u64_at(b, 0), sub));
+    }
+    let any_ready = parsed.iter().any(|(_, s)| matches!(s, Sub::Ready { .. }));
+    if !any_ready {
+        let first = parsed.iter().filter_map(|(_, s)| if let Sub::Clock { deadline } = s { Some(*deadline) } else { None }).min().unwrap_or(now_mono);
+        let wait = first.saturating_sub(c.data().clocks.monotonic());
+        std::thread::sleep(std::time::Duration::from_nanos(wait));
+    }
+    let now = c.data().clocks.monotonic();
+    let mut written = 0u32;
+    for (userdata, sub) in &parsed {
+        let e = match *sub {
+            Sub::Clock { deadline } if deadline <= now => event(*userdata, 0, 0, 0),
+            Sub::Clock { .. } => continue,
+            Sub::Ready { kind, flags } => event(*userdata, kind, 1, flags),
+        };
+        if !write_bytes(c, events.wrapping_add((written as usize * EVENT) as i32), &e)? {
+            return Ok(Some(EFAULT));
+        }
+        written += 1;
+    }
+    answer(c, out, &written.to_le_bytes())
+}
+
+/// `wasi_unstable`'s whence: 0 current, 1 end, 2 set.
+fn fd_seek_unstable(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    let whence = match i(&a[2]) {
+        0 => 1,
+        1 => 2,
+        2 => 0,
+        _ => return Ok(Some(EINVAL)),
+    };
+    fd_seek(c, &[a[0].clone(), a[1].clone(), Val::I32(whence), a[3].clone()])
+}
+
+/// `wasi_unstable`'s filestat: a 32-bit link count, 56 bytes in all.
+fn filestat_bytes_unstable(s: &clonecloud_files::Filestat) -> [u8; 56] {
+    let p1 = filestat_bytes(s);
+    let mut b = [0u8; 56];
+    b[0..17].copy_from_slice(&p1[0..17]);
+    b[20..24].copy_from_slice(&(s.nlink as u32).to_le_bytes());
+    b[24..56].copy_from_slice(&p1[32..64]);
+    b
+}
+
+fn fd_filestat_get_unstable(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    match fs_result(fs(c).filestat(i(&a[0]) as u32), "fd_filestat_get")? {
+        Ok(s) => answer(c, i(&a[1]), &filestat_bytes_unstable(&s)),
+        Err(e) => Ok(Some(e)),
+    }
+}
+
+fn path_filestat_get_unstable(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    let p = match path(c, i(&a[2]), i(&a[3]), "path_filestat_get")? {
+        Ok(p) => p,
+        Err(e) => return Ok(Some(e)),
+    };
+    match fs_result(fs(c).path_filestat(i(&a[0]) as u32, &p), "path_filestat_get")? {
+        Ok(s) => answer(c, i(&a[4]), &filestat_bytes_unstable(&s)),
+        Err(e) => Ok(Some(e)),
+    }
 }

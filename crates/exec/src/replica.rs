@@ -13,7 +13,7 @@ use crate::error::ExecError;
 use clonecloud_files::{FileOp, Fs};
 use clonecloud_wire::{Clocks, Descriptors};
 use crate::state::{ApplyError, PAGE_SIZE, Page, PageTable, StateHandles};
-use wasmtime::{Engine, Func, Linker, Module, Store, Trap, Val};
+use wasmtime::{Engine, Func, Module, Store, Trap, Val};
 
 /// A function on the clone called an import the clone cannot serve.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -220,7 +220,21 @@ impl Replica {
     /// A replica whose calls may use at most `limits` (deadlines need an engine from
     /// [`crate::new_clone_engine`]), serving the run's `args` and `env` (`NAME=value`).
     pub fn with_limits(engine: &Engine, module: &Module, limits: Limits, args: Vec<Vec<u8>>, env: Vec<Vec<u8>>) -> Result<Replica, ExecError> {
-        let mut linker: Linker<Data> = Linker::new(engine);
+        let data = Data {
+            fs: Fs::default(),
+            clocks: ClockBase { device: Clocks::default(), at: std::time::Instant::now() },
+            limits: wasmtime::StoreLimitsBuilder::new().memory_size(limits.memory).trap_on_grow_failure(true).build(),
+            lists: [args, env],
+            agreed: Agreed::default(),
+            proxy: None,
+            xor: false,
+            memory_limit: limits.memory,
+        };
+        let mut store = Store::new(engine, data);
+        store.limiter(|d| &mut d.limits);
+        // Each import gets its own function, in order: a module may import the same name twice
+        // (which a `Linker` refuses), and each copy proxies through its own trampoline.
+        let mut externs: Vec<wasmtime::Extern> = Vec::new();
         let mut function_index = 0u32;
         for import in module.imports() {
             let index = function_index;
@@ -236,8 +250,7 @@ impl Replica {
             };
             let (m, n) = (import.module().to_string(), import.name().to_string());
             if let Some(handler) = crate::clone_wasi::served(&m, &n, &ty) {
-                linker
-                    .func_new(import.module(), import.name(), ty, move |mut caller, params, results| {
+                let f = Func::new(&mut store, ty, move |mut caller, params, results| {
                         match handler(&mut caller, params) {
                             Ok(Some(errno)) => results[0] = Val::I32(errno),
                             Ok(None) => {}
@@ -248,35 +261,22 @@ impl Replica {
                             Err(e) => return Err(e),
                         }
                         Ok(())
-                    })
-                    .map_err(ExecError::Runtime)?;
+                    });
+                externs.push(f.into());
                 continue;
             }
-            linker
-                .func_new(import.module(), import.name(), ty, move |mut caller, params, results| {
-                    if crate::clone_wasi::proxied(&m, &n, params) {
-                        return proxy_call(&mut caller, index, &n, params, results);
-                    }
-                    Err(wasmtime::Error::new(WasiOnClone { module: m.clone(), name: n.clone() }))
-                })
-                .map_err(ExecError::Runtime)?;
+            let f = Func::new(&mut store, ty, move |mut caller, params, results| {
+                if crate::clone_wasi::proxied(&m, &n, params) {
+                    return proxy_call(&mut caller, index, &n, params, results);
+                }
+                Err(wasmtime::Error::new(WasiOnClone { module: m.clone(), name: n.clone() }))
+            });
+            externs.push(f.into());
         }
-        let data = Data {
-            fs: Fs::default(),
-            clocks: ClockBase { device: Clocks::default(), at: std::time::Instant::now() },
-            limits: wasmtime::StoreLimitsBuilder::new().memory_size(limits.memory).trap_on_grow_failure(true).build(),
-            lists: [args, env],
-            agreed: Agreed::default(),
-            proxy: None,
-            xor: false,
-            memory_limit: limits.memory,
-        };
-        let mut store = Store::new(engine, data);
-        store.limiter(|d| &mut d.limits);
         // Instantiation itself gets the run-time limit too.
         store.set_epoch_deadline(deadline_ticks(limits.run_time));
         store.epoch_deadline_trap();
-        let instance = linker.instantiate(&mut store, module).map_err(ExecError::Runtime)?;
+        let instance = wasmtime::Instance::new(&mut store, module, &externs).map_err(ExecError::Runtime)?;
         let mut memory = None;
         let mut globals = Vec::new();
         let mut flags = Vec::new();
@@ -352,10 +352,10 @@ impl Replica {
         self.store.data_mut().fs = fs;
     }
 
-    /// What the last call wrote (files, in order; stdout and stderr, in order), taken. A call
-    /// that left a descriptor open cannot be handed back.
-    pub fn finish(&mut self) -> Result<(Vec<FileOp>, Output), WasiOnClone> {
-        self.store.data_mut().fs.finish().map_err(|e| WasiOnClone { module: "wasi_snapshot_preview1".into(), name: e.to_string() })
+    /// What the last call changed (files and descriptors, in order; stdout and stderr, in
+    /// order), taken.
+    pub fn finish(&mut self) -> Result<(Vec<FileOp>, Output), clonecloud_files::FsError> {
+        self.store.data_mut().fs.finish()
     }
 
     /// Calls migration point `function` (its original index) with `params`, with the device's

@@ -275,6 +275,8 @@ struct Device {
     scratch: Option<wasmtime::Instance>,
     /// How many directories were preopened (descriptors 3 and up).
     preopens: u32,
+    /// The descriptor tool ([`FDTOOL`]), instantiated in this store on first use.
+    fdtool: Option<wasmtime::Instance>,
 }
 
 /// The running guest as a [`Migrator`] sees it, inside a call to a migration point: its state
@@ -514,6 +516,119 @@ impl Guest<'_, '_> {
     }
 }
 
+/// A module of the runner's own, instantiated beside the guest in its store, through which the
+/// device reads and changes the guest's descriptor table (it is WASI's, and only WASI calls made
+/// from wasm reach it): what a descriptor is and where it stands, before a migration; the
+/// descriptor changes a migrated function made, at the commit. Its memory holds the arguments:
+/// results at 0, a path at 1024.
+const FDTOOL: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_fdstat_get" (func $fdstat (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_filestat_get" (func $filestat (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_seek" (func $seek (param i32 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_close" (func $close (param i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_renumber" (func $renumber (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_fdstat_set_flags" (func $setflags (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "fdstat") (param i32) (result i32) (call $fdstat (local.get 0) (i32.const 0)))
+  (func (export "filestat") (param i32) (result i32) (call $filestat (local.get 0) (i32.const 0)))
+  (func (export "seek") (param i32 i64 i32) (result i32) (call $seek (local.get 0) (local.get 1) (local.get 2) (i32.const 0)))
+  (func (export "open") (param i32 i32 i32 i64 i32) (result i32)
+    (call $open (local.get 0) (i32.const 1) (i32.const 1024) (local.get 1) (local.get 2) (local.get 3) (local.get 3) (local.get 4) (i32.const 0)))
+  (func (export "close") (param i32) (result i32) (call $close (local.get 0)))
+  (func (export "renumber") (param i32 i32) (result i32) (call $renumber (local.get 0) (local.get 1)))
+  (func (export "setflags") (param i32 i32) (result i32) (call $setflags (local.get 0) (local.get 1))))"#;
+
+/// Where the descriptor tool takes a path.
+const FDTOOL_PATH: usize = 1024;
+
+impl Guest<'_, '_> {
+    fn fdtool(&mut self) -> wasmtime::Result<wasmtime::Instance> {
+        if let Some(i) = self.caller.data().fdtool {
+            return Ok(i);
+        }
+        let module = Module::new(&self.program.engine, FDTOOL)?;
+        let linker = self.program.linker().map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+        let i = linker.instantiate(&mut *self.caller, &module)?;
+        self.caller.data_mut().fdtool = Some(i);
+        Ok(i)
+    }
+
+    fn fdtool_call<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(&mut self, name: &str, params: P) -> wasmtime::Result<(R, Vec<u8>)> {
+        let tool = self.fdtool()?;
+        let f = tool.get_typed_func::<P, R>(&mut *self.caller, name)?;
+        let r = f.call(&mut *self.caller, params)?;
+        let mem = tool.get_memory(&mut *self.caller, "memory").ok_or_else(|| wasmtime::Error::msg("the descriptor tool has no memory"))?;
+        Ok((r, mem.data(&*self.caller)[..64].to_vec()))
+    }
+
+    /// What a clone needs to serve the descriptors in `open` beyond stdio and the preopens:
+    /// each file's or directory's inode number, offset, flags and access. Descriptors WASI
+    /// cannot describe are left out (they stay the device's).
+    pub fn open_files(&mut self, open: &[u32]) -> Vec<clonecloud_wire::OpenFile> {
+        let first = 3 + self.caller.data().preopens;
+        let mut files = Vec::new();
+        for &fd in open.iter().filter(|&&fd| fd >= first) {
+            let Ok((0, st)) = self.fdtool_call::<i32, i32>("fdstat", fd as i32) else { continue };
+            let dir = match st[0] {
+                3 => true,
+                4 => false,
+                _ => continue,
+            };
+            let fdflags = u16::from_le_bytes([st[2], st[3]]);
+            let rights = u64::from_le_bytes(st[8..16].try_into().expect("8 bytes"));
+            let Ok((0, fstat)) = self.fdtool_call::<i32, i32>("filestat", fd as i32) else { continue };
+            let ino = u64::from_le_bytes(fstat[8..16].try_into().expect("8 bytes"));
+            let offset = if dir {
+                0
+            } else {
+                match self.fdtool_call::<(i32, i64, i32), i32>("seek", (fd as i32, 0, 1)) {
+                    Ok((0, at)) => u64::from_le_bytes(at[..8].try_into().expect("8 bytes")),
+                    _ => continue,
+                }
+            };
+            files.push(clonecloud_wire::OpenFile { fd, dir, ino, offset, fdflags, read: rights & (1 << 1) != 0, write: rights & (1 << 6) != 0 });
+        }
+        files
+    }
+
+    /// Replays one descriptor change a migrated function made (see [`clonecloud_wire::FdOp`])
+    /// on the guest's own descriptor table.
+    pub fn replay_fd(&mut self, op: &clonecloud_wire::FdOp) -> Result<(), String> {
+        use clonecloud_wire::FdOp;
+        let errno = |r: wasmtime::Result<(i32, Vec<u8>)>| match r {
+            Ok((0, out)) => Ok(out),
+            Ok((e, _)) => Err(format!("WASI error {e}")),
+            Err(e) => Err(e.to_string()),
+        };
+        match op {
+            FdOp::Open { dirfd, path, directory, rights, fdflags, fd } => {
+                let path = if path.is_empty() { "." } else { path.as_str() };
+                let tool = self.fdtool().map_err(|e| e.to_string())?;
+                let mem = tool.get_memory(&mut *self.caller, "memory").ok_or("the descriptor tool has no memory")?;
+                mem.data_mut(&mut *self.caller)
+                    .get_mut(FDTOOL_PATH..FDTOOL_PATH + path.len())
+                    .ok_or("the path is longer than the descriptor tool takes")?
+                    .copy_from_slice(path.as_bytes());
+                let oflags = if *directory { 2 } else { 0 };
+                let out = errno(self.fdtool_call::<(i32, i32, i32, i64, i32), i32>(
+                    "open",
+                    (*dirfd as i32, path.len() as i32, oflags, *rights as i64, i32::from(*fdflags)),
+                ))?;
+                let got = u32::from_le_bytes(out[..4].try_into().expect("4 bytes"));
+                if got != *fd {
+                    return Err(format!("the device opened it as descriptor {got}, not {fd}"));
+                }
+                Ok(())
+            }
+            FdOp::Close { fd } => errno(self.fdtool_call::<i32, i32>("close", *fd as i32)).map(drop),
+            FdOp::Renumber { from, to } => errno(self.fdtool_call::<(i32, i32), i32>("renumber", (*from as i32, *to as i32))).map(drop),
+            FdOp::Seek { fd, offset } => errno(self.fdtool_call::<(i32, i64, i32), i32>("seek", (*fd as i32, *offset as i64, 0))).map(drop),
+            FdOp::SetFlags { fd, fdflags } => errno(self.fdtool_call::<(i32, i32), i32>("setflags", (*fd as i32, i32::from(*fdflags)))).map(drop),
+        }
+    }
+}
+
 /// Descriptor numbers in a row found closed before a probe stops (wasmtime-wasi numbers new
 /// descriptors just above the highest in use, or reuses closed ones).
 const PROBE_GAP: u32 = 32;
@@ -640,7 +755,7 @@ impl Program {
         Ok(Program {
             engine: engine.clone(),
             module,
-            points,
+            points: points.into(),
             layout: Arc::new(layout),
         })
     }

@@ -2,7 +2,7 @@
 //! real preopened directories at the commit.
 
 use crate::scan::Root;
-use clonecloud_wire::FileOp;
+use clonecloud_wire::{FdOp, FileOp};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
@@ -15,6 +15,8 @@ pub enum ApplyError {
     BadPath(String),
     #[error("cannot {op} {path}: {source}")]
     Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("cannot replay the descriptor change {op:?}: {why}")]
+    Descriptor { op: FdOp, why: String },
 }
 
 fn resolve(roots: &[Root], root: u32, path: &str) -> Result<PathBuf, ApplyError> {
@@ -35,14 +37,18 @@ fn paths(op: &FileOp) -> Vec<(u32, &str)> {
         | FileOp::SetSize { root, path, .. }
         | FileOp::Mkdir { root, path }
         | FileOp::Unlink { root, path }
-        | FileOp::Rmdir { root, path } => vec![(*root, path)],
+        | FileOp::Rmdir { root, path }
+        | FileOp::SetTimes { root, path, .. } => vec![(*root, path)],
         FileOp::Rename { root, from, to_root, to } => vec![(*root, from), (*to_root, to)],
+        // Replayed through the device's WASI, which keeps them inside its preopens.
+        FileOp::Fd(_) => vec![],
     }
 }
 
-/// Carries out `ops` in order on the directories of `roots` (the preopens, by position).
-/// Checks every path before the first change.
-pub fn apply(roots: &[Root], ops: &[FileOp]) -> Result<(), ApplyError> {
+/// Carries out `ops` in order on the directories of `roots` (the preopens, by position), the
+/// descriptor changes through `descriptors` (the device's WASI). Checks every path before the
+/// first change.
+pub fn apply(roots: &[Root], ops: &[FileOp], descriptors: &mut dyn FnMut(&FdOp) -> Result<(), String>) -> Result<(), ApplyError> {
     for op in ops {
         for (root, path) in paths(op) {
             resolve(roots, root, path)?;
@@ -85,6 +91,20 @@ pub fn apply(roots: &[Root], ops: &[FileOp]) -> Result<(), ApplyError> {
                 let (a, b) = (resolve(roots, *root, from)?, resolve(roots, *to_root, to)?);
                 std::fs::rename(&a, &b).map_err(io("rename", &a))?;
             }
+            FileOp::SetTimes { root, path, atim, mtim } => {
+                let p = resolve(roots, *root, path)?;
+                let at = |ns: u64| std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
+                let mut times = std::fs::FileTimes::new();
+                if let Some(a) = atim {
+                    times = times.set_accessed(at(*a));
+                }
+                if let Some(m) = mtim {
+                    times = times.set_modified(at(*m));
+                }
+                let f = std::fs::File::open(&p).map_err(io("open", &p))?;
+                f.set_times(times).map_err(io("set the times of", &p))?;
+            }
+            FileOp::Fd(op) => descriptors(op).map_err(|why| ApplyError::Descriptor { op: op.clone(), why })?,
         }
     }
     Ok(())

@@ -2,17 +2,22 @@
 //!
 //! It answers as wasmtime-wasi answers on the device (the same descriptor numbers, stat values,
 //! directory order and error numbers for the ordinary cases: a missing file, an existing one, a
-//! file where a directory is wanted, a non-empty directory) and refuses, with
+//! file where a directory is wanted, a non-empty directory, a trailing slash) and refuses, with
 //! [`FsError::Unsupported`], whatever it cannot answer exactly: symbolic links, `..`, absolute
-//! paths, descriptors the device opened, stdin, times set by hand. A refusal abandons the
-//! migration and the function runs on the device, so guessing is never needed.
+//! paths, stdin. A refusal abandons the migration and the function runs on the device, so
+//! guessing is never needed.
+//!
+//! Descriptors cross the migration both ways: those the device had open are found in the
+//! replicated trees by inode number and served from their offsets; those the call opens,
+//! closes, renumbers or re-flags are journaled as [`FdOp`]s and replayed on the device, which
+//! then ends with the same table (numbers, offsets, flags) as the call left here.
 //!
 //! Writes change the view at once (the function reads its own writes) and are recorded as
 //! [`FileOp`]s, in order, for the device to carry out at the commit. Output to stdout and stderr
 //! is recorded the same way.
 
 use crate::store::Store;
-use clonecloud_wire::{Descriptors, EntryKind, FileOp, FileStat, Hash128, Tree};
+use clonecloud_wire::{Descriptors, EntryKind, FdOp, FileOp, FileStat, Hash128, Tree};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -23,6 +28,8 @@ pub mod errno {
     pub const INVAL: u16 = 28;
     pub const NAMETOOLONG: u16 = 37;
     pub const NOENT: u16 = 44;
+    pub const NOTSOCK: u16 = 57;
+    pub const NOTSUP: u16 = 58;
     pub const NOTDIR: u16 = 54;
     pub const NOTEMPTY: u16 = 55;
     pub const SPIPE: u16 = 70;
@@ -55,6 +62,9 @@ const O_DIRECTORY: u16 = 2;
 const O_EXCL: u16 = 4;
 const O_TRUNC: u16 = 8;
 const FDFLAG_APPEND: u16 = 1;
+const FDFLAG_NONBLOCK: u16 = 4;
+/// The flags `fd_fdstat_set_flags` may not change (dsync, rsync, sync).
+const FDFLAGS_SYNC: u16 = 2 | 8 | 16;
 /// Where the clone numbers the descriptors it opens when the device's table is unknown: far
 /// above any the device can have open.
 const UNKNOWN_TABLE_BASE: u32 = 1 << 30;
@@ -119,7 +129,7 @@ pub enum Fd {
     Device,
 }
 
-/// A file opened on the clone.
+/// A file open during a migrated call (opened on the clone, or on the device before it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
     node: NodeId,
@@ -127,6 +137,17 @@ pub struct Opened {
     read: bool,
     write: bool,
     fdflags: u16,
+    /// The offset the device's descriptor will have once the journal is replayed (0 for one
+    /// opened here): the commit moves it to `pos` when they differ.
+    synced: u64,
+}
+
+/// A descriptor as `poll_oneoff` sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollTarget {
+    Stdin,
+    Output,
+    File { left: u64 },
 }
 
 /// `fdstat`: file type, flags, rights.
@@ -264,6 +285,21 @@ impl Fs {
                 self.used.insert(3 + i as u32, Fd::Dir { node: *node, preopen: true });
             }
         }
+        for f in &device.files {
+            if f.fd <= 2 || self.used.contains_key(&f.fd) {
+                continue;
+            }
+            if let Some(node) = self.by_ino(f.ino) {
+                let d = match (&self.nodes[node].kind, f.dir) {
+                    (Kind::Dir(_), true) => Fd::Dir { node, preopen: false },
+                    (Kind::File(_), false) => {
+                        Fd::File(Opened { node, pos: f.offset, read: f.read, write: f.write, fdflags: f.fdflags, synced: f.offset })
+                    }
+                    _ => continue,
+                };
+                self.used.insert(f.fd, d);
+            }
+        }
         for fd in &device.open {
             self.used.entry(*fd).or_insert(Fd::Device);
         }
@@ -275,22 +311,37 @@ impl Fs {
         self.now = now;
     }
 
+    /// The node with inode number `ino` in the replicated trees, when exactly one has it.
+    fn by_ino(&self, ino: u64) -> Option<NodeId> {
+        let mut found = (0..self.nodes.len()).filter(|&id| self.nodes[id].stat.ino == ino && self.path_of(id).is_some());
+        let id = found.next()?;
+        found.next().is_none().then_some(id)
+    }
+
     /// Sets the clock used for the times of what is written.
     pub fn set_now(&mut self, now: u64) {
         self.now = now;
     }
 
-    /// Ends the call: its file changes and output, in order. The descriptor table must be as
-    /// the call found it (a descriptor left open on the clone cannot be handed to the device).
-    /// Contents written are kept in the store, so the device need not send them back.
+    /// Ends the call: its file changes, descriptor changes and output, in order. Descriptors the
+    /// call opened, closed, renumbered or moved are in the journal, so the device ends with the
+    /// table the call left: the same numbers, offsets and flags. Contents written are kept in
+    /// the store, so the device need not send them back.
     #[allow(clippy::type_complexity)]
     pub fn finish(&mut self) -> Result<(Vec<FileOp>, Vec<(u32, Vec<u8>)>), FsError> {
-        if self.used != self.initial {
-            let left: Vec<u32> = self.used.keys().filter(|f| self.initial.get(f) != self.used.get(f)).copied().collect();
-            let closed: Vec<u32> = self.initial.keys().filter(|f| !self.used.contains_key(f)).copied().collect();
-            return unsupported(format!(
-                "the function returned with descriptors {left:?} open and {closed:?} closed; the device cannot take them over"
-            ));
+        let moved: Vec<(u32, u64)> = self
+            .used
+            .iter()
+            .filter_map(|(fd, d)| match d {
+                Fd::File(o) if o.pos != o.synced => Some((*fd, o.pos)),
+                _ => None,
+            })
+            .collect();
+        for (fd, offset) in moved {
+            self.journal.push(FileOp::Fd(FdOp::Seek { fd, offset }));
+            if let Some(Fd::File(o)) = self.used.get_mut(&fd) {
+                o.synced = offset;
+            }
         }
         if let Some(store) = &self.store {
             for n in &mut self.nodes {
@@ -320,6 +371,15 @@ impl Fs {
             None => err(errno::BADF),
             Some(Fd::Device) => unsupported(format!("descriptor {fd} was opened on the device")),
             Some(d) => Ok(d),
+        }
+    }
+
+    /// Whether `fd` is open, for the calls that only need to know that (a descriptor the
+    /// device opened counts).
+    fn is_open(&self, fd: u32) -> Result<bool, FsError> {
+        match self.used.get(&fd) {
+            Some(_) => Ok(true),
+            None => self.fd(fd).map(|_| true).or_else(|e| if e == FsError::Errno(errno::BADF) { Ok(false) } else { Err(e) }),
         }
     }
 
@@ -398,15 +458,24 @@ impl Fs {
         if path.starts_with('/') || path.contains('\0') {
             return unsupported(format!("the path `{path}` is absolute"));
         }
-        let parts: Vec<&str> = path.split('/').collect();
+        // A trailing slash asks for a directory: as on the device, a file there is ENOTDIR.
+        let trimmed = path.trim_end_matches('/');
+        let trailing = trimmed.len() != path.len();
+        let parts: Vec<&str> = trimmed.split('/').collect();
         let mut at = dir;
         let mut last = None;
         for (i, part) in parts.iter().enumerate() {
             let final_part = i + 1 == parts.len();
             match *part {
-                "" => return unsupported(format!("the path `{path}` has an empty component")),
+                // `a//b` is `a/b`, as on the device.
+                "" => continue,
                 "." => continue,
                 ".." => return unsupported(format!("the path `{path}` goes up with `..`")),
+                name if final_part && trailing => match self.child(at, name).map(|id| &self.nodes[id].kind) {
+                    Some(Kind::File(_)) => return err(errno::NOTDIR),
+                    Some(Kind::Other(_)) => return unsupported(format!("`{name}` in `{path}` is a link or special file")),
+                    _ => last = Some(name.to_string()),
+                },
                 name if final_part => last = Some(name.to_string()),
                 name => match self.child(at, name) {
                     None => return err(errno::NOENT),
@@ -546,7 +615,9 @@ impl Fs {
                         if write || oflags & O_TRUNC != 0 {
                             return unsupported(format!("`{path}` is a directory opened for writing"));
                         }
-                        return Ok(self.push(Fd::Dir { node: id, preopen: false }));
+                        let fd = self.push(Fd::Dir { node: id, preopen: false });
+                        self.record_open(dirfd, path, true, rights, fdflags, fd);
+                        return Ok(fd);
                     }
                     Kind::File(_) => {
                         if oflags & O_DIRECTORY != 0 {
@@ -563,7 +634,7 @@ impl Fs {
                 }
             }
             None if oflags & O_CREAT != 0 => {
-                if oflags & O_DIRECTORY != 0 || !write {
+                if oflags & O_DIRECTORY != 0 || !write || path.ends_with('/') {
                     return unsupported(format!("`{path}` created as a directory or without the right to write"));
                 }
                 let name = name.expect("a missing node has a name");
@@ -575,7 +646,16 @@ impl Fs {
             }
             None => return err(errno::NOENT),
         };
-        Ok(self.push(Fd::File(Opened { node: id, pos: 0, read, write, fdflags })))
+        let fd = self.push(Fd::File(Opened { node: id, pos: 0, read, write, fdflags, synced: 0 }));
+        self.record_open(dirfd, path, false, rights, fdflags, fd);
+        Ok(fd)
+    }
+
+    /// Journals a `path_open` for the device to replay (with the path as WASI resolves it: no
+    /// `.` components, no trailing slash).
+    fn record_open(&mut self, dirfd: u32, path: &str, directory: bool, rights: u64, fdflags: u16, fd: u32) {
+        let path = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect::<Vec<_>>().join("/");
+        self.journal.push(FileOp::Fd(FdOp::Open { dirfd, path, directory, rights, fdflags, fd }));
     }
 
     fn set_len(&mut self, id: NodeId, size: u64) -> Result<(), FsError> {
@@ -590,17 +670,119 @@ impl Fs {
         Ok(())
     }
 
-    /// `fd_close`.
+    /// `fd_close`: any descriptor, stdio, preopens and the device's included (the device
+    /// closes its own at the commit).
     pub fn close(&mut self, fd: u32) -> Result<(), FsError> {
-        match self.fd(fd)? {
-            Fd::Stdin | Fd::Stdout | Fd::Stderr => unsupported(format!("the function closed descriptor {fd}")),
-            Fd::Dir { preopen: true, .. } => unsupported(format!("the function closed preopened descriptor {fd}")),
-            _ => {
-                self.used.remove(&fd);
-                self.free.insert(fd);
-                Ok(())
-            }
+        if !self.is_open(fd)? {
+            return err(errno::BADF);
         }
+        self.used.remove(&fd);
+        self.free.insert(fd);
+        self.journal.push(FileOp::Fd(FdOp::Close { fd }));
+        Ok(())
+    }
+
+    /// `fd_renumber`: both must be open; `to` is closed and `from` takes its number.
+    pub fn renumber(&mut self, from: u32, to: u32) -> Result<(), FsError> {
+        if !self.is_open(from)? || !self.is_open(to)? {
+            return err(errno::BADF);
+        }
+        if from == to {
+            return Ok(());
+        }
+        let d = self.used.remove(&from).expect("open");
+        self.free.insert(from);
+        self.free.remove(&to);
+        self.used.insert(to, d);
+        self.journal.push(FileOp::Fd(FdOp::Renumber { from, to }));
+        Ok(())
+    }
+
+    /// `fd_fdstat_set_flags`: a file's append and non-blocking flags.
+    pub fn set_fdflags(&mut self, fd: u32, flags: u16) -> Result<(), FsError> {
+        let o = self.file_for_flags(fd)?;
+        if flags & FDFLAGS_SYNC != 0 {
+            return err(errno::INVAL);
+        }
+        o.fdflags = (o.fdflags & !(FDFLAG_APPEND | FDFLAG_NONBLOCK)) | (flags & (FDFLAG_APPEND | FDFLAG_NONBLOCK));
+        self.journal.push(FileOp::Fd(FdOp::SetFlags { fd, fdflags: flags }));
+        Ok(())
+    }
+
+    fn file_for_flags(&mut self, fd: u32) -> Result<&mut Opened, FsError> {
+        match self.fd(fd)? {
+            Fd::File(_) => self.file(fd),
+            _ => err(errno::BADF),
+        }
+    }
+
+    /// `fd_fdstat_set_rights`: wasmtime-wasi checks the descriptor and answers ENOTSUP.
+    pub fn set_rights(&self, fd: u32) -> Result<(), FsError> {
+        match self.fd(fd)? {
+            Fd::File(_) | Fd::Dir { .. } => err(errno::NOTSUP),
+            _ => err(errno::BADF),
+        }
+    }
+
+    /// `fd_allocate`: wasmtime-wasi checks that the descriptor is a file and answers ENOTSUP.
+    pub fn allocate(&self, fd: u32) -> Result<(), FsError> {
+        match self.fd(fd)? {
+            Fd::File(_) => err(errno::NOTSUP),
+            _ => err(errno::BADF),
+        }
+    }
+
+    /// `sock_*`: no socket exists in a preview 1 run, so wasmtime-wasi answers ENOTSOCK for any
+    /// open descriptor and EBADF for any other.
+    pub fn socket(&self, fd: u32) -> Result<(), FsError> {
+        if self.is_open(fd)? { err(errno::NOTSOCK) } else { err(errno::BADF) }
+    }
+
+    /// What `poll_oneoff` sees of a descriptor: stdin (the device's to wait for), stdout or
+    /// stderr, or a file with the bytes left to read from its position.
+    pub fn poll_target(&self, fd: u32) -> Result<PollTarget, FsError> {
+        match self.fd(fd)? {
+            Fd::Stdin => Ok(PollTarget::Stdin),
+            Fd::Stdout | Fd::Stderr => Ok(PollTarget::Output),
+            Fd::File(o) => Ok(PollTarget::File { left: self.nodes[o.node].stat.size.saturating_sub(o.pos) }),
+            _ => err(errno::BADF),
+        }
+    }
+
+    /// `fd_filestat_set_times`: `None` leaves a time as it is.
+    pub fn set_times(&mut self, fd: u32, atim: Option<u64>, mtim: Option<u64>) -> Result<(), FsError> {
+        let id = match self.fd(fd)? {
+            Fd::File(o) => o.node,
+            Fd::Dir { node, .. } => *node,
+            _ => return err(errno::BADF),
+        };
+        self.times_of(id, atim, mtim)
+    }
+
+    /// `path_filestat_set_times`.
+    pub fn path_set_times(&mut self, dirfd: u32, path: &str, atim: Option<u64>, mtim: Option<u64>) -> Result<(), FsError> {
+        let dir = self.dir_fd(dirfd)?;
+        let id = self.lookup(dir, path)?;
+        self.times_of(id, atim, mtim)
+    }
+
+    fn times_of(&mut self, id: NodeId, atim: Option<u64>, mtim: Option<u64>) -> Result<(), FsError> {
+        let Some(path) = self.path_of(id) else { return unsupported("setting the times of a file that was removed") };
+        if path.is_empty() {
+            return unsupported("setting the times of a preopened directory");
+        }
+        let now = self.now;
+        let s = &mut self.nodes[id].stat;
+        if let Some(a) = atim {
+            s.atim = a;
+        }
+        if let Some(m) = mtim {
+            s.mtim = m;
+        }
+        s.ctim = now;
+        let root = self.nodes[id].root;
+        self.record(FileOp::SetTimes { root, path, atim, mtim });
+        Ok(())
     }
 
     /// `fd_read` (`at: None`, from the position, which advances) or `fd_pread` (at `at`).

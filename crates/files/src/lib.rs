@@ -20,8 +20,8 @@ mod scan;
 mod store;
 
 pub use apply::{ApplyError, apply};
-pub use clonecloud_wire::{Entry, EntryKind, FileOp, FileStat, Tree};
-pub use fs::{Dirent, Fd, Fdstat, Filestat, Fs, FsError, Opened, errno, filetype};
+pub use clonecloud_wire::{Entry, EntryKind, FdOp, FileOp, FileStat, Tree};
+pub use fs::{Dirent, Fd, Fdstat, Filestat, Fs, FsError, Opened, PollTarget, errno, filetype};
 pub use scan::{Root, ScanError, Scanner};
 pub use store::Store;
 

@@ -365,7 +365,8 @@ impl Offloader {
                 Some(open) => {
                     let top = open.iter().copied().max().unwrap_or(0);
                     let free = (0..top).filter(|fd| !open.contains(fd)).collect();
-                    Descriptors { open, free, complete: true }
+                    let files = guest.open_files(&open);
+                    Descriptors { open, free, complete: true, files }
                 }
                 None => Descriptors::default(),
             };
@@ -430,7 +431,7 @@ impl Offloader {
                 // After proxied imports the agreed state is the scratch memory's: the final pages go
                 // there, and every page the migration touched comes over from it.
                 let merged = if self.proxying.active() { Some(self.proxying.final_pages(guest, &state.memory)?) } else { None };
-                clonecloud_files::apply(&self.target.dirs, &files).map_err(|e| abort("merge", e))?;
+                clonecloud_files::apply(&self.target.dirs, &files, &mut |op| guest.replay_fd(op)).map_err(|e| abort("merge", e))?;
                 let globals = convert::globals(&state);
                 let applied = match &merged {
                     Some((wasm_pages, pages)) => guest.apply(*wasm_pages, pages, false, &globals),

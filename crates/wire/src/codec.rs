@@ -5,7 +5,7 @@
 //! decoder never panics and never allocates more than the frame it was given.
 
 use crate::message::{
-    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FileOp, FileStat, Hash128, Message, PageDelta, State, Tree, Value,
+    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, OpenFile, FileStat, Hash128, Message, PageDelta, State, Tree, Value,
 };
 
 /// The frame format this codec writes and reads.
@@ -247,6 +247,43 @@ impl Writer<'_> {
                 self.u32(*to_root);
                 self.string(to);
             }
+            FileOp::SetTimes { root, path, atim, mtim } => {
+                self.u8(7);
+                self.u32(*root);
+                self.string(path);
+                for t in [atim, mtim] {
+                    self.u8(u8::from(t.is_some()));
+                    self.u64(t.unwrap_or(0));
+                }
+            }
+            FileOp::Fd(FdOp::Open { dirfd, path, directory, rights, fdflags, fd }) => {
+                self.u8(8);
+                self.u32(*dirfd);
+                self.string(path);
+                self.u8(u8::from(*directory));
+                self.u64(*rights);
+                self.u16(*fdflags);
+                self.u32(*fd);
+            }
+            FileOp::Fd(FdOp::Close { fd }) => {
+                self.u8(9);
+                self.u32(*fd);
+            }
+            FileOp::Fd(FdOp::Renumber { from, to }) => {
+                self.u8(10);
+                self.u32(*from);
+                self.u32(*to);
+            }
+            FileOp::Fd(FdOp::Seek { fd, offset }) => {
+                self.u8(11);
+                self.u32(*fd);
+                self.u64(*offset);
+            }
+            FileOp::Fd(FdOp::SetFlags { fd, fdflags }) => {
+                self.u8(12);
+                self.u32(*fd);
+                self.u16(*fdflags);
+            }
         }
     }
     fn state(&mut self, s: &State) {
@@ -318,6 +355,16 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
             w.u32s(&descriptors.open);
             w.u32s(&descriptors.free);
             w.u8(u8::from(descriptors.complete));
+            w.len(descriptors.files.len());
+            for f in &descriptors.files {
+                w.u32(f.fd);
+                w.u8(u8::from(f.dir));
+                w.u64(f.ino);
+                w.u64(f.offset);
+                w.u16(f.fdflags);
+                w.u8(u8::from(f.read));
+                w.u8(u8::from(f.write));
+            }
         }
         Message::Return { results, state, micros, output, files, exit, freed } => {
             w.values(results);
@@ -463,6 +510,13 @@ impl<'a> Reader<'a> {
     fn hash(&mut self, what: &'static str) -> Result<Hash128, DecodeError> {
         Ok(self.take(16, what)?.try_into().expect("16 bytes"))
     }
+    fn flag(&mut self, what: &'static str) -> Result<bool, DecodeError> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(self.invalid(format!("{what} is {b}, not 0 or 1"))),
+        }
+    }
     fn u32s(&mut self, what: &'static str) -> Result<Vec<u32>, DecodeError> {
         let n = self.count(4, what)?;
         (0..n).map(|_| self.u32(what)).collect()
@@ -553,6 +607,29 @@ impl<'a> Reader<'a> {
             4 => FileOp::Unlink { root, path: self.path("a path")? },
             5 => FileOp::Rmdir { root, path: self.path("a path")? },
             6 => FileOp::Rename { root, from: self.path("a path")?, to_root: self.u32("a preopen")?, to: self.path("a path")? },
+            7 => {
+                let path = self.path("a path")?;
+                let mut times = [None; 2];
+                for t in &mut times {
+                    let set = self.flag("whether a time is set")?;
+                    let v = self.u64("a time")?;
+                    *t = set.then_some(v);
+                }
+                FileOp::SetTimes { root, path, atim: times[0], mtim: times[1] }
+            }
+            // Descriptor changes: the first number is a descriptor, not a preopen.
+            8 => FileOp::Fd(FdOp::Open {
+                dirfd: root,
+                path: self.path("a path")?,
+                directory: self.flag("whether a directory is opened")?,
+                rights: self.u64("rights")?,
+                fdflags: self.u16("descriptor flags")?,
+                fd: self.u32("a descriptor")?,
+            }),
+            9 => FileOp::Fd(FdOp::Close { fd: root }),
+            10 => FileOp::Fd(FdOp::Renumber { from: root, to: self.u32("a descriptor")? }),
+            11 => FileOp::Fd(FdOp::Seek { fd: root, offset: self.u64("an offset")? }),
+            12 => FileOp::Fd(FdOp::SetFlags { fd: root, fdflags: self.u16("descriptor flags")? }),
             t => return Err(self.invalid(format!("file operation {t} is unknown"))),
         })
     }
@@ -638,7 +715,21 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
                 1 => true,
                 b => return Err(r.invalid(format!("the completeness flag is {b}, not 0 or 1"))),
             };
-            let descriptors = Descriptors { open, free, complete };
+            let n = r.count(25, "the open files")?;
+            let files = (0..n)
+                .map(|_| {
+                    Ok(OpenFile {
+                        fd: r.u32("a descriptor")?,
+                        dir: r.flag("whether a descriptor is a directory")?,
+                        ino: r.u64("an inode number")?,
+                        offset: r.u64("an offset")?,
+                        fdflags: r.u16("descriptor flags")?,
+                        read: r.flag("whether a descriptor reads")?,
+                        write: r.flag("whether a descriptor writes")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, DecodeError>>()?;
+            let descriptors = Descriptors { open, free, complete, files };
             Message::Migrate { point, args, state, clocks, descriptors }
         }
         5 => {

@@ -17,7 +17,7 @@ pub mod session;
 
 pub use codec::{Compression, DecodeError, Decoder, encode, encode_with, from_bytes, to_bytes, to_bytes_with};
 pub use message::{
-    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FileOp, FileStat, Hash128, Message, PROTOCOL_VERSION, PageDelta, State, Tree,
+    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, OpenFile, FileStat, Hash128, Message, PROTOCOL_VERSION, PageDelta, State, Tree,
     Value,
 };
 pub use session::{CloneEvent, CloneSession, DeviceEvent, DeviceSession, ProtocolError, Returned};

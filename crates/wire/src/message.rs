@@ -1,7 +1,7 @@
 //! The protocol's messages: what a device and a clone say to each other.
 
 /// The protocol version a peer speaks; a hello with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// A wasm value crossing the wire. Floats travel as their bits, so NaN payloads survive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +119,24 @@ pub struct Descriptors {
     pub open: Vec<u32>,
     pub free: Vec<u32>,
     pub complete: bool,
+    /// The descriptors beyond stdio and the preopens that the clone may serve: each names its
+    /// file or directory by inode number (the clone finds it in the replicated trees) with its
+    /// offset and flags. An open descriptor not listed here stays the device's.
+    pub files: Vec<OpenFile>,
+}
+
+/// A descriptor the device opened before a migration, as the clone takes it over for the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct OpenFile {
+    pub fd: u32,
+    pub dir: bool,
+    /// The inode number WASI reports for it (`fd_filestat_get`), as in [`FileStat::ino`].
+    pub ino: u64,
+    pub offset: u64,
+    /// WASI's fdflags (append, nonblock, ...).
+    pub fdflags: u16,
+    pub read: bool,
+    pub write: bool,
 }
 
 /// A change a migrated function made to the preopened directories, applied by the device at the
@@ -134,6 +152,27 @@ pub enum FileOp {
     Unlink { root: u32, path: String },
     Rmdir { root: u32, path: String },
     Rename { root: u32, from: String, to_root: u32, to: String },
+    /// Set the access and modification times (nanoseconds since the Unix epoch); `None` leaves
+    /// that time as it is.
+    SetTimes { root: u32, path: String, atim: Option<u64>, mtim: Option<u64> },
+    /// A change to the descriptor table, carried out through the device's own WASI in order with
+    /// the file changes, so the device ends with the descriptors the function left, at the same
+    /// numbers, offsets and flags.
+    Fd(FdOp),
+}
+
+/// A descriptor-table change a migrated function made, replayed on the device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FdOp {
+    /// `path_open(dirfd, path)` as the function called it, with its base rights (wasmtime-wasi
+    /// reads only those) and flags. Creation and truncation are in the journal already, so the
+    /// device opens what exists; it must get descriptor `fd`.
+    Open { dirfd: u32, path: String, directory: bool, rights: u64, fdflags: u16, fd: u32 },
+    Close { fd: u32 },
+    Renumber { from: u32, to: u32 },
+    /// Set the descriptor's offset (its final one, after the function's reads and writes).
+    Seek { fd: u32, offset: u64 },
+    SetFlags { fd: u32, fdflags: u16 },
 }
 
 /// One protocol message.

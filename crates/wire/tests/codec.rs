@@ -3,7 +3,7 @@
 
 use clonecloud_wire::codec::{DEFAULT_MAX_FRAME, HEADER_LEN};
 use clonecloud_wire::{
-    Clocks, Compression, DecodeError, Decoder, Descriptors, Entry, EntryKind, FailKind, FileOp, FileStat, Message, PageDelta, State, Tree, Value,
+    Clocks, Compression, DecodeError, Decoder, Descriptors, Entry, EntryKind, FailKind, FdOp, FileOp, OpenFile, FileStat, Message, PageDelta, State, Tree, Value,
     from_bytes, to_bytes, to_bytes_with,
 };
 
@@ -63,6 +63,14 @@ fn file_ops(rng: &mut Rng) -> Vec<FileOp> {
         FileOp::Unlink { root: 0, path: "d/f".into() },
         FileOp::Rmdir { root: 0, path: "d".into() },
         FileOp::Rename { root: 0, from: "a".into(), to_root: 1, to: "b/c".into() },
+        FileOp::SetTimes { root: 0, path: "a".into(), atim: Some(rng.next()), mtim: None },
+        FileOp::SetTimes { root: 1, path: "b".into(), atim: None, mtim: Some(rng.next()) },
+        FileOp::Fd(FdOp::Open { dirfd: 3, path: "d/f".into(), directory: false, rights: rng.next(), fdflags: 1, fd: 7 }),
+        FileOp::Fd(FdOp::Open { dirfd: 4, path: "".into(), directory: true, rights: 0, fdflags: 0, fd: 5 }),
+        FileOp::Fd(FdOp::Renumber { from: 7, to: 5 }),
+        FileOp::Fd(FdOp::Seek { fd: 5, offset: rng.next() }),
+        FileOp::Fd(FdOp::SetFlags { fd: 5, fdflags: 1 }),
+        FileOp::Fd(FdOp::Close { fd: 5 }),
     ]
 }
 
@@ -83,7 +91,15 @@ fn every_kind(rng: &mut Rng) -> Vec<Message> {
             args: values(rng),
             state: state(rng),
             clocks: Clocks { realtime: rng.next(), monotonic: rng.next() },
-            descriptors: Descriptors { open: vec![0, 1, 2, 3, 5, 9], free: vec![4], complete: true },
+            descriptors: Descriptors {
+                open: vec![0, 1, 2, 3, 5, 9],
+                free: vec![4],
+                complete: true,
+                files: vec![
+                    OpenFile { fd: 5, dir: false, ino: rng.next(), offset: rng.next(), fdflags: 1, read: true, write: false },
+                    OpenFile { fd: 9, dir: true, ino: 3, offset: 0, fdflags: 0, read: true, write: true },
+                ],
+            },
         },
         Message::Return {
             results: values(rng),
