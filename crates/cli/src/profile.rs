@@ -39,7 +39,7 @@ pub struct Opts {
 }
 
 /// The bytes of the files under `dir` (what replicating it to a clone sends at most).
-fn dir_bytes(dir: &std::path::Path) -> u64 {
+pub(crate) fn dir_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
         .flatten()

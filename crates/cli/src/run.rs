@@ -109,6 +109,14 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         Some(dir) if !opts.no_cache => ModuleCache::new(dir.join("modules")),
         _ => ModuleCache::disabled(),
     };
+    // With a clone, nothing named and nothing known of this module yet, the run learns.
+    if opts.offload.is_empty() && opts.clone.is_some() {
+        let engine = crate::partition::engine_key(opts.device_engine);
+        let module = clonecloud_profile::module_name(&wasm);
+        if crate::partition::store()?.profile_any(&module, engine)?.is_none() {
+            return learn(&opts, &wasm, &cache, &module_path);
+        }
+    }
     // With a clone and nothing named, the partition is chosen now, for the link as it is.
     let launch_target = if opts.offload.is_empty() && opts.clone.is_some() { Some(target(&opts, &cache)?) } else { None };
     let (chosen, expectations) = match &launch_target {
@@ -116,6 +124,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         None => (Vec::new(), std::collections::HashMap::new()),
     };
     let offload = !opts.offload.is_empty() || !chosen.is_empty();
+    let chosen_at_launch = !chosen.is_empty();
     let points = if !opts.offload.is_empty() {
         parse_points(&opts.offload)?
     } else if !chosen.is_empty() {
@@ -163,16 +172,48 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let started = std::time::Instant::now();
     let report = program
         .run_with(&wasi, migrator)
         .with_context(|| format!("failed to run `{}`", module_path.display()))?;
+    if opts.explain && chosen_at_launch {
+        explain_run(&stats.lock().unwrap_or_else(|e| e.into_inner()), started.elapsed(), &wasm, opts.device_engine);
+    }
     if let Some(path) = &opts.stats {
         let stats = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let json = serde_json::to_string_pretty(&stats).expect("stats serialize") + "\n";
         std::fs::write(path, json).with_context(|| format!("cannot write the stats to `{}`", path.display()))?;
     }
     tracing::debug!(host_calls = report.host_calls, "run finished");
-    let outcome = report.outcome;
+    Ok(finish(report.outcome, &module_path))
+}
+
+/// After a run chosen at launch (`--explain`): what moved, and the time against the run that
+/// made the stored profile (all on this device).
+fn explain_run(stats: &clonecloud_offload::Stats, took: std::time::Duration, wasm: &[u8], engine: crate::EngineArg) {
+    let (up, down, remote): (u64, u64, f64) =
+        stats.points.values().fold((0, 0, 0.0), |(u, d, r), p| (u + p.bytes_up_compressed, d + p.bytes_down_compressed, r + p.remote_ms));
+    let kib = |b: u64| b as f64 / 1024.0;
+    eprintln!(
+        "clonecloud: {} migrations, {} fallbacks; moved {:.1} KiB up and {:.1} KiB down (state), {:.1} KiB of files; {:.0} ms ran on the clone",
+        stats.migrations,
+        stats.fallbacks.count,
+        kib(up),
+        kib(down),
+        kib(stats.file_sync.bytes_on_wire),
+        remote
+    );
+    let local = crate::partition::store()
+        .ok()
+        .and_then(|s| s.profile_any(&clonecloud_profile::module_name(wasm), crate::partition::engine_key(engine)).ok().flatten())
+        .map(|p| p.profile.device_total_ns as f64 / 1e9);
+    if let Some(local) = local.filter(|_| stats.migrations > 0) {
+        eprintln!("clonecloud: this run took {:.2} s; all here it took {local:.2} s: {:.1}x faster", took.as_secs_f64(), local / took.as_secs_f64().max(1e-9));
+    }
+}
+
+/// Prints a trap as `wasmtime run` does and gives the exit code.
+fn finish(outcome: Outcome, module_path: &std::path::Path) -> ExitCode {
     if let Outcome::Trapped { trap, backtrace } = &outcome {
         eprintln!(
             "Error: failed to run main module `{}`: {trap}",
@@ -184,7 +225,47 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
             eprintln!("{bt}");
         }
     }
-    Ok(exit_code(outcome.exit_code()))
+    exit_code(outcome.exit_code())
+}
+
+/// The first run of a module with a clone: it runs here, every migration candidate timed (a
+/// light profile: no clone run, the state estimated), and what it learned is stored, so the
+/// next run chooses its partition at launch. `clonecloud profile` makes a careful profile.
+fn learn(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let device_engine = opts.device_engine.engine();
+    let ratio = clonecloud_profile::speed_ratio(device_engine)?;
+    let wasi = WasiConfig {
+        args: opts.module_and_args.clone(),
+        env: opts.env.iter().map(|e| parse_env(e)).collect::<anyhow::Result<_>>()?,
+        dirs: opts.dirs.iter().map(|d| DirMapping::parse(d)).collect(),
+        stdio: Stdio::Inherit,
+    };
+    let profile_opts = clonecloud_profile::Options {
+        wasi,
+        device_engine,
+        policy: clonecloud_analyze::Policy::builtin(),
+        bytes_threshold: std::time::Duration::from_millis(1),
+    };
+    let (profile, report) = clonecloud_profile::learn(wasm, cache, &profile_opts, ratio).with_context(|| format!("cannot run `{}`", module_path.display()))?;
+    let model = clonecloud_model::Module::parse(wasm)?;
+    let analysis = clonecloud_analyze::analyze(&model, &profile_opts.policy);
+    let nesting = analysis.nesting.iter().flat_map(|n| n.inner.iter().map(move |&i| (n.outer, i))).collect();
+    let files_bytes = profile_opts.wasi.dirs.iter().map(|d| crate::profile::dir_bytes(&d.host)).sum();
+    let candidates = profile.candidates.len();
+    let stored = clonecloud_partition::StoredProfile { profile, nesting, file_users: analysis.file_users.clone(), files_bytes };
+    crate::partition::store()?.put_profile(&stored)?;
+    if let Some(path) = &opts.stats {
+        // Nothing migrated: the stats of a local run, for scripts that read them every run.
+        let json = serde_json::to_string_pretty(&clonecloud_offload::Stats::default()).expect("stats serialize") + "\n";
+        std::fs::write(path, json).with_context(|| format!("cannot write the stats to `{}`", path.display()))?;
+    }
+    if opts.explain {
+        eprintln!(
+            "clonecloud: no profile of this module yet: ran it here with its {candidates} candidates timed (the {} device measured {ratio:.1}x slower than a clone); the next run chooses what to offload from it",
+            crate::partition::engine_key(opts.device_engine)
+        );
+    }
+    Ok(finish(report.outcome, module_path))
 }
 
 /// The choice at launch: measures the link to the clone, solves the module's stored profile for

@@ -60,6 +60,35 @@ fn partition_app(app: &str) {
 }
 
 #[test]
+fn a_first_run_learns_and_the_second_offloads() {
+    let home = tempfile::tempdir().unwrap();
+    let input = tempfile::tempdir().unwrap();
+    apps::generate("behavior-profile", "small", input.path());
+    let wasm = apps::wasm("behavior-profile");
+    let (wasm, dir) = (wasm.to_str().unwrap(), format!("{}::/input", input.path().display()));
+    let plain = apps::run_wasm(CLONECLOUD.as_ref(), "behavior-profile", input.path(), &[]);
+    let stats = home.path().join("stats.json");
+    let run = || cc(home.path(), &["run", "--device-engine", "pulley", "--clone", "local", "--explain", "--stats", stats.to_str().unwrap(), "--dir", &dir, wasm, "/input"]);
+    // Nothing known of the module: it runs here, timed, and stores what it learned.
+    let first = run();
+    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(first.stdout == plain.stdout, "the learning run's output differs");
+    let explained = String::from_utf8_lossy(&first.stderr);
+    assert!(explained.contains("no profile of this module yet") && !explained.contains("offloading"), "{explained}");
+    let listed = ok(cc(home.path(), &["partitions", "--json"]));
+    assert_eq!(listed.trim(), "[]", "learning stores a profile, not yet a partition");
+    // The second run chooses from it: the emulated phone is many times slower than the clone
+    // on a loopback link, so the work goes to the clone, and the output is the same.
+    let second = run();
+    assert_eq!(second.status.code(), Some(0), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(second.stdout == plain.stdout, "the offloaded run's output differs");
+    let explained = String::from_utf8_lossy(&second.stderr);
+    assert!(explained.contains("offloading") && explained.contains("faster"), "{explained}");
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert!(s["migrations"].as_u64().unwrap() > 0 && s["fallbacks"]["count"] == 0, "{s}");
+}
+
+#[test]
 fn bad_input_is_one_clear_line() {
     let home = tempfile::tempdir().unwrap();
     let wasm = apps::wasm("behavior-profile");
@@ -69,7 +98,6 @@ fn bad_input_is_one_clear_line() {
         (vec!["partition", "--network", "5g", wasm], "BW_MBIT,RTT_MS"),
         (vec!["partition", "--network", "wifi", "--objective", "speed", wasm], "time or energy"),
         (vec!["partition", "--network", "wifi", "/nonexistent.wasm"], "cannot read module"),
-        (vec!["run", "--clone", "local", wasm], "no stored profile"),
     ] {
         let out = cc(home.path(), &args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");

@@ -27,7 +27,7 @@ use clonecloud_analyze::{Policy, analyze};
 use clonecloud_exec::heap::HeapHint;
 use clonecloud_exec::state::{PAGE_SIZE, PageTable};
 use clonecloud_exec::{
-    DeviceEngine, ExecError, Guest, Migrator, ModuleCache, PointMode, Points, Program, Stdio, WasiConfig, new_device_engine, new_engine,
+    DeviceEngine, ExecError, Guest, Migrator, ModuleCache, PointMode, Points, Program, RunReport, Stdio, WasiConfig, new_device_engine, new_engine,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -155,6 +155,9 @@ struct Record {
     measure: HashMap<u32, usize>,
     table: PageTable,
     heap: HeapHint,
+    /// A learning run ([`learn`]): calls at least this long have their state estimated at
+    /// their exit (memory in use), for the first [`MEASURED_CALLS`] of each function.
+    estimate: Option<Duration>,
 }
 
 struct Recorder(Arc<Mutex<Record>>);
@@ -198,6 +201,15 @@ impl Migrator for Recorder {
         let frame = r.frames.pop().expect("pushed above");
         let ns = returned.duration_since(frame.start).saturating_sub(frame.hooks).as_nanos() as u64;
         let mut bytes_down = None;
+        if let Some(min) = r.estimate
+            && ns >= min.as_nanos() as u64
+            && r.stats.get(&function).is_none_or(|s| s.measured_calls < MEASURED_CALLS as u64)
+        {
+            // What a migration here could move at most: every page in use, both ways.
+            let in_use = (guest.memory().chunks(PAGE_SIZE).filter(|p| p.iter().any(|b| *b != 0)).count() * PAGE_SIZE) as u64;
+            bytes_up = Some(in_use);
+            bytes_down = Some(in_use);
+        }
         if frame.measured {
             let memory = guest.memory();
             let free = r.heap.free_pages(memory);
@@ -340,6 +352,92 @@ pub fn profile(wasm: &[u8], cache: &ModuleCache, opts: &Options) -> Result<Profi
         device_hooks_ns: dev.hooks.as_nanos() as u64,
         clone_hooks_ns: clo.hooks.as_nanos() as u64,
     })
+}
+
+/// A first run that learns: the run itself (stdio as `opts.wasi` says), on the device's engine
+/// with every candidate hooked, recording the device's times as [`profile`] does. The state a
+/// migration would move is estimated at the exit of calls of at least `opts.bytes_threshold`
+/// as the memory in use (an upper bound: [`profile`] measures the real deltas), and the
+/// clone's times are the device's divided by `speed_ratio` (device time over clone time, see
+/// [`speed_ratio`]). Returns the profile and how the run ended.
+pub fn learn(wasm: &[u8], cache: &ModuleCache, opts: &Options, speed_ratio: f64) -> Result<(Profile, RunReport), ProfileError> {
+    let model = clonecloud_model::Module::parse(wasm)?;
+    let analysis = analyze(&model, &opts.policy);
+    let candidates = analysis.candidates();
+    if candidates.is_empty() {
+        return Err(ProfileError::NoCandidates);
+    }
+    let points = Points::Named(candidates.iter().map(|i| format!("#{i}")).collect());
+    let device = new_device_engine(PointMode::Host, opts.device_engine)?;
+    let program = Program::prepare(&device, cache, wasm, &points, PointMode::Host)?;
+    let shared = Arc::new(Mutex::new(Record { estimate: Some(opts.bytes_threshold), ..Record::default() }));
+    let started = Instant::now();
+    let report = program.run_with(&opts.wasi, Some(Box::new(Recorder(shared.clone()))))?;
+    let total = started.elapsed();
+    let dev = std::mem::take(&mut *shared.lock().unwrap_or_else(|e| e.into_inner()));
+    let ratio = speed_ratio.max(1e-3);
+    let clone_ns = |ns: u64| (ns as f64 / ratio) as u64;
+    let mut kept = dev.kept;
+    kept.sort_by_key(|(seq, _)| *seq);
+    let invocations = kept.into_iter().map(|(_, i)| Invocation { clone_ns: clone_ns(i.device_ns), ..i }).collect();
+    let mut functions: Vec<FunctionStats> = dev.stats.into_values().map(|f| FunctionStats { clone_ns: clone_ns(f.device_ns), ..f }).collect();
+    functions.sort_by(|a, b| b.device_ns.cmp(&a.device_ns));
+    let profile = Profile {
+        module: module_name(wasm),
+        device_engine: engine_name(opts.device_engine).to_string(),
+        candidates,
+        names: model.functions.iter().map(|f| f.display_name()).collect(),
+        functions,
+        invocations,
+        device_total_ns: total.as_nanos() as u64,
+        clone_total_ns: clone_ns(total.as_nanos() as u64),
+        device_hooks_ns: dev.hooks.as_nanos() as u64,
+        clone_hooks_ns: 0,
+    };
+    Ok((profile, report))
+}
+
+fn engine_name(e: DeviceEngine) -> &'static str {
+    match e {
+        DeviceEngine::Cranelift => "cranelift",
+        DeviceEngine::Pulley => "pulley",
+    }
+}
+
+/// A small compute kernel (integer arithmetic, loads and stores in a loop) for [`speed_ratio`].
+const KERNEL: &str = r#"(module
+  (memory 1)
+  (func (export "run") (param $n i32) (result i32)
+    (local $i i32) (local $acc i32)
+    (loop $l
+      (i32.store (i32.and (i32.mul (local.get $i) (i32.const 4)) (i32.const 0xfffc))
+        (local.tee $acc (i32.add (i32.mul (local.get $acc) (i32.const 1103515245)) (i32.const 12345))))
+      (local.set $acc (i32.xor (local.get $acc)
+        (i32.load (i32.and (i32.mul (local.get $acc) (i32.const 4)) (i32.const 0xfffc)))))
+      (br_if $l (i32.lt_u (local.tee $i (i32.add (local.get $i) (i32.const 1))) (local.get $n))))
+    (local.get $acc)))"#;
+
+/// How many times slower the device's engine runs wasm than a clone's (Cranelift on this
+/// machine, standing for the clone's), timed on [`KERNEL`]: the best of three runs each.
+pub fn speed_ratio(device: DeviceEngine) -> Result<f64, ProfileError> {
+    let time = |engine: &wasmtime::Engine, n: i32| -> Result<Duration, ProfileError> {
+        let err = |e: wasmtime::Error| ProfileError::Run { engine: "calibration", message: e.to_string() };
+        let module = wasmtime::Module::new(engine, KERNEL).map_err(err)?;
+        let mut store = wasmtime::Store::new(engine, ());
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).map_err(err)?;
+        let run = instance.get_typed_func::<i32, i32>(&mut store, "run").map_err(err)?;
+        let mut best = Duration::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            std::hint::black_box(run.call(&mut store, n).map_err(err)?);
+            best = best.min(t.elapsed());
+        }
+        Ok(best)
+    };
+    let n = 2_000_000;
+    let device = time(&new_device_engine(PointMode::Flag, device)?, n)?;
+    let clone = time(&new_engine(PointMode::Flag)?, n)?;
+    Ok(device.as_secs_f64() / clone.as_secs_f64().max(1e-9))
 }
 
 /// The module's name in profiles and partitions: xxh3-128 of its bytes, hex.
