@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         // The guest's stderr is the process's: only clonecloud's own warnings go there, not the
         // in-process clone's (whose sessions end when the link does) nor fallbacks (logged at
         // info, and counted in --stats).
-        Command::Run(_) => "warn,clonecloud_offload::server=error",
+        Command::Run(_) => "warn,clonecloud_offload::server=error,wasmtime_wasi=error",
         _ => "warn",
     });
     let result = match cli.command {

@@ -52,6 +52,8 @@ const SERVED: &[(&str, &str, bool, Handler)] = &[
     ("fd_filestat_set_times", "iIIi", true, fd_filestat_set_times),
     ("path_filestat_set_times", "iiiiIIi", true, path_filestat_set_times),
     ("poll_oneoff", "iiii", true, poll_oneoff),
+    ("path_symlink", "iiiii", true, path_symlink),
+    ("path_readlink", "iiiiii", true, path_readlink),
     ("proc_raise", "i", true, proc_raise),
     ("sock_accept", "iii", true, sock_call),
     ("sock_recv", "iiiiii", true, sock_call),
@@ -303,7 +305,7 @@ fn path_filestat_get(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
         Ok(p) => p,
         Err(e) => return Ok(Some(e)),
     };
-    match fs_result(fs(c).path_filestat(i(&a[0]) as u32, &p), "path_filestat_get")? {
+    match fs_result(fs(c).path_filestat(i(&a[0]) as u32, &p, i(&a[1]) & 1 != 0), "path_filestat_get")? {
         Ok(s) => answer(c, i(&a[4]), &filestat_bytes(&s)),
         Err(e) => Ok(Some(e)),
     }
@@ -346,15 +348,13 @@ fn fd_readdir(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
 }
 
 fn path_open(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
-    if i(&a[1]) & !1 != 0 {
-        return Err(refuse("path_open", "unknown lookup flags"));
-    }
+    let follow = i(&a[1]) & 1 != 0;
     let p = match path(c, i(&a[2]), i(&a[3]), "path_open")? {
         Ok(p) => p,
         Err(e) => return Ok(Some(e)),
     };
     let (oflags, rights, fdflags) = (i(&a[4]) as u16, wide(&a[5]) as u64, i(&a[7]) as u16);
-    match fs_result(fs(c).open(i(&a[0]) as u32, &p, oflags, rights, fdflags), "path_open")? {
+    match fs_result(fs(c).open(i(&a[0]) as u32, &p, follow, oflags, rights, fdflags), "path_open")? {
         Ok(fd) => answer(c, i(&a[8]), &fd.to_le_bytes()),
         Err(e) => Ok(Some(e)),
     }
@@ -524,7 +524,7 @@ fn path_filestat_set_times(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
         Ok(p) => p,
         Err(e) => return Ok(Some(e)),
     };
-    status(fs(c).path_set_times(i(&a[0]) as u32, &p, atim, mtim), "path_filestat_set_times")
+    status(fs(c).path_set_times(i(&a[0]) as u32, &p, i(&a[1]) & 1 != 0, atim, mtim), "path_filestat_set_times")
 }
 
 /// One subscription of `poll_oneoff`, read from guest memory.
@@ -535,11 +535,13 @@ enum Sub {
     Ready { kind: u8, flags: u16 },
 }
 
-/// `poll_oneoff` as wasmtime-wasi answers it: a lone relative clock sleeps; otherwise files and
-/// stdout/stderr are ready at once and clocks when their time comes. Stdin, and a descriptor
+/// `poll_oneoff` as wasmtime-wasi answers it: files and stdout/stderr are ready at once, clocks
+/// when their time comes. Stdin, and a descriptor
 /// the device opened, are the device's to wait for (the call is proxied).
 fn poll_oneoff(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
     const SUB: i32 = 48;
+    /// `fd_readwrite_hangup`.
+    const HANGUP: u16 = 1;
     const EVENT: usize = 32;
     let (subs, events, n, out) = (i(&a[0]), i(&a[1]), i(&a[2]) as u32, i(&a[3]));
     if n == 0 {
@@ -557,14 +559,8 @@ fn poll_oneoff(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
         e
     };
     let one = |k: u32| &bytes[(k * SUB as u32) as usize..((k + 1) * SUB as u32) as usize];
-    // A single relative clock: wasmtime-wasi sleeps, whatever the clock.
-    if n == 1 && one(0)[8] == 0 && u16::from_le_bytes([one(0)[40], one(0)[41]]) & 1 == 0 {
-        std::thread::sleep(std::time::Duration::from_nanos(u64_at(one(0), 24)));
-        if !write_bytes(c, events, &event(u64_at(one(0), 0), 0, 1, 0))? {
-            return Ok(Some(EFAULT));
-        }
-        return answer(c, out, &1u32.to_le_bytes());
-    }
+    // (wasmtime-wasi sleeps on a lone relative clock only where the context allows blocking the
+    // thread, which the device's does not: every subscription takes the general path.)
     let (now_mono, now_real) = (c.data().clocks.monotonic(), c.data().clocks.realtime());
     let mut parsed = Vec::with_capacity(n as usize);
     for k in 0..n {
@@ -585,7 +581,7 @@ fn poll_oneoff(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
                 match fs_result(fs(c).poll_target(fd), "poll_oneoff")? {
                     Err(e) => return Ok(Some(e)),
                     Ok(PollTarget::Stdin) if tag == 1 => return Err(refuse("poll_oneoff", "waiting on stdin")),
-                    Ok(PollTarget::File { left }) if tag == 1 => Sub::Ready { kind: 1, flags: if left == 0 { 2 } else { 0 } },
+                    Ok(PollTarget::File { left }) if tag == 1 => Sub::Ready { kind: 1, flags: if left == 0 { HANGUP } else { 0 } },
                     Ok(PollTarget::File { .. } | PollTarget::Output) if tag == 2 => Sub::Ready { kind: 2, flags: 0 },
                     Ok(_) => return Ok(Some(i32::from(clonecloud_files::errno::BADF))),
                 }
@@ -650,8 +646,39 @@ fn path_filestat_get_unstable(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
         Ok(p) => p,
         Err(e) => return Ok(Some(e)),
     };
-    match fs_result(fs(c).path_filestat(i(&a[0]) as u32, &p), "path_filestat_get")? {
+    match fs_result(fs(c).path_filestat(i(&a[0]) as u32, &p, i(&a[1]) & 1 != 0), "path_filestat_get")? {
         Ok(s) => answer(c, i(&a[4]), &filestat_bytes_unstable(&s)),
+        Err(e) => Ok(Some(e)),
+    }
+}
+
+fn path_symlink(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    let target = match path(c, i(&a[0]), i(&a[1]), "path_symlink")? {
+        Ok(p) => p,
+        Err(e) => return Ok(Some(e)),
+    };
+    let p = match path(c, i(&a[3]), i(&a[4]), "path_symlink")? {
+        Ok(p) => p,
+        Err(e) => return Ok(Some(e)),
+    };
+    status(fs(c).symlink(&target, i(&a[2]) as u32, &p), "path_symlink")
+}
+
+/// `path_readlink`: the target, cut to the buffer, and its length written.
+fn path_readlink(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    let p = match path(c, i(&a[1]), i(&a[2]), "path_readlink")? {
+        Ok(p) => p,
+        Err(e) => return Ok(Some(e)),
+    };
+    match fs_result(fs(c).readlink(i(&a[0]) as u32, &p), "path_readlink")? {
+        Ok(target) => {
+            let mut bytes = target.into_bytes();
+            bytes.truncate(i(&a[4]) as u32 as usize);
+            if !write_bytes(c, i(&a[3]), &bytes)? {
+                return Ok(Some(EFAULT));
+            }
+            answer(c, i(&a[5]), &(bytes.len() as u32).to_le_bytes())
+        }
         Err(e) => Ok(Some(e)),
     }
 }

@@ -277,6 +277,9 @@ struct Device {
     preopens: u32,
     /// The descriptor tool ([`FDTOOL`]), instantiated in this store on first use.
     fdtool: Option<wasmtime::Instance>,
+    /// The highest descriptor number known to have been handed out (see
+    /// [`Guest::free_descriptors`]).
+    max_seen: u32,
 }
 
 /// The running guest as a [`Migrator`] sees it, inside a call to a migration point: its state
@@ -542,6 +545,8 @@ const FDTOOL: &str = r#"(module
 /// Where the descriptor tool takes a path.
 const FDTOOL_PATH: usize = 1024;
 
+use clonecloud_wire::FdOp;
+
 impl Guest<'_, '_> {
     fn fdtool(&mut self) -> wasmtime::Result<wasmtime::Instance> {
         if let Some(i) = self.caller.data().fdtool {
@@ -560,6 +565,43 @@ impl Guest<'_, '_> {
         let r = f.call(&mut *self.caller, params)?;
         let mem = tool.get_memory(&mut *self.caller, "memory").ok_or_else(|| wasmtime::Error::msg("the descriptor tool has no memory"))?;
         Ok((r, mem.data(&*self.caller)[..64].to_vec()))
+    }
+
+    /// The numbers wasmtime-wasi will hand out again, highest first, given the descriptors now
+    /// `open`: every number below the highest open one that is not open, and the numbers above
+    /// it that were handed out and closed since. Every number up to the highest ever handed out
+    /// is open or free (numbers are handed out upwards, or reused), so the free numbers above
+    /// the top are a run up to the highest free one, which one `path_open` shows (it takes the
+    /// highest free number) and the `fd_close` after it puts back, leaving the table as it was.
+    /// That probe is made only when its answer cannot change the table: when there are free
+    /// numbers below the top (the open takes one of them if nothing above is free), or when a
+    /// number above the top is known to have been handed out before.
+    pub fn free_descriptors(&mut self, open: &[u32]) -> Vec<u32> {
+        let top = open.iter().copied().max().unwrap_or(0);
+        let mut free: Vec<u32> = (0..top).filter(|fd| !open.contains(fd)).collect();
+        let seen = self.caller.data().max_seen.max(top);
+        self.caller.data_mut().max_seen = seen;
+        let dir = 3..3 + self.caller.data().preopens;
+        let Some(dirfd) = open.iter().copied().find(|fd| dir.contains(fd)) else { return free };
+        if free.is_empty() && seen <= top {
+            return free;
+        }
+        let probe = FdOp::Open { dirfd, path: String::new(), directory: true, rights: 0, fdflags: 0, fd: u32::MAX };
+        let got = match self.replay_fd(&probe) {
+            Err(e) => match e.strip_prefix("the device opened it as descriptor ").and_then(|r| r.split(',').next()).and_then(|n| n.parse::<u32>().ok()) {
+                Some(n) => n,
+                None => return free,
+            },
+            Ok(()) => return free,
+        };
+        if self.replay_fd(&FdOp::Close { fd: got }).is_err() {
+            return free;
+        }
+        if got > top {
+            free.extend(top + 1..=got);
+            self.caller.data_mut().max_seen = seen.max(got);
+        }
+        free
     }
 
     /// What a clone needs to serve the descriptors in `open` beyond stdio and the preopens:
@@ -594,8 +636,7 @@ impl Guest<'_, '_> {
 
     /// Replays one descriptor change a migrated function made (see [`clonecloud_wire::FdOp`])
     /// on the guest's own descriptor table.
-    pub fn replay_fd(&mut self, op: &clonecloud_wire::FdOp) -> Result<(), String> {
-        use clonecloud_wire::FdOp;
+    pub fn replay_fd(&mut self, op: &FdOp) -> Result<(), String> {
         let errno = |r: wasmtime::Result<(i32, Vec<u8>)>| match r {
             Ok((0, out)) => Ok(out),
             Ok((e, _)) => Err(format!("WASI error {e}")),
@@ -616,6 +657,8 @@ impl Guest<'_, '_> {
                     (*dirfd as i32, path.len() as i32, oflags, *rights as i64, i32::from(*fdflags)),
                 ))?;
                 let got = u32::from_le_bytes(out[..4].try_into().expect("4 bytes"));
+                let seen = self.caller.data().max_seen.max(got);
+                self.caller.data_mut().max_seen = seen;
                 if got != *fd {
                     return Err(format!("the device opened it as descriptor {got}, not {fd}"));
                 }
@@ -831,6 +874,8 @@ impl Program {
             stdin,
             scratch: None,
             preopens: wasi.dirs.len() as u32,
+            fdtool: None,
+            max_seen: 0,
         };
         let mut store = Store::new(&self.engine, device);
         let linker = self.linker()?;

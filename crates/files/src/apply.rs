@@ -29,6 +29,28 @@ fn resolve(roots: &[Root], root: u32, path: &str) -> Result<PathBuf, ApplyError>
     Ok(r.host.join(path))
 }
 
+/// Whether a link at `path` (relative to its preopen) to `target` leads, read from the link's
+/// directory, to a place inside the preopen: a clone may not plant a way out.
+fn stays_inside(path: &str, target: &str) -> bool {
+    if target.starts_with('/') || target.contains('\0') {
+        return false;
+    }
+    let mut depth = path.split('/').filter(|c| !c.is_empty()).count() as i64 - 1;
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
+}
+
 /// The (preopen, path) pairs an operation touches.
 fn paths(op: &FileOp) -> Vec<(u32, &str)> {
     match op {
@@ -38,7 +60,8 @@ fn paths(op: &FileOp) -> Vec<(u32, &str)> {
         | FileOp::Mkdir { root, path }
         | FileOp::Unlink { root, path }
         | FileOp::Rmdir { root, path }
-        | FileOp::SetTimes { root, path, .. } => vec![(*root, path)],
+        | FileOp::SetTimes { root, path, .. }
+        | FileOp::Symlink { root, path, .. } => vec![(*root, path)],
         FileOp::Rename { root, from, to_root, to } => vec![(*root, from), (*to_root, to)],
         // Replayed through the device's WASI, which keeps them inside its preopens.
         FileOp::Fd(_) => vec![],
@@ -52,6 +75,11 @@ pub fn apply(roots: &[Root], ops: &[FileOp], descriptors: &mut dyn FnMut(&FdOp) 
     for op in ops {
         for (root, path) in paths(op) {
             resolve(roots, root, path)?;
+        }
+        if let FileOp::Symlink { target, path, .. } = op
+            && !stays_inside(path, target)
+        {
+            return Err(ApplyError::BadPath(format!("{path} -> {target}")));
         }
     }
     for op in ops {
@@ -90,6 +118,10 @@ pub fn apply(roots: &[Root], ops: &[FileOp], descriptors: &mut dyn FnMut(&FdOp) 
             FileOp::Rename { root, from, to_root, to } => {
                 let (a, b) = (resolve(roots, *root, from)?, resolve(roots, *to_root, to)?);
                 std::fs::rename(&a, &b).map_err(io("rename", &a))?;
+            }
+            FileOp::Symlink { root, target, path } => {
+                let p = resolve(roots, *root, path)?;
+                std::os::unix::fs::symlink(target, &p).map_err(io("make a link at", &p))?;
             }
             FileOp::SetTimes { root, path, atim, mtim } => {
                 let p = resolve(roots, *root, path)?;

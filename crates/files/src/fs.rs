@@ -26,10 +26,13 @@ pub mod errno {
     pub const BADF: u16 = 8;
     pub const EXIST: u16 = 20;
     pub const INVAL: u16 = 28;
+    pub const ISDIR: u16 = 31;
     pub const NAMETOOLONG: u16 = 37;
+    pub const LOOP: u16 = 32;
     pub const NOENT: u16 = 44;
     pub const NOTSOCK: u16 = 57;
     pub const NOTSUP: u16 = 58;
+    pub const PERM: u16 = 63;
     pub const NOTDIR: u16 = 54;
     pub const NOTEMPTY: u16 = 55;
     pub const SPIPE: u16 = 70;
@@ -39,6 +42,7 @@ pub mod errno {
 pub mod filetype {
     pub const DIRECTORY: u8 = 3;
     pub const REGULAR_FILE: u8 = 4;
+    pub const SYMBOLIC_LINK: u8 = 7;
 }
 
 mod rights {
@@ -65,6 +69,20 @@ const FDFLAG_APPEND: u16 = 1;
 const FDFLAG_NONBLOCK: u16 = 4;
 /// The flags `fd_fdstat_set_flags` may not change (dsync, rsync, sync).
 const FDFLAGS_SYNC: u16 = 2 | 8 | 16;
+/// Symbolic links followed in one path at most, as Linux allows.
+const MAX_LINKS: u32 = 40;
+
+/// A path resolved to the directory holding its last component.
+struct Walked {
+    parent: NodeId,
+    /// The last component; `None` when the path names a directory itself.
+    name: Option<String>,
+    /// The path (or the last link's target) ends with a slash: it must be a directory.
+    trailing: bool,
+    /// The last component came from following a link.
+    via_link: bool,
+}
+
 /// Where the clone numbers the descriptors it opens when the device's table is unknown: far
 /// above any the device can have open.
 const UNKNOWN_TABLE_BASE: u32 = 1 << 30;
@@ -104,6 +122,8 @@ enum Kind {
     /// Children by name, in directory order.
     Dir(Vec<(String, NodeId)>),
     File(Content),
+    /// A symbolic link, by its target.
+    Symlink(String),
     Other(u8),
 }
 
@@ -238,6 +258,7 @@ impl Fs {
                     EntryKind::Dir => Kind::Dir(Vec::new()),
                     EntryKind::File(h) => Kind::File(Content::Stored(h)),
                     EntryKind::Other(t) => Kind::Other(t),
+                    EntryKind::Symlink(t) => Kind::Symlink(t),
                 };
                 let id = fs.nodes.len();
                 if e.path.is_empty() {
@@ -450,53 +471,87 @@ impl Fs {
     }
 
     /// Splits `path` under directory `dir` into the directory holding its last component and
-    /// that component (`None` for the directory itself).
-    fn walk(&self, dir: NodeId, path: &str) -> Result<(NodeId, Option<String>), FsError> {
+    /// that component (`None` for a directory itself), as wasmtime-wasi (cap-std) resolves it:
+    /// `.` and `..` (never above `dir`: that is EPERM, an escape from the sandbox), symbolic
+    /// links in the middle always followed, the last one when `follow` (or a trailing slash
+    /// asks for a directory), at most [`MAX_LINKS`] links (ELOOP), absolute ones EPERM.
+    fn walk_with(&self, dir: NodeId, path: &str, follow: bool) -> Result<Walked, FsError> {
         if path.is_empty() {
             return err(errno::NOENT);
         }
-        if path.starts_with('/') || path.contains('\0') {
-            return unsupported(format!("the path `{path}` is absolute"));
+        if path.contains('\0') {
+            return unsupported(format!("the path `{path}` has a NUL"));
         }
-        // A trailing slash asks for a directory: as on the device, a file there is ENOTDIR.
-        let trimmed = path.trim_end_matches('/');
-        let trailing = trimmed.len() != path.len();
-        let parts: Vec<&str> = trimmed.split('/').collect();
-        let mut at = dir;
-        let mut last = None;
-        for (i, part) in parts.iter().enumerate() {
-            let final_part = i + 1 == parts.len();
-            match *part {
-                // `a//b` is `a/b`, as on the device.
-                "" => continue,
-                "." => continue,
-                ".." => return unsupported(format!("the path `{path}` goes up with `..`")),
-                name if final_part && trailing => match self.child(at, name).map(|id| &self.nodes[id].kind) {
-                    Some(Kind::File(_)) => return err(errno::NOTDIR),
-                    Some(Kind::Other(_)) => return unsupported(format!("`{name}` in `{path}` is a link or special file")),
-                    _ => last = Some(name.to_string()),
-                },
-                name if final_part => last = Some(name.to_string()),
-                name => match self.child(at, name) {
-                    None => return err(errno::NOENT),
-                    Some(id) => match self.nodes[id].kind {
-                        Kind::Dir(_) => at = id,
-                        Kind::File(_) => return err(errno::NOTDIR),
-                        Kind::Other(_) => return unsupported(format!("`{name}` in `{path}` is a link or special file")),
-                    },
-                },
+        if path.starts_with('/') {
+            return err(errno::PERM);
+        }
+        let mut trailing = path.ends_with('/');
+        let mut comps: std::collections::VecDeque<String> = path.split('/').filter(|c| !c.is_empty()).map(str::to_string).collect();
+        let mut stack = vec![dir];
+        let mut links = 0;
+        let mut via_link = false;
+        while let Some(c) = comps.pop_front() {
+            let top = *stack.last().expect("never empty");
+            let last = comps.is_empty();
+            match c.as_str() {
+                "." => {}
+                ".." => {
+                    if stack.len() == 1 {
+                        return err(errno::PERM);
+                    }
+                    stack.pop();
+                }
+                name => {
+                    let child = self.child(top, name);
+                    let kind = child.map(|id| &self.nodes[id].kind);
+                    match kind {
+                        Some(Kind::Symlink(target)) if !last || follow || trailing => {
+                            links += 1;
+                            if links > MAX_LINKS {
+                                return err(errno::LOOP);
+                            }
+                            if target.starts_with('/') {
+                                return err(errno::PERM);
+                            }
+                            // The target's own trailing slash asks for a directory too.
+                            trailing |= last && target.ends_with('/');
+                            via_link |= last;
+                            for t in target.split('/').filter(|c| !c.is_empty()).rev() {
+                                comps.push_front(t.to_string());
+                            }
+                        }
+                        _ if last => {
+                            return match kind {
+                                Some(Kind::File(_)) if trailing => err(errno::NOTDIR),
+                                Some(Kind::Other(_)) => unsupported(format!("`{name}` in `{path}` is a special file")),
+                                Some(Kind::Dir(_)) => Ok(Walked { parent: top, name: Some(name.to_string()), trailing, via_link }),
+                                _ => Ok(Walked { parent: top, name: Some(name.to_string()), trailing, via_link }),
+                            };
+                        }
+                        None => return err(errno::NOENT),
+                        Some(Kind::Dir(_)) => stack.push(child.expect("found")),
+                        Some(Kind::File(_)) => return err(errno::NOTDIR),
+                        Some(Kind::Other(_)) => return unsupported(format!("`{name}` in `{path}` is a special file")),
+                        Some(Kind::Symlink(_)) => unreachable!("followed above"),
+                    }
+                }
             }
         }
-        Ok((at, last))
+        Ok(Walked { parent: *stack.last().expect("never empty"), name: None, trailing, via_link })
     }
 
-    /// The node `path` names under `dir`, if any.
-    fn lookup(&self, dir: NodeId, path: &str) -> Result<NodeId, FsError> {
-        let (parent, name) = self.walk(dir, path)?;
-        let Some(name) = name else { return Ok(parent) };
-        let id = self.child(parent, &name).ok_or(FsError::Errno(errno::NOENT))?;
+    /// [`Fs::walk_with`] without following a last symbolic link.
+    fn walk(&self, dir: NodeId, path: &str) -> Result<(NodeId, Option<String>), FsError> {
+        self.walk_with(dir, path, false).map(|w| (w.parent, w.name))
+    }
+
+    /// The node `path` names under `dir` (a last symbolic link followed with `follow`).
+    fn lookup(&self, dir: NodeId, path: &str, follow: bool) -> Result<NodeId, FsError> {
+        let w = self.walk_with(dir, path, follow)?;
+        let Some(name) = w.name else { return Ok(w.parent) };
+        let id = self.child(w.parent, &name).ok_or(FsError::Errno(errno::NOENT))?;
         if let Kind::Other(_) = self.nodes[id].kind {
-            return unsupported(format!("`{path}` is a link or special file"));
+            return unsupported(format!("`{path}` is a special file"));
         }
         Ok(id)
     }
@@ -592,14 +647,15 @@ impl Fs {
     }
 
     /// `path_open`: a new descriptor.
-    pub fn open(&mut self, dirfd: u32, path: &str, oflags: u16, rights: u64, fdflags: u16) -> Result<u32, FsError> {
+    /// `path_open`; `follow`: the lookup flag that follows a last symbolic link.
+    pub fn open(&mut self, dirfd: u32, path: &str, follow: bool, oflags: u16, rights: u64, fdflags: u16) -> Result<u32, FsError> {
         let dir = match self.fd(dirfd)? {
             Fd::Dir { node, .. } => *node,
             Fd::File(_) => return err(errno::NOTDIR),
             _ => return err(errno::BADF),
         };
         let (read, write) = (rights & rights::FD_READ != 0, rights & rights::FD_WRITE != 0);
-        let (parent, name) = self.walk(dir, path)?;
+        let Walked { parent, name, trailing, via_link } = self.walk_with(dir, path, follow)?;
         let existing = match &name {
             None => Some(parent),
             Some(n) => self.child(parent, n),
@@ -610,13 +666,16 @@ impl Fs {
                     return err(errno::EXIST);
                 }
                 match self.nodes[id].kind {
-                    Kind::Other(_) => return unsupported(format!("`{path}` is a link or special file")),
+                    Kind::Other(_) => return unsupported(format!("`{path}` is a special file")),
+                    // Not followed: as O_NOFOLLOW does.
+                    Kind::Symlink(_) => return err(errno::LOOP),
+                    Kind::Dir(_) if oflags & O_CREAT != 0 => return err(errno::ISDIR),
                     Kind::Dir(_) => {
                         if write || oflags & O_TRUNC != 0 {
                             return unsupported(format!("`{path}` is a directory opened for writing"));
                         }
                         let fd = self.push(Fd::Dir { node: id, preopen: false });
-                        self.record_open(dirfd, path, true, rights, fdflags, fd);
+                        self.record_open(dirfd, dir, id, true, rights, fdflags, fd);
                         return Ok(fd);
                     }
                     Kind::File(_) => {
@@ -633,9 +692,10 @@ impl Fs {
                     }
                 }
             }
+            None if oflags & O_CREAT != 0 && trailing => return err(errno::ISDIR),
             None if oflags & O_CREAT != 0 => {
-                if oflags & O_DIRECTORY != 0 || !write || path.ends_with('/') {
-                    return unsupported(format!("`{path}` created as a directory or without the right to write"));
+                if oflags & O_DIRECTORY != 0 || !write || trailing || via_link {
+                    return unsupported(format!("`{path}` created as a directory, through a link or without the right to write"));
                 }
                 let name = name.expect("a missing node has a name");
                 let id = self.attach(parent, &name, Kind::File(Content::Owned(Vec::new())));
@@ -647,14 +707,23 @@ impl Fs {
             None => return err(errno::NOENT),
         };
         let fd = self.push(Fd::File(Opened { node: id, pos: 0, read, write, fdflags, synced: 0 }));
-        self.record_open(dirfd, path, false, rights, fdflags, fd);
+        self.record_open(dirfd, dir, id, false, rights, fdflags, fd);
         Ok(fd)
     }
 
-    /// Journals a `path_open` for the device to replay (with the path as WASI resolves it: no
-    /// `.` components, no trailing slash).
-    fn record_open(&mut self, dirfd: u32, path: &str, directory: bool, rights: u64, fdflags: u16, fd: u32) {
-        let path = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect::<Vec<_>>().join("/");
+    /// Journals a `path_open` for the device to replay: node `id` by its plain path under `dir`
+    /// (the descriptor `dirfd`'s directory; resolution never leaves it).
+    #[allow(clippy::too_many_arguments)]
+    fn record_open(&mut self, dirfd: u32, dir: NodeId, id: NodeId, directory: bool, rights: u64, fdflags: u16, fd: u32) {
+        let mut parts = Vec::new();
+        let mut at = id;
+        while at != dir {
+            let Some((parent, name)) = &self.nodes[at].parent else { break };
+            parts.push(name.clone());
+            at = *parent;
+        }
+        parts.reverse();
+        let path = parts.join("/");
         self.journal.push(FileOp::Fd(FdOp::Open { dirfd, path, directory, rights, fdflags, fd }));
     }
 
@@ -760,9 +829,12 @@ impl Fs {
     }
 
     /// `path_filestat_set_times`.
-    pub fn path_set_times(&mut self, dirfd: u32, path: &str, atim: Option<u64>, mtim: Option<u64>) -> Result<(), FsError> {
+    pub fn path_set_times(&mut self, dirfd: u32, path: &str, follow: bool, atim: Option<u64>, mtim: Option<u64>) -> Result<(), FsError> {
         let dir = self.dir_fd(dirfd)?;
-        let id = self.lookup(dir, path)?;
+        let id = self.lookup(dir, path, follow)?;
+        if matches!(self.nodes[id].kind, Kind::Symlink(_)) {
+            return unsupported("setting the times of a symbolic link itself");
+        }
         self.times_of(id, atim, mtim)
     }
 
@@ -787,6 +859,12 @@ impl Fs {
 
     /// `fd_read` (`at: None`, from the position, which advances) or `fd_pread` (at `at`).
     pub fn read(&mut self, fd: u32, max: usize, at: Option<u64>) -> Result<Vec<u8>, FsError> {
+        // `fd_pread`: stdin cannot seek, and the other stdio streams are not for reading.
+        match (self.fd(fd)?, at) {
+            (Fd::Stdin, Some(_)) => return err(errno::SPIPE),
+            (Fd::Stdout | Fd::Stderr, Some(_)) => return err(errno::BADF),
+            _ => {}
+        }
         let o = self.file(fd)?.clone();
         if !o.read {
             return err(errno::BADF);
@@ -900,6 +978,7 @@ impl Fs {
             Kind::Dir(_) => filetype::DIRECTORY,
             Kind::File(_) => filetype::REGULAR_FILE,
             Kind::Other(t) => t,
+            Kind::Symlink(_) => filetype::SYMBOLIC_LINK,
         };
         let s = n.stat;
         Filestat { dev: 1, ino: s.ino, filetype, nlink: s.nlink, size: s.size, atim: s.atim, mtim: s.mtim, ctim: s.ctim }
@@ -915,9 +994,9 @@ impl Fs {
     }
 
     /// `path_filestat_get`.
-    pub fn path_filestat(&self, dirfd: u32, path: &str) -> Result<Filestat, FsError> {
+    pub fn path_filestat(&self, dirfd: u32, path: &str, follow: bool) -> Result<Filestat, FsError> {
         let dir = self.dir_fd(dirfd)?;
-        Ok(self.filestat_of(self.lookup(dir, path)?))
+        Ok(self.filestat_of(self.lookup(dir, path, follow)?))
     }
 
     /// `fd_readdir`: the bytes wasmtime-wasi writes into a buffer of `buf_len` bytes from
@@ -1000,8 +1079,8 @@ impl Fs {
     pub fn unlink(&mut self, dirfd: u32, path: &str) -> Result<(), FsError> {
         let (parent, name) = self.named(dirfd, path)?;
         let id = self.child(parent, &name).ok_or(FsError::Errno(errno::NOENT))?;
-        if !matches!(self.nodes[id].kind, Kind::File(_)) {
-            return unsupported(format!("unlinking `{path}`, which is not a regular file"));
+        if !matches!(self.nodes[id].kind, Kind::File(_) | Kind::Symlink(_)) {
+            return unsupported(format!("unlinking `{path}`, which is not a regular file or a link"));
         }
         let (root, p) = (self.nodes[id].root, self.path_of(id).expect("attached"));
         self.detach(id);
@@ -1016,13 +1095,51 @@ impl Fs {
         match &self.nodes[id].kind {
             Kind::Dir(children) if !children.is_empty() => return err(errno::NOTEMPTY),
             Kind::Dir(_) => {}
-            Kind::File(_) => return err(errno::NOTDIR),
-            Kind::Other(_) => return unsupported(format!("`{path}` is a link or special file")),
+            Kind::File(_) | Kind::Symlink(_) => return err(errno::NOTDIR),
+            Kind::Other(_) => return unsupported(format!("`{path}` is a special file")),
         }
         let (root, p) = (self.nodes[id].root, self.path_of(id).expect("attached"));
         self.detach(id);
         self.record(FileOp::Rmdir { root, path: p });
         Ok(())
+    }
+
+    /// `path_symlink`: `path` (under `dirfd`) becomes a link to `target`.
+    pub fn symlink(&mut self, target: &str, dirfd: u32, path: &str) -> Result<(), FsError> {
+        if target.starts_with('/') {
+            return err(errno::PERM);
+        }
+        if target.is_empty() || target.contains('\0') {
+            return unsupported("an empty link target");
+        }
+        let dir = self.dir_fd(dirfd)?;
+        let w = self.walk_with(dir, path, false)?;
+        let Some(name) = w.name else { return err(errno::EXIST) };
+        if self.child(w.parent, &name).is_some() {
+            return err(errno::EXIST);
+        }
+        if w.trailing {
+            return unsupported(format!("a link made at `{path}`, with a trailing slash"));
+        }
+        let id = self.attach(w.parent, &name, Kind::Symlink(target.to_string()));
+        self.nodes[id].stat.size = target.len() as u64;
+        let (root, p) = (self.nodes[id].root, self.path_of(id).expect("attached"));
+        self.record(FileOp::Symlink { root, target: target.to_string(), path: p });
+        Ok(())
+    }
+
+    /// `path_readlink`: the link's target (EINVAL for anything else; EPERM for an absolute
+    /// target, as wasmtime-wasi will not show those).
+    pub fn readlink(&self, dirfd: u32, path: &str) -> Result<String, FsError> {
+        let dir = self.dir_fd(dirfd)?;
+        let w = self.walk_with(dir, path, false)?;
+        let Some(name) = w.name else { return err(errno::INVAL) };
+        match self.child(w.parent, &name).map(|id| &self.nodes[id].kind) {
+            None => err(errno::NOENT),
+            Some(Kind::Symlink(t)) if t.starts_with('/') => err(errno::PERM),
+            Some(Kind::Symlink(t)) => Ok(t.clone()),
+            Some(_) => err(errno::INVAL),
+        }
     }
 
     /// `path_rename`.
@@ -1031,13 +1148,13 @@ impl Fs {
         let (p2, n2) = self.named(fd2, to)?;
         let id = self.child(p1, &n1).ok_or(FsError::Errno(errno::NOENT))?;
         let target = self.child(p2, &n2);
-        let is_file = |fs: &Fs, id: NodeId| matches!(fs.nodes[id].kind, Kind::File(_));
+        let is_file = |fs: &Fs, id: NodeId| matches!(fs.nodes[id].kind, Kind::File(_) | Kind::Symlink(_));
         match target {
             Some(t) if t == id => return Ok(()),
             Some(t) if !(is_file(self, id) && is_file(self, t)) => {
                 return unsupported(format!("renaming `{from}` over `{to}` where a directory or link is involved"));
             }
-            _ if matches!(self.nodes[id].kind, Kind::Other(_)) => return unsupported(format!("`{from}` is a link or special file")),
+            _ if matches!(self.nodes[id].kind, Kind::Other(_)) => return unsupported(format!("`{from}` is a special file")),
             _ => {}
         }
         if !is_file(self, id) && self.nodes[p2].root != self.nodes[id].root {

@@ -138,6 +138,8 @@ impl Scanner {
                             return Err(ScanError::TooLarge { what: "bytes", limit: MAX_BYTES });
                         }
                         EntryKind::File(self.hash(&host, &meta, now)?)
+                    } else if let Some(target) = meta.is_symlink().then(|| std::fs::read_link(&host).ok()).flatten().and_then(|t| t.to_str().map(str::to_string)) {
+                        EntryKind::Symlink(target)
                     } else {
                         EntryKind::Other(other_type(meta.file_type()))
                     };

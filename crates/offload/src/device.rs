@@ -363,8 +363,7 @@ impl Offloader {
             // The descriptor table is part of the thread's state as the clone must see it.
             let descriptors = match guest.open_descriptors() {
                 Some(open) => {
-                    let top = open.iter().copied().max().unwrap_or(0);
-                    let free = (0..top).filter(|fd| !open.contains(fd)).collect();
+                    let free = guest.free_descriptors(&open);
                     let files = guest.open_files(&open);
                     Descriptors { open, free, complete: true, files }
                 }

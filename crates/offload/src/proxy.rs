@@ -68,6 +68,8 @@ fn writes(name: &str, args: &[Val], memory: &[u8]) -> Vec<(usize, usize)> {
         "fd_filestat_get" => vec![(arg(args, 1), 64)],
         "clock_time_get" => vec![(arg(args, 2), 8)],
         "clock_res_get" => vec![(arg(args, 1), 8)],
+        // The events (32 bytes each, at most one per subscription) and their count.
+        "poll_oneoff" => vec![(arg(args, 1), 32 * arg(args, 2).min(1 << 16)), (arg(args, 3), 4)],
         "fd_read" => {
             let word = |at: usize| memory.get(at..at + 4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
             let (iovs, n) = (arg(args, 1), arg(args, 2));

@@ -188,15 +188,19 @@ impl Writer<'_> {
         self.len(t.entries.len());
         for e in &t.entries {
             self.string(&e.path);
-            match e.kind {
+            match &e.kind {
                 EntryKind::Dir => self.u8(0),
                 EntryKind::File(h) => {
                     self.u8(1);
-                    self.0.extend_from_slice(&h);
+                    self.0.extend_from_slice(h);
                 }
                 EntryKind::Other(t) => {
                     self.u8(2);
-                    self.u8(t);
+                    self.u8(*t);
+                }
+                EntryKind::Symlink(target) => {
+                    self.u8(3);
+                    self.string(target);
                 }
             }
             let s = &e.stat;
@@ -246,6 +250,12 @@ impl Writer<'_> {
                 self.string(from);
                 self.u32(*to_root);
                 self.string(to);
+            }
+            FileOp::Symlink { root, target, path } => {
+                self.u8(13);
+                self.u32(*root);
+                self.string(target);
+                self.string(path);
             }
             FileOp::SetTimes { root, path, atim, mtim } => {
                 self.u8(7);
@@ -510,6 +520,15 @@ impl<'a> Reader<'a> {
     fn hash(&mut self, what: &'static str) -> Result<Hash128, DecodeError> {
         Ok(self.take(16, what)?.try_into().expect("16 bytes"))
     }
+    /// A symbolic link's target: any UTF-8 without NUL (a link may point anywhere; whoever
+    /// follows one checks where it leads).
+    fn link_target(&mut self) -> Result<String, DecodeError> {
+        let t = self.string("a link's target")?;
+        if t.is_empty() || t.contains('\0') {
+            return Err(self.invalid(format!("the link target `{t}` is empty or has a NUL")));
+        }
+        Ok(t)
+    }
     fn flag(&mut self, what: &'static str) -> Result<bool, DecodeError> {
         match self.u8(what)? {
             0 => Ok(false),
@@ -585,6 +604,7 @@ impl<'a> Reader<'a> {
                 0 => EntryKind::Dir,
                 1 => EntryKind::File(self.hash("a file's hash")?),
                 2 => EntryKind::Other(self.u8("an entry's file type")?),
+                3 => EntryKind::Symlink(self.link_target()?),
                 k => return Err(self.invalid(format!("entry kind {k} is unknown"))),
             };
             let mut v = [0u64; 6];
@@ -617,6 +637,7 @@ impl<'a> Reader<'a> {
                 }
                 FileOp::SetTimes { root, path, atim: times[0], mtim: times[1] }
             }
+            13 => FileOp::Symlink { root, target: self.link_target()?, path: self.path("a path")? },
             // Descriptor changes: the first number is a descriptor, not a preopen.
             8 => FileOp::Fd(FdOp::Open {
                 dirfd: root,

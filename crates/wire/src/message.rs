@@ -79,11 +79,13 @@ pub struct FileStat {
 }
 
 /// What an entry of a preopened directory is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntryKind {
     Dir,
     /// A regular file, named by the xxh3-128 of its content.
     File(Hash128),
+    /// A symbolic link and its target (UTF-8; the clone follows it as wasmtime-wasi would).
+    Symlink(String),
     /// Anything else (a symbolic link, a socket, a device), by its WASI filetype: the clone
     /// lists it but does not open it (such a call runs on the device).
     Other(u8),
@@ -110,9 +112,8 @@ pub struct Tree {
 
 /// The device's descriptor table, so the clone answers for exactly the descriptors the device
 /// has and hands out the numbers the device would: `open` lists every descriptor open on the
-/// device (stdio and preopens included; others the clone must not reuse and cannot serve),
-/// `free` the numbers below the highest that are not open, which the device's runtime reuses
-/// highest first. When `complete` is false the device could not list them: the clone then
+/// device (stdio and preopens included), `free` the numbers the device's runtime will hand out
+/// again (closed ones, below the highest open one or above it), highest first. When `complete` is false the device could not list them: the clone then
 /// assumes stdio and the preopens and serves no other descriptor.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Descriptors {
@@ -152,6 +153,9 @@ pub enum FileOp {
     Unlink { root: u32, path: String },
     Rmdir { root: u32, path: String },
     Rename { root: u32, from: String, to_root: u32, to: String },
+    /// Make `path` a symbolic link to `target`, a relative path that, read from the link's
+    /// directory, stays inside the preopen (the device checks it again).
+    Symlink { root: u32, target: String, path: String },
     /// Set the access and modification times (nanoseconds since the Unix epoch); `None` leaves
     /// that time as it is.
     SetTimes { root: u32, path: String, atim: Option<u64>, mtim: Option<u64> },

@@ -50,6 +50,7 @@ fn tree(rng: &mut Rng) -> Tree {
             Entry { path: "a b".into(), kind: EntryKind::File([rng.next() as u8; 16]), stat: stat(rng) },
             Entry { path: "sub".into(), kind: EntryKind::Dir, stat: stat(rng) },
             Entry { path: "sub/link".into(), kind: EntryKind::Other(7), stat: stat(rng) },
+            Entry { path: "sub/to-file".into(), kind: EntryKind::Symlink("../file".into()), stat: stat(rng) },
         ],
     }
 }
@@ -64,6 +65,7 @@ fn file_ops(rng: &mut Rng) -> Vec<FileOp> {
         FileOp::Rmdir { root: 0, path: "d".into() },
         FileOp::Rename { root: 0, from: "a".into(), to_root: 1, to: "b/c".into() },
         FileOp::SetTimes { root: 0, path: "a".into(), atim: Some(rng.next()), mtim: None },
+        FileOp::Symlink { root: 0, target: "../b/c".into(), path: "d/link".into() },
         FileOp::SetTimes { root: 1, path: "b".into(), atim: None, mtim: Some(rng.next()) },
         FileOp::Fd(FdOp::Open { dirfd: 3, path: "d/f".into(), directory: false, rights: rng.next(), fdflags: 1, fd: 7 }),
         FileOp::Fd(FdOp::Open { dirfd: 4, path: "".into(), directory: true, rights: 0, fdflags: 0, fd: 5 }),
