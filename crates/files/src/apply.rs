@@ -29,6 +29,22 @@ fn resolve(roots: &[Root], root: u32, path: &str) -> Result<PathBuf, ApplyError>
     Ok(r.host.join(path))
 }
 
+/// Sets `path`'s times (nanoseconds since the epoch; `None` leaves one as it is) without
+/// following a last symbolic link, as `utimensat(AT_SYMLINK_NOFOLLOW)` does (std has no such
+/// call).
+fn set_times_nofollow(path: &std::path::Path, atim: Option<u64>, mtim: Option<u64>) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let spec = |t: Option<u64>| match t {
+        Some(ns) => libc::timespec { tv_sec: (ns / 1_000_000_000) as libc::time_t, tv_nsec: (ns % 1_000_000_000) as libc::c_long },
+        None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+    };
+    let times = [spec(atim), spec(mtim)];
+    // SAFETY: `c` is a NUL-terminated path and `times` two valid timespecs, both alive for the call.
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
 /// Whether a link at `path` (relative to its preopen) to `target` leads, read from the link's
 /// directory, to a place inside the preopen: a clone may not plant a way out.
 fn stays_inside(path: &str, target: &str) -> bool {
@@ -124,17 +140,9 @@ pub fn apply(roots: &[Root], ops: &[FileOp], descriptors: &mut dyn FnMut(&FdOp) 
                 std::os::unix::fs::symlink(target, &p).map_err(io("make a link at", &p))?;
             }
             FileOp::SetTimes { root, path, atim, mtim } => {
+                // The entry itself: the clone names a link's own path when it set a link's times.
                 let p = resolve(roots, *root, path)?;
-                let at = |ns: u64| std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns);
-                let mut times = std::fs::FileTimes::new();
-                if let Some(a) = atim {
-                    times = times.set_accessed(at(*a));
-                }
-                if let Some(m) = mtim {
-                    times = times.set_modified(at(*m));
-                }
-                let f = std::fs::File::open(&p).map_err(io("open", &p))?;
-                f.set_times(times).map_err(io("set the times of", &p))?;
+                set_times_nofollow(&p, *atim, *mtim).map_err(io("set the times of", &p))?;
             }
             FileOp::Fd(op) => descriptors(op).map_err(|why| ApplyError::Descriptor { op: op.clone(), why })?,
         }

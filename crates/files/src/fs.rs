@@ -672,7 +672,7 @@ impl Fs {
                     Kind::Dir(_) if oflags & O_CREAT != 0 => return err(errno::ISDIR),
                     Kind::Dir(_) => {
                         if write || oflags & O_TRUNC != 0 {
-                            return unsupported(format!("`{path}` is a directory opened for writing"));
+                            return err(errno::ISDIR);
                         }
                         let fd = self.push(Fd::Dir { node: id, preopen: false });
                         self.record_open(dirfd, dir, id, true, rights, fdflags, fd);
@@ -832,9 +832,6 @@ impl Fs {
     pub fn path_set_times(&mut self, dirfd: u32, path: &str, follow: bool, atim: Option<u64>, mtim: Option<u64>) -> Result<(), FsError> {
         let dir = self.dir_fd(dirfd)?;
         let id = self.lookup(dir, path, follow)?;
-        if matches!(self.nodes[id].kind, Kind::Symlink(_)) {
-            return unsupported("setting the times of a symbolic link itself");
-        }
         self.times_of(id, atim, mtim)
     }
 
@@ -892,6 +889,7 @@ impl Fs {
                 return Ok(data.len());
             }
             (Fd::Stdout | Fd::Stderr, Some(_)) => return err(errno::SPIPE),
+            (Fd::Stdin, _) => return err(errno::BADF),
             _ => {}
         }
         let o = self.file(fd)?.clone();
