@@ -53,6 +53,7 @@ const SERVED: &[(&str, &str, bool, Handler)] = &[
     ("path_filestat_set_times", "iiiiIIi", true, path_filestat_set_times),
     ("poll_oneoff", "iiii", true, poll_oneoff),
     ("path_symlink", "iiiii", true, path_symlink),
+    ("path_link", "iiiiiii", true, path_link),
     ("path_readlink", "iiiiii", true, path_readlink),
     ("proc_raise", "i", true, proc_raise),
     ("sock_accept", "iii", true, sock_call),
@@ -681,4 +682,16 @@ fn path_readlink(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
         }
         Err(e) => Ok(Some(e)),
     }
+}
+
+fn path_link(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    let from = match path(c, i(&a[2]), i(&a[3]), "path_link")? {
+        Ok(p) => p,
+        Err(e) => return Ok(Some(e)),
+    };
+    let to = match path(c, i(&a[5]), i(&a[6]), "path_link")? {
+        Ok(p) => p,
+        Err(e) => return Ok(Some(e)),
+    };
+    status(fs(c).link(i(&a[0]) as u32, i(&a[1]) & 1 != 0, &from, i(&a[4]) as u32, &to), "path_link")
 }

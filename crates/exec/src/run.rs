@@ -573,9 +573,9 @@ impl Guest<'_, '_> {
     /// is open or free (numbers are handed out upwards, or reused), so the free numbers above
     /// the top are a run up to the highest free one, which one `path_open` shows (it takes the
     /// highest free number) and the `fd_close` after it puts back, leaving the table as it was.
-    /// That probe is made only when its answer cannot change the table: when there are free
-    /// numbers below the top (the open takes one of them if nothing above is free), or when a
-    /// number above the top is known to have been handed out before.
+    /// The table is as it was after the probe, except when no number was free at all and none
+    /// above the top had ever been handed out: then the number just above the top becomes free
+    /// (the next `path_open` takes it either way; only a close before that open sees it).
     pub fn free_descriptors(&mut self, open: &[u32]) -> Vec<u32> {
         let top = open.iter().copied().max().unwrap_or(0);
         let mut free: Vec<u32> = (0..top).filter(|fd| !open.contains(fd)).collect();
@@ -583,9 +583,6 @@ impl Guest<'_, '_> {
         self.caller.data_mut().max_seen = seen;
         let dir = 3..3 + self.caller.data().preopens;
         let Some(dirfd) = open.iter().copied().find(|fd| dir.contains(fd)) else { return free };
-        if free.is_empty() && seen <= top {
-            return free;
-        }
         let probe = FdOp::Open { dirfd, path: String::new(), directory: true, rights: 0, fdflags: 0, fd: u32::MAX };
         let got = match self.replay_fd(&probe) {
             Err(e) => match e.strip_prefix("the device opened it as descriptor ").and_then(|r| r.split(',').next()).and_then(|n| n.parse::<u32>().ok()) {

@@ -78,7 +78,7 @@ fn paths(op: &FileOp) -> Vec<(u32, &str)> {
         | FileOp::Rmdir { root, path }
         | FileOp::SetTimes { root, path, .. }
         | FileOp::Symlink { root, path, .. } => vec![(*root, path)],
-        FileOp::Rename { root, from, to_root, to } => vec![(*root, from), (*to_root, to)],
+        FileOp::Rename { root, from, to_root, to } | FileOp::Link { root, from, to_root, to } => vec![(*root, from), (*to_root, to)],
         // Replayed through the device's WASI, which keeps them inside its preopens.
         FileOp::Fd(_) => vec![],
     }
@@ -134,6 +134,10 @@ pub fn apply(roots: &[Root], ops: &[FileOp], descriptors: &mut dyn FnMut(&FdOp) 
             FileOp::Rename { root, from, to_root, to } => {
                 let (a, b) = (resolve(roots, *root, from)?, resolve(roots, *to_root, to)?);
                 std::fs::rename(&a, &b).map_err(io("rename", &a))?;
+            }
+            FileOp::Link { root, from, to_root, to } => {
+                let (a, b) = (resolve(roots, *root, from)?, resolve(roots, *to_root, to)?);
+                std::fs::hard_link(&a, &b).map_err(io("link", &a))?;
             }
             FileOp::Symlink { root, target, path } => {
                 let p = resolve(roots, *root, path)?;

@@ -135,6 +135,8 @@ struct Node {
     /// that was removed.
     root: u32,
     parent: Option<(NodeId, String)>,
+    /// Its other names (hard links made on the clone), each a directory and a name.
+    aliases: Vec<(NodeId, String)>,
 }
 
 /// A descriptor in the table.
@@ -262,7 +264,7 @@ impl Fs {
                 };
                 let id = fs.nodes.len();
                 if e.path.is_empty() {
-                    fs.nodes.push(Node { kind, stat: e.stat, root: r, parent: None });
+                    fs.nodes.push(Node { kind, stat: e.stat, root: r, parent: None, aliases: Vec::new() });
                     root_id = Some(id);
                 } else {
                     let (parent_path, name) = e.path.rsplit_once('/').unwrap_or(("", &e.path));
@@ -275,12 +277,12 @@ impl Fs {
                         Kind::Dir(children) => children.push((name.clone(), id)),
                         _ => continue,
                     }
-                    fs.nodes.push(Node { kind, stat: e.stat, root: r, parent: Some((parent, name)) });
+                    fs.nodes.push(Node { kind, stat: e.stat, root: r, parent: Some((parent, name)), aliases: Vec::new() });
                 }
                 by_path.insert(e.path, id);
             }
             let root_id = root_id.unwrap_or_else(|| {
-                fs.nodes.push(Node { kind: Kind::Dir(Vec::new()), stat: FileStat::default(), root: r, parent: None });
+                fs.nodes.push(Node { kind: Kind::Dir(Vec::new()), stat: FileStat::default(), root: r, parent: None, aliases: Vec::new() });
                 fs.nodes.len() - 1
             });
             fs.roots.push((tree.guest, root_id));
@@ -590,6 +592,7 @@ impl Fs {
             stat: FileStat { ino, nlink, size: 0, atim: now, mtim: now, ctim: now },
             root,
             parent: Some((parent, name.to_string())),
+            aliases: Vec::new(),
         });
         if let Kind::Dir(children) = &mut self.nodes[parent].kind {
             children.push((name.to_string(), id));
@@ -859,7 +862,7 @@ impl Fs {
         // `fd_pread`: stdin cannot seek, and the other stdio streams are not for reading.
         match (self.fd(fd)?, at) {
             (Fd::Stdin, Some(_)) => return err(errno::SPIPE),
-            (Fd::Stdout | Fd::Stderr, Some(_)) => return err(errno::BADF),
+            (Fd::Stdout | Fd::Stderr, _) => return err(errno::BADF),
             _ => {}
         }
         let o = self.file(fd)?.clone();
@@ -1048,9 +1051,13 @@ impl Fs {
         self.set_len(o.node, size)
     }
 
-    /// `fd_sync`, `fd_datasync`, `fd_advise`: nothing to do beyond checking the descriptor.
+    /// `fd_sync`, `fd_datasync`, `fd_advise`: nothing to do beyond checking that the descriptor
+    /// is a file (EBADF for anything else, as wasmtime-wasi answers).
     pub fn check(&self, fd: u32) -> Result<(), FsError> {
-        self.fd(fd).map(|_| ())
+        match self.fd(fd)? {
+            Fd::File(_) => Ok(()),
+            _ => err(errno::BADF),
+        }
     }
 
     fn named(&self, dirfd: u32, path: &str) -> Result<(NodeId, String), FsError> {
@@ -1080,9 +1087,74 @@ impl Fs {
         if !matches!(self.nodes[id].kind, Kind::File(_) | Kind::Symlink(_)) {
             return unsupported(format!("unlinking `{path}`, which is not a regular file or a link"));
         }
-        let (root, p) = (self.nodes[id].root, self.path_of(id).expect("attached"));
-        self.detach(id);
+        let Some(p) = self.name_path(parent, &name) else { return unsupported("unlinking in a removed directory") };
+        let root = self.nodes[parent].root;
+        if self.nodes[id].parent.as_ref() == Some(&(parent, name.clone())) {
+            self.detach(id);
+            // Another name, if any, becomes the one its changes are journaled under.
+            if let Some(other) = self.nodes[id].aliases.pop() {
+                self.nodes[id].root = self.nodes[other.0].root;
+                self.nodes[id].parent = Some(other);
+            }
+        } else {
+            self.nodes[id].aliases.retain(|(d, n)| !(*d == parent && *n == name));
+            if let Kind::Dir(children) = &mut self.nodes[parent].kind {
+                children.retain(|(n, _)| *n != name);
+            }
+            self.touch(parent);
+        }
+        if matches!(self.nodes[id].kind, Kind::File(_)) {
+            let s = &mut self.nodes[id].stat;
+            s.nlink = s.nlink.saturating_sub(1);
+            s.ctim = self.now;
+        }
         self.record(FileOp::Unlink { root, path: p });
+        Ok(())
+    }
+
+    /// The path, relative to its preopen, of entry `name` in directory `dir`.
+    fn name_path(&self, dir: NodeId, name: &str) -> Option<String> {
+        let d = self.path_of(dir)?;
+        Some(if d.is_empty() { name.to_string() } else { format!("{d}/{name}") })
+    }
+
+    /// `path_link`: `to` (under `fd2`) becomes another name of the file `from` (under `fd1`; a
+    /// last symbolic link is linked itself, and following it is EINVAL, as wasmtime-wasi has it).
+    pub fn link(&mut self, fd1: u32, follow: bool, from: &str, fd2: u32, to: &str) -> Result<(), FsError> {
+        let (d1, d2) = (self.dir_fd(fd1)?, self.dir_fd(fd2)?);
+        if follow {
+            return err(errno::INVAL);
+        }
+        if from.ends_with('/') || to.ends_with('/') {
+            return unsupported("a hard link with a trailing slash");
+        }
+        let w1 = self.walk_with(d1, from, false)?;
+        let Some(n1) = w1.name else { return err(errno::PERM) };
+        let id = self.child(w1.parent, &n1).ok_or(FsError::Errno(errno::NOENT))?;
+        match self.nodes[id].kind {
+            Kind::File(_) | Kind::Symlink(_) => {}
+            Kind::Dir(_) => return err(errno::PERM),
+            Kind::Other(_) => return unsupported(format!("`{from}` is a special file")),
+        }
+        let w2 = self.walk_with(d2, to, false)?;
+        let Some(n2) = w2.name else { return err(errno::EXIST) };
+        if self.child(w2.parent, &n2).is_some() {
+            return err(errno::EXIST);
+        }
+        let (Some(from_path), Some(to_path)) = (self.path_of(id), self.name_path(w2.parent, &n2)) else {
+            return unsupported("a hard link in a removed directory");
+        };
+        if let Kind::Dir(children) = &mut self.nodes[w2.parent].kind {
+            children.push((n2.clone(), id));
+        }
+        self.touch(w2.parent);
+        self.nodes[id].aliases.push((w2.parent, n2));
+        let now = self.now;
+        let s = &mut self.nodes[id].stat;
+        s.nlink += 1;
+        s.ctim = now;
+        let (root, to_root) = (self.nodes[id].root, self.nodes[w2.parent].root);
+        self.record(FileOp::Link { root, from: from_path, to_root, to: to_path });
         Ok(())
     }
 
@@ -1165,6 +1237,12 @@ impl Fs {
                 return unsupported(format!("renaming `{from}` into itself"));
             }
             up = self.nodes[u].parent.as_ref().map(|(p, _)| *p);
+        }
+        if !self.nodes[id].aliases.is_empty() || target.is_some_and(|t| !self.nodes[t].aliases.is_empty()) {
+            return unsupported(format!("renaming `{from}` or over `{to}`, files with several names"));
+        }
+        if self.nodes[id].parent.as_ref().map(|(_, n)| n.as_str()) != Some(n1.as_str()) {
+            return unsupported(format!("renaming `{from}`, another name of its file"));
         }
         let (root, from_path) = (self.nodes[id].root, self.path_of(id).expect("attached"));
         if let Some(t) = target {

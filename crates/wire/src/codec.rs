@@ -257,6 +257,13 @@ impl Writer<'_> {
                 self.string(target);
                 self.string(path);
             }
+            FileOp::Link { root, from, to_root, to } => {
+                self.u8(14);
+                self.u32(*root);
+                self.string(from);
+                self.u32(*to_root);
+                self.string(to);
+            }
             FileOp::SetTimes { root, path, atim, mtim } => {
                 self.u8(7);
                 self.u32(*root);
@@ -637,6 +644,7 @@ impl<'a> Reader<'a> {
                 }
                 FileOp::SetTimes { root, path, atim: times[0], mtim: times[1] }
             }
+            14 => FileOp::Link { root, from: self.path("a path")?, to_root: self.u32("a preopen")?, to: self.path("a path")? },
             13 => FileOp::Symlink { root, target: self.link_target()?, path: self.path("a path")? },
             // Descriptor changes: the first number is a descriptor, not a preopen.
             8 => FileOp::Fd(FdOp::Open {

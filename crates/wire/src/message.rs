@@ -156,6 +156,8 @@ pub enum FileOp {
     /// Make `path` a symbolic link to `target`, a relative path that, read from the link's
     /// directory, stays inside the preopen (the device checks it again).
     Symlink { root: u32, target: String, path: String },
+    /// Make `to` another name (a hard link) of the file `from`.
+    Link { root: u32, from: String, to_root: u32, to: String },
     /// Set the access and modification times (nanoseconds since the Unix epoch); `None` leaves
     /// that time as it is.
     SetTimes { root: u32, path: String, atim: Option<u64>, mtim: Option<u64> },

@@ -66,6 +66,7 @@ fn file_ops(rng: &mut Rng) -> Vec<FileOp> {
         FileOp::Rename { root: 0, from: "a".into(), to_root: 1, to: "b/c".into() },
         FileOp::SetTimes { root: 0, path: "a".into(), atim: Some(rng.next()), mtim: None },
         FileOp::Symlink { root: 0, target: "../b/c".into(), path: "d/link".into() },
+        FileOp::Link { root: 1, from: "a".into(), to_root: 0, to: "d/b".into() },
         FileOp::SetTimes { root: 1, path: "b".into(), atim: None, mtim: Some(rng.next()) },
         FileOp::Fd(FdOp::Open { dirfd: 3, path: "d/f".into(), directory: false, rights: rng.next(), fdflags: 1, fd: 7 }),
         FileOp::Fd(FdOp::Open { dirfd: 4, path: "".into(), directory: true, rights: 0, fdflags: 0, fd: 5 }),
