@@ -1046,7 +1046,8 @@ impl Fs {
             _ => return err(errno::BADF),
         };
         if !o.write {
-            return unsupported("a file resized without the right to write");
+            // ftruncate on a descriptor opened for reading only.
+            return err(errno::INVAL);
         }
         self.set_len(o.node, size)
     }
