@@ -294,22 +294,35 @@ fn filestat_bytes(s: &clonecloud_files::Filestat) -> [u8; 64] {
     b
 }
 
-fn fd_filestat_get(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
-    match fs_result(fs(c).filestat(i(&a[0]) as u32), "fd_filestat_get")? {
-        Ok(s) => answer(c, i(&a[1]), &filestat_bytes(&s)),
+/// A filestat answer at `at`, in preview 1's layout or (`unstable`) `wasi_unstable`'s.
+fn put_filestat(c: &mut Caller<'_, Data>, r: Result<clonecloud_files::Filestat, FsError>, call: &str, at: i32, unstable: bool) -> Served {
+    match fs_result(r, call)? {
+        Ok(s) if unstable => answer(c, at, &filestat_bytes_unstable(&s)),
+        Ok(s) => answer(c, at, &filestat_bytes(&s)),
         Err(e) => Ok(Some(e)),
     }
 }
 
-fn path_filestat_get(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+fn fd_filestat_impl(c: &mut Caller<'_, Data>, a: &[Val], unstable: bool) -> Served {
+    let r = fs(c).filestat(i(&a[0]) as u32);
+    put_filestat(c, r, "fd_filestat_get", i(&a[1]), unstable)
+}
+
+fn path_filestat_impl(c: &mut Caller<'_, Data>, a: &[Val], unstable: bool) -> Served {
     let p = match path(c, i(&a[2]), i(&a[3]), "path_filestat_get")? {
         Ok(p) => p,
         Err(e) => return Ok(Some(e)),
     };
-    match fs_result(fs(c).path_filestat(i(&a[0]) as u32, &p, i(&a[1]) & 1 != 0), "path_filestat_get")? {
-        Ok(s) => answer(c, i(&a[4]), &filestat_bytes(&s)),
-        Err(e) => Ok(Some(e)),
-    }
+    let r = fs(c).path_filestat(i(&a[0]) as u32, &p, i(&a[1]) & 1 != 0);
+    put_filestat(c, r, "path_filestat_get", i(&a[4]), unstable)
+}
+
+fn fd_filestat_get(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    fd_filestat_impl(c, a, false)
+}
+
+fn path_filestat_get(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    path_filestat_impl(c, a, false)
 }
 
 fn fd_filestat_set_size(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
@@ -636,21 +649,11 @@ fn filestat_bytes_unstable(s: &clonecloud_files::Filestat) -> [u8; 56] {
 }
 
 fn fd_filestat_get_unstable(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
-    match fs_result(fs(c).filestat(i(&a[0]) as u32), "fd_filestat_get")? {
-        Ok(s) => answer(c, i(&a[1]), &filestat_bytes_unstable(&s)),
-        Err(e) => Ok(Some(e)),
-    }
+    fd_filestat_impl(c, a, true)
 }
 
 fn path_filestat_get_unstable(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
-    let p = match path(c, i(&a[2]), i(&a[3]), "path_filestat_get")? {
-        Ok(p) => p,
-        Err(e) => return Ok(Some(e)),
-    };
-    match fs_result(fs(c).path_filestat(i(&a[0]) as u32, &p, i(&a[1]) & 1 != 0), "path_filestat_get")? {
-        Ok(s) => answer(c, i(&a[4]), &filestat_bytes_unstable(&s)),
-        Err(e) => Ok(Some(e)),
-    }
+    path_filestat_impl(c, a, true)
 }
 
 fn path_symlink(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {

@@ -287,23 +287,25 @@ fn hooked_run(program: &Program, wasi: &WasiConfig, record: Record, engine: &'st
     Ok((record, total))
 }
 
-/// Profiles `wasm` (the original module) as [`Options`] say.
-pub fn profile(wasm: &[u8], cache: &ModuleCache, opts: &Options) -> Result<Profile, ProfileError> {
+/// The module's model, the analyzer's migration candidates, and the points that hook them all.
+fn hooked(wasm: &[u8], policy: &Policy) -> Result<(clonecloud_model::Module, Vec<u32>, Points), ProfileError> {
     let model = clonecloud_model::Module::parse(wasm)?;
-    let analysis = analyze(&model, &opts.policy);
-    let candidates = analysis.candidates();
+    let candidates = analyze(&model, policy).candidates();
     if candidates.is_empty() {
         return Err(ProfileError::NoCandidates);
     }
     let points = Points::Named(candidates.iter().map(|i| format!("#{i}")).collect());
+    Ok((model, candidates, points))
+}
+
+/// Profiles `wasm` (the original module) as [`Options`] say.
+pub fn profile(wasm: &[u8], cache: &ModuleCache, opts: &Options) -> Result<Profile, ProfileError> {
+    let (model, candidates, points) = hooked(wasm, &opts.policy)?;
     let wasi = WasiConfig { stdio: Stdio::Null, ..opts.wasi.clone() };
 
     let device = new_device_engine(PointMode::Host, opts.device_engine)?;
     let program = Program::prepare(&device, cache, wasm, &points, PointMode::Host)?;
-    let device_name = match opts.device_engine {
-        DeviceEngine::Cranelift => "cranelift",
-        DeviceEngine::Pulley => "pulley",
-    };
+    let device_name = engine_name(opts.device_engine);
     let (dev, device_total) = hooked_run(&program, &wasi, Record::default(), device_name)?;
     // The device's kept calls were pushed at their exits: order them by call number, so a
     // parent comes before its children, and link each to its nearest kept ancestor.
@@ -361,13 +363,7 @@ pub fn profile(wasm: &[u8], cache: &ModuleCache, opts: &Options) -> Result<Profi
 /// clone's times are the device's divided by `speed_ratio` (device time over clone time, see
 /// [`speed_ratio`]). Returns the profile and how the run ended.
 pub fn learn(wasm: &[u8], cache: &ModuleCache, opts: &Options, speed_ratio: f64) -> Result<(Profile, RunReport), ProfileError> {
-    let model = clonecloud_model::Module::parse(wasm)?;
-    let analysis = analyze(&model, &opts.policy);
-    let candidates = analysis.candidates();
-    if candidates.is_empty() {
-        return Err(ProfileError::NoCandidates);
-    }
-    let points = Points::Named(candidates.iter().map(|i| format!("#{i}")).collect());
+    let (model, candidates, points) = hooked(wasm, &opts.policy)?;
     let device = new_device_engine(PointMode::Host, opts.device_engine)?;
     let program = Program::prepare(&device, cache, wasm, &points, PointMode::Host)?;
     let shared = Arc::new(Mutex::new(Record { estimate: Some(opts.bytes_threshold), ..Record::default() }));
