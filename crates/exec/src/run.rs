@@ -573,32 +573,40 @@ impl Guest<'_, '_> {
     /// is open or free (numbers are handed out upwards, or reused), so the free numbers above
     /// the top are a run up to the highest free one, which one `path_open` shows (it takes the
     /// highest free number) and the `fd_close` after it puts back, leaving the table as it was.
-    /// The table is as it was after the probe, except when no number was free at all and none
-    /// above the top had ever been handed out: then the number just above the top becomes free
-    /// (the next `path_open` takes it either way; only a close before that open sees it).
-    pub fn free_descriptors(&mut self, open: &[u32]) -> Vec<u32> {
+    /// When no number below the top is free and none above it is known to have been handed out,
+    /// the probe is not made (it would leave the number above the top free where it may not have
+    /// been) and the numbers are not known to be all.
+    /// Returns the numbers and whether they are known to be all (see
+    /// [`clonecloud_wire::Descriptors::free_exact`]).
+    pub fn free_descriptors(&mut self, open: &[u32]) -> (Vec<u32>, bool) {
         let top = open.iter().copied().max().unwrap_or(0);
         let mut free: Vec<u32> = (0..top).filter(|fd| !open.contains(fd)).collect();
         let seen = self.caller.data().max_seen.max(top);
         self.caller.data_mut().max_seen = seen;
         let dir = 3..3 + self.caller.data().preopens;
-        let Some(dirfd) = open.iter().copied().find(|fd| dir.contains(fd)) else { return free };
-        let probe = FdOp::Open { dirfd, path: String::new(), directory: true, rights: 0, fdflags: 0, fd: u32::MAX };
-        let got = match self.replay_fd(&probe) {
-            Err(e) => match e.strip_prefix("the device opened it as descriptor ").and_then(|r| r.split(',').next()).and_then(|n| n.parse::<u32>().ok()) {
-                Some(n) => n,
-                None => return free,
-            },
-            Ok(()) => return free,
-        };
-        if self.replay_fd(&FdOp::Close { fd: got }).is_err() {
-            return free;
+        let Some(dirfd) = open.iter().copied().find(|fd| dir.contains(fd)) else { return (free, false) };
+        if free.is_empty() && seen <= top {
+            // The probe could leave the number above the top free where it was not.
+            return (free, false);
         }
+        let Some(got) = self.next_descriptor(dirfd) else { return (free, false) };
         if got > top {
             free.extend(top + 1..=got);
             self.caller.data_mut().max_seen = seen.max(got);
         }
-        free
+        (free, true)
+    }
+
+    /// The number the next `path_open` gets, found by opening directory `dirfd` again and
+    /// closing what it gave: the table is as it was if that number was free before.
+    pub fn next_descriptor(&mut self, dirfd: u32) -> Option<u32> {
+        let probe = FdOp::Open { dirfd, path: String::new(), directory: true, rights: 0, fdflags: 0, fd: u32::MAX };
+        let got = match self.replay_fd(&probe) {
+            Err(e) => e.strip_prefix("the device opened it as descriptor ").and_then(|r| r.split(',').next()).and_then(|n| n.parse::<u32>().ok())?,
+            Ok(()) => return None,
+        };
+        self.replay_fd(&FdOp::Close { fd: got }).ok()?;
+        Some(got)
     }
 
     /// What a clone needs to serve the descriptors in `open` beyond stdio and the preopens:

@@ -222,6 +222,10 @@ pub struct Fs {
     known: bool,
     /// Whether the device listed all its descriptors (else an unknown one may be open there).
     complete: bool,
+    /// Whether `free` holds every number the device would hand out again; when not, a new
+    /// descriptor is handed out only before any is closed (see [`Descriptors::free_exact`]).
+    free_exact: bool,
+    closed_any: bool,
 }
 
 impl Default for Fs {
@@ -250,6 +254,8 @@ impl Fs {
             now: 0,
             known: true,
             complete: false,
+            free_exact: true,
+            closed_any: false,
         };
         for (r, tree) in trees.into_iter().enumerate() {
             let r = r as u32;
@@ -327,6 +333,8 @@ impl Fs {
             self.used.entry(*fd).or_insert(Fd::Device);
         }
         self.complete = device.complete;
+        self.free_exact = device.free_exact || !device.complete;
+        self.closed_any = false;
         self.free = device.free.iter().copied().filter(|f| !self.used.contains_key(f)).collect();
         self.initial = self.used.clone();
         self.journal.clear();
@@ -418,7 +426,10 @@ impl Fs {
         }
     }
 
-    fn push(&mut self, d: Fd) -> u32 {
+    fn push(&mut self, d: Fd) -> Result<u32, FsError> {
+        if !self.free_exact && self.closed_any {
+            return unsupported("a descriptor opened after one was closed, where the device's free numbers are not all known");
+        }
         let fd = match self.free.pop_last() {
             Some(fd) => fd,
             // Not knowing the device's numbers, stay clear of them.
@@ -426,7 +437,7 @@ impl Fs {
             None => self.used.last_key_value().map_or(0, |(k, _)| k + 1),
         };
         self.used.insert(fd, d);
-        fd
+        Ok(fd)
     }
 
     /// The preopen's guest path, for `fd_prestat_get` and `fd_prestat_dir_name`. A descriptor
@@ -677,7 +688,7 @@ impl Fs {
                         if write || oflags & O_TRUNC != 0 {
                             return err(errno::ISDIR);
                         }
-                        let fd = self.push(Fd::Dir { node: id, preopen: false });
+                        let fd = self.push(Fd::Dir { node: id, preopen: false })?;
                         self.record_open(dirfd, dir, id, true, rights, fdflags, fd);
                         return Ok(fd);
                     }
@@ -709,7 +720,7 @@ impl Fs {
             }
             None => return err(errno::NOENT),
         };
-        let fd = self.push(Fd::File(Opened { node: id, pos: 0, read, write, fdflags, synced: 0 }));
+        let fd = self.push(Fd::File(Opened { node: id, pos: 0, read, write, fdflags, synced: 0 }))?;
         self.record_open(dirfd, dir, id, false, rights, fdflags, fd);
         Ok(fd)
     }
@@ -750,6 +761,7 @@ impl Fs {
         }
         self.used.remove(&fd);
         self.free.insert(fd);
+        self.closed_any = true;
         self.journal.push(FileOp::Fd(FdOp::Close { fd }));
         Ok(())
     }
@@ -764,6 +776,7 @@ impl Fs {
         }
         let d = self.used.remove(&from).expect("open");
         self.free.insert(from);
+        self.closed_any = true;
         self.free.remove(&to);
         self.used.insert(to, d);
         self.journal.push(FileOp::Fd(FdOp::Renumber { from, to }));

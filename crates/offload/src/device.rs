@@ -354,7 +354,7 @@ impl Offloader {
         let t1 = Instant::now();
         let mut io = Io::default();
         let mut breaks = 0;
-        let (event, pages_up, raw_up, capture) = 'attempt: loop {
+        let (event, pages_up, raw_up, capture, unsure_above) = 'attempt: loop {
             let t0 = Instant::now();
             let pages = self.table.diff(guest.memory());
             let wasm_pages = guest.wasm_pages();
@@ -363,12 +363,16 @@ impl Offloader {
             // The descriptor table is part of the thread's state as the clone must see it.
             let descriptors = match guest.open_descriptors() {
                 Some(open) => {
-                    let free = guest.free_descriptors(&open);
+                    let (free, free_exact) = guest.free_descriptors(&open);
                     let files = guest.open_files(&open);
-                    Descriptors { open, free, complete: true, files }
+                    Descriptors { open, free, complete: true, free_exact, files }
                 }
                 None => Descriptors::default(),
             };
+            // Where the device's free descriptor numbers are not all known, the number above the
+            // highest open one is checked before a commit that opens descriptors.
+            let unsure_above = (!descriptors.free_exact && descriptors.complete)
+                .then(|| (descriptors.open.iter().copied().max().unwrap_or(0) + 1, descriptors.open.iter().copied().find(|fd| (3..3 + self.target.dirs.len() as u32).contains(fd))));
             let capture = t0.elapsed();
             let pages_up = state.memory.pages.len() as u64;
             let raw_up = convert::state_bytes(&state);
@@ -390,7 +394,7 @@ impl Offloader {
             // holds it (the answer comes there), else the migration sent again on a new session.
             loop {
                 match answer {
-                    Ok(event) => break 'attempt (event, pages_up, raw_up, capture),
+                    Ok(event) => break 'attempt (event, pages_up, raw_up, capture, unsure_above),
                     Err(a) if breaks < MAX_BREAKS && (a.cause == "link" || a.cause == "tls") => {
                         breaks += 1;
                         info!(point = %name, "the link broke during the migration ({}): reconnecting", a.detail);
@@ -430,6 +434,15 @@ impl Offloader {
                 // After proxied imports the agreed state is the scratch memory's: the final pages go
                 // there, and every page the migration touched comes over from it.
                 let merged = if self.proxying.active() { Some(self.proxying.final_pages(guest, &state.memory)?) } else { None };
+                if let Some((next, dirfd)) = unsure_above
+                    && files.iter().any(|op| matches!(op, clonecloud_wire::FileOp::Fd(clonecloud_wire::FdOp::Open { .. })))
+                {
+                    // The clone handed out `next` first; the device must hand out the same.
+                    let got = dirfd.and_then(|d| guest.next_descriptor(d));
+                    if got != Some(next) {
+                        return Err(abort("merge", format!("the clone numbered a new descriptor {next}, but the device would give {got:?}")));
+                    }
+                }
                 clonecloud_files::apply(&self.target.dirs, &files, &mut |op| guest.replay_fd(op)).map_err(|e| abort("merge", e))?;
                 let globals = convert::globals(&state);
                 let applied = match &merged {

@@ -372,6 +372,7 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
             w.u32s(&descriptors.open);
             w.u32s(&descriptors.free);
             w.u8(u8::from(descriptors.complete));
+            w.u8(u8::from(descriptors.free_exact));
             w.len(descriptors.files.len());
             for f in &descriptors.files {
                 w.u32(f.fd);
@@ -758,7 +759,8 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
                     })
                 })
                 .collect::<Result<Vec<_>, DecodeError>>()?;
-            let descriptors = Descriptors { open, free, complete, files };
+            let free_exact = r.flag("whether the free descriptors are exact")?;
+            let descriptors = Descriptors { open, free, complete, free_exact, files };
             Message::Migrate { point, args, state, clocks, descriptors }
         }
         5 => {

@@ -120,6 +120,11 @@ pub struct Descriptors {
     pub open: Vec<u32>,
     pub free: Vec<u32>,
     pub complete: bool,
+    /// Whether `free` is known to hold every number the device will hand out again. When not,
+    /// numbers above the highest open one may be free on the device too: the clone then hands
+    /// out a new number only while it has closed none, and the device checks, before it changes
+    /// anything at the commit, that the number above the highest is the one it would hand out.
+    pub free_exact: bool,
     /// The descriptors beyond stdio and the preopens that the clone may serve: each names its
     /// file or directory by inode number (the clone finds it in the replicated trees) with its
     /// offset and flags. An open descriptor not listed here stays the device's.

@@ -98,6 +98,7 @@ fn every_kind(rng: &mut Rng) -> Vec<Message> {
                 open: vec![0, 1, 2, 3, 5, 9],
                 free: vec![4],
                 complete: true,
+                free_exact: false,
                 files: vec![
                     OpenFile { fd: 5, dir: false, ino: rng.next(), offset: rng.next(), fdflags: 1, read: true, write: false },
                     OpenFile { fd: 9, dir: true, ino: 3, offset: 0, fdflags: 0, read: true, write: true },
