@@ -277,9 +277,9 @@ struct Device {
     preopens: u32,
     /// The descriptor tool ([`FDTOOL`]), instantiated in this store on first use.
     fdtool: Option<wasmtime::Instance>,
-    /// The highest descriptor number known to have been handed out (see
-    /// [`Guest::free_descriptors`]).
-    max_seen: u32,
+    /// The highest descriptor number ever freed (closed, or renumbered away), by the guest or a
+    /// replayed commit (see [`Guest::free_descriptors`]).
+    max_freed: Option<u32>,
 }
 
 /// The running guest as a [`Migrator`] sees it, inside a call to a migration point: its state
@@ -542,6 +542,57 @@ const FDTOOL: &str = r#"(module
   (func (export "renumber") (param i32 i32) (result i32) (call $renumber (local.get 0) (local.get 1)))
   (func (export "setflags") (param i32 i32) (result i32) (call $setflags (local.get 0) (local.get 1))))"#;
 
+/// The descriptor tool's instance in this store (made on first use, linked to wasmtime-wasi
+/// itself, not to the guest's wrapped imports).
+fn fdtool(caller: &mut Caller<'_, Device>, program: &Program) -> wasmtime::Result<wasmtime::Instance> {
+    if let Some(i) = caller.data().fdtool {
+        return Ok(i);
+    }
+    let module = Module::new(&program.engine, FDTOOL)?;
+    let linker = program.wasi_linker().map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+    let i = linker.instantiate(&mut *caller, &module)?;
+    caller.data_mut().fdtool = Some(i);
+    Ok(i)
+}
+
+/// The guest's `fd_close` and `fd_renumber`, run by wasmtime-wasi through the descriptor tool
+/// (neither reads guest memory), with the highest number they freed noted: the free numbers
+/// above the highest open descriptor are then known exactly ([`Guest::free_descriptors`]).
+fn wrap_closes(linker: &mut Linker<Device>, program: &Program) -> Result<(), ExecError> {
+    linker.allow_shadowing(true);
+    for module in ["wasi_snapshot_preview1", "wasi_unstable"] {
+        let p = program.clone();
+        linker
+            .func_wrap(module, "fd_close", move |mut caller: Caller<'_, Device>, fd: i32| -> wasmtime::Result<i32> {
+                let tool = fdtool(&mut caller, &p)?;
+                let errno = tool.get_typed_func::<i32, i32>(&mut caller, "close")?.call(&mut caller, fd)?;
+                if errno == 0 {
+                    freed(caller.data_mut(), fd as u32);
+                }
+                Ok(errno)
+            })
+            .map_err(ExecError::Runtime)?;
+        let p = program.clone();
+        linker
+            .func_wrap(module, "fd_renumber", move |mut caller: Caller<'_, Device>, from: i32, to: i32| -> wasmtime::Result<i32> {
+                let tool = fdtool(&mut caller, &p)?;
+                let errno = tool.get_typed_func::<(i32, i32), i32>(&mut caller, "renumber")?.call(&mut caller, (from, to))?;
+                if errno == 0 && from != to {
+                    freed(caller.data_mut(), from as u32);
+                }
+                Ok(errno)
+            })
+            .map_err(ExecError::Runtime)?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// Notes that descriptor `fd` was freed.
+fn freed(device: &mut Device, fd: u32) {
+    device.max_freed = Some(device.max_freed.map_or(fd, |m| m.max(fd)));
+}
+
 /// Where the descriptor tool takes a path.
 const FDTOOL_PATH: usize = 1024;
 
@@ -549,14 +600,7 @@ use clonecloud_wire::FdOp;
 
 impl Guest<'_, '_> {
     fn fdtool(&mut self) -> wasmtime::Result<wasmtime::Instance> {
-        if let Some(i) = self.caller.data().fdtool {
-            return Ok(i);
-        }
-        let module = Module::new(&self.program.engine, FDTOOL)?;
-        let linker = self.program.linker().map_err(|e| wasmtime::Error::msg(e.to_string()))?;
-        let i = linker.instantiate(&mut *self.caller, &module)?;
-        self.caller.data_mut().fdtool = Some(i);
-        Ok(i)
+        fdtool(self.caller, self.program)
     }
 
     fn fdtool_call<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(&mut self, name: &str, params: P) -> wasmtime::Result<(R, Vec<u8>)> {
@@ -567,32 +611,26 @@ impl Guest<'_, '_> {
         Ok((r, mem.data(&*self.caller)[..64].to_vec()))
     }
 
-    /// The numbers wasmtime-wasi will hand out again, highest first, given the descriptors now
-    /// `open`: every number below the highest open one that is not open, and the numbers above
-    /// it that were handed out and closed since. Every number up to the highest ever handed out
-    /// is open or free (numbers are handed out upwards, or reused), so the free numbers above
-    /// the top are a run up to the highest free one, which one `path_open` shows (it takes the
-    /// highest free number) and the `fd_close` after it puts back, leaving the table as it was.
-    /// When no number below the top is free and none above it is known to have been handed out,
-    /// the probe is not made (it would leave the number above the top free where it may not have
-    /// been) and the numbers are not known to be all.
-    /// Returns the numbers and whether they are known to be all (see
-    /// [`clonecloud_wire::Descriptors::free_exact`]).
+    /// The numbers wasmtime-wasi will hand out again, given the descriptors now `open`, and
+    /// whether they are known to be all (see [`clonecloud_wire::Descriptors::free_exact`]).
+    /// Every number up to the highest ever handed out is open or free (numbers are handed out
+    /// upwards, or reused), so the free ones are those below the highest open one that are not
+    /// open, and above it a run up to the highest free one. There is such a run only if a number
+    /// above the highest open one was ever freed; the device sees every close (the guest's
+    /// through [`wrap_closes`], the clone's as it replays them), and then one `path_open` shows
+    /// the highest free number (it takes the highest) and the `fd_close` after it puts it back,
+    /// leaving the table as it was.
     pub fn free_descriptors(&mut self, open: &[u32]) -> (Vec<u32>, bool) {
         let top = open.iter().copied().max().unwrap_or(0);
         let mut free: Vec<u32> = (0..top).filter(|fd| !open.contains(fd)).collect();
-        let seen = self.caller.data().max_seen.max(top);
-        self.caller.data_mut().max_seen = seen;
+        if self.caller.data().max_freed.is_none_or(|m| m <= top) {
+            return (free, true);
+        }
         let dir = 3..3 + self.caller.data().preopens;
         let Some(dirfd) = open.iter().copied().find(|fd| dir.contains(fd)) else { return (free, false) };
-        if free.is_empty() && seen <= top {
-            // The probe could leave the number above the top free where it was not.
-            return (free, false);
-        }
         let Some(got) = self.next_descriptor(dirfd) else { return (free, false) };
         if got > top {
             free.extend(top + 1..=got);
-            self.caller.data_mut().max_seen = seen.max(got);
         }
         (free, true)
     }
@@ -662,15 +700,23 @@ impl Guest<'_, '_> {
                     (*dirfd as i32, path.len() as i32, oflags, *rights as i64, i32::from(*fdflags)),
                 ))?;
                 let got = u32::from_le_bytes(out[..4].try_into().expect("4 bytes"));
-                let seen = self.caller.data().max_seen.max(got);
-                self.caller.data_mut().max_seen = seen;
                 if got != *fd {
                     return Err(format!("the device opened it as descriptor {got}, not {fd}"));
                 }
                 Ok(())
             }
-            FdOp::Close { fd } => errno(self.fdtool_call::<i32, i32>("close", *fd as i32)).map(drop),
-            FdOp::Renumber { from, to } => errno(self.fdtool_call::<(i32, i32), i32>("renumber", (*from as i32, *to as i32))).map(drop),
+            FdOp::Close { fd } => {
+                errno(self.fdtool_call::<i32, i32>("close", *fd as i32))?;
+                freed(self.caller.data_mut(), *fd);
+                Ok(())
+            }
+            FdOp::Renumber { from, to } => {
+                errno(self.fdtool_call::<(i32, i32), i32>("renumber", (*from as i32, *to as i32)))?;
+                if from != to {
+                    freed(self.caller.data_mut(), *from);
+                }
+                Ok(())
+            }
             FdOp::Seek { fd, offset } => errno(self.fdtool_call::<(i32, i64, i32), i32>("seek", (*fd as i32, *offset as i64, 0))).map(drop),
             FdOp::SetFlags { fd, fdflags } => errno(self.fdtool_call::<(i32, i32), i32>("setflags", (*fd as i32, i32::from(*fdflags)))).map(drop),
         }
@@ -880,7 +926,7 @@ impl Program {
             scratch: None,
             preopens: wasi.dirs.len() as u32,
             fdtool: None,
-            max_seen: 0,
+            max_freed: None,
         };
         let mut store = Store::new(&self.engine, device);
         let linker = self.linker()?;
@@ -912,12 +958,21 @@ impl Program {
         Ok(report(&store, outcome))
     }
 
-    fn linker(&self) -> Result<Linker<Device>, ExecError> {
+    /// WASI preview 1 (and `wasi_unstable`) as wasmtime-wasi provides it.
+    fn wasi_linker(&self) -> Result<Linker<Device>, ExecError> {
         let mut linker: Linker<Device> = Linker::new(&self.engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |d: &mut Device| &mut d.wasi)
             .map_err(ExecError::Runtime)?;
         wasmtime_wasi::p0::add_to_linker_sync(&mut linker, |d: &mut Device| &mut d.wasi)
             .map_err(ExecError::Runtime)?;
+        Ok(linker)
+    }
+
+    /// What the guest is linked to: WASI, with its closes noted ([`wrap_closes`]), and the
+    /// migration points' host functions.
+    fn linker(&self) -> Result<Linker<Device>, ExecError> {
+        let mut linker = self.wasi_linker()?;
+        wrap_closes(&mut linker, self)?;
         let by_import: HashMap<&str, usize> = self
             .points
             .iter()

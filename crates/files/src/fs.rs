@@ -1103,6 +1103,14 @@ impl Fs {
         }
         let Some(p) = self.name_path(parent, &name) else { return unsupported("unlinking in a removed directory") };
         let root = self.nodes[parent].root;
+        self.remove_name(id, parent, &name);
+        self.record(FileOp::Unlink { root, path: p });
+        Ok(())
+    }
+
+    /// Removes name `name` in `parent` of node `id` (one of its names, if it has several).
+    fn remove_name(&mut self, id: NodeId, parent: NodeId, name: &str) {
+        let name = name.to_string();
         if self.nodes[id].parent.as_ref() == Some(&(parent, name.clone())) {
             self.detach(id);
             // Another name, if any, becomes the one its changes are journaled under.
@@ -1122,8 +1130,6 @@ impl Fs {
             s.nlink = s.nlink.saturating_sub(1);
             s.ctim = self.now;
         }
-        self.record(FileOp::Unlink { root, path: p });
-        Ok(())
     }
 
     /// The path, relative to its preopen, of entry `name` in directory `dir`.
@@ -1139,8 +1145,8 @@ impl Fs {
         if follow {
             return err(errno::INVAL);
         }
-        if from.ends_with('/') || to.ends_with('/') {
-            return unsupported("a hard link with a trailing slash");
+        if to.ends_with('/') {
+            return unsupported("a hard link made with a trailing slash");
         }
         let w1 = self.walk_with(d1, from, false)?;
         let Some(n1) = w1.name else { return err(errno::PERM) };
@@ -1252,15 +1258,16 @@ impl Fs {
             }
             up = self.nodes[u].parent.as_ref().map(|(p, _)| *p);
         }
-        if !self.nodes[id].aliases.is_empty() || target.is_some_and(|t| !self.nodes[t].aliases.is_empty()) {
-            return unsupported(format!("renaming `{from}` or over `{to}`, files with several names"));
+        if !self.nodes[id].aliases.is_empty() {
+            return unsupported(format!("renaming `{from}`, a file with several names"));
         }
         if self.nodes[id].parent.as_ref().map(|(_, n)| n.as_str()) != Some(n1.as_str()) {
             return unsupported(format!("renaming `{from}`, another name of its file"));
         }
         let (root, from_path) = (self.nodes[id].root, self.path_of(id).expect("attached"));
         if let Some(t) = target {
-            self.detach(t);
+            // The name goes; the file stays if it has others.
+            self.remove_name(t, p2, &n2);
         }
         self.detach(id);
         self.nodes[id].parent = Some((p2, n2.clone()));
