@@ -745,6 +745,7 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
                 1 => true,
                 b => return Err(r.invalid(format!("the completeness flag is {b}, not 0 or 1"))),
             };
+            let free_exact = r.flag("whether the free descriptors are exact")?;
             let n = r.count(25, "the open files")?;
             let files = (0..n)
                 .map(|_| {
@@ -759,7 +760,6 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
                     })
                 })
                 .collect::<Result<Vec<_>, DecodeError>>()?;
-            let free_exact = r.flag("whether the free descriptors are exact")?;
             let descriptors = Descriptors { open, free, complete, free_exact, files };
             Message::Migrate { point, args, state, clocks, descriptors }
         }
