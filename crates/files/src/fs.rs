@@ -79,8 +79,6 @@ struct Walked {
     name: Option<String>,
     /// The path (or the last link's target) ends with a slash: it must be a directory.
     trailing: bool,
-    /// The last component came from following a link.
-    via_link: bool,
 }
 
 /// Where the clone numbers the descriptors it opens when the device's table is unknown: far
@@ -502,7 +500,6 @@ impl Fs {
         let mut comps: std::collections::VecDeque<String> = path.split('/').filter(|c| !c.is_empty()).map(str::to_string).collect();
         let mut stack = vec![dir];
         let mut links = 0;
-        let mut via_link = false;
         while let Some(c) = comps.pop_front() {
             let top = *stack.last().expect("never empty");
             let last = comps.is_empty();
@@ -528,7 +525,6 @@ impl Fs {
                             }
                             // The target's own trailing slash asks for a directory too.
                             trailing |= last && target.ends_with('/');
-                            via_link |= last;
                             for t in target.split('/').filter(|c| !c.is_empty()).rev() {
                                 comps.push_front(t.to_string());
                             }
@@ -537,8 +533,8 @@ impl Fs {
                             return match kind {
                                 Some(Kind::File(_)) if trailing => err(errno::NOTDIR),
                                 Some(Kind::Other(_)) => unsupported(format!("`{name}` in `{path}` is a special file")),
-                                Some(Kind::Dir(_)) => Ok(Walked { parent: top, name: Some(name.to_string()), trailing, via_link }),
-                                _ => Ok(Walked { parent: top, name: Some(name.to_string()), trailing, via_link }),
+                                Some(Kind::Dir(_)) => Ok(Walked { parent: top, name: Some(name.to_string()), trailing }),
+                                _ => Ok(Walked { parent: top, name: Some(name.to_string()), trailing }),
                             };
                         }
                         None => return err(errno::NOENT),
@@ -550,7 +546,7 @@ impl Fs {
                 }
             }
         }
-        Ok(Walked { parent: *stack.last().expect("never empty"), name: None, trailing, via_link })
+        Ok(Walked { parent: *stack.last().expect("never empty"), name: None, trailing })
     }
 
     /// [`Fs::walk_with`] without following a last symbolic link.
@@ -669,7 +665,7 @@ impl Fs {
             _ => return err(errno::BADF),
         };
         let (read, write) = (rights & rights::FD_READ != 0, rights & rights::FD_WRITE != 0);
-        let Walked { parent, name, trailing, via_link } = self.walk_with(dir, path, follow)?;
+        let Walked { parent, name, trailing } = self.walk_with(dir, path, follow)?;
         let existing = match &name {
             None => Some(parent),
             Some(n) => self.child(parent, n),
@@ -708,7 +704,7 @@ impl Fs {
             }
             None if oflags & O_CREAT != 0 && trailing => return err(errno::ISDIR),
             None if oflags & O_CREAT != 0 => {
-                if oflags & O_DIRECTORY != 0 || !write || trailing || via_link {
+                if oflags & O_DIRECTORY != 0 || !write || trailing {
                     return unsupported(format!("`{path}` created as a directory, through a link or without the right to write"));
                 }
                 let name = name.expect("a missing node has a name");
@@ -1098,8 +1094,10 @@ impl Fs {
     pub fn unlink(&mut self, dirfd: u32, path: &str) -> Result<(), FsError> {
         let (parent, name) = self.named(dirfd, path)?;
         let id = self.child(parent, &name).ok_or(FsError::Errno(errno::NOENT))?;
-        if !matches!(self.nodes[id].kind, Kind::File(_) | Kind::Symlink(_)) {
-            return unsupported(format!("unlinking `{path}`, which is not a regular file or a link"));
+        match self.nodes[id].kind {
+            Kind::File(_) | Kind::Symlink(_) => {}
+            Kind::Dir(_) => return err(errno::ISDIR),
+            Kind::Other(_) => return unsupported(format!("unlinking `{path}`, a special file")),
         }
         let Some(p) = self.name_path(parent, &name) else { return unsupported("unlinking in a removed directory") };
         let root = self.nodes[parent].root;
@@ -1146,7 +1144,7 @@ impl Fs {
             return err(errno::INVAL);
         }
         if to.ends_with('/') {
-            return unsupported("a hard link made with a trailing slash");
+            return err(errno::NOENT);
         }
         let w1 = self.walk_with(d1, from, false)?;
         let Some(n1) = w1.name else { return err(errno::PERM) };
@@ -1239,10 +1237,17 @@ impl Fs {
         let id = self.child(p1, &n1).ok_or(FsError::Errno(errno::NOENT))?;
         let target = self.child(p2, &n2);
         let is_file = |fs: &Fs, id: NodeId| matches!(fs.nodes[id].kind, Kind::File(_) | Kind::Symlink(_));
+        if is_file(self, id) && (from.ends_with('/') || to.ends_with('/')) {
+            return err(errno::NOTDIR);
+        }
         match target {
             Some(t) if t == id => return Ok(()),
-            Some(t) if !(is_file(self, id) && is_file(self, t)) => {
-                return unsupported(format!("renaming `{from}` over `{to}` where a directory or link is involved"));
+            // As rename(2): a file over a directory, a directory over a file or a non-empty one.
+            Some(t) if is_file(self, id) && matches!(self.nodes[t].kind, Kind::Dir(_)) => return err(errno::ISDIR),
+            Some(t) if !is_file(self, id) && is_file(self, t) => return err(errno::NOTDIR),
+            Some(t) if matches!(&self.nodes[t].kind, Kind::Dir(c) if !c.is_empty()) => return err(errno::NOTEMPTY),
+            Some(t) if !(is_file(self, id) && is_file(self, t)) && !matches!(self.nodes[t].kind, Kind::Dir(_)) => {
+                return unsupported(format!("renaming `{from}` over `{to}`, a special file"));
             }
             _ if matches!(self.nodes[id].kind, Kind::Other(_)) => return unsupported(format!("`{from}` is a special file")),
             _ => {}
@@ -1254,7 +1259,7 @@ impl Fs {
         let mut up = Some(p2);
         while let Some(u) = up {
             if u == id {
-                return unsupported(format!("renaming `{from}` into itself"));
+                return err(errno::INVAL);
             }
             up = self.nodes[u].parent.as_ref().map(|(p, _)| *p);
         }
