@@ -47,7 +47,7 @@ fn set_times_nofollow(path: &std::path::Path, atim: Option<u64>, mtim: Option<u6
 
 /// Whether a link at `path` (relative to its preopen) to `target` leads, read from the link's
 /// directory, to a place inside the preopen: a clone may not plant a way out.
-fn stays_inside(path: &str, target: &str) -> bool {
+pub(crate) fn stays_inside(path: &str, target: &str) -> bool {
     if target.starts_with('/') || target.contains('\0') {
         return false;
     }

@@ -1207,7 +1207,11 @@ impl Fs {
             return err(errno::EXIST);
         }
         if w.trailing {
-            return unsupported(format!("a link made at `{path}`, with a trailing slash"));
+            return err(errno::NOENT);
+        }
+        if !crate::apply::stays_inside(&self.name_path(w.parent, &name).unwrap_or_default(), target) {
+            // The device refuses to make such a link from a journal (it would follow it there).
+            return unsupported(format!("a link at `{path}` to `{target}`, out of its directory"));
         }
         let id = self.attach(w.parent, &name, Kind::Symlink(target.to_string()));
         self.nodes[id].stat.size = target.len() as u64;
