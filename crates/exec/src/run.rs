@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clonecloud_model::{
-    ImportClass, ImportKind, Module as Model, RewriteConfig, RewrittenPoint, rewrite_with,
+    ImportClass, ImportKind, Module as Model, RewriteConfig, RewrittenPoint, rewrite_layout,
+    rewrite_with,
 };
 use tracing::debug;
 use wasmtime::{Caller, Config, Engine, Func, Linker, Module, Store, Trap, Val};
@@ -210,7 +211,10 @@ pub struct RunReport {
 pub struct Program {
     engine: Engine,
     module: Module,
-    points: Vec<RewrittenPoint>,
+    /// Shared: every host function of a point holds a clone of the program.
+    points: Arc<[RewrittenPoint]>,
+    /// Whether the flags start set (host mode).
+    flags_set: bool,
     layout: Arc<Layout>,
 }
 
@@ -218,7 +222,8 @@ pub struct Program {
 /// clone needs to run the same module.
 #[derive(Default)]
 pub struct Layout {
-    /// The (rewritten) module's bytes.
+    /// The (rewritten) module's bytes. Empty, like `hash`, for a program with points prepared in
+    /// flag mode, which cannot migrate (a launch from the cache does not read them).
     pub wasm: Vec<u8>,
     /// xxh3-128 of `wasm`, little-endian: the module's name on the wire.
     pub hash: [u8; 16],
@@ -807,7 +812,7 @@ impl Program {
         points: &Points,
         mode: PointMode,
     ) -> Result<Program, ExecError> {
-        let model = Model::parse(wasm)?;
+        let model = Model::parse_without_call_graph(wasm)?;
         check_imports(&model)?;
         let chosen = match points {
             Points::None => None,
@@ -815,28 +820,42 @@ impl Program {
             Points::Named(names) => Some(model.resolve_points(names)?),
         };
         let mut layout = Layout::default();
-        let (bytes, points) = match chosen {
-            None => (std::borrow::Cow::Borrowed(wasm), Vec::new()),
+        let (module, bytes, points) = match chosen {
+            None => (cache.load_or_compile(engine, wasm)?, Some(std::borrow::Cow::Borrowed(wasm)), Vec::new()),
             Some(chosen) => {
                 // In host mode the flags start set, so that calls made during instantiation (the
                 // start function) go through the host as well.
                 let config = RewriteConfig {
                     flags_set: mode == PointMode::Host,
                 };
-                let rewritten = rewrite_with(&model, wasm, &chosen, &config)?;
-                debug!(
-                    points = rewritten.points.len(),
-                    bytes = rewritten.wasm.len(),
-                    "module rewritten"
-                );
-                layout.globals = rewritten.globals;
-                layout.memory = rewritten.memories.into_iter().find(|(m, _)| *m == 0).map(|(_, n)| n);
-                layout.trampolines = rewritten.trampolines;
-                (std::borrow::Cow::Owned(rewritten.wasm), rewritten.points)
+                // Where the rewrite puts things is computed without rewriting; the rewritten
+                // module is cached under what it is made from, so a cached launch neither
+                // rewrites nor compiles.
+                let plan = rewrite_layout(&model, &chosen)?;
+                let sorted: Vec<u32> = plan.points.iter().map(|p| p.function).collect();
+                let key = ModuleCache::rewrite_key(xxhash_rust::xxh3::xxh3_128(wasm), &sorted, &config);
+                // In flag mode nothing can migrate, so the rewritten bytes (for a clone) are not
+                // kept, nor read from the cache.
+                let (module, bytes) = cache.load_or_rewrite(engine, key, config.flags_set, || {
+                    let rewritten = rewrite_with(&model, wasm, &sorted, &config)?;
+                    debug!(
+                        points = rewritten.points.len(),
+                        bytes = rewritten.wasm.len(),
+                        "module rewritten"
+                    );
+                    Ok(rewritten.wasm)
+                })?;
+                check_migrate_imports(&module, &plan.points)?;
+                layout.globals = plan.globals;
+                layout.memory = plan.memories.into_iter().find(|(m, _)| *m == 0).map(|(_, n)| n);
+                layout.trampolines = plan.trampolines;
+                (module, bytes.map(std::borrow::Cow::Owned), plan.points)
             }
         };
-        let module = cache.load_or_compile(engine, &bytes)?;
-        layout.hash = xxhash_rust::xxh3::xxh3_128(&bytes).to_le_bytes();
+        if let Some(bytes) = bytes {
+            layout.hash = xxhash_rust::xxh3::xxh3_128(&bytes).to_le_bytes();
+            layout.wasm = bytes.into_owned();
+        }
         layout.imports = model
             .functions
             .iter()
@@ -845,11 +864,11 @@ impl Program {
                 _ => None,
             })
             .collect();
-        layout.wasm = bytes.into_owned();
         Ok(Program {
             engine: engine.clone(),
             module,
             points: points.into(),
+            flags_set: mode == PointMode::Host,
             layout: Arc::new(layout),
         })
     }
@@ -929,13 +948,12 @@ impl Program {
             max_freed: None,
         };
         let mut store = Store::new(&self.engine, device);
-        let linker = self.linker()?;
 
         let report = |store: &Store<Device>, outcome| RunReport {
             outcome,
             host_calls: store.data().host_calls,
         };
-        let instance = match linker.instantiate(&mut store, &self.module) {
+        let instance = match self.instantiate(&mut store) {
             Ok(instance) => instance,
             Err(e) => return Ok(report(&store, outcome_of(e)?)),
         };
@@ -958,7 +976,28 @@ impl Program {
         Ok(report(&store, outcome))
     }
 
-    /// WASI preview 1 (and `wasi_unstable`) as wasmtime-wasi provides it.
+    /// A linker with WASI preview 1 (and `wasi_unstable`) and, for every point, the host side of
+    /// its migration import: what instantiates the module a second time (the scratch instance).
+    fn linker(&self) -> Result<Linker<Device>, ExecError> {
+        let mut linker = self.wasi_linker()?;
+        wrap_closes(&mut linker, self)?;
+        // The rewriter declares the migration imports in the order of the points (checked by
+        // `prepare`), so the j-th import of `clonecloud` is point j.
+        let mut types = FuncTypes::default();
+        let migrate_imports = self
+            .module
+            .imports()
+            .filter(|i| i.module() == clonecloud_model::IMPORT_MODULE);
+        for (j, import) in migrate_imports.enumerate() {
+            let ty = types.get(self.points[j].type_index, &import);
+            linker
+                .func_new(import.module(), import.name(), ty, self.answer(j))
+                .map_err(ExecError::Runtime)?;
+        }
+        Ok(linker)
+    }
+
+    /// A linker with WASI preview 1 (and `wasi_unstable`) only.
     fn wasi_linker(&self) -> Result<Linker<Device>, ExecError> {
         let mut linker: Linker<Device> = Linker::new(&self.engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |d: &mut Device| &mut d.wasi)
@@ -968,47 +1007,109 @@ impl Program {
         Ok(linker)
     }
 
-    /// What the guest is linked to: WASI, with its closes noted ([`wrap_closes`]), and the
-    /// migration points' host functions.
-    fn linker(&self) -> Result<Linker<Device>, ExecError> {
-        let mut linker = self.wasi_linker()?;
-        wrap_closes(&mut linker, self)?;
-        let by_import: HashMap<&str, usize> = self
-            .points
-            .iter()
-            .enumerate()
-            .map(|(j, p)| (p.import.as_str(), j))
-            .collect();
+    /// The host side of point `j`'s migration import: the migrator decides, or the body is
+    /// called back.
+    fn answer(&self, j: usize) -> impl Fn(Caller<'_, Device>, &[Val], &mut [Val]) -> wasmtime::Result<()> + Send + Sync + 'static {
+        // Cheap: the program's parts are shared.
+        let program = self.clone();
+        move |mut caller, params, results| {
+            caller.data_mut().host_calls += 1;
+            // A migrator decides; without one, the point is answered here by calling the
+            // original body back.
+            if let Some(mut m) = caller.data_mut().migrator.take() {
+                caller.data_mut().migrator = m.nested();
+                let r = m.migrate(&mut Guest { caller: &mut caller, program: &program }, j, params, results);
+                caller.data_mut().migrator = Some(m);
+                return r;
+            }
+            let body = local_body(&mut caller, j, &program.points[j].local_export)?;
+            body.call(&mut caller, params, results)
+        }
+    }
+
+    /// Instantiates the module in `store` for a run, as `self.linker()` would, at a cost that does
+    /// not grow with the points beyond one import each. The migration imports are given
+    /// directly, not through a linker's name map. With every flag clear (flag mode) no call can
+    /// reach them (only a migrator, itself reached through one, sets a flag), so all the points
+    /// of a type share one function, which refuses to run.
+    fn instantiate(&self, store: &mut Store<Device>) -> wasmtime::Result<wasmtime::Instance> {
+        let wasi = self.wasi_linker().map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+        if self.points.is_empty() {
+            return wasi.instantiate(&mut *store, &self.module);
+        }
+        let mut types = FuncTypes::default();
+        let mut shared: HashMap<u32, Func> = HashMap::new();
+        let mut externs: Vec<wasmtime::Extern> = Vec::with_capacity(self.module.imports().len());
+        let mut j = 0;
         for import in self.module.imports() {
             if import.module() != clonecloud_model::IMPORT_MODULE {
+                let e = wasi.get_by_import(&mut *store, &import).ok_or_else(|| {
+                    wasmtime::Error::msg(format!(
+                        "unknown import: `{}::{}` has not been defined",
+                        import.module(),
+                        import.name()
+                    ))
+                })?;
+                externs.push(e);
                 continue;
             }
-            let j = by_import[import.name()];
-            let local_export = self.points[j].local_export.clone();
-            let ty = import.ty().unwrap_func().clone();
-            let program = self.clone();
-            linker
-                .func_new(
-                    import.module(),
-                    import.name(),
-                    ty,
-                    move |mut caller, params, results| {
-                        caller.data_mut().host_calls += 1;
-                        // A migrator decides; without one, the point is answered here by calling
-                        // the original body back.
-                        if let Some(mut m) = caller.data_mut().migrator.take() {
-                            caller.data_mut().migrator = m.nested();
-                            let r = m.migrate(&mut Guest { caller: &mut caller, program: &program }, j, params, results);
-                            caller.data_mut().migrator = Some(m);
-                            return r;
-                        }
-                        let body = local_body(&mut caller, j, &local_export)?;
-                        body.call(&mut caller, params, results)
-                    },
-                )
-                .map_err(ExecError::Runtime)?;
+            let t = self.points[j].type_index;
+            let f = if self.flags_set {
+                Func::new(&mut *store, types.get(t, &import), self.answer(j))
+            } else {
+                match shared.get(&t) {
+                    Some(f) => *f,
+                    None => {
+                        let f = Func::new(&mut *store, types.get(t, &import), |_, _, _| {
+                            Err(wasmtime::Error::msg(
+                                "a migration import was called in flag mode, where every flag stays clear",
+                            ))
+                        });
+                        shared.insert(t, f);
+                        f
+                    }
+                }
+            };
+            externs.push(f.into());
+            j += 1;
         }
-        Ok(linker)
+        wasmtime::Instance::new(&mut *store, &self.module, &externs)
+    }
+}
+
+/// The wasmtime type of each of the module's function types met, made once (making one
+/// registers it with the engine, a lookup under a lock).
+#[derive(Default)]
+struct FuncTypes(HashMap<u32, wasmtime::FuncType>);
+
+impl FuncTypes {
+    /// The type of `import`, a function import of the module's type `index`.
+    fn get(&mut self, index: u32, import: &wasmtime::ImportType<'_>) -> wasmtime::FuncType {
+        self.0
+            .entry(index)
+            .or_insert_with(|| import.ty().unwrap_func().clone())
+            .clone()
+    }
+}
+
+/// Checks that the compiled module's `clonecloud` imports are the points' migration imports, in
+/// their order (the linker relies on it): a cached module made by another rewriter is refused.
+fn check_migrate_imports(module: &Module, points: &[RewrittenPoint]) -> Result<(), ExecError> {
+    let mut expected = points.iter();
+    let mut imports = module
+        .imports()
+        .filter(|i| i.module() == clonecloud_model::IMPORT_MODULE);
+    loop {
+        match (expected.next(), imports.next()) {
+            (None, None) => return Ok(()),
+            (Some(p), Some(i)) if i.name() == p.import => {}
+            _ => {
+                return Err(ExecError::Runtime(wasmtime::Error::msg(
+                    "the compiled module's migration imports do not match its points (a stale \
+                     module cache? run with --no-cache or clear it)",
+                )));
+            }
+        }
     }
 }
 

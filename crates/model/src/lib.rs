@@ -40,6 +40,7 @@ pub use module::{
 };
 pub use names::demangle;
 pub use rewrite::{
-    IMPORT_MODULE, RESERVED_PREFIX, RewriteConfig, Rewritten, RewrittenPoint, rewrite, rewrite_with,
+    IMPORT_MODULE, RESERVED_PREFIX, REWRITE_FINGERPRINT, RewriteConfig, RewriteLayout, Rewritten,
+    RewrittenPoint, rewrite, rewrite_layout, rewrite_with,
 };
 pub use wasi::{WASI_P1_FUNCTIONS, WASI_P1_MODULES};

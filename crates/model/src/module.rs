@@ -271,12 +271,12 @@ pub struct Module {
     pub start: Option<u32>,
     /// Size of the code section in bytes.
     pub code_size: usize,
-    /// Who calls whom.
+    /// Who calls whom (empty from [`Module::parse_without_call_graph`]).
     pub call_graph: CallGraph,
     /// Number of imported functions (the first defined function's index).
     pub imported_functions: u32,
     /// The functions that change a table (`table.set`, `grow`, `fill`, `copy`, `init`,
-    /// `elem.drop`), sorted.
+    /// `elem.drop`), sorted (empty from [`Module::parse_without_call_graph`]).
     pub table_mutators: Vec<u32>,
 }
 
@@ -289,7 +289,24 @@ impl Module {
         Validator::new_with_features(features)
             .validate_all(wasm)
             .map_err(|e| ModelError::from_parser(&e, wasm.len()))?;
-        parse_validated(wasm).map_err(|e| match e {
+        parse_validated(wasm, true).map_err(|e| match e {
+            ParseFail::Reader(e) => ModelError::from_parser(&e, wasm.len()),
+            ParseFail::Model(e) => e,
+        })
+    }
+
+    /// Parses and validates `wasm` like [`Module::parse`], but does not read the function bodies:
+    /// [`Module::call_graph`] and [`Module::table_mutators`] are left empty. This is what running
+    /// and rewriting a module need, in time linear in the module; the call graph, which an
+    /// indirect call makes as large as the functions times the addressable functions of its
+    /// type, is for the analyzer.
+    pub fn parse_without_call_graph(wasm: &[u8]) -> Result<Module, ModelError> {
+        check_header(wasm)?;
+        let features = WasmFeatures::default();
+        Validator::new_with_features(features)
+            .validate_all(wasm)
+            .map_err(|e| ModelError::from_parser(&e, wasm.len()))?;
+        parse_validated(wasm, false).map_err(|e| match e {
             ParseFail::Reader(e) => ModelError::from_parser(&e, wasm.len()),
             ParseFail::Model(e) => e,
         })
@@ -535,7 +552,7 @@ impl From<BinaryReaderError> for ParseFail {
     }
 }
 
-fn parse_validated(wasm: &[u8]) -> Result<Module, ParseFail> {
+fn parse_validated(wasm: &[u8], call_graph: bool) -> Result<Module, ParseFail> {
     let mut m = Module {
         size: wasm.len(),
         types: Vec::new(),
@@ -722,15 +739,23 @@ fn parse_validated(wasm: &[u8]) -> Result<Module, ParseFail> {
     }
 
     let imported = m.imported_functions as usize;
+    for (i, body) in bodies.iter().enumerate() {
+        let range = body.range();
+        m.functions[imported + i].kind = FunctionKind::Defined {
+            body_offset: range.start,
+            body_size: range.end - range.start,
+        };
+    }
+    for f in &mut m.functions {
+        f.name = names.remove(&f.index);
+    }
+    if !call_graph {
+        return Ok(m);
+    }
     let mut direct = vec![Vec::new(); m.functions.len()];
     let mut sites = vec![Vec::new(); m.functions.len()];
     for (i, body) in bodies.iter().enumerate() {
         let index = imported + i;
-        let range = body.range();
-        m.functions[index].kind = FunctionKind::Defined {
-            body_offset: range.start,
-            body_size: range.end - range.start,
-        };
         let mut ops = body.get_operators_reader()?;
         while !ops.eof() {
             match ops.read()? {
@@ -768,9 +793,6 @@ fn parse_validated(wasm: &[u8]) -> Result<Module, ParseFail> {
                 _ => {}
             }
         }
-    }
-    for f in &mut m.functions {
-        f.name = names.remove(&f.index);
     }
     let mut addressable: Vec<u32> = m
         .elements
@@ -814,4 +836,30 @@ fn collect_ref_funcs(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Module;
+
+    #[test]
+    fn a_module_without_its_call_graph_is_the_same_module() {
+        let wasm = wat::parse_str(
+            r#"(module
+                (type $t (func (result i32)))
+                (table 2 funcref)
+                (elem (i32.const 0) $a $b)
+                (func $a (result i32) i32.const 0 call_indirect (type $t))
+                (func $b (result i32) call $a)
+                (export "a" (func $a)))"#,
+        )
+        .unwrap();
+        let full = Module::parse(&wasm).unwrap();
+        let light = Module::parse_without_call_graph(&wasm).unwrap();
+        assert_eq!(light.functions, full.functions);
+        assert_eq!(light.exports, full.exports);
+        assert_eq!(light.elements, full.elements);
+        assert_eq!(light.types, full.types);
+        assert!(light.call_graph.callees.is_empty() && !full.call_graph.callees.is_empty());
+    }
 }

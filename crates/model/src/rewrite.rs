@@ -66,6 +66,42 @@ pub struct RewrittenPoint {
     pub flag_export: String,
 }
 
+/// Where the rewriter puts things for a given module and point set, without the new module's
+/// bytes: what a host needs to drive a rewritten module it already has compiled (a cached one).
+/// [`rewrite_layout`] computes it in time linear in the number of points, functions and globals;
+/// [`rewrite_with`] returns the same values in its [`Rewritten`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewriteLayout {
+    /// The migration points, in order of original index.
+    pub points: Vec<RewrittenPoint>,
+    /// `(global index, export name)` of every mutable global.
+    pub globals: Vec<(u32, String)>,
+    /// `(memory index, export name)` of every memory.
+    pub memories: Vec<(u32, String)>,
+    /// `(function index of the import, export name)` of every import trampoline.
+    pub trampolines: Vec<(u32, String)>,
+}
+
+/// Identifies this rewriter's output scheme: a cache that keys rewritten modules by their input
+/// (the original module, the points and the [`RewriteConfig`]) rather than by their bytes must
+/// fold it into its key. It is derived from the rewriter's and the module model's source at
+/// compile time (and a format number), so any change to them makes it differ.
+pub const REWRITE_FINGERPRINT: u64 = fnv1a(
+    include_bytes!("rewrite.rs"),
+    fnv1a(include_bytes!("module.rs"), 1),
+);
+
+const fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    let mut i = 0;
+    while i < bytes.len() {
+        h ^= bytes[i] as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    h
+}
+
 /// A rewritten module and where the rewriter put things.
 #[derive(Debug, Clone)]
 pub struct Rewritten {
@@ -105,31 +141,14 @@ pub fn rewrite_with(
     points: &[u32],
     config: &RewriteConfig,
 ) -> Result<Rewritten, ModelError> {
-    let mut points = points.to_vec();
-    points.sort_unstable();
-    points.dedup();
-    for &p in &points {
-        module.check_point(p)?;
-    }
-    if let Some(e) = module
-        .exports
-        .iter()
-        .find(|e| e.name.starts_with(RESERVED_PREFIX))
-    {
-        return Err(ModelError::ReservedName {
-            what: "export name",
-            name: e.name.clone(),
-        });
-    }
-    if let Some(i) = module.imports.iter().find(|i| i.module == IMPORT_MODULE) {
-        return Err(ModelError::ReservedName {
-            what: "import module",
-            name: format!("{}.{}", i.module, i.name),
-        });
-    }
-
+    let RewriteLayout {
+        points: rewritten_points,
+        globals,
+        memories,
+        trampolines,
+    } = rewrite_layout(module, points)?;
     let n = module.imported_functions;
-    let k = points.len() as u32;
+    let k = rewritten_points.len() as u32;
     let d = module.functions.len() as u32 - n;
     let layout = Layout {
         n,
@@ -137,33 +156,6 @@ pub fn rewrite_with(
         d,
         globals: module.globals.len() as u32,
     };
-    let rewritten_points: Vec<RewrittenPoint> = points
-        .iter()
-        .enumerate()
-        .map(|(j, &f)| RewrittenPoint {
-            function: f,
-            type_index: module.functions[f as usize].type_index,
-            stub: layout.function(f),
-            body: layout.body(j as u32),
-            import: format!("migrate.{f}"),
-            local_export: format!("{RESERVED_PREFIX}local.{f}"),
-            flag_export: format!("{RESERVED_PREFIX}flag.{f}"),
-        })
-        .collect();
-    let globals: Vec<(u32, String)> = module
-        .globals
-        .iter()
-        .filter(|g| g.mutable)
-        .map(|g| (g.index, format!("{RESERVED_PREFIX}global.{}", g.index)))
-        .collect();
-    let memories: Vec<(u32, String)> = module
-        .memories
-        .iter()
-        .map(|m| (m.index, format!("{RESERVED_PREFIX}memory.{}", m.index)))
-        .collect();
-    let trampolines: Vec<(u32, String)> = (0..n)
-        .map(|i| (i, format!("{RESERVED_PREFIX}import.{i}")))
-        .collect();
     let import_types: Vec<u32> = module.functions[..n as usize]
         .iter()
         .map(|f| f.type_index)
@@ -172,15 +164,17 @@ pub fn rewrite_with(
     let mut rw = Rw {
         wasm,
         layout,
-        point_of_defined: points
-            .iter()
-            .enumerate()
-            .map(|(j, &f)| (f - n, j as u32))
-            .collect(),
+        point_of_defined: {
+            let mut v = vec![None; d as usize];
+            for (j, p) in rewritten_points.iter().enumerate() {
+                v[(p.function - n) as usize] = Some(j as u32);
+            }
+            v
+        },
         points: &rewritten_points,
-        bodies: points
+        bodies: rewritten_points
             .iter()
-            .map(|&f| match module.functions[f as usize].kind {
+            .map(|p| match module.functions[p.function as usize].kind {
                 FunctionKind::Defined {
                     body_offset,
                     body_size,
@@ -223,6 +217,100 @@ pub fn rewrite_with(
         memories,
         trampolines,
     })
+}
+
+/// Where [`rewrite_with`] puts things when it makes `points` migration points of `module`
+/// (which need not be sorted; each must pass [`Module::check_point`]), without rewriting: the
+/// same checks and the same names, in time linear in the module's functions and globals.
+pub fn rewrite_layout(module: &Module, points: &[u32]) -> Result<RewriteLayout, ModelError> {
+    let mut points = points.to_vec();
+    points.sort_unstable();
+    points.dedup();
+    for &p in &points {
+        module.check_point(p)?;
+    }
+    if let Some(e) = module
+        .exports
+        .iter()
+        .find(|e| e.name.starts_with(RESERVED_PREFIX))
+    {
+        return Err(ModelError::ReservedName {
+            what: "export name",
+            name: e.name.clone(),
+        });
+    }
+    if let Some(i) = module.imports.iter().find(|i| i.module == IMPORT_MODULE) {
+        return Err(ModelError::ReservedName {
+            what: "import module",
+            name: format!("{}.{}", i.module, i.name),
+        });
+    }
+
+    let n = module.imported_functions;
+    let k = points.len() as u32;
+    let d = module.functions.len() as u32 - n;
+    let layout = Layout {
+        n,
+        k,
+        d,
+        globals: module.globals.len() as u32,
+    };
+    let rewritten_points: Vec<RewrittenPoint> = points
+        .iter()
+        .enumerate()
+        .map(|(j, &f)| RewrittenPoint {
+            function: f,
+            type_index: module.functions[f as usize].type_index,
+            stub: layout.function(f),
+            body: layout.body(j as u32),
+            import: indexed("migrate.", f),
+            local_export: indexed(LOCAL_PREFIX, f),
+            flag_export: indexed(FLAG_PREFIX, f),
+        })
+        .collect();
+    let globals: Vec<(u32, String)> = module
+        .globals
+        .iter()
+        .filter(|g| g.mutable)
+        .map(|g| (g.index, format!("{RESERVED_PREFIX}global.{}", g.index)))
+        .collect();
+    let memories: Vec<(u32, String)> = module
+        .memories
+        .iter()
+        .map(|m| (m.index, format!("{RESERVED_PREFIX}memory.{}", m.index)))
+        .collect();
+    let trampolines: Vec<(u32, String)> = (0..n)
+        .map(|i| (i, format!("{RESERVED_PREFIX}import.{i}")))
+        .collect();
+    Ok(RewriteLayout {
+        points: rewritten_points,
+        globals,
+        memories,
+        trampolines,
+    })
+}
+
+const LOCAL_PREFIX: &str = "__cc_local.";
+const FLAG_PREFIX: &str = "__cc_flag.";
+
+/// `prefix` followed by `i` in decimal: `format!("{prefix}{i}")` without the formatting
+/// machinery, since a layout makes three such names per point.
+fn indexed(prefix: &str, mut i: u32) -> String {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (i % 10) as u8;
+        i /= 10;
+        if i == 0 {
+            break;
+        }
+    }
+    let mut s = String::with_capacity(prefix.len() + digits.len() - at);
+    s.push_str(prefix);
+    // The digits are ASCII.
+    s.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+    s
 }
 
 /// Where things go in the new index spaces.
@@ -270,7 +358,7 @@ struct Rw<'a> {
     wasm: &'a [u8],
     layout: Layout,
     /// Defined-function ordinal → point ordinal.
-    point_of_defined: HashMap<u32, u32>,
+    point_of_defined: Vec<Option<u32>>,
     points: &'a [RewrittenPoint],
     /// Byte ranges of the points' original bodies in `wasm`.
     bodies: Vec<std::ops::Range<usize>>,
@@ -461,8 +549,8 @@ impl Reencode for Rw<'_> {
     ) -> ReResult {
         for (defined, body) in section.into_iter().enumerate() {
             let body = body?;
-            match self.point_of_defined.get(&(defined as u32)) {
-                Some(&j) => {
+            match self.point_of_defined.get(defined).copied().flatten() {
+                Some(j) => {
                     code.function(&self.stub(j));
                 }
                 None => self.parse_function_body(code, body)?,
@@ -595,5 +683,52 @@ impl Rw<'_> {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FLAG_PREFIX, LOCAL_PREFIX, RESERVED_PREFIX, indexed};
+    use crate::{Module, RewriteConfig, rewrite_layout, rewrite_with};
+
+    #[test]
+    fn the_layout_is_where_the_rewrite_puts_things() {
+        let wasm = wat::parse_str(
+            r#"(module
+                (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+                (memory 1)
+                (global (mut i32) (i32.const 0))
+                (global i64 (i64.const 1))
+                (global (mut f64) (f64.const 0))
+                (func $a (result i32) i32.const 1)
+                (func $b (param i32) (result i32) local.get 0 call $a i32.add)
+                (func $c (param i64 f32))
+                (export "b" (func $b)))"#,
+        )
+        .unwrap();
+        let module = Module::parse(&wasm).unwrap();
+        // Unsorted, with a duplicate: the layout sorts and deduplicates as the rewrite does.
+        for points in [vec![], vec![3, 1], vec![1, 2, 3, 2]] {
+            let layout = rewrite_layout(&module, &points).unwrap();
+            let out =
+                rewrite_with(&module, &wasm, &points, &RewriteConfig { flags_set: true }).unwrap();
+            assert_eq!(layout.points, out.points);
+            assert_eq!(layout.globals, out.globals);
+            assert_eq!(layout.memories, out.memories);
+            assert_eq!(layout.trampolines, out.trampolines);
+        }
+        assert!(
+            rewrite_layout(&module, &[0]).is_err(),
+            "an import is no point"
+        );
+    }
+
+    #[test]
+    fn indexed_names_are_formatted_names() {
+        assert_eq!(LOCAL_PREFIX, format!("{RESERVED_PREFIX}local."));
+        assert_eq!(FLAG_PREFIX, format!("{RESERVED_PREFIX}flag."));
+        for i in [0, 7, 10, 99, 100, 12345, u32::MAX] {
+            assert_eq!(indexed("migrate.", i), format!("migrate.{i}"));
+        }
     }
 }
