@@ -130,8 +130,66 @@ pub(crate) fn data_dir() -> Option<PathBuf> {
         .or_else(|| env("HOME").map(|d| d.join(".local/share/clonecloud")))
 }
 
+/// MiB the device's compiled-module cache may take when `CLONECLOUD_CACHE_MIB` is not set: room
+/// for hundreds of typical modules (a compiled module is a few times its wasm), small next to a
+/// device's disk.
+pub(crate) const DEFAULT_CACHE_MIB: u64 = 1024;
+
+/// The device's compiled-module cache (`run`, `profile`): `modules` in the data directory,
+/// keeping at most `CLONECLOUD_CACHE_MIB` MiB (default [`DEFAULT_CACHE_MIB`]), least recently
+/// used out first. Disabled without a data directory.
+pub(crate) fn device_cache() -> anyhow::Result<clonecloud_exec::ModuleCache> {
+    let mib = cache_mib(std::env::var_os("CLONECLOUD_CACHE_MIB").as_deref())?;
+    Ok(match data_dir() {
+        Some(dir) => clonecloud_exec::ModuleCache::new(dir.join("modules"))
+            .with_limit(mib.saturating_mul(1 << 20)),
+        None => clonecloud_exec::ModuleCache::disabled(),
+    })
+}
+
+/// The value of `CLONECLOUD_CACHE_MIB` (unset or empty: the default).
+fn cache_mib(value: Option<&std::ffi::OsStr>) -> anyhow::Result<u64> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(DEFAULT_CACHE_MIB);
+    };
+    match value
+        .to_str()
+        .map(str::trim)
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(mib) if mib > 0 => Ok(mib),
+        _ => anyhow::bail!(
+            "CLONECLOUD_CACHE_MIB must be a whole number of MiB above 0 (the most the compiled-module cache may take on disk), got '{}': set it to e.g. {DEFAULT_CACHE_MIB}, or unset it for the default of {DEFAULT_CACHE_MIB} MiB",
+            value.to_string_lossy()
+        ),
+    }
+}
+
 /// Reads a module file, saying which file could not be read.
 pub(crate) fn read_module(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     use anyhow::Context;
     std::fs::read(path).with_context(|| format!("cannot read module `{}`", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::{DEFAULT_CACHE_MIB, cache_mib};
+
+    #[test]
+    fn cache_mib_is_a_positive_whole_number() {
+        assert_eq!(cache_mib(None).unwrap(), DEFAULT_CACHE_MIB);
+        assert_eq!(cache_mib(Some(OsStr::new(""))).unwrap(), DEFAULT_CACHE_MIB);
+        assert_eq!(cache_mib(Some(OsStr::new("300"))).unwrap(), 300);
+        assert_eq!(cache_mib(Some(OsStr::new(" 7 "))).unwrap(), 7);
+        for bad in ["0", "-5", "1.5", "1G", "x", "99999999999999999999999"] {
+            let e = cache_mib(Some(OsStr::new(bad))).unwrap_err().to_string();
+            assert!(
+                e.starts_with("CLONECLOUD_CACHE_MIB must be a whole number of MiB"),
+                "{e}"
+            );
+            assert!(e.contains(&format!("got '{bad}'")), "{e}");
+        }
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use clonecloud_analyze::Policy;
-use clonecloud_exec::{DirMapping, ModuleCache, Stdio, WasiConfig};
+use clonecloud_exec::{DirMapping, Stdio, WasiConfig};
 
 /// Run the app with hooks on every migration candidate, on the device's engine and on the
 /// clone's, and show where time goes and what migrating would move.
@@ -64,10 +64,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         dirs: opts.dirs.iter().map(|d| DirMapping::parse(d)).collect(),
         stdio: Stdio::Null,
     };
-    let cache = match crate::data_dir() {
-        Some(dir) => ModuleCache::new(dir.join("modules")),
-        None => ModuleCache::disabled(),
-    };
+    let cache = crate::device_cache()?;
     let device_engine = opts.device_engine.engine();
     let profile_opts = clonecloud_profile::Options {
         wasi,

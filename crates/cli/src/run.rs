@@ -105,10 +105,7 @@ enum ModeArg {
 pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let module_path = std::path::PathBuf::from(&opts.module_and_args[0]);
     let wasm = crate::read_module(&module_path)?;
-    let cache = match crate::data_dir() {
-        Some(dir) if !opts.no_cache => ModuleCache::new(dir.join("modules")),
-        _ => ModuleCache::disabled(),
-    };
+    let cache = if opts.no_cache { ModuleCache::disabled() } else { crate::device_cache()? };
     // With a clone, nothing named and nothing known of this module yet, the run learns.
     if opts.offload.is_empty() && opts.clone.is_some() {
         let engine = crate::partition::engine_key(opts.device_engine);

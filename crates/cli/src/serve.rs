@@ -33,6 +33,12 @@ pub struct Opts {
     /// MiB a module a device uploads may have; a larger one is refused (and runs locally).
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     max_module: usize,
+    /// MiB the compiled-module cache ($CLONECLOUD_HOME/clone-modules, kept across restarts) may
+    /// take on disk; past it the least recently used modules are removed (and compiled again if
+    /// a device sends them again). A compiled module is a few times its wasm, so the default
+    /// keeps a few modules of the --max-module default and hundreds of typical ones.
+    #[arg(long, value_name = "MIB", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..))]
+    max_cache: u64,
     /// Runs one device key may have on this clone at once; more are refused (and run locally).
     #[arg(long, value_name = "N", default_value_t = clonecloud_offload::server::DEFAULT_MAX_RUNS)]
     max_runs: usize,
@@ -62,9 +68,11 @@ pub fn serve(opts: Opts) -> anyhow::Result<ExitCode> {
     let listener = Listener::bind(opts.listen.as_str(), &id, allow, Duration::from_secs(10))
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
     let cache = match crate::data_dir() {
-        Some(dir) => ModuleCache::new(dir.join("clone-modules")),
+        Some(dir) => ModuleCache::new(dir.join("clone-modules")).with_limit(opts.max_cache.saturating_mul(1 << 20)),
         None => ModuleCache::disabled(),
     };
+    // A smaller --max-cache than the last run's applies now, not at the first store.
+    cache.trim();
     let limits = clonecloud_exec::Limits {
         memory: opts.max_memory << 20,
         run_time: Duration::from_secs_f64(opts.max_run_time.max(0.01)),

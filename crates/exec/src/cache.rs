@@ -3,9 +3,10 @@
 use std::hash::Hash;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use clonecloud_model::RewriteConfig;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use wasmtime::{Engine, Module};
 use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
@@ -17,22 +18,55 @@ use crate::error::ExecError;
 ///
 /// The cache is an optimisation: a directory that cannot be written, or an entry that does not
 /// load, is reported in the log and the module is compiled again.
+///
+/// With a byte budget ([`ModuleCache::with_limit`]) the cache is least-recently-used: a hit
+/// sets the entry's modification time to now, so the order survives restarts and is shared by
+/// every process using the directory, and each store then removes the entries used longest ago
+/// (never the one just written) until the directory's `*.cwasm` files fit the budget. An entry
+/// larger than the whole budget is not kept. Several processes may share one directory: entries
+/// are only ever renamed into place or unlinked (a module mapped from an unlinked entry stays
+/// valid), never rewritten in place.
 #[derive(Debug, Clone)]
 pub struct ModuleCache {
     dir: Option<PathBuf>,
+    limit: Option<u64>,
 }
 
+/// A temporary file older than this was left by a writer that died: the next store removes it.
+const STALE_TMP: Duration = Duration::from_secs(3600);
+
 impl ModuleCache {
-    /// A cache in `dir` (created on first write).
+    /// An unbounded cache in `dir` (created on first write).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         ModuleCache {
             dir: Some(dir.into()),
+            limit: None,
         }
     }
 
     /// No cache: every module is compiled.
     pub fn disabled() -> Self {
-        ModuleCache { dir: None }
+        ModuleCache {
+            dir: None,
+            limit: None,
+        }
+    }
+
+    /// This cache, keeping at most `max_bytes` of entries on disk, least recently used out
+    /// first (see [`ModuleCache`]).
+    pub fn with_limit(mut self, max_bytes: u64) -> Self {
+        self.limit = Some(max_bytes);
+        self
+    }
+
+    /// The byte budget, `None` when unbounded.
+    pub fn limit(&self) -> Option<u64> {
+        self.limit
+    }
+
+    /// The directory, `None` when disabled.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 
     /// The file a module compiled by `engine` is cached in.
@@ -56,6 +90,7 @@ impl ModuleCache {
             match unsafe { Module::deserialize_file(engine, &path) } {
                 Ok(m) => {
                     debug!(path = %path.display(), "compiled module loaded from cache");
+                    touch(&path);
                     return Ok(m);
                 }
                 Err(e) => warn!(path = %path.display(), "ignoring unusable cache entry: {e}"),
@@ -63,14 +98,135 @@ impl ModuleCache {
         }
         let module = Module::new(engine, wasm).map_err(ExecError::Compile)?;
         match module.serialize() {
-            Ok(bytes) => {
-                if let Err(e) = write_atomically(&path, &bytes) {
-                    warn!(path = %path.display(), "cannot write the module cache: {e}");
-                }
-            }
+            Ok(bytes) => self.store(&path, &[&bytes]),
             Err(e) => warn!("cannot serialize the compiled module: {e}"),
         }
         Ok(module)
+    }
+
+    /// Writes the entry `path` (the concatenation of `parts`) unless it is over the budget by
+    /// itself, then evicts down to the budget. Failures are logged: the cache is an optimisation.
+    fn store(&self, path: &Path, parts: &[&[u8]]) {
+        let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if let Some(limit) = self.limit
+            && size > limit
+        {
+            info!(
+                path = %path.display(),
+                "not caching a compiled module of {size} bytes: the cache's limit is {limit} bytes"
+            );
+            // What is there did not load (or a store would not be asked for): not kept either.
+            if let Err(e) = remove(path) {
+                warn!(path = %path.display(), "cannot remove an unusable cache entry: {e}");
+            }
+            return;
+        }
+        if let Err(e) = write_parts_atomically(path, parts) {
+            warn!(path = %path.display(), "cannot write the module cache: {e}");
+            return;
+        }
+        self.evict(Some(path));
+    }
+
+    /// Brings the directory within the budget now (the least recently used entries out first)
+    /// and removes temporary files left by writers that died. Stores do this anyway; this is
+    /// for a long-running process starting on a directory a larger budget filled.
+    pub fn trim(&self) {
+        self.evict(None);
+    }
+
+    /// Removes stale temporary files and, with a budget, the least recently used entries other
+    /// than `keep` (the one just written) until the `*.cwasm` files in the directory fit it. One pass over the
+    /// directory; entries another process removed meanwhile are simply gone.
+    fn evict(&self, keep: Option<&Path>) {
+        let Some(dir) = &self.dir else { return };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                warn!(dir = %dir.display(), "cannot list the module cache: {e}");
+                return;
+            }
+        };
+        let now = SystemTime::now();
+        let mut total = 0u64;
+        let mut candidates = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                if now
+                    .duration_since(modified)
+                    .is_ok_and(|age| age > STALE_TMP)
+                {
+                    match remove(&entry.path()) {
+                        Ok(()) => {
+                            debug!(path = %entry.path().display(), "removed a stale temporary file from the module cache")
+                        }
+                        Err(e) => {
+                            warn!(path = %entry.path().display(), "cannot remove a stale temporary file: {e}")
+                        }
+                    }
+                }
+                continue;
+            }
+            if !name.ends_with(".cwasm") {
+                continue;
+            }
+            total += meta.len();
+            let path = entry.path();
+            if keep != Some(path.as_path()) {
+                candidates.push((modified, path, meta.len()));
+            }
+        }
+        let Some(limit) = self.limit else { return };
+        if total <= limit {
+            return;
+        }
+        // Used longest ago first; the name breaks ties so every process picks the same.
+        candidates.sort_unstable();
+        let (mut evicted, mut freed) = (0usize, 0u64);
+        for (_, path, len) in candidates {
+            if total <= limit {
+                break;
+            }
+            match remove(&path) {
+                Ok(()) => {
+                    debug!(path = %path.display(), bytes = len, "evicted from the module cache");
+                    total -= len;
+                    evicted += 1;
+                    freed += len;
+                }
+                Err(e) => warn!(path = %path.display(), "cannot evict from the module cache: {e}"),
+            }
+        }
+        if evicted > 0 {
+            info!(
+                dir = %dir.display(),
+                "evicted {evicted} least recently used compiled modules ({freed} bytes) to keep the cache within {limit} bytes"
+            );
+        }
+    }
+}
+
+/// Marks the entry `path` as used now (its modification time, which eviction orders by).
+fn touch(path: &Path) {
+    let now = SystemTime::now();
+    if let Err(e) = std::fs::File::open(path).and_then(|f| f.set_modified(now)) {
+        debug!(path = %path.display(), "cannot mark the cache entry as used: {e}");
+    }
+}
+
+/// Unlinks `path`; one that is already gone (another process evicted it) counts as removed.
+fn remove(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -129,11 +285,13 @@ impl ModuleCache {
             match unsafe { Module::deserialize_file(engine, &path) } {
                 Ok(m) if !keep_bytes => {
                     debug!(path = %path.display(), "rewritten module loaded from cache");
+                    touch(&path);
                     return Ok((m, None));
                 }
                 Ok(m) => match read_appended(&path) {
                     Ok(wasm) => {
                         debug!(path = %path.display(), "rewritten module and its bytes loaded from cache");
+                        touch(&path);
                         return Ok((m, Some(wasm)));
                     }
                     Err(e) => {
@@ -152,9 +310,7 @@ impl ModuleCache {
         match module.serialize() {
             Ok(artefact) => {
                 let trailer = appended_trailer(wasm.len());
-                if let Err(e) = write_parts_atomically(&path, &[&artefact, &wasm, &trailer]) {
-                    warn!(path = %path.display(), "cannot write the module cache: {e}");
-                }
+                self.store(&path, &[&artefact, &wasm, &trailer]);
             }
             Err(e) => warn!("cannot serialize the compiled module: {e}"),
         }
@@ -201,27 +357,36 @@ fn read_appended(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(wasm)
 }
 
-/// [`write_atomically`] of the concatenation of `parts`.
+/// Writes the concatenation of `parts` to a temporary file beside `path` and renames it, so a
+/// reader never sees half a file (nor an entry changing under its mapping). The new entry's
+/// modification time is set from the clock hits use, so the two order consistently.
 fn write_parts_atomically(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
     let dir = path.parent().expect("cache paths have a parent");
     std::fs::create_dir_all(dir)?;
+    // Unique per process and write, so two threads storing one entry do not share a file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{}.tmp",
         std::process::id(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         path.file_name().unwrap().to_string_lossy()
     ));
     let mut f = std::fs::File::create(&tmp)?;
-    for part in parts {
-        f.write_all(part)?;
-    }
-    f.sync_all()?;
+    let written = (|| {
+        for part in parts {
+            f.write_all(part)?;
+        }
+        f.set_modified(SystemTime::now())?;
+        f.sync_all()
+    })();
     drop(f);
-    std::fs::rename(&tmp, path)
-}
-
-/// Writes to a temporary file beside `path` and renames it, so a reader never sees half a file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_parts_atomically(path, &[bytes])
+    match written.and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]
