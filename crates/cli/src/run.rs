@@ -159,12 +159,14 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
             env: wasi.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()).collect(),
         };
         target.dirs = wasi.dirs.iter().map(|d| clonecloud_files::Root { host: d.host.clone(), guest: d.guest.clone() }).collect();
-        let model = clonecloud_model::Module::parse(&wasm)?;
+        let model = clonecloud_model::Module::parse_without_call_graph(&wasm)?;
         let names = program.points().iter().map(|p| point_name(&model, p.function)).collect();
         let mut offloader = clonecloud_offload::Offloader::new(target, program.layout().clone(), names, stats.clone());
         if !expectations.is_empty() {
             offloader.watch(program.points().iter().map(|p| expectations.get(&p.function).copied()).collect());
         }
+        // The clone gets the module and the directories now, while the program starts.
+        offloader.send_ahead();
         Some(Box::new(offloader))
     } else {
         None
@@ -200,6 +202,16 @@ fn explain_run(stats: &clonecloud_offload::Stats, took: std::time::Duration, was
         kib(stats.file_sync.bytes_on_wire),
         remote
     );
+    let r = &stats.ready;
+    if let Some(ms) = r.ready_ms {
+        eprintln!(
+            "clonecloud: the clone was ready {ms:.0} ms after launch ({}); {} migration points waited {:.0} ms for it, {} calls ran here meanwhile",
+            if stats.module_upload_bytes > 0 { format!("module of {:.1} MiB sent and compiled there", r.module_bytes as f64 / (1 << 20) as f64) } else { "it had the module".to_string() },
+            r.waits,
+            r.waited_ms,
+            r.local_calls
+        );
+    }
     let local = crate::partition::store()
         .ok()
         .and_then(|s| s.profile_any(&clonecloud_profile::module_name(wasm), crate::partition::engine_key(engine)).ok().flatten())

@@ -84,13 +84,17 @@ fn cut_corrupted_or_stalled_links_never_change_the_output() {
     let k = keys();
     let server = serve(&k, "127.0.0.1:0");
 
-    // A clean run through the proxy measures the conversation.
-    let clean = proxy(&server.addr, Fault::default());
-    let (out, s) = offloaded(&k, &clean.addr, input.path(), "30");
-    assert_same(&want, &out, "clean");
-    assert_eq!(s["migrations"], 1, "{s}");
-    let (up, down) = (clean.up.load(Ordering::Relaxed), clean.down.load(Ordering::Relaxed));
-    drop(clean);
+    // Clean runs through the proxy measure the conversation: the second, as every case after
+    // it, finds the module and the files on the clone (the first uploads them, and its clone
+    // asks for the files by hash: its stream is longer both ways).
+    let (mut up, mut down) = (0, 0);
+    for _ in 0..2 {
+        let clean = proxy(&server.addr, Fault::default());
+        let (out, s) = offloaded(&k, &clean.addr, input.path(), "30");
+        assert_same(&want, &out, "clean");
+        assert_eq!(s["migrations"], 1, "{s}");
+        (up, down) = (clean.up.load(Ordering::Relaxed), clean.down.load(Ordering::Relaxed));
+    }
 
     let mut cases = 0;
     // Cuts at the first bytes (inside the TLS handshake), then spread over the whole stream.

@@ -116,11 +116,12 @@ fn main_s_first_callee_that_does_io_runs_on_the_clone_with_its_files() {
         assert_eq!(s["fallbacks"]["count"], 0, "{app}: {s}");
         let sync = &s["file_sync"];
         assert!(sync["files_sent"].as_u64().unwrap() > 0 && sync["bytes"].as_u64().unwrap() > 0, "{app}: {sync}");
-        // A second run finds every file on the clone already: only the listing travels.
+        // A second run finds every file on the clone already: only the listing travels (at
+        // launch, and again at the point when the launch's reads changed access times).
         let s = offload_in(home.path(), app, &f, &[]);
         assert!(s["migrations"].as_u64().unwrap() > 0, "{app}: {s}");
         assert_eq!(s["file_sync"]["files_sent"], 0, "{app}: reused across runs: {s}");
-        assert_eq!(s["file_sync"]["syncs"], 1, "{app}: {s}");
+        assert!((1..=2).contains(&s["file_sync"]["syncs"].as_u64().unwrap()), "{app}: {s}");
     }
 }
 

@@ -15,6 +15,7 @@ use clonecloud_exec::{Guest, Layout, Migrator};
 use clonecloud_net::{Connection, Identity, NetError, PublicKey};
 use clonecloud_files::{Root, Scanner};
 use clonecloud_wire::{Clocks, Compression, Descriptors, DeviceEvent, DeviceSession, Environment, FailKind};
+use crate::ahead::{Ahead, Choice};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -69,7 +70,7 @@ pub(crate) fn abort(cause: &'static str, detail: impl std::fmt::Display) -> Abor
     Abort { cause, detail: detail.to_string() }
 }
 
-fn net(e: NetError) -> Abort {
+pub(crate) fn net(e: NetError) -> Abort {
     let cause = match &e {
         NetError::Timeout(_) => "timeout",
         NetError::Tls(_) => "tls",
@@ -114,6 +115,10 @@ pub struct Offloader {
     watch: Vec<Option<Watch>>,
     /// Migrations sent in the current session (a resume names the one it awaits).
     migrations_sent: u64,
+    /// The session being opened in the background ([`Offloader::send_ahead`]).
+    ahead: Option<Ahead>,
+    /// Why the background session could not connect, for the first fallback it causes.
+    unreachable_cause: Option<Abort>,
 }
 
 /// What a partition chosen at launch expects of one point: its time per call on the device and
@@ -163,6 +168,97 @@ impl Offloader {
             proxying: Default::default(),
             watch: Vec::new(),
             migrations_sent: 0,
+            ahead: None,
+            unreachable_cause: None,
+        }
+    }
+
+    /// Starts getting the clone ready now, in the background, rather than at the first
+    /// migration point: a session is opened, the module uploaded (when the clone lacks it) and
+    /// compiled there, and the directories replicated. A migration point reached before that
+    /// ends waits for it or runs its call here, whichever is expected to end sooner.
+    pub fn send_ahead(&mut self) {
+        if self.session.is_some() || self.ahead.is_some() {
+            return;
+        }
+        let target = self.target.clone();
+        let compression = self.compression();
+        let session = DeviceSession::new(self.layout.hash, self.run, 0, self.target.environment.clone());
+        let scanner = Scanner::new(self.target.dirs.clone());
+        let dial = move || dial_clone(&target, compression);
+        self.ahead = Some(Ahead::start(dial, session, self.layout.clone(), scanner, self.target.timeout));
+        self.stats().ready.module_bytes = self.layout.wasm.len() as u64;
+    }
+
+    /// When a session is being opened in the background: take it once it is ready, or, while
+    /// it is not, choose between waiting and running point `j`'s call here. `Ok(false)`: run it
+    /// here (nothing failed).
+    fn await_ahead(&mut self, j: usize) -> bool {
+        let Some(ahead) = self.ahead.take() else { return true };
+        if !ahead.finished() {
+            let remaining = ahead.progress.remaining(self.layout.wasm.len(), self.rate);
+            let expect = self.watch.get(j).copied().flatten().map(|w| w.expect);
+            let phase = ahead.progress.phase();
+            match crate::ahead::choose(expect.map(|e| e.device_s), remaining, expect.map_or(0.0, |e| e.clone_s)) {
+                Choice::Local => {
+                    info!(point = %self.names[j], "the clone is not ready ({}, about {:.1} s more): this call runs here", phase.describe(), remaining.as_secs_f64());
+                    self.stats().ready.local_calls += 1;
+                    self.ahead = Some(ahead);
+                    return false;
+                }
+                Choice::Wait => {
+                    info!(point = %self.names[j], "the clone is not ready ({}, about {:.1} s more): waiting for it", phase.describe(), remaining.as_secs_f64());
+                    let t0 = Instant::now();
+                    let bar = waiting_display(&ahead.progress);
+                    while !ahead.finished() {
+                        bar.set_message(ahead.progress.phase().describe());
+                        bar.tick();
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    bar.finish_and_clear();
+                    let mut st = self.stats();
+                    st.ready.waits += 1;
+                    st.ready.waited_ms += t0.elapsed().as_secs_f64() * 1e3;
+                }
+            }
+        }
+        let ready_ms = ahead.progress.elapsed().as_secs_f64() * 1e3;
+        match ahead.join() {
+            Ok(opened) => {
+                let crate::ahead::Opened { conn, session, scanner, replicate, uploaded, sync } = opened;
+                self.table.reset();
+                self.migrations_sent = 0;
+                self.scanner = scanner;
+                self.replicate = replicate;
+                let mut st = self.stats();
+                st.connections += 1;
+                st.ready.ready_ms = Some(ready_ms);
+                if uploaded {
+                    st.module_upload_bytes += self.layout.wasm.len() as u64;
+                }
+                let f = &mut st.file_sync;
+                f.syncs += sync.syncs;
+                f.entries += sync.entries;
+                f.files_sent += sync.files_sent;
+                f.bytes += sync.bytes;
+                f.bytes_on_wire += sync.bytes_on_wire;
+                f.ms += sync.ms;
+                drop(st);
+                self.session = Some((conn, session));
+                true
+            }
+            Err(a) => {
+                // As when a session cannot be opened at a migration point: the normal path
+                // tries again (and falls back if that fails too).
+                info!("getting the clone ready in the background failed ({}): {}", a.cause, a.detail);
+                self.stats().ready.failed = Some(format!("{}: {}", a.cause, a.detail));
+                if a.cause == "connect" {
+                    // Not dialled again at once: the first point falls back with this cause.
+                    self.unreachable_until = Some(Instant::now() + RETRY_AFTER);
+                    self.unreachable_cause = Some(a);
+                }
+                true
+            }
         }
     }
 
@@ -197,7 +293,8 @@ impl Offloader {
 
     fn connect(&mut self) -> Result<(), Abort> {
         if self.unreachable_until.is_some_and(|t| Instant::now() < t) {
-            return Err(abort("unreachable", "the clone could not be reached moments ago; not retrying yet"));
+            // The first time, why (when the background session found it unreachable).
+            return Err(self.unreachable_cause.take().unwrap_or_else(|| abort("unreachable", "the clone could not be reached moments ago; not retrying yet")));
         }
         let conn = self.dial()?;
         let session = DeviceSession::new(self.layout.hash, self.run, 0, self.target.environment.clone());
@@ -206,19 +303,9 @@ impl Offloader {
 
     /// A new authenticated connection to the clone.
     fn dial(&mut self) -> Result<Connection, Abort> {
-        let t = &self.target;
-        let mut conn = Connection::connect(t.addr.as_str(), Some(&t.identity), &t.server_key, t.connect_timeout).map_err(|e| {
-            self.unreachable_until = Some(Instant::now() + RETRY_AFTER);
-            let mut a = net(e);
-            if a.cause == "link" {
-                a.cause = "connect";
-            }
-            a
-        })?;
-        self.unreachable_until = None;
-        conn.set_timeout(Some(t.timeout));
-        conn.set_compression(self.compression());
-        Ok(conn)
+        let conn = dial_clone(&self.target, self.compression());
+        self.unreachable_until = if conn.is_err() { Some(Instant::now() + RETRY_AFTER) } else { None };
+        conn
     }
 
     /// Starts a new session on `conn`: hello, welcome, the module if the clone lacks it.
@@ -544,6 +631,9 @@ impl Migrator for Offloader {
         {
             return guest.call_local(j, params, results);
         }
+        if !self.await_ahead(j) {
+            return guest.call_local(j, params, results);
+        }
         match self.remote(guest, j, params, results) {
             Ok(None) => Ok(()),
             Ok(Some(code)) => Err(guest.exit(code as i32)),
@@ -570,6 +660,29 @@ impl Drop for Offloader {
             conn.close();
         }
     }
+}
+
+/// A new authenticated connection to the clone of `t`, with its reply timeout and `compression`.
+fn dial_clone(t: &Target, compression: Compression) -> Result<Connection, Abort> {
+    let mut conn = Connection::connect(t.addr.as_str(), Some(&t.identity), &t.server_key, t.connect_timeout).map_err(|e| {
+        let mut a = net(e);
+        if a.cause == "link" {
+            a.cause = "connect";
+        }
+        a
+    })?;
+    conn.set_timeout(Some(t.timeout));
+    conn.set_compression(compression);
+    Ok(conn)
+}
+
+/// A spinner on stderr while a migration point waits for the clone (hidden when stderr is not
+/// a terminal, so the guest's own stderr is untouched).
+fn waiting_display(progress: &crate::ahead::Progress) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(indicatif::ProgressStyle::with_template("clonecloud: waiting for the clone: {msg} ({elapsed})").expect("a valid template"));
+    bar.set_message(progress.phase().describe());
+    bar
 }
 
 /// What a migration's messages took on the wire, over all its connections.

@@ -8,6 +8,7 @@
 //!   in-process clone on loopback that speaks the very same protocol.
 //! - [`stats::Stats`]: what happened, for `--stats`.
 
+mod ahead;
 pub mod convert;
 pub mod device;
 pub mod load;

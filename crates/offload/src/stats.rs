@@ -53,6 +53,23 @@ pub struct FileSync {
     pub ms: f64,
 }
 
+/// Getting the clone ready before the first migration point (`Offloader::send_ahead`).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Ready {
+    /// The module's size (what is uploaded when the clone lacks it).
+    pub module_bytes: u64,
+    /// From launch until the clone had the module compiled and the directories replicated
+    /// (`None`: it did not get there before it was needed, or it failed).
+    pub ready_ms: Option<f64>,
+    /// Migration points that waited for it, and how long in all.
+    pub waits: u64,
+    pub waited_ms: f64,
+    /// Calls run here because they were expected to end before the clone would be ready.
+    pub local_calls: u64,
+    /// Why getting ready failed (the migration points then opened a session themselves).
+    pub failed: Option<String>,
+}
+
 /// One fallback.
 #[derive(Debug, Clone, Serialize)]
 pub struct FallbackEvent {
@@ -89,6 +106,8 @@ pub struct Stats {
     pub connections: u64,
     /// Replicating the preopened directories.
     pub file_sync: FileSync,
+    /// Getting the clone ready ahead of the first migration point.
+    pub ready: Ready,
     /// Points switched to local during the run because the link no longer paid for them.
     pub switched_local: Vec<String>,
     pub points: BTreeMap<String, PointStats>,
