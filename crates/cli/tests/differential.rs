@@ -4,14 +4,13 @@
 
 #[path = "../../../tests/support/corpus.rs"]
 mod corpus;
+#[path = "../../../tests/support/oracle.rs"]
+mod oracle;
 
 use std::path::Path;
 use std::process::Command;
 
 use corpus::{Guest, copy_dir, corpus, fixture_dir, snapshot_dir};
-use wasmtime::{Engine, Linker, Module, Store, Trap};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 /// What a run of a guest looks like from outside.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,53 +30,11 @@ fn argv(guest: &Guest) -> Vec<String> {
 
 /// The oracle: the unmodified module on wasmtime + wasmtime-wasi, nothing of clonecloud.
 fn oracle(guest: &Guest, data: &Path) -> Observed {
-    let engine = Engine::default();
-    let module = Module::from_file(&engine, &guest.path).unwrap();
-    let stdout = MemoryOutputPipe::new(64 << 20);
-    let stderr = MemoryOutputPipe::new(64 << 20);
-    let mut builder = WasiCtxBuilder::new();
-    builder
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .args(&argv(guest))
-        .envs(&guest.env);
-    builder
-        .preopened_dir(data, "/data", FsPerms::ReadWrite)
-        .unwrap();
-    let mut linker = Linker::new(&engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |cx| cx).unwrap();
-    let mut store = Store::new(&engine, builder.build_p1());
-    let result = linker
-        .instantiate(&mut store, &module)
-        .and_then(
-            |instance| match instance.get_typed_func::<(), ()>(&mut store, "_start") {
-                Ok(start) => start.call(&mut store, ()),
-                Err(_) => Ok(()),
-            },
-        );
-    let mut stderr_text = String::from_utf8(stderr.contents().to_vec()).unwrap();
-    let exit = match result {
-        Ok(()) => 0,
-        Err(e) => {
-            if let Some(exit) = e.downcast_ref::<I32Exit>() {
-                exit.0
-            } else {
-                let trap = e
-                    .downcast_ref::<Trap>()
-                    .unwrap_or_else(|| panic!("{}: {e:?}", guest.name));
-                // What `clonecloud run` promises to print after the guest's own stderr.
-                stderr_text.push_str(&format!(
-                    "Error: failed to run main module `{}`: {trap}\n",
-                    guest.path.display()
-                ));
-                134
-            }
-        }
-    };
+    let plain = oracle::run_plain(&guest.path, &argv(guest), &guest.env, data);
     Observed {
-        stdout: String::from_utf8(stdout.contents().to_vec()).unwrap(),
-        stderr: stderr_text,
-        exit,
+        stdout: String::from_utf8(plain.stdout).unwrap(),
+        stderr: plain.stderr,
+        exit: plain.exit,
         files: snapshot_dir(data),
     }
 }

@@ -17,6 +17,8 @@
 
 #[path = "../../../tests/support/corpus.rs"]
 mod corpus;
+#[path = "../../../tests/support/oracle.rs"]
+mod oracle;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -25,59 +27,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use corpus::{copy_dir, fixture_dir, repo_root};
-use wasmtime::{Engine, Linker, Module, Store, Trap};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-/// Every function of WASI preview 1.
-const ALL_WASI: [&str; 46] = [
-    "args_get",
-    "args_sizes_get",
-    "environ_get",
-    "environ_sizes_get",
-    "clock_res_get",
-    "clock_time_get",
-    "fd_advise",
-    "fd_allocate",
-    "fd_close",
-    "fd_datasync",
-    "fd_fdstat_get",
-    "fd_fdstat_set_flags",
-    "fd_fdstat_set_rights",
-    "fd_filestat_get",
-    "fd_filestat_set_size",
-    "fd_filestat_set_times",
-    "fd_pread",
-    "fd_prestat_get",
-    "fd_prestat_dir_name",
-    "fd_pwrite",
-    "fd_read",
-    "fd_readdir",
-    "fd_renumber",
-    "fd_seek",
-    "fd_sync",
-    "fd_tell",
-    "fd_write",
-    "path_create_directory",
-    "path_filestat_get",
-    "path_filestat_set_times",
-    "path_link",
-    "path_open",
-    "path_readlink",
-    "path_remove_directory",
-    "path_rename",
-    "path_symlink",
-    "path_unlink_file",
-    "poll_oneoff",
-    "proc_exit",
-    "proc_raise",
-    "sched_yield",
-    "random_get",
-    "sock_accept",
-    "sock_recv",
-    "sock_send",
-    "sock_shutdown",
-];
 
 /// Programs exempt from "ran on the clone without a fallback" under `--offload all`, with why.
 /// Their output must still equal wasmtime's. Shrink this to empty as the clone learns to serve
@@ -200,8 +150,8 @@ fn build_programs() -> Vec<Program> {
 }
 
 /// The preview 1 functions a module imports.
-fn wasi_imports(engine: &Engine, path: &Path) -> BTreeSet<String> {
-    let module = Module::from_file(engine, path).unwrap();
+fn wasi_imports(engine: &wasmtime::Engine, path: &Path) -> BTreeSet<String> {
+    let module = wasmtime::Module::from_file(engine, path).unwrap();
     module
         .imports()
         .filter(|i| i.module() == "wasi_snapshot_preview1")
@@ -218,54 +168,11 @@ fn argv(program: &Program) -> Vec<String> {
 
 /// The oracle: the unmodified module on wasmtime + wasmtime-wasi, nothing of clonecloud.
 fn oracle(program: &Program, data: &Path) -> Observed {
-    let engine = Engine::default();
-    let module = Module::from_file(&engine, &program.path).unwrap();
-    let stdout = MemoryOutputPipe::new(64 << 20);
-    let stderr = MemoryOutputPipe::new(64 << 20);
-    let mut builder = WasiCtxBuilder::new();
-    builder
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .args(&argv(program))
-        .envs(&program.env);
-    builder
-        .preopened_dir(data, "/data", FsPerms::ReadWrite)
-        .unwrap();
-    let mut linker = Linker::new(&engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |cx| cx).unwrap();
-    let mut store = Store::new(&engine, builder.build_p1());
-    let result = linker
-        .instantiate(&mut store, &module)
-        .and_then(
-            |instance| match instance.get_typed_func::<(), ()>(&mut store, "_start") {
-                Ok(start) => start.call(&mut store, ()),
-                Err(_) => Ok(()),
-            },
-        );
-    let mut stderr_text = String::from_utf8_lossy(&stderr.contents()).into_owned();
-    let exit = match result {
-        Ok(()) => 0,
-        Err(e) => {
-            if let Some(exit) = e.downcast_ref::<I32Exit>() {
-                exit.0
-            } else {
-                let trap = e
-                    .downcast_ref::<Trap>()
-                    .unwrap_or_else(|| panic!("{}: {e:?}", program.name));
-                // What `clonecloud run` promises to print after the guest's own stderr.
-                stderr_text.push_str(&format!(
-                    "Error: failed to run main module `{}`: {trap}\n",
-                    program.path.display()
-                ));
-                134
-            }
-        }
-    };
-    drop(store);
+    let plain = oracle::run_plain(&program.path, &argv(program), &program.env, data);
     Observed {
-        stdout: String::from_utf8_lossy(&stdout.contents()).into_owned(),
-        stderr: stderr_text,
-        exit,
+        stdout: String::from_utf8_lossy(&plain.stdout).into_owned(),
+        stderr: plain.stderr,
+        exit: plain.exit,
         files: snapshot(data),
     }
 }
@@ -726,9 +633,11 @@ fn every_wasi_function_behaves_like_wasmtime_plainly_at_points_and_on_the_clone(
     // Coverage: the C programs together, and the Rust program alone, import all 46 functions
     // (and nothing else of preview 1). wasm-ld and rustc drop unused imports, so an import is a
     // function the program calls.
-    let engine = Engine::default();
+    let engine = wasmtime::Engine::default();
     let mut c_union = BTreeSet::new();
-    let all: BTreeSet<String> = ALL_WASI.iter().map(|s| s.to_string()).collect();
+    // The witx of preview 1 has 46 functions.
+    assert_eq!(clonecloud_model::WASI_P1_FUNCTIONS.len(), 46);
+    let all: BTreeSet<String> = clonecloud_model::WASI_P1_FUNCTIONS.iter().map(|s| s.to_string()).collect();
     println!("\nWASI functions imported by each program:");
     for p in &programs {
         let imports = wasi_imports(&engine, &p.path);
