@@ -28,6 +28,8 @@ pub fn run_plain(module: &Path, argv: &[String], env: &[(String, String)], data:
     builder.preopened_dir(data, "/data", FsPerms::ReadWrite).unwrap();
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |cx| cx).unwrap();
+    // `wasi_unstable`, as `wasmtime run` links it too.
+    wasmtime_wasi::p0::add_to_linker_sync(&mut linker, |cx| cx).unwrap();
     let mut store = Store::new(&engine, builder.build_p1());
     let result = linker.instantiate(&mut store, &compiled).and_then(|instance| match instance.get_typed_func::<(), ()>(&mut store, "_start") {
         Ok(start) => start.call(&mut store, ()),

@@ -81,6 +81,7 @@ const UNSTABLE: &[(&str, &str, bool, Handler)] = &[
     ("fd_seek", "iIii", true, fd_seek_unstable),
     ("fd_filestat_get", "ii", true, fd_filestat_get_unstable),
     ("path_filestat_get", "iiiii", true, path_filestat_get_unstable),
+    ("poll_oneoff", "iiii", true, poll_oneoff_unstable),
 ];
 
 /// Whether a call of preview 1 function `name` with `args` that a clone cannot answer goes to
@@ -104,11 +105,9 @@ pub fn proxied(module: &str, name: &str, args: &[Val]) -> bool {
 pub(crate) fn served(module: &str, name: &str, ty: &wasmtime::FuncType) -> Option<Handler> {
     let (_, params, errno, handler) = match module {
         "wasi_snapshot_preview1" => SERVED.iter().find(|(n, ..)| *n == name)?,
-        // The older snapshot: the same calls and layouts but for these (and `poll_oneoff`,
-        // whose subscriptions differ, which is not served).
+        // The older snapshot: the same calls and layouts but for these.
         "wasi_unstable" => match UNSTABLE.iter().find(|(n, ..)| *n == name) {
             Some(f) => f,
-            None if name == "poll_oneoff" => return None,
             None => SERVED.iter().find(|(n, ..)| *n == name)?,
         },
         _ => return None,
@@ -625,6 +624,42 @@ fn poll_oneoff(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
         written += 1;
     }
     answer(c, out, &written.to_le_bytes())
+}
+
+/// `wasi_unstable`'s `poll_oneoff`, as wasmtime-wasi 48 answers it: each 56-byte subscription
+/// (a clock's has an `identifier` before its clock id) is rewritten in place, at its own slot, in
+/// preview 1's 48-byte layout; preview 1's `poll_oneoff` then reads the array with preview 1's
+/// stride (so from the second subscription on it reads what lies at `48 * k`, as wasmtime-wasi
+/// does), and the original subscriptions are put back. A subscription that does not read stops
+/// the rewriting there with `EINVAL`, the ones before it left rewritten, again as wasmtime-wasi.
+fn poll_oneoff_unstable(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    const OLD: usize = 56;
+    let (subs, n) = (i(&a[0]), i(&a[2]) as u32 as usize);
+    let Some(old) = read_bytes(c, subs, (n as i32).wrapping_mul(OLD as i32))? else { return Ok(Some(EFAULT)) };
+    for k in 0..n {
+        let b = &old[k * OLD..(k + 1) * OLD];
+        let mut new = [0u8; 48];
+        new[..9].copy_from_slice(&b[..9]);
+        match b[8] {
+            0 => {
+                let id = u32::from_le_bytes(b[24..28].try_into().expect("4 bytes"));
+                let flags = u16::from_le_bytes([b[48], b[49]]);
+                if id > 3 || flags & !1 != 0 {
+                    return Ok(Some(EINVAL));
+                }
+                new[16..20].copy_from_slice(&b[24..28]);
+                new[24..42].copy_from_slice(&b[32..50]);
+            }
+            1 | 2 => new[16..20].copy_from_slice(&b[16..20]),
+            _ => return Ok(Some(EINVAL)),
+        }
+        if !write_bytes(c, subs.wrapping_add((k * OLD) as i32), &new)? {
+            return Ok(Some(EFAULT));
+        }
+    }
+    let answer = poll_oneoff(c, a);
+    write_bytes(c, subs, &old)?;
+    answer
 }
 
 /// `wasi_unstable`'s whence: 0 current, 1 end, 2 set.
