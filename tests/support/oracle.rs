@@ -1,5 +1,6 @@
 //! The independent oracle of the differential tests: a module run through the plain wasmtime
-//! API and wasmtime-wasi, with nothing of clonecloud, one directory preopened at `/data`.
+//! API and wasmtime-wasi, with nothing of clonecloud, one directory preopened at `/data`
+//! ([`run_plain`]) or any directories ([`run_with_dirs`]).
 
 use std::path::Path;
 
@@ -19,13 +20,21 @@ pub struct Plain {
 /// Runs `module` with `argv` (argv[0] included) and `env`, `data` preopened read-write at
 /// `/data`, stdin empty.
 pub fn run_plain(module: &Path, argv: &[String], env: &[(String, String)], data: &Path) -> Plain {
+    run_with_dirs(module, argv, env, &[(data, "/data")])
+}
+
+/// Runs `module` with `argv` (argv[0] included) and `env`, each `(host, guest)` of `dirs`
+/// preopened read-write under `guest`, in that order (file descriptors 3, 4, ...), stdin empty.
+pub fn run_with_dirs(module: &Path, argv: &[String], env: &[(String, String)], dirs: &[(&Path, &str)]) -> Plain {
     let engine = Engine::default();
     let compiled = Module::from_file(&engine, module).unwrap();
     let stdout = MemoryOutputPipe::new(64 << 20);
     let stderr = MemoryOutputPipe::new(64 << 20);
     let mut builder = WasiCtxBuilder::new();
     builder.stdout(stdout.clone()).stderr(stderr.clone()).args(argv).envs(env);
-    builder.preopened_dir(data, "/data", FsPerms::ReadWrite).unwrap();
+    for (host, guest) in dirs {
+        builder.preopened_dir(host, guest, FsPerms::ReadWrite).unwrap();
+    }
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |cx| cx).unwrap();
     // `wasi_unstable`, as `wasmtime run` links it too.

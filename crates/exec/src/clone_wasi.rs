@@ -100,6 +100,19 @@ pub fn proxied(module: &str, name: &str, args: &[Val]) -> bool {
         }
 }
 
+/// The arguments of a call to proxy to the device, as the device must see them: a descriptor
+/// the call renumbered here still has its old number there until the commit.
+pub(crate) fn on_device(c: &mut Caller<'_, Data>, name: &str, args: &[Val]) -> Vec<Val> {
+    let mut args = args.to_vec();
+    if matches!(name, "fd_fdstat_get" | "fd_filestat_get" | "fd_read")
+        && let Some(Val::I32(fd)) = args.first()
+        && let Some(there) = fs(c).device_number(*fd as u32)
+    {
+        args[0] = Val::I32(there as i32);
+    }
+    args
+}
+
 /// The handler for preview 1 function `name` if the import's type is the one preview 1 gives
 /// it.
 pub(crate) fn served(module: &str, name: &str, ty: &wasmtime::FuncType) -> Option<Handler> {

@@ -255,8 +255,12 @@ impl Replica {
                             Ok(Some(errno)) => results[0] = Val::I32(errno),
                             Ok(None) => {}
                             // Not answerable here, but a query the device may answer.
-                            Err(e) if e.is::<WasiOnClone>() && crate::clone_wasi::proxied(&m, &n, params) => {
-                                return proxy_call(&mut caller, index, &n, params, results);
+                            Err(e) if e.is::<WasiOnClone>() => {
+                                let params = crate::clone_wasi::on_device(&mut caller, &n, params);
+                                if crate::clone_wasi::proxied(&m, &n, &params) {
+                                    return proxy_call(&mut caller, index, &n, &params, results);
+                                }
+                                return Err(e);
                             }
                             Err(e) => return Err(e),
                         }

@@ -67,7 +67,8 @@ const O_EXCL: u16 = 4;
 const O_TRUNC: u16 = 8;
 const FDFLAG_APPEND: u16 = 1;
 const FDFLAG_NONBLOCK: u16 = 4;
-/// The flags `fd_fdstat_set_flags` may not change (dsync, rsync, sync).
+/// The flags `fd_fdstat_set_flags` may not change and `path_open` does not support (dsync,
+/// rsync, sync).
 const FDFLAGS_SYNC: u16 = 2 | 8 | 16;
 /// Symbolic links followed in one path at most, as Linux allows.
 const MAX_LINKS: u32 = 40;
@@ -212,6 +213,9 @@ pub struct Fs {
     used: BTreeMap<u32, Fd>,
     free: BTreeSet<u32>,
     initial: BTreeMap<u32, Fd>,
+    /// The number each descriptor open on the device at the start of the call has there (a
+    /// renumbering here moves it; the device's own table changes only at the commit).
+    origin: BTreeMap<u32, u32>,
     journal: Vec<FileOp>,
     output: Vec<(u32, Vec<u8>)>,
     /// The device's realtime clock now, for the times of what is written.
@@ -247,6 +251,7 @@ impl Fs {
             used: BTreeMap::new(),
             free: BTreeSet::new(),
             initial: BTreeMap::new(),
+            origin: BTreeMap::new(),
             journal: Vec::new(),
             output: Vec::new(),
             now: 0,
@@ -335,9 +340,16 @@ impl Fs {
         self.closed_any = false;
         self.free = device.free.iter().copied().filter(|f| !self.used.contains_key(f)).collect();
         self.initial = self.used.clone();
+        self.origin = self.used.keys().map(|&fd| (fd, fd)).collect();
         self.journal.clear();
         self.output.clear();
         self.now = now;
+    }
+
+    /// The number descriptor `fd` has on the device, if it was open there when the call began
+    /// (what a call proxied to the device must name).
+    pub fn device_number(&self, fd: u32) -> Option<u32> {
+        self.origin.get(&fd).copied()
     }
 
     /// The node with inode number `ino` in the replicated trees, when exactly one has it.
@@ -490,8 +502,9 @@ impl Fs {
         if path.is_empty() {
             return err(errno::NOENT);
         }
+        // The host's path cannot hold a NUL: rustix refuses it before any lookup.
         if path.contains('\0') {
-            return unsupported(format!("the path `{path}` has a NUL"));
+            return err(errno::INVAL);
         }
         if path.starts_with('/') {
             return err(errno::PERM);
@@ -664,7 +677,20 @@ impl Fs {
             Fd::File(_) => return err(errno::NOTDIR),
             _ => return err(errno::BADF),
         };
-        let (read, write) = (rights & rights::FD_READ != 0, rights & rights::FD_WRITE != 0);
+        // As wasmtime-wasi decides before it opens anything: the synchronous-I/O flags are not
+        // supported, a directory is not created or truncated, and creating or truncating opens
+        // for writing whatever the rights say (a descriptor without the right to read or write
+        // is opened for reading).
+        if fdflags & FDFLAGS_SYNC != 0 {
+            return err(errno::NOTSUP);
+        }
+        if oflags & O_DIRECTORY != 0 && oflags & (O_CREAT | O_EXCL | O_TRUNC) != 0 {
+            return err(errno::INVAL);
+        }
+        let write = rights & rights::FD_WRITE != 0 || oflags & (O_CREAT | O_TRUNC) != 0;
+        let read = rights & rights::FD_READ != 0 || rights & rights::FD_WRITE == 0;
+        // What the device replays (without O_CREAT or O_TRUNC) to open it the same way.
+        let rights = (rights & !(rights::FD_READ | rights::FD_WRITE)) | if read { rights::FD_READ } else { 0 } | if write { rights::FD_WRITE } else { 0 };
         let Walked { parent, name, trailing } = self.walk_with(dir, path, follow)?;
         let existing = match &name {
             None => Some(parent),
@@ -685,7 +711,7 @@ impl Fs {
                             return err(errno::ISDIR);
                         }
                         let fd = self.push(Fd::Dir { node: id, preopen: false })?;
-                        self.record_open(dirfd, dir, id, true, rights, fdflags, fd);
+                        self.record_open(dirfd, dir, parent, name.as_deref(), true, rights, fdflags, fd);
                         return Ok(fd);
                     }
                     Kind::File(_) => {
@@ -693,9 +719,6 @@ impl Fs {
                             return err(errno::NOTDIR);
                         }
                         if oflags & O_TRUNC != 0 {
-                            if !write {
-                                return unsupported(format!("`{path}` truncated without the right to write"));
-                            }
                             self.set_len(id, 0)?;
                         }
                         id
@@ -704,11 +727,8 @@ impl Fs {
             }
             None if oflags & O_CREAT != 0 && trailing => return err(errno::ISDIR),
             None if oflags & O_CREAT != 0 => {
-                if oflags & O_DIRECTORY != 0 || !write || trailing {
-                    return unsupported(format!("`{path}` created as a directory, through a link or without the right to write"));
-                }
-                let name = name.expect("a missing node has a name");
-                let id = self.attach(parent, &name, Kind::File(Content::Owned(Vec::new())));
+                let new = name.clone().expect("a missing node has a name");
+                let id = self.attach(parent, &new, Kind::File(Content::Owned(Vec::new())));
                 let root = self.nodes[id].root;
                 let path = self.path_of(id).expect("just attached");
                 self.record(FileOp::Create { root, path });
@@ -717,20 +737,23 @@ impl Fs {
             None => return err(errno::NOENT),
         };
         let fd = self.push(Fd::File(Opened { node: id, pos: 0, read, write, fdflags, synced: 0 }))?;
-        self.record_open(dirfd, dir, id, false, rights, fdflags, fd);
+        self.record_open(dirfd, dir, parent, name.as_deref(), false, rights, fdflags, fd);
         Ok(fd)
     }
 
-    /// Journals a `path_open` for the device to replay: node `id` by its plain path under `dir`
-    /// (the descriptor `dirfd`'s directory; resolution never leaves it).
+    /// Journals a `path_open` for the device to replay: entry `name` of directory `parent` (the
+    /// directory itself without a name), by its plain path under `dir` (the descriptor `dirfd`'s
+    /// directory). Resolution never leaves `dir`, and directories have one parent, so `parent`
+    /// is reached from `dir` by name; the entry is named as the lookup found it (a file with hard
+    /// links has several names).
     #[allow(clippy::too_many_arguments)]
-    fn record_open(&mut self, dirfd: u32, dir: NodeId, id: NodeId, directory: bool, rights: u64, fdflags: u16, fd: u32) {
-        let mut parts = Vec::new();
-        let mut at = id;
+    fn record_open(&mut self, dirfd: u32, dir: NodeId, parent: NodeId, name: Option<&str>, directory: bool, rights: u64, fdflags: u16, fd: u32) {
+        let mut parts: Vec<String> = name.map(str::to_string).into_iter().collect();
+        let mut at = parent;
         while at != dir {
-            let Some((parent, name)) = &self.nodes[at].parent else { break };
+            let Some((up, name)) = &self.nodes[at].parent else { break };
             parts.push(name.clone());
-            at = *parent;
+            at = *up;
         }
         parts.reverse();
         let path = parts.join("/");
@@ -756,6 +779,7 @@ impl Fs {
             return err(errno::BADF);
         }
         self.used.remove(&fd);
+        self.origin.remove(&fd);
         self.free.insert(fd);
         self.closed_any = true;
         self.journal.push(FileOp::Fd(FdOp::Close { fd }));
@@ -775,6 +799,10 @@ impl Fs {
         self.closed_any = true;
         self.free.remove(&to);
         self.used.insert(to, d);
+        self.origin.remove(&to);
+        if let Some(o) = self.origin.remove(&from) {
+            self.origin.insert(to, o);
+        }
         self.journal.push(FileOp::Fd(FdOp::Renumber { from, to }));
         Ok(())
     }
