@@ -284,15 +284,7 @@ impl Module {
     /// Parses and validates `wasm`, a binary core module. Empty input, text, components,
     /// truncated and invalid modules are refused with an error that says what was found.
     pub fn parse(wasm: &[u8]) -> Result<Module, ModelError> {
-        check_header(wasm)?;
-        let features = WasmFeatures::default();
-        Validator::new_with_features(features)
-            .validate_all(wasm)
-            .map_err(|e| ModelError::from_parser(&e, wasm.len()))?;
-        parse_validated(wasm, true).map_err(|e| match e {
-            ParseFail::Reader(e) => ModelError::from_parser(&e, wasm.len()),
-            ParseFail::Model(e) => e,
-        })
+        Module::parse_with(wasm, true)
     }
 
     /// Parses and validates `wasm` like [`Module::parse`], but does not read the function bodies:
@@ -301,12 +293,15 @@ impl Module {
     /// indirect call makes as large as the functions times the addressable functions of its
     /// type, is for the analyzer.
     pub fn parse_without_call_graph(wasm: &[u8]) -> Result<Module, ModelError> {
+        Module::parse_with(wasm, false)
+    }
+
+    fn parse_with(wasm: &[u8], call_graph: bool) -> Result<Module, ModelError> {
         check_header(wasm)?;
-        let features = WasmFeatures::default();
-        Validator::new_with_features(features)
+        Validator::new_with_features(WasmFeatures::default())
             .validate_all(wasm)
             .map_err(|e| ModelError::from_parser(&e, wasm.len()))?;
-        parse_validated(wasm, false).map_err(|e| match e {
+        parse_validated(wasm, call_graph).map_err(|e| match e {
             ParseFail::Reader(e) => ModelError::from_parser(&e, wasm.len()),
             ParseFail::Model(e) => e,
         })
@@ -433,6 +428,14 @@ impl Module {
                 .entry(e.name.as_str())
                 .or_insert_with(|| vec![e.index]);
         }
+        // A C++ function also by its name without the parameter list (`luaD_throw` for
+        // `luaD_throw(lua_State*, int)`): every overload of it.
+        let mut by_base: HashMap<&str, Vec<u32>> = HashMap::new();
+        for (i, d) in &demangled {
+            if let Some(base) = without_parameters(d) {
+                by_base.entry(base).or_default().push(*i);
+            }
+        }
         let mut out = Vec::new();
         for name in names {
             let name = name.trim();
@@ -444,7 +447,7 @@ impl Module {
                 out.push(index);
                 continue;
             }
-            match by_name.get(name) {
+            match by_name.get(name).or_else(|| by_base.get(name)) {
                 Some(found) => {
                     for &i in found {
                         self.check_point(i)?;
@@ -843,6 +846,27 @@ mod tests {
     use super::Module;
 
     #[test]
+    fn a_cxx_function_is_found_by_its_name_without_parameters() {
+        // wasm-ld writes C++ names demangled, with their parameters, into the name section.
+        let wasm = wat::parse_str(
+            r#"(module
+                (func $"luaD_throw(lua_State*, int)" (param i32 i32))
+                (func $"f(int)" (param i32))
+                (func $"f(double)" (param f64))
+                (func $f_exact))"#,
+        )
+        .unwrap();
+        let m = Module::parse(&wasm).unwrap();
+        assert_eq!(m.resolve_points(&["luaD_throw".into()]).unwrap(), vec![0]);
+        assert_eq!(m.resolve_points(&["luaD_throw(lua_State*, int)".into()]).unwrap(), vec![0]);
+        // Every overload.
+        assert_eq!(m.resolve_points(&["f".into()]).unwrap(), vec![1, 2]);
+        assert!(m.resolve_points(&["luaD".into()]).is_err());
+        assert_eq!(super::without_parameters("std::map<int, char>::at(int) const"), Some("std::map<int, char>::at"));
+        assert_eq!(super::without_parameters("plain"), None);
+    }
+
+    #[test]
     fn a_module_without_its_call_graph_is_the_same_module() {
         let wasm = wat::parse_str(
             r#"(module
@@ -862,4 +886,19 @@ mod tests {
         assert_eq!(light.types, full.types);
         assert!(light.call_graph.callees.is_empty() && !full.call_graph.callees.is_empty());
     }
+}
+
+/// A demangled C++ name without its parameter list (and what follows it, e.g. `const`): the
+/// part before the first `(` outside `<…>`. `None` when it has none.
+fn without_parameters(name: &str) -> Option<&str> {
+    let mut depth = 0i32;
+    for (at, ch) in name.char_indices() {
+        match ch {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            '(' if depth == 0 && at > 0 => return Some(&name[..at]),
+            _ => {}
+        }
+    }
+    None
 }
