@@ -115,6 +115,18 @@ fn lua_as_cxx_with_exceptions_runs_everywhere_like_plain_wasmtime() {
     assert!(status.success(), "scripts/build-big-program lua failed");
     // `main`, and the function that runs protected calls (it catches what `error` throws).
     check(&lua(), &["main", "luaD_rawrunprotected"]);
+    // The function that throws every Lua error: on the clone each call ends with an exception
+    // it does not catch, so the call runs here (where the exception reaches its catcher); after
+    // two such calls the point stays local for the run.
+    let p = lua();
+    let home = tempfile::tempdir().unwrap();
+    let s = home.path().join("stats.json");
+    let got = clonecloud(&p, home.path(), &["--offload", "luaD_throw", "--clone", "local", "--stats", s.to_str().unwrap()]);
+    assert_eq!(got, oracle(&p), "lua: --offload luaD_throw");
+    let s = stats(&s);
+    assert_eq!(s["fallbacks"]["causes"]["exception"], 2, "{s}");
+    assert_eq!(s["fallbacks"]["count"], 2, "{s}");
+    assert_eq!(s["switched_local"], serde_json::json!(["luaD_throw(lua_State*, int)"]), "{s}");
 }
 
 #[test]

@@ -38,6 +38,8 @@ pub enum CallError {
     NoPoint(u32),
     #[error(transparent)]
     Proxy(ProxyFailed),
+    #[error("the function threw a wasm exception it did not catch")]
+    Exception,
     #[error("{0}")]
     Other(wasmtime::Error),
 }
@@ -396,6 +398,10 @@ impl Replica {
                 CallError::Proxy(p.clone())
             } else if let Some(w) = e.downcast_ref::<WasiOnClone>() {
                 CallError::Import(w.clone())
+            } else if e.is::<wasmtime::ThrownException>() {
+                // The exception stays with the replica's store until taken.
+                let _ = self.store.take_pending_exception();
+                CallError::Exception
             } else if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
                 CallError::Deadline(self.limits.run_time)
             } else if let Some(t) = e.downcast_ref::<Trap>() {

@@ -119,7 +119,14 @@ pub struct Offloader {
     ahead: Option<Ahead>,
     /// Why the background session could not connect, for the first fallback it causes.
     unreachable_cause: Option<Abort>,
+    /// Per point (by ordinal), calls that ended on the clone with an uncaught exception: after
+    /// [`MAX_ESCAPES`] the point runs locally (each such call runs twice: there, then here).
+    escapes: std::collections::HashMap<usize, u32>,
 }
+
+/// Calls of one point that may end in an uncaught exception on the clone before its calls run
+/// locally for the rest of the run.
+const MAX_ESCAPES: u32 = 2;
 
 /// What a partition chosen at launch expects of one point: its time per call on the device and
 /// on the clone (from the profile).
@@ -170,6 +177,7 @@ impl Offloader {
             migrations_sent: 0,
             ahead: None,
             unreachable_cause: None,
+            escapes: Default::default(),
         }
     }
 
@@ -587,6 +595,7 @@ impl Offloader {
                     FailKind::Trap => "trap",
                     FailKind::ResourceLimit => "resource-limit",
                     FailKind::Unavailable => "unavailable",
+                    FailKind::Exception => "exception",
                 },
                 message,
             )),
@@ -631,6 +640,9 @@ impl Migrator for Offloader {
         {
             return guest.call_local(j, params, results);
         }
+        if self.escapes.get(&j).is_some_and(|&n| n >= MAX_ESCAPES) {
+            return guest.call_local(j, params, results);
+        }
         if !self.await_ahead(j) {
             return guest.call_local(j, params, results);
         }
@@ -642,6 +654,14 @@ impl Migrator for Offloader {
                 info!(point = %self.names[j], cause = a.cause, "offloading failed, running locally: {}", a.detail);
                 let name = self.names[j].clone();
                 self.stats().fallback(&name, a.cause, &a.detail);
+                if a.cause == "exception" {
+                    let n = self.escapes.entry(j).or_insert(0);
+                    *n += 1;
+                    if *n == MAX_ESCAPES {
+                        info!(point = %name, "calls of this point end in exceptions it does not catch: they run locally from now on");
+                        self.stats().switched_local.push(name.clone());
+                    }
+                }
                 // Stdin gets back what proxied reads took (the guest's memory never changed).
                 self.proxying.end(guest, false);
                 if a.cause != "unreachable" && a.cause != "connect" {

@@ -463,6 +463,7 @@ impl Clone {
         let exit = called.map_err(|e| match e {
             CallError::Proxy(p) => unavailable(format!("{PROXY_FAILED}{p}")),
             CallError::Trap(t) => (FailKind::Trap, t.to_string()),
+            e @ CallError::Exception => (FailKind::Exception, e.to_string()),
             e @ (CallError::Deadline(_) | CallError::Memory(_)) => (FailKind::ResourceLimit, e.to_string()),
             e => unavailable(e.to_string()),
         })?;

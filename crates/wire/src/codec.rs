@@ -441,6 +441,7 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
                 FailKind::Trap => 0,
                 FailKind::ResourceLimit => 1,
                 FailKind::Unavailable => 2,
+                FailKind::Exception => 3,
             });
             w.bytes(message.as_bytes());
         }
@@ -787,6 +788,7 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
                 0 => FailKind::Trap,
                 1 => FailKind::ResourceLimit,
                 2 => FailKind::Unavailable,
+                3 => FailKind::Exception,
                 k => return Err(r.invalid(format!("failure kind {k} is unknown"))),
             };
             Message::Failed { kind, message: r.string("the message")? }

@@ -1,7 +1,7 @@
 //! The protocol's messages: what a device and a clone say to each other.
 
 /// The protocol version a peer speaks; a hello with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// A wasm value crossing the wire. Floats travel as their bits, so NaN payloads survive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +55,9 @@ pub enum FailKind {
     ResourceLimit,
     /// The clone could not run it (no replica, unknown point, internal error).
     Unavailable,
+    /// The function ended by throwing a wasm exception it did not catch: the device runs it,
+    /// where the exception reaches its callers.
+    Exception,
 }
 
 /// The device's clocks when it sent a migration, in nanoseconds (realtime since the Unix epoch,
