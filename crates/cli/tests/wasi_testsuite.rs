@@ -39,10 +39,7 @@ use corpus::{copy_dir, repo_root};
 /// `language/name`, with why. Their output must still equal wasmtime's. Shrink this to empty as
 /// the clone learns to serve the calls (a test that no longer falls back is reported as
 /// removable).
-const KNOWN_FALLBACKS: &[(&str, &str)] = &[(
-    "c/sock_shutdown-invalid_fd",
-    "imports neither fd_fdstat_get nor fd_prestat_*, so the device cannot list its open descriptors and the clone cannot know that descriptor 3 is not open there",
-)];
+const KNOWN_FALLBACKS: &[(&str, &str)] = &[];
 
 /// Tests whose specification (exit code, stdout, stderr) plain wasmtime 48 does not meet, by
 /// `language/name`, with why: for them the specification is not checked, but clonecloud must

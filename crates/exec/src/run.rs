@@ -433,11 +433,10 @@ impl Guest<'_, '_> {
         Ok(i)
     }
 
-    /// The descriptors open in the guest's WASI context, found by asking about each number (in
-    /// the scratch instance, so the guest's memory is not touched) until [`PROBE_GAP`] numbers in
-    /// a row are not open. It asks `fd_prestat_dir_name(fd, 0, 0)` (cheap: wasmtime-wasi answers
-    /// EBADF exactly for a number not open) or else `fd_fdstat_get`. `None` when the module
-    /// imports neither (then it cannot learn its descriptors either) or the probe fails.
+    /// The descriptors open in the guest's WASI context, found by asking `fd_fdstat_get` about
+    /// each number through the descriptor tool (linked to the same context; wasmtime-wasi
+    /// answers EBADF exactly for a number not open) until [`PROBE_GAP`] numbers in a row are not
+    /// open. `None` when the probe fails.
     pub fn open_descriptors(&mut self) -> Option<Vec<u32>> {
         let find = |name: &str| self.program.layout.imports.iter().position(|(m, n)| m == "wasi_snapshot_preview1" && n == name);
         if ["path_open", "fd_close", "fd_renumber", "sock_accept"].iter().all(|n| find(n).is_none()) {
@@ -446,39 +445,17 @@ impl Guest<'_, '_> {
             let preopens = self.caller.data().preopens;
             return Some((0..3 + preopens).collect());
         }
-        let (import, dir_name) = match find("fd_prestat_dir_name") {
-            Some(i) => (i as u32, true),
-            None => (find("fd_fdstat_get")? as u32, false),
-        };
-        let scratch = self.scratch().ok()?;
-        let name = self.trampoline_name(import).ok()?;
-        let f = scratch.get_func(&mut *self.caller, &name)?;
         let (mut open, mut gap, mut fd) = (Vec::new(), 0, 0u32);
-        if dir_name {
-            let f = f.typed::<(i32, i32, i32), i32>(&*self.caller).ok()?;
-            while gap < PROBE_GAP {
-                match f.call(&mut *self.caller, (fd as i32, 0, 0)).ok()? {
-                    ERRNO_BADF => gap += 1,
-                    _ => {
-                        open.push(fd);
-                        gap = 0;
-                    }
+        while gap < PROBE_GAP {
+            match self.fdtool_call::<i32, i32>("fdstat", fd as i32).ok()?.0 {
+                ERRNO_BADF => gap += 1,
+                0 => {
+                    open.push(fd);
+                    gap = 0;
                 }
-                fd += 1;
+                _ => return None,
             }
-        } else {
-            let f = f.typed::<(i32, i32), i32>(&*self.caller).ok()?;
-            while gap < PROBE_GAP {
-                match f.call(&mut *self.caller, (fd as i32, 0)).ok()? {
-                    ERRNO_BADF => gap += 1,
-                    0 => {
-                        open.push(fd);
-                        gap = 0;
-                    }
-                    _ => return None,
-                }
-                fd += 1;
-            }
+            fd += 1;
         }
         Some(open)
     }
