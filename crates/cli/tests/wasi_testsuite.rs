@@ -24,6 +24,10 @@ mod corpus;
 #[allow(dead_code)]
 #[path = "../../../tests/support/oracle.rs"]
 mod oracle;
+#[path = "../../../tests/support/observed.rs"]
+mod observed;
+
+use observed::{Observed, diff_lines, differences};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -129,14 +133,6 @@ impl Test {
     }
 }
 
-/// What a run looks like from outside.
-#[derive(Debug, PartialEq, Eq)]
-struct Observed {
-    stdout: String,
-    stderr: String,
-    exit: i32,
-    files: BTreeMap<String, String>,
-}
 
 fn suite_dir() -> PathBuf {
     repo_root().join("tests/third-party/wasi-testsuite")
@@ -410,91 +406,6 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
     }
     let mut out = BTreeMap::new();
     walk(dir, dir, &mut out);
-    out
-}
-
-/// A line diff (longest common subsequence): `-` expected only, `+` got only, with a line of
-/// context around each change.
-fn diff_lines(expected: &str, got: &str) -> String {
-    let a: Vec<&str> = expected.lines().collect();
-    let b: Vec<&str> = got.lines().collect();
-    let (n, m) = (a.len(), b.len());
-    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let mut ops: Vec<(char, &str)> = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < n || j < m {
-        if i < n && j < m && a[i] == b[j] {
-            ops.push((' ', a[i]));
-            i += 1;
-            j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            ops.push(('+', b[j]));
-            j += 1;
-        } else {
-            ops.push(('-', a[i]));
-            i += 1;
-        }
-    }
-    let mut out = String::new();
-    let mut last_printed: Option<usize> = None;
-    for (k, (op, line)) in ops.iter().enumerate() {
-        let near = (k.saturating_sub(1)..=(k + 1).min(ops.len() - 1)).any(|x| ops[x].0 != ' ');
-        if !near {
-            continue;
-        }
-        if last_printed.is_some_and(|l| l + 1 != k) {
-            out.push_str("      ...\n");
-        }
-        out.push_str(&format!("    {op} {line}\n"));
-        last_printed = Some(k);
-    }
-    if expected.ends_with('\n') != got.ends_with('\n') {
-        out.push_str("    (one ends with a newline, the other does not)\n");
-    }
-    out
-}
-
-/// How `got` differs from `expected`, empty when equal.
-fn differences(expected: &Observed, got: &Observed) -> String {
-    let mut out = String::new();
-    if expected.exit != got.exit {
-        out.push_str(&format!(
-            "  exit code: wasmtime {}, clonecloud {}\n",
-            expected.exit, got.exit
-        ));
-    }
-    if expected.stdout != got.stdout {
-        out.push_str(&format!(
-            "  stdout (- wasmtime, + clonecloud):\n{}",
-            diff_lines(&expected.stdout, &got.stdout)
-        ));
-    }
-    if expected.stderr != got.stderr {
-        out.push_str(&format!(
-            "  stderr (- wasmtime, + clonecloud):\n{}",
-            diff_lines(&expected.stderr, &got.stderr)
-        ));
-    }
-    let keys: BTreeSet<&String> = expected.files.keys().chain(got.files.keys()).collect();
-    for k in keys {
-        match (expected.files.get(k), got.files.get(k)) {
-            (Some(a), Some(b)) if a == b => {}
-            (a, b) => out.push_str(&format!(
-                "  file {k}:\n    - {}\n    + {}\n",
-                a.map_or("(absent)", String::as_str),
-                b.map_or("(absent)", String::as_str)
-            )),
-        }
-    }
     out
 }
 
