@@ -24,6 +24,8 @@ fuzz_target!(|data: &[u8]| {
             .validate_all(&out.wasm)
             .expect("a rewritten module validates");
         assert_eq!(out.points.len(), points.len());
+        let functions: Vec<u32> = out.points.iter().map(|p| p.function).collect();
+        assert_eq!(clonecloud_model::rewritten_points(&out.wasm), Some(functions), "the points section");
     }
 });
 

@@ -202,8 +202,12 @@ pub(crate) fn proxy_call(caller: &mut wasmtime::Caller<'_, Data>, import: u32, n
 pub struct Replica {
     store: Store<Data>,
     limits: Limits,
+    /// The module's points (original function indices, sorted: the position is the ordinal).
+    points: std::sync::Arc<[u32]>,
+    /// Per ordinal: the original body, resolved on first use.
     locals: std::collections::HashMap<u32, Func>,
-    instance: wasmtime::Instance,
+    /// The module's table of the original bodies (none without points).
+    table: Option<wasmtime::Table>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -213,15 +217,23 @@ impl std::fmt::Debug for Replica {
 }
 
 impl Replica {
-    /// Instantiates `module` (a module rewritten by clonecloud), clears its flags and zeroes its
-    /// memory: the baseline every device starts from.
-    pub fn new(engine: &Engine, module: &Module) -> Result<Replica, ExecError> {
-        Replica::with_limits(engine, module, Limits::default(), Vec::new(), Vec::new())
+    /// Instantiates `module` (a module rewritten by clonecloud, whose points are `points`, as
+    /// [`clonecloud_model::rewritten_points`] reads them from its bytes), clears its flags and
+    /// zeroes its memory: the baseline every device starts from.
+    pub fn new(engine: &Engine, module: &Module, points: std::sync::Arc<[u32]>) -> Result<Replica, ExecError> {
+        Replica::with_limits(engine, module, points, Limits::default(), Vec::new(), Vec::new())
     }
 
     /// A replica whose calls may use at most `limits` (deadlines need an engine from
     /// [`crate::new_clone_engine`]), serving the run's `args` and `env` (`NAME=value`).
-    pub fn with_limits(engine: &Engine, module: &Module, limits: Limits, args: Vec<Vec<u8>>, env: Vec<Vec<u8>>) -> Result<Replica, ExecError> {
+    pub fn with_limits(
+        engine: &Engine,
+        module: &Module,
+        points: std::sync::Arc<[u32]>,
+        limits: Limits,
+        args: Vec<Vec<u8>>,
+        env: Vec<Vec<u8>>,
+    ) -> Result<Replica, ExecError> {
         let data = Data {
             fs: Fs::default(),
             clocks: ClockBase { device: Clocks::default(), at: std::time::Instant::now() },
@@ -285,28 +297,25 @@ impl Replica {
         let instance = wasmtime::Instance::new(&mut store, module, &externs).map_err(ExecError::Runtime)?;
         let mut memory = None;
         let mut globals = Vec::new();
-        let mut flags = Vec::new();
         for e in module.exports() {
             let name = e.name();
             if let Some(g) = name.strip_prefix("__cc_global.").and_then(|g| g.parse::<u32>().ok()) {
                 globals.push((g, name.to_string()));
             } else if name == "__cc_memory.0" {
                 memory = Some(name.to_string());
-            } else if name.starts_with("__cc_flag.") {
-                flags.push(name.to_string());
             }
         }
-        for f in flags {
-            if let Some(g) = instance.get_global(&mut store, &f) {
-                g.set(&mut store, Val::I32(0)).map_err(ExecError::Runtime)?;
-            }
+        // Every flag clear: nested points run here.
+        if let Some(flags) = instance.get_memory(&mut store, clonecloud_model::FLAGS_EXPORT) {
+            flags.data_mut(&mut store).fill(0);
         }
+        let table = instance.get_table(&mut store, clonecloud_model::LOCALS_EXPORT);
         let handles = StateHandles::resolve(memory.as_deref(), &globals, |n| instance.get_export(&mut store, n));
         if let Some(m) = handles.memory {
             m.data_mut(&mut store).fill(0);
         }
         store.data_mut().agreed.handles = handles;
-        Ok(Replica { store, limits, locals: Default::default(), instance })
+        Ok(Replica { store, limits, points, locals: Default::default(), table })
     }
 
     /// Applies a device's delta (pages XORed into the agreed content with `xor`).
@@ -372,17 +381,7 @@ impl Replica {
         data.clocks = ClockBase { device: clocks, at: std::time::Instant::now() };
         data.fs.begin(descriptors, clocks.realtime);
         self.store.set_epoch_deadline(deadline_ticks(self.limits.run_time));
-        let f = match self.locals.get(&function) {
-            Some(f) => *f,
-            None => {
-                let f = self
-                    .instance
-                    .get_func(&mut self.store, &format!("__cc_local.{function}"))
-                    .ok_or(CallError::NoPoint(function))?;
-                self.locals.insert(function, f);
-                f
-            }
-        };
+        let f = self.local(function).ok_or(CallError::NoPoint(function))?;
         let ty = f.ty(&self.store);
         if ty.params().len() != params.len() || ty.results().len() != results.len() {
             return Err(CallError::Other(wasmtime::Error::msg("arguments or results do not match the point's type")));
@@ -417,7 +416,19 @@ impl Replica {
 
     /// The result types of point `function`, to size the results.
     pub fn result_count(&mut self, function: u32) -> Option<usize> {
-        let f = self.instance.get_func(&mut self.store, &format!("__cc_local.{function}"))?;
+        let f = self.local(function)?;
         Some(f.ty(&self.store).results().len())
+    }
+
+    /// The original body of point `function` (its original index): the element of the table of
+    /// bodies at the point's ordinal, resolved once.
+    fn local(&mut self, function: u32) -> Option<Func> {
+        let j = self.points.binary_search(&function).ok()? as u32;
+        if let Some(f) = self.locals.get(&j) {
+            return Some(*f);
+        }
+        let f = *self.table?.get(&mut self.store, u64::from(j))?.as_func()??;
+        self.locals.insert(j, f);
+        Some(f)
     }
 }

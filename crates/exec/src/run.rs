@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clonecloud_model::{
-    ImportClass, ImportKind, Module as Model, RewriteConfig, RewrittenPoint, rewrite_layout,
-    rewrite_with,
+    FLAGS_EXPORT, ImportClass, ImportKind, LOCALS_EXPORT, Module as Model, RewriteConfig,
+    RewrittenPoint, rewrite_layout, rewrite_with,
 };
 use tracing::debug;
 use wasmtime::{Caller, Config, Engine, Func, Linker, Module, Store, Trap, Val};
@@ -117,7 +117,7 @@ pub enum PointMode {
     /// Flags stay 0: the stub calls the local body directly, inside wasm (about 1 ns).
     #[default]
     Flag,
-    /// Every flag is set: each call goes out through the `clonecloud.migrate.*` import to the
+    /// Every flag is set: each call goes out through its `clonecloud.migrate.*` import to the
     /// host, which calls the local body back: the path offloading takes. Each such call leaves
     /// host frames on the native stack, so this mode runs with a deeper stack limit; a guest that
     /// overflows the stack only near `wasmtime run`'s limit may therefore not overflow here.
@@ -266,8 +266,12 @@ struct Device {
     wasi: WasiP1Ctx,
     /// The origin of the guest's monotonic clock.
     clock_origin: std::time::Instant,
-    /// Per point (by ordinal): the exported original body, resolved on first use.
+    /// Per point (by ordinal): the original body, resolved on first use (and grown then: a run
+    /// that never reaches the host does not pay for it).
     locals: Vec<Option<Func>>,
+    /// The table of the original bodies and the memory of the flags, resolved on first use.
+    locals_table: Option<wasmtime::Table>,
+    flags: Option<wasmtime::Memory>,
     host_calls: u64,
     migrator: Option<Box<dyn Migrator>>,
     handles: Option<StateHandles>,
@@ -309,9 +313,13 @@ impl Guest<'_, '_> {
     /// Sets or clears point `j`'s flag: clear, its calls take the in-wasm path to the body and
     /// no longer reach the host.
     pub fn set_flag(&mut self, j: usize, on: bool) -> wasmtime::Result<()> {
-        let name = self.program.points[j].flag_export.clone();
-        let g = self.caller.get_export(&name).and_then(|e| e.into_global()).ok_or_else(|| wasmtime::Error::msg(format!("missing export {name}")))?;
-        g.set(&mut *self.caller, Val::I32(i32::from(on)))
+        let flags = flags(self.caller)?;
+        let byte = flags
+            .data_mut(&mut *self.caller)
+            .get_mut(j)
+            .ok_or_else(|| wasmtime::Error::msg(format!("no migration point {j}")))?;
+        *byte = u8::from(on);
+        Ok(())
     }
 
     /// The module being run.
@@ -386,7 +394,7 @@ impl Guest<'_, '_> {
     /// Whether `vals` are values of point `j`'s result types (a clone's answer is checked before
     /// it is merged).
     pub fn results_match(&mut self, j: usize, vals: &[Val]) -> bool {
-        let Ok(body) = local_body(self.caller, j, &self.program.points[j].local_export) else { return false };
+        let Ok(body) = local_body(self.caller, j) else { return false };
         let ty = body.ty(&*self.caller);
         ty.results().len() == vals.len()
             && ty.results().zip(vals).all(|(t, v)| v.ty(&*self.caller).is_ok_and(|vt| vt.matches(&t)))
@@ -394,7 +402,7 @@ impl Guest<'_, '_> {
 
     /// Runs point `j`'s original body here.
     pub fn call_local(&mut self, j: usize, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()> {
-        let body = local_body(self.caller, j, &self.program.points[j].local_export)?;
+        let body = local_body(self.caller, j)?;
         body.call(&mut *self.caller, params, results)
     }
 
@@ -766,17 +774,46 @@ impl wasmtime_wasi::HostMonotonicClock for RunClock {
     }
 }
 
-/// The exported original body of point `j`, resolved once.
-fn local_body(caller: &mut Caller<'_, Device>, j: usize, export: &str) -> wasmtime::Result<Func> {
-    if let Some(f) = caller.data().locals[j] {
-        return Ok(f);
+/// The original body of point `j` (element `j` of the exported table of bodies), resolved
+/// once.
+fn local_body(caller: &mut Caller<'_, Device>, j: usize) -> wasmtime::Result<Func> {
+    if let Some(Some(f)) = caller.data().locals.get(j) {
+        return Ok(*f);
     }
-    let f = caller
-        .get_export(export)
-        .and_then(|e| e.into_func())
-        .ok_or_else(|| wasmtime::Error::msg(format!("missing export {export}")))?;
-    caller.data_mut().locals[j] = Some(f);
+    let table = match caller.data().locals_table {
+        Some(t) => t,
+        None => {
+            let t = caller
+                .get_export(LOCALS_EXPORT)
+                .and_then(|e| e.into_table())
+                .ok_or_else(|| wasmtime::Error::msg(format!("missing export {LOCALS_EXPORT}")))?;
+            caller.data_mut().locals_table = Some(t);
+            t
+        }
+    };
+    let f = table
+        .get(&mut *caller, j as u64)
+        .and_then(|r| r.as_func().flatten().copied())
+        .ok_or_else(|| wasmtime::Error::msg(format!("no migration point {j}")))?;
+    let locals = &mut caller.data_mut().locals;
+    if locals.len() <= j {
+        locals.resize(j + 1, None);
+    }
+    locals[j] = Some(f);
     Ok(f)
+}
+
+/// The exported memory of the flags, resolved once.
+fn flags(caller: &mut Caller<'_, Device>) -> wasmtime::Result<wasmtime::Memory> {
+    if let Some(m) = caller.data().flags {
+        return Ok(m);
+    }
+    let m = caller
+        .get_export(FLAGS_EXPORT)
+        .and_then(|e| e.into_memory())
+        .ok_or_else(|| wasmtime::Error::msg(format!("missing export {FLAGS_EXPORT}")))?;
+    caller.data_mut().flags = Some(m);
+    Ok(m)
 }
 
 impl Program {
@@ -822,7 +859,7 @@ impl Program {
                     );
                     Ok(rewritten.wasm)
                 })?;
-                check_migrate_imports(&module, &plan.points)?;
+                check_migrate_imports(&module, &plan.migrate_imports)?;
                 layout.globals = plan.globals;
                 layout.memory = plan.memories.into_iter().find(|(m, _)| *m == 0).map(|(_, n)| n);
                 layout.trampolines = plan.trampolines;
@@ -912,7 +949,9 @@ impl Program {
         let device = Device {
             wasi: builder.build_p1(),
             clock_origin,
-            locals: vec![None; self.points.len()],
+            locals: Vec::new(),
+            locals_table: None,
+            flags: None,
             host_calls: 0,
             migrator,
             handles: None,
@@ -953,22 +992,19 @@ impl Program {
         Ok(report(&store, outcome))
     }
 
-    /// A linker with WASI preview 1 (and `wasi_unstable`) and, for every point, the host side of
-    /// its migration import: what instantiates the module a second time (the scratch instance).
+    /// A linker with WASI preview 1 (and `wasi_unstable`) and the host side of the migration
+    /// imports: what instantiates the module a second time (the scratch instance).
     fn linker(&self) -> Result<Linker<Device>, ExecError> {
         let mut linker = self.wasi_linker()?;
         wrap_closes(&mut linker, self)?;
-        // The rewriter declares the migration imports in the order of the points (checked by
-        // `prepare`), so the j-th import of `clonecloud` is point j.
-        let mut types = FuncTypes::default();
         let migrate_imports = self
             .module
             .imports()
             .filter(|i| i.module() == clonecloud_model::IMPORT_MODULE);
-        for (j, import) in migrate_imports.enumerate() {
-            let ty = types.get(self.points[j].type_index, &import);
+        for import in migrate_imports {
+            let ty = import.ty().unwrap_func().clone();
             linker
-                .func_new(import.module(), import.name(), ty, self.answer(j))
+                .func_new(import.module(), import.name(), ty, self.answer())
                 .map_err(ExecError::Runtime)?;
         }
         Ok(linker)
@@ -984,12 +1020,16 @@ impl Program {
         Ok(linker)
     }
 
-    /// The host side of point `j`'s migration import: the migrator decides, or the body is
-    /// called back.
-    fn answer(&self, j: usize) -> impl Fn(Caller<'_, Device>, &[Val], &mut [Val]) -> wasmtime::Result<()> + Send + Sync + 'static {
+    /// The host side of a migration import (one per type of the points; the point's ordinal is
+    /// the last argument): the migrator decides, or the body is called back.
+    fn answer(&self) -> impl Fn(Caller<'_, Device>, &[Val], &mut [Val]) -> wasmtime::Result<()> + Send + Sync + 'static {
         // Cheap: the program's parts are shared.
         let program = self.clone();
         move |mut caller, params, results| {
+            let (j, params) = match params.split_last() {
+                Some((Val::I32(j), params)) if (*j as u32 as usize) < program.points.len() => (*j as u32 as usize, params),
+                _ => return Err(wasmtime::Error::msg("a migration import was called without a point's ordinal")),
+            };
             caller.data_mut().host_calls += 1;
             // A migrator decides; without one, the point is answered here by calling the
             // original body back.
@@ -999,25 +1039,22 @@ impl Program {
                 caller.data_mut().migrator = Some(m);
                 return r;
             }
-            let body = local_body(&mut caller, j, &program.points[j].local_export)?;
+            let body = local_body(&mut caller, j)?;
             body.call(&mut caller, params, results)
         }
     }
 
     /// Instantiates the module in `store` for a run, as `self.linker()` would, at a cost that does
-    /// not grow with the points beyond one import each. The migration imports are given
-    /// directly, not through a linker's name map. With every flag clear (flag mode) no call can
-    /// reach them (only a migrator, itself reached through one, sets a flag), so all the points
-    /// of a type share one function, which refuses to run.
+    /// not grow with the points (there is one migration import per type of the points). The
+    /// migration imports are given directly, not through a linker's name map. With every flag
+    /// clear (flag mode) no call can reach them (only a migrator, itself reached through one,
+    /// sets a flag), so they refuse to run.
     fn instantiate(&self, store: &mut Store<Device>) -> wasmtime::Result<wasmtime::Instance> {
         let wasi = self.wasi_linker().map_err(|e| wasmtime::Error::msg(e.to_string()))?;
         if self.points.is_empty() {
             return wasi.instantiate(&mut *store, &self.module);
         }
-        let mut types = FuncTypes::default();
-        let mut shared: HashMap<u32, Func> = HashMap::new();
         let mut externs: Vec<wasmtime::Extern> = Vec::with_capacity(self.module.imports().len());
-        let mut j = 0;
         for import in self.module.imports() {
             if import.module() != clonecloud_model::IMPORT_MODULE {
                 let e = wasi.get_by_import(&mut *store, &import).ok_or_else(|| {
@@ -1030,56 +1067,33 @@ impl Program {
                 externs.push(e);
                 continue;
             }
-            let t = self.points[j].type_index;
+            let ty = import.ty().unwrap_func().clone();
             let f = if self.flags_set {
-                Func::new(&mut *store, types.get(t, &import), self.answer(j))
+                Func::new(&mut *store, ty, self.answer())
             } else {
-                match shared.get(&t) {
-                    Some(f) => *f,
-                    None => {
-                        let f = Func::new(&mut *store, types.get(t, &import), |_, _, _| {
-                            Err(wasmtime::Error::msg(
-                                "a migration import was called in flag mode, where every flag stays clear",
-                            ))
-                        });
-                        shared.insert(t, f);
-                        f
-                    }
-                }
+                Func::new(&mut *store, ty, |_, _, _| {
+                    Err(wasmtime::Error::msg(
+                        "a migration import was called in flag mode, where every flag stays clear",
+                    ))
+                })
             };
             externs.push(f.into());
-            j += 1;
         }
         wasmtime::Instance::new(&mut *store, &self.module, &externs)
     }
 }
 
-/// The wasmtime type of each of the module's function types met, made once (making one
-/// registers it with the engine, a lookup under a lock).
-#[derive(Default)]
-struct FuncTypes(HashMap<u32, wasmtime::FuncType>);
-
-impl FuncTypes {
-    /// The type of `import`, a function import of the module's type `index`.
-    fn get(&mut self, index: u32, import: &wasmtime::ImportType<'_>) -> wasmtime::FuncType {
-        self.0
-            .entry(index)
-            .or_insert_with(|| import.ty().unwrap_func().clone())
-            .clone()
-    }
-}
-
-/// Checks that the compiled module's `clonecloud` imports are the points' migration imports, in
-/// their order (the linker relies on it): a cached module made by another rewriter is refused.
-fn check_migrate_imports(module: &Module, points: &[RewrittenPoint]) -> Result<(), ExecError> {
-    let mut expected = points.iter();
+/// Checks that the compiled module's `clonecloud` imports are the migration imports the layout
+/// names, in their order: a cached module made by another rewriter is refused.
+fn check_migrate_imports(module: &Module, expected: &[(u32, String)]) -> Result<(), ExecError> {
+    let mut expected = expected.iter();
     let mut imports = module
         .imports()
         .filter(|i| i.module() == clonecloud_model::IMPORT_MODULE);
     loop {
         match (expected.next(), imports.next()) {
             (None, None) => return Ok(()),
-            (Some(p), Some(i)) if i.name() == p.import => {}
+            (Some((_, name)), Some(i)) if i.name() == name => {}
             _ => {
                 return Err(ExecError::Runtime(wasmtime::Error::msg(
                     "the compiled module's migration imports do not match its points (a stale \

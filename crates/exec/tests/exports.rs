@@ -43,11 +43,14 @@ fn trampolines_memory_globals_and_flags() {
     let migrated = Arc::new(Mutex::new(Vec::new()));
     let mut linker: Linker<Host> = Linker::new(&engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |h: &mut Host| &mut h.wasi).unwrap();
+    // One migration import for the point's type, its ordinal as the last argument.
+    assert_eq!(out.migrate_imports.len(), 1);
     linker
         .func_wrap(
             "clonecloud",
-            &out.points[0].import,
-            |caller: wasmtime::Caller<'_, Host>, x: i64| {
+            &out.migrate_imports[0].1,
+            |caller: wasmtime::Caller<'_, Host>, x: i64, j: i32| {
+                assert_eq!(j, 0, "the point's ordinal");
                 caller.data().migrated.lock().unwrap().push(x);
                 -1i64
             },
@@ -91,17 +94,25 @@ fn trampolines_memory_globals_and_flags() {
         "a global set from outside is seen"
     );
 
-    // Flag set: the call goes to the migration import, the body does not run.
-    let flag = instance
-        .get_global(&mut store, &out.points[0].flag_export)
+    // Flag set (byte 0 of the flag memory): the call goes to the migration import, the body
+    // does not run.
+    let flags = instance
+        .get_memory(&mut store, clonecloud_model::FLAGS_EXPORT)
         .unwrap();
-    flag.set(&mut store, Val::I32(1)).unwrap();
+    flags.data_mut(&mut store)[out.points[0].ordinal as usize] = 1;
     assert_eq!(bump.call(&mut store, 5).unwrap(), -1);
     assert_eq!(*migrated.lock().unwrap(), [5]);
     assert_eq!(counter.get(&mut store).i64(), Some(101));
-    // And the body stays callable under its reserved name.
-    let local = instance
-        .get_typed_func::<i64, i64>(&mut store, &out.points[0].local_export)
+    // And the body stays callable: element 0 of the table of bodies.
+    let table = instance
+        .get_table(&mut store, clonecloud_model::LOCALS_EXPORT)
         .unwrap();
+    let local = *table
+        .get(&mut store, 0)
+        .unwrap()
+        .as_func()
+        .unwrap()
+        .unwrap();
+    let local = local.typed::<i64, i64>(&store).unwrap();
     assert_eq!(local.call(&mut store, 9).unwrap(), 110);
 }

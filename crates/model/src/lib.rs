@@ -14,16 +14,18 @@
 //! let module = clonecloud_model::Module::parse(&wasm)?;
 //! let square = module.resolve_points(&["square".to_string()])?;
 //! let rewritten = clonecloud_model::rewrite(&module, &wasm, &square)?;
-//! assert_eq!(rewritten.points[0].local_export, "__cc_local.0");
+//! assert_eq!(rewritten.points[0].ordinal, 0);
+//! assert_eq!(rewritten.migrate_imports[0].1, "migrate.t0");
 //! # Ok(()) }
 //! ```
 //!
 //! The rewrite scheme (see [`rewrite`] for the details): each migration point keeps its index,
-//! which now holds a *stub* that reads an exported mutable i32 flag global and either calls the
-//! original body (moved to the end of the function space and exported under a reserved name) or
-//! calls the import `clonecloud` / `migrate.<index>` of the same type. Every mutable global and
-//! every memory are exported, and every function import gets an exported trampoline, so a host
-//! (the clone) can read and write the state and proxy WASI calls.
+//! which now holds a *stub* that reads the point's flag (a byte of an added memory) and either
+//! tail-calls the original body (placed right after the stub, and reachable by the host as an
+//! element of an exported table) or calls the import `clonecloud` / `migrate.t<type>` (one per
+//! type, the point's ordinal as an extra last argument). Every mutable global and every memory
+//! are exported, and every function import gets an exported trampoline, so a host (the clone)
+//! can read and write the state and proxy WASI calls.
 
 mod callgraph;
 mod error;
@@ -40,7 +42,8 @@ pub use module::{
 };
 pub use names::demangle;
 pub use rewrite::{
-    IMPORT_MODULE, RESERVED_PREFIX, REWRITE_FINGERPRINT, RewriteConfig, RewriteLayout, Rewritten,
-    RewrittenPoint, rewrite, rewrite_layout, rewrite_with,
+    FLAGS_EXPORT, IMPORT_MODULE, LOCALS_EXPORT, POINTS_SECTION, RESERVED_PREFIX,
+    REWRITE_FINGERPRINT, RewriteConfig, RewriteLayout, Rewritten, RewrittenPoint, rewrite,
+    rewrite_layout, rewrite_with, rewritten_points,
 };
 pub use wasi::{WASI_P1_FUNCTIONS, WASI_P1_MODULES};

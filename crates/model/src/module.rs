@@ -352,7 +352,7 @@ impl Module {
         Ok(())
     }
 
-    /// The fixed memory addresses function `index` loads from or stores to (`i32.const A`
+    /// The fixed addresses in memory 0 function `index` loads from or stores to (`i32.const A`
     /// followed by an access at offset `O` gives `A + O`), sorted and deduplicated: where the
     /// statics it uses live. Empty for imports and for bodies `wasm` does not hold.
     pub fn static_addresses(&self, wasm: &[u8], index: u32) -> Vec<u32> {
@@ -376,9 +376,12 @@ impl Module {
                 | Operator::I32Store { memarg }
                 | Operator::I64Store { memarg }
                 | Operator::I32Store8 { memarg }
-                | Operator::I32Store16 { memarg } => Some(memarg.offset),
+                | Operator::I32Store16 { memarg } => Some(memarg),
                 _ => None,
-            };
+            }
+            // Memory 0's: a rewritten module's stubs read their flags from a memory of their own.
+            .filter(|m| m.memory == 0)
+            .map(|m| m.offset);
             if let (Some(base), Some(offset)) = (constant, memarg)
                 && let Ok(a) = u32::try_from(u64::from(base) + offset)
             {

@@ -1,51 +1,78 @@
 //! The rewriter: turns chosen functions into CloneCloud migration points.
 //!
-//! For points `P = {f_0 < f_1 < … < f_{k-1}}` (original function indices) of a module with `N`
-//! imported and `D` defined functions, the new function index space is
+//! For points `P = {f_0 < f_1 < … < f_{k-1}}` (original function indices; `j` is a point's
+//! *ordinal*) of a module with `N` imported and `D` defined functions, whose points have `T`
+//! distinct types, the new function index space is
 //!
 //! ```text
-//! [ N imports | k imports clonecloud.migrate.<f_j> | D defined (points are now stubs) | k original bodies | N import trampolines ]
+//! [ N imports | T imports clonecloud.migrate.t<type> | D defined, each point's stub followed by its original body | N import trampolines ]
 //! ```
 //!
-//! so an original index `f >= N` becomes `f + k`, and every caller, table entry, export and the
-//! start function keep reaching the same slot, which for a point now holds the stub:
+//! so an original index `f >= N` becomes `f + T + (the number of points below f)`, and every
+//! caller, table entry, export and the start function keep reaching the same function, which for
+//! a point `f_j` is now the stub (at `f_j + T + j`; its body follows it, at `f_j + T + j + 1`, so
+//! that the two lie side by side in the compiled code: a call through a point touches one place
+//! of the code, not two, which matters when the code is faulted in from the cached artefact):
 //!
 //! ```text
-//! (func $f_j (type t)            ;; same type as before
-//!   global.get $__cc_flag.<f_j>  ;; exported mutable i32, 0 at start
+//! (func $f_j (type t)               ;; same type as before
+//!   i32.const j
+//!   i32.load8_u $__cc_flags          ;; the point's flag: byte j of the flag memory
 //!   if
 //!     local.get 0 … local.get n-1
-//!     call $clonecloud.migrate.<f_j>   ;; the host decides: offload, or call the body back
-//!     return
+//!     i32.const j
+//!     call $clonecloud.migrate.t<t>  ;; one import per type, the ordinal last: the host decides
+//!     return                         ;; (offload, or call the body back)
 //!   end
 //!   local.get 0 … local.get n-1
-//!   return_call $body_j)         ;; fast path: a tail call, so no extra frame stays on the stack
+//!   return_call $body_j)             ;; fast path: a tail call, so no extra frame stays on the stack
 //! ```
 //!
-//! Exports added (all under [`RESERVED_PREFIX`]): `__cc_local.<f>` (the original body),
-//! `__cc_flag.<f>` (the point's flag), `__cc_global.<g>` (every mutable global),
-//! `__cc_memory.<m>` (every memory) and `__cc_import.<i>` (a trampoline that calls function
-//! import `i`, so a clone can proxy a WASI call into the device's instance). `.debug_*` and other
-//! offset-bearing custom sections are dropped; the `name` section is kept and remapped.
+//! What a host needs per point is reached by the ordinal, so the module grows by a constant
+//! number of imports and exports however many points it has (a launch resolves and links them
+//! all): the migration imports take the point's parameters and then the ordinal (an `i32`); the
+//! original bodies are the elements of the exported funcref table [`LOCALS_EXPORT`] (element `j`
+//! is body `j`); the flags are the bytes of the exported memory [`FLAGS_EXPORT`] (byte `j` is
+//! point `j`'s, 0 or 1; a page per 65,536 points). The table and the memory are added after the
+//! module's own, so the indices of those do not change; so are the migration imports' types
+//! (the point's type with an `i32` parameter added). The custom section [`POINTS_SECTION`] lists
+//! the points (original indices, in ordinal order), for a host that has only the rewritten
+//! module.
+//!
+//! Exports added (all under [`RESERVED_PREFIX`]): [`LOCALS_EXPORT`], [`FLAGS_EXPORT`] (when there
+//! are points), `__cc_global.<g>` (every mutable global), `__cc_memory.<m>` (every memory of the
+//! module) and `__cc_import.<i>` (a trampoline that calls function import `i`, so a clone can
+//! proxy a WASI call into the device's instance). `.debug_*` and other offset-bearing custom
+//! sections are dropped; the `name` section is kept and remapped.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
 use wasm_encoder::reencode::{Error as ReError, Reencode, utils};
 use wasm_encoder::{
-    CodeSection, ConstExpr, EntityType, ExportSection, FunctionSection, GlobalSection,
-    ImportSection, IndirectNameMap, NameMap, NameSection, SectionId,
+    CodeSection, ConstExpr, CustomSection, DataSection, ElementSection, Elements, EntityType,
+    ExportSection, FunctionSection, ImportSection, IndirectNameMap, MemorySection, MemoryType,
+    NameMap, NameSection, SectionId, TableSection, TableType, TypeSection,
 };
-use wasmparser::{BinaryReader, FunctionBody, Parser, Validator, WasmFeatures};
+use wasmparser::{BinaryReader, Parser, Payload, Validator, WasmFeatures};
 
 use crate::error::ModelError;
-use crate::module::{FunctionKind, Module};
+use crate::module::Module;
 
 /// Every export name the rewriter adds starts with this prefix; a module that already exports
 /// such a name is refused.
 pub const RESERVED_PREFIX: &str = "__cc_";
 /// The import module of the migration imports.
 pub const IMPORT_MODULE: &str = "clonecloud";
+/// The export name of the funcref table of the points' original bodies: element `j` is point
+/// `j`'s body.
+pub const LOCALS_EXPORT: &str = "__cc_locals";
+/// The export name of the memory of the points' flags: byte `j` is point `j`'s flag (0: the stub
+/// calls the body; 1: it calls the migration import).
+pub const FLAGS_EXPORT: &str = "__cc_flags";
+/// The custom section that lists the points of a rewritten module: their original function
+/// indices in ordinal order, as a wasm vector of `u32` (LEB128). See [`rewritten_points`].
+pub const POINTS_SECTION: &str = "clonecloud.points";
 
 /// One migration point in a rewritten module.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,16 +81,17 @@ pub struct RewrittenPoint {
     pub function: u32,
     /// Its type index (the same in both modules).
     pub type_index: u32,
+    /// Its ordinal: its position among the points, in order of original index. The stub passes
+    /// it as the last argument of the migration import; the body is element `ordinal` of table
+    /// [`LOCALS_EXPORT`] and the flag byte `ordinal` of memory [`FLAGS_EXPORT`].
+    pub ordinal: u32,
     /// Index of the stub in the rewritten module (the function's old slot, shifted).
     pub stub: u32,
     /// Index of the original body in the rewritten module.
     pub body: u32,
-    /// Field name of the migration import in module [`IMPORT_MODULE`]: `migrate.<function>`.
-    pub import: String,
-    /// Export name of the original body: `__cc_local.<function>`.
-    pub local_export: String,
-    /// Export name of the flag global: `__cc_flag.<function>`.
-    pub flag_export: String,
+    /// Function index of the point's migration import (the one for its type) in the rewritten
+    /// module.
+    pub import: u32,
 }
 
 /// Where the rewriter puts things for a given module and point set, without the new module's
@@ -72,8 +100,11 @@ pub struct RewrittenPoint {
 /// [`rewrite_with`] returns the same values in its [`Rewritten`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RewriteLayout {
-    /// The migration points, in order of original index.
+    /// The migration points, in order of original index (ordinal order).
     pub points: Vec<RewrittenPoint>,
+    /// The migration imports, in order (module [`IMPORT_MODULE`]): `(the points' type index,
+    /// field name migrate.t<type>)`.
+    pub migrate_imports: Vec<(u32, String)>,
     /// `(global index, export name)` of every mutable global.
     pub globals: Vec<(u32, String)>,
     /// `(memory index, export name)` of every memory.
@@ -107,8 +138,10 @@ const fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
 pub struct Rewritten {
     /// The new module; it validates.
     pub wasm: Vec<u8>,
-    /// The migration points, in order of original index.
+    /// The migration points, in order of original index (ordinal order).
     pub points: Vec<RewrittenPoint>,
+    /// The migration imports, in order: `(the points' type index, field name)`.
+    pub migrate_imports: Vec<(u32, String)>,
     /// `(global index, export name)` of every mutable global.
     pub globals: Vec<(u32, String)>,
     /// `(memory index, export name)` of every memory.
@@ -143,58 +176,64 @@ pub fn rewrite_with(
 ) -> Result<Rewritten, ModelError> {
     let RewriteLayout {
         points: rewritten_points,
+        migrate_imports,
         globals,
         memories,
         trampolines,
     } = rewrite_layout(module, points)?;
-    let n = module.imported_functions;
-    let k = rewritten_points.len() as u32;
-    let d = module.functions.len() as u32 - n;
-    let layout = Layout {
-        n,
-        k,
-        d,
-        globals: module.globals.len() as u32,
-    };
+    let layout = Layout::of(module, rewritten_points.len() as u32, migrate_imports.len() as u32);
+    let n = layout.n;
+    let k = layout.k;
     let import_types: Vec<u32> = module.functions[..n as usize]
         .iter()
         .map(|f| f.type_index)
         .collect();
+    let flags_data = config.flags_set && k > 0;
 
     let mut rw = Rw {
-        wasm,
+        module,
         layout,
         point_of_defined: {
-            let mut v = vec![None; d as usize];
+            let mut v = vec![None; layout.d as usize];
             for (j, p) in rewritten_points.iter().enumerate() {
                 v[(p.function - n) as usize] = Some(j as u32);
             }
             v
         },
+        defined: {
+            // New index of each defined function: shifted by the migration imports and by the
+            // bodies of the points before it.
+            let mut v = Vec::with_capacity(layout.d as usize);
+            let mut points = rewritten_points.iter().peekable();
+            let mut below = 0;
+            for f in n..n + layout.d {
+                v.push(f + layout.t + below);
+                if points.next_if(|p| p.function == f).is_some() {
+                    below += 1;
+                }
+            }
+            v
+        },
         points: &rewritten_points,
-        bodies: rewritten_points
-            .iter()
-            .map(|p| match module.functions[p.function as usize].kind {
-                FunctionKind::Defined {
-                    body_offset,
-                    body_size,
-                } => body_offset..body_offset + body_size,
-                FunctionKind::Imported { .. } => unreachable!("checked by check_point"),
-            })
-            .collect(),
+        migrate_imports: &migrate_imports,
         import_types,
         param_counts: module.types.iter().map(|t| t.params.len() as u32).collect(),
         globals: &globals,
         memories: &memories,
         trampolines: &trampolines,
-        flag_init: i32::from(config.flags_set),
+        flags_data,
         emitted: Emitted::default(),
         needs: Emitted {
+            points_section: true,
+            ty: k > 0,
             import: k > 0,
             function: k + n > 0,
-            global: k > 0,
+            table: k > 0,
+            memory: k > 0,
             export: k > 0 || !globals.is_empty() || !memories.is_empty() || n > 0,
+            element: k > 0,
             code: k + n > 0,
+            data: flags_data,
         },
     };
     let mut out = wasm_encoder::Module::new();
@@ -213,6 +252,7 @@ pub fn rewrite_with(
     Ok(Rewritten {
         wasm: out,
         points: rewritten_points,
+        migrate_imports,
         globals,
         memories,
         trampolines,
@@ -246,26 +286,34 @@ pub fn rewrite_layout(module: &Module, points: &[u32]) -> Result<RewriteLayout, 
         });
     }
 
-    let n = module.imported_functions;
-    let k = points.len() as u32;
-    let d = module.functions.len() as u32 - n;
-    let layout = Layout {
-        n,
-        k,
-        d,
-        globals: module.globals.len() as u32,
-    };
+    // One migration import per type the points have, in order of type index.
+    let mut import_of_type: Vec<Option<u32>> = vec![None; module.types.len()];
+    for &f in &points {
+        import_of_type[module.functions[f as usize].type_index as usize] = Some(0);
+    }
+    let mut migrate_imports = Vec::new();
+    for (t, slot) in import_of_type.iter_mut().enumerate() {
+        if slot.is_some() {
+            *slot = Some(migrate_imports.len() as u32);
+            migrate_imports.push((t as u32, format!("migrate.t{t}")));
+        }
+    }
+    let layout = Layout::of(module, points.len() as u32, migrate_imports.len() as u32);
     let rewritten_points: Vec<RewrittenPoint> = points
         .iter()
         .enumerate()
-        .map(|(j, &f)| RewrittenPoint {
-            function: f,
-            type_index: module.functions[f as usize].type_index,
-            stub: layout.function(f),
-            body: layout.body(j as u32),
-            import: indexed("migrate.", f),
-            local_export: indexed(LOCAL_PREFIX, f),
-            flag_export: indexed(FLAG_PREFIX, f),
+        .map(|(j, &f)| {
+            let type_index = module.functions[f as usize].type_index;
+            RewrittenPoint {
+                function: f,
+                type_index,
+                ordinal: j as u32,
+                stub: layout.stub(f, j as u32),
+                body: layout.stub(f, j as u32) + 1,
+                import: layout.migrate_import(
+                    import_of_type[type_index as usize].expect("every point's type has one"),
+                ),
+            }
         })
         .collect();
     let globals: Vec<(u32, String)> = module
@@ -279,38 +327,40 @@ pub fn rewrite_layout(module: &Module, points: &[u32]) -> Result<RewriteLayout, 
         .iter()
         .map(|m| (m.index, format!("{RESERVED_PREFIX}memory.{}", m.index)))
         .collect();
-    let trampolines: Vec<(u32, String)> = (0..n)
+    let trampolines: Vec<(u32, String)> = (0..layout.n)
         .map(|i| (i, format!("{RESERVED_PREFIX}import.{i}")))
         .collect();
     Ok(RewriteLayout {
         points: rewritten_points,
+        migrate_imports,
         globals,
         memories,
         trampolines,
     })
 }
 
-const LOCAL_PREFIX: &str = "__cc_local.";
-const FLAG_PREFIX: &str = "__cc_flag.";
-
-/// `prefix` followed by `i` in decimal: `format!("{prefix}{i}")` without the formatting
-/// machinery, since a layout makes three such names per point.
-fn indexed(prefix: &str, mut i: u32) -> String {
-    let mut digits = [0u8; 10];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (i % 10) as u8;
-        i /= 10;
-        if i == 0 {
-            break;
+/// The points of a module [`rewrite_with`] made, read from its [`POINTS_SECTION`]: their original
+/// function indices, in ordinal order (sorted). `None` when `wasm` has no such section (it was
+/// not made by this rewriter) or it is malformed. The rewriter puts the section before the
+/// module's first other section, so this reads little more than the header.
+pub fn rewritten_points(wasm: &[u8]) -> Option<Vec<u32>> {
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload.ok()? {
+            Payload::CustomSection(c) if c.name() == POINTS_SECTION => {
+                let mut r = BinaryReader::new(c.data(), 0);
+                let count = r.read_var_u32().ok()?;
+                let mut points = Vec::with_capacity((count as usize).min(c.data().len()));
+                for _ in 0..count {
+                    points.push(r.read_var_u32().ok()?);
+                }
+                return r.eof().then_some(points);
+            }
+            // The section comes first: a module without it before its code has none.
+            Payload::CodeSectionStart { .. } => return None,
+            _ => {}
         }
     }
-    let mut s = String::with_capacity(prefix.len() + digits.len() - at);
-    s.push_str(prefix);
-    // The digits are ASCII.
-    s.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
-    s
+    None
 }
 
 /// Where things go in the new index spaces.
@@ -318,57 +368,94 @@ fn indexed(prefix: &str, mut i: u32) -> String {
 struct Layout {
     /// Imported functions.
     n: u32,
+    /// Migration imports (distinct types of the points).
+    t: u32,
     /// Points.
     k: u32,
     /// Defined functions.
     d: u32,
-    /// Globals in the original module.
-    globals: u32,
+    /// Types in the original module.
+    types: u32,
+    /// Tables in the original module (imported and defined).
+    tables: u32,
+    /// Memories in the original module (imported and defined).
+    memories: u32,
 }
 
 impl Layout {
-    fn function(&self, f: u32) -> u32 {
-        if f < self.n { f } else { f + self.k }
+    fn of(module: &Module, k: u32, t: u32) -> Layout {
+        let n = module.imported_functions;
+        Layout {
+            n,
+            t,
+            k,
+            d: module.functions.len() as u32 - n,
+            types: module.types.len() as u32,
+            tables: module.tables.len() as u32,
+            memories: module.memories.len() as u32,
+        }
     }
-    fn migrate_import(&self, j: u32) -> u32 {
-        self.n + j
+    /// The stub of point `j`, function `f`.
+    fn stub(&self, f: u32, j: u32) -> u32 {
+        f + self.t + j
     }
-    fn body(&self, j: u32) -> u32 {
-        self.n + self.k + self.d + j
+    /// The `u`-th migration import.
+    fn migrate_import(&self, u: u32) -> u32 {
+        self.n + u
+    }
+    /// The type of the `u`-th migration import.
+    fn migrate_type(&self, u: u32) -> u32 {
+        self.types + u
     }
     fn trampoline(&self, i: u32) -> u32 {
-        self.n + 2 * self.k + self.d + i
+        self.n + self.t + self.d + self.k + i
     }
-    fn flag(&self, j: u32) -> u32 {
-        self.globals + j
+    /// The table of the bodies.
+    fn locals_table(&self) -> u32 {
+        self.tables
+    }
+    /// The memory of the flags.
+    fn flags_memory(&self) -> u32 {
+        self.memories
+    }
+    /// Wasm pages of the flag memory: a byte per point.
+    fn flags_pages(&self) -> u64 {
+        u64::from(self.k).div_ceil(65536).max(1)
     }
 }
 
-/// Which of the sections the rewriter appends to have been written (or must be).
+/// Which of the sections the rewriter adds to have been written (or must be).
 #[derive(Debug, Default, Clone, Copy)]
 struct Emitted {
+    points_section: bool,
+    ty: bool,
     import: bool,
     function: bool,
-    global: bool,
+    table: bool,
+    memory: bool,
     export: bool,
+    element: bool,
     code: bool,
+    data: bool,
 }
 
 struct Rw<'a> {
-    wasm: &'a [u8],
+    module: &'a Module,
     layout: Layout,
     /// Defined-function ordinal → point ordinal.
     point_of_defined: Vec<Option<u32>>,
+    /// Defined-function ordinal → its new index (a point's stub).
+    defined: Vec<u32>,
     points: &'a [RewrittenPoint],
-    /// Byte ranges of the points' original bodies in `wasm`.
-    bodies: Vec<std::ops::Range<usize>>,
+    migrate_imports: &'a [(u32, String)],
     import_types: Vec<u32>,
     /// Per type index: the number of parameters.
     param_counts: Vec<u32>,
     globals: &'a [(u32, String)],
     memories: &'a [(u32, String)],
     trampolines: &'a [(u32, String)],
-    flag_init: i32,
+    /// Whether the flag memory starts with every flag set (a data segment of ones).
+    flags_data: bool,
     emitted: Emitted,
     needs: Emitted,
 }
@@ -376,40 +463,88 @@ struct Rw<'a> {
 type ReResult<T = ()> = Result<T, ReError<std::convert::Infallible>>;
 
 impl Rw<'_> {
-    fn append_imports(&mut self, s: &mut ImportSection) {
+    fn points_section(&mut self) -> CustomSection<'static> {
+        let mut data = Vec::with_capacity(5 + 3 * self.points.len());
+        leb128(&mut data, self.points.len() as u32);
         for p in self.points {
-            s.import(IMPORT_MODULE, &p.import, EntityType::Function(p.type_index));
+            leb128(&mut data, p.function);
+        }
+        self.emitted.points_section = true;
+        CustomSection {
+            name: POINTS_SECTION.into(),
+            data: data.into(),
+        }
+    }
+
+    fn append_types(&mut self, s: &mut TypeSection) -> ReResult {
+        for (t, _) in self.migrate_imports {
+            let ty = &self.module.types[*t as usize];
+            let mut params = Vec::with_capacity(ty.params.len() + 1);
+            for p in &ty.params {
+                params.push(self.val_type(*p)?);
+            }
+            params.push(wasm_encoder::ValType::I32);
+            let mut results = Vec::with_capacity(ty.results.len());
+            for r in &ty.results {
+                results.push(self.val_type(*r)?);
+            }
+            s.ty().function(params, results);
+        }
+        self.emitted.ty = true;
+        Ok(())
+    }
+
+    fn append_imports(&mut self, s: &mut ImportSection) {
+        for (u, (_, name)) in self.migrate_imports.iter().enumerate() {
+            s.import(
+                IMPORT_MODULE,
+                name,
+                EntityType::Function(self.layout.migrate_type(u as u32)),
+            );
         }
         self.emitted.import = true;
     }
 
     fn append_functions(&mut self, s: &mut FunctionSection) {
-        for p in self.points {
-            s.function(p.type_index);
-        }
         for &t in &self.import_types {
             s.function(t);
         }
         self.emitted.function = true;
     }
 
-    fn append_globals(&mut self, s: &mut GlobalSection) {
-        for _ in self.points {
-            let ty = wasm_encoder::GlobalType {
-                val_type: wasm_encoder::ValType::I32,
-                mutable: true,
+    fn append_tables(&mut self, s: &mut TableSection) {
+        if self.layout.k > 0 {
+            let k = u64::from(self.layout.k);
+            s.table(TableType {
+                element_type: wasm_encoder::RefType::FUNCREF,
+                table64: false,
+                minimum: k,
+                maximum: Some(k),
                 shared: false,
-            };
-            s.global(ty, &ConstExpr::i32_const(self.flag_init));
+            });
         }
-        self.emitted.global = true;
+        self.emitted.table = true;
+    }
+
+    fn append_memories(&mut self, s: &mut MemorySection) {
+        if self.layout.k > 0 {
+            let pages = self.layout.flags_pages();
+            s.memory(MemoryType {
+                minimum: pages,
+                maximum: Some(pages),
+                memory64: false,
+                shared: false,
+                page_size_log2: None,
+            });
+        }
+        self.emitted.memory = true;
     }
 
     fn append_exports(&mut self, s: &mut ExportSection) {
         use wasm_encoder::ExportKind as K;
-        for (j, p) in self.points.iter().enumerate() {
-            s.export(&p.local_export, K::Func, p.body);
-            s.export(&p.flag_export, K::Global, self.layout.flag(j as u32));
+        if self.layout.k > 0 {
+            s.export(LOCALS_EXPORT, K::Table, self.layout.locals_table());
+            s.export(FLAGS_EXPORT, K::Memory, self.layout.flags_memory());
         }
         for (g, name) in self.globals {
             s.export(name, K::Global, *g);
@@ -423,11 +558,30 @@ impl Rw<'_> {
         self.emitted.export = true;
     }
 
-    fn append_code(&mut self, s: &mut CodeSection) -> ReResult {
-        for range in self.bodies.clone() {
-            let body = FunctionBody::new(BinaryReader::new(&self.wasm[range.clone()], range.start));
-            self.parse_function_body(s, body)?;
+    fn append_elements(&mut self, s: &mut ElementSection) {
+        if self.layout.k > 0 {
+            let bodies: Vec<u32> = self.points.iter().map(|p| p.body).collect();
+            s.active(
+                Some(self.layout.locals_table()),
+                &ConstExpr::i32_const(0),
+                Elements::Functions(bodies.into()),
+            );
         }
+        self.emitted.element = true;
+    }
+
+    fn append_data(&mut self, s: &mut DataSection) {
+        if self.flags_data {
+            s.active(
+                self.layout.flags_memory(),
+                &ConstExpr::i32_const(0),
+                std::iter::repeat_n(1u8, self.layout.k as usize),
+            );
+        }
+        self.emitted.data = true;
+    }
+
+    fn append_code(&mut self, s: &mut CodeSection) -> ReResult {
         for i in 0..self.layout.n {
             let params = self.param_count(self.import_types[i as usize]);
             let mut f = wasm_encoder::Function::new([]);
@@ -447,12 +601,17 @@ impl Rw<'_> {
         let params = self.param_count(p.type_index);
         let mut f = wasm_encoder::Function::new([]);
         let mut sink = f.instructions();
-        sink.global_get(self.layout.flag(j))
+        sink.i32_const(j as i32)
+            .i32_load8_u(wasm_encoder::MemArg {
+                offset: 0,
+                align: 0,
+                memory_index: self.layout.flags_memory(),
+            })
             .if_(wasm_encoder::BlockType::Empty);
         for l in 0..params {
             sink.local_get(l);
         }
-        sink.call(self.layout.migrate_import(j)).return_().end();
+        sink.i32_const(j as i32).call(p.import).return_().end();
         for l in 0..params {
             sink.local_get(l);
         }
@@ -460,8 +619,30 @@ impl Rw<'_> {
         f
     }
 
+    /// The new index of original function `f` (a point's stub).
+    fn function(&self, f: u32) -> u32 {
+        if f < self.layout.n {
+            f
+        } else {
+            self.defined[(f - self.layout.n) as usize]
+        }
+    }
+
     fn param_count(&self, type_index: u32) -> u32 {
         self.param_counts[type_index as usize]
+    }
+}
+
+/// Appends `v` as unsigned LEB128.
+fn leb128(out: &mut Vec<u8>, mut v: u32) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
     }
 }
 
@@ -486,20 +667,35 @@ fn rank(id: SectionId) -> u8 {
 }
 
 /// Custom sections whose content refers to code offsets or object-file relocations, which the
-/// rewrite invalidates.
+/// rewrite invalidates (and a points section of the input's own, which would be taken for the
+/// rewriter's).
 fn drops_custom_section(name: &str) -> bool {
     name.starts_with(".debug_")
         || name.starts_with("reloc.")
         || name.starts_with("metadata.code.")
         || name == "linking"
         || name == "sourceMappingURL"
+        || name == POINTS_SECTION
 }
 
 impl Reencode for Rw<'_> {
     type Error = std::convert::Infallible;
 
     fn function_index(&mut self, func: u32) -> ReResult<u32> {
-        Ok(self.layout.function(func))
+        Ok(self.function(func))
+    }
+
+    fn data_count(&mut self, count: u32) -> ReResult<u32> {
+        Ok(count + u32::from(self.flags_data))
+    }
+
+    fn parse_type_section(
+        &mut self,
+        types: &mut TypeSection,
+        section: wasmparser::TypeSectionReader<'_>,
+    ) -> ReResult {
+        utils::parse_type_section(self, types, section)?;
+        self.append_types(types)
     }
 
     fn parse_import_section(
@@ -517,18 +713,35 @@ impl Reencode for Rw<'_> {
         functions: &mut FunctionSection,
         section: wasmparser::FunctionSectionReader<'_>,
     ) -> ReResult {
-        utils::parse_function_section(self, functions, section)?;
+        // A point's body, of the same type, right after it.
+        for (defined, ty) in section.into_iter().enumerate() {
+            let ty = self.type_index(ty?)?;
+            functions.function(ty);
+            if matches!(self.point_of_defined.get(defined), Some(Some(_))) {
+                functions.function(ty);
+            }
+        }
         self.append_functions(functions);
         Ok(())
     }
 
-    fn parse_global_section(
+    fn parse_table_section(
         &mut self,
-        globals: &mut GlobalSection,
-        section: wasmparser::GlobalSectionReader<'_>,
+        tables: &mut TableSection,
+        section: wasmparser::TableSectionReader<'_>,
     ) -> ReResult {
-        utils::parse_global_section(self, globals, section)?;
-        self.append_globals(globals);
+        utils::parse_table_section(self, tables, section)?;
+        self.append_tables(tables);
+        Ok(())
+    }
+
+    fn parse_memory_section(
+        &mut self,
+        memories: &mut MemorySection,
+        section: wasmparser::MemorySectionReader<'_>,
+    ) -> ReResult {
+        utils::parse_memory_section(self, memories, section)?;
+        self.append_memories(memories);
         Ok(())
     }
 
@@ -542,6 +755,26 @@ impl Reencode for Rw<'_> {
         Ok(())
     }
 
+    fn parse_element_section(
+        &mut self,
+        elements: &mut ElementSection,
+        section: wasmparser::ElementSectionReader<'_>,
+    ) -> ReResult {
+        utils::parse_element_section(self, elements, section)?;
+        self.append_elements(elements);
+        Ok(())
+    }
+
+    fn parse_data_section(
+        &mut self,
+        data: &mut DataSection,
+        section: wasmparser::DataSectionReader<'_>,
+    ) -> ReResult {
+        utils::parse_data_section(self, data, section)?;
+        self.append_data(data);
+        Ok(())
+    }
+
     fn parse_code_section(
         &mut self,
         code: &mut CodeSection,
@@ -549,12 +782,10 @@ impl Reencode for Rw<'_> {
     ) -> ReResult {
         for (defined, body) in section.into_iter().enumerate() {
             let body = body?;
-            match self.point_of_defined.get(defined).copied().flatten() {
-                Some(j) => {
-                    code.function(&self.stub(j));
-                }
-                None => self.parse_function_body(code, body)?,
+            if let Some(j) = self.point_of_defined.get(defined).copied().flatten() {
+                code.function(&self.stub(j));
             }
+            self.parse_function_body(code, body)?;
         }
         self.append_code(code)
     }
@@ -566,8 +797,18 @@ impl Reencode for Rw<'_> {
         before: Option<SectionId>,
     ) -> ReResult {
         // Called between sections: synthesise, in order, the sections the rewrite needs and the
-        // module does not have (a module with no imports, no globals or no exports).
+        // module does not have (a module with no imports, no tables, no exports…). The points
+        // section goes first.
+        if self.needs.points_section && !self.emitted.points_section {
+            let s = self.points_section();
+            module.section(&s);
+        }
         let due = |id: SectionId| before.is_none_or(|b| rank(b) > rank(id));
+        if self.needs.ty && !self.emitted.ty && due(SectionId::Type) {
+            let mut s = TypeSection::new();
+            self.append_types(&mut s)?;
+            module.section(&s);
+        }
         if self.needs.import && !self.emitted.import && due(SectionId::Import) {
             let mut s = ImportSection::new();
             self.append_imports(&mut s);
@@ -578,9 +819,14 @@ impl Reencode for Rw<'_> {
             self.append_functions(&mut s);
             module.section(&s);
         }
-        if self.needs.global && !self.emitted.global && due(SectionId::Global) {
-            let mut s = GlobalSection::new();
-            self.append_globals(&mut s);
+        if self.needs.table && !self.emitted.table && due(SectionId::Table) {
+            let mut s = TableSection::new();
+            self.append_tables(&mut s);
+            module.section(&s);
+        }
+        if self.needs.memory && !self.emitted.memory && due(SectionId::Memory) {
+            let mut s = MemorySection::new();
+            self.append_memories(&mut s);
             module.section(&s);
         }
         if self.needs.export && !self.emitted.export && due(SectionId::Export) {
@@ -588,9 +834,19 @@ impl Reencode for Rw<'_> {
             self.append_exports(&mut s);
             module.section(&s);
         }
+        if self.needs.element && !self.emitted.element && due(SectionId::Element) {
+            let mut s = ElementSection::new();
+            self.append_elements(&mut s);
+            module.section(&s);
+        }
         if self.needs.code && !self.emitted.code && due(SectionId::Code) {
             let mut s = CodeSection::new();
             self.append_code(&mut s)?;
+            module.section(&s);
+        }
+        if self.needs.data && !self.emitted.data && due(SectionId::Data) {
+            let mut s = DataSection::new();
+            self.append_data(&mut s);
             module.section(&s);
         }
         Ok(())
@@ -631,15 +887,15 @@ impl Rw<'_> {
                     let mut names: Vec<(u32, Cow<'_, str>)> = Vec::new();
                     for naming in map {
                         let naming = naming?;
-                        names.push((self.layout.function(naming.index), naming.name.into()));
+                        names.push((self.function(naming.index), naming.name.into()));
                         if let Some(&body) = body_of.get(&naming.index) {
                             names.push((body, naming.name.into()));
                         }
                     }
-                    for (j, p) in self.points.iter().enumerate() {
+                    for (u, (_, name)) in self.migrate_imports.iter().enumerate() {
                         names.push((
-                            self.layout.migrate_import(j as u32),
-                            format!("{IMPORT_MODULE}.{}", p.import).into(),
+                            self.layout.migrate_import(u as u32),
+                            format!("{IMPORT_MODULE}.{name}").into(),
                         ));
                     }
                     for (i, name) in self.trampolines {
@@ -664,7 +920,7 @@ impl Rw<'_> {
                         let index = body_of
                             .get(&indirect.index)
                             .copied()
-                            .unwrap_or_else(|| self.layout.function(indirect.index));
+                            .unwrap_or_else(|| self.function(indirect.index));
                         let inner = utils::name_map(indirect.names, Ok)?;
                         entries.push((index, inner));
                     }
@@ -688,7 +944,7 @@ impl Rw<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{FLAG_PREFIX, LOCAL_PREFIX, RESERVED_PREFIX, indexed};
+    use super::{leb128, rewritten_points};
     use crate::{Module, RewriteConfig, rewrite_layout, rewrite_with};
 
     #[test]
@@ -703,32 +959,53 @@ mod tests {
                 (func $a (result i32) i32.const 1)
                 (func $b (param i32) (result i32) local.get 0 call $a i32.add)
                 (func $c (param i64 f32))
+                (func $d (param i32) (result i32) local.get 0)
                 (export "b" (func $b)))"#,
         )
         .unwrap();
         let module = Module::parse(&wasm).unwrap();
         // Unsorted, with a duplicate: the layout sorts and deduplicates as the rewrite does.
-        for points in [vec![], vec![3, 1], vec![1, 2, 3, 2]] {
+        for points in [vec![], vec![3, 1], vec![1, 2, 3, 2], vec![4, 2, 1]] {
             let layout = rewrite_layout(&module, &points).unwrap();
-            let out =
-                rewrite_with(&module, &wasm, &points, &RewriteConfig { flags_set: true }).unwrap();
-            assert_eq!(layout.points, out.points);
-            assert_eq!(layout.globals, out.globals);
-            assert_eq!(layout.memories, out.memories);
-            assert_eq!(layout.trampolines, out.trampolines);
+            for flags_set in [false, true] {
+                let out = rewrite_with(&module, &wasm, &points, &RewriteConfig { flags_set }).unwrap();
+                assert_eq!(layout.points, out.points);
+                assert_eq!(layout.migrate_imports, out.migrate_imports);
+                assert_eq!(layout.globals, out.globals);
+                assert_eq!(layout.memories, out.memories);
+                assert_eq!(layout.trampolines, out.trampolines);
+                let functions: Vec<u32> = layout.points.iter().map(|p| p.function).collect();
+                assert_eq!(rewritten_points(&out.wasm), Some(functions));
+            }
         }
+        // $b and $d share a type, hence a migration import.
+        let layout = rewrite_layout(&module, &[4, 2, 1]).unwrap();
+        assert_eq!(layout.migrate_imports.len(), 2);
+        assert_eq!(layout.points[1].import, layout.points[2].import);
+        assert_ne!(layout.points[0].import, layout.points[1].import);
+        assert_eq!(
+            layout.points.iter().map(|p| p.ordinal).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        // Each stub is followed by its body; $c (3), not a point, sits between $b's and $d's.
+        // Imports: proc_exit, then the 2 migration imports.
+        assert_eq!(
+            layout.points.iter().map(|p| (p.stub, p.body)).collect::<Vec<_>>(),
+            [(3, 4), (5, 6), (8, 9)]
+        );
         assert!(
             rewrite_layout(&module, &[0]).is_err(),
             "an import is no point"
         );
+        assert_eq!(rewritten_points(&wasm), None);
     }
 
     #[test]
-    fn indexed_names_are_formatted_names() {
-        assert_eq!(LOCAL_PREFIX, format!("{RESERVED_PREFIX}local."));
-        assert_eq!(FLAG_PREFIX, format!("{RESERVED_PREFIX}flag."));
-        for i in [0, 7, 10, 99, 100, 12345, u32::MAX] {
-            assert_eq!(indexed("migrate.", i), format!("migrate.{i}"));
+    fn leb128_is_what_wasmparser_reads() {
+        for v in [0, 1, 127, 128, 300, 16_383, 16_384, 1 << 21, u32::MAX] {
+            let mut out = Vec::new();
+            leb128(&mut out, v);
+            assert_eq!(wasmparser::BinaryReader::new(&out, 0).read_var_u32().unwrap(), v);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The module model on small hand-written modules whose answers are known by construction.
 
-use clonecloud_model::{ImportClass, ModelError, Module, rewrite};
+use clonecloud_model::{ImportClass, ModelError, Module, RewriteConfig, rewrite, rewrite_with};
 
 fn parse(wat: &str) -> (Vec<u8>, Module) {
     let wasm = wat::parse_str(wat).unwrap();
@@ -150,15 +150,33 @@ fn modules_missing_sections_get_them() {
             (func $start (drop (call $a)))
             (start $start))"#,
     );
-    let out = rewrite(&m, &wasm, &[0, 1]).unwrap();
-    let new = Module::parse(&out.wasm).unwrap();
-    assert_eq!(new.imports.len(), 2);
-    assert_eq!(new.globals.len(), 2, "one flag per point");
-    assert_eq!(
-        new.start,
-        Some(1 + 2),
-        "the start function is still the (shifted) stub"
+    for flags_set in [false, true] {
+        let out = rewrite_with(&m, &wasm, &[0, 1], &RewriteConfig { flags_set }).unwrap();
+        let new = Module::parse(&out.wasm).unwrap();
+        assert_eq!(new.imports.len(), 2, "one migration import per type");
+        assert_eq!(new.globals.len(), 0, "no global per point");
+        assert_eq!(new.memories.len(), 1, "the flags");
+        assert_eq!(new.tables.len(), 1, "the bodies");
+        assert_eq!(
+            new.start,
+            Some(1 + 2 + 1),
+            "the start function is still the (shifted) stub, after $a's stub and body"
+        );
+    }
+    // Host mode adds a data segment (the flags start set) after the module's own, which a
+    // data count section must count.
+    let (wasm, m) = parse(
+        r#"(module
+            (memory 1)
+            (data $d "abc")
+            (func $f (param i32) (memory.init $d (local.get 0) (i32.const 0) (i32.const 3)))
+            (func $g (data.drop $d)))"#,
     );
+    for flags_set in [false, true] {
+        let out = rewrite_with(&m, &wasm, &[0, 1], &RewriteConfig { flags_set }).unwrap();
+        let new = Module::parse(&out.wasm).unwrap();
+        assert_eq!(new.memories.len(), 2);
+    }
     // A module with no sections at all.
     let (wasm, m) = parse("(module)");
     let out = rewrite(&m, &wasm, &[]).unwrap();

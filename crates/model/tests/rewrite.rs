@@ -6,7 +6,9 @@
 #[path = "../../../tests/support/corpus.rs"]
 mod corpus;
 
-use clonecloud_model::{FunctionKind, Module, Rewritten, rewrite};
+use clonecloud_model::{
+    FLAGS_EXPORT, FunctionKind, LOCALS_EXPORT, Module, Rewritten, rewrite, rewritten_points,
+};
 use wasmparser::{Operator, Validator, WasmFeatures};
 
 fn operators(wasm: &[u8], module: &Module, f: u32, remap: impl Fn(u32) -> u32) -> Vec<String> {
@@ -52,10 +54,21 @@ fn check(name: &str, wasm: &[u8], module: &Module, points: &[u32]) -> Rewritten 
         .validate_all(&out.wasm)
         .unwrap_or_else(|e| panic!("{name} {points:?}: rewritten module does not validate: {e}"));
     let new = Module::parse(&out.wasm).unwrap();
-    let (n, k) = (module.imported_functions, points.len() as u32);
-    let remap = |f: u32| if f < n { f } else { f + k };
+    let (n, k) = (module.imported_functions, out.points.len() as u32);
+    let t = out.migrate_imports.len() as u32;
+    // Shifted by the migration imports and by the bodies of the points below (each point's body
+    // follows its stub).
+    let sorted: Vec<u32> = out.points.iter().map(|p| p.function).collect();
+    let remap = |f: u32| {
+        if f < n {
+            f
+        } else {
+            f + t + sorted.partition_point(|&p| p < f) as u32
+        }
+    };
 
-    // Imports: the originals in order, then one migration import per point.
+    // Imports: the originals in order, then one migration import per type of the points, each
+    // taking the point's parameters and its ordinal.
     assert_eq!(
         new.imports[..module.imports.len()],
         module.imports[..],
@@ -65,14 +78,27 @@ fn check(name: &str, wasm: &[u8], module: &Module, points: &[u32]) -> Rewritten 
         .iter()
         .map(|i| format!("{}.{}", i.module, i.name))
         .collect();
-    let want: Vec<String> = points
+    let mut types: Vec<u32> = points
         .iter()
-        .map(|p| format!("clonecloud.migrate.{p}"))
+        .map(|&p| module.functions[p as usize].type_index)
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    let want: Vec<String> = types
+        .iter()
+        .map(|t| format!("clonecloud.migrate.t{t}"))
         .collect();
     assert_eq!(added, want, "{name}");
+    for (u, &ty) in types.iter().enumerate() {
+        let import = &new.functions[(n + u as u32) as usize];
+        let (old, new_ty) = (&module.types[ty as usize], &new.types[import.type_index as usize]);
+        assert_eq!(new_ty.params[..old.params.len()], old.params[..], "{name}");
+        assert_eq!(new_ty.params[old.params.len()..], [wasmparser::ValType::I32], "{name}");
+        assert_eq!(new_ty.results, old.results, "{name}");
+    }
     assert_eq!(
         new.functions.len(),
-        module.functions.len() + 2 * k as usize + n as usize,
+        module.functions.len() + (t + k + n) as usize,
         "{name}"
     );
 
@@ -96,17 +122,42 @@ fn check(name: &str, wasm: &[u8], module: &Module, points: &[u32]) -> Rewritten 
             .iter()
             .all(|e| e.name.starts_with("__cc_"))
     );
-    for p in &out.points {
-        let body = new
-            .exports
-            .iter()
-            .find(|e| e.name == p.local_export)
-            .expect("body export");
-        assert_eq!(body.index, p.body);
-        assert!(new.exports.iter().any(|e| e.name == p.flag_export));
-        // The stub keeps the slot and the type; the body keeps the code.
+    // Per point, nothing is exported: the bodies are the elements of one table added after the
+    // module's own, the flags the bytes of one memory added after the module's own.
+    let export = |name: &str| new.exports.iter().find(|e| e.name == name);
+    if k == 0 {
+        assert!(export(LOCALS_EXPORT).is_none() && export(FLAGS_EXPORT).is_none());
+        assert_eq!(new.tables.len(), module.tables.len());
+        assert_eq!(new.memories.len(), module.memories.len());
+    } else {
+        let table = export(LOCALS_EXPORT).expect("the table of bodies");
+        assert_eq!(table.index as usize, module.tables.len(), "{name}");
+        assert_eq!(new.tables.len(), module.tables.len() + 1);
+        let memory = export(FLAGS_EXPORT).expect("the memory of flags");
+        assert_eq!(memory.index as usize, module.memories.len(), "{name}");
+        assert_eq!(new.memories.len(), module.memories.len() + 1);
+        let segment = new.elements.last().expect("the bodies' segment");
+        assert_eq!(segment.table, Some(table.index));
+        let bodies: Vec<u32> = out.points.iter().map(|p| p.body).collect();
+        assert_eq!(segment.functions, bodies, "{name}");
+    }
+    assert_eq!(new.elements.len(), module.elements.len() + usize::from(k > 0));
+    assert_eq!(rewritten_points(&out.wasm), Some(sorted.clone()), "{name}");
+    for (j, p) in out.points.iter().enumerate() {
+        assert_eq!(p.ordinal as usize, j);
+        assert_eq!(
+            new.imports[module.imports.len() + (p.import - n) as usize].name,
+            format!("migrate.t{}", p.type_index)
+        );
+        // The stub keeps the function's place and type, and its body follows it with the code.
+        assert_eq!(p.stub, remap(p.function));
+        assert_eq!(p.body, p.stub + 1);
         assert_eq!(
             new.functions[p.stub as usize].type_index,
+            module.functions[p.function as usize].type_index
+        );
+        assert_eq!(
+            new.functions[p.body as usize].type_index,
             module.functions[p.function as usize].type_index
         );
         assert_eq!(

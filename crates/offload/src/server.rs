@@ -25,8 +25,8 @@ const SESSION_STACK: usize = 64 << 20;
 pub struct Clone {
     engine: Engine,
     cache: ModuleCache,
-    /// Compiled modules by hash, with where their allocator keeps its state.
-    modules: Mutex<HashMap<Hash128, (Module, HeapHint)>>,
+    /// Compiled modules by hash, with where their allocator keeps its state and their points.
+    modules: Mutex<HashMap<Hash128, Loaded>>,
     idle: Duration,
     limits: Limits,
     /// Where replicated files are kept, a directory per device.
@@ -121,7 +121,7 @@ impl Clone {
         Ok(s)
     }
 
-    fn module(&self, hash: &Hash128) -> Option<(Module, HeapHint)> {
+    fn module(&self, hash: &Hash128) -> Option<Loaded> {
         self.modules.lock().unwrap_or_else(|e| e.into_inner()).get(hash).cloned()
     }
 
@@ -228,7 +228,9 @@ impl Clone {
                         Ok(m) => {
                             // The module compiled, so it is valid: the model reads it too.
                             let hint = clonecloud_model::Module::parse(&bytes).map(|model| HeapHint::of(&model, &bytes)).unwrap_or_default();
-                            let entry = (m, hint);
+                            // A module without the rewriter's list of points has none to run.
+                            let points = clonecloud_model::rewritten_points(&bytes).unwrap_or_default().into();
+                            let entry = Loaded { module: m, hint, points };
                             self.modules.lock().unwrap_or_else(|e| e.into_inner()).insert(want, entry.clone());
                             self.uploaded.lock().unwrap_or_else(|e| e.into_inner()).entry(run.device.clone()).or_default().insert(want);
                             run.module = Some(entry);
@@ -265,13 +267,13 @@ impl Clone {
                 }
                 CloneEvent::Migrate { point, args, state, clocks, descriptors } => {
                     run.migrations += 1;
-                    let (module, hint) = run.module.as_ref().map(|(m, h)| (m, h)).expect("a migration follows the module");
+                    let loaded = run.module.as_ref().expect("a migration follows the module");
                     let started = Instant::now();
                     // XOR deltas pay off only compressed: use them when the device compresses.
                     let xor = lock().conn.peer_compression() != Compression::None;
                     let m = Migration { point, args: &args, state: &state, xor, clocks, descriptors: &descriptors };
                     let link = DeviceLink { wire: wire.clone() };
-                    match self.run((module, hint), &mut run.replica, &mut run.files, &run.environment, m, link) {
+                    match self.run(loaded, &mut run.replica, &mut run.files, &run.environment, m, link) {
                         Ok(mut ret) => {
                             ret.micros = started.elapsed().as_micros() as u64;
                             lock().session.returned(ret)
@@ -431,7 +433,7 @@ impl Clone {
     /// Applies the device's state, runs `point`, and captures what changed.
     fn run(
         &self,
-        (module, hint): (&Module, &HeapHint),
+        loaded: &Loaded,
         replica: &mut Option<Replica>,
         files: &mut Option<Fs>,
         environment: &clonecloud_wire::Environment,
@@ -442,8 +444,9 @@ impl Clone {
         let unavailable = |e: String| (FailKind::Unavailable, e);
         if replica.is_none() {
             let (args, env) = (environment.args.clone(), environment.env.clone());
-            let mut r = Replica::with_limits(&self.engine, module, self.limits, args, env).map_err(|e| unavailable(e.to_string()))?;
-            r.set_heap_hint(hint.clone());
+            let mut r = Replica::with_limits(&self.engine, &loaded.module, loaded.points.clone(), self.limits, args, env)
+                .map_err(|e| unavailable(e.to_string()))?;
+            r.set_heap_hint(loaded.hint.clone());
             *replica = Some(r);
         }
         let r = replica.as_mut().expect("made above");
@@ -484,6 +487,16 @@ pub const RESUME_WINDOW: Duration = Duration::from_secs(30);
 /// Room in a frame for what is not memory or a module: framing, arguments, descriptors.
 const MAX_FRAME_SLACK: usize = 16 << 20;
 
+/// A module a device uploaded, compiled, with what the model read from its bytes: where its
+/// allocator keeps its state, and its migration points (original function indices, in ordinal
+/// order: the wire names a point by its function index).
+#[derive(Debug, Clone)]
+struct Loaded {
+    module: Module,
+    hint: HeapHint,
+    points: Arc<[u32]>,
+}
+
 /// A session's state between messages.
 struct Run<'a> {
     device: String,
@@ -492,7 +505,7 @@ struct Run<'a> {
     /// Resumable from the hello on.
     registration: Option<Registration<'a>>,
     hash: Option<Hash128>,
-    module: Option<(Module, HeapHint)>,
+    module: Option<Loaded>,
     replica: Option<Replica>,
     environment: clonecloud_wire::Environment,
     /// The device's directories, until a replica takes them.
