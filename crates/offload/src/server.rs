@@ -227,7 +227,7 @@ impl Clone {
                     match self.cache.load_or_compile(&self.engine, &bytes) {
                         Ok(m) => {
                             // The module compiled, so it is valid: the model reads it too.
-                            let hint = clonecloud_model::Module::parse(&bytes).map(|model| HeapHint::of(&model, &bytes)).unwrap_or_default();
+                            let hint = clonecloud_model::Module::parse_without_call_graph(&bytes).map(|model| HeapHint::of(&model, &bytes)).unwrap_or_default();
                             // A module without the rewriter's list of points has none to run.
                             let points = clonecloud_model::rewritten_points(&bytes).unwrap_or_default().into();
                             let entry = Loaded { module: m, hint, points };
