@@ -96,3 +96,42 @@ pub fn differences(expected: &Observed, got: &Observed) -> String {
     }
     out
 }
+
+/// Runs `cmd` (its stdin empty), reading its stdout and stderr as it goes, and kills it after
+/// `timeout`: its stdout, stderr and exit code, or why there are none.
+pub fn run_with_timeout(cmd: &mut std::process::Command, timeout: std::time::Duration) -> Result<(Vec<u8>, Vec<u8>, i32), String> {
+    use std::io::Read;
+    use std::process::Stdio;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start clonecloud: {e}"))?;
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("timed out after {timeout:?}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let stdout = out_reader.join().unwrap();
+    let stderr = err_reader.join().unwrap();
+    let Some(exit) = status.code() else {
+        return Err(format!("clonecloud was killed by a signal ({status}); stderr:\n{}", String::from_utf8_lossy(&stderr)));
+    };
+    Ok((stdout, stderr, exit))
+}

@@ -25,10 +25,9 @@ mod observed;
 use observed::{Observed, differences};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use corpus::{copy_dir, fixture_dir, repo_root};
 
@@ -193,44 +192,8 @@ fn clonecloud(
         .env("CLONECLOUD_HOME", home)
         .env_remove("CLONECLOUD_LOG")
         .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start clonecloud: {e}"))?;
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > RUN_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("timed out after {RUN_TIMEOUT:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let stdout = out_reader.join().unwrap();
-    let stderr = err_reader.join().unwrap();
-    let Some(exit) = status.code() else {
-        return Err(format!(
-            "clonecloud was killed by a signal ({status}); stderr:\n{}",
-            String::from_utf8_lossy(&stderr)
-        ));
-    };
+;
+    let (stdout, stderr, exit) = observed::run_with_timeout(&mut cmd, RUN_TIMEOUT)?;
     Ok(Observed {
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
