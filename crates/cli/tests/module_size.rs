@@ -6,6 +6,9 @@
 
 #[path = "../benches/bigmodule.rs"]
 mod bigmodule;
+#[path = "../../../tests/support/oracle.rs"]
+#[allow(dead_code)]
+mod oracle;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -40,6 +43,9 @@ fn a_large_module_runs_with_every_point_and_its_first_offload_waits_for_the_clon
     let plain = run(&home, &[module]);
     assert_eq!(plain.status.code(), Some(0), "{}", String::from_utf8_lossy(&plain.stderr));
     assert!(!plain.stdout.is_empty());
+    // The oracle: the module on plain wasmtime prints the same.
+    let wasmtime = oracle::run_with_dirs(std::path::Path::new(module), &[module.to_string()], &[], &[]);
+    assert_eq!((wasmtime.stdout, wasmtime.exit), (plain.stdout.clone(), 0), "plain wasmtime and clonecloud run");
     for round in ["rewritten", "cached"] {
         let all = run(&home, &["--points", "all", module]);
         assert_same(&plain, &all, &format!("--points all, {round}"));
