@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clonecloud_model::{
-    FLAGS_EXPORT, ImportClass, ImportKind, LOCALS_EXPORT, Module as Model, RewriteConfig,
+    BYPASS_EXPORT, FLAGS_EXPORT, ImportClass, ImportKind, LOCALS_EXPORT, Module as Model, RewriteConfig,
     RewrittenPoint, rewrite_layout, rewrite_with,
 };
 use tracing::debug;
@@ -114,7 +114,8 @@ pub enum Points {
 /// How a migration point is answered when offloading is not involved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum PointMode {
-    /// Flags stay 0: the stub calls the local body directly, inside wasm (about 1 ns).
+    /// Flags stay 0: a point's check lets the call run its own code, inside wasm (a load and a
+    /// branch).
     #[default]
     Flag,
     /// Every flag is set: each call goes out through its `clonecloud.migrate.*` import to the
@@ -266,12 +267,14 @@ struct Device {
     wasi: WasiP1Ctx,
     /// The origin of the guest's monotonic clock.
     clock_origin: std::time::Instant,
-    /// Per point (by ordinal): the original body, resolved on first use (and grown then: a run
-    /// that never reaches the host does not pay for it).
+    /// Per point (by ordinal): the point's function, resolved on first use (and grown then: a
+    /// run that never reaches the host does not pay for it).
     locals: Vec<Option<Func>>,
-    /// The table of the original bodies and the memory of the flags, resolved on first use.
+    /// The table of the points, the memory of the flags and the global that lets a call through
+    /// a set flag, resolved on first use.
     locals_table: Option<wasmtime::Table>,
     flags: Option<wasmtime::Memory>,
+    bypass: Option<wasmtime::Global>,
     host_calls: u64,
     migrator: Option<Box<dyn Migrator>>,
     handles: Option<StateHandles>,
@@ -400,10 +403,9 @@ impl Guest<'_, '_> {
             && ty.results().zip(vals).all(|(t, v)| v.ty(&*self.caller).is_ok_and(|vt| vt.matches(&t)))
     }
 
-    /// Runs point `j`'s original body here.
+    /// Runs point `j`'s code here.
     pub fn call_local(&mut self, j: usize, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()> {
-        let body = local_body(self.caller, j)?;
-        body.call(&mut *self.caller, params, results)
+        call_body(self.caller, j, params, results)
     }
 
     /// The guest's rewindable stdin, when it has one (runs with a migrator).
@@ -774,8 +776,8 @@ impl wasmtime_wasi::HostMonotonicClock for RunClock {
     }
 }
 
-/// The original body of point `j` (element `j` of the exported table of bodies), resolved
-/// once.
+/// Point `j`'s function (element `j` of the exported table of points), resolved once. Called
+/// as it is, it asks the host again when its flag is set: [`call_body`] runs its code.
 fn local_body(caller: &mut Caller<'_, Device>, j: usize) -> wasmtime::Result<Func> {
     if let Some(Some(f)) = caller.data().locals.get(j) {
         return Ok(*f);
@@ -801,6 +803,32 @@ fn local_body(caller: &mut Caller<'_, Device>, j: usize) -> wasmtime::Result<Fun
     }
     locals[j] = Some(f);
     Ok(f)
+}
+
+/// Runs point `j`'s code here, whatever its flag: with the flag set, the bypass global lets this
+/// one call through (the point's check clears it, so the calls it makes are points again).
+fn call_body(caller: &mut Caller<'_, Device>, j: usize, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()> {
+    let body = local_body(caller, j)?;
+    let flags = flags(caller)?;
+    if flags.data(&*caller).get(j).is_none_or(|&flag| flag == 0) {
+        return body.call(&mut *caller, params, results);
+    }
+    let bypass = match caller.data().bypass {
+        Some(g) => g,
+        None => {
+            let g = caller
+                .get_export(BYPASS_EXPORT)
+                .and_then(|e| e.into_global())
+                .ok_or_else(|| wasmtime::Error::msg(format!("missing export {BYPASS_EXPORT}")))?;
+            caller.data_mut().bypass = Some(g);
+            g
+        }
+    };
+    bypass.set(&mut *caller, Val::I32((j as i32).wrapping_add(1)))?;
+    let r = body.call(&mut *caller, params, results);
+    // Cleared already when the code ran; not when the call failed before it (a stack overflow).
+    bypass.set(&mut *caller, Val::I32(0))?;
+    r
 }
 
 /// The exported memory of the flags, resolved once.
@@ -952,6 +980,7 @@ impl Program {
             locals: Vec::new(),
             locals_table: None,
             flags: None,
+            bypass: None,
             host_calls: 0,
             migrator,
             handles: None,
@@ -1039,8 +1068,7 @@ impl Program {
                 caller.data_mut().migrator = Some(m);
                 return r;
             }
-            let body = local_body(&mut caller, j)?;
-            body.call(&mut caller, params, results)
+            call_body(&mut caller, j, params, results)
         }
     }
 

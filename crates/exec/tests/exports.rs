@@ -103,7 +103,8 @@ fn trampolines_memory_globals_and_flags() {
     assert_eq!(bump.call(&mut store, 5).unwrap(), -1);
     assert_eq!(*migrated.lock().unwrap(), [5]);
     assert_eq!(counter.get(&mut store).i64(), Some(101));
-    // And the body stays callable: element 0 of the table of bodies.
+    // And the code stays callable: element 0 of the table of points, with the bypass global set
+    // to the ordinal + 1 (the check clears it; without it the call asks the host again).
     let table = instance
         .get_table(&mut store, clonecloud_model::LOCALS_EXPORT)
         .unwrap();
@@ -114,5 +115,16 @@ fn trampolines_memory_globals_and_flags() {
         .unwrap()
         .unwrap();
     let local = local.typed::<i64, i64>(&store).unwrap();
+    assert_eq!(local.call(&mut store, 9).unwrap(), -1);
+    assert_eq!(*migrated.lock().unwrap(), [5, 9]);
+    let bypass = instance
+        .get_global(&mut store, clonecloud_model::BYPASS_EXPORT)
+        .unwrap();
+    bypass.set(&mut store, Val::I32(1)).unwrap();
     assert_eq!(local.call(&mut store, 9).unwrap(), 110);
+    assert_eq!(bypass.get(&mut store).i32(), Some(0), "the check clears it");
+    assert_eq!(counter.get(&mut store).i64(), Some(110));
+    // Cleared, the next call asks the host again.
+    assert_eq!(bump.call(&mut store, 3).unwrap(), -1);
+    assert_eq!(*migrated.lock().unwrap(), [5, 9, 3]);
 }

@@ -19,11 +19,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The rewrite scheme (see [`rewrite`] for the details): each migration point keeps its index,
-//! which now holds a *stub* that reads the point's flag (a byte of an added memory) and either
-//! tail-calls the original body (placed right after the stub, and reachable by the host as an
-//! element of an exported table) or calls the import `clonecloud` / `migrate.t<type>` (one per
-//! type, the point's ordinal as an extra last argument). Every mutable global and every memory
+//! The rewrite scheme (see [`rewrite`] for the details): each migration point keeps its index and
+//! its code, in front of which goes a check of the point's flag (a byte of an added memory): set,
+//! the call goes to the import `clonecloud` / `migrate.t<type>` (one per type, the point's
+//! ordinal as an extra last argument) unless the host asked for the code itself (an added
+//! global); the points are the elements of an exported table. Every mutable global and every memory
 //! are exported, and every function import gets an exported trampoline, so a host (the clone)
 //! can read and write the state and proxy WASI calls.
 
@@ -42,7 +42,7 @@ pub use module::{
 };
 pub use names::demangle;
 pub use rewrite::{
-    FLAGS_EXPORT, IMPORT_MODULE, LOCALS_EXPORT, POINTS_SECTION, RESERVED_PREFIX,
+    BYPASS_EXPORT, FLAGS_EXPORT, IMPORT_MODULE, LOCALS_EXPORT, POINTS_SECTION, RESERVED_PREFIX,
     REWRITE_FINGERPRINT, RewriteConfig, RewriteLayout, Rewritten, RewrittenPoint, rewrite,
     rewrite_layout, rewrite_with, rewritten_points,
 };

@@ -379,7 +379,7 @@ impl Module {
                 | Operator::I32Store16 { memarg } => Some(memarg),
                 _ => None,
             }
-            // Memory 0's: a rewritten module's stubs read their flags from a memory of their own.
+            // Memory 0's: a rewritten module's points read their flags from a memory of their own.
             .filter(|m| m.memory == 0)
             .map(|m| m.offset);
             if let (Some(base), Some(offset)) = (constant, memarg)

@@ -7,7 +7,7 @@
 mod corpus;
 
 use clonecloud_model::{
-    FLAGS_EXPORT, FunctionKind, LOCALS_EXPORT, Module, Rewritten, rewrite, rewritten_points,
+    BYPASS_EXPORT, FLAGS_EXPORT, FunctionKind, LOCALS_EXPORT, Module, Rewritten, rewrite, rewritten_points,
 };
 use wasmparser::{Operator, Validator, WasmFeatures};
 
@@ -56,16 +56,9 @@ fn check(name: &str, wasm: &[u8], module: &Module, points: &[u32]) -> Rewritten 
     let new = Module::parse(&out.wasm).unwrap();
     let (n, k) = (module.imported_functions, out.points.len() as u32);
     let t = out.migrate_imports.len() as u32;
-    // Shifted by the migration imports and by the bodies of the points below (each point's body
-    // follows its stub).
+    // Shifted by the migration imports.
     let sorted: Vec<u32> = out.points.iter().map(|p| p.function).collect();
-    let remap = |f: u32| {
-        if f < n {
-            f
-        } else {
-            f + t + sorted.partition_point(|&p| p < f) as u32
-        }
-    };
+    let remap = |f: u32| if f < n { f } else { f + t };
 
     // Imports: the originals in order, then one migration import per type of the points, each
     // taking the point's parameters and its ordinal.
@@ -98,7 +91,7 @@ fn check(name: &str, wasm: &[u8], module: &Module, points: &[u32]) -> Rewritten 
     }
     assert_eq!(
         new.functions.len(),
-        module.functions.len() + (t + k + n) as usize,
+        module.functions.len() + (t + n) as usize,
         "{name}"
     );
 
@@ -138,8 +131,11 @@ fn check(name: &str, wasm: &[u8], module: &Module, points: &[u32]) -> Rewritten 
         assert_eq!(new.memories.len(), module.memories.len() + 1);
         let segment = new.elements.last().expect("the bodies' segment");
         assert_eq!(segment.table, Some(table.index));
-        let bodies: Vec<u32> = out.points.iter().map(|p| p.body).collect();
+        let bodies: Vec<u32> = out.points.iter().map(|p| p.index).collect();
         assert_eq!(segment.functions, bodies, "{name}");
+        let bypass = export(BYPASS_EXPORT).expect("the bypass global");
+        assert_eq!(bypass.index as usize, module.globals.len(), "{name}");
+        assert_eq!(new.globals.len(), module.globals.len() + 1);
     }
     assert_eq!(new.elements.len(), module.elements.len() + usize::from(k > 0));
     assert_eq!(rewritten_points(&out.wasm), Some(sorted.clone()), "{name}");
@@ -149,22 +145,27 @@ fn check(name: &str, wasm: &[u8], module: &Module, points: &[u32]) -> Rewritten 
             new.imports[module.imports.len() + (p.import - n) as usize].name,
             format!("migrate.t{}", p.type_index)
         );
-        // The stub keeps the function's place and type, and its body follows it with the code.
-        assert_eq!(p.stub, remap(p.function));
-        assert_eq!(p.body, p.stub + 1);
+        // The point keeps its place, type and locals; its code is the check of its flag (which
+        // calls its migration import) and then the original code.
+        assert_eq!(p.index, remap(p.function));
         assert_eq!(
-            new.functions[p.stub as usize].type_index,
+            new.functions[p.index as usize].type_index,
             module.functions[p.function as usize].type_index
         );
-        assert_eq!(
-            new.functions[p.body as usize].type_index,
-            module.functions[p.function as usize].type_index
-        );
-        assert_eq!(
-            operators(&out.wasm, &new, p.body, |f| f),
-            operators(wasm, module, p.function, remap),
-            "{name}: body of #{}",
-            p.function
+        let old = operators(wasm, module, p.function, remap);
+        let new_ops = operators(&out.wasm, &new, p.index, |f| f);
+        let params = module.types[p.type_index as usize].params.len();
+        let check = 14 + params;
+        let locals = old.iter().take_while(|o| o.starts_with('(')).count();
+        assert_eq!(new_ops.len(), old.len() + check, "{name}: #{}", p.function);
+        assert_eq!(new_ops[..locals], old[..locals], "{name}: locals of #{}", p.function);
+        assert_eq!(new_ops[locals + check..], old[locals..], "{name}: code of #{}", p.function);
+        let prologue = &new_ops[locals..locals + check];
+        assert_eq!(prologue[0], format!("I32Const {{ value: {} }}", p.ordinal));
+        assert!(prologue[1].starts_with("I32Load8U"), "{name}: {prologue:?}");
+        assert!(
+            prologue.contains(&format!("Call {{ function_index: {} }}", p.import)),
+            "{name}: {prologue:?}"
         );
     }
     for g in module.globals.iter().filter(|g| g.mutable) {
@@ -188,11 +189,10 @@ fn check(name: &str, wasm: &[u8], module: &Module, points: &[u32]) -> Rewritten 
             f.index
         );
     }
-    // Names survive: the stub and the body carry the original name.
+    // Names survive.
     for p in &out.points {
         let original = &module.functions[p.function as usize].name;
-        assert_eq!(&new.functions[p.stub as usize].name, original);
-        assert_eq!(&new.functions[p.body as usize].name, original);
+        assert_eq!(&new.functions[p.index as usize].name, original);
     }
     out
 }
