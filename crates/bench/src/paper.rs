@@ -10,6 +10,7 @@
 
 use crate::report::{LinkInfo, PHONE, Report, Row, Speed, Spread};
 use clonecloud_linkem::{Counters, Link, ServeChild, Shape};
+use clonecloud_stats::Stats;
 use clonecloud_partition::{Energy, Network, Objective, Partition, PowerModel, RunMeasure};
 use clonecloud_profile::Profile;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -49,6 +50,10 @@ pub enum BenchError {
     Io { what: String, source: std::io::Error },
     #[error("{0}")]
     Failed(String),
+    #[error("the report is inconsistent: {0}")]
+    Inconsistent(String),
+    #[error("cannot draw the figure {path}: {message}")]
+    Figure { path: PathBuf, message: String },
     #[error("{app} {size} {config}: the output differs from the Phone run ({detail}); offloading changed what the program did")]
     Differs { app: String, size: String, config: String, detail: String },
 }
@@ -181,7 +186,7 @@ pub fn run(cfg: &Config) -> Result<Report, BenchError> {
         seconds: started.elapsed().as_secs_f64(),
     };
     write_outputs(&report, &cfg.out)?;
-    report.check().map_err(|e| BenchError::Failed(format!("the report is inconsistent: {e}")))?;
+    report.check()?;
     Ok(report)
 }
 
@@ -191,7 +196,7 @@ pub fn write_outputs(report: &Report, out: &Path) -> Result<(), BenchError> {
         let path = out.join(name);
         std::fs::write(&path, text).map_err(io(format!("cannot write {}", path.display())))?;
     }
-    crate::plot::figures(report, out).map_err(|e| BenchError::Failed(format!("cannot draw the figures: {e}")))?;
+    crate::plot::figures(report, out)?;
     Ok(())
 }
 
@@ -386,18 +391,14 @@ impl Bench<'_> {
         let mut f = RunFigures { wall_s: out.wall_s, cpu_s: out.cpu_s, ..Default::default() };
         f.link = Counters { up: after.up - before.up, down: after.down - before.down, connections: after.connections - before.connections };
         if offload {
-            let text = std::fs::read(&stats).map_err(io(format!("cannot read {}", stats.display())))?;
-            let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| BenchError::Failed(format!("{}: {e}", stats.display())))?;
-            let num = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
-            f.migrations = v["migrations"].as_u64().unwrap_or(0);
-            f.fallbacks = v["fallbacks"]["count"].as_u64().unwrap_or(0);
-            f.file_bytes = v["file_sync"]["bytes_on_wire"].as_u64().unwrap_or(0);
-            f.payload_up = f.file_bytes;
-            for p in v["points"].as_object().into_iter().flat_map(|m| m.values()) {
-                f.remote_s += num(&p["remote_ms"]) / 1e3;
-                f.payload_up += p["bytes_up_compressed"].as_u64().unwrap_or(0);
-                f.payload_down += p["bytes_down_compressed"].as_u64().unwrap_or(0);
-            }
+            let s = Stats::read(&stats).map_err(|e| BenchError::Failed(e.to_string()))?;
+            let total = s.total();
+            f.migrations = s.migrations;
+            f.fallbacks = s.fallbacks.count;
+            f.file_bytes = s.file_sync.bytes_on_wire;
+            f.payload_up = f.file_bytes + total.bytes_up_compressed;
+            f.payload_down = total.bytes_down_compressed;
+            f.remote_s = total.remote_ms / 1e3;
         }
         let m = RunMeasure { wall_s: f.wall_s, cpu_s: f.cpu_s, bytes_up: f.link.up, bytes_down: f.link.down, transfers: f.migrations + f.link.connections };
         f.energy = power.energy(&m, offload.then_some(*network));

@@ -1,6 +1,7 @@
 //! The paper's figure, drawn from a [`Report`]: per app, bars of mean time (or device energy)
 //! for each input size and configuration, with the spread as error bars. SVG and PNG.
 
+use crate::paper::BenchError;
 use crate::report::{Report, Row, Spread};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -10,8 +11,12 @@ const SIZE: (u32, u32) = (1200, 430);
 const COLORS: [RGBColor; 4] = [RGBColor(110, 110, 110), RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44)];
 
 /// Writes `time.svg`, `time.png`, `energy.svg` and `energy.png` into `dir`; returns their paths.
-pub fn figures(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
-    register_font()?;
+pub fn figures(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, BenchError> {
+    fn failed(path: &Path) -> impl FnOnce(String) -> BenchError + use<> {
+        let path = path.to_path_buf();
+        move |message| BenchError::Figure { path, message }
+    }
+    register_font().map_err(failed(dir))?;
     let metrics: [(&str, &str, fn(&Row) -> Spread); 2] = [
         ("time", "Execution time (s), mean of the runs, error bars: one standard deviation", |r| r.time),
         ("energy", "Device energy (J, modelled, not metered), mean of the runs", |r| r.energy),
@@ -19,12 +24,12 @@ pub fn figures(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut written = Vec::new();
     for (name, title, metric) in metrics {
         let svg = dir.join(format!("{name}.svg"));
-        draw(SVGBackend::new(&svg, SIZE).into_drawing_area(), report, title, metric).map_err(|e| format!("{}: {e}", svg.display()))?;
+        draw(SVGBackend::new(&svg, SIZE).into_drawing_area(), report, title, metric).map_err(failed(&svg))?;
         let png = dir.join(format!("{name}.png"));
         {
             let area = BitMapBackend::new(&png, SIZE).into_drawing_area();
-            draw(area.clone(), report, title, metric).map_err(|e| format!("{}: {e}", png.display()))?;
-            area.present().map_err(|e| format!("{}: {e}", png.display()))?;
+            draw(area.clone(), report, title, metric).map_err(failed(&png))?;
+            area.present().map_err(|e| e.to_string()).map_err(failed(&png))?;
         }
         written.extend([svg, png]);
     }

@@ -133,30 +133,31 @@ impl Report {
 
     /// Every app × size × configuration is there with all its repetitions, figures agree with
     /// each other, and every run's output was identical to the Phone run's.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), crate::paper::BenchError> {
+        use crate::paper::BenchError::Inconsistent;
         for app in &self.apps {
             for size in &self.sizes {
-                let phone = self.row(app, size, PHONE).ok_or_else(|| format!("no Phone row for {app} {size}"))?;
+                let phone = self.row(app, size, PHONE).ok_or_else(|| Inconsistent(format!("no Phone row for {app} {size}")))?;
                 for config in self.configs() {
-                    let r = self.row(app, size, &config).ok_or_else(|| format!("no {config} row for {app} {size}"))?;
+                    let r = self.row(app, size, &config).ok_or_else(|| Inconsistent(format!("no {config} row for {app} {size}")))?;
                     if r.times_s.len() != self.reps || r.energies_j.len() != self.reps {
-                        return Err(format!("{app} {size} {config}: {} runs, expected {}", r.times_s.len(), self.reps));
+                        return Err(Inconsistent(format!("{app} {size} {config}: {} runs, expected {}", r.times_s.len(), self.reps)));
                     }
                     if !r.identical {
-                        return Err(format!("{app} {size} {config}: an output differed from the Phone run"));
+                        return Err(Inconsistent(format!("{app} {size} {config}: an output differed from the Phone run")));
                     }
                     let speedup = phone.time.mean / r.time.mean;
                     if !(r.time.mean > 0.0 && (speedup - r.speedup).abs() <= 1e-9 * speedup.max(1.0)) {
-                        return Err(format!("{app} {size} {config}: speedup {} does not match the times", r.speedup));
+                        return Err(Inconsistent(format!("{app} {size} {config}: speedup {} does not match the times", r.speedup)));
                     }
                     if !(r.energy.mean > 0.0 && r.ideal_s > 0.0 && r.to_ideal.is_finite()) {
-                        return Err(format!("{app} {size} {config}: energy or ideal bound missing"));
+                        return Err(Inconsistent(format!("{app} {size} {config}: energy or ideal bound missing")));
                     }
                 }
             }
         }
         if self.rows.len() != self.apps.len() * self.sizes.len() * self.configs().len() {
-            return Err(format!("{} rows, expected {}", self.rows.len(), self.apps.len() * self.sizes.len() * self.configs().len()));
+            return Err(Inconsistent(format!("{} rows, expected {}", self.rows.len(), self.apps.len() * self.sizes.len() * self.configs().len())));
         }
         Ok(())
     }

@@ -33,7 +33,7 @@ pub struct Opts {
 pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let network = Network::parse(&opts.network).map_err(anyhow::Error::msg)?;
     let shape = Shape { up_mbit: opts.up.unwrap_or(network.mbit), down_mbit: network.mbit, rtt_ms: network.rtt_ms, loss: opts.loss };
-    shape.validate().map_err(anyhow::Error::msg)?;
+    shape.validate()?;
     let link = Link::start(&opts.listen, &opts.to, shape).with_context(|| format!("cannot emulate a link from {} to {}", opts.listen, opts.to))?;
     eprintln!("link to {}: {} Mbit/s up, {} Mbit/s down, {} ms round trip, loss {}", opts.to, shape.up_mbit, shape.down_mbit, shape.rtt_ms, shape.loss);
     // Scripts read the address (port 0 picks one) from this line, the only one on stdout.

@@ -15,6 +15,7 @@
 #[allow(dead_code)]
 mod oracle;
 
+use clonecloud_stats::{Cause, Stats};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -76,8 +77,8 @@ fn clonecloud(p: &Program, home: &Path, options: &[&str]) -> Observed {
     Observed { stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned(), exit: out.status.code().expect("not killed") }
 }
 
-fn stats(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+fn stats(path: &Path) -> Stats {
+    Stats::read(path).expect("the offloaded run wrote its --stats")
 }
 
 /// Every mode against the oracle; `offloaded`: functions offloaded one at a time, each of which
@@ -102,8 +103,8 @@ fn check(p: &Program, offloaded: &[&str]) {
             let got = clonecloud(p, home.path(), &["--offload", f, "--clone", "local", "--stats", s.to_str().unwrap()]);
             assert_eq!(got, want, "{}: --offload {f} ({clone} clone)", p.name);
             let s = stats(&s);
-            assert!(s["migrations"].as_u64().unwrap() > 0, "{}: --offload {f}: {s}", p.name);
-            assert_eq!(s["fallbacks"]["count"], 0, "{}: --offload {f}: {s}", p.name);
+            assert!(s.migrations > 0, "{}: --offload {f}: {s:?}", p.name);
+            assert_eq!(s.fallbacks.count, 0, "{}: --offload {f}: {s:?}", p.name);
         }
     }
 }
@@ -124,9 +125,9 @@ fn lua_as_cxx_with_exceptions_runs_everywhere_like_plain_wasmtime() {
     let got = clonecloud(&p, home.path(), &["--offload", "luaD_throw", "--clone", "local", "--stats", s.to_str().unwrap()]);
     assert_eq!(got, oracle(&p), "lua: --offload luaD_throw");
     let s = stats(&s);
-    assert_eq!(s["fallbacks"]["causes"]["exception"], 2, "{s}");
-    assert_eq!(s["fallbacks"]["count"], 2, "{s}");
-    assert_eq!(s["switched_local"], serde_json::json!(["luaD_throw(lua_State*, int)"]), "{s}");
+    assert_eq!(s.fallbacks.causes.get(&Cause::Exception).copied(), Some(2), "{s:?}");
+    assert_eq!(s.fallbacks.count, 2, "{s:?}");
+    assert_eq!(s.switched_local, ["luaD_throw(lua_State*, int)"], "{s:?}");
 }
 
 #[test]

@@ -15,6 +15,7 @@ mod corpus;
 #[path = "../../../tests/support/faults.rs"]
 mod faults;
 
+use clonecloud_stats::{Cause, Stats, StatsError};
 use faults::{Fault, proxy};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -50,7 +51,7 @@ fn plain(input: &Path) -> Output {
 }
 
 /// An offloaded run through `addr`; returns its output and stats.
-fn offloaded(k: &Keys, addr: &str, input: &Path, timeout: &str) -> (Output, serde_json::Value) {
+fn offloaded(k: &Keys, addr: &str, input: &Path, timeout: &str) -> (Output, Stats) {
     let started = std::time::Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let stats = dir.path().join("stats.json");
@@ -65,8 +66,8 @@ fn offloaded(k: &Keys, addr: &str, input: &Path, timeout: &str) -> (Output, serd
         .env("CLONECLOUD_LOG", "off")
         .output()
         .unwrap();
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
-    eprintln!("{:.2} s {}", started.elapsed().as_secs_f64(), s["fallbacks"]["causes"]);
+    let s = Stats::read(&stats).expect("the offloaded run wrote its --stats");
+    eprintln!("{:.2} s {:?}", started.elapsed().as_secs_f64(), s.fallbacks.causes);
     (out, s)
 }
 
@@ -92,7 +93,7 @@ fn cut_corrupted_or_stalled_links_never_change_the_output() {
         let clean = proxy(&server.addr, Fault::default());
         let (out, s) = offloaded(&k, &clean.addr, input.path(), "30");
         assert_same(&want, &out, "clean");
-        assert_eq!(s["migrations"], 1, "{s}");
+        assert_eq!(s.migrations, 1, "{s:?}");
         (up, down) = (clean.up.load(Ordering::Relaxed), clean.down.load(Ordering::Relaxed));
     }
 
@@ -104,8 +105,8 @@ fn cut_corrupted_or_stalled_links_never_change_the_output() {
         let p = proxy(&server.addr, Fault { cut_up: Some(at), ..Fault::default() });
         let (out, s) = offloaded(&k, &p.addr, input.path(), "30");
         assert_same(&want, &out, &format!("cut after {at} bytes up"));
-        let tries = s["fallbacks"]["count"].as_u64().unwrap() + s["migrations"].as_u64().unwrap();
-        assert_eq!(tries, 1, "cut up at {at}: one call, remote or local: {s}");
+        let tries = s.fallbacks.count + s.migrations;
+        assert_eq!(tries, 1, "cut up at {at}: one call, remote or local: {s:?}");
         cases += 1;
     }
     let mut offsets = vec![1, 100, 1000];
@@ -121,14 +122,14 @@ fn cut_corrupted_or_stalled_links_never_change_the_output() {
         let p = proxy(&server.addr, Fault { corrupt_down: Some(at), ..Fault::default() });
         let (out, s) = offloaded(&k, &p.addr, input.path(), "30");
         assert_same(&want, &out, &format!("byte {at} down corrupted"));
-        assert_eq!(s["migrations"], 0, "{s}");
+        assert_eq!(s.migrations, 0, "{s:?}");
         cases += 1;
     }
     // The answer stalls: past the timeout the device gives up and runs it locally.
     let p = proxy(&server.addr, Fault { stall_down: Some(down / 2), ..Fault::default() });
     let (out, s) = offloaded(&k, &p.addr, input.path(), "1");
     assert_same(&want, &out, "stalled answer");
-    assert_eq!(s["fallbacks"]["causes"]["timeout"], 1, "{s}");
+    assert_eq!(s.fallbacks.causes.get(&Cause::Timeout).copied(), Some(1), "{s:?}");
     cases += 1;
     eprintln!("{cases} link fault cases, each identical to the plain run");
 }
@@ -163,14 +164,14 @@ fn a_server_killed_mid_migration_and_restarted_changes_nothing() {
     let _restarted = serve(&k, &addr);
     let out = device.wait_with_output().unwrap();
     assert_same(&want, &out, "server killed and restarted");
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
-    eprintln!("killed server: {} migrations, fallbacks {}", s["migrations"], s["fallbacks"]["causes"]);
+    let s = Stats::read(&stats).expect("the offloaded run wrote its --stats");
+    eprintln!("killed server: {} migrations, fallbacks {:?}", s.migrations, s.fallbacks.causes);
 }
 
 /// Runs `guest` offloaded (`--offload all`, the whole program on the clone) through `addr`, with
 /// `input` on stdin and a fresh copy of the corpus fixture as /data; returns its output and the
-/// directory afterwards.
-fn offloaded_guest(k: &Keys, addr: &str, guest: &corpus::Guest, input: &[u8]) -> (Output, std::collections::BTreeMap<String, Vec<u8>>, serde_json::Value) {
+/// directory afterwards, and its stats (`None` when it wrote none: when not offloaded).
+fn offloaded_guest(k: &Keys, addr: &str, guest: &corpus::Guest, input: &[u8]) -> (Output, std::collections::BTreeMap<String, Vec<u8>>, Option<Stats>) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     corpus::copy_dir(&corpus::fixture_dir(), &data);
@@ -195,7 +196,11 @@ fn offloaded_guest(k: &Keys, addr: &str, guest: &corpus::Guest, input: &[u8]) ->
     // (A guest that does not read stdin may exit before taking it all.)
     let _ = child.stdin.take().unwrap().write_all(input);
     let out = child.wait_with_output().unwrap();
-    let s = std::fs::read_to_string(&stats).ok().map_or(serde_json::Value::Null, |t| serde_json::from_str(&t).unwrap());
+    let s = match Stats::read(&stats) {
+        Ok(s) => Some(s),
+        Err(StatsError::Read { .. }) => None,
+        Err(e) => panic!("{e}"),
+    };
     (out, corpus::snapshot_dir(&data), s)
 }
 
@@ -213,7 +218,8 @@ fn cuts_during_file_writes_and_proxied_stdin_reads_change_nothing() {
         let (out, files, s) = offloaded_guest(&k, &clean.addr, guest, &input);
         assert_same(&want, &out, &format!("{name} clean"));
         assert!(files == want_files, "{name} clean: files differ");
-        assert_eq!(s["migrations"], 1, "{name}: {s}");
+        let s = s.unwrap_or_else(|| panic!("{name} clean: no --stats written"));
+        assert_eq!(s.migrations, 1, "{name}: {s:?}");
         let (up, down) = (clean.up.load(Ordering::Relaxed), clean.down.load(Ordering::Relaxed));
         drop(clean);
         for (dir, total) in [("up", up), ("down", down)] {
@@ -224,8 +230,9 @@ fn cuts_during_file_writes_and_proxied_stdin_reads_change_nothing() {
                 let case = format!("{name}: cut after {at} of {total} bytes {dir}");
                 assert_same(&want, &out, &case);
                 assert!(files == want_files, "{case}: files differ");
-                let tries = s["fallbacks"]["count"].as_u64().unwrap() + s["migrations"].as_u64().unwrap();
-                assert_eq!(tries, 1, "{case}: one call, remote or local: {s}");
+                let s = s.unwrap_or_else(|| panic!("{case}: no --stats written"));
+                let tries = s.fallbacks.count + s.migrations;
+                assert_eq!(tries, 1, "{case}: one call, remote or local: {s:?}");
                 cases += 1;
             }
         }

@@ -56,16 +56,16 @@ fn a_large_module_runs_with_every_point_and_its_first_offload_waits_for_the_clon
         let stats = dir.path().join(format!("stats-{clone}.json"));
         let off = run(&home, &["--offload", "all", "--clone", "local", "--clone-timeout", "0.2", "--stats", stats.to_str().unwrap(), module]);
         assert_same(&plain, &off, &format!("offloaded to a {clone} clone"));
-        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
-        assert_eq!(s["fallbacks"]["count"], 0, "{clone}: {s}");
-        assert!(s["migrations"].as_u64().unwrap() >= 1, "{clone}: {s}");
-        let ready = &s["ready"];
-        assert_eq!(ready["waits"], 1, "{clone}: `_start` is reached before the clone is ready: {s}");
-        assert!(ready["failed"].is_null(), "{clone}: {s}");
-        let ready_ms = ready["ready_ms"].as_f64().unwrap();
+        let s = clonecloud_stats::Stats::read(&stats).expect("the offloaded run wrote its --stats");
+        assert_eq!(s.fallbacks.count, 0, "{clone}: {s:?}");
+        assert!(s.migrations >= 1, "{clone}: {s:?}");
+        let ready = &s.ready;
+        assert_eq!(ready.waits, 1, "{clone}: `_start` is reached before the clone is ready: {s:?}");
+        assert!(ready.failed.is_none(), "{clone}: {s:?}");
+        let ready_ms = ready.ready_ms.unwrap_or_else(|| panic!("{clone}: the clone never got ready: {s:?}"));
         if clone == "cold" {
-            assert!(ready_ms > 200.0, "the compile took longer than the reply timeout: {s}");
-            assert!(s["module_upload_bytes"].as_u64().unwrap() > 1 << 20, "{s}");
+            assert!(ready_ms > 200.0, "the compile took longer than the reply timeout: {s:?}");
+            assert!(s.module_upload_bytes > 1 << 20, "{s:?}");
         }
     }
 }

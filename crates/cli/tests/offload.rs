@@ -11,6 +11,7 @@ mod clone;
 #[path = "../../../tests/support/corpus.rs"]
 mod corpus;
 
+use clonecloud_stats::{Cause, Stats};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -20,8 +21,8 @@ fn run(app: &str, input: &Path, extra: &[&str]) -> Output {
     apps::run_wasm(CLONECLOUD.as_ref(), app, input, extra)
 }
 
-fn stats(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("stats written")).expect("stats are JSON")
+fn stats(path: &Path) -> Stats {
+    Stats::read(path).expect("stats written, as this version writes them")
 }
 
 /// Both runs: same stdout, stderr and exit code.
@@ -32,13 +33,13 @@ fn assert_same(plain: &Output, offloaded: &Output, what: &str) {
 }
 
 /// Offloading `function` of `app` on its small input, with `extra` options: returns the stats.
-fn offload(app: &str, function: &str, extra: &[&str]) -> serde_json::Value {
+fn offload(app: &str, function: &str, extra: &[&str]) -> Stats {
     let home = tempfile::tempdir().unwrap();
     offload_in(home.path(), app, function, extra)
 }
 
 /// [`offload`] with `home` as `CLONECLOUD_HOME` (the local clone keeps replicated files there).
-fn offload_in(home: &Path, app: &str, function: &str, extra: &[&str]) -> serde_json::Value {
+fn offload_in(home: &Path, app: &str, function: &str, extra: &[&str]) -> Stats {
     let input = tempfile::tempdir().unwrap();
     apps::generate(app, "small", input.path());
     let plain = run(app, input.path(), &[]);
@@ -71,11 +72,11 @@ fn the_workloads_heavy_functions_run_on_a_local_clone() {
         ("behavior-profile", "behavior_profile::Classifier::train"),
     ] {
         let s = offload(app, function, &[]);
-        assert!(s["migrations"].as_u64().unwrap() > 0, "{app}: {s}");
-        assert_eq!(s["fallbacks"]["count"], 0, "{app}: {s}");
-        let p = &s["points"][function];
-        assert!(p["bytes_up"].as_u64().unwrap() > 0 && p["pages_up"].as_u64().unwrap() > 0, "{app}: {p}");
-        assert!(s["module_upload_bytes"].as_u64().unwrap() > 0, "the clone asked for the module");
+        assert!(s.migrations > 0, "{app}: {s:?}");
+        assert_eq!(s.fallbacks.count, 0, "{app}: {s:?}");
+        let p = s.points.get(function).unwrap_or_else(|| panic!("{app}: no stats for {function}: {s:?}"));
+        assert!(p.bytes_up > 0 && p.pages_up > 0, "{app}: {p:?}");
+        assert!(s.module_upload_bytes > 0, "the clone asked for the module");
     }
 }
 
@@ -99,8 +100,8 @@ fn whole_mains_that_print_and_read_their_arguments_run_remotely() {
         let offloaded = run(&["--offload", function, "--stats", stats_file.to_str().unwrap()]);
         assert_same(&plain, &offloaded, &format!("{function} offloaded"));
         let s = stats(&stats_file);
-        assert_eq!(s["migrations"], 1, "{function}: {s}");
-        assert_eq!(s["fallbacks"]["count"], 0, "{function}: {s}");
+        assert_eq!(s.migrations, 1, "{function}: {s:?}");
+        assert_eq!(s.fallbacks.count, 0, "{function}: {s:?}");
     }
 }
 
@@ -112,16 +113,16 @@ fn main_s_first_callee_that_does_io_runs_on_the_clone_with_its_files() {
     for app in ["virus-scan", "image-search", "behavior-profile"] {
         let f = format!("{}::run", app.replace('-', "_"));
         let s = offload_in(home.path(), app, &f, &[]);
-        assert!(s["migrations"].as_u64().unwrap() > 0, "{app}: {s}");
-        assert_eq!(s["fallbacks"]["count"], 0, "{app}: {s}");
-        let sync = &s["file_sync"];
-        assert!(sync["files_sent"].as_u64().unwrap() > 0 && sync["bytes"].as_u64().unwrap() > 0, "{app}: {sync}");
+        assert!(s.migrations > 0, "{app}: {s:?}");
+        assert_eq!(s.fallbacks.count, 0, "{app}: {s:?}");
+        let sync = &s.file_sync;
+        assert!(sync.files_sent > 0 && sync.bytes > 0, "{app}: {sync:?}");
         // A second run finds every file on the clone already: only the listing travels (at
         // launch, and again at the point when the launch's reads changed access times).
         let s = offload_in(home.path(), app, &f, &[]);
-        assert!(s["migrations"].as_u64().unwrap() > 0, "{app}: {s}");
-        assert_eq!(s["file_sync"]["files_sent"], 0, "{app}: reused across runs: {s}");
-        assert!((1..=2).contains(&s["file_sync"]["syncs"].as_u64().unwrap()), "{app}: {s}");
+        assert!(s.migrations > 0, "{app}: {s:?}");
+        assert_eq!(s.file_sync.files_sent, 0, "{app}: reused across runs: {s:?}");
+        assert!((1..=2).contains(&s.file_sync.syncs), "{app}: {s:?}");
     }
 }
 
@@ -154,8 +155,9 @@ fn stdin_is_read_once_through_the_device_even_when_the_migration_is_abandoned() 
     let offloaded = run(&["--offload", "stdin_echo::main", "--stats", stats_path], &input);
     assert_same(&plain, &offloaded, "stdin_echo::main");
     let s = stats(&stats_file);
-    assert_eq!((s["migrations"].as_u64(), s["fallbacks"]["count"].as_u64()), (Some(1), Some(0)), "{s}");
-    assert!(s["points"]["stdin_echo::main"]["proxied_calls"].as_u64().unwrap() >= 2, "reads until end of input: {s}");
+    assert_eq!((s.migrations, s.fallbacks.count), (1, 0), "{s:?}");
+    let main = s.points.get("stdin_echo::main").unwrap_or_else(|| panic!("no stats for stdin_echo::main: {s:?}"));
+    assert!(main.proxied_calls >= 2, "reads until end of input: {s:?}");
 
     // After reading, a sleep: served on the clone too (poll_oneoff on a clock).
     let input = format!("nap{input}");
@@ -163,7 +165,7 @@ fn stdin_is_read_once_through_the_device_even_when_the_migration_is_abandoned() 
     let offloaded = run(&["--offload", "stdin_echo::main", "--stats", stats_path], &input);
     assert_same(&plain, &offloaded, "stdin_echo::main sleeping after reading");
     let s = stats(&stats_file);
-    assert_eq!((s["migrations"].as_u64(), s["fallbacks"]["count"].as_u64()), (Some(1), Some(0)), "{s}");
+    assert_eq!((s.migrations, s.fallbacks.count), (1, 0), "{s:?}");
 
     // After reading, a trap: the migration is abandoned, the device puts back what the proxied
     // reads took, and the local run reads it again (and traps as the plain run does).
@@ -173,13 +175,14 @@ fn stdin_is_read_once_through_the_device_even_when_the_migration_is_abandoned() 
     let offloaded = run(&["--offload", "stdin_echo::main", "--stats", stats_path], &crash);
     assert_same(&plain_crash, &offloaded, "stdin_echo::main abandoned after reading");
     let s = stats(&stats_file);
-    assert_eq!(s["migrations"], 0, "{s}");
-    assert_eq!(s["fallbacks"]["causes"]["trap"], 1, "{s}");
+    assert_eq!(s.migrations, 0, "{s:?}");
+    assert_eq!(s.fallbacks.causes.get(&Cause::Trap).copied(), Some(1), "{s:?}");
 
     // What it calls after reading runs on the clone.
     let offloaded = run(&["--offload", "stdin_echo::shout", "--stats", stats_path], &input);
     assert_same(&plain, &offloaded, "stdin_echo::shout");
-    assert_eq!(stats(&stats_file)["migrations"], 1);
+    let s = stats(&stats_file);
+    assert_eq!(s.migrations, 1, "{s:?}");
 }
 
 #[test]
@@ -219,7 +222,7 @@ fn descriptors_cross_the_migration_both_ways_at_the_device_s_numbers() {
         assert_same(&plain, &offloaded, function);
         assert_eq!(log, plain_log, "{function}: log.txt afterwards");
         let s = stats(&stats_file);
-        assert_eq!((s["migrations"].as_u64(), s["fallbacks"]["count"].as_u64()), (Some(1), Some(0)), "{function}: {s}");
+        assert_eq!((s.migrations, s.fallbacks.count), (1, 0), "{function}: {s:?}");
     }
 }
 
@@ -238,33 +241,33 @@ fn a_separate_server_serves_allowed_devices_only() {
     let remote = |key: &str, pinned: &str| offload("virus-scan", f, &["--clone", &server.addr, "--key", key, "--clone-key", pinned]);
 
     let s = remote(&device_key, &server_pub);
-    assert!(s["migrations"].as_u64().unwrap() > 0, "{s}");
-    assert_eq!(s["fallbacks"]["count"], 0, "{s}");
+    assert!(s.migrations > 0, "{s:?}");
+    assert_eq!(s.fallbacks.count, 0, "{s:?}");
 
     // An unknown device: refused by the server; the run is local and identical.
     let s = remote(&stranger_key, &server_pub);
-    assert_eq!(s["migrations"], 0, "{s}");
-    assert!(s["fallbacks"]["count"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s.migrations, 0, "{s:?}");
+    assert!(s.fallbacks.count > 0, "{s:?}");
 
     // A device pinning another server key refuses this server.
     let s = remote(&device_key, &other_pub);
-    assert_eq!(s["migrations"], 0, "{s}");
-    assert!(s["fallbacks"]["causes"]["tls"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s.migrations, 0, "{s:?}");
+    assert!(s.fallbacks.causes.get(&Cause::Tls).copied().unwrap_or(0) > 0, "{s:?}");
 
     // The server goes on serving the allowed device, files included.
     let s = remote(&device_key, &server_pub);
-    assert!(s["migrations"].as_u64().unwrap() > 0, "{s}");
+    assert!(s.migrations > 0, "{s:?}");
     let s = offload("virus-scan", "virus_scan::run", &["--clone", &server.addr, "--key", &device_key, "--clone-key", &server_pub]);
     // (The earlier runs of this device left the files on the server: only the listing travels.)
-    assert!(s["migrations"].as_u64().unwrap() > 0 && s["file_sync"]["entries"].as_u64().unwrap() > 0, "{s}");
-    assert_eq!(s["fallbacks"]["count"], 0, "{s}");
+    assert!(s.migrations > 0 && s.file_sync.entries > 0, "{s:?}");
+    assert_eq!(s.fallbacks.count, 0, "{s:?}");
 
     // Gone: every call runs locally, identical, after one failed connection attempt.
     let addr = server.addr.clone();
     drop(server);
     let s = offload("virus-scan", f, &["--clone", &addr, "--key", &device_key, "--clone-key", &server_pub]);
-    assert_eq!(s["migrations"], 0, "{s}");
-    assert!(s["fallbacks"]["causes"]["connect"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(s.migrations, 0, "{s:?}");
+    assert!(s.fallbacks.causes.get(&Cause::Connect).copied().unwrap_or(0) >= 1, "{s:?}");
 }
 
 #[test]

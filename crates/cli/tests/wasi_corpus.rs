@@ -24,6 +24,7 @@ mod observed;
 
 use observed::{Observed, differences};
 
+use clonecloud_stats::{Stats, StatsError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -252,45 +253,10 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
 }
 
 /// What `--stats` says about one offloaded run.
-#[derive(Debug, Default)]
-struct Offloaded {
-    migrations: u64,
-    fallbacks: u64,
-    causes: BTreeMap<String, u64>,
-    /// (point, cause, detail) of the first fallbacks.
-    events: Vec<(String, String, String)>,
-}
-
-fn read_stats(path: &Path) -> Result<Offloaded, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("no stats written: {e}"))?;
-    let s: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("stats are not JSON: {e}"))?;
-    let causes = s["fallbacks"]["causes"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let events = s["fallbacks"]["events"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| {
-                    let field = |f: &str| e[f].as_str().unwrap_or("").to_string();
-                    (field("point"), field("cause"), field("detail"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Offloaded {
-        migrations: s["migrations"].as_u64().ok_or("stats without migrations")?,
-        fallbacks: s["fallbacks"]["count"]
-            .as_u64()
-            .ok_or("stats without fallbacks.count")?,
-        causes,
-        events,
+fn read_stats(path: &Path) -> Result<Stats, String> {
+    Stats::read(path).map_err(|e| match e {
+        StatsError::Read { source, .. } => format!("no stats written: {source}"),
+        StatsError::Parse { source, .. } => format!("stats are not what this version writes: {source}"),
     })
 }
 
@@ -299,7 +265,7 @@ struct Report {
     program: Program,
     /// Per mode: `None` when equal to the oracle, else what differs.
     modes: Vec<(&'static str, Option<String>)>,
-    offloaded: Result<Offloaded, String>,
+    offloaded: Result<Stats, String>,
 }
 
 /// The oracle's run of `program` in a fresh copy of the fixture, checked against what the program
@@ -349,7 +315,7 @@ fn compare(
     options: &[&str],
     offload: bool,
     home: &Path,
-) -> (Option<String>, Result<Offloaded, String>) {
+) -> (Option<String>, Result<Stats, String>) {
     let dir = scratch.join(label);
     copy_dir(&fixture_dir(), &dir);
     let stats_file = scratch.join(format!("{label}.stats.json"));
@@ -439,7 +405,7 @@ fn work_functions(program: &Program) -> Vec<String> {
 fn each_work_function_offloaded_alone_behaves_like_wasmtime() {
     let programs = programs();
     let home = tempfile::tempdir().unwrap();
-    type Row = (String, Option<String>, Result<Offloaded, String>);
+    type Row = (String, Option<String>, Result<Stats, String>);
     let results: Vec<(String, Vec<Row>)> = std::thread::scope(|s| {
         let handles: Vec<_> = programs
             .iter()
@@ -478,13 +444,14 @@ fn each_work_function_offloaded_alone_behaves_like_wasmtime() {
             match stats {
                 Ok(o) => {
                     let cause = o
+                        .fallbacks
                         .events
                         .first()
-                        .map(|(_, c, d)| format!("{c}: {d}"))
+                        .map(|e| format!("{}: {}", e.cause, e.detail))
                         .unwrap_or_default();
                     println!(
                         "  {function:<36} {verdict:<8} migrations {:>3} fallbacks {:>3}  {cause}",
-                        o.migrations, o.fallbacks
+                        o.migrations, o.fallbacks.count
                     );
                 }
                 Err(e) => println!("  {function:<36} {verdict:<8} {e}"),
@@ -567,7 +534,7 @@ fn every_wasi_function_behaves_like_wasmtime_plainly_at_points_and_on_the_clone(
             None => "-",
         };
         let stats = match &r.offloaded {
-            Ok(o) => format!("{}, {}", o.migrations, o.fallbacks),
+            Ok(o) => format!("{}, {}", o.migrations, o.fallbacks.count),
             Err(e) => e.clone(),
         };
         println!(
@@ -603,16 +570,16 @@ fn every_wasi_function_behaves_like_wasmtime_plainly_at_points_and_on_the_clone(
                 failures.push(format!("{name}: offload stats: {e}"));
             }
             Ok(o) => {
-                let clean = o.migrations > 0 && o.fallbacks == 0;
-                if o.fallbacks > 0 || o.migrations == 0 {
+                let clean = o.migrations > 0 && o.fallbacks.count == 0;
+                if o.fallbacks.count > 0 || o.migrations == 0 {
                     println!(
                         "  {name}: {} migrations, {} fallbacks, causes {:?}",
-                        o.migrations, o.fallbacks, o.causes
+                        o.migrations, o.fallbacks.count, o.fallbacks.causes
                     );
                     let mut seen = BTreeSet::new();
-                    for (point, cause, detail) in &o.events {
-                        if seen.insert((cause.clone(), detail.clone())) {
-                            println!("      {cause}: {detail}  (first at {point})");
+                    for e in &o.fallbacks.events {
+                        if seen.insert((e.cause, e.detail.clone())) {
+                            println!("      {}: {}  (first at {})", e.cause, e.detail, e.point);
                         }
                     }
                 } else {
@@ -621,7 +588,7 @@ fn every_wasi_function_behaves_like_wasmtime_plainly_at_points_and_on_the_clone(
                 match (clean, known) {
                     (false, None) => failures.push(format!(
                         "{name}: with --offload all, {} migrations and {} fallbacks ({:?}); not in KNOWN_FALLBACKS",
-                        o.migrations, o.fallbacks, o.causes
+                        o.migrations, o.fallbacks.count, o.fallbacks.causes
                     )),
                     (false, Some((_, why))) => println!("      (known: {why})"),
                     (true, Some(_)) => println!("      {name} no longer falls back: remove it from KNOWN_FALLBACKS"),

@@ -29,6 +29,7 @@ mod observed;
 
 use observed::{Observed, diff_lines, differences};
 
+use clonecloud_stats::{Cause, Stats, StatsError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -414,40 +415,10 @@ fn indent(text: &str) -> String {
 }
 
 /// What `--stats` says about one offloaded run.
-#[derive(Debug, Default)]
-struct Offloaded {
-    migrations: u64,
-    fallbacks: u64,
-    causes: BTreeMap<String, u64>,
-    /// (point, cause, detail) of the first fallbacks.
-    events: Vec<(String, String, String)>,
-}
-
-fn read_stats(path: &Path) -> Result<Offloaded, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("no stats written: {e}"))?;
-    let s: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("stats are not JSON: {e}"))?;
-    let causes = s["fallbacks"]["causes"]
-        .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect())
-        .unwrap_or_default();
-    let events = s["fallbacks"]["events"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| {
-                    let field = |f: &str| e[f].as_str().unwrap_or("").to_string();
-                    (field("point"), field("cause"), field("detail"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Offloaded {
-        migrations: s["migrations"].as_u64().ok_or("stats without migrations")?,
-        fallbacks: s["fallbacks"]["count"]
-            .as_u64()
-            .ok_or("stats without fallbacks.count")?,
-        causes,
-        events,
+fn read_stats(path: &Path) -> Result<Stats, String> {
+    Stats::read(path).map_err(|e| match e {
+        StatsError::Read { source, .. } => format!("no stats written: {source}"),
+        StatsError::Parse { source, .. } => format!("stats are not what this version writes: {source}"),
     })
 }
 
@@ -458,7 +429,7 @@ struct Report {
     spec: String,
     /// Per mode: `None` when equal to the oracle, else what differs.
     modes: Vec<(&'static str, Option<String>)>,
-    offloaded: Result<Offloaded, String>,
+    offloaded: Result<Stats, String>,
 }
 
 fn check(test: &Test, home: &Path) -> Report {
@@ -497,12 +468,13 @@ fn check(test: &Test, home: &Path) -> Report {
 }
 
 /// The distinct (cause, detail) of a run's fallbacks, in order, with the first point of each.
-fn distinct_causes(o: &Offloaded) -> Vec<(String, String, String)> {
+fn distinct_causes(o: &Stats) -> Vec<(Cause, String, String)> {
     let mut seen = BTreeSet::new();
-    o.events
+    o.fallbacks
+        .events
         .iter()
-        .filter(|(_, c, d)| seen.insert((c.clone(), d.clone())))
-        .map(|(p, c, d)| (c.clone(), d.clone(), p.clone()))
+        .filter(|e| seen.insert((e.cause, e.detail.clone())))
+        .map(|e| (e.cause, e.detail.clone(), e.point.clone()))
         .collect()
 }
 
@@ -574,8 +546,9 @@ fn wasi_testsuite_behaves_like_wasmtime_plainly_at_points_and_on_the_clone() {
         let (migrations, fallbacks, causes) = match &r.offloaded {
             Ok(o) => (
                 o.migrations.to_string(),
-                o.fallbacks.to_string(),
-                o.causes
+                o.fallbacks.count.to_string(),
+                o.fallbacks
+                    .causes
                     .iter()
                     .map(|(c, n)| format!("{c}×{n}"))
                     .collect::<Vec<_>>()
@@ -633,13 +606,13 @@ fn wasi_testsuite_behaves_like_wasmtime_plainly_at_points_and_on_the_clone() {
                 failures.push(format!("{id}: offload stats: {e}"));
             }
             Ok(o) => {
-                let clean = o.migrations > 0 && o.fallbacks == 0;
+                let clean = o.migrations > 0 && o.fallbacks.count == 0;
                 if clean {
                     continue;
                 }
                 println!(
                     "  {id}: {} migrations, {} fallbacks, causes {:?}",
-                    o.migrations, o.fallbacks, o.causes
+                    o.migrations, o.fallbacks.count, o.fallbacks.causes
                 );
                 for (cause, detail, point) in distinct_causes(o) {
                     println!("      {cause}: {detail}  (first at {point})");
@@ -647,7 +620,7 @@ fn wasi_testsuite_behaves_like_wasmtime_plainly_at_points_and_on_the_clone() {
                 match known {
                     None => failures.push(format!(
                         "{id}: with --offload all, {} migrations and {} fallbacks ({:?}); not in KNOWN_FALLBACKS",
-                        o.migrations, o.fallbacks, o.causes
+                        o.migrations, o.fallbacks.count, o.fallbacks.causes
                     )),
                     Some((_, why)) => println!("      (known: {why})"),
                 }
@@ -658,7 +631,7 @@ fn wasi_testsuite_behaves_like_wasmtime_plainly_at_points_and_on_the_clone() {
         let id = r.test.id();
         if let (Ok(o), Some(_)) = (&r.offloaded, KNOWN_FALLBACKS.iter().find(|(n, _)| *n == id))
             && o.migrations > 0
-            && o.fallbacks == 0
+            && o.fallbacks.count == 0
         {
             println!("  {id} no longer falls back: remove it from KNOWN_FALLBACKS");
         }

@@ -24,6 +24,6 @@ pub use cache::ModuleCache;
 pub use error::ExecError;
 pub use replica::{CallError, Delta, ImportProxy, Limits, Output, ProxyFailed, Replica, WasiOnClone};
 pub use run::{
-    DeviceEngine, DirMapping, Guest, Layout, Migrator, Outcome, PointMode, Points, Program, RunReport, Stdio, WasiConfig,
+    DeviceEngine, DirMapping, FdReplayError, Guest, Layout, Migrator, Outcome, PointMode, Points, Program, RunReport, Stdio, WasiConfig,
     new_clone_engine, new_device_engine, new_engine,
 };

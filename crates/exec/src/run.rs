@@ -632,8 +632,8 @@ impl Guest<'_, '_> {
     pub fn next_descriptor(&mut self, dirfd: u32) -> Option<u32> {
         let probe = FdOp::Open { dirfd, path: String::new(), directory: true, rights: 0, fdflags: 0, fd: u32::MAX };
         let got = match self.replay_fd(&probe) {
-            Err(e) => e.strip_prefix("the device opened it as descriptor ").and_then(|r| r.split(',').next()).and_then(|n| n.parse::<u32>().ok())?,
-            Ok(()) => return None,
+            Err(FdReplayError::Numbered { got, .. }) => got,
+            Err(_) | Ok(()) => return None,
         };
         self.replay_fd(&FdOp::Close { fd: got }).ok()?;
         Some(got)
@@ -671,20 +671,22 @@ impl Guest<'_, '_> {
 
     /// Replays one descriptor change a migrated function made (see [`clonecloud_wire::FdOp`])
     /// on the guest's own descriptor table.
-    pub fn replay_fd(&mut self, op: &FdOp) -> Result<(), String> {
+    pub fn replay_fd(&mut self, op: &FdOp) -> Result<(), FdReplayError> {
         let errno = |r: wasmtime::Result<(i32, Vec<u8>)>| match r {
             Ok((0, out)) => Ok(out),
-            Ok((e, _)) => Err(format!("WASI error {e}")),
-            Err(e) => Err(e.to_string()),
+            Ok((e, _)) => Err(FdReplayError::Errno(e)),
+            Err(e) => Err(FdReplayError::Tool(e.to_string())),
         };
         match op {
             FdOp::Open { dirfd, path, directory, rights, fdflags, fd } => {
                 let path = if path.is_empty() { "." } else { path.as_str() };
-                let tool = self.fdtool().map_err(|e| e.to_string())?;
-                let mem = tool.get_memory(&mut *self.caller, "memory").ok_or("the descriptor tool has no memory")?;
+                let tool = self.fdtool().map_err(|e| FdReplayError::Tool(e.to_string()))?;
+                let mem = tool
+                    .get_memory(&mut *self.caller, "memory")
+                    .ok_or_else(|| FdReplayError::Tool("the descriptor tool has no memory".into()))?;
                 mem.data_mut(&mut *self.caller)
                     .get_mut(FDTOOL_PATH..FDTOOL_PATH + path.len())
-                    .ok_or("the path is longer than the descriptor tool takes")?
+                    .ok_or(FdReplayError::PathTooLong)?
                     .copy_from_slice(path.as_bytes());
                 let oflags = if *directory { 2 } else { 0 };
                 let out = errno(self.fdtool_call::<(i32, i32, i32, i64, i32), i32>(
@@ -693,7 +695,7 @@ impl Guest<'_, '_> {
                 ))?;
                 let got = u32::from_le_bytes(out[..4].try_into().expect("4 bytes"));
                 if got != *fd {
-                    return Err(format!("the device opened it as descriptor {got}, not {fd}"));
+                    return Err(FdReplayError::Numbered { got, want: *fd });
                 }
                 Ok(())
             }
@@ -713,6 +715,19 @@ impl Guest<'_, '_> {
             FdOp::SetFlags { fd, fdflags } => errno(self.fdtool_call::<(i32, i32), i32>("setflags", (*fd as i32, i32::from(*fdflags)))).map(drop),
         }
     }
+}
+
+/// A descriptor change a migrated function made that the device's WASI could not replay.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FdReplayError {
+    #[error("WASI error {0}")]
+    Errno(i32),
+    #[error("the descriptor tool failed: {0}")]
+    Tool(String),
+    #[error("the path is longer than the descriptor tool takes")]
+    PathTooLong,
+    #[error("the device opened it as descriptor {got}, not {want}")]
+    Numbered { got: u32, want: u32 },
 }
 
 /// Descriptor numbers in a row found closed before a probe stops (wasmtime-wasi numbers new

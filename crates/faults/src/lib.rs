@@ -27,6 +27,7 @@ mod proxy;
 pub use proxy::{Action, Dir, FaultProxy, Hook, Injection, Turn};
 
 use clonecloud_linkem::{Link, ServeChild, Shape};
+use clonecloud_stats::{Stats, StatsError};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -249,7 +250,7 @@ const TIMEOUT_S: &str = "3";
 impl Matrix<'_> {
     /// Runs `p`, offloaded through `clone` (or plainly, when `None`); `log` asks for the wire
     /// trace on stderr.
-    fn run(&mut self, p: &Program, clone: Option<&str>, log: bool) -> Result<(Seen, serde_json::Value), FaultsError> {
+    fn run(&mut self, p: &Program, clone: Option<&str>, log: bool) -> Result<(Seen, Result<Stats, StatsError>), FaultsError> {
         self.run_no += 1;
         let dir = self.setup.work.path().join(format!("run-{}", self.run_no));
         let stats = dir.with_extension("json");
@@ -275,7 +276,7 @@ impl Matrix<'_> {
         });
         let out = child.wait_with_output().map_err(io("cannot wait for clonecloud run"))?;
         let _ = feeder.join();
-        let s = std::fs::read_to_string(&stats).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(serde_json::Value::Null);
+        let s = Stats::read(&stats);
         let files = if p.dir.is_some() { snapshot(&dir) } else { BTreeMap::new() };
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_file(&stats);
@@ -292,26 +293,26 @@ impl Matrix<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn record(&mut self, p: &Program, want: &Seen, fault: &str, at: &str, seen: &Seen, stats: &serde_json::Value, t0: Instant) {
-        let n = |k: &str| stats[k].as_u64().unwrap_or(0);
-        let fallbacks = stats["fallbacks"]["count"].as_u64().unwrap_or(0);
+    fn record(&mut self, p: &Program, want: &Seen, fault: &str, at: &str, seen: &Seen, stats: &Result<Stats, StatsError>, t0: Instant) {
+        let empty = Stats::default();
+        let s = stats.as_ref().unwrap_or(&empty);
         let mut path = Vec::new();
-        if n("resumes") > 0 {
+        if s.resumes > 0 {
             path.push("resume");
         }
-        if n("retries") > 0 {
+        if s.retries > 0 {
             path.push("retry");
         }
-        if fallbacks > 0 {
+        if s.fallbacks.count > 0 {
             path.push("fallback");
         }
         let path = if path.is_empty() { "none".to_string() } else { path.join("+") };
-        let causes = stats["fallbacks"]["causes"].as_object().map(|c| c.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+        let causes = s.fallbacks.causes.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
         let differs = seen.differs(want);
-        let detail = match (&differs, stats.is_null()) {
+        let detail = match (&differs, stats) {
             (Some(d), _) => d.clone(),
-            (None, true) => "no stats".into(),
-            (None, false) => causes,
+            (None, Err(e)) => format!("no stats: {e}"),
+            (None, Ok(_)) => causes,
         };
         self.cases.push(Outcome {
             program: p.name.clone(),
@@ -319,7 +320,7 @@ impl Matrix<'_> {
             at: at.into(),
             passed: differs.is_none(),
             path,
-            migrations: n("migrations"),
+            migrations: s.migrations,
             detail,
             seconds: t0.elapsed().as_secs_f64(),
         });

@@ -16,7 +16,7 @@ pub enum ApplyError {
     #[error("cannot {op} {path}: {source}")]
     Io { op: &'static str, path: PathBuf, source: std::io::Error },
     #[error("cannot replay the descriptor change {op:?}: {why}")]
-    Descriptor { op: FdOp, why: String },
+    Descriptor { op: FdOp, why: Box<dyn std::error::Error + Send + Sync> },
 }
 
 fn resolve(roots: &[Root], root: u32, path: &str) -> Result<PathBuf, ApplyError> {
@@ -87,7 +87,11 @@ fn paths(op: &FileOp) -> Vec<(u32, &str)> {
 /// Carries out `ops` in order on the directories of `roots` (the preopens, by position), the
 /// descriptor changes through `descriptors` (the device's WASI). Checks every path before the
 /// first change.
-pub fn apply(roots: &[Root], ops: &[FileOp], descriptors: &mut dyn FnMut(&FdOp) -> Result<(), String>) -> Result<(), ApplyError> {
+pub fn apply(
+    roots: &[Root],
+    ops: &[FileOp],
+    descriptors: &mut dyn FnMut(&FdOp) -> Result<(), Box<dyn std::error::Error + Send + Sync>>,
+) -> Result<(), ApplyError> {
     for op in ops {
         for (root, path) in paths(op) {
             resolve(roots, root, path)?;

@@ -42,6 +42,17 @@ pub struct Shape {
     pub loss: f64,
 }
 
+/// Link figures out of range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ShapeError {
+    #[error("bandwidth {up} / {down} Mbit/s: both must be positive")]
+    Bandwidth { up: f64, down: f64 },
+    #[error("round-trip time {0} ms: must be zero or more")]
+    RoundTrip(f64),
+    #[error("loss {0}: must be at least 0 and below 1")]
+    Loss(f64),
+}
+
 impl Shape {
     /// The same bandwidth both ways, no loss.
     pub fn symmetric(mbit: f64, rtt_ms: f64) -> Shape {
@@ -49,16 +60,16 @@ impl Shape {
     }
 
     /// Checks the figures: bandwidths positive, delay and loss in range.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ShapeError> {
         let ok = |v: f64| v > 0.0 && v.is_finite();
         if !ok(self.up_mbit) || !ok(self.down_mbit) {
-            return Err(format!("bandwidth {} / {} Mbit/s: both must be positive", self.up_mbit, self.down_mbit));
+            return Err(ShapeError::Bandwidth { up: self.up_mbit, down: self.down_mbit });
         }
         if !(self.rtt_ms >= 0.0 && self.rtt_ms.is_finite()) {
-            return Err(format!("round-trip time {} ms: must be zero or more", self.rtt_ms));
+            return Err(ShapeError::RoundTrip(self.rtt_ms));
         }
         if !(0.0..1.0).contains(&self.loss) {
-            return Err(format!("loss {}: must be at least 0 and below 1", self.loss));
+            return Err(ShapeError::Loss(self.loss));
         }
         Ok(())
     }
@@ -226,7 +237,7 @@ impl Link {
     }
 
     /// New figures, for data sent from now on (also on live connections).
-    pub fn set_shape(&self, shape: Shape) -> Result<(), String> {
+    pub fn set_shape(&self, shape: Shape) -> Result<(), ShapeError> {
         shape.validate()?;
         *lock(&self.shared.shape) = shape;
         self.shared.generation.fetch_add(1, Ordering::Release);

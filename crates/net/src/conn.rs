@@ -97,9 +97,9 @@ impl Connection {
     pub fn connect(addr: impl ToSocketAddrs, id: Option<&Identity>, server: &PublicKey, timeout: Duration) -> Result<Connection, NetError> {
         let addr: SocketAddr = addr
             .to_socket_addrs()
-            .map_err(|e| NetError::io("cannot resolve the clone's address".into(), e))?
+            .map_err(|e| NetError::Resolve { addr: "the clone's address".into(), detail: e.to_string() })?
             .next()
-            .ok_or_else(|| NetError::Key("the clone's address resolves to nothing".into()))?;
+            .ok_or_else(|| NetError::Resolve { addr: "the clone's address".into(), detail: "it resolves to no address".into() })?;
         let mut sock = TcpStream::connect_timeout(&addr, timeout).map_err(|e| io_err(&format!("cannot connect to {addr}"), e))?;
         sock.set_nodelay(true).ok();
         sock.set_read_timeout(Some(timeout)).ok();

@@ -29,21 +29,30 @@ impl fmt::Debug for PublicKey {
     }
 }
 
+/// A public key's line (or a line of an allow list) that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyParseError {
+    #[error("a public key line starts with `{PUB_PREFIX} `")]
+    Prefix,
+    #[error("the key is not a whole number of hex bytes")]
+    Length,
+    #[error("the key is not hex")]
+    NotHex,
+    #[error("line {line}: {error}")]
+    Line { line: usize, error: Box<KeyParseError> },
+}
+
 impl PublicKey {
     /// Parses the one-line form.
-    pub fn parse(line: &str) -> Result<PublicKey, String> {
-        let hex = line
-            .trim()
-            .strip_prefix(PUB_PREFIX)
-            .ok_or_else(|| format!("a public key line starts with `{PUB_PREFIX} `"))?
-            .trim();
+    pub fn parse(line: &str) -> Result<PublicKey, KeyParseError> {
+        let hex = line.trim().strip_prefix(PUB_PREFIX).ok_or(KeyParseError::Prefix)?.trim();
         if hex.len() % 2 != 0 || hex.is_empty() {
-            return Err("the key is not a whole number of hex bytes".into());
+            return Err(KeyParseError::Length);
         }
         (0..hex.len())
             .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| "the key is not hex".to_string()))
-            .collect::<Result<Vec<u8>, String>>()
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| KeyParseError::NotHex))
+            .collect::<Result<Vec<u8>, KeyParseError>>()
             .map(PublicKey)
     }
 
@@ -139,14 +148,14 @@ impl AllowList {
         AllowList(keys.into_iter().collect())
     }
 
-    pub fn parse(text: &str) -> Result<AllowList, String> {
+    pub fn parse(text: &str) -> Result<AllowList, KeyParseError> {
         let mut keys = BTreeSet::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            keys.insert(PublicKey::parse(line).map_err(|e| format!("line {}: {e}", n + 1))?);
+            keys.insert(PublicKey::parse(line).map_err(|e| KeyParseError::Line { line: n + 1, error: Box::new(e) })?);
         }
         Ok(AllowList(keys))
     }

@@ -9,7 +9,7 @@ pub mod keys;
 pub mod tls;
 
 pub use conn::{Breaker, Connection, Incoming, Listener};
-pub use keys::{AllowList, Identity, PublicKey};
+pub use keys::{AllowList, Identity, KeyParseError, PublicKey};
 
 /// A transport failure.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +22,8 @@ pub enum NetError {
     Tls(rustls::Error),
     #[error("key: {0}")]
     Key(String),
+    #[error("cannot resolve {addr}: {detail}")]
+    Resolve { addr: String, detail: String },
     #[error("protocol: {0}")]
     Decode(clonecloud_wire::DecodeError),
     #[error("the peer closed the connection")]

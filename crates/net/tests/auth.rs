@@ -101,6 +101,6 @@ fn keys_round_trip_through_files() {
     }
     let allow = AllowList::parse(&format!("# devices\n\n{line}")).unwrap();
     assert!(allow.contains(id.public()));
-    assert!(AllowList::parse("not a key").unwrap_err().contains("line 1"));
+    assert!(AllowList::parse("not a key").unwrap_err().to_string().contains("line 1"));
     assert!(Identity::from_pem("-----BEGIN NOTHING-----").is_err());
 }

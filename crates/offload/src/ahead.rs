@@ -10,6 +10,7 @@
 //! failure, and no guest call is waiting on it unless the device chose to wait.
 
 use crate::device::{Abort, abort, net};
+use clonecloud_stats::Cause;
 use clonecloud_files::{Scanner, Tree};
 use clonecloud_net::Connection;
 use clonecloud_wire::{DeviceEvent, DeviceSession};
@@ -137,7 +138,7 @@ pub(crate) struct Opened {
     /// Whether the module was sent (the clone did not have it).
     pub uploaded: bool,
     /// The directories' replication.
-    pub sync: crate::stats::FileSync,
+    pub sync: clonecloud_stats::FileSync,
 }
 
 /// A session being opened in the background.
@@ -171,17 +172,17 @@ impl Ahead {
                     let mut conn = dial()?;
                     let mut uploaded = false;
                     conn.set_timeout(Some(timeout.max(READY_TIMEOUT)));
-                    conn.send(&session.hello().map_err(|e| abort("protocol", e))?).map_err(net)?;
-                    match session.on_message(conn.recv().map_err(net)?).map_err(|e| abort("protocol", e))? {
+                    conn.send(&session.hello().map_err(|e| abort(Cause::Protocol, e))?).map_err(net)?;
+                    match session.on_message(conn.recv().map_err(net)?).map_err(|e| abort(Cause::Protocol, e))? {
                         DeviceEvent::Welcomed { need_module: true } => {
                             p.module_bytes.store(layout.wasm.len() as u64, Ordering::Relaxed);
                             p.set(Phase::Uploading);
-                            let m = session.module(layout.wasm.clone()).map_err(|e| abort("protocol", e))?;
+                            let m = session.module(layout.wasm.clone()).map_err(|e| abort(Cause::Protocol, e))?;
                             conn.send(&m).map_err(net)?;
                             uploaded = true;
                         }
                         DeviceEvent::Welcomed { need_module: false } => {}
-                        other => return Err(abort("protocol", format!("expected a welcome, got {other:?}"))),
+                        other => return Err(abort(Cause::Protocol, format!("expected a welcome, got {other:?}"))),
                     }
                     p.set(Phase::Compiling);
                     // The listing goes even when nothing is replicated: its answer is the sign
@@ -196,22 +197,22 @@ impl Ahead {
                         }
                     };
                     let (sent0, received0) = (conn.sent, conn.received);
-                    let mut sync = crate::stats::FileSync { syncs: 1, entries: trees.iter().map(|t| t.entries.len() as u64).sum(), ..Default::default() };
-                    conn.send(&session.files(trees).map_err(|e| abort("protocol", e))?).map_err(net)?;
-                    let hashes = match session.on_message(conn.recv().map_err(net)?).map_err(|e| abort("protocol", e))? {
+                    let mut sync = clonecloud_stats::FileSync { syncs: 1, entries: trees.iter().map(|t| t.entries.len() as u64).sum(), ..Default::default() };
+                    conn.send(&session.files(trees).map_err(|e| abort(Cause::Protocol, e))?).map_err(net)?;
+                    let hashes = match session.on_message(conn.recv().map_err(net)?).map_err(|e| abort(Cause::Protocol, e))? {
                         DeviceEvent::NeedFiles { hashes } => hashes,
-                        other => return Err(abort("protocol", format!("expected the files the clone needs, got {other:?}"))),
+                        other => return Err(abort(Cause::Protocol, format!("expected the files the clone needs, got {other:?}"))),
                     };
                     let contents: Vec<_> = hashes
                         .iter()
-                        .map(|h| scanner.content(h).map(|c| (*h, c)).ok_or_else(|| abort("files", "a file changed while it was being replicated")))
+                        .map(|h| scanner.content(h).map(|c| (*h, c)).ok_or_else(|| abort(Cause::Files, "a file changed while it was being replicated")))
                         .collect::<Result<_, _>>()?;
                     p.file_bytes.store(contents.iter().map(|(_, c)| c.len() as u64).sum(), Ordering::Relaxed);
                     p.set(Phase::Syncing);
                     sync.files_sent = contents.len() as u64;
                     sync.bytes = p.file_bytes.load(Ordering::Relaxed);
                     for (h, content) in contents {
-                        conn.send(&session.file_data(h, content).map_err(|e| abort("protocol", e))?).map_err(net)?;
+                        conn.send(&session.file_data(h, content).map_err(|e| abort(Cause::Protocol, e))?).map_err(net)?;
                     }
                     sync.bytes_on_wire = conn.sent - sent0 + conn.received - received0;
                     // The listing's answer waited for the compile: only the rest is the sync's.
@@ -232,7 +233,7 @@ impl Ahead {
 
     /// The session, once the background work ends (waits for it).
     pub fn join(self) -> Result<Opened, Abort> {
-        self.thread.join().unwrap_or_else(|_| Err(abort("internal", "the background session panicked")))
+        self.thread.join().unwrap_or_else(|_| Err(abort(Cause::Internal, "the background session panicked")))
     }
 }
 

@@ -9,12 +9,12 @@
 //! dropped, and the next migration starts a fresh one from the zero baseline.
 
 use crate::convert;
-use crate::stats::Stats;
+use clonecloud_stats::{Cause, Stats};
 use clonecloud_exec::state::{PAGE_SIZE, PageTable};
 use clonecloud_exec::{Guest, Layout, Migrator};
 use clonecloud_net::{Connection, Identity, NetError, PublicKey};
 use clonecloud_files::{Root, Scanner};
-use clonecloud_wire::{Clocks, Compression, Descriptors, DeviceEvent, DeviceSession, Environment, FailKind};
+use clonecloud_wire::{Clocks, Compression, ConnEvent, Descriptors, DeviceConfig, DeviceConn, DeviceEvent, DeviceSession, Environment, Message, State};
 use crate::ahead::{Ahead, Choice};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -59,30 +59,34 @@ pub const ZSTD_BELOW: f64 = 50e6;
 /// Transfers smaller than this say more about latency than throughput and are not measured.
 const RATE_MIN_BYTES: u64 = 64 << 10;
 
-/// Why a remote attempt was abandoned: a short cause for counting, and the detail.
+/// Why a remote attempt was abandoned: the cause, for counting and deciding, and the detail.
 #[derive(Debug)]
 pub(crate) struct Abort {
-    cause: &'static str,
+    cause: Cause,
     detail: String,
 }
 
-pub(crate) fn abort(cause: &'static str, detail: impl std::fmt::Display) -> Abort {
+pub(crate) fn abort(cause: Cause, detail: impl std::fmt::Display) -> Abort {
     Abort { cause, detail: detail.to_string() }
 }
 
 pub(crate) fn net(e: NetError) -> Abort {
     let cause = match &e {
-        NetError::Timeout(_) => "timeout",
-        NetError::Tls(_) => "tls",
-        NetError::Decode(_) => "protocol",
-        NetError::Closed | NetError::Io { .. } => "link",
-        NetError::Key(_) => "key",
+        NetError::Timeout(_) => Cause::Timeout,
+        NetError::Tls(_) => Cause::Tls,
+        NetError::Decode(_) => Cause::Protocol,
+        NetError::Closed | NetError::Io { .. } => Cause::Link,
+        NetError::Key(_) => Cause::Key,
+        NetError::Resolve { .. } => Cause::Resolve,
     };
     abort(cause, e)
 }
 
 /// After a failed connection, remote attempts are skipped for this long.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The first pause before dialling again (doubling while reconnecting).
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
 
 /// How long a device whose link broke mid-migration keeps trying to reach the clone again (at
 /// least; the connect timeout when longer) before it runs the function itself.
@@ -97,12 +101,14 @@ pub struct Offloader {
     target: Target,
     layout: Arc<Layout>,
     run: u64,
-    session: Option<(Connection, DeviceSession)>,
+    /// The protocol: every rule of sessions, migrations and broken links is the core's.
+    core: DeviceConn,
+    /// The connection the core's messages go on.
+    conn: Option<Connection>,
     table: PageTable,
     stats: Arc<Mutex<Stats>>,
     /// Display names of the points, by ordinal.
     names: Vec<String>,
-    unreachable_until: Option<Instant>,
     scanner: Scanner,
     /// False once the directories could not be scanned: the clone then gets none, and serves
     /// no file calls.
@@ -113,12 +119,8 @@ pub struct Offloader {
     proxying: crate::proxy::Proxying,
     /// Per point (by ordinal), what the partition expected of it, and how its link has been.
     watch: Vec<Option<Watch>>,
-    /// Migrations sent in the current session (a resume names the one it awaits).
-    migrations_sent: u64,
     /// The session being opened in the background ([`Offloader::send_ahead`]).
     ahead: Option<Ahead>,
-    /// Why the background session could not connect, for the first fallback it causes.
-    unreachable_cause: Option<Abort>,
     /// Per point (by ordinal), calls that ended on the clone with an uncaught exception: after
     /// [`MAX_ESCAPES`] the point runs locally (each such call runs twice: there, then here).
     escapes: std::collections::HashMap<usize, u32>,
@@ -160,23 +162,31 @@ impl Offloader {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let run = now ^ u64::from(std::process::id());
         let scanner = Scanner::new(target.dirs.clone());
+        let core = DeviceConn::new(DeviceConfig {
+            module: layout.hash,
+            run,
+            thread: 0,
+            environment: target.environment.clone(),
+            max_breaks: MAX_BREAKS,
+            reconnect_window: target.connect_timeout.max(RESUME_TRIES),
+            first_pause: FIRST_PAUSE,
+            retry_after: RETRY_AFTER,
+        });
         Offloader {
             target,
             layout,
             run,
-            session: None,
+            core,
+            conn: None,
             table: PageTable::new(),
             stats,
             names,
-            unreachable_until: None,
             scanner,
             replicate: true,
             rate: None,
             proxying: Default::default(),
             watch: Vec::new(),
-            migrations_sent: 0,
             ahead: None,
-            unreachable_cause: None,
             escapes: Default::default(),
         }
     }
@@ -186,7 +196,7 @@ impl Offloader {
     /// compiled there, and the directories replicated. A migration point reached before that
     /// ends waits for it or runs its call here, whichever is expected to end sooner.
     pub fn send_ahead(&mut self) {
-        if self.session.is_some() || self.ahead.is_some() {
+        if self.core.has_session() || self.ahead.is_some() {
             return;
         }
         let target = self.target.clone();
@@ -235,7 +245,8 @@ impl Offloader {
             Ok(opened) => {
                 let crate::ahead::Opened { conn, session, scanner, replicate, uploaded, sync } = opened;
                 self.table.reset();
-                self.migrations_sent = 0;
+                self.conn = Some(conn);
+                self.core.adopt(session);
                 self.scanner = scanner;
                 self.replicate = replicate;
                 let mut st = self.stats();
@@ -252,18 +263,17 @@ impl Offloader {
                 f.bytes_on_wire += sync.bytes_on_wire;
                 f.ms += sync.ms;
                 drop(st);
-                self.session = Some((conn, session));
                 true
             }
             Err(a) => {
                 // As when a session cannot be opened at a migration point: the normal path
                 // tries again (and falls back if that fails too).
                 info!("getting the clone ready in the background failed ({}): {}", a.cause, a.detail);
-                self.stats().ready.failed = Some(format!("{}: {}", a.cause, a.detail));
-                if a.cause == "connect" {
-                    // Not dialled again at once: the first point falls back with this cause.
-                    self.unreachable_until = Some(Instant::now() + RETRY_AFTER);
-                    self.unreachable_cause = Some(a);
+                self.stats().ready.failed = Some((a.cause, a.detail.clone()));
+                if a.cause.never_connected() {
+                    // Not dialled again at once: the first point tries once more after a pause
+                    // (when the link broke) or falls back with this cause.
+                    self.core.handle_unreachable(Instant::now(), a.cause, a.detail);
                 }
                 true
             }
@@ -299,229 +309,248 @@ impl Offloader {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn connect(&mut self) -> Result<(), Abort> {
-        if self.unreachable_until.is_some_and(|t| Instant::now() < t) {
-            // The first time, why (when the background session found it unreachable).
-            return Err(self.unreachable_cause.take().unwrap_or_else(|| abort("unreachable", "the clone could not be reached moments ago; not retrying yet")));
-        }
-        let conn = self.dial()?;
-        let session = DeviceSession::new(self.layout.hash, self.run, 0, self.target.environment.clone());
-        self.open(conn, session)
-    }
-
-    /// A new authenticated connection to the clone.
-    fn dial(&mut self) -> Result<Connection, Abort> {
-        let conn = dial_clone(&self.target, self.compression());
-        self.unreachable_until = if conn.is_err() { Some(Instant::now() + RETRY_AFTER) } else { None };
-        conn
-    }
-
-    /// Starts a new session on `conn`: hello, welcome, the module if the clone lacks it.
-    fn open(&mut self, mut conn: Connection, mut session: DeviceSession) -> Result<(), Abort> {
-        conn.send(&session.hello().map_err(|e| abort("protocol", e))?).map_err(net)?;
-        match session.on_message(conn.recv().map_err(net)?).map_err(|e| abort("protocol", e))? {
-            DeviceEvent::Welcomed { need_module } => {
-                if need_module {
-                    let m = session.module(self.layout.wasm.clone()).map_err(|e| abort("protocol", e))?;
-                    conn.send(&m).map_err(net)?;
-                    self.stats().module_upload_bytes += self.layout.wasm.len() as u64;
-                }
+    /// The state the clone must see now, against the agreed baseline: memory pages, globals and
+    /// the descriptor table.
+    fn capture(&mut self, guest: &mut Guest<'_, '_>) -> Result<Captured, Abort> {
+        let t0 = Instant::now();
+        let pages = self.table.diff(guest.memory());
+        let wasm_pages = guest.wasm_pages();
+        let globals = guest.globals();
+        let state = convert::state(wasm_pages, pages, &globals).ok_or_else(|| abort(Cause::Unsupported, "a reference-typed global cannot migrate"))?;
+        // The descriptor table is part of the thread's state as the clone must see it.
+        let descriptors = match guest.open_descriptors() {
+            Some(open) => {
+                let (free, free_exact) = guest.free_descriptors(&open);
+                let files = guest.open_files(&open);
+                Descriptors { open, free, complete: true, free_exact, files }
             }
-            other => return Err(abort("protocol", format!("expected a welcome, got {other:?}"))),
-        }
-        self.table.reset();
-        self.migrations_sent = 0;
-        // A new session's clone knows none of the directories yet.
-        self.scanner.forget_sent();
-        self.stats().connections += 1;
-        self.session = Some((conn, session));
-        Ok(())
-    }
-
-    /// After the link broke awaiting the answer to this session's latest migration: a new
-    /// connection, and a resume. `Ok(true)`: the session goes on and the answer comes on the
-    /// new connection; `Ok(false)`: the clone no longer holds the session, a new one is open
-    /// (the migration must be sent again).
-    fn reconnect(&mut self) -> Result<bool, Abort> {
-        self.session = None;
-        // The link may be down for a moment (a flapping radio): a few tries, a little apart.
-        let deadline = Instant::now() + self.target.connect_timeout.max(RESUME_TRIES);
-        let mut pause = Duration::from_millis(50);
-        let conn = loop {
-            match self.dial() {
-                Ok(c) => break c,
-                Err(a) if Instant::now() + pause < deadline => {
-                    debug!("reconnecting: {}", a.detail);
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                Err(a) => return Err(a),
-            }
+            None => Descriptors::default(),
         };
-        let mut conn = conn;
-        let mut session = DeviceSession::new(self.layout.hash, self.run, 0, self.target.environment.clone());
-        conn.send(&session.resume(self.migrations_sent).map_err(|e| abort("protocol", e))?).map_err(net)?;
-        match session.on_message(conn.recv().map_err(net)?).map_err(|e| abort("protocol", e))? {
-            DeviceEvent::Resumed { ok: true } => {
-                self.stats().connections += 1;
-                self.session = Some((conn, session));
-                Ok(true)
-            }
-            DeviceEvent::Resumed { ok: false } => self.open(conn, session).map(|()| false),
-            other => Err(abort("protocol", format!("expected the answer to a resume, got {other:?}"))),
-        }
+        // Where the device's free descriptor numbers are not all known, the number above the
+        // highest open one is checked before a commit that opens descriptors.
+        let unsure_above = (!descriptors.free_exact && descriptors.complete)
+            .then(|| (descriptors.open.iter().copied().max().unwrap_or(0) + 1, descriptors.open.iter().copied().find(|fd| (3..3 + self.target.dirs.len() as u32).contains(fd))));
+        let took = t0.elapsed();
+        let (realtime, monotonic) = guest.clocks();
+        Ok(Captured { pages_up: state.memory.pages.len() as u64, raw_up: convert::state_bytes(&state), state, descriptors, clocks: Clocks { realtime, monotonic }, unsure_above, took })
     }
 
-    /// Brings the clone's replica of the preopened directories up to date: the trees when they
-    /// changed since the last sync, then the contents the clone asks for.
-    fn sync_files(&mut self) -> Result<(), Abort> {
+    /// Lists the directories for the clone when they changed since they were last sent.
+    fn list_files(&mut self, sync: &mut Option<Sync>) -> Result<(), Abort> {
         if !self.replicate {
+            self.core.files_unchanged();
             return Ok(());
         }
-        let trees = match self.scanner.scan() {
-            Ok(Some(trees)) => trees,
-            Ok(None) => return Ok(()),
+        match self.scanner.scan() {
+            Ok(Some(trees)) => {
+                let compression = self.compression();
+                let conn = self.conn.as_mut().expect("a session has a connection");
+                conn.set_compression(compression);
+                *sync = Some(Sync { t0: Instant::now(), sent0: conn.sent, received0: conn.received, entries: trees.iter().map(|t| t.entries.len() as u64).sum(), files: 0, bytes: 0 });
+                self.core.files(trees);
+                Ok(())
+            }
+            Ok(None) => {
+                self.core.files_unchanged();
+                Ok(())
+            }
             Err(e) => {
                 info!("the preopened directories are not replicated to the clone: {e}");
                 self.replicate = false;
                 // The clone may hold an older copy: start a session that has none.
-                return Err(abort("files", e));
+                Err(abort(Cause::Files, e))
             }
-        };
-        let t0 = Instant::now();
-        let compression = self.compression();
-        let (conn, session) = self.session.as_mut().expect("connected");
-        conn.set_compression(compression);
-        let (sent0, received0) = (conn.sent, conn.received);
-        let entries = trees.iter().map(|t| t.entries.len() as u64).sum::<u64>();
-        conn.send(&session.files(trees).map_err(|e| abort("protocol", e))?).map_err(net)?;
-        let hashes = match session.on_message(conn.recv().map_err(net)?).map_err(|e| abort("protocol", e))? {
-            DeviceEvent::NeedFiles { hashes } => hashes,
-            other => return Err(abort("protocol", format!("expected the files the clone needs, got {other:?}"))),
-        };
-        let mut bytes = 0u64;
-        for h in &hashes {
-            let content = self.scanner.content(h).ok_or_else(|| abort("files", "a file changed while it was being replicated"))?;
-            bytes += content.len() as u64;
-            conn.send(&session.file_data(*h, content).map_err(|e| abort("protocol", e))?).map_err(net)?;
         }
-        let (sent, received) = (conn.sent - sent0, conn.received - received0);
+    }
+
+    /// Records a finished replication of the directories.
+    fn synced(&mut self, sync: Sync) {
+        let (sent, received) = self.conn.as_ref().map_or((0, 0), |c| (c.sent.saturating_sub(sync.sent0), c.received.saturating_sub(sync.received0)));
         let mut st = self.stats();
         let f = &mut st.file_sync;
         f.syncs += 1;
-        f.entries += entries;
-        f.files_sent += hashes.len() as u64;
-        f.bytes += bytes;
+        f.entries += sync.entries;
+        f.files_sent += sync.files;
+        f.bytes += sync.bytes;
         f.bytes_on_wire += sent + received;
-        f.ms += t0.elapsed().as_secs_f64() * 1e3;
-        debug!(files = hashes.len(), bytes, "directories replicated");
-        Ok(())
+        f.ms += sync.t0.elapsed().as_secs_f64() * 1e3;
+        debug!(files = sync.files, bytes = sync.bytes, "directories replicated");
     }
 
-    /// A session, with the clone's replica of the directories up to date.
-    fn prepare(&mut self) -> Result<(), Abort> {
-        if self.session.is_none() {
-            self.connect()?;
+    /// Drives the protocol core through one migration of point `j`: the connection, the
+    /// session, the directories, the migration and the calls it proxies here, and whatever the
+    /// link does meanwhile. Returns the clone's answer with what the migration took.
+    fn drive(&mut self, guest: &mut Guest<'_, '_>, j: usize, args: &[clonecloud_wire::Value]) -> Result<(ConnEvent, Figures), Abort> {
+        let function = guest.point(j).function;
+        let name = self.names[j].clone();
+        let mut fig = Figures::default();
+        let mut sync = None;
+        // The module was given for the session being opened (counted once that session is).
+        let mut uploading = false;
+        self.core.start_migration(Instant::now());
+        loop {
+            while let Some(m) = self.core.poll_transmit() {
+                let counted = matches!(m, Message::Migrate { .. } | Message::ImportReturn { .. });
+                let Some(conn) = self.conn.as_mut() else {
+                    self.core.handle_broken(Instant::now(), Cause::Link, "no connection".into());
+                    break;
+                };
+                let sent = conn.sent;
+                let result = conn.send(&m);
+                if counted {
+                    fig.io.sent += conn.sent - sent;
+                }
+                if let Err(e) = result {
+                    let a = net(e);
+                    if counted {
+                        info!(point = %name, "the link broke during the migration ({}): reconnecting", a.detail);
+                    }
+                    self.core.handle_broken(Instant::now(), a.cause, a.detail);
+                }
+            }
+            if let Some(event) = self.core.poll_event() {
+                let r: Result<(), Abort> = match event {
+                    ConnEvent::Dial => {
+                        self.conn = None;
+                        uploading = false;
+                        match dial_clone(&self.target, self.compression()) {
+                            Ok(c) => {
+                                self.conn = Some(c);
+                                self.core.handle_connected(Instant::now());
+                            }
+                            Err(a) => {
+                                debug!("connecting: {}", a.detail);
+                                self.core.handle_dial_failed(Instant::now(), a.cause, a.detail);
+                            }
+                        }
+                        Ok(())
+                    }
+                    ConnEvent::ModuleWanted => {
+                        self.core.module(self.layout.wasm.clone());
+                        uploading = true;
+                        Ok(())
+                    }
+                    ConnEvent::NewSession => {
+                        // The zero baseline: nothing is agreed with a new session.
+                        self.table.reset();
+                        self.scanner.forget_sent();
+                        let mut st = self.stats();
+                        st.connections += 1;
+                        if std::mem::take(&mut uploading) {
+                            st.module_upload_bytes += self.layout.wasm.len() as u64;
+                        }
+                        Ok(())
+                    }
+                    ConnEvent::ListFiles => self.list_files(&mut sync),
+                    ConnEvent::NeedFiles { hashes } => {
+                        let s = sync.as_mut().expect("files were listed");
+                        let mut r = Ok(());
+                        for h in &hashes {
+                            let Some(content) = self.scanner.content(h) else {
+                                r = Err(abort(Cause::Files, "a file changed while it was being replicated"));
+                                break;
+                            };
+                            s.files += 1;
+                            s.bytes += content.len() as u64;
+                            self.core.file_data(*h, content);
+                        }
+                        if r.is_ok() {
+                            self.core.files_sent();
+                        }
+                        r
+                    }
+                    ConnEvent::Capture => {
+                        if let Some(s) = sync.take() {
+                            self.synced(s);
+                        }
+                        fig.started.get_or_insert_with(Instant::now);
+                        let captured = self.capture(guest)?;
+                        let compression = self.compression();
+                        if let Some(conn) = self.conn.as_mut() {
+                            conn.set_compression(compression);
+                        }
+                        let Captured { state, descriptors, clocks, pages_up, raw_up, unsure_above, took } = captured;
+                        (fig.pages_up, fig.raw_up, fig.capture, fig.unsure_above) = (pages_up, raw_up, took, unsure_above);
+                        self.core.migrate(function, args.to_vec(), state, clocks, descriptors);
+                        Ok(())
+                    }
+                    ConnEvent::ImportCall { import, args, state } => {
+                        crate::proxy::serve(guest, &mut self.proxying, import, &args, state).map(|(results, back)| {
+                            fig.io.proxied += 1;
+                            self.core.import_return(results, back);
+                        })
+                    }
+                    ConnEvent::Resumed => {
+                        let mut st = self.stats();
+                        st.connections += 1;
+                        st.resumes += 1;
+                        Ok(())
+                    }
+                    ConnEvent::Retried => {
+                        info!(point = %name, "the session to the clone broke: the migration goes on a new one");
+                        self.stats().retries += 1;
+                        // The proxied imports run again, from the same stdin.
+                        self.proxying.end(guest, false);
+                        Ok(())
+                    }
+                    answer @ ConnEvent::Returned { .. } => return Ok((answer, fig)),
+                    ConnEvent::Abandoned { cause, detail } => return Err(abort(cause, detail)),
+                };
+                if let Err(a) = r {
+                    self.core.give_up(a.cause);
+                    return Err(a);
+                }
+                continue;
+            }
+            if self.core.awaits_message() {
+                let Some(conn) = self.conn.as_mut() else {
+                    self.core.handle_broken(Instant::now(), Cause::Link, "no connection".into());
+                    continue;
+                };
+                let received = conn.received;
+                let answer = self.core.awaits_answer();
+                match conn.recv() {
+                    Ok(m) => {
+                        if answer {
+                            fig.io.received += conn.received - received;
+                        }
+                        self.core.handle_message(Instant::now(), m);
+                    }
+                    Err(e) => {
+                        if answer {
+                            fig.io.received += conn.received - received;
+                        }
+                        let a = net(e);
+                        self.core.handle_broken(Instant::now(), a.cause, a.detail);
+                    }
+                }
+            } else if let Some(t) = self.core.poll_timeout() {
+                std::thread::sleep(t.saturating_duration_since(Instant::now()));
+                self.core.handle_timeout(Instant::now());
+            } else {
+                self.core.give_up(Cause::Internal);
+                return Err(abort(Cause::Internal, "the protocol core waits for nothing"));
+            }
         }
-        self.sync_files()
     }
 
     /// One remote attempt; on success `results` hold the clone's results and the guest holds
     /// the clone's state (and files). `Some(code)`: the function exited with `code`.
     fn remote(&mut self, guest: &mut Guest<'_, '_>, j: usize, params: &[Val], results: &mut [Val]) -> Result<Option<u32>, Abort> {
-        let args = convert::values_to_wire(params).ok_or_else(|| abort("unsupported", "a reference-typed argument cannot migrate"))?;
-        if let Err(a) = self.prepare() {
-            if !matches!(a.cause, "link" | "tls" | "connect") {
-                return Err(a);
-            }
-            // The link broke on the way (or the session had gone stale: the clone restarted
-            // since the last migration): once more, on a new session.
-            info!("the session to the clone broke ({}): a new one", a.detail);
-            self.drop_session();
-            self.unreachable_until = None;
-            std::thread::sleep(Duration::from_millis(50));
-            self.prepare()?;
-            self.stats().retries += 1;
-        }
+        let args = convert::values_to_wire(params).ok_or_else(|| abort(Cause::Unsupported, "a reference-typed argument cannot migrate"))?;
         let name = self.names[j].clone();
-        let function = guest.point(j).function;
-
-        let t1 = Instant::now();
-        let mut io = Io::default();
-        let mut breaks = 0;
-        let (event, pages_up, raw_up, capture, unsure_above) = 'attempt: loop {
-            let t0 = Instant::now();
-            let pages = self.table.diff(guest.memory());
-            let wasm_pages = guest.wasm_pages();
-            let globals = guest.globals();
-            let state = convert::state(wasm_pages, pages, &globals).ok_or_else(|| abort("unsupported", "a reference-typed global cannot migrate"))?;
-            // The descriptor table is part of the thread's state as the clone must see it.
-            let descriptors = match guest.open_descriptors() {
-                Some(open) => {
-                    let (free, free_exact) = guest.free_descriptors(&open);
-                    let files = guest.open_files(&open);
-                    Descriptors { open, free, complete: true, free_exact, files }
-                }
-                None => Descriptors::default(),
-            };
-            // Where the device's free descriptor numbers are not all known, the number above the
-            // highest open one is checked before a commit that opens descriptors.
-            let unsure_above = (!descriptors.free_exact && descriptors.complete)
-                .then(|| (descriptors.open.iter().copied().max().unwrap_or(0) + 1, descriptors.open.iter().copied().find(|fd| (3..3 + self.target.dirs.len() as u32).contains(fd))));
-            let capture = t0.elapsed();
-            let pages_up = state.memory.pages.len() as u64;
-            let raw_up = convert::state_bytes(&state);
-            let compression = self.compression();
-            let (conn, session) = self.session.as_mut().expect("connected above");
-            conn.set_compression(compression);
-            let (realtime, monotonic) = guest.clocks();
-            let m = session.migrate(function, args.clone(), state, Clocks { realtime, monotonic }, descriptors).map_err(|e| abort("protocol", e))?;
-            self.migrations_sent += 1;
-            let sent = conn.sent;
-            let result = conn.send(&m).map_err(net);
-            io.sent += conn.sent - sent;
-            drop(m);
-            let mut answer = match result {
-                Ok(()) => self.await_answer(guest, &mut io),
-                Err(a) => Err(a),
-            };
-            // When the link breaks: a new connection, and the session resumed if the clone still
-            // holds it (the answer comes there), else the migration sent again on a new session.
-            loop {
-                match answer {
-                    Ok(event) => break 'attempt (event, pages_up, raw_up, capture, unsure_above),
-                    Err(a) if breaks < MAX_BREAKS && (a.cause == "link" || a.cause == "tls") => {
-                        breaks += 1;
-                        info!(point = %name, "the link broke during the migration ({}): reconnecting", a.detail);
-                        match self.reconnect() {
-                            Ok(true) => {
-                                self.stats().resumes += 1;
-                                answer = self.await_answer(guest, &mut io);
-                            }
-                            Ok(false) => {
-                                self.stats().retries += 1;
-                                // The proxied imports run again, from the same stdin.
-                                self.proxying.end(guest, false);
-                                self.sync_files()?;
-                                continue 'attempt;
-                            }
-                            Err(e) => return Err(abort(a.cause, format!("{}; reconnecting: {}", a.detail, e.detail))),
-                        }
-                    }
-                    Err(a) => return Err(a),
-                }
-            }
-        };
+        let (event, fig) = self.drive(guest, j, &args)?;
+        let Figures { io, pages_up, raw_up, capture, unsure_above, started } = fig;
+        let round_trip = started.map_or(Duration::ZERO, |t| t.elapsed());
         let (sent, received, proxied) = (io.sent, io.received, io.proxied);
-        let round_trip = t1.elapsed();
         match event {
-            DeviceEvent::Returned { results: rs, state, micros, output, files, exit, freed } => {
+            ConnEvent::Returned { results: rs, state, micros, output, files, exit, freed } => {
                 if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
-                    return Err(abort("protocol", format!("pages of {} bytes", state.memory.page_size)));
+                    return Err(abort(Cause::Protocol, format!("pages of {} bytes", state.memory.page_size)));
                 }
                 let vals = convert::values_from_wire(&rs);
                 if exit.is_none() && (vals.len() != results.len() || !guest.results_match(j, &vals)) {
-                    return Err(abort("protocol", format!("results {vals:?} do not match the function's type")));
+                    return Err(abort(Cause::Protocol, format!("results {vals:?} do not match the function's type")));
                 }
                 let t2 = Instant::now();
                 // Files first: if the disk refuses a change, nothing in memory has changed yet
@@ -535,16 +564,16 @@ impl Offloader {
                     // The clone handed out `next` first; the device must hand out the same.
                     let got = dirfd.and_then(|d| guest.next_descriptor(d));
                     if got != Some(next) {
-                        return Err(abort("merge", format!("the clone numbered a new descriptor {next}, but the device would give {got:?}")));
+                        return Err(abort(Cause::Merge, format!("the clone numbered a new descriptor {next}, but the device would give {got:?}")));
                     }
                 }
-                clonecloud_files::apply(&self.target.dirs, &files, &mut |op| guest.replay_fd(op)).map_err(|e| abort("merge", e))?;
+                clonecloud_files::apply(&self.target.dirs, &files, &mut |op| guest.replay_fd(op).map_err(Into::into)).map_err(|e| abort(Cause::Merge, e))?;
                 let globals = convert::globals(&state);
                 let applied = match &merged {
                     Some((wasm_pages, pages)) => guest.apply(*wasm_pages, pages, false, &globals),
                     None => guest.apply(state.memory.wasm_pages, &state.memory.pages, state.memory.xor, &globals),
                 };
-                applied.map_err(|e| abort("merge", e))?;
+                applied.map_err(|e| abort(Cause::Merge, e))?;
                 let indices: Vec<u32> = merged.as_ref().map_or(&state.memory.pages, |(_, pages)| pages).iter().map(|(i, _)| *i).collect();
                 self.table.record(guest.memory(), indices);
                 // Committed: what the function wrote goes out now, in order.
@@ -590,46 +619,8 @@ impl Offloader {
                 debug!(point = %name, pages_up, pages_down = state.memory.pages.len(), "migration returned");
                 Ok(exit)
             }
-            DeviceEvent::Failed { kind, message } => Err(abort(
-                match kind {
-                    FailKind::Trap => "trap",
-                    FailKind::ResourceLimit => "resource-limit",
-                    FailKind::Unavailable => "unavailable",
-                    FailKind::Exception => "exception",
-                },
-                message,
-            )),
-            other => Err(abort("protocol", format!("unexpected {other:?}"))),
+            other => Err(abort(Cause::Protocol, format!("unexpected {other:?}"))),
         }
-    }
-
-    /// Waits for the clone's answer to the migration under way, running the imports it asks
-    /// the device to run.
-    fn await_answer(&mut self, guest: &mut Guest<'_, '_>, io: &mut Io) -> Result<DeviceEvent, Abort> {
-        let (conn, session) = self.session.as_mut().expect("connected");
-        loop {
-            let (sent, received) = (conn.sent, conn.received);
-            let reply = conn.recv().map_err(net);
-            io.received += conn.received - received;
-            match session.on_message(reply?).map_err(|e| abort("protocol", e))? {
-                DeviceEvent::ImportCall { import, args, state } => {
-                    let (results, back) = crate::proxy::serve(guest, &mut self.proxying, import, &args, state)?;
-                    let result = conn.send(&session.import_return(results, back).map_err(|e| abort("protocol", e))?).map_err(net);
-                    io.sent += conn.sent - sent;
-                    io.proxied += 1;
-                    result?;
-                }
-                other => return Ok(other),
-            }
-        }
-    }
-
-    fn drop_session(&mut self) {
-        if let Some((conn, mut session)) = self.session.take() {
-            session.close();
-            drop(conn);
-        }
-        self.table.reset();
     }
 }
 
@@ -651,10 +642,10 @@ impl Migrator for Offloader {
             Ok(Some(code)) => Err(guest.exit(code as i32)),
             Err(a) => {
                 // Nothing of the guest changed: run it here, from the same entry state.
-                info!(point = %self.names[j], cause = a.cause, "offloading failed, running locally: {}", a.detail);
+                info!(point = %self.names[j], cause = %a.cause, "offloading failed, running locally: {}", a.detail);
                 let name = self.names[j].clone();
                 self.stats().fallback(&name, a.cause, &a.detail);
-                if a.cause == "exception" {
+                if a.cause == Cause::Exception {
                     let n = self.escapes.entry(j).or_insert(0);
                     *n += 1;
                     if *n == MAX_ESCAPES {
@@ -664,8 +655,11 @@ impl Migrator for Offloader {
                 }
                 // Stdin gets back what proxied reads took (the guest's memory never changed).
                 self.proxying.end(guest, false);
-                if a.cause != "unreachable" && a.cause != "connect" {
-                    self.drop_session();
+                // The core dropped the session (a failed migration leaves nothing agreed).
+                self.core.give_up(a.cause);
+                if !self.core.has_session() {
+                    self.conn = None;
+                    self.table.reset();
                 }
                 guest.call_local(j, params, results)
             }
@@ -675,8 +669,10 @@ impl Migrator for Offloader {
 
 impl Drop for Offloader {
     fn drop(&mut self) {
-        if let Some((mut conn, mut session)) = self.session.take() {
-            let _ = conn.send(&session.goodbye());
+        if let (Some(goodbye), Some(conn)) = (self.core.close(), self.conn.as_mut()) {
+            let _ = conn.send(&goodbye);
+        }
+        if let Some(conn) = self.conn.take() {
             conn.close();
         }
     }
@@ -686,8 +682,8 @@ impl Drop for Offloader {
 fn dial_clone(t: &Target, compression: Compression) -> Result<Connection, Abort> {
     let mut conn = Connection::connect(t.addr.as_str(), Some(&t.identity), &t.server_key, t.connect_timeout).map_err(|e| {
         let mut a = net(e);
-        if a.cause == "link" {
-            a.cause = "connect";
+        if a.cause == Cause::Link {
+            a.cause = Cause::Connect;
         }
         a
     })?;
@@ -703,6 +699,41 @@ fn waiting_display(progress: &crate::ahead::Progress) -> indicatif::ProgressBar 
     bar.set_style(indicatif::ProgressStyle::with_template("clonecloud: waiting for the clone: {msg} ({elapsed})").expect("a valid template"));
     bar.set_message(progress.phase().describe());
     bar
+}
+
+/// The guest's state as captured for a migration.
+struct Captured {
+    state: State,
+    descriptors: Descriptors,
+    clocks: Clocks,
+    pages_up: u64,
+    raw_up: u64,
+    /// The first descriptor number above the open ones, when the free ones are not all known,
+    /// and a preopen to probe it with.
+    unsure_above: Option<(u32, Option<u32>)>,
+    took: Duration,
+}
+
+/// A replication of the directories under way.
+struct Sync {
+    t0: Instant,
+    sent0: u64,
+    received0: u64,
+    entries: u64,
+    files: u64,
+    bytes: u64,
+}
+
+/// What one migration took, gathered while the core is driven.
+#[derive(Debug, Default)]
+struct Figures {
+    io: Io,
+    pages_up: u64,
+    raw_up: u64,
+    capture: Duration,
+    unsure_above: Option<(u32, Option<u32>)>,
+    /// The first capture: the round trip counts from there.
+    started: Option<Instant>,
 }
 
 /// What a migration's messages took on the wire, over all its connections.

@@ -6,7 +6,8 @@
 //! - [`device::Offloader`]: the device side, a [`clonecloud_exec::Migrator`].
 //! - [`server::Clone`]: the clone server (`clonecloud serve`), and [`server::spawn_local`], an
 //!   in-process clone on loopback that speaks the very same protocol.
-//! - [`stats::Stats`]: what happened, for `--stats`.
+//! - [`Stats`] (from `clonecloud-stats`): what happened, for `--stats`, with the [`Cause`] of
+//!   every fallback.
 
 mod ahead;
 pub mod convert;
@@ -14,8 +15,7 @@ pub mod device;
 pub mod load;
 mod proxy;
 pub mod server;
-pub mod stats;
 
 pub use device::{CompressionPolicy, Expectation, Link, Offloader, Target, measure_link, still_pays};
 pub use server::{Clone, spawn_local, spawn_local_as, spawn_local_with};
-pub use stats::Stats;
+pub use clonecloud_stats::{self as stats, Cause, Stats};

@@ -14,6 +14,7 @@
 
 use crate::convert;
 use crate::device::{Abort, abort};
+use clonecloud_stats::Cause;
 use clonecloud_exec::Guest;
 use clonecloud_exec::state::{PAGE_SIZE, Page};
 use clonecloud_wire::{PageDelta, State, Value};
@@ -47,7 +48,7 @@ impl Proxying {
     /// The commit after proxied imports: applies the clone's final pages to the scratch memory
     /// and returns every page the migration changed, from there, with the memory's size.
     pub(crate) fn final_pages(&mut self, guest: &mut Guest<'_, '_>, delta: &PageDelta) -> Result<(u32, Vec<Page>), Abort> {
-        guest.scratch_apply(delta.wasm_pages, &delta.pages, delta.xor).map_err(|e| abort("merge", e))?;
+        guest.scratch_apply(delta.wasm_pages, &delta.pages, delta.xor).map_err(|e| abort(Cause::Merge, e))?;
         self.touched.extend(delta.pages.iter().map(|(i, _)| *i));
         // (The scratch memory may be larger, from an earlier migration: the clone's size counts.)
         let memory = guest.scratch_memory().0;
@@ -83,19 +84,19 @@ fn writes(name: &str, args: &[Val], memory: &[u8]) -> Vec<(usize, usize)> {
 
 /// Runs the clone's import call on the device: returns the results and the pages it wrote.
 pub(crate) fn serve(guest: &mut Guest<'_, '_>, p: &mut Proxying, import: u32, args: &[Value], state: State) -> Result<(Vec<Value>, State), Abort> {
-    let (module, name) = guest.layout().imports.get(import as usize).cloned().ok_or_else(|| abort("protocol", format!("the clone asked for import {import}, which the module lacks")))?;
+    let (module, name) = guest.layout().imports.get(import as usize).cloned().ok_or_else(|| abort(Cause::Protocol, format!("the clone asked for import {import}, which the module lacks")))?;
     let args = convert::values_from_wire(args);
     if !clonecloud_exec::proxied(&module, &name, &args) {
-        return Err(abort("protocol", format!("the clone asked the device to run `{module}`.`{name}`, which a device does not run for a clone")));
+        return Err(abort(Cause::Protocol, format!("the clone asked the device to run `{module}`.`{name}`, which a device does not run for a clone")));
     }
     if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
-        return Err(abort("protocol", format!("pages of {} bytes", state.memory.page_size)));
+        return Err(abort(Cause::Protocol, format!("pages of {} bytes", state.memory.page_size)));
     }
     if !p.loaded {
-        guest.scratch_load().map_err(|e| abort("unavailable", format!("cannot prepare `{name}` on the device: {e}")))?;
+        guest.scratch_load().map_err(|e| abort(Cause::Unavailable, format!("cannot prepare `{name}` on the device: {e}")))?;
         p.loaded = true;
     }
-    guest.scratch_apply(state.memory.wasm_pages, &state.memory.pages, state.memory.xor).map_err(|e| abort("merge", e))?;
+    guest.scratch_apply(state.memory.wasm_pages, &state.memory.pages, state.memory.xor).map_err(|e| abort(Cause::Merge, e))?;
     p.touched.extend(state.memory.pages.iter().map(|(i, _)| *i));
     let ranges = writes(&name, &args, guest.scratch_memory().0);
     if name == "fd_read"
@@ -103,7 +104,7 @@ pub(crate) fn serve(guest: &mut Guest<'_, '_>, p: &mut Proxying, import: u32, ar
     {
         s.record();
     }
-    let results = guest.scratch_call_import(import, &args).map_err(|e| abort("unavailable", format!("`{name}` on the device: {e}")))?;
+    let results = guest.scratch_call_import(import, &args).map_err(|e| abort(Cause::Unavailable, format!("`{name}` on the device: {e}")))?;
     let memory = guest.scratch_memory().0;
     // Only what lies in the clone's memory goes back (the scratch memory may be larger, from an
     // earlier migration, and an import does not grow memory).
@@ -117,6 +118,6 @@ pub(crate) fn serve(guest: &mut Guest<'_, '_>, p: &mut Proxying, import: u32, ar
     let pages: Vec<Page> = written.iter().map(|&i| (i, memory[i as usize * PAGE_SIZE..(i as usize + 1) * PAGE_SIZE].to_vec())).collect();
     p.touched.extend(written);
     let back = State { globals: Vec::new(), memory: PageDelta { wasm_pages, page_size: PAGE_SIZE as u32, pages, xor: false } };
-    let results = convert::values_to_wire(&results).ok_or_else(|| abort("unsupported", "a reference-typed result"))?;
+    let results = convert::values_to_wire(&results).ok_or_else(|| abort(Cause::Unsupported, "a reference-typed result"))?;
     Ok((results, back))
 }

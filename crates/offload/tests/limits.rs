@@ -52,7 +52,7 @@ fn calls_past_the_clones_limits_run_on_the_device() {
     let (got, s) = run(Some(Limits { memory: 2 << 20, run_time: Duration::from_millis(50), ..Limits::default() }));
     assert_eq!(got, want, "the same result as a plain run");
     assert_eq!(s.migrations, 0, "{s:?}");
-    assert_eq!(s.fallbacks.causes.get("resource-limit"), Some(&2), "{s:?}");
+    assert_eq!(s.fallbacks.causes.get(&clonecloud_offload::Cause::ResourceLimit), Some(&2), "{s:?}");
     let details: Vec<&str> = s.fallbacks.events.iter().map(|e| e.detail.as_str()).collect();
     assert!(details[0].contains("ran past"), "{details:?}");
     assert!(details[1].contains("more memory"), "{details:?}");

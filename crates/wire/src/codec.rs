@@ -5,7 +5,7 @@
 //! decoder never panics and never allocates more than the frame it was given.
 
 use crate::message::{
-    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, OpenFile, FileStat, Hash128, Message, PageDelta, State, Tree, Value,
+    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, OpenFile, FileStat, Hash128, Kind, Message, PageDelta, State, Tree, Value,
 };
 
 /// The frame format this codec writes and reads.
@@ -67,51 +67,6 @@ pub enum DecodeError {
     Trailing { kind: &'static str, extra: usize },
     #[error("{kind} message: {what}")]
     Invalid { kind: &'static str, what: String },
-}
-
-fn kind_code(m: &Message) -> u8 {
-    match m {
-        Message::Hello { .. } => 1,
-        Message::Welcome { .. } => 2,
-        Message::Module { .. } => 3,
-        Message::Migrate { .. } => 4,
-        Message::Return { .. } => 5,
-        Message::ImportCall { .. } => 6,
-        Message::ImportReturn { .. } => 7,
-        Message::Failed { .. } => 8,
-        Message::Error { .. } => 9,
-        Message::Goodbye => 10,
-        Message::Files { .. } => 11,
-        Message::NeedFiles { .. } => 12,
-        Message::FileData { .. } => 13,
-        Message::Probe { .. } => 14,
-        Message::ProbeReply { .. } => 15,
-        Message::Resume { .. } => 16,
-        Message::Resumed { .. } => 17,
-    }
-}
-
-fn kind_name(code: u8) -> Option<&'static str> {
-    Some(match code {
-        1 => "hello",
-        2 => "welcome",
-        3 => "module",
-        4 => "migrate",
-        5 => "return",
-        6 => "import-call",
-        7 => "import-return",
-        8 => "failed",
-        9 => "error",
-        10 => "goodbye",
-        11 => "files",
-        12 => "need-files",
-        13 => "file-data",
-        14 => "probe",
-        15 => "probe-reply",
-        16 => "resume",
-        17 => "resumed",
-        _ => return None,
-    })
 }
 
 struct Writer<'a>(&'a mut Vec<u8>, Compression);
@@ -345,7 +300,7 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
     let start = out.len();
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
-    out.push(kind_code(m));
+    out.push(m.kind_of().code());
     out.extend_from_slice(&[0; 4]);
     let mut w = Writer(out, compression);
     match m {
@@ -712,10 +667,11 @@ impl<'a> Reader<'a> {
 
 /// Decodes one whole frame's payload; also says how what it held was compressed.
 fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Compression), DecodeError> {
-    let kind = kind_name(code).ok_or(DecodeError::UnknownKind(code))?;
+    let kind_of = Kind::from_code(code).ok_or(DecodeError::UnknownKind(code))?;
+    let kind = kind_of.name();
     let mut r = Reader { data: payload, kind, limit, compression: Compression::None };
-    let m = match code {
-        1 => {
+    let m = match kind_of {
+        Kind::Hello => {
             let version = r.u16("the version")?;
             let module: Hash128 = r.take(16, "the module hash")?.try_into().expect("16 bytes");
             let (run, thread) = (r.u64("the run")?, r.u32("the thread")?);
@@ -729,15 +685,15 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
             let [args, env] = lists;
             Message::Hello { version, module, run, thread, environment: Environment { args, env } }
         }
-        2 => Message::Welcome {
+        Kind::Welcome => Message::Welcome {
             need_module: match r.u8("need_module")? {
                 0 => false,
                 1 => true,
                 b => return Err(r.invalid(format!("need_module is {b}, not 0 or 1"))),
             },
         },
-        3 => Message::Module { bytes: r.bytes("the module")? },
-        4 => {
+        Kind::Module => Message::Module { bytes: r.bytes("the module")? },
+        Kind::Migrate => {
             let (point, args, state) = (r.u32("the point")?, r.values("the arguments")?, r.state()?);
             let clocks = Clocks { realtime: r.u64("the realtime clock")?, monotonic: r.u64("the monotonic clock")? };
             let (open, free) = (r.u32s("the open descriptors")?, r.u32s("the free descriptors")?);
@@ -764,7 +720,7 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
             let descriptors = Descriptors { open, free, complete, free_exact, files };
             Message::Migrate { point, args, state, clocks, descriptors }
         }
-        5 => {
+        Kind::Return => {
             let results = r.values("the results")?;
             let state = r.state()?;
             let micros = r.u64("the execution time")?;
@@ -781,9 +737,9 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
             };
             Message::Return { results, state, micros, output, files, exit, freed: r.u32("the freed page count")? }
         }
-        6 => Message::ImportCall { import: r.u32("the import")?, args: r.values("the arguments")?, state: r.state()? },
-        7 => Message::ImportReturn { results: r.values("the results")?, state: r.state()? },
-        8 => {
+        Kind::ImportCall => Message::ImportCall { import: r.u32("the import")?, args: r.values("the arguments")?, state: r.state()? },
+        Kind::ImportReturn => Message::ImportReturn { results: r.values("the results")?, state: r.state()? },
+        Kind::Failed => {
             let kind = match r.u8("the failure kind")? {
                 0 => FailKind::Trap,
                 1 => FailKind::ResourceLimit,
@@ -793,18 +749,18 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
             };
             Message::Failed { kind, message: r.string("the message")? }
         }
-        9 => Message::Error { message: r.string("the message")? },
-        10 => Message::Goodbye,
-        11 => {
+        Kind::Error => Message::Error { message: r.string("the message")? },
+        Kind::Goodbye => Message::Goodbye,
+        Kind::Files => {
             let n = r.count(8, "the preopens")?;
             Message::Files { trees: (0..n).map(|_| r.tree()).collect::<Result<_, _>>()? }
         }
-        12 => {
+        Kind::NeedFiles => {
             let n = r.count(16, "the hashes")?;
             Message::NeedFiles { hashes: (0..n).map(|_| r.hash("a hash")).collect::<Result<_, _>>()? }
         }
-        13 => Message::FileData { hash: r.hash("the hash")?, bytes: r.blob("the file's content")? },
-        14 => {
+        Kind::FileData => Message::FileData { hash: r.hash("the hash")?, bytes: r.blob("the file's content")? },
+        Kind::Probe => {
             let bytes = r.bytes("the probe")?;
             let reply = r.u32("the reply size")?;
             if reply > MAX_PROBE {
@@ -812,16 +768,15 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
             }
             Message::Probe { bytes, reply }
         }
-        15 => Message::ProbeReply { bytes: r.bytes("the probe reply")? },
-        16 => Message::Resume { version: r.u16("the version")?, run: r.u64("the run")?, migration: r.u64("the migration")? },
-        17 => Message::Resumed {
+        Kind::ProbeReply => Message::ProbeReply { bytes: r.bytes("the probe reply")? },
+        Kind::Resume => Message::Resume { version: r.u16("the version")?, run: r.u64("the run")?, migration: r.u64("the migration")? },
+        Kind::Resumed => Message::Resumed {
             ok: match r.u8("the resumed flag")? {
                 0 => false,
                 1 => true,
                 b => return Err(r.invalid(format!("the resumed flag is {b}, not 0 or 1"))),
             },
         },
-        _ => unreachable!("kind_name accepted it"),
     };
     if !r.data.is_empty() {
         return Err(DecodeError::Trailing { kind, extra: r.data.len() });

@@ -5,19 +5,27 @@
 //!   results, mutable globals and memory page deltas.
 //! - [`codec`]: one versioned, length-prefixed frame per message, with a maximum frame size; the
 //!   decoder never panics and never allocates more than the bytes it holds.
-//! - [`session`]: the device's and the clone's state machines, which say which message may come
-//!   when.
+//! - [`session`]: the device's and the clone's session state machines, which say which message
+//!   may come when.
+//! - [`device`]: the device's side of the protocol as one state machine that owns its rules
+//!   (dialling, opening, file sync, migration, proxied calls, resume and retry with a break
+//!   budget and back-off, the zero-baseline rule), driven with time passed in.
+//! - [`Cause`]: why a migration fell back, as the core decides it and the stats count it.
 //!
 //! The transport (TLS, sockets, timeouts) lives elsewhere and only moves bytes, as quinn moves
 //! quinn-proto's. Everything here can be tested without a socket.
 
+mod cause;
 pub mod codec;
+pub mod device;
 pub mod message;
 pub mod session;
 
+pub use cause::Cause;
+pub use device::{ConnEvent, DeviceConfig, DeviceConn};
 pub use codec::{Compression, DecodeError, Decoder, encode, encode_with, from_bytes, to_bytes, to_bytes_with};
 pub use message::{
-    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, OpenFile, FileStat, Hash128, Message, PROTOCOL_VERSION, PageDelta, State, Tree,
+    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, OpenFile, FileStat, Hash128, Kind, Message, PROTOCOL_VERSION, PageDelta, State, Tree,
     Value,
 };
 pub use session::{CloneEvent, CloneSession, DeviceEvent, DeviceSession, ProtocolError, Returned};

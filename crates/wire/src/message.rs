@@ -242,27 +242,94 @@ pub enum Message {
     Resumed { ok: bool },
 }
 
+/// The one table of message kinds: each kind's code on the wire and its name in logs and
+/// errors. [`Message::kind_of`] (an exhaustive match) gives every message its kind, the decoder
+/// matches on [`Kind`] (exhaustively), and the codec's tests take [`Kind::ALL`] as the list of
+/// what they must cover, so none of them can drift from the others.
+macro_rules! kinds {
+    ($($variant:ident = $code:literal, $name:literal;)*) => {
+        /// A kind of [`Message`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u8)]
+        pub enum Kind {
+            $($variant = $code,)*
+        }
+
+        impl Kind {
+            /// Every kind, in code order.
+            pub const ALL: &'static [Kind] = &[$(Kind::$variant,)*];
+
+            /// The kind with this code on the wire.
+            pub fn from_code(code: u8) -> Option<Kind> {
+                match code {
+                    $($code => Some(Kind::$variant),)*
+                    _ => None,
+                }
+            }
+
+            /// Its name in logs and errors.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Kind::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    Hello = 1, "hello";
+    Welcome = 2, "welcome";
+    Module = 3, "module";
+    Migrate = 4, "migrate";
+    Return = 5, "return";
+    ImportCall = 6, "import-call";
+    ImportReturn = 7, "import-return";
+    Failed = 8, "failed";
+    Error = 9, "error";
+    Goodbye = 10, "goodbye";
+    Files = 11, "files";
+    NeedFiles = 12, "need-files";
+    FileData = 13, "file-data";
+    Probe = 14, "probe";
+    ProbeReply = 15, "probe-reply";
+    Resume = 16, "resume";
+    Resumed = 17, "resumed";
+}
+
+impl Kind {
+    /// Its code on the wire.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
 impl Message {
+    /// Its kind.
+    pub fn kind_of(&self) -> Kind {
+        match self {
+            Message::Hello { .. } => Kind::Hello,
+            Message::Welcome { .. } => Kind::Welcome,
+            Message::Module { .. } => Kind::Module,
+            Message::Files { .. } => Kind::Files,
+            Message::NeedFiles { .. } => Kind::NeedFiles,
+            Message::FileData { .. } => Kind::FileData,
+            Message::Migrate { .. } => Kind::Migrate,
+            Message::Return { .. } => Kind::Return,
+            Message::ImportCall { .. } => Kind::ImportCall,
+            Message::ImportReturn { .. } => Kind::ImportReturn,
+            Message::Failed { .. } => Kind::Failed,
+            Message::Error { .. } => Kind::Error,
+            Message::Goodbye => Kind::Goodbye,
+            Message::Probe { .. } => Kind::Probe,
+            Message::ProbeReply { .. } => Kind::ProbeReply,
+            Message::Resume { .. } => Kind::Resume,
+            Message::Resumed { .. } => Kind::Resumed,
+        }
+    }
+
     /// A short name for logs and errors.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Message::Hello { .. } => "hello",
-            Message::Welcome { .. } => "welcome",
-            Message::Module { .. } => "module",
-            Message::Files { .. } => "files",
-            Message::NeedFiles { .. } => "need-files",
-            Message::FileData { .. } => "file-data",
-            Message::Migrate { .. } => "migrate",
-            Message::Return { .. } => "return",
-            Message::ImportCall { .. } => "import-call",
-            Message::ImportReturn { .. } => "import-return",
-            Message::Failed { .. } => "failed",
-            Message::Error { .. } => "error",
-            Message::Goodbye => "goodbye",
-            Message::Probe { .. } => "probe",
-            Message::ProbeReply { .. } => "probe-reply",
-            Message::Resume { .. } => "resume",
-            Message::Resumed { .. } => "resumed",
-        }
+        self.kind_of().name()
     }
 }

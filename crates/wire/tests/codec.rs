@@ -3,7 +3,7 @@
 
 use clonecloud_wire::codec::{DEFAULT_MAX_FRAME, HEADER_LEN};
 use clonecloud_wire::{
-    Clocks, Compression, DecodeError, Decoder, Descriptors, Entry, EntryKind, FailKind, FdOp, FileOp, OpenFile, FileStat, Message, PageDelta, State, Tree, Value,
+    Clocks, Compression, DecodeError, Decoder, Descriptors, Entry, EntryKind, FailKind, FdOp, FileOp, OpenFile, FileStat, Kind, Message, PageDelta, State, Tree, Value,
     from_bytes, to_bytes, to_bytes_with,
 };
 
@@ -124,10 +124,28 @@ fn every_kind(rng: &mut Rng) -> Vec<Message> {
         Message::Failed { kind: FailKind::ResourceLimit, message: String::new() },
         Message::Error { message: "ünïcode".into() },
         Message::Goodbye,
+        Message::Probe { bytes: (0..rng.below(3000)).map(|i| i as u8).collect(), reply: 1 << 16 },
+        Message::Probe { bytes: vec![], reply: 0 },
+        Message::ProbeReply { bytes: vec![9; rng.below(3000) as usize] },
         Message::Resume { version: 3, run: rng.next(), migration: 7 },
         Message::Resumed { ok: true },
         Message::Resumed { ok: false },
     ]
+}
+
+#[test]
+fn the_tests_cover_every_kind_and_the_table_is_consistent() {
+    let mut rng = Rng(7);
+    let covered: std::collections::BTreeSet<Kind> = every_kind(&mut rng).iter().map(Message::kind_of).collect();
+    let all: std::collections::BTreeSet<Kind> = Kind::ALL.iter().copied().collect();
+    assert_eq!(covered, all, "every_kind lacks a sample of some kind");
+    let mut names = std::collections::BTreeSet::new();
+    for &k in Kind::ALL {
+        assert_eq!(Kind::from_code(k.code()), Some(k));
+        assert!(names.insert(k.name()), "{} named twice", k.name());
+    }
+    assert_eq!(Kind::from_code(0), None);
+    assert_eq!(Kind::from_code(Kind::ALL.len() as u8 + 1), None);
 }
 
 #[test]
