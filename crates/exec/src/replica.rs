@@ -118,7 +118,7 @@ pub struct Delta {
 /// function index) with `args` through its trampoline, and answers with the results and what
 /// the import changed.
 pub trait ImportProxy: Send + std::fmt::Debug {
-    fn call(&mut self, import: u32, args: &[Val], delta: Delta) -> Result<(Vec<Val>, Delta), String>;
+    fn call(&mut self, import: u32, args: &[Val], delta: Delta) -> Result<(Vec<Val>, Delta), Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// A proxied import call failed (the link, the device refused it): the call cannot go on.
@@ -188,7 +188,7 @@ pub(crate) fn proxy_call(caller: &mut wasmtime::Caller<'_, Data>, import: u32, n
     let answer = link.call(import, params, delta);
     caller.data_mut().proxy = Some(link);
     let limit = caller.data().memory_limit;
-    let r = answer.and_then(|(vals, d)| agreed.apply(&mut *caller, limit, &d).map(|()| vals).map_err(|e| e.to_string()));
+    let r = answer.map_err(|e| e.to_string()).and_then(|(vals, d)| agreed.apply(&mut *caller, limit, &d).map(|()| vals).map_err(|e| e.to_string()));
     caller.data_mut().agreed = agreed;
     let vals = r.map_err(failed)?;
     if vals.len() != results.len() {

@@ -14,7 +14,7 @@ use clonecloud_exec::state::{PAGE_SIZE, PageTable};
 use clonecloud_exec::{Guest, Layout, Migrator};
 use clonecloud_net::{Connection, Identity, NetError, PublicKey};
 use clonecloud_files::{Root, Scanner};
-use clonecloud_wire::{Clocks, Compression, ConnEvent, Descriptors, DeviceConfig, DeviceConn, DeviceEvent, DeviceSession, Environment, Message, State};
+use clonecloud_wire::{Clocks, Compression, ConnEvent, Descriptors, DeviceConfig, DeviceConn, DeviceEvent, DeviceSession, Environment, Kind, ProtocolError, State};
 use crate::ahead::{Ahead, Choice};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -390,7 +390,7 @@ impl Offloader {
         self.core.start_migration(Instant::now());
         loop {
             while let Some(m) = self.core.poll_transmit() {
-                let counted = matches!(m, Message::Migrate { .. } | Message::ImportReturn { .. });
+                let counted = matches!(m.kind_of(), Kind::Migrate | Kind::ImportReturn);
                 let Some(conn) = self.conn.as_mut() else {
                     self.core.handle_broken(Instant::now(), Cause::Link, "no connection".into());
                     break;
@@ -745,6 +745,17 @@ struct Io {
     proxied: u64,
 }
 
+/// Why the link could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("expected a probe reply of the size asked for, got {0}")]
+    Answer(String),
+}
+
 /// A link as measured: round-trip time and throughput.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Link {
@@ -757,17 +768,17 @@ pub struct Link {
 /// Measures the link to the clone with probes before any hello: the round-trip time (the best
 /// of three small probes), then probes growing from 4 KiB each way until they take 20 ms more
 /// than the round trip, reach 1 MiB or the measurement has taken 300 ms.
-pub fn measure_link(t: &Target) -> Result<Link, String> {
+pub fn measure_link(t: &Target) -> Result<Link, ProbeError> {
     let started = Instant::now();
-    let mut conn = Connection::connect(t.addr.as_str(), Some(&t.identity), &t.server_key, t.connect_timeout).map_err(|e| e.to_string())?;
+    let mut conn = Connection::connect(t.addr.as_str(), Some(&t.identity), &t.server_key, t.connect_timeout)?;
     conn.set_timeout(Some(t.timeout));
     let mut session = DeviceSession::new([0; 16], 0, 0, Environment::default());
-    let mut probe = |up: usize, down: u32| -> Result<Duration, String> {
+    let mut probe = |up: usize, down: u32| -> Result<Duration, ProbeError> {
         let t0 = Instant::now();
-        conn.send(&session.probe(vec![0xa5; up], down).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        match session.on_message(conn.recv().map_err(|e| e.to_string())?).map_err(|e| e.to_string())? {
+        conn.send(&session.probe(vec![0xa5; up], down)?)?;
+        match session.on_message(conn.recv()?)? {
             DeviceEvent::ProbeReply { size } if size == down as usize => Ok(t0.elapsed()),
-            other => Err(format!("expected a probe reply, got {other:?}")),
+            other => Err(ProbeError::Answer(format!("{other:?}"))),
         }
     };
     let mut rtt = Duration::MAX;

@@ -5,7 +5,7 @@
 use crate::server::{Clone, DEFAULT_MAX_RUNS};
 use clonecloud_exec::ModuleCache;
 use clonecloud_net::{AllowList, Connection, Identity, Listener};
-use clonecloud_wire::{Compression, Message, PageDelta, State, Value};
+use clonecloud_wire::{Cause, Compression, ConnEvent, DeviceConfig, DeviceConn, PageDelta, State, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,19 +46,21 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// One device's loop: returns its latencies and failures.
+/// One device's loop, driving the device's protocol core as the `Offloader` does (with no
+/// files, no proxied calls and no reconnecting): returns its latencies, or why it stopped.
 fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::PublicKey, wasm: &[u8], until: Instant, k: u32) -> Result<Vec<u32>, String> {
     let t = Duration::from_secs(30);
-    let mut c = Connection::connect(addr, Some(id), server, t).map_err(|e| e.to_string())?;
-    c.set_compression(Compression::Lz4);
-    let hash = xxhash_rust::xxh3::xxh3_128(wasm).to_le_bytes();
-    c.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: hash, run: u64::from(k), thread: 0, environment: Default::default() })
-        .map_err(|e| e.to_string())?;
-    match c.recv().map_err(|e| e.to_string())? {
-        Message::Welcome { need_module: true } => c.send(&Message::Module { bytes: wasm.to_vec() }).map_err(|e| e.to_string())?,
-        Message::Welcome { need_module: false } => {}
-        other => return Err(format!("expected a welcome, got {}", other.kind())),
-    }
+    let mut core = DeviceConn::new(DeviceConfig {
+        module: xxhash_rust::xxh3::xxh3_128(wasm).to_le_bytes(),
+        run: u64::from(k),
+        thread: 0,
+        environment: Default::default(),
+        max_breaks: 0,
+        reconnect_window: Duration::ZERO,
+        first_pause: Duration::from_millis(50),
+        retry_after: Duration::from_secs(5),
+    });
+    let mut conn: Option<Connection> = None;
     // The device's copy of the 4 pages, kept in step with the clone's.
     let mut words = [0u32; 4];
     let mut latencies = Vec::new();
@@ -66,32 +68,75 @@ fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::Pu
     while Instant::now() < until {
         round += 1;
         // The device changes its pages too (a 4-page delta up), then the clone adds the seed.
-        let pages: Vec<(u32, Vec<u8>)> = (0..4u32)
-            .map(|p| {
-                words[p as usize] = words[p as usize].wrapping_add(k ^ round);
-                let mut page = vec![0u8; 4096];
-                page[..4].copy_from_slice(&words[p as usize].to_le_bytes());
-                (p, page)
-            })
-            .collect();
+        for w in &mut words {
+            *w = w.wrapping_add(k ^ round);
+        }
         let seed = round as i32;
-        let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages, xor: false } };
-        let started = Instant::now();
-        c.send(&Message::Migrate { point: 0, args: vec![Value::I32(seed)], state, clocks: Default::default(), descriptors: Default::default() })
-            .map_err(|e| e.to_string())?;
-        let reply = c.recv().map_err(|e| e.to_string())?;
+        let mut started = Instant::now();
+        core.start_migration(Instant::now());
+        let results = loop {
+            while let Some(m) = core.poll_transmit() {
+                let sent = conn.as_mut().map(|c| c.send(&m));
+                if let Some(Err(e)) = sent {
+                    core.handle_broken(Instant::now(), Cause::Link, e.to_string());
+                }
+            }
+            match core.poll_event() {
+                Some(ConnEvent::Dial) => match Connection::connect(addr, Some(id), server, t) {
+                    Ok(mut c) => {
+                        c.set_compression(Compression::Lz4);
+                        conn = Some(c);
+                        core.handle_connected(Instant::now());
+                    }
+                    Err(e) => core.handle_dial_failed(Instant::now(), Cause::Connect, e.to_string()),
+                },
+                Some(ConnEvent::ModuleWanted) => core.module(wasm.to_vec()),
+                Some(ConnEvent::ListFiles) => core.files_unchanged(),
+                Some(ConnEvent::NeedFiles { .. }) => core.files_sent(),
+                Some(ConnEvent::Capture) => {
+                    let pages = words
+                        .iter()
+                        .enumerate()
+                        .map(|(p, w)| {
+                            let mut page = vec![0u8; 4096];
+                            page[..4].copy_from_slice(&w.to_le_bytes());
+                            (p as u32, page)
+                        })
+                        .collect();
+                    let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages, xor: false } };
+                    started = Instant::now();
+                    core.migrate(0, vec![Value::I32(seed)], state, Default::default(), Default::default());
+                }
+                Some(ConnEvent::Returned { results, .. }) => break results,
+                Some(ConnEvent::Abandoned { cause, detail }) => return Err(format!("round {round}: {cause}: {detail}")),
+                Some(ConnEvent::ImportCall { .. }) => return Err(format!("round {round}: the clone proxied a call")),
+                Some(ConnEvent::NewSession | ConnEvent::Resumed | ConnEvent::Retried) => {}
+                None if core.awaits_message() => match conn.as_mut().map(|c| c.recv()) {
+                    Some(Ok(m)) => core.handle_message(Instant::now(), m),
+                    Some(Err(e)) => core.handle_broken(Instant::now(), Cause::Link, e.to_string()),
+                    None => core.handle_broken(Instant::now(), Cause::Link, "no connection".into()),
+                },
+                None => match core.poll_timeout() {
+                    Some(at) => {
+                        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                        core.handle_timeout(Instant::now());
+                    }
+                    None => return Err(format!("round {round}: the protocol core waits for nothing")),
+                },
+            }
+        };
         latencies.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
         for w in &mut words {
             *w = w.wrapping_add(seed as u32);
         }
         let want = words.iter().fold(0u32, |a, w| a.wrapping_add(*w)) as i32;
-        match reply {
-            Message::Return { results, .. } if results == [Value::I32(want)] => {}
-            Message::Return { results, .. } => return Err(format!("round {round}: the clone answered {results:?}, not {want}")),
-            other => return Err(format!("round {round}: expected a return, got {}", other.kind())),
+        if results != [Value::I32(want)] {
+            return Err(format!("round {round}: the clone answered {results:?}, not {want}"));
         }
     }
-    let _ = c.send(&Message::Goodbye);
+    if let (Some(goodbye), Some(c)) = (core.close(), conn.as_mut()) {
+        let _ = c.send(&goodbye);
+    }
     Ok(latencies)
 }
 

@@ -10,7 +10,7 @@ use clonecloud_exec::heap::HeapHint;
 use clonecloud_exec::{CallError, Delta, ExecError, ImportProxy, Limits, ModuleCache, Replica, new_clone_engine};
 use clonecloud_net::{Connection, Identity, Listener, NetError, AllowList};
 use clonecloud_files::{Fs, Store};
-use clonecloud_wire::{Clocks, CloneEvent, CloneSession, Compression, Descriptors, FailKind, Hash128, Message, Returned};
+use clonecloud_wire::{Clocks, CloneEvent, CloneSession, Compression, Descriptors, FailKind, Hash128, Kind, Message, Returned};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -110,13 +110,13 @@ impl Clone {
     }
 
     /// The file store of the device with this key fingerprint.
-    fn store(&self, device: &str) -> Result<Arc<Store>, String> {
+    fn store(&self, device: &str) -> Result<Arc<Store>, SessionError> {
         let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = stores.get(device) {
             return Ok(s.clone());
         }
         let dir = self.files.join(device.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
-        let s = Arc::new(Store::open(dir.clone()).map_err(|e| format!("cannot open the file store {}: {e}", dir.display()))?);
+        let s = Arc::new(Store::open(dir.clone()).map_err(|source| SessionError::Store { path: dir, source })?);
         stores.insert(device.to_string(), s.clone());
         Ok(s)
     }
@@ -156,7 +156,7 @@ impl Clone {
 
     /// One connection, to its end: a session of its own, or (after a `resume`) handed to the
     /// session it resumes.
-    fn session(&self, mut conn: Connection) -> Result<(), String> {
+    fn session(&self, mut conn: Connection) -> Result<(), SessionError> {
         conn.set_timeout(Some(self.idle));
         conn.set_max_frame(self.max_frame());
         let device = conn.peer().fingerprint();
@@ -164,7 +164,7 @@ impl Clone {
         let first = match conn.recv() {
             Ok(m) => m,
             Err(NetError::Closed) => return Ok(()),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
         let first = match session.on_message(first) {
             Ok(CloneEvent::Resume { run, migration }) => match self.hand_over(&device, run, Resumption { conn, session, migration }) {
@@ -172,22 +172,22 @@ impl Clone {
                 Some(back) => {
                     // Nothing to resume: a new session on this connection.
                     (conn, session) = (back.conn, back.session);
-                    let refused = session.refuse_resume().map_err(|e| e.to_string())?;
-                    conn.send(&refused).map_err(|e| e.to_string())?;
+                    let refused = session.refuse_resume()?;
+                    conn.send(&refused)?;
                     None
                 }
             },
             Ok(event) => Some(event),
             Err(e) => {
-                let _ = conn.send(&Message::Error { message: e.to_string() });
-                return Err(e.to_string());
+                let _ = conn.send(&session.error(e.to_string()));
+                return Err(e.into());
             }
         };
         let Some(slot) = self.start_run(&device) else {
             let limit = self.max_runs.load(std::sync::atomic::Ordering::Relaxed);
             let message = format!("this device already has {limit} runs on this clone, the most it may have at once");
-            let _ = conn.send(&Message::Error { message: message.clone() });
-            return Err(message);
+            let _ = conn.send(&session.error(message.clone()));
+            return Err(SessionError::Refused(message));
         };
         let store = self.store(&device)?;
         // Shared with the replica's import proxy, which talks to the device during a call.
@@ -199,13 +199,15 @@ impl Clone {
                 Some(e) => e,
                 None => match self.next_event(&wire, &mut run) {
                     Next::Event(e) => e,
-                    Next::End(r) => return r,
+                    Next::End(end) => return end.into_result(),
                 },
             };
             let lock = || wire.lock().unwrap_or_else(|e| e.into_inner());
             let refuse = |message: String| {
-                let _ = lock().conn.send(&Message::Error { message: message.clone() });
-                Err(message)
+                let mut w = lock();
+                let error = w.session.error(message.clone());
+                let _ = w.conn.send(&error);
+                Err(SessionError::Refused(message))
             };
             let reply = match event {
                 CloneEvent::Hello { module: h, run: id, environment: e, .. } => {
@@ -278,27 +280,27 @@ impl Clone {
                             ret.micros = started.elapsed().as_micros() as u64;
                             lock().session.returned(ret)
                         }
-                        Err((kind, message)) => {
+                        Err(Failure::LinkLost(p)) => {
+                            // The link to the device failed inside the call: the session is over.
+                            return Err(SessionError::LinkLost(p));
+                        }
+                        Err(Failure::Answer(kind, message)) => {
                             // The replica may be half-way through: the device starts over.
                             run.replica = None;
                             debug!(point, ?kind, "migration failed: {message}");
-                            if kind == FailKind::Unavailable && message.starts_with(PROXY_FAILED) {
-                                // The link to the device failed inside the call: the session is over.
-                                return Err(message);
-                            }
                             lock().session.failed(kind, message)
                         }
                     }
                 }
                 CloneEvent::ImportReturned { .. } => return refuse("no import call is pending".into()),
-                CloneEvent::Probe { reply, .. } => Ok(Message::ProbeReply { bytes: vec![0x5a; reply as usize] }),
+                CloneEvent::Probe { reply, .. } => lock().session.probe_reply(reply),
                 // Only after a refused resume (a first message): this connection has no other
                 // session to join.
                 CloneEvent::Resume { .. } => lock().session.refuse_resume(),
                 CloneEvent::Goodbye => return Ok(()),
             };
-            let reply = reply.map_err(|e| e.to_string())?;
-            let answer = matches!(reply, Message::Return { .. } | Message::Failed { .. });
+            let reply = reply?;
+            let answer = matches!(reply.kind_of(), Kind::Return | Kind::Failed);
             let sent = {
                 let mut w = lock();
                 // Answer in kind: a device gets its deltas back compressed as it compresses its own.
@@ -313,7 +315,7 @@ impl Clone {
             if let Err(e) = sent
                 && let Err(end) = self.resume(&wire, &mut run, &e)
             {
-                return end;
+                return end.into_result();
             }
         }
     }
@@ -338,8 +340,9 @@ impl Clone {
             return match w.session.on_message(m) {
                 Ok(e) => Next::Event(e),
                 Err(e) => {
-                    let _ = w.conn.send(&Message::Error { message: e.to_string() });
-                    Next::End(Err(e.to_string()))
+                    let error = w.session.error(e.to_string());
+                    let _ = w.conn.send(&error);
+                    Next::End(Ended::Failed(e.into()))
                 }
             };
         }
@@ -348,24 +351,24 @@ impl Clone {
     /// The link broke (`e`): waits for the device to resume on a new connection. An accepted
     /// resume answers `resumed` and repeats the last answer; a refused one starts a new session
     /// on the new connection. `Err`: the session is over (with what to log).
-    fn resume<'a>(&'a self, wire: &Arc<Mutex<Wire>>, run: &mut Run<'a>, e: &NetError) -> Result<(), Result<(), String>> {
-        let mut error = e.to_string();
+    fn resume<'a>(&'a self, wire: &Arc<Mutex<Wire>>, run: &mut Run<'a>, e: &NetError) -> Result<(), Ended> {
+        let mut error = SessionError::Broken(e.to_string());
         // The device closing the link is how a session without a hello ends.
         let mut closed = matches!(e, NetError::Closed);
         loop {
             let Some(registration) = run.registration.take() else {
-                return Err(if closed { Ok(()) } else { Err(error) });
+                return Err(if closed { Ended::Quietly } else { Ended::Failed(error) });
             };
             debug!(device = %run.device, "the link broke ({error}); the session waits to be resumed");
             // A session waiting to be resumed does not count among the device's runs.
             run.slot = None;
             let Some(Resumption { mut conn, session: mut theirs, migration }) = registration.wait(self.idle.min(RESUME_WINDOW)) else {
                 debug!(device = %run.device, "not resumed: the session is over");
-                return Err(Ok(()));
+                return Err(Ended::Quietly);
             };
             let Some(slot) = self.start_run(&run.device) else {
-                let _ = conn.send(&Message::Error { message: "this device has the most runs it may have on this clone".into() });
-                return Err(Err("a resume past the device's runs".into()));
+                let _ = conn.send(&theirs.error("this device has the most runs it may have on this clone".into()));
+                return Err(Ended::Failed(SessionError::Refused("a resume past the device's runs".into())));
             };
             run.slot = Some(slot);
             conn.set_timeout(Some(self.idle));
@@ -378,9 +381,10 @@ impl Clone {
                 registration.rebind(&conn);
                 run.registration = Some(registration);
                 w.conn = conn;
-                let sent = theirs.accept_resume().map_err(|e| e.to_string()).and_then(|ok| {
-                    w.conn.send(&ok).and_then(|()| w.conn.send(last)).map_err(|e| e.to_string())
-                });
+                let sent = theirs
+                    .accept_resume()
+                    .map_err(SessionError::from)
+                    .and_then(|ok| w.conn.send(&ok).and_then(|()| w.conn.send(last)).map_err(SessionError::from));
                 match sent {
                     Ok(()) => return Ok(()),
                     Err(e) => {
@@ -392,11 +396,11 @@ impl Clone {
             info!(device = %run.device, migration, have = run.migrations, "a resume for an answer this session does not hold: a new session");
             drop(registration);
             run.reset();
-            let refused = theirs.refuse_resume().map_err(|e| e.to_string());
+            let refused = theirs.refuse_resume().map_err(SessionError::from);
             *w = Wire { conn, session: theirs };
-            return match refused.and_then(|m| w.conn.send(&m).map_err(|e| e.to_string())) {
+            return match refused.and_then(|m| w.conn.send(&m).map_err(SessionError::from)) {
                 Ok(()) => Ok(()),
-                Err(e) => Err(Err(e)),
+                Err(e) => Err(Ended::Failed(e)),
             };
         }
     }
@@ -439,9 +443,9 @@ impl Clone {
         environment: &clonecloud_wire::Environment,
         m: Migration<'_>,
         link: DeviceLink,
-    ) -> Result<Returned, (FailKind, String)> {
+    ) -> Result<Returned, Failure> {
         let Migration { point, args, state, xor, clocks, descriptors } = m;
-        let unavailable = |e: String| (FailKind::Unavailable, e);
+        let unavailable = |e: String| Failure::Answer(FailKind::Unavailable, e);
         if replica.is_none() {
             let (args, env) = (environment.args.clone(), environment.env.clone());
             let mut r = Replica::with_limits(&self.engine, &loaded.module, loaded.points.clone(), self.limits, args, env)
@@ -457,17 +461,17 @@ impl Clone {
             return Err(unavailable(format!("pages of {} bytes, this clone uses {PAGE_SIZE}", state.memory.page_size)));
         }
         r.apply(state.memory.wasm_pages, &state.memory.pages, state.memory.xor, &convert::globals(state))
-            .map_err(|e| (FailKind::ResourceLimit, e.to_string()))?;
+            .map_err(|e| Failure::Answer(FailKind::ResourceLimit, e.to_string()))?;
         let n = r.result_count(point).ok_or_else(|| unavailable(format!("no migration point {point}")))?;
         let mut results = vec![Val::I32(0); n];
         r.set_proxy(Some(Box::new(link)), xor);
         let called = r.call(point, &convert::values_from_wire(args), &mut results, clocks, descriptors);
         r.take_proxy();
         let exit = called.map_err(|e| match e {
-            CallError::Proxy(p) => unavailable(format!("{PROXY_FAILED}{p}")),
-            CallError::Trap(t) => (FailKind::Trap, t.to_string()),
-            e @ CallError::Exception => (FailKind::Exception, e.to_string()),
-            e @ (CallError::Deadline(_) | CallError::Memory(_)) => (FailKind::ResourceLimit, e.to_string()),
+            CallError::Proxy(p) => Failure::LinkLost(p),
+            CallError::Trap(t) => Failure::Answer(FailKind::Trap, t.to_string()),
+            e @ CallError::Exception => Failure::Answer(FailKind::Exception, e.to_string()),
+            e @ (CallError::Deadline(_) | CallError::Memory(_)) => Failure::Answer(FailKind::ResourceLimit, e.to_string()),
             e => unavailable(e.to_string()),
         })?;
         let (files, output) = r.finish().map_err(|e| unavailable(e.to_string()))?;
@@ -532,8 +536,52 @@ impl Run<'_> {
 
 enum Next {
     Event(CloneEvent),
-    /// The session is over (`Err`: with what went wrong).
-    End(Result<(), String>),
+    /// The session is over.
+    End(Ended),
+}
+
+/// How a session ended when it did not end by the device's goodbye.
+#[derive(Debug)]
+enum Ended {
+    /// The device closed the link, or did not come back to resume it.
+    Quietly,
+    Failed(SessionError),
+}
+
+impl Ended {
+    fn into_result(self) -> Result<(), SessionError> {
+        match self {
+            Ended::Quietly => Ok(()),
+            Ended::Failed(e) => Err(e),
+        }
+    }
+}
+
+/// Why a session ended badly (the server logs it; the device falls back on its own).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Protocol(#[from] clonecloud_wire::ProtocolError),
+    /// The link broke and the session was not resumed.
+    #[error("the link broke: {0}")]
+    Broken(String),
+    /// What this clone refused, as it told the device.
+    #[error("{0}")]
+    Refused(String),
+    #[error("cannot open the file store {path}: {source}")]
+    Store { path: std::path::PathBuf, source: std::io::Error },
+    #[error("the link to the device failed inside a migrated call: {0}")]
+    LinkLost(clonecloud_exec::ProxyFailed),
+}
+
+/// Why a migrated call did not return: an answer for the device (`failed`), or the link to the
+/// device lost inside the call (the session is over).
+#[derive(Debug)]
+enum Failure {
+    Answer(FailKind, String),
+    LinkLost(clonecloud_exec::ProxyFailed),
 }
 
 /// A new connection resuming a session: its protocol state (owing the answer to the resume)
@@ -627,7 +675,6 @@ struct Wire {
 }
 
 /// Marks a failure of the link during a proxied call (the session cannot go on).
-const PROXY_FAILED: &str = "proxy: ";
 
 /// The replica's way to the device during a call: a proxied import goes out as `import-call`
 /// and waits for `import-return`.
@@ -637,24 +684,24 @@ struct DeviceLink {
 }
 
 impl ImportProxy for DeviceLink {
-    fn call(&mut self, import: u32, args: &[Val], delta: Delta) -> Result<(Vec<Val>, Delta), String> {
+    fn call(&mut self, import: u32, args: &[Val], delta: Delta) -> Result<(Vec<Val>, Delta), Box<dyn std::error::Error + Send + Sync>> {
         let mut w = self.wire.lock().unwrap_or_else(|e| e.into_inner());
         let args = convert::values_to_wire(args).ok_or("a reference-typed argument")?;
         let mut state = convert::state(delta.wasm_pages, delta.pages, &delta.globals).ok_or("a reference-typed global")?;
         state.memory.xor = delta.xor;
-        let m = w.session.import_call(import, args, state).map_err(|e| e.to_string())?;
-        w.conn.send(&m).map_err(|e| e.to_string())?;
-        let reply = w.conn.recv().map_err(|e| e.to_string())?;
-        match w.session.on_message(reply).map_err(|e| e.to_string())? {
+        let m = w.session.import_call(import, args, state)?;
+        w.conn.send(&m)?;
+        let reply = w.conn.recv()?;
+        match w.session.on_message(reply)? {
             CloneEvent::ImportReturned { results, state } => {
                 if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
-                    return Err(format!("pages of {} bytes", state.memory.page_size));
+                    return Err(format!("pages of {} bytes", state.memory.page_size).into());
                 }
                 let globals = convert::globals(&state);
                 let d = Delta { wasm_pages: state.memory.wasm_pages, pages: state.memory.pages, xor: state.memory.xor, globals };
                 Ok((convert::values_from_wire(&results), d))
             }
-            other => Err(format!("expected an import return, got {other:?}")),
+            other => Err(format!("expected an import return, got {other:?}").into()),
         }
     }
 }
@@ -670,9 +717,20 @@ struct Migration<'a> {
     descriptors: &'a Descriptors,
 }
 
+/// Why an in-process clone could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error("cannot start the local clone's thread: {0}")]
+    Thread(std::io::Error),
+}
+
 /// A clone in this process, on a loopback port, with keys made for the occasion: the device
 /// gets its own identity and the server's key, exactly as for a remote clone.
-pub fn spawn_local(cache: ModuleCache, idle: Duration) -> Result<(String, Identity, clonecloud_net::PublicKey), String> {
+pub fn spawn_local(cache: ModuleCache, idle: Duration) -> Result<(String, Identity, clonecloud_net::PublicKey), ServeError> {
     spawn_local_with(cache, idle, Limits::default(), None)
 }
 
@@ -683,9 +741,9 @@ pub fn spawn_local_with(
     idle: Duration,
     limits: Limits,
     files: Option<std::path::PathBuf>,
-) -> Result<(String, Identity, clonecloud_net::PublicKey), String> {
-    let server = Identity::generate().map_err(|e| e.to_string())?;
-    let device = Identity::generate().map_err(|e| e.to_string())?;
+) -> Result<(String, Identity, clonecloud_net::PublicKey), ServeError> {
+    let server = Identity::generate()?;
+    let device = Identity::generate()?;
     spawn_local_as(cache, idle, limits, files, server, device)
 }
 
@@ -698,21 +756,19 @@ pub fn spawn_local_as(
     files: Option<std::path::PathBuf>,
     server: Identity,
     device: Identity,
-) -> Result<(String, Identity, clonecloud_net::PublicKey), String> {
-    let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([device.public().clone()]), Duration::from_secs(10))
-        .map_err(|e| e.to_string())?;
+) -> Result<(String, Identity, clonecloud_net::PublicKey), ServeError> {
+    let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([device.public().clone()]), Duration::from_secs(10))?;
     let addr = listener.local_addr().to_string();
     let clone = match files {
         Some(dir) => Clone::with_files(cache, idle, limits, dir),
         None => Clone::with_limits(cache, idle, limits),
-    }
-    .map_err(|e| e.to_string())?;
+    }?;
     std::thread::Builder::new()
         .name("local-clone".into())
         .spawn(move || {
             let e = clone.serve(listener);
             warn!("the local clone stopped: {e}");
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(ServeError::Thread)?;
     Ok((addr, device, server.public().clone()))
 }

@@ -355,6 +355,18 @@ impl CloneSession {
         Ok(Message::Failed { kind, message })
     }
 
+    /// The answer to a probe: `reply` bytes (at most what the codec lets a probe ask for).
+    pub fn probe_reply(&mut self, reply: u32) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Clone::AwaitHello, "answer a probe")?;
+        Ok(Message::ProbeReply { bytes: vec![0x5a; reply as usize] })
+    }
+
+    /// The last message of a session that ends on an error: the device is told why.
+    pub fn error(&mut self, message: String) -> Message {
+        self.state = Clone::Closed;
+        Message::Error { message }
+    }
+
     /// A message from the device.
     pub fn on_message(&mut self, m: Message) -> Result<CloneEvent, ProtocolError> {
         let was = self.state;

@@ -100,3 +100,18 @@ fn a_resumed_session_gets_its_answer_and_a_refused_one_starts_over() {
     dev.hello().unwrap();
     assert!(dev.on_message(Message::Resumed { ok: true }).is_err(), "a resumed answer to a hello");
 }
+
+#[test]
+fn the_clone_answers_probes_only_before_the_hello_and_an_error_ends_its_session() {
+    let mut dev = DeviceSession::new([1; 16], 7, 0, Default::default());
+    let mut clone = CloneSession::new();
+    let probe = dev.probe(vec![1; 10], 300).unwrap();
+    assert_eq!(clone.on_message(probe).unwrap(), CloneEvent::Probe { size: 10, reply: 300 });
+    let reply = clone.probe_reply(300).unwrap();
+    assert_eq!(dev.on_message(reply).unwrap(), DeviceEvent::ProbeReply { size: 300 });
+    clone.on_message(dev.hello().unwrap()).unwrap();
+    assert!(clone.probe_reply(16).is_err(), "not once the session started");
+    let error = clone.error("no room".into());
+    assert_eq!(dev.on_message(error), Err(ProtocolError::Peer("no room".into())));
+    assert!(clone.welcome(false).is_err(), "nothing after an error");
+}
