@@ -1,10 +1,16 @@
 //! The wire decoder and both session state machines: any bytes, fed in two pieces, decode to
 //! messages or a clean error, never a panic; a decoded message re-encodes (under every
 //! compression) to bytes that decode to the same message; the state machines take any message
-//! in any state with an answer, never a panic.
+//! in any state with an answer, never a panic; and the device's protocol core, driven through
+//! migrations as a driver would, takes every decoded message with no panic and never waits for
+//! nothing.
 #![no_main]
 
-use clonecloud_wire::{CloneSession, Compression, Decoder, DeviceSession, Environment, from_bytes, to_bytes_with};
+use clonecloud_wire::{
+    Cause, CloneSession, Compression, ConnEvent, Decoder, DeviceConfig, DeviceConn, DeviceSession, Environment, State,
+    from_bytes, to_bytes_with,
+};
+use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 
 const MAX_FRAME: usize = 1 << 22;
@@ -16,6 +22,19 @@ fuzz_target!(|data: &[u8]| {
     let mut clone = CloneSession::new();
     let mut device = DeviceSession::new([7; 16], 1, 0, Environment::default());
     let _ = device.hello();
+    let now = Instant::now();
+    let mut core = DeviceConn::new(DeviceConfig {
+        module: [7; 16],
+        run: 1,
+        thread: 0,
+        environment: Environment::default(),
+        max_breaks: 2,
+        reconnect_window: Duration::from_secs(3),
+        first_pause: Duration::from_millis(50),
+        retry_after: Duration::from_secs(5),
+    });
+    core.start_migration(now);
+    drive(&mut core, now);
     for piece in [&data[..cut], &data[cut..]] {
         decoder.feed(piece);
         loop {
@@ -26,10 +45,47 @@ fuzz_target!(|data: &[u8]| {
                         assert_eq!(again, m, "re-encoded under {c:?}");
                     }
                     let _ = clone.on_message(m.clone());
-                    let _ = device.on_message(m);
+                    let _ = device.on_message(m.clone());
+                    if core.awaits_message() {
+                        core.handle_message(now, m);
+                    } else {
+                        core.handle_broken(now, Cause::Link, "the fuzzer's link".into());
+                    }
+                    drive(&mut core, now);
                 }
                 Ok(None) | Err(_) => break,
             }
         }
     }
 });
+
+/// Answers the core's events as a driver would (connections always succeed), until it waits for
+/// a message; a migration that ends starts another.
+fn drive(core: &mut DeviceConn, now: Instant) {
+    for _ in 0..64 {
+        while core.poll_transmit().is_some() {}
+        match core.poll_event() {
+            Some(ConnEvent::Dial) => core.handle_connected(now),
+            Some(ConnEvent::ModuleWanted) => core.module(vec![0, 97, 115, 109]),
+            Some(ConnEvent::ListFiles) => core.files_unchanged(),
+            Some(ConnEvent::NeedFiles { hashes }) => {
+                for h in hashes {
+                    core.file_data(h, vec![1]);
+                }
+                core.files_sent();
+            }
+            Some(ConnEvent::Capture) => core.migrate(0, vec![], State::default(), Default::default(), Default::default()),
+            Some(ConnEvent::ImportCall { .. }) => core.import_return(vec![], State::default()),
+            Some(ConnEvent::Returned { .. } | ConnEvent::Abandoned { .. }) => {
+                assert!(core.is_idle(), "a migration that ended leaves the core idle");
+                core.start_migration(now + Duration::from_secs(60));
+            }
+            Some(ConnEvent::NewSession | ConnEvent::Resumed | ConnEvent::Retried) => {}
+            None if core.awaits_message() => return,
+            None => match core.poll_timeout() {
+                Some(t) => core.handle_timeout(t),
+                None => panic!("the core waits for nothing"),
+            },
+        }
+    }
+}
