@@ -32,6 +32,8 @@ fuzz_target!(|data: &[u8]| {
         reconnect_window: Duration::from_secs(3),
         first_pause: Duration::from_millis(50),
         retry_after: Duration::from_secs(5),
+        answer_within: Duration::from_secs(60),
+        max_proxied: 1000,
     });
     core.start_migration(now);
     drive(&mut core, now);

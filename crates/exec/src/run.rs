@@ -367,6 +367,13 @@ impl Guest<'_, '_> {
         h.apply(&mut *self.caller, wasm_pages, pages, xor, globals)
     }
 
+    /// Whether [`Guest::apply`] with these would succeed, changing nothing (the merge checks
+    /// the memory and globals before it changes the device's files).
+    pub fn check_apply(&mut self, wasm_pages: u32, pages: &[Page], globals: &[(u32, Val)]) -> Result<(), ApplyError> {
+        let h = self.handles();
+        h.check(&mut *self.caller, wasm_pages, pages, globals).map(drop)
+    }
+
     /// Writes what a migrated function wrote to stdout (1) or stderr (2) where the guest's own
     /// output goes (the same process streams WASI writes to, so the order is kept).
     pub fn write_output(&mut self, fd: u32, bytes: &[u8]) -> std::io::Result<()> {
@@ -631,12 +638,11 @@ impl Guest<'_, '_> {
     /// closing what it gave: the table is as it was if that number was free before.
     pub fn next_descriptor(&mut self, dirfd: u32) -> Option<u32> {
         let probe = FdOp::Open { dirfd, path: String::new(), directory: true, rights: 0, fdflags: 0, fd: u32::MAX };
-        let got = match self.replay_fd(&probe) {
-            Err(FdReplayError::Numbered { got, .. }) => got,
-            Err(_) | Ok(()) => return None,
-        };
-        self.replay_fd(&FdOp::Close { fd: got }).ok()?;
-        Some(got)
+        // The replay closes a descriptor that is not numbered as asked.
+        match self.replay_fd(&probe) {
+            Err(FdReplayError::Numbered { got, .. }) => Some(got),
+            Err(_) | Ok(_) => None,
+        }
     }
 
     /// What a clone needs to serve the descriptors in `open` beyond stdio and the preopens:
@@ -670,8 +676,10 @@ impl Guest<'_, '_> {
     }
 
     /// Replays one descriptor change a migrated function made (see [`clonecloud_wire::FdOp`])
-    /// on the guest's own descriptor table.
-    pub fn replay_fd(&mut self, op: &FdOp) -> Result<(), FdReplayError> {
+    /// on the guest's own descriptor table. Answers with the change that undoes it, where there
+    /// is one (an open is undone by a close, a seek or a change of flags by the old value; a
+    /// close or a renumbering cannot be undone).
+    pub fn replay_fd(&mut self, op: &FdOp) -> Result<Option<FdOp>, FdReplayError> {
         let errno = |r: wasmtime::Result<(i32, Vec<u8>)>| match r {
             Ok((0, out)) => Ok(out),
             Ok((e, _)) => Err(FdReplayError::Errno(e)),
@@ -695,24 +703,38 @@ impl Guest<'_, '_> {
                 ))?;
                 let got = u32::from_le_bytes(out[..4].try_into().expect("4 bytes"));
                 if got != *fd {
+                    // Not the descriptor the clone had: closed again, the table is as it was.
+                    if self.fdtool_call::<i32, i32>("close", got as i32).is_ok() {
+                        freed(self.caller.data_mut(), got);
+                    }
                     return Err(FdReplayError::Numbered { got, want: *fd });
                 }
-                Ok(())
+                Ok(Some(FdOp::Close { fd: *fd }))
             }
             FdOp::Close { fd } => {
                 errno(self.fdtool_call::<i32, i32>("close", *fd as i32))?;
                 freed(self.caller.data_mut(), *fd);
-                Ok(())
+                Ok(None)
             }
             FdOp::Renumber { from, to } => {
                 errno(self.fdtool_call::<(i32, i32), i32>("renumber", (*from as i32, *to as i32)))?;
                 if from != to {
                     freed(self.caller.data_mut(), *from);
                 }
-                Ok(())
+                Ok(None)
             }
-            FdOp::Seek { fd, offset } => errno(self.fdtool_call::<(i32, i64, i32), i32>("seek", (*fd as i32, *offset as i64, 0))).map(drop),
-            FdOp::SetFlags { fd, fdflags } => errno(self.fdtool_call::<(i32, i32), i32>("setflags", (*fd as i32, i32::from(*fdflags)))).map(drop),
+            FdOp::Seek { fd, offset } => {
+                let was = errno(self.fdtool_call::<(i32, i64, i32), i32>("seek", (*fd as i32, 0, 1)))?;
+                let was = u64::from_le_bytes(was[..8].try_into().expect("8 bytes"));
+                errno(self.fdtool_call::<(i32, i64, i32), i32>("seek", (*fd as i32, *offset as i64, 0)))?;
+                Ok(Some(FdOp::Seek { fd: *fd, offset: was }))
+            }
+            FdOp::SetFlags { fd, fdflags } => {
+                let st = errno(self.fdtool_call::<i32, i32>("fdstat", *fd as i32))?;
+                let was = u16::from_le_bytes([st[2], st[3]]);
+                errno(self.fdtool_call::<(i32, i32), i32>("setflags", (*fd as i32, i32::from(*fdflags))))?;
+                Ok(Some(FdOp::SetFlags { fd: *fd, fdflags: was }))
+            }
         }
     }
 }

@@ -179,6 +179,34 @@ impl StateHandles {
     /// agreed content the memory holds) and sets `globals`.
     /// Everything is checked before anything changes: on an error the instance is as it was.
     pub fn apply(&self, mut store: impl AsContextMut, wasm_pages: u32, pages: &[Page], xor: bool, globals: &[(u32, Val)]) -> Result<(), ApplyError> {
+        let setters = self.check(&mut store, wasm_pages, pages, globals)?;
+        if let Some(m) = self.memory {
+            let have = (m.data_size(&store) / WASM_PAGE) as u64;
+            if u64::from(wasm_pages) > have {
+                m.grow(&mut store, u64::from(wasm_pages) - have)
+                    .map_err(|e| ApplyError::Grow { wasm_pages, why: e.to_string() })?;
+            }
+            let data = m.data_mut(&mut store);
+            for (i, p) in pages {
+                let at = *i as usize * PAGE_SIZE;
+                let dst = data.get_mut(at..at + PAGE_SIZE).ok_or(ApplyError::OutOfRange(*i))?;
+                if xor {
+                    dst.iter_mut().zip(p).for_each(|(d, x)| *d ^= x);
+                } else {
+                    dst.copy_from_slice(p);
+                }
+            }
+        }
+        for (h, v) in setters {
+            h.set(&mut store, v).map_err(|e| ApplyError::Global(0, e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Checks what [`StateHandles::apply`] would do, changing nothing: the globals' types, the
+    /// pages' sizes and places, and that the memory may grow to `wasm_pages` (its type's
+    /// maximum). Answers with the globals' setters.
+    pub fn check(&self, store: impl AsContextMut, wasm_pages: u32, pages: &[Page], globals: &[(u32, Val)]) -> Result<Vec<(Global, Val)>, ApplyError> {
         let mut setters = Vec::with_capacity(globals.len());
         for (g, v) in globals {
             let h = self.globals.iter().find(|(x, _)| x == g).map(|(_, h)| *h).ok_or_else(|| ApplyError::Global(*g, "not a mutable global of this module".into()))?;
@@ -196,32 +224,18 @@ impl StateHandles {
                 return Err(ApplyError::OutOfRange(*i));
             }
         }
-        if let Some(m) = self.memory {
-            let have = (m.data_size(&store) / WASM_PAGE) as u64;
-            if u64::from(wasm_pages) > have {
-                m.grow(&mut store, u64::from(wasm_pages) - have)
-                    .map_err(|e| ApplyError::Grow { wasm_pages, why: e.to_string() })?;
-            }
-            let data = m.data_mut(&mut store);
-            for (i, p) in pages {
-                if p.len() != PAGE_SIZE {
-                    return Err(ApplyError::PageSize(p.len()));
-                }
-                let at = *i as usize * PAGE_SIZE;
-                let dst = data.get_mut(at..at + PAGE_SIZE).ok_or(ApplyError::OutOfRange(*i))?;
-                if xor {
-                    dst.iter_mut().zip(p).for_each(|(d, x)| *d ^= x);
-                } else {
-                    dst.copy_from_slice(p);
+        match self.memory {
+            Some(m) => {
+                let ty = m.ty(&store);
+                let absolute = if ty.is_64() { u64::MAX } else { (1u64 << 32) / ty.page_size() };
+                if u64::from(wasm_pages) > ty.maximum().unwrap_or(u64::MAX).min(absolute) {
+                    return Err(ApplyError::Grow { wasm_pages, why: "past the memory's maximum".into() });
                 }
             }
-        } else if !pages.is_empty() {
-            return Err(ApplyError::NoMemory);
+            None if !pages.is_empty() => return Err(ApplyError::NoMemory),
+            None => {}
         }
-        for (h, v) in setters {
-            h.set(&mut store, v).map_err(|e| ApplyError::Global(0, e.to_string()))?;
-        }
-        Ok(())
+        Ok(setters)
     }
 }
 

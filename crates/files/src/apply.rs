@@ -1,10 +1,34 @@
 //! The device's side of the journal: a migrated function's file changes, carried out on the
 //! real preopened directories at the commit.
+//!
+//! The journal comes from the clone, which the device does not trust with its files:
+//! - Every path is resolved beneath its preopen one component at a time, each directory opened
+//!   with `O_NOFOLLOW`, and the last component acted on with the `*at` calls that do not follow
+//!   it: no symbolic link is followed anywhere (as `openat2(RESOLVE_BENEATH |
+//!   RESOLVE_NO_SYMLINKS)` would have it). The clone's journal names entries by their place in
+//!   the tree, never through a link, so an honest journal never needs one followed.
+//! - The journal is all or nothing. Each change is recorded with what undoes it (the bytes a
+//!   write covers, the tail a truncation cuts, a removed or replaced entry kept under a hidden
+//!   name beside it until the commit) and, when a change fails, the ones before it are undone
+//!   in reverse order. [`Applied::undo`] does the same when what comes after the files (the
+//!   memory merge) fails, and [`Applied::commit`] removes what was kept.
+//!
+//! What it does not know: descriptor changes go through the device's WASI (`descriptors`),
+//! which says how to undo each one it can; a close or a renumber cannot be undone, and is
+//! reported in [`ApplyError::Partial`] if something after it fails.
 
 use crate::scan::Root;
 use clonecloud_wire::{FdOp, FileOp};
-use std::io::{Seek, SeekFrom, Write};
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use tracing::warn;
+
+/// The errors a descriptor replay reports.
+pub type DescriptorError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A journal entry that could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -14,35 +38,44 @@ pub enum ApplyError {
     #[error("the journal names `{0}`, which is not a plain relative path")]
     BadPath(String),
     #[error("cannot {op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io { op: &'static str, path: PathBuf, source: io::Error },
     #[error("cannot replay the descriptor change {op:?}: {why}")]
-    Descriptor { op: FdOp, why: Box<dyn std::error::Error + Send + Sync> },
+    Descriptor { op: FdOp, why: DescriptorError },
+    /// A change failed and the ones before it could not all be undone: the directories are not
+    /// as they were (each step that could not be undone was logged).
+    #[error("{first}; undoing the changes before it failed {failed} times")]
+    Partial { first: Box<ApplyError>, failed: usize },
 }
 
-fn resolve(roots: &[Root], root: u32, path: &str) -> Result<PathBuf, ApplyError> {
-    let r = roots.get(root as usize).ok_or(ApplyError::NoRoot(root))?;
-    // The codec refuses such paths already; a journal is checked here again because it is about
-    // to touch the device's files.
-    if path.is_empty() || path.split('/').any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0')) {
-        return Err(ApplyError::BadPath(path.to_string()));
-    }
-    Ok(r.host.join(path))
+/// A journal carried out, not yet committed: what undoes it.
+#[must_use = "a journal applied is committed or undone"]
+#[derive(Debug)]
+pub struct Applied<'r> {
+    roots: &'r [Root],
+    undo: Vec<Undo>,
 }
 
-/// Sets `path`'s times (nanoseconds since the epoch; `None` leaves one as it is) without
-/// following a last symbolic link, as `utimensat(AT_SYMLINK_NOFOLLOW)` does (std has no such
-/// call).
-fn set_times_nofollow(path: &std::path::Path, atim: Option<u64>, mtim: Option<u64>) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    let spec = |t: Option<u64>| match t {
-        Some(ns) => libc::timespec { tv_sec: (ns / 1_000_000_000) as libc::time_t, tv_nsec: (ns % 1_000_000_000) as libc::c_long },
-        None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-    };
-    let times = [spec(atim), spec(mtim)];
-    // SAFETY: `c` is a NUL-terminated path and `times` two valid timespecs, both alive for the call.
-    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
-    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+/// What undoes one change, by path (the journal's paths are valid again once every later
+/// change has been undone, so nothing is held open).
+#[derive(Debug)]
+enum Undo {
+    /// Remove what the change made (`dir`: a directory).
+    Remove { root: u32, path: String, dir: bool },
+    /// Put back what was kept aside (a sibling of `path`, held by its directory, which may move
+    /// later in the journal); at the commit, remove it.
+    Restore { root: u32, path: String, kept: At, dir: bool },
+    /// Rename `to` back to `from`.
+    MoveBack { root: u32, from: String, to_root: u32, to: String },
+    /// Cut the file back to `len`, write `old` back at `offset` and set its `times` again.
+    Bytes { root: u32, path: String, offset: u64, old: Vec<u8>, len: u64, times: [libc::timespec; 2] },
+    /// Cut the file back to `len`, then copy the kept `hidden` (a sibling) back in at `at`; at
+    /// the commit, remove it.
+    Tail { root: u32, path: String, kept: At, at: u64, len: u64, times: [libc::timespec; 2] },
+    /// Make the empty directory that was removed, with its mode and times.
+    Rmdir { root: u32, path: String, mode: u32, atim: libc::timespec, mtim: libc::timespec },
+    Times { root: u32, path: String, atim: libc::timespec, mtim: libc::timespec },
+    /// Replay this descriptor change.
+    Fd(FdOp),
 }
 
 /// Whether a link at `path` (relative to its preopen) to `target` leads, read from the link's
@@ -67,6 +100,16 @@ pub(crate) fn stays_inside(path: &str, target: &str) -> bool {
     true
 }
 
+fn check_path(roots: &[Root], root: u32, path: &str) -> Result<(), ApplyError> {
+    roots.get(root as usize).ok_or(ApplyError::NoRoot(root))?;
+    // The codec refuses such paths already; a journal is checked here again because it is about
+    // to touch the device's files.
+    if path.is_empty() || path.split('/').any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0')) {
+        return Err(ApplyError::BadPath(path.to_string()));
+    }
+    Ok(())
+}
+
 /// The (preopen, path) pairs an operation touches.
 fn paths(op: &FileOp) -> Vec<(u32, &str)> {
     match op {
@@ -84,17 +127,132 @@ fn paths(op: &FileOp) -> Vec<(u32, &str)> {
     }
 }
 
+fn c(name: &str) -> io::Result<CString> {
+    CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+/// An entry's directory, opened beneath its preopen with no link followed, and its name there.
+#[derive(Debug)]
+struct At {
+    dir: OwnedFd,
+    name: CString,
+}
+
+impl At {
+    fn open(roots: &[Root], root: u32, path: &str) -> io::Result<At> {
+        let r = &roots[root as usize];
+        let host = c(r.host.to_str().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?)?;
+        // The preopen itself is the user's choice, links and all.
+        // SAFETY: `host` is NUL-terminated; the descriptor returned is owned below.
+        let mut dir = unsafe { OwnedFd::from_raw_fd(cvt(libc::open(host.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC))?) };
+        let mut parts: Vec<&str> = path.split('/').collect();
+        let last = parts.pop().unwrap_or_default();
+        for part in parts {
+            let name = c(part)?;
+            // SAFETY: `dir` is an open directory and `name` NUL-terminated.
+            let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) })?;
+            // SAFETY: `fd` was just opened and is owned by nobody else.
+            dir = unsafe { OwnedFd::from_raw_fd(fd) };
+        }
+        Ok(At { dir, name: c(last)? })
+    }
+
+    /// The entry's own status (a last link not followed); `None` if there is no entry.
+    fn stat(&self) -> io::Result<Option<libc::stat>> {
+        // SAFETY: `st` is written by fstatat before it is read; the pointers are valid.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        match cvt(unsafe { libc::fstatat(self.dir.as_raw_fd(), self.name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) }) {
+            Ok(_) => Ok(Some(st)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens the entry, which must be a file (a link is refused, not followed).
+    fn file(&self, flags: libc::c_int, mode: libc::mode_t) -> io::Result<File> {
+        // SAFETY: valid directory and NUL-terminated name.
+        let fd = cvt(unsafe { libc::openat(self.dir.as_raw_fd(), self.name.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC, libc::c_uint::from(mode)) })?;
+        // SAFETY: `fd` was just opened and is owned by nobody else.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    fn remove(&self, dir: bool) -> io::Result<()> {
+        // SAFETY: valid directory and NUL-terminated name.
+        cvt(unsafe { libc::unlinkat(self.dir.as_raw_fd(), self.name.as_ptr(), if dir { libc::AT_REMOVEDIR } else { 0 }) }).map(drop)
+    }
+
+    fn rename_to(&self, to: &At) -> io::Result<()> {
+        // SAFETY: valid directories and NUL-terminated names.
+        cvt(unsafe { libc::renameat(self.dir.as_raw_fd(), self.name.as_ptr(), to.dir.as_raw_fd(), to.name.as_ptr()) }).map(drop)
+    }
+
+    /// A name beside this entry that nothing uses, for keeping what a change removes.
+    fn hidden(&self) -> io::Result<At> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        loop {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = c(&format!(".clonecloud-undo-{}-{n}", std::process::id()))?;
+            let dir = self.dir.try_clone()?;
+            let at = At { dir, name };
+            if at.stat()?.is_none() {
+                return Ok(at);
+            }
+        }
+    }
+
+    fn set_times(&self, atim: libc::timespec, mtim: libc::timespec) -> io::Result<()> {
+        let times = [atim, mtim];
+        // SAFETY: valid directory, NUL-terminated name and two timespecs.
+        cvt(unsafe { libc::utimensat(self.dir.as_raw_fd(), self.name.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) }).map(drop)
+    }
+}
+
+fn size_and_times(f: &File) -> io::Result<(u64, [libc::timespec; 2])> {
+    use std::os::unix::fs::MetadataExt;
+    let m = f.metadata()?;
+    let t = |s: i64, ns: i64| libc::timespec { tv_sec: s as libc::time_t, tv_nsec: ns as libc::c_long };
+    Ok((m.len(), [t(m.atime(), m.atime_nsec()), t(m.mtime(), m.mtime_nsec())]))
+}
+
+fn futimens(f: &File, times: [libc::timespec; 2]) -> io::Result<()> {
+    // SAFETY: an open file and two timespecs.
+    cvt(unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) }).map(drop)
+}
+
+fn times_of(st: &libc::stat) -> (libc::timespec, libc::timespec) {
+    (libc::timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec }, libc::timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec })
+}
+
+fn is_dir(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+fn spec(t: Option<u64>) -> libc::timespec {
+    match t {
+        Some(ns) => libc::timespec { tv_sec: (ns / 1_000_000_000) as libc::time_t, tv_nsec: (ns % 1_000_000_000) as libc::c_long },
+        None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+    }
+}
+
+/// Tails longer than this that a truncation cuts are kept in a file beside it, not in memory.
+const TAIL_IN_MEMORY: u64 = 64 << 20;
+
 /// Carries out `ops` in order on the directories of `roots` (the preopens, by position), the
-/// descriptor changes through `descriptors` (the device's WASI). Checks every path before the
-/// first change.
-pub fn apply(
-    roots: &[Root],
+/// descriptor changes through `descriptors` (the device's WASI, which answers with the change
+/// that undoes each, when there is one). Checks every path before the first change; if a change
+/// fails, undoes the ones before it and returns the error.
+pub fn apply<'r>(
+    roots: &'r [Root],
     ops: &[FileOp],
-    descriptors: &mut dyn FnMut(&FdOp) -> Result<(), Box<dyn std::error::Error + Send + Sync>>,
-) -> Result<(), ApplyError> {
+    descriptors: &mut dyn FnMut(&FdOp) -> Result<Option<FdOp>, DescriptorError>,
+) -> Result<Applied<'r>, ApplyError> {
     for op in ops {
         for (root, path) in paths(op) {
-            resolve(roots, root, path)?;
+            check_path(roots, root, path)?;
         }
         if let FileOp::Symlink { target, path, .. } = op
             && !stays_inside(path, target)
@@ -102,58 +260,220 @@ pub fn apply(
             return Err(ApplyError::BadPath(format!("{path} -> {target}")));
         }
     }
+    let mut applied = Applied { roots, undo: Vec::new() };
     for op in ops {
-        let io = |op: &'static str, path: &PathBuf| {
-            let path = path.clone();
+        if let Err(e) = applied.one(op, descriptors) {
+            let failed = applied.rollback(descriptors);
+            return Err(if failed == 0 { e } else { ApplyError::Partial { first: Box::new(e), failed } });
+        }
+    }
+    Ok(applied)
+}
+
+impl Applied<'_> {
+    /// The journal stays: what was kept to undo it is removed.
+    pub fn commit(mut self) {
+        for u in std::mem::take(&mut self.undo) {
+            let (path, kept, dir) = match u {
+                Undo::Restore { path, kept, dir, .. } => (path, kept, dir),
+                Undo::Tail { path, kept, .. } => (path, kept, false),
+                _ => continue,
+            };
+            {
+                // An entry kept aside: a file, or a directory that was empty.
+                if let Err(e) = kept.remove(dir) {
+                    warn!(%path, "cannot remove what the merge kept of it: {e}");
+                }
+            }
+        }
+    }
+
+    /// Undoes the journal (what comes after the files failed). Returns how many steps could not
+    /// be undone (each is logged).
+    pub fn undo(mut self, descriptors: &mut dyn FnMut(&FdOp) -> Result<Option<FdOp>, DescriptorError>) -> usize {
+        self.rollback(descriptors)
+    }
+
+    fn rollback(&mut self, descriptors: &mut dyn FnMut(&FdOp) -> Result<Option<FdOp>, DescriptorError>) -> usize {
+        let mut failed = 0;
+        while let Some(u) = self.undo.pop() {
+            let what = format!("{u:?}");
+            let r: Result<(), DescriptorError> = (|| {
+                match u {
+                    Undo::Remove { root, path, dir } => At::open(self.roots, root, &path)?.remove(dir)?,
+                    Undo::Restore { root, path, kept, dir: _ } => kept.rename_to(&At::open(self.roots, root, &path)?)?,
+                    Undo::MoveBack { root, from, to_root, to } => {
+                        At::open(self.roots, to_root, &to)?.rename_to(&At::open(self.roots, root, &from)?)?;
+                    }
+                    Undo::Bytes { root, path, offset, old, len, times } => {
+                        let f = At::open(self.roots, root, &path)?.file(libc::O_WRONLY, 0)?;
+                        f.set_len(len)?;
+                        f.write_all_at(&old, offset)?;
+                        futimens(&f, times)?;
+                    }
+                    Undo::Tail { root, path, kept, at, len, times } => {
+                        let f = At::open(self.roots, root, &path)?.file(libc::O_WRONLY, 0)?;
+                        f.set_len(len)?;
+                        let mut src = kept.file(libc::O_RDONLY, 0)?;
+                        let mut dst = f;
+                        std::io::Seek::seek(&mut dst, std::io::SeekFrom::Start(at))?;
+                        std::io::copy(&mut src, &mut dst)?;
+                        futimens(&dst, times)?;
+                        kept.remove(false)?;
+                    }
+                    Undo::Rmdir { root, path, mode, atim, mtim } => {
+                        let at = At::open(self.roots, root, &path)?;
+                        // SAFETY: valid directory and NUL-terminated name.
+                        cvt(unsafe { libc::mkdirat(at.dir.as_raw_fd(), at.name.as_ptr(), 0o700) })?;
+                        // The mode exactly, which the umask would have cut.
+                        // SAFETY: valid directory and NUL-terminated name.
+                        cvt(unsafe { libc::fchmodat(at.dir.as_raw_fd(), at.name.as_ptr(), mode & 0o7777, 0) })?;
+                        at.set_times(atim, mtim)?;
+                    }
+                    Undo::Times { root, path, atim, mtim } => At::open(self.roots, root, &path)?.set_times(atim, mtim)?,
+                    Undo::Fd(op) => drop(descriptors(&op)?),
+                }
+                Ok(())
+            })();
+            if let Err(e) = r {
+                warn!("cannot undo a file change of a failed merge ({what}): {e}");
+                failed += 1;
+            }
+        }
+        failed
+    }
+
+    /// Carries out one change and records what undoes it.
+    fn one(&mut self, op: &FileOp, descriptors: &mut dyn FnMut(&FdOp) -> Result<Option<FdOp>, DescriptorError>) -> Result<(), ApplyError> {
+        let roots = self.roots;
+        let io = |op: &'static str, root: u32, path: &str| {
+            let path = roots[root as usize].host.join(path);
             move |source| ApplyError::Io { op, path, source }
         };
         match op {
             FileOp::Create { root, path } => {
-                let p = resolve(roots, *root, path)?;
-                std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(&p).map_err(io("create", &p))?;
+                let at = At::open(roots, *root, path).map_err(io("reach", *root, path))?;
+                let existed = at.stat().map_err(io("look at", *root, path))?.is_some();
+                at.file(libc::O_WRONLY | libc::O_CREAT, 0o666).map_err(io("create", *root, path))?;
+                if !existed {
+                    self.undo.push(Undo::Remove { root: *root, path: path.clone(), dir: false });
+                }
             }
             FileOp::Write { root, path, offset, data } => {
-                let p = resolve(roots, *root, path)?;
-                let mut f = std::fs::OpenOptions::new().write(true).open(&p).map_err(io("open", &p))?;
-                f.seek(SeekFrom::Start(*offset)).map_err(io("seek in", &p))?;
-                f.write_all(data).map_err(io("write", &p))?;
+                let f = At::open(roots, *root, path).and_then(|at| at.file(libc::O_RDWR, 0)).map_err(io("open", *root, path))?;
+                let (len, times) = size_and_times(&f).map_err(io("look at", *root, path))?;
+                let covered = len.saturating_sub(*offset).min(data.len() as u64) as usize;
+                let mut old = vec![0; covered];
+                f.read_exact_at(&mut old, *offset).map_err(io("read", *root, path))?;
+                self.undo.push(Undo::Bytes { root: *root, path: path.clone(), offset: *offset, old, len, times });
+                f.write_all_at(data, *offset).map_err(io("write", *root, path))?;
             }
             FileOp::SetSize { root, path, size } => {
-                let p = resolve(roots, *root, path)?;
-                let f = std::fs::OpenOptions::new().write(true).open(&p).map_err(io("open", &p))?;
-                f.set_len(*size).map_err(io("resize", &p))?;
+                let at = At::open(roots, *root, path).map_err(io("reach", *root, path))?;
+                let f = at.file(libc::O_RDWR, 0).map_err(io("open", *root, path))?;
+                let (len, times) = size_and_times(&f).map_err(io("look at", *root, path))?;
+                if *size < len && len - *size > TAIL_IN_MEMORY {
+                    // A long tail is kept in a file beside it, put back over the same file
+                    // (same inode: hard links and open descriptors still see it).
+                    let hidden = at.hidden().map_err(io("keep", *root, path))?;
+                    let mut copy = hidden.file(libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600).map_err(io("keep", *root, path))?;
+                    self.undo.push(Undo::Tail { root: *root, path: path.clone(), kept: hidden, at: *size, len, times });
+                    let mut src = at.file(libc::O_RDONLY, 0).map_err(io("open", *root, path))?;
+                    std::io::Seek::seek(&mut src, std::io::SeekFrom::Start(*size)).map_err(io("read", *root, path))?;
+                    std::io::copy(&mut std::io::Read::take(src, len - *size), &mut copy).map_err(io("keep", *root, path))?;
+                } else {
+                    let mut tail = vec![0; len.saturating_sub(*size) as usize];
+                    f.read_exact_at(&mut tail, *size).map_err(io("read", *root, path))?;
+                    self.undo.push(Undo::Bytes { root: *root, path: path.clone(), offset: *size, old: tail, len, times });
+                }
+                f.set_len(*size).map_err(io("resize", *root, path))?;
             }
             FileOp::Mkdir { root, path } => {
-                let p = resolve(roots, *root, path)?;
-                std::fs::create_dir(&p).map_err(io("create directory", &p))?;
+                let at = At::open(roots, *root, path).map_err(io("reach", *root, path))?;
+                // SAFETY: valid directory and NUL-terminated name.
+                cvt(unsafe { libc::mkdirat(at.dir.as_raw_fd(), at.name.as_ptr(), 0o777) }).map_err(io("create directory", *root, path))?;
+                self.undo.push(Undo::Remove { root: *root, path: path.clone(), dir: true });
             }
             FileOp::Unlink { root, path } => {
-                let p = resolve(roots, *root, path)?;
-                std::fs::remove_file(&p).map_err(io("remove", &p))?;
+                let at = At::open(roots, *root, path).map_err(io("reach", *root, path))?;
+                match at.stat().map_err(io("look at", *root, path))? {
+                    None => return Err(io("remove", *root, path)(io::Error::from(io::ErrorKind::NotFound))),
+                    Some(st) if is_dir(&st) => return Err(io("remove", *root, path)(io::Error::from_raw_os_error(libc::EISDIR))),
+                    Some(_) => {}
+                }
+                let hidden = at.hidden().map_err(io("remove", *root, path))?;
+                at.rename_to(&hidden).map_err(io("remove", *root, path))?;
+                self.undo.push(Undo::Restore { root: *root, path: path.clone(), kept: hidden, dir: false });
             }
             FileOp::Rmdir { root, path } => {
-                let p = resolve(roots, *root, path)?;
-                std::fs::remove_dir(&p).map_err(io("remove directory", &p))?;
+                let at = At::open(roots, *root, path).map_err(io("reach", *root, path))?;
+                let st = at.stat().map_err(io("look at", *root, path))?.ok_or_else(|| io("remove directory", *root, path)(io::Error::from(io::ErrorKind::NotFound)))?;
+                at.remove(true).map_err(io("remove directory", *root, path))?;
+                let (atim, mtim) = times_of(&st);
+                self.undo.push(Undo::Rmdir { root: *root, path: path.clone(), mode: st.st_mode, atim, mtim });
             }
             FileOp::Rename { root, from, to_root, to } => {
-                let (a, b) = (resolve(roots, *root, from)?, resolve(roots, *to_root, to)?);
-                std::fs::rename(&a, &b).map_err(io("rename", &a))?;
+                let a = At::open(roots, *root, from).map_err(io("reach", *root, from))?;
+                let b = At::open(roots, *to_root, to).map_err(io("reach", *to_root, to))?;
+                let sa = a.stat().map_err(io("look at", *root, from))?.ok_or_else(|| io("rename", *root, from)(io::Error::from(io::ErrorKind::NotFound)))?;
+                if let Some(sb) = b.stat().map_err(io("look at", *to_root, to))? {
+                    if (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino) {
+                        // Two names of one file: rename(2) does nothing.
+                        return Ok(());
+                    }
+                    // The entry the rename replaces is kept aside; a non-empty directory is
+                    // refused as rename(2) would.
+                    if is_dir(&sb) {
+                        if !is_dir(&sa) {
+                            return Err(io("rename", *root, from)(io::Error::from_raw_os_error(libc::EISDIR)));
+                        }
+                        let mut rd = std::fs::read_dir(format!("/proc/self/fd/{}/{}", b.dir.as_raw_fd(), b.name.to_string_lossy())).map_err(io("look at", *to_root, to))?;
+                        if rd.next().is_some() {
+                            return Err(io("rename", *root, from)(io::Error::from_raw_os_error(libc::ENOTEMPTY)));
+                        }
+                    } else if is_dir(&sa) {
+                        return Err(io("rename", *root, from)(io::Error::from_raw_os_error(libc::ENOTDIR)));
+                    }
+                    let hidden = b.hidden().map_err(io("rename", *to_root, to))?;
+                    b.rename_to(&hidden).map_err(io("rename", *to_root, to))?;
+                    self.undo.push(Undo::Restore { root: *to_root, path: to.clone(), kept: hidden, dir: is_dir(&sb) });
+                }
+                a.rename_to(&b).map_err(io("rename", *root, from))?;
+                self.undo.push(Undo::MoveBack { root: *root, from: from.clone(), to_root: *to_root, to: to.clone() });
             }
             FileOp::Link { root, from, to_root, to } => {
-                let (a, b) = (resolve(roots, *root, from)?, resolve(roots, *to_root, to)?);
-                std::fs::hard_link(&a, &b).map_err(io("link", &a))?;
+                let a = At::open(roots, *root, from).map_err(io("reach", *root, from))?;
+                let b = At::open(roots, *to_root, to).map_err(io("reach", *to_root, to))?;
+                // Flags 0: a last link is linked itself, not followed.
+                // SAFETY: valid directories and NUL-terminated names.
+                cvt(unsafe { libc::linkat(a.dir.as_raw_fd(), a.name.as_ptr(), b.dir.as_raw_fd(), b.name.as_ptr(), 0) }).map_err(io("link", *root, from))?;
+                self.undo.push(Undo::Remove { root: *to_root, path: to.clone(), dir: false });
             }
             FileOp::Symlink { root, target, path } => {
-                let p = resolve(roots, *root, path)?;
-                std::os::unix::fs::symlink(target, &p).map_err(io("make a link at", &p))?;
+                let at = At::open(roots, *root, path).map_err(io("reach", *root, path))?;
+                let t = c(target).map_err(io("make a link at", *root, path))?;
+                // SAFETY: valid directory and NUL-terminated strings.
+                cvt(unsafe { libc::symlinkat(t.as_ptr(), at.dir.as_raw_fd(), at.name.as_ptr()) }).map_err(io("make a link at", *root, path))?;
+                self.undo.push(Undo::Remove { root: *root, path: path.clone(), dir: false });
             }
             FileOp::SetTimes { root, path, atim, mtim } => {
                 // The entry itself: the clone names a link's own path when it set a link's times.
-                let p = resolve(roots, *root, path)?;
-                set_times_nofollow(&p, *atim, *mtim).map_err(io("set the times of", &p))?;
+                let at = At::open(roots, *root, path).map_err(io("reach", *root, path))?;
+                let st = at.stat().map_err(io("look at", *root, path))?.ok_or_else(|| io("set the times of", *root, path)(io::Error::from(io::ErrorKind::NotFound)))?;
+                at.set_times(spec(*atim), spec(*mtim)).map_err(io("set the times of", *root, path))?;
+                let (atim, mtim) = times_of(&st);
+                self.undo.push(Undo::Times { root: *root, path: path.clone(), atim, mtim });
             }
-            FileOp::Fd(op) => descriptors(op).map_err(|why| ApplyError::Descriptor { op: op.clone(), why })?,
+            FileOp::Fd(op) => {
+                let inverse = descriptors(op).map_err(|why| ApplyError::Descriptor { op: op.clone(), why })?;
+                match inverse {
+                    Some(inv) => self.undo.push(Undo::Fd(inv)),
+                    None => {
+                        // Nothing undoes it; what came before stays undoable.
+                    }
+                }
+            }
         }
+        Ok(())
     }
-    Ok(())
 }

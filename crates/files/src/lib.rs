@@ -12,14 +12,15 @@
 //!   applied in place and recorded, in order, as [`FileOp`]s. Whatever it cannot answer exactly
 //!   as the device would is [`FsError::Unsupported`]: the migration is then abandoned and the
 //!   function runs on the device.
-//! - [`apply`] (device) carries a journal out on the real directories at the commit.
+//! - [`apply`] (device) carries a journal out on the real directories at the commit, beneath
+//!   each preopen with no symbolic link followed, all or nothing ([`Applied`] commits or undoes).
 
 mod apply;
 mod fs;
 mod scan;
 mod store;
 
-pub use apply::{ApplyError, apply};
+pub use apply::{Applied, ApplyError, DescriptorError, apply};
 pub use clonecloud_wire::{Entry, EntryKind, FdOp, FileOp, FileStat, Tree};
 pub use fs::{Dirent, Fd, Fdstat, Filestat, Fs, FsError, Opened, PollTarget, errno, filetype};
 pub use scan::{Root, ScanError, Scanner};

@@ -9,7 +9,7 @@ use rustls::{ClientConnection, ServerConnection, StreamOwned};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 enum Tls {
     Client(Box<StreamOwned<ClientConnection, TcpStream>>),
@@ -56,6 +56,10 @@ pub struct Connection {
     buf: Vec<u8>,
     peer: PublicKey,
     compression: Compression,
+    /// Each read's own timeout, and the time by which a [`Connection::recv`] must end however
+    /// the bytes trickle in.
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
     /// Bytes of frames written and read (before TLS), for statistics.
     pub sent: u64,
     pub received: u64,
@@ -114,7 +118,8 @@ impl Connection {
     }
 
     fn new(tls: Tls, peer: PublicKey) -> Connection {
-        Connection { tls, decoder: Decoder::default(), buf: vec![0; 64 * 1024], peer, compression: Compression::None, sent: 0, received: 0 }
+        let timeout = tls.sock().read_timeout().ok().flatten();
+        Connection { tls, decoder: Decoder::default(), buf: vec![0; 64 * 1024], peer, compression: Compression::None, timeout, deadline: None, sent: 0, received: 0 }
     }
 
     /// The authenticated peer's key.
@@ -122,9 +127,20 @@ impl Connection {
         &self.peer
     }
 
-    pub fn set_timeout(&self, t: Option<Duration>) {
+    pub fn set_timeout(&mut self, t: Option<Duration>) {
+        self.timeout = t;
         self.tls.sock().set_read_timeout(t).ok();
         self.tls.sock().set_write_timeout(t).ok();
+    }
+
+    /// [`Connection::recv`] fails with [`NetError::Timeout`] at `deadline` (if not sooner by
+    /// the read timeout), however slowly the peer keeps sending: a peer that trickles bytes
+    /// cannot hold the reader past it.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+        if deadline.is_none() {
+            self.tls.sock().set_read_timeout(self.timeout).ok();
+        }
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -170,6 +186,14 @@ impl Connection {
             if let Some(m) = self.decoder.next_message().map_err(NetError::Decode)? {
                 tracing::trace!(target: "clonecloud_net::wire", "received {}", m.kind());
                 return Ok(m);
+            }
+            if let Some(d) = self.deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(NetError::Timeout("receiving: past the deadline".into()));
+                }
+                let t = self.timeout.map_or(left, |t| t.min(left));
+                self.tls.sock().set_read_timeout(Some(t)).ok();
             }
             let n = match self.tls.read(&mut self.buf) {
                 Ok(n) => n,

@@ -29,7 +29,8 @@ pub struct Target {
     pub identity: Identity,
     /// For connecting and the handshake.
     pub connect_timeout: Duration,
-    /// For each reply (a migrated function must return within it).
+    /// For the whole of one migration, from its start to the clone's answer, whatever the
+    /// clone sends meanwhile (a migrated function must return within it).
     pub timeout: Duration,
     /// How page deltas and file contents travel.
     pub compression: CompressionPolicy,
@@ -94,6 +95,10 @@ const RESUME_TRIES: Duration = Duration::from_secs(3);
 
 /// Times the link may break during one migration before the device runs the function itself.
 const MAX_BREAKS: u32 = 8;
+
+/// The most calls a clone may make to the device during one migration (a clone that keeps
+/// calling is also stopped by the migration's deadline, `Target::timeout`).
+const MAX_PROXIED: u32 = 1 << 20;
 
 /// The device's offloading runtime for one app run (one thread).
 #[derive(Debug)]
@@ -171,6 +176,8 @@ impl Offloader {
             reconnect_window: target.connect_timeout.max(RESUME_TRIES),
             first_pause: FIRST_PAUSE,
             retry_after: RETRY_AFTER,
+            answer_within: target.timeout,
+            max_proxied: MAX_PROXIED,
         });
         Offloader {
             target,
@@ -509,6 +516,7 @@ impl Offloader {
                 };
                 let received = conn.received;
                 let answer = self.core.awaits_answer();
+                conn.set_deadline(self.core.poll_timeout());
                 match conn.recv() {
                     Ok(m) => {
                         if answer {
@@ -520,8 +528,14 @@ impl Offloader {
                         if answer {
                             fig.io.received += conn.received - received;
                         }
-                        let a = net(e);
-                        self.core.handle_broken(Instant::now(), a.cause, a.detail);
+                        let now = Instant::now();
+                        if self.core.poll_timeout().is_some_and(|t| now >= t) {
+                            // The migration's deadline, not a broken link.
+                            self.core.handle_timeout(now);
+                        } else {
+                            let a = net(e);
+                            self.core.handle_broken(now, a.cause, a.detail);
+                        }
                     }
                 }
             } else if let Some(t) = self.core.poll_timeout() {
@@ -553,8 +567,10 @@ impl Offloader {
                     return Err(abort(Cause::Protocol, format!("results {vals:?} do not match the function's type")));
                 }
                 let t2 = Instant::now();
-                // Files first: if the disk refuses a change, nothing in memory has changed yet
-                // and the function runs locally.
+                // All or nothing: the memory and globals are checked, then the files changed
+                // (undone if one change fails), then the memory and globals set (the files
+                // undone if that fails). On any failure the device is as it was and the
+                // function runs locally.
                 // After proxied imports the agreed state is the scratch memory's: the final pages go
                 // there, and every page the migration touched comes over from it.
                 let merged = if self.proxying.active() { Some(self.proxying.final_pages(guest, &state.memory)?) } else { None };
@@ -567,13 +583,21 @@ impl Offloader {
                         return Err(abort(Cause::Merge, format!("the clone numbered a new descriptor {next}, but the device would give {got:?}")));
                     }
                 }
-                clonecloud_files::apply(&self.target.dirs, &files, &mut |op| guest.replay_fd(op).map_err(Into::into)).map_err(|e| abort(Cause::Merge, e))?;
                 let globals = convert::globals(&state);
-                let applied = match &merged {
-                    Some((wasm_pages, pages)) => guest.apply(*wasm_pages, pages, false, &globals),
-                    None => guest.apply(state.memory.wasm_pages, &state.memory.pages, state.memory.xor, &globals),
+                let (wasm_pages, pages, xor) = match &merged {
+                    Some((wasm_pages, pages)) => (*wasm_pages, pages, false),
+                    None => (state.memory.wasm_pages, &state.memory.pages, state.memory.xor),
                 };
-                applied.map_err(|e| abort(Cause::Merge, e))?;
+                guest.check_apply(wasm_pages, pages, &globals).map_err(|e| abort(Cause::Merge, e))?;
+                let changed = clonecloud_files::apply(&self.target.dirs, &files, &mut |op| guest.replay_fd(op).map_err(Into::into)).map_err(|e| abort(Cause::Merge, e))?;
+                if let Err(e) = guest.apply(wasm_pages, pages, xor, &globals) {
+                    let failed = changed.undo(&mut |op| guest.replay_fd(op).map_err(Into::into));
+                    if failed > 0 {
+                        warn!(failed, "the files of a failed merge could not all be put back");
+                    }
+                    return Err(abort(Cause::Merge, e));
+                }
+                changed.commit();
                 let indices: Vec<u32> = merged.as_ref().map_or(&state.memory.pages, |(_, pages)| pages).iter().map(|(i, _)| *i).collect();
                 self.table.record(guest.memory(), indices);
                 // Committed: what the function wrote goes out now, in order.

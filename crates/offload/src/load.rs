@@ -59,6 +59,8 @@ fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::Pu
         reconnect_window: Duration::ZERO,
         first_pause: Duration::from_millis(50),
         retry_after: Duration::from_secs(5),
+        answer_within: Duration::from_secs(60),
+        max_proxied: 1000,
     });
     let mut conn: Option<Connection> = None;
     // The device's copy of the 4 pages, kept in step with the clone's.

@@ -28,6 +28,7 @@ fn liar(answer: Message) -> (String, Identity, clonecloud_net::PublicKey) {
         while let Ok(m) = c.recv() {
             let reply = match m {
                 Message::Hello { .. } => Message::Welcome { need_module: false },
+                Message::Files { .. } => Message::NeedFiles { hashes: vec![] },
                 Message::Migrate { .. } => answer.clone(),
                 _ => continue,
             };
@@ -40,6 +41,11 @@ fn liar(answer: Message) -> (String, Identity, clonecloud_net::PublicKey) {
 }
 
 fn exit_code(answer: Option<Message>) -> (i32, Stats) {
+    exit_code_in(answer, None)
+}
+
+/// [`exit_code`] with `dir` preopened as `/pre` on the device (and replicated to the liar).
+fn exit_code_in(answer: Option<Message>, dir: Option<&std::path::Path>) -> (i32, Stats) {
     let wasm = wat::parse_str(WAT).unwrap();
     let engine = new_engine(PointMode::Host).unwrap();
     let program = Program::prepare(&engine, &ModuleCache::disabled(), &wasm, &Points::Named(vec!["f".into()]), PointMode::Host).unwrap();
@@ -54,11 +60,12 @@ fn exit_code(answer: Option<Message>) -> (i32, Stats) {
             timeout: Duration::from_secs(10),
             compression: CompressionPolicy::Fixed(Compression::None),
             environment: Default::default(),
-            dirs: Vec::new(),
+            dirs: dir.map(|d| clonecloud_files::Root { host: d.to_path_buf(), guest: "/pre".into() }).into_iter().collect(),
         };
         Box::new(Offloader::new(target, program.layout().clone(), vec!["f".into()], stats.clone())) as Box<dyn clonecloud_exec::Migrator>
     });
-    let wasi = WasiConfig { stdio: Stdio::Null, ..WasiConfig::default() };
+    let dirs = dir.map(|d| clonecloud_exec::DirMapping { host: d.to_path_buf(), guest: "/pre".into() }).into_iter().collect();
+    let wasi = WasiConfig { stdio: Stdio::Null, dirs, ..WasiConfig::default() };
     let code = match program.run_with(&wasi, migrator).unwrap().outcome {
         Outcome::Exited(c) => c,
         other => panic!("{other:?}"),
@@ -110,5 +117,65 @@ fn answers_that_do_not_fit_are_not_believed() {
         let (got, s) = exit_code(Some(lie));
         assert_eq!(got, want, "{what}: the plain run's exit code");
         assert_eq!((s.migrations, s.fallbacks.count), (0, 1), "{what}: {s:?}");
+    }
+}
+
+/// Everything under `dir`, by path: content or link target.
+fn tree(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let what = if m.file_type().is_symlink() {
+                std::fs::read_link(&p).unwrap().to_string_lossy().into_owned().into_bytes()
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                b"<dir>".to_vec()
+            } else {
+                std::fs::read(&p).unwrap()
+            };
+            out.push((p.strip_prefix(dir).unwrap().to_string_lossy().into_owned(), what));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_lying_journal_changes_nothing_on_the_device() {
+    let t = tempfile::tempdir().unwrap();
+    let (pre, outside) = (t.path().join("pre"), t.path().join("outside"));
+    std::fs::create_dir_all(&pre).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(pre.join("data"), b"original").unwrap();
+    std::fs::write(outside.join("secret"), b"keep me").unwrap();
+    std::os::unix::fs::symlink("../outside", pre.join("out")).unwrap();
+    let before = tree(t.path());
+    let (want, _) = exit_code_in(None, Some(&pre));
+    assert_eq!(want, 7);
+    assert_eq!(tree(t.path()), before, "the plain run changes no file");
+
+    let write = |path: &str, data: &[u8]| clonecloud_wire::FileOp::Write { root: 0, path: path.into(), offset: 0, data: data.to_vec() };
+    let answer = |files: Vec<clonecloud_wire::FileOp>, state: State| Message::Return { results: vec![Value::I32(5)], state, micros: 0, output: vec![], files, exit: None, freed: 0 };
+    // An honest journal is merged: the lies below are refused for what they are, not because
+    // journals never apply.
+    let (got, s) = exit_code_in(Some(answer(vec![write("data", b"CHANGED!")], state(vec![]))), Some(&pre));
+    assert_eq!((got, s.migrations), (5, 1), "{s:?}");
+    assert_eq!(std::fs::read(pre.join("data")).unwrap(), b"CHANGED!");
+    std::fs::write(pre.join("data"), b"original").unwrap();
+
+    let lies = [
+        ("a write through a link out of the preopen", answer(vec![write("data", b"CHANGED!"), write("out/secret", b"pwned")], state(vec![]))),
+        ("a journal that fails halfway", answer(vec![write("data", b"CHANGED!"), clonecloud_wire::FileOp::Unlink { root: 0, path: "missing".into() }], state(vec![]))),
+        ("files with memory beyond the module's maximum", answer(vec![write("data", b"CHANGED!")], State { globals: vec![], memory: PageDelta { wasm_pages: 3, page_size: 4096, pages: vec![], xor: false } })),
+        ("files with a global the module lacks", answer(vec![write("data", b"CHANGED!")], State { globals: vec![(99, Value::I32(1))], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } })),
+    ];
+    for (what, lie) in lies {
+        let (got, s) = exit_code_in(Some(lie), Some(&pre));
+        assert_eq!(got, want, "{what}: the plain run's exit code");
+        assert_eq!((s.migrations, s.fallbacks.count), (0, 1), "{what}: {s:?}");
+        assert_eq!(tree(t.path()), before, "{what}: the device's files changed");
     }
 }

@@ -422,7 +422,9 @@ pub fn to_bytes_with(m: &Message, compression: Compression) -> Vec<u8> {
 struct Reader<'a> {
     data: &'a [u8],
     kind: &'static str,
-    /// The most a compressed delta may expand to.
+    /// What the compressed parts of this message may still expand to, all together: one
+    /// budget per message, so a message of many small compressed parts cannot make the
+    /// receiver allocate many times the frame limit.
     limit: usize,
     /// The compression of what was read (`None` when nothing compressed was).
     compression: Compression,
@@ -517,8 +519,9 @@ impl<'a> Reader<'a> {
     /// allocated beyond what the data really expands to, so a forged length costs nothing.
     fn unpack(&mut self, encoding: u8, packed: &[u8], len: usize, what: &'static str) -> Result<Vec<u8>, DecodeError> {
         if len > self.limit {
-            return Err(self.invalid(format!("{what}: {len} bytes is over the frame limit")));
+            return Err(self.invalid(format!("{what}: {len} more bytes decompressed is over the message's limit")));
         }
+        self.limit -= len;
         let out = match encoding {
             1 => {
                 // LZ4 expands at most 255-fold: a larger claim is a forgery, refused unallocated.

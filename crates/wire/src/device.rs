@@ -44,6 +44,13 @@ pub struct DeviceConfig {
     pub first_pause: Duration,
     /// After a failed connection, migrations are not dialled again for this long.
     pub retry_after: Duration,
+    /// One migration, from its start to the clone's answer (the session's opening, the
+    /// directories' replication, the run, its proxied calls and every reconnect), takes at
+    /// most this long; then the device runs the call itself. A clone that trickles its bytes
+    /// or keeps making calls cannot hold the device past it.
+    pub answer_within: Duration,
+    /// The most calls a clone may proxy to the device during one migration.
+    pub max_proxied: u32,
 }
 
 /// The longest pause between reconnect tries.
@@ -147,6 +154,9 @@ pub struct DeviceConn {
     /// No dialling before this (a connection failed); the first abandon says why.
     unreachable_until: Option<Instant>,
     unreachable_why: Option<(Cause, String)>,
+    /// When the migration under way must have been answered, and the calls it proxied.
+    deadline: Option<Instant>,
+    proxied: u32,
     transmits: VecDeque<Message>,
     events: VecDeque<ConnEvent>,
 }
@@ -165,6 +175,8 @@ impl DeviceConn {
             retry_pending: Retry::No,
             unreachable_until: None,
             unreachable_why: None,
+            deadline: None,
+            proxied: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -204,6 +216,8 @@ impl DeviceConn {
     pub fn start_migration(&mut self, now: Instant) {
         debug_assert!(self.is_idle(), "one migration at a time");
         self.breaks = 0;
+        self.deadline = Some(now + self.config.answer_within);
+        self.proxied = 0;
         self.retry_pending = Retry::No;
         if self.has_session() {
             self.list_files();
@@ -340,6 +354,11 @@ impl DeviceConn {
                 self.events.push_back(ConnEvent::NeedFiles { hashes });
             }
             (Phase::Migrating, SessionEvent::ImportCall { import, args, state }) => {
+                self.proxied += 1;
+                if self.proxied > self.config.max_proxied {
+                    let max = self.config.max_proxied;
+                    return self.abandon(Cause::Protocol, format!("the clone made more than {max} calls to the device in one migration"));
+                }
                 self.phase = Phase::Proxying;
                 self.events.push_back(ConnEvent::ImportCall { import, args, state });
             }
@@ -500,6 +519,12 @@ impl DeviceConn {
 
     /// The time came (see [`DeviceConn::poll_timeout`]).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase != Phase::Idle
+            && self.deadline.is_some_and(|d| now >= d)
+        {
+            let within = self.config.answer_within;
+            return self.abandon(Cause::Timeout, format!("the clone did not answer within {within:?}"));
+        }
         if let Phase::Backoff { until, purpose } = self.phase
             && now >= until
         {
@@ -530,8 +555,9 @@ impl DeviceConn {
     /// When to call [`DeviceConn::handle_timeout`], if nothing arrives first.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Backoff { until, .. } => Some(until),
-            _ => None,
+            Phase::Idle => None,
+            Phase::Backoff { until, .. } => Some(self.deadline.map_or(until, |d| d.min(until))),
+            _ => self.deadline,
         }
     }
 

@@ -290,3 +290,25 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
     };
     assert!(matches!(from_bytes(&to_bytes(&m), DEFAULT_MAX_FRAME), Err(DecodeError::Invalid { .. })));
 }
+
+/// One decompression budget for the whole message: many compressed writes, each well within
+/// the limit, that together expand past it are refused (a small frame must not make the
+/// receiver allocate many times its limit).
+#[test]
+fn a_message_has_one_decompression_budget() {
+    let bomb = Message::Return {
+        results: vec![],
+        state: State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } },
+        micros: 0,
+        output: vec![],
+        files: (0..64).map(|i| FileOp::Write { root: 0, path: format!("f{i}"), offset: 0, data: vec![0; 1 << 20] }).collect(),
+        exit: None,
+        freed: 0,
+    };
+    for c in [Compression::Lz4, Compression::Zstd] {
+        let packed = to_bytes_with(&bomb, c);
+        assert!(packed.len() < 1 << 20, "{c:?}: {} bytes", packed.len());
+        assert!(matches!(from_bytes(&packed, 16 << 20), Err(DecodeError::Invalid { .. })), "{c:?}: 64 MiB out of a 16 MiB limit");
+        assert_eq!(from_bytes(&packed, 65 << 20).unwrap(), bomb, "{c:?}: within the limit");
+    }
+}

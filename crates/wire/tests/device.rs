@@ -19,6 +19,8 @@ fn config() -> DeviceConfig {
         reconnect_window: Duration::from_secs(3),
         first_pause: Duration::from_millis(50),
         retry_after: Duration::from_secs(5),
+        answer_within: Duration::from_secs(60),
+        max_proxied: 1000,
     }
 }
 
@@ -419,4 +421,66 @@ fn an_adopted_session_is_used_and_giving_up_drops_it() {
     assert_eq!(p.core.close(), None, "no goodbye without a session");
     p.core.start_migration(p.now);
     assert_eq!(p.events(), [ConnEvent::Dial]);
+}
+
+#[test]
+fn one_deadline_for_the_whole_migration_however_the_clone_keeps_it_busy() {
+    let mut p = Pair::new();
+    let start = p.now;
+    p.open_and_migrate();
+    assert_eq!(p.core.poll_timeout(), Some(start + Duration::from_secs(60)), "the answer is awaited until the deadline");
+    // A clone that keeps the device busy with calls, each answered at once, and a break that
+    // is resumed: neither moves the deadline.
+    for i in 0..10 {
+        p.now = start + Duration::from_secs(5 * i);
+        p.receive(Message::ImportCall { import: 1, args: vec![], state: State::default() });
+        assert!(matches!(p.events()[..], [ConnEvent::ImportCall { .. }]));
+        p.core.import_return(vec![], State::default());
+        assert_eq!(p.sent(), ["import-return"]);
+    }
+    p.core.handle_broken(p.now, Cause::Link, "reset".into());
+    assert_eq!(p.events(), [ConnEvent::Dial]);
+    p.core.handle_connected(p.now);
+    assert_eq!(p.sent(), ["resume"]);
+    p.receive(Message::Resumed { ok: true });
+    assert_eq!(p.events(), [ConnEvent::Resumed]);
+    assert_eq!(p.core.poll_timeout(), Some(start + Duration::from_secs(60)));
+    p.core.handle_timeout(start + Duration::from_secs(59));
+    assert!(p.events().is_empty(), "not yet");
+    p.core.handle_timeout(start + Duration::from_secs(60));
+    assert!(matches!(&p.events()[..], [ConnEvent::Abandoned { cause: Cause::Timeout, .. }]));
+    assert!(p.core.is_idle() && !p.core.has_session(), "the session is dropped with the migration");
+    assert_eq!(p.core.poll_timeout(), None);
+}
+
+#[test]
+fn a_deadline_that_passes_while_backing_off_ends_the_migration() {
+    let mut p = Pair::new();
+    let start = p.now;
+    p.open_and_migrate();
+    p.now = start + Duration::from_millis(59_990);
+    p.core.handle_broken(p.now, Cause::Link, "reset".into());
+    assert_eq!(p.events(), [ConnEvent::Dial]);
+    p.core.handle_dial_failed(p.now, Cause::Connect, "refused".into());
+    assert_eq!(p.core.poll_timeout(), Some(start + Duration::from_secs(60)), "the deadline comes before the next try");
+    p.core.handle_timeout(start + Duration::from_secs(60));
+    assert!(matches!(&p.events()[..], [ConnEvent::Abandoned { cause: Cause::Link, .. }]), "the break is the cause");
+}
+
+#[test]
+fn a_clone_that_keeps_calling_the_device_is_cut_off_at_the_cap() {
+    let mut p = Pair::new();
+    p.open_and_migrate();
+    for _ in 0..1000 {
+        p.receive(Message::ImportCall { import: 1, args: vec![], state: State::default() });
+        assert!(matches!(p.events()[..], [ConnEvent::ImportCall { .. }]));
+        p.core.import_return(vec![], State::default());
+        assert_eq!(p.sent(), ["import-return"]);
+    }
+    p.receive(Message::ImportCall { import: 1, args: vec![], state: State::default() });
+    assert!(matches!(&p.events()[..], [ConnEvent::Abandoned { cause: Cause::Protocol, detail }] if detail.contains("1000")));
+    // The next migration starts its count again.
+    p.open_and_migrate();
+    p.receive(Message::ImportCall { import: 1, args: vec![], state: State::default() });
+    assert!(matches!(p.events()[..], [ConnEvent::ImportCall { .. }]));
 }
