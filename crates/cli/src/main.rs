@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod analyze;
@@ -52,6 +53,11 @@ fn main() -> ExitCode {
         Command::Run(_) => "warn,clonecloud_offload::server=error,wasmtime_wasi=error",
         _ => "warn",
     });
+    let keeps_data = matches!(cli.command, Command::Run(_) | Command::Profile(_) | Command::Partition(_) | Command::Serve(_) | Command::Load(_) | Command::Bench(_) | Command::Faults(_));
+    if keeps_data && let Err(e) = secure_data_dir() {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Run(opts) => run::run(opts),
         Command::Inspect(opts) => inspect::run(opts),
@@ -130,6 +136,30 @@ pub(crate) fn data_dir() -> Option<PathBuf> {
         .or_else(|| env("HOME").map(|d| d.join(".local/share/clonecloud")))
 }
 
+/// Makes the data directory this user's alone before anything is kept there (keys, compiled
+/// modules, replicated files): created with mode 0700, refused if another user owns it, and
+/// closed to others if it was open.
+pub(crate) fn secure_data_dir() -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let Some(dir) = data_dir() else { return Ok(()) };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let meta = std::fs::metadata(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        anyhow::bail!(
+            "the data directory {} belongs to another user (uid {}); clonecloud keeps keys and files there: set CLONECLOUD_HOME to a directory of your own",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("cannot make {} private", dir.display()))?;
+        tracing::info!(dir = %dir.display(), "made the data directory private (0700)");
+    }
+    Ok(())
+}
+
 /// MiB the device's compiled-module cache may take when `CLONECLOUD_CACHE_MIB` is not set: room
 /// for hundreds of typical modules (a compiled module is a few times its wasm), small next to a
 /// device's disk.
@@ -167,7 +197,6 @@ fn cache_mib(value: Option<&std::ffi::OsStr>) -> anyhow::Result<u64> {
 
 /// Reads a module file, saying which file could not be read.
 pub(crate) fn read_module(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    use anyhow::Context;
     std::fs::read(path).with_context(|| format!("cannot read module `{}`", path.display()))
 }
 

@@ -61,7 +61,9 @@ pub struct Opts {
     #[arg(long, value_name = "FILE", requires = "clone")]
     clone_key: Option<std::path::PathBuf>,
 
-    /// Seconds to wait for the clone's answer to a migration before running it here.
+    /// Seconds one migration may take, from its start to the clone's answer, before the device
+    /// runs it here (whatever the clone sends meanwhile: trickled bytes or calls back to the
+    /// device do not extend it).
     #[arg(long, value_name = "SECS", default_value_t = 60.0, requires = "offloading")]
     clone_timeout: f64,
 
@@ -382,7 +384,7 @@ fn local_identity(home: Option<&std::path::Path>, name: &str) -> anyhow::Result<
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let id = clonecloud_net::Identity::generate()?;
-    id.save(&dir.join(name))?;
+    id.save(&dir.join(name), false)?;
     Ok(id)
 }
 

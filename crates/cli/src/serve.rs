@@ -50,16 +50,23 @@ pub struct KeygenOpts {
     /// The path prefix of the two files.
     #[arg(long, value_name = "NAME")]
     out: PathBuf,
+    /// Replace NAME.key and NAME.pub if they exist (the old identity is lost).
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn keygen(opts: KeygenOpts) -> anyhow::Result<ExitCode> {
     let id = Identity::generate()?;
-    let (key, public) = id.save(&opts.out)?;
+    let (key, public) = id.save(&opts.out, opts.force)?;
     println!("{}\n{}", key.display(), public.display());
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn serve(opts: Opts) -> anyhow::Result<ExitCode> {
+    // What the server keeps (compiled modules, replicated files) is its own: files 0600,
+    // directories 0700.
+    // SAFETY: umask has no preconditions.
+    unsafe { libc::umask(0o077) };
     let id = Identity::load(&opts.key)?;
     let allow = AllowList::load(&opts.allow)?;
     if allow.is_empty() {

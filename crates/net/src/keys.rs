@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 const PUB_PREFIX: &str = "clonecloud-ed25519";
 
+/// The DER of an Ed25519 SubjectPublicKeyInfo before its 32 bytes of key (RFC 8410).
+const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+
 /// A public key: the DER of an X.509 SubjectPublicKeyInfo.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PublicKey(pub Vec<u8>);
@@ -38,6 +41,8 @@ pub enum KeyParseError {
     Length,
     #[error("the key is not hex")]
     NotHex,
+    #[error("the key is not an Ed25519 public key (clonecloud keys are made by `clonecloud keygen`)")]
+    NotEd25519,
     #[error("line {line}: {error}")]
     Line { line: usize, error: Box<KeyParseError> },
 }
@@ -45,20 +50,32 @@ pub enum KeyParseError {
 impl PublicKey {
     /// Parses the one-line form.
     pub fn parse(line: &str) -> Result<PublicKey, KeyParseError> {
-        let hex = line.trim().strip_prefix(PUB_PREFIX).ok_or(KeyParseError::Prefix)?.trim();
+        let hex = line.trim().strip_prefix(PUB_PREFIX).ok_or(KeyParseError::Prefix)?.trim().as_bytes();
+        if !hex.is_ascii() {
+            return Err(KeyParseError::NotHex);
+        }
         if hex.len() % 2 != 0 || hex.is_empty() {
             return Err(KeyParseError::Length);
         }
-        (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| KeyParseError::NotHex))
-            .collect::<Result<Vec<u8>, KeyParseError>>()
-            .map(PublicKey)
+        let der = hex
+            .chunks(2)
+            .map(|pair| std::str::from_utf8(pair).ok().and_then(|p| u8::from_str_radix(p, 16).ok()).ok_or(KeyParseError::NotHex))
+            .collect::<Result<Vec<u8>, KeyParseError>>()?;
+        if der.len() != ED25519_SPKI_PREFIX.len() + 32 || !der.starts_with(&ED25519_SPKI_PREFIX) {
+            return Err(KeyParseError::NotEd25519);
+        }
+        Ok(PublicKey(der))
     }
 
-    /// A short, stable name for logs: the last 8 bytes of the key, in hex.
+    /// A short, stable name for logs: the last 8 bytes of the key, in hex. Not an identity
+    /// (see [`PublicKey::id`]).
     pub fn fingerprint(&self) -> String {
         self.0.iter().rev().take(8).rev().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The whole key, in hex: what a server keys a device's sessions, replicas and files by.
+    pub fn id(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     pub fn load(path: &Path) -> Result<PublicKey, NetError> {
@@ -93,7 +110,21 @@ impl Identity {
         Ok(Identity { pem: pem.to_string(), public: PublicKey(rcgen::PublicKeyData::subject_public_key_info(&kp)) })
     }
 
+    /// Reads a private key, which must be readable by its owner only.
     pub fn load(path: &Path) -> Result<Identity, NetError> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).map_err(|e| NetError::io(format!("cannot read {}", path.display()), e))?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(NetError::Key(format!(
+                    "{} is readable by others (mode {:o}); a private key must not be: run `chmod 600 {}`",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                )));
+            }
+        }
         let pem = std::fs::read_to_string(path).map_err(|e| NetError::io(format!("cannot read {}", path.display()), e))?;
         Identity::from_pem(&pem).map_err(|e| NetError::Key(format!("{}: {e}", path.display())))
     }
@@ -107,13 +138,17 @@ impl Identity {
     }
 
     /// Writes `PREFIX.key` (readable by its owner only) and `PREFIX.pub`; returns both paths.
-    pub fn save(&self, prefix: &Path) -> Result<(PathBuf, PathBuf), NetError> {
+    /// An existing key is replaced only with `overwrite` (a key lost is an identity lost).
+    pub fn save(&self, prefix: &Path, overwrite: bool) -> Result<(PathBuf, PathBuf), NetError> {
         let with = |ext: &str| {
             let mut p = prefix.as_os_str().to_owned();
             p.push(ext);
             PathBuf::from(p)
         };
         let (key, public) = (with(".key"), with(".pub"));
+        if !overwrite && key.exists() {
+            return Err(NetError::Key(format!("{} exists already; move it away to make a new key (or pass --force to replace it)", key.display())));
+        }
         write_private(&key, self.pem.as_bytes())?;
         std::fs::write(&public, format!("{}\n", self.public)).map_err(|e| NetError::io(format!("cannot write {}", public.display()), e))?;
         Ok((key, public))
@@ -131,6 +166,9 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), NetError> {
         .mode(0o600)
         .open(path)
         .map_err(|e| NetError::io(format!("cannot write {}", path.display()), e))?;
+    // A file that existed keeps its mode on open: make it the owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| NetError::io(format!("cannot write {}", path.display()), e))?;
     f.write_all(data).map_err(|e| NetError::io(format!("cannot write {}", path.display()), e))
 }
 

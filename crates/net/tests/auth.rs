@@ -89,7 +89,7 @@ fn only_allowed_devices_talk_to_the_pinned_server() {
 fn keys_round_trip_through_files() {
     let dir = tempfile::tempdir().unwrap();
     let id = Identity::generate().unwrap();
-    let (key, public) = id.save(&dir.path().join("device")).unwrap();
+    let (key, public) = id.save(&dir.path().join("device"), false).unwrap();
     assert_eq!(Identity::load(&key).unwrap().public(), id.public());
     let line = std::fs::read_to_string(&public).unwrap();
     assert_eq!(line.lines().count(), 1, "the public key is one line");
@@ -103,4 +103,44 @@ fn keys_round_trip_through_files() {
     assert!(allow.contains(id.public()));
     assert!(AllowList::parse("not a key").unwrap_err().to_string().contains("line 1"));
     assert!(Identity::from_pem("-----BEGIN NOTHING-----").is_err());
+}
+
+#[test]
+fn keys_are_refused_with_the_fix_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Identity::generate().unwrap();
+    let prefix = dir.path().join("device");
+    let (key, _) = id.save(&prefix, false).unwrap();
+    // An identity is not replaced by accident.
+    let other = Identity::generate().unwrap();
+    let e = other.save(&prefix, false).unwrap_err().to_string();
+    assert!(e.contains("exists already") && e.contains("--force"), "{e}");
+    assert_eq!(Identity::load(&key).unwrap().public(), id.public(), "the old key is kept");
+    other.save(&prefix, true).unwrap();
+    assert_eq!(Identity::load(&key).unwrap().public(), other.public());
+    // A private key others can read is refused, with the command that fixes it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Identity::load(&key).unwrap_err().to_string();
+        assert!(e.contains("readable by others") && e.contains("chmod 600"), "{e}");
+        // Saving over it makes it private again.
+        other.save(&prefix, true).unwrap();
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        Identity::load(&key).unwrap();
+    }
+    // Lines that are not keys: errors, never a panic (a multi-byte character where a hex pair
+    // was expected used to split a character).
+    let line = id.public().to_string();
+    for bad in ["clonecloud-ed25519 é", "clonecloud-ed25519 aé", "clonecloud-ed25519 ééé0", "clonecloud-ed25519 zz", "clonecloud-ed25519 00", "ssh-ed25519 AAAA"] {
+        assert!(PublicKey::parse(bad).is_err(), "{bad}");
+        assert!(AllowList::parse(&format!("{line}\n{bad}")).unwrap_err().to_string().contains("line 2"), "{bad}");
+    }
+    // A well-formed key of another algorithm (an RSA SubjectPublicKeyInfo's start) is refused.
+    let e = PublicKey::parse("clonecloud-ed25519 30820122300d06092a864886f70d01010105000382010f00").unwrap_err();
+    assert_eq!(e, clonecloud_net::KeyParseError::NotEd25519);
+    // Devices are told apart by their whole key, not a fingerprint.
+    assert_eq!(id.public().id().len(), 88);
+    assert_ne!(id.public().id(), other.public().id());
 }

@@ -42,6 +42,26 @@ pub struct Clone {
     resumable: Mutex<HashMap<(String, u64), Arc<Handoff>>>,
 }
 
+/// A new directory under the system's temporary one that only this user can enter, with a
+/// name nobody can guess ahead (made with `mkdir`, which follows no link and fails on a name
+/// that exists, so another user cannot plant one).
+fn private_temp_dir() -> Result<std::path::PathBuf, ServeError> {
+    use std::hash::{BuildHasher, Hasher};
+    use std::os::unix::fs::DirBuilderExt;
+    let mut last = None;
+    for _ in 0..16 {
+        // RandomState is seeded from the OS's randomness.
+        let n = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let dir = std::env::temp_dir().join(format!("clonecloud-clone-files-{n:016x}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) => last = Some((dir, e)),
+        }
+    }
+    let (dir, e) = last.expect("tried");
+    Err(ServeError::Data { path: dir, source: e })
+}
+
 /// Sessions of one device open at once, by default.
 pub const DEFAULT_MAX_RUNS: usize = 16;
 
@@ -61,20 +81,20 @@ impl Drop for RunSlot<'_> {
 }
 
 impl Clone {
-    pub fn new(cache: ModuleCache, idle: Duration) -> Result<Arc<Clone>, ExecError> {
+    pub fn new(cache: ModuleCache, idle: Duration) -> Result<Arc<Clone>, ServeError> {
         Clone::with_limits(cache, idle, Limits::default())
     }
 
     /// A server whose migrated calls may use at most `limits` each (past them the device runs
     /// the call itself).
-    pub fn with_limits(cache: ModuleCache, idle: Duration, limits: Limits) -> Result<Arc<Clone>, ExecError> {
-        let files = std::env::temp_dir().join(format!("clonecloud-clone-files-{}", std::process::id()));
-        Clone::with_files(cache, idle, limits, files)
+    /// Replicated files go to a new private directory under the system's temporary one.
+    pub fn with_limits(cache: ModuleCache, idle: Duration, limits: Limits) -> Result<Arc<Clone>, ServeError> {
+        Clone::with_files(cache, idle, limits, private_temp_dir()?)
     }
 
     /// A server that keeps replicated files under `files` (a directory per device key), so they
     /// travel once and serve later runs too.
-    pub fn with_files(cache: ModuleCache, idle: Duration, limits: Limits, files: std::path::PathBuf) -> Result<Arc<Clone>, ExecError> {
+    pub fn with_files(cache: ModuleCache, idle: Duration, limits: Limits, files: std::path::PathBuf) -> Result<Arc<Clone>, ServeError> {
         Ok(Arc::new(Clone {
             engine: new_clone_engine()?,
             cache,
@@ -726,6 +746,8 @@ pub enum ServeError {
     Exec(#[from] ExecError),
     #[error("cannot start the local clone's thread: {0}")]
     Thread(std::io::Error),
+    #[error("cannot make the data directory {}: {source}", path.display())]
+    Data { path: std::path::PathBuf, source: std::io::Error },
 }
 
 /// A clone in this process, on a loopback port, with keys made for the occasion: the device
