@@ -42,6 +42,11 @@ pub struct Opts {
     /// Runs one device key may have on this clone at once; more are refused (and run locally).
     #[arg(long, value_name = "N", default_value_t = clonecloud_offload::server::DEFAULT_MAX_RUNS)]
     max_runs: usize,
+    /// MiB of file contents kept on disk for each device (encrypted); past it the least recently
+    /// used are dropped and sent again when a run needs them. A run whose files do not fit runs
+    /// locally.
+    #[arg(long, value_name = "MIB", default_value_t = clonecloud_offload::server::DEFAULT_MAX_STORE >> 20)]
+    max_store: u64,
 }
 
 /// Make a key pair: NAME.key (private) and NAME.pub (public, one line).
@@ -87,10 +92,11 @@ pub fn serve(opts: Opts) -> anyhow::Result<ExitCode> {
     };
     let idle = Duration::from_secs(opts.idle_timeout);
     let clone = match crate::data_dir() {
-        Some(dir) => clonecloud_offload::Clone::with_files(cache, idle, limits, dir.join("clone-files"))?,
+        Some(dir) => clonecloud_offload::Clone::with_files(cache, idle, limits, dir.join("clone-files"), id.derive_secret(clonecloud_offload::server::STORE_SECRET))?,
         None => clonecloud_offload::Clone::with_limits(cache, idle, limits)?,
     };
     clone.set_max_runs(opts.max_runs);
+    clone.set_max_store(opts.max_store.saturating_mul(1 << 20));
     // Scripts read the address (port 0 picks one) from this line.
     println!("listening on {}", listener.local_addr());
     let e = clone.serve(listener);

@@ -166,3 +166,32 @@ fn good_module_runs() {
     assert!(out.status.success());
     assert_eq!(out.stdout, b"hi\n");
 }
+
+/// The data directory holds keys, compiled modules and replicated files: it is made private
+/// (0700) before anything goes in, and one that belongs to another user is refused with the fix.
+#[test]
+fn the_data_directory_is_made_private_and_another_users_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let scratch = tempfile::tempdir().unwrap();
+    let data = scratch.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let module = write(scratch.path(), "hello.wasm", &hello_module());
+    let run = || Command::new(env!("CARGO_BIN_EXE_clonecloud")).args(["run", &module]).env("CLONECLOUD_HOME", &data).env_remove("CLONECLOUD_LOG").env_remove("RUST_LOG").output().unwrap();
+    let out = run();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"hi\n");
+    assert_eq!(std::fs::metadata(&data).unwrap().mode() & 0o777, 0o700, "the data directory was left open to others");
+
+    // Only root can give the directory away to test the refusal.
+    if std::fs::metadata(scratch.path()).unwrap().uid() != 0 {
+        eprintln!("not root: the refusal of another user's data directory is not tested here");
+        return;
+    }
+    std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(stderr.contains("belongs to another user") && stderr.contains("CLONECLOUD_HOME"), "{stderr}");
+}

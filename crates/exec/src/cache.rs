@@ -77,9 +77,35 @@ impl ModuleCache {
         Some(dir.join(format!("{:032x}-{:016x}.cwasm", xxh3_128(wasm), h.digest())))
     }
 
+    /// The file a module compiled by `engine` for `owner` is cached in: named by SHA-256 of the
+    /// owner and the bytes, so no one can make their module's artefact load for another owner's
+    /// (xxh3 is not collision-resistant), and whether an entry exists tells an owner only about
+    /// its own uploads.
+    pub fn owned_path_for(&self, engine: &Engine, wasm: &[u8], owner: &str) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        let mut h = Xxh3::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let mut key = ring::digest::Context::new(&ring::digest::SHA256);
+        key.update(&(owner.len() as u64).to_le_bytes());
+        key.update(owner.as_bytes());
+        key.update(wasm);
+        let key: String = key.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        Some(dir.join(format!("{key}-{:016x}.cwasm", h.digest())))
+    }
+
     /// Loads the compiled form of `wasm` from the cache, or compiles and stores it.
     pub fn load_or_compile(&self, engine: &Engine, wasm: &[u8]) -> Result<Module, ExecError> {
-        let Some(path) = self.path_for(engine, wasm) else {
+        self.load_or_compile_at(engine, wasm, self.path_for(engine, wasm))
+    }
+
+    /// [`ModuleCache::load_or_compile`] for a module `owner` sent: its artefact is its own (see
+    /// [`ModuleCache::owned_path_for`]).
+    pub fn load_or_compile_for(&self, engine: &Engine, wasm: &[u8], owner: &str) -> Result<Module, ExecError> {
+        self.load_or_compile_at(engine, wasm, self.owned_path_for(engine, wasm, owner))
+    }
+
+    fn load_or_compile_at(&self, engine: &Engine, wasm: &[u8], path: Option<PathBuf>) -> Result<Module, ExecError> {
+        let Some(path) = path else {
             return Module::new(engine, wasm).map_err(ExecError::Compile);
         };
         if path.exists() {

@@ -24,7 +24,7 @@ pub use apply::{Applied, ApplyError, DescriptorError, apply};
 pub use clonecloud_wire::{Entry, EntryKind, FdOp, FileOp, FileStat, Tree};
 pub use fs::{Dirent, Fd, Fdstat, Filestat, Fs, FsError, Opened, PollTarget, errno, filetype};
 pub use scan::{Root, ScanError, Scanner};
-pub use store::Store;
+pub use store::{Store, StoreKey};
 
 /// The content hash files are named by: xxh3-128, little-endian.
 pub fn content_hash(bytes: &[u8]) -> [u8; 16] {

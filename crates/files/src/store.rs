@@ -1,79 +1,223 @@
 //! The clone's side of the replicator: file contents by hash, on disk, per device.
+//!
+//! A device's store is a directory of its own, sealed with a key of its own (derived by the
+//! server from its identity and the device's key): each file is encrypted and authenticated with
+//! AES-256-GCM, the content hash as associated data, and named by a keyed hash of the content
+//! hash, so neither the contents nor which well-known files a device has can be read off the
+//! disk. The store holds at most its quota of bytes on disk, dropping the least recently used
+//! contents to make room (a later run has them sent again); nothing is kept in memory.
 
 use crate::content_hash;
 use clonecloud_wire::Hash128;
-use std::collections::HashMap;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// File contents kept for one device, named by their hash, in a directory of their own (a
-/// device never learns what another device's files are). Contents read once stay in memory for
-/// the store's life.
-#[derive(Debug)]
+/// What sealing adds to each file on disk: the nonce before it and the tag after it.
+const SEAL_OVERHEAD: u64 = (NONCE_LEN + 16) as u64;
+
+/// The secret one device's store is sealed with (32 bytes from a key derivation).
+pub type StoreKey = [u8; 32];
+
+/// File contents kept for one device, named by a keyed hash of their content hash, encrypted,
+/// within a quota of bytes on disk.
 pub struct Store {
     dir: PathBuf,
-    loaded: Mutex<HashMap<Hash128, Arc<[u8]>>>,
+    seal: LessSafeKey,
+    names: ring::hmac::Key,
+    random: SystemRandom,
+    limit: u64,
+    index: Mutex<Index>,
 }
 
-fn hex(h: &Hash128) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).field("limit", &self.limit).finish_non_exhaustive()
+    }
+}
+
+/// What is on disk: each file's size and when it was last used, and the files by last use.
+#[derive(Default)]
+struct Index {
+    used: u64,
+    clock: u64,
+    files: HashMap<String, (u64, u64)>,
+    by_use: BTreeMap<u64, String>,
+}
+
+impl Index {
+    fn touch(&mut self, name: &str) {
+        if let Some((_, at)) = self.files.get_mut(name) {
+            self.by_use.remove(at);
+            self.clock += 1;
+            *at = self.clock;
+            self.by_use.insert(self.clock, name.to_string());
+        }
+    }
+
+    fn insert(&mut self, name: String, size: u64) {
+        self.remove(&name);
+        self.clock += 1;
+        self.used += size;
+        self.by_use.insert(self.clock, name.clone());
+        self.files.insert(name, (size, self.clock));
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some((size, at)) = self.files.remove(name) {
+            self.by_use.remove(&at);
+            self.used -= size;
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn invalid(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
 }
 
 impl Store {
-    /// The store in `dir` (created when missing).
-    pub fn open(dir: PathBuf) -> std::io::Result<Store> {
+    /// The store in `dir` (created when missing, 0700), sealed with `key`, holding at most
+    /// `limit` bytes on disk. Files from an earlier run under the same key are found again,
+    /// the least recently written first to go; leftovers of an interrupted write are removed.
+    pub fn open(dir: PathBuf, key: &StoreKey, limit: u64) -> std::io::Result<Store> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        }
+        #[cfg(not(unix))]
         std::fs::create_dir_all(&dir)?;
-        Ok(Store { dir, loaded: Mutex::new(HashMap::new()) })
+        let derive = |label: &[u8]| ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), label);
+        let seal = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, derive(b"clonecloud store contents").as_ref()).map_err(|_| invalid("bad store key"))?);
+        let names = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derive(b"clonecloud store names").as_ref());
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let meta = entry.metadata()?;
+            if name.starts_with(".incoming-") {
+                let _ = std::fs::remove_file(entry.path());
+            } else if meta.is_file() && name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                found.push((meta.modified().ok(), name, meta.len()));
+            }
+        }
+        found.sort();
+        let mut index = Index::default();
+        for (_, name, size) in found {
+            index.insert(name, size);
+        }
+        let store = Store { dir, seal, names, random: SystemRandom::new(), limit, index: Mutex::new(index) };
+        store.make_room(0, None);
+        Ok(store)
     }
 
-    fn path(&self, h: &Hash128) -> PathBuf {
-        self.dir.join(hex(h))
+    fn name(&self, h: &Hash128) -> String {
+        hex(ring::hmac::sign(&self.names, h).as_ref())
     }
 
-    fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<Hash128, Arc<[u8]>>> {
-        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes on disk now.
+    pub fn used(&self) -> u64 {
+        self.index().used
+    }
+
+    /// The most bytes this store keeps on disk.
+    pub fn limit(&self) -> u64 {
+        self.limit
     }
 
     /// Whether the content is here.
     pub fn has(&self, h: &Hash128) -> bool {
-        self.loaded().contains_key(h) || self.path(h).is_file()
+        self.index().files.contains_key(&self.name(h))
     }
 
-    /// Keeps `bytes`, which must hash to `h`.
+    /// Removes the least recently used files (never `keep`) until `more` bytes fit.
+    fn make_room(&self, more: u64, keep: Option<&str>) {
+        let mut index = self.index();
+        while index.used.saturating_add(more) > self.limit {
+            let Some(name) = index.by_use.values().find(|n| Some(n.as_str()) != keep).cloned() else { break };
+            let _ = std::fs::remove_file(self.dir.join(&name));
+            index.remove(&name);
+        }
+    }
+
+    /// Keeps `bytes`, which must hash to `h`, encrypted. Contents larger than the whole quota
+    /// are refused (`StorageFull`); others push out the least recently used.
     pub fn put(&self, h: &Hash128, bytes: Vec<u8>) -> std::io::Result<()> {
         if content_hash(&bytes) != *h {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the content does not match its hash"));
+            return Err(invalid("the content does not match its hash"));
         }
-        if !self.path(h).is_file() {
-            // Written whole under a temporary name, then renamed; not synced to disk: a damaged file
-            // fails its hash when read and is fetched again.
-            let mut tmp = tempfile_in(&self.dir)?;
-            tmp.1.write_all(&bytes)?;
-            std::fs::rename(&tmp.0, self.path(h))?;
+        let name = self.name(h);
+        if self.index().files.contains_key(&name) {
+            self.index().touch(&name);
+            return Ok(());
         }
-        self.loaded().insert(*h, bytes.into());
+        let size = bytes.len() as u64 + SEAL_OVERHEAD;
+        if size > self.limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("a file of {} bytes is over this device's store quota of {} bytes", bytes.len(), self.limit),
+            ));
+        }
+        self.make_room(size, None);
+        let mut nonce = [0u8; NONCE_LEN];
+        self.random.fill(&mut nonce).map_err(|_| std::io::Error::other("no randomness for a nonce"))?;
+        let mut sealed = bytes;
+        self.seal
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(h), &mut sealed)
+            .map_err(|_| std::io::Error::other("cannot encrypt a file"))?;
+        // Written whole under a temporary name, then renamed; not synced to disk: a damaged file
+        // fails its authentication when read and is fetched again.
+        let (tmp, mut file) = tempfile_in(&self.dir)?;
+        let written = file.write_all(&nonce).and_then(|()| file.write_all(&sealed)).and_then(|()| std::fs::rename(&tmp, self.dir.join(&name)));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.index().insert(name.clone(), size);
+        // Puts running at once may each have made room for themselves only.
+        self.make_room(0, Some(&name));
         Ok(())
     }
 
-    /// The content with hash `h`, checked against it.
+    /// The content with hash `h`, read from disk and checked: a file that fails its
+    /// authentication or its hash is removed and reported as `InvalidData`.
     pub fn get(&self, h: &Hash128) -> std::io::Result<Arc<[u8]>> {
-        if let Some(b) = self.loaded().get(h) {
-            return Ok(b.clone());
-        }
-        let bytes = std::fs::read(self.path(h))?;
-        if content_hash(&bytes) != *h {
-            let _ = std::fs::remove_file(self.path(h));
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "a stored file was damaged"));
-        }
-        let bytes: Arc<[u8]> = bytes.into();
-        self.loaded().insert(*h, bytes.clone());
-        Ok(bytes)
+        let name = self.name(h);
+        let path = self.dir.join(&name);
+        let sealed = std::fs::read(&path)?;
+        let opened = (sealed.len() >= NONCE_LEN)
+            .then(|| {
+                let (nonce, rest) = sealed.split_at(NONCE_LEN);
+                let mut rest = rest.to_vec();
+                let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+                let n = self.seal.open_in_place(nonce, Aad::from(h), &mut rest).ok()?.len();
+                rest.truncate(n);
+                (content_hash(&rest) == *h).then_some(rest)
+            })
+            .flatten();
+        let Some(bytes) = opened else {
+            let _ = std::fs::remove_file(&path);
+            self.index().remove(&name);
+            return Err(invalid("a stored file was damaged"));
+        };
+        self.index().touch(&name);
+        Ok(bytes.into())
     }
 }
 
 /// A new file in `dir` under a fresh name.
-fn tempfile_in(dir: &std::path::Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     loop {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

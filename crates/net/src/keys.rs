@@ -133,6 +133,15 @@ impl Identity {
         &self.public
     }
 
+    /// A 32-byte secret for `purpose`, derived from the private key (HMAC-SHA256 keyed by it):
+    /// the same key gives the same secret on every start, and nobody without the key can
+    /// compute it. The clone server seals each device's file store with one.
+    pub fn derive_secret(&self, purpose: &str) -> [u8; 32] {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.pem.as_bytes());
+        let tag = ring::hmac::sign(&key, purpose.as_bytes());
+        tag.as_ref().try_into().expect("HMAC-SHA256 has 32 bytes")
+    }
+
     pub(crate) fn key_pair(&self) -> Result<rcgen::KeyPair, NetError> {
         rcgen::KeyPair::from_pem(&self.pem).map_err(|e| NetError::Key(e.to_string()))
     }

@@ -22,6 +22,48 @@ const WAT: &str = r#"(module
       (br_if $pages (i32.lt_u (local.get $p) (i32.const 4))))
     (local.get $sum)))"#;
 
+/// The function a hostile device migrates: it grows its memory a MiB at a time, writing every
+/// page, until the clone refuses, then grows its table until the clone refuses, then writes the
+/// first MiB of its memory to stdout over and over (output the clone buffers) until the clone
+/// stops it. Each device's budget is all it can make the server hold.
+const EXHAUST_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (table $t 1 funcref)
+  (func $exhaust (export "exhaust") (param $seed i32) (result i32)
+    (local $page i32) (local $at i32) (local $end i32) (local $grown i32)
+    (block $full
+      (loop $grow
+        (local.set $page (memory.grow (i32.const 16)))
+        (br_if $full (i32.eq (local.get $page) (i32.const -1)))
+        (local.set $grown (i32.add (local.get $grown) (i32.const 16)))
+        (local.set $at (i32.mul (local.get $page) (i32.const 65536)))
+        (local.set $end (i32.add (local.get $at) (i32.const 1048576)))
+        (loop $touch
+          (i32.store (local.get $at) (local.get $seed))
+          (local.set $at (i32.add (local.get $at) (i32.const 4096)))
+          (br_if $touch (i32.lt_u (local.get $at) (local.get $end))))
+        (br $grow)))
+    (block $table_full
+      (loop $grow_table
+        (br_if $table_full (i32.eq (table.grow $t (ref.null func) (i32.const 65536)) (i32.const -1)))
+        (br $grow_table)))
+    ;; One iovec at 0: the first MiB of memory.
+    (i32.store (i32.const 0) (i32.const 0))
+    (i32.store (i32.const 4) (i32.const 1048576))
+    (loop $out
+      (br_if $out (i32.eqz (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
+    (local.get $grown)))"#;
+
+/// Devices that try to exhaust the clone while the honest ones migrate.
+#[derive(Debug, Clone)]
+pub struct Hostile {
+    /// How many.
+    pub devices: usize,
+    /// What the clone allows each migrated call.
+    pub limits: clonecloud_exec::Limits,
+}
+
 /// What a load run measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LoadReport {
@@ -37,18 +79,34 @@ pub struct LoadReport {
     pub failures: u64,
     /// The first failures, in words.
     pub errors: Vec<String>,
+    /// Hostile devices (each trying to exhaust its budget, see [`Hostile`]).
+    pub hostile: usize,
+    /// Their migrations, and how many of them the clone refused.
+    pub hostile_migrations: u64,
+    pub hostile_refused: u64,
+    /// Peak resident memory of this process (server and devices), KiB.
+    pub peak_rss_kib: u64,
+    /// What the hostile devices' calls were allowed to hold in all (each one's memory limit),
+    /// KiB: the server's peak should stay under this plus what the honest run needs.
+    pub budget_kib: u64,
 }
 
-fn rss_kib() -> u64 {
+/// A `/proc/self/status` line in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
         .unwrap_or(0)
 }
 
 /// One device's loop, driving the device's protocol core as the `Offloader` does (with no
 /// files, no proxied calls and no reconnecting): returns its latencies, or why it stopped.
-fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::PublicKey, wasm: &[u8], until: Instant, k: u32) -> Result<Vec<u32>, String> {
+///
+/// A hostile device (`hostile`) migrates [`EXHAUST_WAT`]'s function instead: each migration
+/// must end with the clone refusing it (a resource limit or a trap, reported to the device) or
+/// with its answer; anything else (a broken link, a clone that stops answering) is a failure.
+/// Its "latencies" are the migrations the clone refused.
+fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::PublicKey, wasm: &[u8], until: Instant, k: u32, hostile: bool) -> Result<Vec<u32>, String> {
     let t = Duration::from_secs(30);
     let mut core = DeviceConn::new(DeviceConfig {
         module: xxhash_rust::xxh3::xxh3_128(wasm).to_le_bytes(),
@@ -95,6 +153,10 @@ fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::Pu
                 Some(ConnEvent::ModuleWanted) => core.module(wasm.to_vec()),
                 Some(ConnEvent::ListFiles) => core.files_unchanged(),
                 Some(ConnEvent::NeedFiles { .. }) => core.files_sent(),
+                Some(ConnEvent::Capture) if hostile => {
+                    let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } };
+                    core.migrate(0, vec![Value::I32(seed)], state, Default::default(), Default::default());
+                }
                 Some(ConnEvent::Capture) => {
                     let pages = words
                         .iter()
@@ -110,6 +172,7 @@ fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::Pu
                     core.migrate(0, vec![Value::I32(seed)], state, Default::default(), Default::default());
                 }
                 Some(ConnEvent::Returned { results, .. }) => break results,
+                Some(ConnEvent::Abandoned { cause: Cause::ResourceLimit | Cause::Trap, .. }) if hostile => break vec![],
                 Some(ConnEvent::Abandoned { cause, detail }) => return Err(format!("round {round}: {cause}: {detail}")),
                 Some(ConnEvent::ImportCall { .. }) => return Err(format!("round {round}: the clone proxied a call")),
                 Some(ConnEvent::NewSession | ConnEvent::Resumed | ConnEvent::Retried) => {}
@@ -127,6 +190,12 @@ fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::Pu
                 },
             }
         };
+        if hostile {
+            // Refused, or answered having grown as far as the clone let it: either way, nothing
+            // of the device's to check.
+            latencies.push(u32::from(results.is_empty()));
+            continue;
+        }
         latencies.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
         for w in &mut words {
             *w = w.wrapping_add(seed as u32);
@@ -142,17 +211,31 @@ fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::Pu
     Ok(latencies)
 }
 
+/// A module with its first function as its one point.
+fn rewritten(wat: &str) -> Result<Arc<Vec<u8>>, String> {
+    let model_wasm = wat::parse_str(wat).map_err(|e| e.to_string())?;
+    let model = clonecloud_model::Module::parse(&model_wasm).map_err(|e| e.to_string())?;
+    let index = model.defined_functions().next().map(|f| f.index).ok_or("a module without functions")?;
+    Ok(Arc::new(clonecloud_model::rewrite(&model, &model_wasm, &[index]).map_err(|e| e.to_string())?.wasm))
+}
+
 /// Runs `devices` simulated devices for `duration` against a clone in this process.
 pub fn run(devices: usize, duration: Duration) -> Result<LoadReport, String> {
-    let model_wasm = wat::parse_str(WAT).map_err(|e| e.to_string())?;
-    let model = clonecloud_model::Module::parse(&model_wasm).map_err(|e| e.to_string())?;
-    let wasm = Arc::new(clonecloud_model::rewrite(&model, &model_wasm, &[0]).map_err(|e| e.to_string())?.wasm);
+    run_with(devices, duration, None)
+}
+
+/// [`run`], with `hostile` devices trying to exhaust the clone at the same time (the clone
+/// then has their limits).
+pub fn run_with(devices: usize, duration: Duration, hostile: Option<Hostile>) -> Result<LoadReport, String> {
+    let wasm = rewritten(WAT)?;
+    let exhaust = rewritten(EXHAUST_WAT)?;
+    let (n_hostile, limits) = hostile.map_or((0, clonecloud_exec::Limits::default()), |h| (h.devices, h.limits));
     let server = Identity::generate().map_err(|e| e.to_string())?;
-    let ids: Vec<Identity> = (0..devices).map(|_| Identity::generate().map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+    let ids: Vec<Identity> = (0..devices + n_hostile).map(|_| Identity::generate().map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
     let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new(ids.iter().map(|i| i.public().clone())), Duration::from_secs(30))
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr();
-    let clone = Clone::new(ModuleCache::disabled(), Duration::from_secs(60)).map_err(|e| e.to_string())?;
+    let clone = Clone::with_limits(ModuleCache::disabled(), Duration::from_secs(60), limits).map_err(|e| e.to_string())?;
     clone.set_max_runs(DEFAULT_MAX_RUNS);
     std::thread::Builder::new().name("load-clone".into()).spawn(move || clone.serve(listener)).map_err(|e| e.to_string())?;
     let server_key = server.public().clone();
@@ -162,13 +245,19 @@ pub fn run(devices: usize, duration: Duration) -> Result<LoadReport, String> {
         .into_iter()
         .enumerate()
         .map(|(k, id)| {
-            let (wasm, server_key) = (wasm.clone(), server_key.clone());
-            std::thread::spawn(move || device(addr, &id, &server_key, &wasm, until, k as u32 + 1))
+            let hostile = k >= devices;
+            let (wasm, server_key) = (if hostile { exhaust.clone() } else { wasm.clone() }, server_key.clone());
+            std::thread::spawn(move || device(addr, &id, &server_key, &wasm, until, k as u32 + 1, hostile))
         })
         .collect();
     let (mut all, mut failures, mut errors) = (Vec::new(), 0u64, Vec::new());
-    for h in handles {
+    let (mut hostile_migrations, mut hostile_refused) = (0u64, 0u64);
+    for (k, h) in handles.into_iter().enumerate() {
         match h.join() {
+            Ok(Ok(l)) if k >= devices => {
+                hostile_migrations += l.len() as u64;
+                hostile_refused += l.iter().map(|&r| u64::from(r)).sum::<u64>();
+            }
             Ok(Ok(l)) => all.extend(l),
             Ok(Err(e)) => {
                 failures += 1;
@@ -193,8 +282,13 @@ pub fn run(devices: usize, duration: Duration) -> Result<LoadReport, String> {
         p50_us: pct(0.5),
         p99_us: pct(0.99),
         max_us: all.last().map_or(0.0, |&v| f64::from(v)),
-        rss_kib: rss_kib(),
+        rss_kib: status_kib("VmRSS:"),
         failures,
         errors,
+        hostile: n_hostile,
+        hostile_migrations,
+        hostile_refused,
+        peak_rss_kib: status_kib("VmHWM:"),
+        budget_kib: (n_hostile as u64).saturating_mul(limits.memory as u64 >> 10),
     })
 }

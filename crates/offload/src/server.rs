@@ -25,16 +25,20 @@ const SESSION_STACK: usize = 64 << 20;
 pub struct Clone {
     engine: Engine,
     cache: ModuleCache,
-    /// Compiled modules by hash, with where their allocator keeps its state and their points.
-    modules: Mutex<HashMap<Hash128, Loaded>>,
+    /// Per device key: the modules it uploaded itself, compiled, with where their allocator
+    /// keeps its state and their points, the most recently used first (a device never learns
+    /// which modules other devices ran, nor can it put its own module in another's place: it is
+    /// asked for the bytes of any module it has not sent).
+    modules: Mutex<HashMap<String, Vec<(Hash128, Loaded)>>>,
     idle: Duration,
     limits: Limits,
     /// Where replicated files are kept, a directory per device.
     files: std::path::PathBuf,
     stores: Mutex<HashMap<String, Arc<Store>>>,
-    /// Per device key: the modules it has uploaded itself (a device never learns which modules
-    /// other devices ran: it is asked for the bytes of any module it has not sent).
-    uploaded: Mutex<HashMap<String, std::collections::HashSet<Hash128>>>,
+    /// The secret each device's file store is sealed with is derived from.
+    secret: [u8; 32],
+    /// Bytes each device's file store may hold on disk.
+    max_store: std::sync::atomic::AtomicU64,
     /// Per device key: sessions open now, and the most allowed at once.
     running: Mutex<HashMap<String, usize>>,
     max_runs: std::sync::atomic::AtomicUsize,
@@ -61,6 +65,15 @@ fn private_temp_dir() -> Result<std::path::PathBuf, ServeError> {
     let (dir, e) = last.expect("tried");
     Err(ServeError::Data { path: dir, source: e })
 }
+
+/// The purpose a server's file-store secret is derived from its identity for.
+pub const STORE_SECRET: &str = "clonecloud file store v1";
+
+/// Bytes of file contents kept on disk per device, by default.
+pub const DEFAULT_MAX_STORE: u64 = 1 << 30;
+
+/// Compiled modules kept in memory per device (besides those its runs are using).
+const MODULES_PER_DEVICE: usize = 4;
 
 /// Sessions of one device open at once, by default.
 pub const DEFAULT_MAX_RUNS: usize = 16;
@@ -89,12 +102,17 @@ impl Clone {
     /// the call itself).
     /// Replicated files go to a new private directory under the system's temporary one.
     pub fn with_limits(cache: ModuleCache, idle: Duration, limits: Limits) -> Result<Arc<Clone>, ServeError> {
-        Clone::with_files(cache, idle, limits, private_temp_dir()?)
+        let mut secret = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+            .map_err(|_| ServeError::Data { path: std::env::temp_dir(), source: std::io::Error::other("no randomness for the store's key") })?;
+        Clone::with_files(cache, idle, limits, private_temp_dir()?, secret)
     }
 
-    /// A server that keeps replicated files under `files` (a directory per device key), so they
-    /// travel once and serve later runs too.
-    pub fn with_files(cache: ModuleCache, idle: Duration, limits: Limits, files: std::path::PathBuf) -> Result<Arc<Clone>, ServeError> {
+    /// A server that keeps replicated files under `files` (a directory per device key, sealed
+    /// with a key derived from `secret` and the device's key), so they travel once and serve
+    /// later runs too. Pass the same secret on every start (see `Identity::derive_secret`) for
+    /// the files to be found again.
+    pub fn with_files(cache: ModuleCache, idle: Duration, limits: Limits, files: std::path::PathBuf, secret: [u8; 32]) -> Result<Arc<Clone>, ServeError> {
         Ok(Arc::new(Clone {
             engine: new_clone_engine()?,
             cache,
@@ -103,7 +121,8 @@ impl Clone {
             limits,
             files,
             stores: Mutex::new(HashMap::new()),
-            uploaded: Mutex::new(HashMap::new()),
+            secret,
+            max_store: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_STORE),
             running: Mutex::new(HashMap::new()),
             max_runs: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_RUNS),
             resumable: Mutex::new(HashMap::new()),
@@ -125,8 +144,10 @@ impl Clone {
         Some(RunSlot { clone: self, device: device.to_string() })
     }
 
-    fn has_uploaded(&self, device: &str, hash: &Hash128) -> bool {
-        self.uploaded.lock().unwrap_or_else(|e| e.into_inner()).get(device).is_some_and(|s| s.contains(hash))
+    /// At most `bytes` of file contents kept on disk per device; past it the least recently
+    /// used are dropped (and sent again when a run needs them).
+    pub fn set_max_store(&self, bytes: u64) {
+        self.max_store.store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The file store of the device with this key fingerprint.
@@ -136,13 +157,33 @@ impl Clone {
             return Ok(s.clone());
         }
         let dir = self.files.join(device.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
-        let s = Arc::new(Store::open(dir.clone()).map_err(|source| SessionError::Store { path: dir, source })?);
+        let key = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.secret), device.as_bytes());
+        let key: [u8; 32] = key.as_ref().try_into().expect("HMAC-SHA256 has 32 bytes");
+        let limit = self.max_store.load(std::sync::atomic::Ordering::Relaxed);
+        let s = Arc::new(Store::open(dir.clone(), &key, limit).map_err(|source| SessionError::Store { path: dir, source })?);
         stores.insert(device.to_string(), s.clone());
         Ok(s)
     }
 
-    fn module(&self, hash: &Hash128) -> Option<Loaded> {
-        self.modules.lock().unwrap_or_else(|e| e.into_inner()).get(hash).cloned()
+    /// The module `device` uploaded with this hash, if it is still kept.
+    fn module(&self, device: &str, hash: &Hash128) -> Option<Loaded> {
+        let mut all = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = all.get_mut(device)?;
+        let at = mine.iter().position(|(h, _)| h == hash)?;
+        let entry = mine.remove(at);
+        let loaded = entry.1.clone();
+        mine.insert(0, entry);
+        Some(loaded)
+    }
+
+    /// Keeps `loaded` as the module `device` uploaded with this hash, dropping its least
+    /// recently used beyond [`MODULES_PER_DEVICE`] (runs using them keep their own reference).
+    fn keep_module(&self, device: &str, hash: Hash128, loaded: Loaded) {
+        let mut all = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = all.entry(device.to_string()).or_default();
+        mine.retain(|(h, _)| *h != hash);
+        mine.insert(0, (hash, loaded));
+        mine.truncate(MODULES_PER_DEVICE);
     }
 
     /// Accepts devices on `listener` until it fails; each session on a thread of its own.
@@ -212,7 +253,7 @@ impl Clone {
         let store = self.store(&device)?;
         // Shared with the replica's import proxy, which talks to the device during a call.
         let wire = Arc::new(Mutex::new(Wire { conn, session }));
-        let mut run = Run { device, slot: Some(slot), registration: None, hash: None, module: None, replica: None, environment: Default::default(), files: None, migrations: 0, last: None };
+        let mut run = Run { device, slot: Some(slot), registration: None, hash: None, module: None, replica: None, environment: Default::default(), files: None, migrations: 0, asked: Default::default(), last: None };
         let mut pending = first;
         loop {
             let event = match pending.take() {
@@ -234,7 +275,7 @@ impl Clone {
                     run.hash = Some(h);
                     run.environment = e;
                     // Only a module this device sent itself counts as known to it.
-                    run.module = if self.has_uploaded(&run.device, &h) { self.module(&h) } else { None };
+                    run.module = self.module(&run.device, &h);
                     run.registration = Some(self.register(&run.device, id, &lock().conn));
                     lock().session.welcome(run.module.is_none())
                 }
@@ -246,15 +287,14 @@ impl Clone {
                     if xxhash_rust::xxh3::xxh3_128(&bytes).to_le_bytes() != want {
                         return refuse("the module's bytes do not match the hash in the hello".to_string());
                     }
-                    match self.cache.load_or_compile(&self.engine, &bytes) {
+                    match self.cache.load_or_compile_for(&self.engine, &bytes, &run.device) {
                         Ok(m) => {
                             // The module compiled, so it is valid: the model reads it too.
                             let hint = clonecloud_model::Module::parse_without_call_graph(&bytes).map(|model| HeapHint::of(&model, &bytes)).unwrap_or_default();
                             // A module without the rewriter's list of points has none to run.
                             let points = clonecloud_model::rewritten_points(&bytes).unwrap_or_default().into();
                             let entry = Loaded { module: m, hint, points };
-                            self.modules.lock().unwrap_or_else(|e| e.into_inner()).insert(want, entry.clone());
-                            self.uploaded.lock().unwrap_or_else(|e| e.into_inner()).entry(run.device.clone()).or_default().insert(want);
+                            self.keep_module(&run.device, want, entry.clone());
                             run.module = Some(entry);
                         }
                         Err(e) => return refuse(format!("cannot compile the module: {e}")),
@@ -267,7 +307,7 @@ impl Clone {
                         for e in &t.entries {
                             if let clonecloud_wire::EntryKind::File(h) = e.kind
                                 && !store.has(&h)
-                                && !need.contains(&h)
+                                && run.asked.insert(h)
                             {
                                 need.push(h);
                             }
@@ -282,6 +322,11 @@ impl Clone {
                     lock().session.need_files(need)
                 }
                 CloneEvent::FileData { hash, bytes } => {
+                    // Only contents this clone asked for, each once: a device cannot fill its
+                    // store with what no run of it needs.
+                    if !run.asked.remove(&hash) {
+                        return refuse("file contents this clone did not ask for".to_string());
+                    }
                     if let Err(e) = store.put(&hash, bytes) {
                         return refuse(format!("cannot keep a file: {e}"));
                     }
@@ -536,6 +581,8 @@ struct Run<'a> {
     files: Option<Fs>,
     /// Migrations received.
     migrations: u64,
+    /// File contents asked of the device and not yet received.
+    asked: std::collections::HashSet<Hash128>,
     /// The answer to the last migration, until the device's next message shows it arrived.
     last: Option<Message>,
 }
@@ -550,6 +597,7 @@ impl Run<'_> {
         self.environment = Default::default();
         self.files = None;
         self.migrations = 0;
+        self.asked.clear();
         self.last = None;
     }
 }
@@ -782,7 +830,7 @@ pub fn spawn_local_as(
     let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([device.public().clone()]), Duration::from_secs(10))?;
     let addr = listener.local_addr().to_string();
     let clone = match files {
-        Some(dir) => Clone::with_files(cache, idle, limits, dir),
+        Some(dir) => Clone::with_files(cache, idle, limits, dir, server.derive_secret(STORE_SECRET)),
         None => Clone::with_limits(cache, idle, limits),
     }?;
     std::thread::Builder::new()
@@ -793,4 +841,21 @@ pub fn spawn_local_as(
         })
         .map_err(ServeError::Thread)?;
     Ok((addr, device, server.public().clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Without a data directory the clone's files go to a new directory only this user can
+    /// enter, under a name nobody can guess ahead: never a fixed path another user could plant.
+    #[test]
+    fn the_temporary_file_store_is_private_and_unpredictable() {
+        use std::os::unix::fs::PermissionsExt;
+        let (a, b) = (super::private_temp_dir().unwrap(), super::private_temp_dir().unwrap());
+        assert_ne!(a, b);
+        for d in [&a, &b] {
+            assert_eq!(std::fs::symlink_metadata(d).unwrap().permissions().mode() & 0o7777, 0o700, "{}", d.display());
+            assert!(!d.to_string_lossy().contains(&std::process::id().to_string()), "the name is not the process id");
+            std::fs::remove_dir(d).unwrap();
+        }
+    }
 }

@@ -185,3 +185,57 @@ fn only_the_device_that_owns_a_session_can_resume_it() {
     again.send(&Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 42, migration: 9 }).unwrap();
     assert_eq!(again.recv().unwrap(), Message::Resumed { ok: false });
 }
+
+/// A device cannot fill its file store with contents no run of it needs: the clone takes only
+/// the contents it asked for, each once.
+#[test]
+fn file_contents_the_clone_did_not_ask_for_are_refused() {
+    let (server, a, _b, addr) = two_devices(4);
+    let m = module();
+    let asked = b"asked for".to_vec();
+    let stray = b"never asked for".to_vec();
+    let (h_asked, h_stray) = (clonecloud_files::content_hash(&asked), clonecloud_files::content_hash(&stray));
+    let mut c = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
+    hello(&mut c, &m, 5);
+    let file = |h| clonecloud_wire::Entry { path: "f".into(), kind: clonecloud_wire::EntryKind::File(h), stat: Default::default() };
+    let dir = clonecloud_wire::Entry { path: "".into(), kind: clonecloud_wire::EntryKind::Dir, stat: Default::default() };
+    c.send(&Message::Files { trees: vec![clonecloud_wire::Tree { guest: "/d".into(), entries: vec![dir, file(h_asked)] }] }).unwrap();
+    assert_eq!(c.recv().unwrap(), Message::NeedFiles { hashes: vec![h_asked] });
+    c.send(&Message::FileData { hash: h_asked, bytes: asked.clone() }).unwrap();
+    // The clone goes on: a migration is answered.
+    assert_eq!(call_f(&mut c, Some(8)), Value::I32(8));
+    // The same contents again, or contents never asked for: the session is refused.
+    for (h, bytes) in [(h_asked, asked), (h_stray, stray)] {
+        let mut c = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
+        hello(&mut c, &m, 6);
+        c.send(&Message::FileData { hash: h, bytes }).unwrap();
+        match c.recv() {
+            Ok(Message::Error { message }) => assert!(message.contains("did not ask"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Compiled modules are each device's own: the same module sent by two devices is compiled for
+/// each (so how fast a clone answers tells no device whether another ran the module, and no
+/// device's upload can stand in for another's), while each device's own second run finds its
+/// artefact.
+#[test]
+fn compiled_modules_are_each_devices_own() {
+    let cache_dir = tempfile::tempdir().unwrap();
+    let server = Identity::generate().unwrap();
+    let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([a.public().clone(), b.public().clone()]), T).unwrap();
+    let addr = listener.local_addr();
+    let clone = Clone::new(ModuleCache::new(cache_dir.path()), T).unwrap();
+    std::thread::spawn(move || clone.serve(listener));
+    let m = module();
+    let artefacts = || std::fs::read_dir(cache_dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".cwasm")).count();
+    for (n, id) in [(1, &a), (2, &b), (2, &a)] {
+        let mut c = Connection::connect(addr, Some(id), server.public(), T).unwrap();
+        hello(&mut c, &m, 1);
+        assert_eq!(call_f(&mut c, Some(n)), Value::I32(n as i32));
+        c.send(&Message::Goodbye).unwrap();
+        assert_eq!(artefacts(), n as usize, "after device run {n}");
+    }
+}
