@@ -20,11 +20,11 @@ fuzz_target!(|data: &[u8]| {
     let cut = (split as usize * data.len()) / 255;
     let mut decoder = Decoder::new(MAX_FRAME);
     let mut clone = CloneSession::new();
-    let mut device = DeviceSession::new([7; 16], 1, 0, Environment::default());
+    let mut device = DeviceSession::new([7; 32], 1, 0, Environment::default());
     let _ = device.hello();
     let now = Instant::now();
     let mut core = DeviceConn::new(DeviceConfig {
-        module: [7; 16],
+        module: [7; 32],
         run: 1,
         thread: 0,
         environment: Environment::default(),

@@ -226,8 +226,8 @@ pub struct Layout {
     /// The (rewritten) module's bytes. Empty, like `hash`, for a program with points prepared in
     /// flag mode, which cannot migrate (a launch from the cache does not read them).
     pub wasm: Vec<u8>,
-    /// xxh3-128 of `wasm`, little-endian: the module's name on the wire.
-    pub hash: [u8; 16],
+    /// SHA-256 of `wasm`: the module's name on the wire.
+    pub hash: clonecloud_wire::ContentHash,
     /// `(global index, export name)` of every mutable global.
     pub globals: Vec<(u32, String)>,
     /// The export name of memory 0, if there is a memory.
@@ -932,7 +932,7 @@ impl Program {
             }
         };
         if let Some(bytes) = bytes {
-            layout.hash = xxhash_rust::xxh3::xxh3_128(&bytes).to_le_bytes();
+            layout.hash = clonecloud_wire::content_hash(&bytes);
             layout.wasm = bytes.into_owned();
         }
         layout.imports = model

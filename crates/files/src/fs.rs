@@ -17,7 +17,7 @@
 //! is recorded the same way.
 
 use crate::store::Store;
-use clonecloud_wire::{Descriptors, EntryKind, FdOp, FileOp, FileStat, Hash128, Tree};
+use clonecloud_wire::{Descriptors, EntryKind, FdOp, FileOp, FileStat, ContentHash, Tree};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -110,7 +110,7 @@ type NodeId = usize;
 #[derive(Debug, Clone)]
 enum Content {
     /// As the device has it, by hash; loaded from the store when first read.
-    Stored(Hash128),
+    Stored(ContentHash),
     Loaded(Arc<[u8]>),
     /// Written on the clone.
     Owned(Vec<u8>),

@@ -2,7 +2,7 @@
 //! directories.
 //!
 //! - [`Scanner`] (device) walks the preopened directories into [`Tree`]s: every entry with the
-//!   stat values the device's WASI runtime reports and, for files, the xxh3-128 of the content.
+//!   stat values the device's WASI runtime reports and, for files, the SHA-256 of the content.
 //!   Unchanged files (same size, times and inode, and not modified in the last moments) are not
 //!   read again.
 //! - [`Store`] (clone) keeps file contents by hash on disk, one directory per device identity,
@@ -26,7 +26,5 @@ pub use fs::{Dirent, Fd, Fdstat, Filestat, Fs, FsError, Opened, PollTarget, errn
 pub use scan::{Root, ScanError, Scanner};
 pub use store::{Store, StoreKey};
 
-/// The content hash files are named by: xxh3-128, little-endian.
-pub fn content_hash(bytes: &[u8]) -> [u8; 16] {
-    xxhash_rust::xxh3::xxh3_128(bytes).to_le_bytes()
-}
+/// The content hash files are named by (SHA-256).
+pub use clonecloud_wire::content_hash;

@@ -1,7 +1,7 @@
 //! The device's side of the replicator: the preopened directories as [`Tree`]s.
 
 use crate::content_hash;
-use clonecloud_wire::{Entry, EntryKind, FileStat, Hash128, Tree};
+use clonecloud_wire::{Entry, EntryKind, FileStat, ContentHash, Tree};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -45,9 +45,9 @@ struct Seen {
 #[derive(Debug)]
 pub struct Scanner {
     roots: Vec<Root>,
-    hashes: HashMap<PathBuf, (Seen, Hash128)>,
+    hashes: HashMap<PathBuf, (Seen, ContentHash)>,
     /// Where each content was last seen, for sending it.
-    paths: HashMap<Hash128, PathBuf>,
+    paths: HashMap<ContentHash, PathBuf>,
     last: Option<Vec<Tree>>,
 }
 
@@ -157,7 +157,7 @@ impl Scanner {
         Ok(Some(trees))
     }
 
-    fn hash(&mut self, path: &Path, meta: &std::fs::Metadata, now: SystemTime) -> Result<Hash128, ScanError> {
+    fn hash(&mut self, path: &Path, meta: &std::fs::Metadata, now: SystemTime) -> Result<ContentHash, ScanError> {
         let seen = Seen { size: meta.len(), mtime: (meta.mtime(), meta.mtime_nsec()), ctime: (meta.ctime(), meta.ctime_nsec()), ino: meta.ino() };
         let racy = meta.modified().map_or(true, |m| now.duration_since(m).map_or(true, |age| age < RACY));
         if let Some((s, h)) = self.hashes.get(path)
@@ -174,7 +174,7 @@ impl Scanner {
     }
 
     /// The content with hash `h`, read again and checked (it may have changed since the scan).
-    pub fn content(&self, h: &Hash128) -> Option<Vec<u8>> {
+    pub fn content(&self, h: &ContentHash) -> Option<Vec<u8>> {
         let bytes = std::fs::read(self.paths.get(h)?).ok()?;
         (content_hash(&bytes) == *h).then_some(bytes)
     }

@@ -8,7 +8,7 @@
 //! contents to make room (a later run has them sent again); nothing is kept in memory.
 
 use crate::content_hash;
-use clonecloud_wire::Hash128;
+use clonecloud_wire::ContentHash;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::{BTreeMap, HashMap};
@@ -118,7 +118,7 @@ impl Store {
         Ok(store)
     }
 
-    fn name(&self, h: &Hash128) -> String {
+    fn name(&self, h: &ContentHash) -> String {
         hex(ring::hmac::sign(&self.names, h).as_ref())
     }
 
@@ -137,7 +137,7 @@ impl Store {
     }
 
     /// Whether the content is here.
-    pub fn has(&self, h: &Hash128) -> bool {
+    pub fn has(&self, h: &ContentHash) -> bool {
         self.index().files.contains_key(&self.name(h))
     }
 
@@ -153,7 +153,7 @@ impl Store {
 
     /// Keeps `bytes`, which must hash to `h`, encrypted. Contents larger than the whole quota
     /// are refused (`StorageFull`); others push out the least recently used.
-    pub fn put(&self, h: &Hash128, bytes: Vec<u8>) -> std::io::Result<()> {
+    pub fn put(&self, h: &ContentHash, bytes: Vec<u8>) -> std::io::Result<()> {
         if content_hash(&bytes) != *h {
             return Err(invalid("the content does not match its hash"));
         }
@@ -192,7 +192,7 @@ impl Store {
 
     /// The content with hash `h`, read from disk and checked: a file that fails its
     /// authentication or its hash is removed and reported as `InvalidData`.
-    pub fn get(&self, h: &Hash128) -> std::io::Result<Arc<[u8]>> {
+    pub fn get(&self, h: &ContentHash) -> std::io::Result<Arc<[u8]>> {
         let name = self.name(h);
         let path = self.dir.join(&name);
         let sealed = std::fs::read(&path)?;

@@ -35,7 +35,7 @@ fn server(allow: &[&Identity]) -> (std::net::SocketAddr, PublicKey, mpsc::Receiv
 }
 
 fn hello() -> Message {
-    Message::Hello { version: 1, module: [0; 16], run: 1, thread: 0, environment: Default::default() }
+    Message::Hello { version: 1, module: [0; 32], run: 1, thread: 0, environment: Default::default() }
 }
 
 /// Connects and exchanges hello/welcome; the error, if any, as text.

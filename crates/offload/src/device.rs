@@ -796,7 +796,7 @@ pub fn measure_link(t: &Target) -> Result<Link, ProbeError> {
     let started = Instant::now();
     let mut conn = Connection::connect(t.addr.as_str(), Some(&t.identity), &t.server_key, t.connect_timeout)?;
     conn.set_timeout(Some(t.timeout));
-    let mut session = DeviceSession::new([0; 16], 0, 0, Environment::default());
+    let mut session = DeviceSession::new([0; 32], 0, 0, Environment::default());
     let mut probe = |up: usize, down: u32| -> Result<Duration, ProbeError> {
         let t0 = Instant::now();
         conn.send(&session.probe(vec![0xa5; up], down)?)?;

@@ -109,7 +109,7 @@ fn status_kib(field: &str) -> u64 {
 fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::PublicKey, wasm: &[u8], until: Instant, k: u32, hostile: bool) -> Result<Vec<u32>, String> {
     let t = Duration::from_secs(30);
     let mut core = DeviceConn::new(DeviceConfig {
-        module: xxhash_rust::xxh3::xxh3_128(wasm).to_le_bytes(),
+        module: clonecloud_wire::content_hash(wasm),
         run: u64::from(k),
         thread: 0,
         environment: Default::default(),

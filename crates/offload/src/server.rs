@@ -10,7 +10,7 @@ use clonecloud_exec::heap::HeapHint;
 use clonecloud_exec::{CallError, Delta, ExecError, ImportProxy, Limits, ModuleCache, Replica, new_clone_engine};
 use clonecloud_net::{Connection, Identity, Listener, NetError, AllowList};
 use clonecloud_files::{Fs, Store};
-use clonecloud_wire::{Clocks, CloneEvent, CloneSession, Compression, Descriptors, FailKind, Hash128, Kind, Message, Returned};
+use clonecloud_wire::{Clocks, CloneEvent, CloneSession, Compression, Descriptors, FailKind, ContentHash, Kind, Message, Returned};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ pub struct Clone {
     /// keeps its state and their points, the most recently used first (a device never learns
     /// which modules other devices ran, nor can it put its own module in another's place: it is
     /// asked for the bytes of any module it has not sent).
-    modules: Mutex<HashMap<String, Vec<(Hash128, Loaded)>>>,
+    modules: Mutex<HashMap<String, Vec<(ContentHash, Loaded)>>>,
     idle: Duration,
     limits: Limits,
     /// Where replicated files are kept, a directory per device.
@@ -166,7 +166,7 @@ impl Clone {
     }
 
     /// The module `device` uploaded with this hash, if it is still kept.
-    fn module(&self, device: &str, hash: &Hash128) -> Option<Loaded> {
+    fn module(&self, device: &str, hash: &ContentHash) -> Option<Loaded> {
         let mut all = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         let mine = all.get_mut(device)?;
         let at = mine.iter().position(|(h, _)| h == hash)?;
@@ -178,7 +178,7 @@ impl Clone {
 
     /// Keeps `loaded` as the module `device` uploaded with this hash, dropping its least
     /// recently used beyond [`MODULES_PER_DEVICE`] (runs using them keep their own reference).
-    fn keep_module(&self, device: &str, hash: Hash128, loaded: Loaded) {
+    fn keep_module(&self, device: &str, hash: ContentHash, loaded: Loaded) {
         let mut all = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         let mine = all.entry(device.to_string()).or_default();
         mine.retain(|(h, _)| *h != hash);
@@ -284,7 +284,7 @@ impl Clone {
                     if bytes.len() > self.limits.module {
                         return refuse(format!("the module has {} bytes, over this clone's limit of {}", bytes.len(), self.limits.module));
                     }
-                    if xxhash_rust::xxh3::xxh3_128(&bytes).to_le_bytes() != want {
+                    if clonecloud_wire::content_hash(&bytes) != want {
                         return refuse("the module's bytes do not match the hash in the hello".to_string());
                     }
                     match self.cache.load_or_compile_for(&self.engine, &bytes, &run.device) {
@@ -302,7 +302,7 @@ impl Clone {
                     continue;
                 }
                 CloneEvent::Files { trees } => {
-                    let mut need: Vec<Hash128> = Vec::new();
+                    let mut need: Vec<ContentHash> = Vec::new();
                     for t in &trees {
                         for e in &t.entries {
                             if let clonecloud_wire::EntryKind::File(h) = e.kind
@@ -573,7 +573,7 @@ struct Run<'a> {
     slot: Option<RunSlot<'a>>,
     /// Resumable from the hello on.
     registration: Option<Registration<'a>>,
-    hash: Option<Hash128>,
+    hash: Option<ContentHash>,
     module: Option<Loaded>,
     replica: Option<Replica>,
     environment: clonecloud_wire::Environment,
@@ -582,7 +582,7 @@ struct Run<'a> {
     /// Migrations received.
     migrations: u64,
     /// File contents asked of the device and not yet received.
-    asked: std::collections::HashSet<Hash128>,
+    asked: std::collections::HashSet<ContentHash>,
     /// The answer to the last migration, until the device's next message shows it arrived.
     last: Option<Message>,
 }

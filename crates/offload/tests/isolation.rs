@@ -18,7 +18,7 @@ fn module() -> Vec<u8> {
 }
 
 fn hello(c: &mut Connection, module: &[u8], run: u64) {
-    let hash = xxhash_rust::xxh3::xxh3_128(module).to_le_bytes();
+    let hash = clonecloud_wire::content_hash(module);
     c.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: hash, run, thread: 0, environment: Default::default() }).unwrap();
     match c.recv().unwrap() {
         Message::Welcome { need_module: true } => c.send(&Message::Module { bytes: module.to_vec() }).unwrap(),
@@ -73,7 +73,7 @@ fn replicas_belong_to_the_authenticated_session() {
     assert_eq!(call_f(&mut cb, None), Value::I32(0), "B never sees A's replica");
 
     // A device that breaks the protocol (a second hello) gets an error and is cut off...
-    ca.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: [0; 16], run: 7, thread: 0, environment: Default::default() }).unwrap();
+    ca.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: [0; 32], run: 7, thread: 0, environment: Default::default() }).unwrap();
     assert!(matches!(ca.recv(), Ok(Message::Error { .. })));
     assert!(matches!(ca.recv(), Err(NetError::Closed | NetError::Io { .. } | NetError::Tls(_))));
     // ...and the server goes on serving the others.
@@ -81,7 +81,7 @@ fn replicas_belong_to_the_authenticated_session() {
 
     // A module whose bytes do not match the hash of the hello is refused.
     let mut cc = Connection::connect(addr, Some(&b), server.public(), T).unwrap();
-    cc.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: [9; 16], run: 1, thread: 0, environment: Default::default() }).unwrap();
+    cc.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: [9; 32], run: 1, thread: 0, environment: Default::default() }).unwrap();
     assert!(matches!(cc.recv().unwrap(), Message::Welcome { need_module: true }));
     cc.send(&Message::Module { bytes: module.clone() }).unwrap();
     assert!(matches!(cc.recv(), Ok(Message::Error { .. })));
@@ -91,7 +91,7 @@ fn replicas_belong_to_the_authenticated_session() {
 fn a_device_cannot_learn_which_modules_others_ran() {
     let (server, a, b, addr) = two_devices(clonecloud_offload::server::DEFAULT_MAX_RUNS);
     let module = module();
-    let hash = xxhash_rust::xxh3::xxh3_128(&module).to_le_bytes();
+    let hash = clonecloud_wire::content_hash(&module);
     let welcome = |id: &Identity| {
         let mut c = Connection::connect(addr, Some(id), server.public(), T).unwrap();
         c.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: hash, run: 1, thread: 0, environment: Default::default() }).unwrap();
@@ -119,7 +119,7 @@ fn a_device_has_at_most_its_share_of_runs_at_once() {
     assert_eq!(call_f(&mut first, Some(1)), Value::I32(1));
     // A second run of A at the same time is refused, with a reason...
     let mut second = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
-    second.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: [0; 16], run: 2, thread: 0, environment: Default::default() }).unwrap();
+    second.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: [0; 32], run: 2, thread: 0, environment: Default::default() }).unwrap();
     match second.recv() {
         Ok(Message::Error { message }) => assert!(message.contains("runs"), "{message}"),
         other => panic!("{other:?}"),
@@ -135,7 +135,7 @@ fn a_device_has_at_most_its_share_of_runs_at_once() {
     let deadline = std::time::Instant::now() + T;
     loop {
         let mut again = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
-        let hash = xxhash_rust::xxh3::xxh3_128(&module).to_le_bytes();
+        let hash = clonecloud_wire::content_hash(&module);
         again.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: hash, run: 3, thread: 0, environment: Default::default() }).unwrap();
         match again.recv() {
             Ok(Message::Welcome { .. }) => break,

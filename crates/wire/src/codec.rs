@@ -5,7 +5,7 @@
 //! decoder never panics and never allocates more than the frame it was given.
 
 use crate::message::{
-    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, OpenFile, FileStat, Hash128, Kind, Message, PageDelta, State, Tree, Value,
+    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, OpenFile, FileStat, ContentHash, Kind, Message, PageDelta, State, Tree, Value,
 };
 
 /// The frame format this codec writes and reads.
@@ -483,8 +483,8 @@ impl<'a> Reader<'a> {
         let n = self.count(5, what)?;
         (0..n).map(|_| self.value()).collect()
     }
-    fn hash(&mut self, what: &'static str) -> Result<Hash128, DecodeError> {
-        Ok(self.take(16, what)?.try_into().expect("16 bytes"))
+    fn hash(&mut self, what: &'static str) -> Result<ContentHash, DecodeError> {
+        Ok(self.take(32, what)?.try_into().expect("32 bytes"))
     }
     /// A symbolic link's target: any UTF-8 without NUL (a link may point anywhere; whoever
     /// follows one checks where it leads).
@@ -676,7 +676,7 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
     let m = match kind_of {
         Kind::Hello => {
             let version = r.u16("the version")?;
-            let module: Hash128 = r.take(16, "the module hash")?.try_into().expect("16 bytes");
+            let module = r.hash("the module hash")?;
             let (run, thread) = (r.u64("the run")?, r.u32("the thread")?);
             let mut lists = [Vec::new(), Vec::new()];
             for list in &mut lists {
@@ -759,7 +759,7 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
             Message::Files { trees: (0..n).map(|_| r.tree()).collect::<Result<_, _>>()? }
         }
         Kind::NeedFiles => {
-            let n = r.count(16, "the hashes")?;
+            let n = r.count(32, "the hashes")?;
             Message::NeedFiles { hashes: (0..n).map(|_| r.hash("a hash")).collect::<Result<_, _>>()? }
         }
         Kind::FileData => Message::FileData { hash: r.hash("the hash")?, bytes: r.blob("the file's content")? },

@@ -24,7 +24,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::message::{Clocks, Descriptors, Environment, FailKind, FileOp, Hash128, Message, State, Tree, Value};
+use crate::message::{Clocks, Descriptors, Environment, FailKind, FileOp, ContentHash, Message, State, Tree, Value};
 use crate::session::{DeviceEvent as SessionEvent, DeviceSession};
 use crate::Cause;
 
@@ -32,7 +32,7 @@ use crate::Cause;
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
     /// The (rewritten) module's hash, the app run and the thread the sessions serve.
-    pub module: Hash128,
+    pub module: ContentHash,
     pub run: u64,
     pub thread: u32,
     pub environment: Environment,
@@ -72,7 +72,7 @@ pub enum ConnEvent {
     ListFiles,
     /// The clone lacks these contents: give each with [`DeviceConn::file_data`], then
     /// [`DeviceConn::files_sent`].
-    NeedFiles { hashes: Vec<Hash128> },
+    NeedFiles { hashes: Vec<ContentHash> },
     /// Capture the guest's state now (against the agreed baseline) and give the migration with
     /// [`DeviceConn::migrate`].
     Capture,
@@ -425,7 +425,7 @@ impl DeviceConn {
     }
 
     /// One content the clone asked for, after [`ConnEvent::NeedFiles`].
-    pub fn file_data(&mut self, hash: Hash128, bytes: Vec<u8>) {
+    pub fn file_data(&mut self, hash: ContentHash, bytes: Vec<u8>) {
         if self.phase != Phase::SendingFiles {
             return;
         }

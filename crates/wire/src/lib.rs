@@ -25,7 +25,7 @@ pub use cause::Cause;
 pub use device::{ConnEvent, DeviceConfig, DeviceConn};
 pub use codec::{Compression, DecodeError, Decoder, encode, encode_with, from_bytes, to_bytes, to_bytes_with};
 pub use message::{
-    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, OpenFile, FileStat, Hash128, Kind, Message, PROTOCOL_VERSION, PageDelta, State, Tree,
+    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, OpenFile, FileStat, ContentHash, Kind, Message, PROTOCOL_VERSION, content_hash, PageDelta, State, Tree,
     Value,
 };
 pub use session::{CloneEvent, CloneSession, DeviceEvent, DeviceSession, ProtocolError, Returned};

@@ -1,7 +1,7 @@
 //! The protocol's messages: what a device and a clone say to each other.
 
 /// The protocol version a peer speaks; a hello with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// A wasm value crossing the wire. Floats travel as their bits, so NaN payloads survive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,8 +12,14 @@ pub enum Value {
     F64(u64),
 }
 
-/// A 128-bit content hash (xxh3-128 of a module's bytes).
-pub type Hash128 = [u8; 16];
+/// A content hash: SHA-256 of a module's or a file's bytes (collision-resistant: what a hash
+/// names on the clone is what was sent under it).
+pub type ContentHash = [u8; 32];
+
+/// The [`ContentHash`] of `bytes`.
+pub fn content_hash(bytes: &[u8]) -> ContentHash {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().try_into().expect("SHA-256 has 32 bytes")
+}
 
 /// The run's command line and environment, as WASI gives them to the program (the clone serves
 /// `args_get` and `environ_get` from them).
@@ -85,8 +91,8 @@ pub struct FileStat {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntryKind {
     Dir,
-    /// A regular file, named by the xxh3-128 of its content.
-    File(Hash128),
+    /// A regular file, named by the SHA-256 of its content.
+    File(ContentHash),
     /// A symbolic link and its target (UTF-8; the clone follows it as wasmtime-wasi would).
     Symlink(String),
     /// Anything else (a symbolic link, a socket, a device), by its WASI filetype: the clone
@@ -195,7 +201,7 @@ pub enum Message {
     /// Device → clone, first: the protocol version, the (rewritten) module's hash, and the app
     /// run and thread this session serves. The replica is keyed by the authenticated device
     /// identity and these, never by anything else the device claims.
-    Hello { version: u16, module: Hash128, run: u64, thread: u32, environment: Environment },
+    Hello { version: u16, module: ContentHash, run: u64, thread: u32, environment: Environment },
     /// Clone → device: the hello is accepted; whether the clone still needs the module's bytes.
     Welcome { need_module: bool },
     /// Device → clone: the module's bytes, when the clone asked for them.
@@ -204,9 +210,9 @@ pub enum Message {
     /// migration and again whenever they changed).
     Files { trees: Vec<Tree> },
     /// Clone → device: the file contents (by hash) the clone lacks; the device sends each.
-    NeedFiles { hashes: Vec<Hash128> },
+    NeedFiles { hashes: Vec<ContentHash> },
     /// Device → clone: one file's content.
-    FileData { hash: Hash128, bytes: Vec<u8> },
+    FileData { hash: ContentHash, bytes: Vec<u8> },
     /// Device → clone: run function `point` with `args`, after applying `state`; `clocks` and
     /// `descriptors` as they are on the device now.
     Migrate { point: u32, args: Vec<Value>, state: State, clocks: Clocks, descriptors: Descriptors },

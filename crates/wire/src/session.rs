@@ -26,7 +26,7 @@
 //! migration went on while the link was down); otherwise `resumed(not ok)`, and the device
 //! starts a new session with a hello on the same connection.
 
-use crate::message::{Clocks, Descriptors, Environment, FailKind, FileOp, Hash128, Message, PROTOCOL_VERSION, State, Tree, Value};
+use crate::message::{Clocks, Descriptors, Environment, FailKind, FileOp, ContentHash, Message, PROTOCOL_VERSION, State, Tree, Value};
 
 /// A message that is not allowed where the session is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,7 +76,7 @@ pub enum DeviceEvent {
     /// The clone accepted the hello; when `need_module`, send it with [`DeviceSession::module`].
     Welcomed { need_module: bool },
     /// The clone lacks these file contents: send each with [`DeviceSession::file_data`].
-    NeedFiles { hashes: Vec<Hash128> },
+    NeedFiles { hashes: Vec<ContentHash> },
     /// The answer to a probe, of `size` bytes.
     ProbeReply { size: usize },
     /// The answer to a resume: when `ok`, the session goes on, awaiting the migration's answer;
@@ -96,14 +96,14 @@ pub enum DeviceEvent {
 #[derive(Debug)]
 pub struct DeviceSession {
     state: Device,
-    module: Hash128,
+    module: ContentHash,
     run: u64,
     thread: u32,
     environment: Environment,
 }
 
 impl DeviceSession {
-    pub fn new(module: Hash128, run: u64, thread: u32, environment: Environment) -> DeviceSession {
+    pub fn new(module: ContentHash, run: u64, thread: u32, environment: Environment) -> DeviceSession {
         DeviceSession { state: Device::Start, module, run, thread, environment }
     }
 
@@ -158,7 +158,7 @@ impl DeviceSession {
     }
 
     /// A file's content the clone asked for.
-    pub fn file_data(&mut self, hash: Hash128, bytes: Vec<u8>) -> Result<Message, ProtocolError> {
+    pub fn file_data(&mut self, hash: ContentHash, bytes: Vec<u8>) -> Result<Message, ProtocolError> {
         self.expect(self.state == Device::Ready, "send a file")?;
         Ok(Message::FileData { hash, bytes })
     }
@@ -248,13 +248,13 @@ impl Clone {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CloneEvent {
     /// A device says hello: look the module up, then [`CloneSession::welcome`].
-    Hello { module: Hash128, run: u64, thread: u32, environment: Environment },
+    Hello { module: ContentHash, run: u64, thread: u32, environment: Environment },
     /// The module's bytes (check their hash against the hello's).
     Module { bytes: Vec<u8> },
     /// The device's preopened directories: keep them, then [`CloneSession::need_files`].
     Files { trees: Vec<Tree> },
     /// A file's content (check it against its hash).
-    FileData { hash: Hash128, bytes: Vec<u8> },
+    FileData { hash: ContentHash, bytes: Vec<u8> },
     /// Apply `state`, run `point` with `args`, then [`CloneSession::returned`] or
     /// [`CloneSession::failed`].
     Migrate { point: u32, args: Vec<Value>, state: State, clocks: Clocks, descriptors: Descriptors },
@@ -335,7 +335,7 @@ impl CloneSession {
     }
 
     /// The file contents this clone lacks, after a files message.
-    pub fn need_files(&mut self, hashes: Vec<Hash128>) -> Result<Message, ProtocolError> {
+    pub fn need_files(&mut self, hashes: Vec<ContentHash>) -> Result<Message, ProtocolError> {
         self.expect(self.state == Clone::MustAnswerFiles, "ask for files")?;
         self.state = Clone::Ready;
         Ok(Message::NeedFiles { hashes })

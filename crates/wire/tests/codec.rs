@@ -47,7 +47,7 @@ fn tree(rng: &mut Rng) -> Tree {
         guest: "/data".into(),
         entries: vec![
             Entry { path: String::new(), kind: EntryKind::Dir, stat: stat(rng) },
-            Entry { path: "a b".into(), kind: EntryKind::File([rng.next() as u8; 16]), stat: stat(rng) },
+            Entry { path: "a b".into(), kind: EntryKind::File([rng.next() as u8; 32]), stat: stat(rng) },
             Entry { path: "sub".into(), kind: EntryKind::Dir, stat: stat(rng) },
             Entry { path: "sub/link".into(), kind: EntryKind::Other(7), stat: stat(rng) },
             Entry { path: "sub/to-file".into(), kind: EntryKind::Symlink("../file".into()), stat: stat(rng) },
@@ -81,7 +81,7 @@ fn every_kind(rng: &mut Rng) -> Vec<Message> {
     vec![
         Message::Hello {
             version: 1,
-            module: [7; 16],
+            module: [7; 32],
             run: rng.next(),
             thread: 3,
             environment: clonecloud_wire::Environment { args: vec![b"app.wasm".to_vec(), vec![]], env: vec![b"A=1".to_vec()] },
@@ -116,8 +116,8 @@ fn every_kind(rng: &mut Rng) -> Vec<Message> {
         },
         Message::Return { results: vec![], state: state(rng), micros: 0, output: vec![], files: vec![], exit: Some(3), freed: 7 },
         Message::Files { trees: vec![tree(rng), Tree::default()] },
-        Message::NeedFiles { hashes: vec![[1; 16], [2; 16]] },
-        Message::FileData { hash: [3; 16], bytes: (0..rng.below(5000)).map(|i| (i % 7) as u8).collect() },
+        Message::NeedFiles { hashes: vec![[1; 32], [2; 32]] },
+        Message::FileData { hash: [3; 32], bytes: (0..rng.below(5000)).map(|i| (i % 7) as u8).collect() },
         Message::ImportCall { import: 4, args: values(rng), state: state(rng) },
         Message::ImportReturn { results: values(rng), state: state(rng) },
         Message::Failed { kind: FailKind::Trap, message: "wasm trap: unreachable".into() },

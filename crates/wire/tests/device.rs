@@ -11,7 +11,7 @@ use clonecloud_wire::{
 
 fn config() -> DeviceConfig {
     DeviceConfig {
-        module: [7; 16],
+        module: [7; 32],
         run: 42,
         thread: 0,
         environment: Environment::default(),
@@ -84,10 +84,10 @@ fn a_whole_migration_with_the_module_files_and_a_proxied_call() {
     assert_eq!(p.events(), [ConnEvent::NewSession, ConnEvent::ListFiles]);
     p.core.files(vec![Tree::default()]);
     assert_eq!(p.sent(), ["files"]);
-    p.receive(Message::NeedFiles { hashes: vec![[1; 16], [2; 16]] });
-    assert_eq!(p.events(), [ConnEvent::NeedFiles { hashes: vec![[1; 16], [2; 16]] }]);
-    p.core.file_data([1; 16], vec![1]);
-    p.core.file_data([2; 16], vec![2]);
+    p.receive(Message::NeedFiles { hashes: vec![[1; 32], [2; 32]] });
+    assert_eq!(p.events(), [ConnEvent::NeedFiles { hashes: vec![[1; 32], [2; 32]] }]);
+    p.core.file_data([1; 32], vec![1]);
+    p.core.file_data([2; 32], vec![2]);
     p.core.files_sent();
     assert_eq!(p.sent(), ["file-data", "file-data"]);
     assert_eq!(p.events(), [ConnEvent::Capture]);
@@ -313,9 +313,9 @@ fn contents_that_fail_to_go_out_void_the_capture_and_open_a_new_session_once() {
     p.events();
     p.core.files(vec![Tree::default()]);
     assert_eq!(p.sent(), ["files"]);
-    p.receive(Message::NeedFiles { hashes: vec![[1; 16]] });
+    p.receive(Message::NeedFiles { hashes: vec![[1; 32]] });
     p.events();
-    p.core.file_data([1; 16], vec![1; 10]);
+    p.core.file_data([1; 32], vec![1; 10]);
     p.core.files_sent();
     // The capture waits for the content to go out; it does not.
     assert!(p.core.poll_event().is_none(), "events wait for the messages before them");
@@ -402,7 +402,7 @@ fn a_break_while_answering_a_proxied_call_resumes_the_migration() {
 #[test]
 fn an_adopted_session_is_used_and_giving_up_drops_it() {
     let mut p = Pair::new();
-    let mut session = clonecloud_wire::DeviceSession::new([7; 16], 42, 0, Environment::default());
+    let mut session = clonecloud_wire::DeviceSession::new([7; 32], 42, 0, Environment::default());
     session.hello().unwrap();
     session.on_message(Message::Welcome { need_module: false }).unwrap();
     p.core.adopt(session);

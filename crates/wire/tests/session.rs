@@ -4,10 +4,10 @@ use clonecloud_wire::{CloneEvent, CloneSession, DeviceEvent, DeviceSession, Fail
 
 #[test]
 fn a_whole_conversation() {
-    let mut dev = DeviceSession::new([1; 16], 7, 0, Default::default());
+    let mut dev = DeviceSession::new([1; 32], 7, 0, Default::default());
     let mut clone = CloneSession::new();
     let hello = dev.hello().unwrap();
-    assert_eq!(clone.on_message(hello).unwrap(), CloneEvent::Hello { module: [1; 16], run: 7, thread: 0, environment: Default::default() });
+    assert_eq!(clone.on_message(hello).unwrap(), CloneEvent::Hello { module: [1; 32], run: 7, thread: 0, environment: Default::default() });
     let welcome = clone.welcome(true).unwrap();
     assert_eq!(dev.on_message(welcome).unwrap(), DeviceEvent::Welcomed { need_module: true });
     assert!(!dev.is_ready());
@@ -47,20 +47,20 @@ fn out_of_order_messages_are_protocol_errors() {
         Err(ProtocolError::Unexpected { got: "migrate", .. })
     ));
     let mut clone = CloneSession::new();
-    clone.on_message(DeviceSession::new([0; 16], 0, 0, Default::default()).hello().unwrap()).unwrap();
+    clone.on_message(DeviceSession::new([0; 32], 0, 0, Default::default()).hello().unwrap()).unwrap();
     assert!(clone.on_message(Message::Goodbye).is_err(), "no goodbye before the welcome");
 
     // Another protocol version is refused.
     let mut clone = CloneSession::new();
-    let hello = Message::Hello { version: 99, module: [0; 16], run: 0, thread: 0, environment: Default::default() };
+    let hello = Message::Hello { version: 99, module: [0; 32], run: 0, thread: 0, environment: Default::default() };
     assert_eq!(clone.on_message(hello), Err(ProtocolError::Version(99)));
 
     // A device never accepts a return it did not ask for, and an error closes the session.
-    let mut dev = DeviceSession::new([0; 16], 0, 0, Default::default());
+    let mut dev = DeviceSession::new([0; 32], 0, 0, Default::default());
     dev.hello().unwrap();
     assert!(dev.on_message(Message::Return { results: vec![], state: State::default(), micros: 0, output: vec![], files: vec![], exit: None, freed: 0 }).is_err());
     assert!(dev.migrate(0, vec![], State::default(), Default::default(), Default::default()).is_err(), "closed after the error");
-    let mut dev = DeviceSession::new([0; 16], 0, 0, Default::default());
+    let mut dev = DeviceSession::new([0; 32], 0, 0, Default::default());
     dev.hello().unwrap();
     assert_eq!(dev.on_message(Message::Error { message: "no".into() }), Err(ProtocolError::Peer("no".into())));
     assert!(dev.module(vec![]).is_err(), "no module the clone did not ask for");
@@ -69,7 +69,7 @@ fn out_of_order_messages_are_protocol_errors() {
 #[test]
 fn a_resumed_session_gets_its_answer_and_a_refused_one_starts_over() {
     // Accepted: the new connection carries the migration's answer.
-    let mut dev = DeviceSession::new([1; 16], 7, 0, Default::default());
+    let mut dev = DeviceSession::new([1; 32], 7, 0, Default::default());
     let mut new_conn = CloneSession::new();
     assert_eq!(new_conn.on_message(dev.resume(3).unwrap()).unwrap(), CloneEvent::Resume { run: 7, migration: 3 });
     assert!(dev.migrate(0, vec![], State::default(), Default::default(), Default::default()).is_err(), "no migration before the answer");
@@ -77,7 +77,7 @@ fn a_resumed_session_gets_its_answer_and_a_refused_one_starts_over() {
     assert!(new_conn.on_message(Message::Goodbye).is_err(), "the accepting connection's own session is over");
     // (The old session, still running the migration, answers on the new connection.)
     let mut old = CloneSession::new();
-    old.on_message(DeviceSession::new([1; 16], 7, 0, Default::default()).hello().unwrap()).unwrap();
+    old.on_message(DeviceSession::new([1; 32], 7, 0, Default::default()).hello().unwrap()).unwrap();
     old.welcome(false).unwrap();
     old.on_message(Message::Migrate { point: 0, args: vec![], state: State::default(), clocks: Default::default(), descriptors: Default::default() }).unwrap();
     let back = old.returned(Returned { results: vec![Value::I32(1)], ..Default::default() }).unwrap();
@@ -85,7 +85,7 @@ fn a_resumed_session_gets_its_answer_and_a_refused_one_starts_over() {
     assert!(dev.is_ready());
 
     // Refused: the device says hello on the same connection.
-    let mut dev = DeviceSession::new([1; 16], 7, 0, Default::default());
+    let mut dev = DeviceSession::new([1; 32], 7, 0, Default::default());
     let mut clone = CloneSession::new();
     clone.on_message(dev.resume(1).unwrap()).unwrap();
     assert_eq!(dev.on_message(clone.refuse_resume().unwrap()).unwrap(), DeviceEvent::Resumed { ok: false });
@@ -94,16 +94,16 @@ fn a_resumed_session_gets_its_answer_and_a_refused_one_starts_over() {
 
     // A resume is only a first message, and only answered once asked.
     let mut clone = CloneSession::new();
-    clone.on_message(DeviceSession::new([0; 16], 0, 0, Default::default()).hello().unwrap()).unwrap();
+    clone.on_message(DeviceSession::new([0; 32], 0, 0, Default::default()).hello().unwrap()).unwrap();
     assert!(clone.on_message(Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 0, migration: 1 }).is_err());
-    let mut dev = DeviceSession::new([0; 16], 0, 0, Default::default());
+    let mut dev = DeviceSession::new([0; 32], 0, 0, Default::default());
     dev.hello().unwrap();
     assert!(dev.on_message(Message::Resumed { ok: true }).is_err(), "a resumed answer to a hello");
 }
 
 #[test]
 fn the_clone_answers_probes_only_before_the_hello_and_an_error_ends_its_session() {
-    let mut dev = DeviceSession::new([1; 16], 7, 0, Default::default());
+    let mut dev = DeviceSession::new([1; 32], 7, 0, Default::default());
     let mut clone = CloneSession::new();
     let probe = dev.probe(vec![1; 10], 300).unwrap();
     assert_eq!(clone.on_message(probe).unwrap(), CloneEvent::Probe { size: 10, reply: 300 });
