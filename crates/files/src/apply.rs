@@ -53,6 +53,20 @@ pub enum ApplyError {
 pub struct Applied<'r> {
     roots: &'r [Root],
     undo: Vec<Undo>,
+    /// Per preopen that needed one: the hidden directory at its top where removed and replaced
+    /// entries are kept until the commit (not beside them, so the directory they were in can
+    /// still be removed, and is empty when the journal says it is).
+    stashes: Vec<Stash>,
+}
+
+/// A hidden directory at the top of a preopen, made for one merge.
+#[derive(Debug)]
+struct Stash {
+    root: u32,
+    /// The preopen, and the stash's name in it.
+    top: OwnedFd,
+    name: CString,
+    dir: OwnedFd,
 }
 
 /// What undoes one change, by path (the journal's paths are valid again once every later
@@ -61,8 +75,8 @@ pub struct Applied<'r> {
 enum Undo {
     /// Remove what the change made (`dir`: a directory).
     Remove { root: u32, path: String, dir: bool },
-    /// Put back what was kept aside (a sibling of `path`, held by its directory, which may move
-    /// later in the journal); at the commit, remove it.
+    /// Put back what was kept aside (in the preopen's stash, or beside `path` when the stash is
+    /// on another file system); at the commit, remove it.
     Restore { root: u32, path: String, kept: At, dir: bool },
     /// Rename `to` back to `from`.
     MoveBack { root: u32, from: String, to_root: u32, to: String },
@@ -127,12 +141,28 @@ fn paths(op: &FileOp) -> Vec<(u32, &str)> {
     }
 }
 
+/// The descriptor an undoing descriptor change acts on.
+fn fd_of(op: &FdOp) -> Option<u32> {
+    match op {
+        FdOp::Open { fd, .. } | FdOp::Close { fd } | FdOp::Seek { fd, .. } | FdOp::SetFlags { fd, .. } => Some(*fd),
+        FdOp::Renumber { .. } => None,
+    }
+}
+
 fn c(name: &str) -> io::Result<CString> {
     CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+/// The preopen `root` itself (the user's choice, links and all).
+fn open_top(roots: &[Root], root: u32) -> io::Result<OwnedFd> {
+    let r = &roots[root as usize];
+    let host = c(r.host.to_str().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?)?;
+    // SAFETY: `host` is NUL-terminated; the descriptor returned is owned here.
+    Ok(unsafe { OwnedFd::from_raw_fd(cvt(libc::open(host.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC))?) })
 }
 
 /// An entry's directory, opened beneath its preopen with no link followed, and its name there.
@@ -144,11 +174,7 @@ struct At {
 
 impl At {
     fn open(roots: &[Root], root: u32, path: &str) -> io::Result<At> {
-        let r = &roots[root as usize];
-        let host = c(r.host.to_str().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?)?;
-        // The preopen itself is the user's choice, links and all.
-        // SAFETY: `host` is NUL-terminated; the descriptor returned is owned below.
-        let mut dir = unsafe { OwnedFd::from_raw_fd(cvt(libc::open(host.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC))?) };
+        let mut dir = open_top(roots, root)?;
         let mut parts: Vec<&str> = path.split('/').collect();
         let last = parts.pop().unwrap_or_default();
         for part in parts {
@@ -192,9 +218,8 @@ impl At {
 
     /// A name beside this entry that nothing uses, for keeping what a change removes.
     fn hidden(&self) -> io::Result<At> {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         loop {
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = NEXT_HIDDEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let name = c(&format!(".clonecloud-undo-{}-{n}", std::process::id()))?;
             let dir = self.dir.try_clone()?;
             let at = At { dir, name };
@@ -238,6 +263,9 @@ fn spec(t: Option<u64>) -> libc::timespec {
     }
 }
 
+/// Numbers the hidden names a merge keeps things under.
+static NEXT_HIDDEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Tails longer than this that a truncation cuts are kept in a file beside it, not in memory.
 const TAIL_IN_MEMORY: u64 = 64 << 20;
 
@@ -260,10 +288,10 @@ pub fn apply<'r>(
             return Err(ApplyError::BadPath(format!("{path} -> {target}")));
         }
     }
-    let mut applied = Applied { roots, undo: Vec::new() };
+    let mut applied = Applied { roots, undo: Vec::new(), stashes: Vec::new() };
     for op in ops {
         if let Err(e) = applied.one(op, descriptors) {
-            let failed = applied.rollback(descriptors);
+            let failed = applied.rollback(descriptors) + applied.remove_stashes();
             return Err(if failed == 0 { e } else { ApplyError::Partial { first: Box::new(e), failed } });
         }
     }
@@ -286,12 +314,75 @@ impl Applied<'_> {
                 }
             }
         }
+        self.remove_stashes();
+    }
+
+    /// Removes the stashes (empty by now); returns how many could not be.
+    fn remove_stashes(&mut self) -> usize {
+        let mut failed = 0;
+        for s in std::mem::take(&mut self.stashes) {
+            // SAFETY: valid directory and NUL-terminated name.
+            if let Err(e) = cvt(unsafe { libc::unlinkat(s.top.as_raw_fd(), s.name.as_ptr(), libc::AT_REMOVEDIR) }) {
+                warn!(root = s.root, "cannot remove the merge's hidden directory: {e}");
+                failed += 1;
+            }
+        }
+        failed
+    }
+
+    /// The stash of preopen `root`, made on first use.
+    fn stash(&mut self, root: u32) -> io::Result<&Stash> {
+        if let Some(i) = self.stashes.iter().position(|s| s.root == root) {
+            return Ok(&self.stashes[i]);
+        }
+        let top = open_top(self.roots, root)?;
+        loop {
+            let n = NEXT_HIDDEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = c(&format!(".clonecloud-undo-{}-{n}", std::process::id()))?;
+            // SAFETY: valid directory and NUL-terminated name.
+            match cvt(unsafe { libc::mkdirat(top.as_raw_fd(), name.as_ptr(), 0o700) }) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+            // SAFETY: valid directory and NUL-terminated name; the descriptor is owned below.
+            let fd = cvt(unsafe { libc::openat(top.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) })?;
+            // SAFETY: `fd` was just opened and is owned by nobody else.
+            let dir = unsafe { OwnedFd::from_raw_fd(fd) };
+            self.stashes.push(Stash { root, top, name, dir });
+            return Ok(self.stashes.last().expect("just pushed"));
+        }
+    }
+
+    /// A fresh name in the stash of `root` (beside `at` if there is no stash).
+    fn hidden(&mut self, root: u32, at: &At) -> io::Result<At> {
+        match self.stash(root) {
+            Ok(s) => {
+                let n = NEXT_HIDDEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(At { dir: s.dir.try_clone()?, name: c(&n.to_string())? })
+            }
+            Err(_) => at.hidden(),
+        }
+    }
+
+    /// Moves `at` aside, into the stash of `root` (or beside it when the stash is on another
+    /// file system, as a mount inside the preopen is), and returns where it went.
+    fn keep_aside(&mut self, root: u32, at: &At) -> io::Result<At> {
+        let kept = self.hidden(root, at)?;
+        match at.rename_to(&kept) {
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                let beside = at.hidden()?;
+                at.rename_to(&beside)?;
+                Ok(beside)
+            }
+            r => r.map(|()| kept),
+        }
     }
 
     /// Undoes the journal (what comes after the files failed). Returns how many steps could not
     /// be undone (each is logged).
     pub fn undo(mut self, descriptors: &mut dyn FnMut(&FdOp) -> Result<Option<FdOp>, DescriptorError>) -> usize {
-        self.rollback(descriptors)
+        self.rollback(descriptors) + self.remove_stashes()
     }
 
     fn rollback(&mut self, descriptors: &mut dyn FnMut(&FdOp) -> Result<Option<FdOp>, DescriptorError>) -> usize {
@@ -375,7 +466,7 @@ impl Applied<'_> {
                 if *size < len && len - *size > TAIL_IN_MEMORY {
                     // A long tail is kept in a file beside it, put back over the same file
                     // (same inode: hard links and open descriptors still see it).
-                    let hidden = at.hidden().map_err(io("keep", *root, path))?;
+                    let hidden = self.hidden(*root, &at).map_err(io("keep", *root, path))?;
                     let mut copy = hidden.file(libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600).map_err(io("keep", *root, path))?;
                     self.undo.push(Undo::Tail { root: *root, path: path.clone(), kept: hidden, at: *size, len, times });
                     let mut src = at.file(libc::O_RDONLY, 0).map_err(io("open", *root, path))?;
@@ -401,8 +492,7 @@ impl Applied<'_> {
                     Some(st) if is_dir(&st) => return Err(io("remove", *root, path)(io::Error::from_raw_os_error(libc::EISDIR))),
                     Some(_) => {}
                 }
-                let hidden = at.hidden().map_err(io("remove", *root, path))?;
-                at.rename_to(&hidden).map_err(io("remove", *root, path))?;
+                let hidden = self.keep_aside(*root, &at).map_err(io("remove", *root, path))?;
                 self.undo.push(Undo::Restore { root: *root, path: path.clone(), kept: hidden, dir: false });
             }
             FileOp::Rmdir { root, path } => {
@@ -434,8 +524,7 @@ impl Applied<'_> {
                     } else if is_dir(&sa) {
                         return Err(io("rename", *root, from)(io::Error::from_raw_os_error(libc::ENOTDIR)));
                     }
-                    let hidden = b.hidden().map_err(io("rename", *to_root, to))?;
-                    b.rename_to(&hidden).map_err(io("rename", *to_root, to))?;
+                    let hidden = self.keep_aside(*to_root, &b).map_err(io("rename", *to_root, to))?;
                     self.undo.push(Undo::Restore { root: *to_root, path: to.clone(), kept: hidden, dir: is_dir(&sb) });
                 }
                 a.rename_to(&b).map_err(io("rename", *root, from))?;
@@ -469,7 +558,15 @@ impl Applied<'_> {
                 match inverse {
                     Some(inv) => self.undo.push(Undo::Fd(inv)),
                     None => {
-                        // Nothing undoes it; what came before stays undoable.
+                        // Nothing undoes it (a close, a renumber): what came before on the
+                        // descriptors it touched cannot be undone either (their open, seeks and
+                        // flags went with them), the rest stays undoable.
+                        let gone: &[u32] = match op {
+                            FdOp::Close { fd } => &[*fd],
+                            FdOp::Renumber { from, to } => &[*from, *to],
+                            _ => &[],
+                        };
+                        self.undo.retain(|u| !matches!(u, Undo::Fd(inv) if fd_of(inv).is_some_and(|fd| gone.contains(&fd))));
                     }
                 }
             }

@@ -270,3 +270,69 @@ fn descriptor_changes_of_a_failed_journal_are_undone_through_the_device() {
         "replayed, then undone in reverse order"
     );
 }
+
+/// A descriptor the journal opens and then closes is gone: undoing the journal does not try to
+/// close it again (or seek it), and the failure is the journal's own, not a failed undo.
+#[test]
+fn a_descriptor_opened_and_closed_by_a_failed_journal_is_left_alone() {
+    let (_t, roots) = tree();
+    let mut seen = Vec::new();
+    let mut descriptors = |op: &FdOp| {
+        seen.push(op.clone());
+        Ok(match op {
+            FdOp::Open { fd, .. } => Some(FdOp::Close { fd: *fd }),
+            FdOp::Seek { fd, .. } => Some(FdOp::Seek { fd: *fd, offset: 0 }),
+            _ => None,
+        })
+    };
+    let open = |fd| FdOp::Open { dirfd: 3, path: "log".into(), directory: false, rights: 0, fdflags: 0, fd };
+    let j = vec![
+        FileOp::Fd(open(5)),
+        FileOp::Fd(FdOp::Seek { fd: 5, offset: 9 }),
+        FileOp::Fd(open(6)),
+        FileOp::Fd(FdOp::Close { fd: 5 }),
+        FileOp::Unlink { root: 0, path: "not-there".into() },
+    ];
+    let e = apply(&roots, &j, &mut descriptors).unwrap_err();
+    assert!(matches!(e, ApplyError::Io { .. }), "{e}");
+    assert_eq!(seen[4..], [FdOp::Close { fd: 6 }], "only descriptor 6 is closed again");
+}
+
+/// A journal that empties a directory and then removes it (as `remove_dir_all` does) applies
+/// as `std::fs` would, and undoes to what was there, with nothing of the merge left behind.
+#[test]
+fn a_directory_emptied_then_removed_applies_and_undoes() {
+    let build = |d: &Path| {
+        std::fs::create_dir_all(d.join("x/y/z")).unwrap();
+        std::fs::write(d.join("x/y/z/f"), b"f").unwrap();
+        std::fs::write(d.join("x/y/g"), b"g").unwrap();
+        std::fs::write(d.join("keep"), b"k").unwrap();
+    };
+    let t = tempfile::tempdir().unwrap();
+    let (pre, oracle) = (t.path().join("pre"), t.path().join("oracle"));
+    build(&pre);
+    build(&oracle);
+    let roots = vec![Root { host: pre.clone(), guest: "/pre".into() }];
+    let before = snapshot(&pre);
+    let p = |s: &str| s.to_string();
+    let j = vec![
+        FileOp::Unlink { root: 0, path: p("x/y/z/f") },
+        FileOp::Rmdir { root: 0, path: p("x/y/z") },
+        FileOp::Unlink { root: 0, path: p("x/y/g") },
+        FileOp::Rmdir { root: 0, path: p("x/y") },
+        FileOp::Rmdir { root: 0, path: p("x") },
+    ];
+    // Undone: as it was.
+    apply(&roots, &j, &mut no_op).unwrap().undo(&mut no_op);
+    assert_eq!(snapshot(&pre), before);
+    // Failing at the end: as it was.
+    let mut failing = j.clone();
+    failing.push(FileOp::Unlink { root: 0, path: p("not-there") });
+    assert!(apply(&roots, &failing, &mut no_op).is_err());
+    assert_eq!(snapshot(&pre), before);
+    // Committed: as std::fs does it.
+    apply(&roots, &j, &mut no_op).unwrap().commit();
+    std::fs::remove_dir_all(oracle.join("x")).unwrap();
+    let strip = |s: Snap| s.into_iter().map(|(k, (kind, data, mode, _, _))| (k, (kind, data, mode))).collect::<BTreeMap<_, _>>();
+    assert_eq!(strip(snapshot(&pre)), strip(snapshot(&oracle)));
+}
