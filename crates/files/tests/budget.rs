@@ -78,7 +78,7 @@ fn many_small_writes_add_up_to_the_budget() {
         assert!(written < 4 << 20, "the budget never stopped the writes");
     };
     assert!(matches!(refused, FsError::Budget { .. }), "{refused:?}");
-    assert!(written >= 1 << 20 && written <= (3 << 20) / 2, "{written}");
+    assert!((1 << 20..=(3 << 20) / 2).contains(&written), "{written}");
     assert!(fs.held() <= 3 << 20);
 }
 
