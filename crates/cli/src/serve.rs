@@ -27,9 +27,15 @@ pub struct Opts {
     /// Seconds one migrated call may run here; past it the device runs the call itself.
     #[arg(long, value_name = "SECS", default_value_t = 300.0)]
     max_run_time: f64,
-    /// MiB of linear memory a replica may use; past it the device runs the call itself.
+    /// MiB of linear memory a replica may use, all its memories and tables together; past it
+    /// the device runs the call itself.
     #[arg(long, value_name = "MIB", default_value_t = 4096)]
     max_memory: usize,
+    /// MiB a replica may make this server hold beyond its memories: files written on the clone
+    /// (a sparse `set_len` counts in full), the file journal, buffered output; past it the device
+    /// runs the call itself.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    max_host: usize,
     /// MiB a module a device uploads may have; a larger one is refused (and runs locally).
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     max_module: usize,
@@ -86,7 +92,8 @@ pub fn serve(opts: Opts) -> anyhow::Result<ExitCode> {
     // A smaller --max-cache than the last run's applies now, not at the first store.
     cache.trim();
     let limits = clonecloud_exec::Limits {
-        memory: opts.max_memory << 20,
+        memory: opts.max_memory.saturating_mul(1 << 20),
+        host: opts.max_host.saturating_mul(1 << 20),
         run_time: Duration::from_secs_f64(opts.max_run_time.max(0.01)),
         module: opts.max_module << 20,
     };

@@ -15,6 +15,12 @@ const EFAULT: i32 = 21;
 const EINVAL: i32 = 28;
 /// WASI's ENOTSUP.
 const ENOTSUP: i32 = 58;
+/// WASI's ENOMEM: what wasmtime-wasi answers when a call would copy more than its fuel.
+const ENOMEM: i32 = 48;
+/// The bytes one host call may copy in wasmtime-wasi (wasmtime's default hostcall fuel, which
+/// the device keeps): an iovec array and the buffer it names count, and past it the answer is
+/// ENOMEM. The clone charges the same, which also bounds its scans of iovecs.
+const HOSTCALL_FUEL: usize = 128 << 20;
 
 /// What a served function returns: an errno, or nothing (`proc_exit`).
 type Served = wasmtime::Result<Option<i32>>;
@@ -191,8 +197,22 @@ fn fs_result<T>(r: Result<T, FsError>, call: &str) -> wasmtime::Result<Result<T,
         Ok(v) => Ok(Ok(v)),
         Err(FsError::Errno(e)) => Ok(Err(i32::from(e))),
         Err(FsError::Unsupported(why)) => Err(refuse(call, &why)),
+        Err(e @ FsError::Budget { .. }) => Err(wasmtime::Error::new(crate::replica::HostBudget(format!("{call}: {e}")))),
     }
 }
+
+/// Host code looping over guest data checks the call's deadline every this many steps (the
+/// epoch deadline interrupts wasm, not the host).
+const STEPS_PER_CHECK: usize = 1 << 16;
+
+/// The call ran past its time inside host code: it ends as a wasm call past its time does.
+fn past_deadline(caller: &Caller<'_, Data>) -> wasmtime::Result<()> {
+    if std::time::Instant::now() >= caller.data().deadline { Err(wasmtime::Error::new(wasmtime::Trap::Interrupt)) } else { Ok(()) }
+}
+
+/// Subscriptions one `poll_oneoff` may have on the clone; more run on the device (where
+/// wasmtime-wasi takes them all), so the clone never holds a host copy the size of memory.
+const MAX_SUBSCRIPTIONS: u32 = 4096;
 
 /// The replica's file system, with its clock brought up to date (for the times of writes).
 fn fs<'a>(caller: &'a mut Caller<'_, Data>) -> &'a mut Fs {
@@ -202,21 +222,45 @@ fn fs<'a>(caller: &'a mut Caller<'_, Data>) -> &'a mut Fs {
     fs
 }
 
-/// The first non-empty buffer of an iovec array, as wasmtime-wasi reads and writes only that one.
-fn first_iovec(caller: &mut Caller<'_, Data>, iovs: i32, n: i32) -> wasmtime::Result<Option<(i32, i32)>> {
-    for k in 0..n as u32 {
-        let Some(pair) = read_bytes(caller, iovs.wrapping_add(8 * k as i32), 8)? else { return Ok(None) };
-        let ptr = i32::from_le_bytes(pair[..4].try_into().expect("4 bytes"));
-        let len = i32::from_le_bytes(pair[4..].try_into().expect("4 bytes"));
-        if len != 0 {
-            return Ok(Some((ptr, len)));
-        }
+/// The first non-empty buffer of an iovec array, as wasmtime-wasi reads and writes only that one
+/// (`Err`: the errno, EFAULT for an element out of bounds, ENOMEM for an array and buffer over
+/// the hostcall fuel). The array is read in place, each element at its own address (an address
+/// past 4 GiB is out of bounds, as wasmtime-wasi's array is): at most 2^24 steps (the fuel),
+/// checked against the call's deadline.
+fn first_iovec(caller: &mut Caller<'_, Data>, iovs: i32, n: i32) -> wasmtime::Result<Result<(i32, i32), i32>> {
+    let mem = memory(caller)?;
+    let base = iovs as u32 as usize;
+    let n = n as u32 as usize;
+    let array = n.saturating_mul(8);
+    if array > HOSTCALL_FUEL {
+        return Ok(Err(ENOMEM));
     }
-    Ok(Some((0, 0)))
+    let mut k = 0;
+    while k < n {
+        let data = mem.data(&*caller);
+        let end = n.min(k + STEPS_PER_CHECK);
+        while k < end {
+            let Some(pair) = base.checked_add(8 * k).and_then(|at| data.get(at..at.checked_add(8)?)) else { return Ok(Err(EFAULT)) };
+            let ptr = i32::from_le_bytes(pair[..4].try_into().expect("4 bytes"));
+            let len = i32::from_le_bytes(pair[4..].try_into().expect("4 bytes"));
+            if len != 0 {
+                if array + len as u32 as usize > HOSTCALL_FUEL {
+                    return Ok(Err(ENOMEM));
+                }
+                return Ok(Ok((ptr, len)));
+            }
+            k += 1;
+        }
+        past_deadline(caller)?;
+    }
+    Ok(Ok((0, 0)))
 }
 
 fn write_impl(caller: &mut Caller<'_, Data>, a: &[Val], at: Option<u64>, out: i32, call: &str) -> Served {
-    let Some((ptr, len)) = first_iovec(caller, i(&a[1]), i(&a[2]))? else { return Ok(Some(EFAULT)) };
+    let (ptr, len) = match first_iovec(caller, i(&a[1]), i(&a[2]))? {
+        Ok(buffer) => buffer,
+        Err(e) => return Ok(Some(e)),
+    };
     let Some(data) = read_bytes(caller, ptr, len)? else { return Ok(Some(EFAULT)) };
     match fs_result(fs(caller).write(i(&a[0]) as u32, &data, at), call)? {
         Ok(n) => answer(caller, out, &(n as u32).to_le_bytes()),
@@ -233,7 +277,10 @@ fn fd_pwrite(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
 }
 
 fn read_impl(caller: &mut Caller<'_, Data>, a: &[Val], at: Option<u64>, out: i32, call: &str) -> Served {
-    let Some((ptr, len)) = first_iovec(caller, i(&a[1]), i(&a[2]))? else { return Ok(Some(EFAULT)) };
+    let (ptr, len) = match first_iovec(caller, i(&a[1]), i(&a[2]))? {
+        Ok(buffer) => buffer,
+        Err(e) => return Ok(Some(e)),
+    };
     match fs_result(fs(caller).read(i(&a[0]) as u32, len as u32 as usize, at), call)? {
         Ok(data) => {
             if !write_bytes(caller, ptr, &data)? {
@@ -439,14 +486,26 @@ fn proc_exit(_: &mut Caller<'_, Data>, a: &[Val]) -> Served {
     Err(wasmtime::Error::new(Exit(i(&a[0]) as u32)))
 }
 
+/// `random_get`: the buffer checked against memory first (EFAULT, as wasmtime-wasi answers,
+/// before anything is read), then filled in place a piece at a time, within the call's deadline:
+/// no host buffer the size the guest asks for.
 fn random_get(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
     use std::io::Read;
-    let len = i(&a[1]) as u32 as usize;
-    let mut buf = vec![0u8; len];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)).is_err() {
-        return Err(refuse("random_get", "no random source on the clone"));
+    const PIECE: usize = 1 << 20;
+    let (at, len) = (i(&a[0]) as u32 as usize, i(&a[1]) as u32 as usize);
+    let mem = memory(c)?;
+    let Some(end) = at.checked_add(len).filter(|&end| end <= mem.data_size(&*c)) else { return Ok(Some(EFAULT)) };
+    let Ok(mut source) = std::fs::File::open("/dev/urandom") else { return Err(refuse("random_get", "no random source on the clone")) };
+    let mut from = at;
+    while from < end {
+        let to = end.min(from + PIECE);
+        if source.read_exact(&mut mem.data_mut(&mut *c)[from..to]).is_err() {
+            return Err(refuse("random_get", "no random source on the clone"));
+        }
+        from = to;
+        past_deadline(c)?;
     }
-    answer(c, i(&a[0]), &buf)
+    Ok(Some(0))
 }
 
 /// `*_sizes_get` over list `which` (0 arguments, 1 environment).
@@ -573,6 +632,12 @@ fn poll_oneoff(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
     if n == 0 {
         return Ok(Some(EINVAL));
     }
+    if (n as usize).saturating_mul(SUB as usize + EVENT) > HOSTCALL_FUEL {
+        return Ok(Some(ENOMEM));
+    }
+    if n > MAX_SUBSCRIPTIONS {
+        return Err(refuse("poll_oneoff", "more subscriptions than the clone takes"));
+    }
     let Some(bytes) = read_bytes(c, subs, (n as i32).wrapping_mul(SUB))? else { return Ok(Some(EFAULT)) };
     let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
     let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
@@ -648,6 +713,9 @@ fn poll_oneoff(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
 fn poll_oneoff_unstable(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
     const OLD: usize = 56;
     let (subs, n) = (i(&a[0]), i(&a[2]) as u32 as usize);
+    if n > MAX_SUBSCRIPTIONS as usize {
+        return Err(refuse("poll_oneoff", "more subscriptions than the clone takes"));
+    }
     let Some(old) = read_bytes(c, subs, (n as i32).wrapping_mul(OLD as i32))? else { return Ok(Some(EFAULT)) };
     for k in 0..n {
         let b = &old[k * OLD..(k + 1) * OLD];

@@ -21,8 +21,11 @@ use crate::state::PAGE_SIZE;
 
 /// The bytes at the start of a free chunk that the allocator uses (prev_foot, head, links).
 const FREE_HEADER: usize = 32;
-/// Chunks walked at most (a heap of 4 GiB of 16-byte chunks would need 2^28).
-const MAX_CHUNKS: usize = 1 << 28;
+/// Chunks walked at most over all candidates, beyond one per 16 bytes of memory (each chunk has
+/// at least 16): the walks together stay linear in the memory however many candidates a module
+/// names and however its heap is laid out (this runs on the clone's host, past the reach of the
+/// run-time limit).
+const SPARE_CHUNKS: usize = 1 << 16;
 
 /// Where to look for the allocator's state in one module.
 #[derive(Debug, Clone, Default)]
@@ -55,10 +58,14 @@ impl HeapHint {
     /// The indices of the [`PAGE_SIZE`] pages of `memory` that lie wholly inside memory the
     /// allocator holds free; empty when the heap cannot be read with certainty.
     pub fn free_pages(&self, memory: &[u8]) -> Vec<u32> {
+        let mut steps = memory.len() / 16 + SPARE_CHUNKS;
         for &gm in &self.candidates {
             for align in [16usize, 8] {
-                if let Some(free) = walk(memory, gm as usize, align) {
-                    return pages_inside(&free);
+                if steps == 0 {
+                    return Vec::new();
+                }
+                if let Some(free) = walk(memory, gm as usize, align, &mut steps) {
+                    return free;
                 }
             }
         }
@@ -66,9 +73,9 @@ impl HeapHint {
     }
 }
 
-/// The free byte ranges of the heap whose state is at `gm`, with chunk payloads aligned to
-/// `align`, if the heap checks out.
-fn walk(memory: &[u8], gm: usize, align: usize) -> Option<Vec<(usize, usize)>> {
+/// The pages wholly inside the free memory of the heap whose state is at `gm`, with chunk
+/// payloads aligned to `align`, if the heap checks out within `steps` chunks (taken from it).
+fn walk(memory: &[u8], gm: usize, align: usize, steps: &mut usize) -> Option<Vec<u32>> {
     let topsize = word(memory, gm + 12)?;
     let least = word(memory, gm + 16)?;
     let top = word(memory, gm + 24)?;
@@ -82,13 +89,14 @@ fn walk(memory: &[u8], gm: usize, align: usize) -> Option<Vec<(usize, usize)>> {
     if top_head & !7 != topsize {
         return None;
     }
+    // Pages, not ranges: at most one entry per page of memory, whatever the chunks.
     let mut free = Vec::new();
-    let (mut p, mut prev_in_use, mut chunks) = (first, true, 0usize);
+    let (mut p, mut prev_in_use) = (first, true);
     while p < top {
-        chunks += 1;
-        if chunks > MAX_CHUNKS {
+        if *steps == 0 {
             return None;
         }
+        *steps -= 1;
         let head = word(memory, p + 4)?;
         let size = head & !7;
         let (pinuse, cinuse) = (head & 1 != 0, head & 2 != 0);
@@ -101,7 +109,7 @@ fn walk(memory: &[u8], gm: usize, align: usize) -> Option<Vec<(usize, usize)>> {
             if word(memory, p + size)? != size || !prev_in_use {
                 return None;
             }
-            free.push((p + FREE_HEADER, p + size));
+            pages_inside(&mut free, p + FREE_HEADER, p + size);
         }
         prev_in_use = cinuse;
         p += size;
@@ -109,19 +117,15 @@ fn walk(memory: &[u8], gm: usize, align: usize) -> Option<Vec<(usize, usize)>> {
     if p != top || (top_head & 1 != 0) != prev_in_use {
         return None;
     }
-    free.push((top + FREE_HEADER, top + topsize));
+    pages_inside(&mut free, top + FREE_HEADER, top + topsize);
     Some(free)
 }
 
-/// The pages wholly inside the ranges.
-fn pages_inside(ranges: &[(usize, usize)]) -> Vec<u32> {
-    let mut pages = Vec::new();
-    for &(start, end) in ranges {
-        let first = start.div_ceil(PAGE_SIZE);
-        let last = end / PAGE_SIZE;
-        pages.extend((first..last).map(|i| i as u32));
-    }
-    pages
+/// Adds the pages wholly inside bytes `start..end`.
+fn pages_inside(pages: &mut Vec<u32>, start: usize, end: usize) {
+    let first = start.div_ceil(PAGE_SIZE);
+    let last = end / PAGE_SIZE;
+    pages.extend((first..last).map(|i| i as u32));
 }
 
 #[cfg(test)]
@@ -161,6 +165,36 @@ mod tests {
         assert!(free.starts_with(&[2, 3, 4]), "{free:?}");
         assert!(!free.contains(&1) && !free.contains(&5));
         assert_eq!(free[3..], (6..16).collect::<Vec<u32>>()[..]);
+    }
+
+    #[test]
+    fn many_candidates_over_a_long_chain_walk_it_a_bounded_number_of_times() {
+        // 64 MiB of 16-byte in-use chunks (2^22 of them) that fail the check only at the end,
+        // and a module naming 10,000 candidates that all point at such a state: without a
+        // shared bound each candidate walked the whole chain, 10^10 steps in host code.
+        let mut m = vec![0u8; 64 << 20];
+        let put = |m: &mut Vec<u8>, at: usize, v: usize| m[at..at + 4].copy_from_slice(&(v as u32).to_le_bytes());
+        let least = 4096 - 8;
+        let top = m.len() - 4096;
+        let mut p = least;
+        while p < top {
+            put(&mut m, p + 4, 16 | 1 | 2);
+            p += 16;
+        }
+        // top says its previous chunk is free, which the last one is not: the walk fails after
+        // the whole chain.
+        put(&mut m, top + 4, 4096);
+        let mut candidates = Vec::new();
+        for k in 0..10_000u32 {
+            let gm = 64 + 32 * (k as usize % 100);
+            put(&mut m, gm + 12, 4096);
+            put(&mut m, gm + 16, least);
+            put(&mut m, gm + 24, top);
+            candidates.push(gm as u32);
+        }
+        let started = std::time::Instant::now();
+        assert!(HeapHint { candidates }.free_pages(&m).is_empty());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
     }
 
     #[test]

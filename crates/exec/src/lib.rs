@@ -22,7 +22,7 @@ pub mod state;
 
 pub use cache::ModuleCache;
 pub use error::ExecError;
-pub use replica::{CallError, Delta, ImportProxy, Limits, Output, ProxyFailed, Replica, WasiOnClone};
+pub use replica::{CallError, Delta, HostBudget, ImportProxy, Limits, OverLimit, Output, ProxyFailed, Replica, WasiOnClone};
 pub use run::{
     DeviceEngine, DirMapping, FdReplayError, Guest, Layout, Migrator, Outcome, PointMode, Points, Program, RunReport, Stdio, WasiConfig,
     new_clone_engine, new_device_engine, new_engine,

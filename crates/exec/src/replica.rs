@@ -33,6 +33,8 @@ pub enum CallError {
     #[error("the call wanted more memory than the clone allows ({0} bytes)")]
     Memory(usize),
     #[error(transparent)]
+    Host(HostBudget),
+    #[error(transparent)]
     Import(WasiOnClone),
     #[error("no migration point {0} in this module")]
     NoPoint(u32),
@@ -42,6 +44,12 @@ pub enum CallError {
     Exception,
     #[error("{0}")]
     Other(wasmtime::Error),
+}
+
+/// The instant `t` from now (far ahead for a limit too large to add).
+fn deadline_after(t: std::time::Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(t).unwrap_or_else(|| now + std::time::Duration::from_secs(1 << 32))
 }
 
 fn deadline_ticks(t: std::time::Duration) -> u64 {
@@ -57,8 +65,12 @@ pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10)
 /// What one migrated call may use on the clone.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Linear memory, in bytes.
+    /// Linear memories and tables, all of them together, in bytes (a table element counts as a
+    /// pointer).
     pub memory: usize,
+    /// What else the guest can make the clone hold, in bytes: the contents of files written on
+    /// the clone, the nodes it makes, the file journal and the buffered output.
+    pub host: usize,
     /// Wall time of one call.
     pub run_time: std::time::Duration,
     /// A module's size, in bytes (the clone compiles what a device uploads).
@@ -67,7 +79,93 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory: 4 << 30, run_time: std::time::Duration::from_secs(300), module: 256 << 20 }
+        Limits { memory: 4 << 30, host: 1 << 30, run_time: std::time::Duration::from_secs(300), module: 256 << 20 }
+    }
+}
+
+/// A call would make the clone hold more host memory than [`Limits::host`] allows (files,
+/// journal, output): it fails, and the device runs it on its own file system.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct HostBudget(pub String);
+
+/// A growth of a linear memory or a table past [`Limits::memory`], counted over all of them.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("growing a {what} would make the replica's memories and tables {wanted} bytes, over the clone's limit of {limit} bytes")]
+pub struct OverLimit {
+    pub what: &'static str,
+    pub wanted: usize,
+    pub limit: usize,
+}
+
+/// Memories and tables one replica may have (a rewritten module has its own and one of each
+/// more); past them instantiation fails and the device runs the calls.
+const MAX_MEMORIES: usize = 16;
+const MAX_TABLES: usize = 64;
+
+/// The replica's resource limiter: every linear memory and table of the store counted against
+/// one budget of bytes (wasmtime's `StoreLimits` bounds each memory alone and tables not at
+/// all). A growth past it traps, so the call fails and runs on the device, where it succeeds; a
+/// growth past the module's own maximum fails in wasm (-1), as on the device.
+#[derive(Debug)]
+struct MemoryBudget {
+    limit: usize,
+    used: usize,
+    /// The last growth allowed, given back if it then failed.
+    pending: usize,
+}
+
+impl MemoryBudget {
+    fn grow(&mut self, what: &'static str, more: usize) -> wasmtime::Result<bool> {
+        let wanted = self.used.saturating_add(more);
+        if wanted > self.limit {
+            return Err(wasmtime::Error::new(OverLimit { what, wanted, limit: self.limit }));
+        }
+        self.used = wanted;
+        self.pending = more;
+        Ok(true)
+    }
+
+    fn failed(&mut self, what: &str, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.used = self.used.saturating_sub(std::mem::take(&mut self.pending));
+        // The device might have had it: not a wasm failure but the call's.
+        Err(error.context(format!("growing {what} failed on the clone")))
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryBudget {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|m| desired > m) {
+            return Ok(false);
+        }
+        self.grow("memory", desired.saturating_sub(current))
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.failed("memory", error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|m| desired > m) {
+            return Ok(false);
+        }
+        self.grow("table", desired.saturating_sub(current).saturating_mul(std::mem::size_of::<usize>()))
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.failed("a table", error)
+    }
+
+    fn instances(&self) -> usize {
+        4
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 
@@ -93,7 +191,10 @@ impl ClockBase {
 pub struct Data {
     pub(crate) fs: Fs,
     pub(crate) clocks: ClockBase,
-    limits: wasmtime::StoreLimits,
+    limits: MemoryBudget,
+    /// When the call in progress must end: host code looping over guest data checks it (the
+    /// epoch deadline interrupts wasm only).
+    pub(crate) deadline: std::time::Instant,
     pub(crate) lists: [Vec<Vec<u8>>; 2],
     /// The state agreed with the device (taken out while it is worked on).
     agreed: Agreed,
@@ -234,10 +335,13 @@ impl Replica {
         args: Vec<Vec<u8>>,
         env: Vec<Vec<u8>>,
     ) -> Result<Replica, ExecError> {
+        let mut fs = Fs::default();
+        fs.set_budget(limits.host as u64);
         let data = Data {
-            fs: Fs::default(),
+            fs,
             clocks: ClockBase { device: Clocks::default(), at: std::time::Instant::now() },
-            limits: wasmtime::StoreLimitsBuilder::new().memory_size(limits.memory).trap_on_grow_failure(true).build(),
+            limits: MemoryBudget { limit: limits.memory, used: 0, pending: 0 },
+            deadline: deadline_after(limits.run_time),
             lists: [args, env],
             agreed: Agreed::default(),
             proxy: None,
@@ -363,7 +467,8 @@ impl Replica {
     }
 
     /// Replaces the replicated files (after the device sent its directories).
-    pub fn set_files(&mut self, fs: Fs) {
+    pub fn set_files(&mut self, mut fs: Fs) {
+        fs.set_budget(self.limits.host as u64);
         self.store.data_mut().fs = fs;
     }
 
@@ -380,6 +485,7 @@ impl Replica {
         let data = self.store.data_mut();
         data.clocks = ClockBase { device: clocks, at: std::time::Instant::now() };
         data.fs.begin(descriptors, clocks.realtime);
+        data.deadline = deadline_after(self.limits.run_time);
         self.store.set_epoch_deadline(deadline_ticks(self.limits.run_time));
         let f = self.local(function).ok_or(CallError::NoPoint(function))?;
         let ty = f.ty(&self.store);
@@ -397,6 +503,10 @@ impl Replica {
                 CallError::Proxy(p.clone())
             } else if let Some(w) = e.downcast_ref::<WasiOnClone>() {
                 CallError::Import(w.clone())
+            } else if let Some(h) = e.downcast_ref::<HostBudget>() {
+                CallError::Host(h.clone())
+            } else if let Some(o) = e.downcast_ref::<OverLimit>() {
+                CallError::Memory(o.limit)
             } else if e.is::<wasmtime::ThrownException>() {
                 // The exception stays with the replica's store until taken.
                 let _ = self.store.take_pending_exception();
@@ -405,7 +515,7 @@ impl Replica {
                 CallError::Deadline(self.limits.run_time)
             } else if let Some(t) = e.downcast_ref::<Trap>() {
                 CallError::Trap(*t)
-            } else if format!("{e:?}").contains("growing memory") {
+            } else if format!("{e:?}").contains("growing memory") || format!("{e:?}").contains("over the clone's limit") {
                 // The limiter refused to grow memory: a local run would have had it.
                 CallError::Memory(self.limits.memory)
             } else {

@@ -95,6 +95,33 @@ pub enum FsError {
     /// The clone cannot answer as the device would: run the function on the device.
     #[error("{0}")]
     Unsupported(String),
+    /// The call would make the clone hold more than the replica's budget of host memory (file
+    /// contents, journal, output): it runs on the device instead, where the real file system
+    /// answers (a sparse `set_len(1 << 40)` succeeds there, so no WASI error could stand in).
+    #[error("the call would hold {wanted} bytes of files, journal and output on the clone, over its budget of {budget} bytes")]
+    Budget { wanted: u64, budget: u64 },
+}
+
+/// The host memory an [`Fs`] may hold by default (file contents written on the clone, the
+/// journal, the output): 1 GiB.
+pub const DEFAULT_BUDGET: u64 = 1 << 30;
+
+/// What a journaled change or a node costs beyond its strings and data: the enum, the vector
+/// slot, the allocations' headers.
+const OP_BYTES: u64 = 128;
+
+/// The host bytes a journaled change holds.
+fn op_bytes(op: &FileOp) -> u64 {
+    let strings: usize = match op {
+        FileOp::Create { path, .. } | FileOp::SetSize { path, .. } | FileOp::Mkdir { path, .. } | FileOp::Unlink { path, .. } => path.len(),
+        FileOp::Rmdir { path, .. } | FileOp::SetTimes { path, .. } => path.len(),
+        FileOp::Write { path, data, .. } => path.len() + data.len(),
+        FileOp::Rename { from, to, .. } | FileOp::Link { from, to, .. } => from.len() + to.len(),
+        FileOp::Symlink { target, path, .. } => target.len() + path.len(),
+        FileOp::Fd(FdOp::Open { path, .. }) => path.len(),
+        FileOp::Fd(_) => 0,
+    };
+    OP_BYTES + strings as u64
 }
 
 fn unsupported<T>(what: impl Into<String>) -> Result<T, FsError> {
@@ -228,6 +255,13 @@ pub struct Fs {
     /// descriptor is handed out only before any is closed (see [`Descriptors::free_exact`]).
     free_exact: bool,
     closed_any: bool,
+    /// The most host memory this view may hold for what the guest did: contents written here
+    /// (`kept`), the journal and the output (`logged`). Checked before anything is allocated.
+    budget: u64,
+    /// Bytes of contents owned by the view and of the nodes it made (they outlive a call).
+    kept: u64,
+    /// Bytes of the call's journal and output (cleared with them).
+    logged: u64,
 }
 
 impl Default for Fs {
@@ -259,6 +293,9 @@ impl Fs {
             complete: false,
             free_exact: true,
             closed_any: false,
+            budget: DEFAULT_BUDGET,
+            kept: 0,
+            logged: 0,
         };
         for (r, tree) in trees.into_iter().enumerate() {
             let r = r as u32;
@@ -317,11 +354,13 @@ impl Fs {
                 self.used.insert(3 + i as u32, Fd::Dir { node: *node, preopen: true });
             }
         }
+        // The device's list is as long as it likes: one pass over the nodes, then a lookup each.
+        let by_ino = if device.files.is_empty() { Default::default() } else { self.by_ino() };
         for f in &device.files {
             if f.fd <= 2 || self.used.contains_key(&f.fd) {
                 continue;
             }
-            if let Some(node) = self.by_ino(f.ino) {
+            if let Some(&Some(node)) = by_ino.get(&f.ino) {
                 let d = match (&self.nodes[node].kind, f.dir) {
                     (Kind::Dir(_), true) => Fd::Dir { node, preopen: false },
                     (Kind::File(_), false) => {
@@ -343,7 +382,26 @@ impl Fs {
         self.origin = self.used.keys().map(|&fd| (fd, fd)).collect();
         self.journal.clear();
         self.output.clear();
+        self.logged = 0;
         self.now = now;
+    }
+
+    /// At most `bytes` of host memory for what the guest does: contents written on the clone,
+    /// the nodes it makes, the journal and the output. A call that would need more fails with
+    /// [`FsError::Budget`] before anything is allocated (and runs on the device).
+    pub fn set_budget(&mut self, bytes: u64) {
+        self.budget = bytes;
+    }
+
+    /// The host memory charged against the budget now.
+    pub fn held(&self) -> u64 {
+        self.kept.saturating_add(self.logged)
+    }
+
+    /// Whether `more` bytes fit the budget.
+    fn charge(&self, more: u64) -> Result<(), FsError> {
+        let wanted = self.held().saturating_add(more);
+        if wanted > self.budget { Err(FsError::Budget { wanted, budget: self.budget }) } else { Ok(()) }
     }
 
     /// The number descriptor `fd` has on the device, if it was open there when the call began
@@ -352,11 +410,45 @@ impl Fs {
         self.origin.get(&fd).copied()
     }
 
-    /// The node with inode number `ino` in the replicated trees, when exactly one has it.
-    fn by_ino(&self, ino: u64) -> Option<NodeId> {
-        let mut found = (0..self.nodes.len()).filter(|&id| self.nodes[id].stat.ino == ino && self.path_of(id).is_some());
-        let id = found.next()?;
-        found.next().is_none().then_some(id)
+    /// The nodes in the replicated trees by inode number: `Some` where exactly one has it, `None`
+    /// where several do. Linear in the nodes (whether each is attached is found once).
+    fn by_ino(&self) -> std::collections::HashMap<u64, Option<NodeId>> {
+        let attached = self.attached();
+        let mut by = std::collections::HashMap::new();
+        for (id, n) in self.nodes.iter().enumerate() {
+            if attached[id] {
+                by.entry(n.stat.ino).and_modify(|v| *v = None).or_insert(Some(id));
+            }
+        }
+        by
+    }
+
+    /// Whether each node is reachable from its preopen's root (a removed one is not), found
+    /// in one pass: each node's answer is its parent's, remembered on the way down.
+    fn attached(&self) -> Vec<bool> {
+        let mut known: Vec<Option<bool>> = vec![None; self.nodes.len()];
+        for &(_, r) in &self.roots {
+            known[r] = Some(true);
+        }
+        let mut chain = Vec::new();
+        for start in 0..self.nodes.len() {
+            let mut at = start;
+            let answer = loop {
+                if let Some(a) = known[at] {
+                    break a;
+                }
+                chain.push(at);
+                match &self.nodes[at].parent {
+                    // (A chain longer than the nodes would be a cycle, which renames never make.)
+                    Some((p, _)) if chain.len() <= self.nodes.len() => at = *p,
+                    _ => break false,
+                }
+            };
+            for id in chain.drain(..) {
+                known[id] = Some(answer);
+            }
+        }
+        known.into_iter().map(|a| a.unwrap_or(false)).collect()
     }
 
     /// Sets the clock used for the times of what is written.
@@ -379,7 +471,7 @@ impl Fs {
             })
             .collect();
         for (fd, offset) in moved {
-            self.journal.push(FileOp::Fd(FdOp::Seek { fd, offset }));
+            self.log(FileOp::Fd(FdOp::Seek { fd, offset }))?;
             if let Some(Fd::File(o)) = self.used.get_mut(&fd) {
                 o.synced = offset;
             }
@@ -392,17 +484,22 @@ impl Fs {
                     if store.put(&h, bytes).is_ok()
                         && let Ok(b) = store.get(&h)
                     {
+                        self.kept = self.kept.saturating_sub(b.len() as u64);
                         n.kind = Kind::File(Content::Loaded(b));
                     }
                 }
             }
         }
+        self.logged = 0;
         Ok((std::mem::take(&mut self.journal), std::mem::take(&mut self.output)))
     }
 
     /// The output so far (stdout and stderr), taken.
     pub fn take_output(&mut self) -> Vec<(u32, Vec<u8>)> {
-        std::mem::take(&mut self.output)
+        let output = std::mem::take(&mut self.output);
+        let bytes: u64 = output.iter().map(|(_, b)| OP_BYTES + b.len() as u64).sum();
+        self.logged = self.logged.saturating_sub(bytes);
+        output
     }
 
     fn fd(&self, fd: u32) -> Result<&Fd, FsError> {
@@ -600,7 +697,11 @@ impl Fs {
         s.ctim = now;
     }
 
-    fn attach(&mut self, parent: NodeId, name: &str, kind: Kind) -> NodeId {
+    /// Adds a node (charged against the budget for the view's life: nodes are never freed).
+    fn attach(&mut self, parent: NodeId, name: &str, kind: Kind) -> Result<NodeId, FsError> {
+        let bytes = OP_BYTES + 2 * name.len() as u64;
+        self.charge(bytes)?;
+        self.kept += bytes;
         let id = self.nodes.len();
         let root = self.nodes[parent].root;
         let nlink = if matches!(kind, Kind::Dir(_)) { 2 } else { 1 };
@@ -618,7 +719,7 @@ impl Fs {
             children.push((name.to_string(), id));
         }
         self.touch(parent);
-        id
+        Ok(id)
     }
 
     fn detach(&mut self, id: NodeId) {
@@ -630,18 +731,34 @@ impl Fs {
         }
     }
 
-    fn record(&mut self, op: FileOp) {
+    /// Journals a change (charged against the budget first; a change refused by it was made to
+    /// the view already, but the call is then abandoned with its replica).
+    fn record(&mut self, op: FileOp) -> Result<(), FsError> {
         // Consecutive writes to one file, each where the last ended, travel as one.
         if let (Some(FileOp::Write { root, path, offset, data }), FileOp::Write { root: r2, path: p2, offset: o2, data: d2 }) =
-            (self.journal.last_mut(), &op)
+            (self.journal.last(), &op)
             && root == r2
             && path == p2
             && *offset + data.len() as u64 == *o2
         {
-            data.extend_from_slice(d2);
-            return;
+            let more = d2.len() as u64;
+            self.charge(more)?;
+            if let Some(FileOp::Write { data, .. }) = self.journal.last_mut() {
+                data.extend_from_slice(d2);
+            }
+            self.logged += more;
+            return Ok(());
         }
+        self.log(op)
+    }
+
+    /// Journals a change as it is (charged against the budget first).
+    fn log(&mut self, op: FileOp) -> Result<(), FsError> {
+        let bytes = op_bytes(&op);
+        self.charge(bytes)?;
         self.journal.push(op);
+        self.logged += bytes;
+        Ok(())
     }
 
     fn content(&mut self, id: NodeId) -> Result<&[u8], FsError> {
@@ -660,7 +777,10 @@ impl Fs {
 
     fn content_mut(&mut self, id: NodeId) -> Result<&mut Vec<u8>, FsError> {
         if !matches!(self.nodes[id].kind, Kind::File(Content::Owned(_))) {
+            let len = self.content(id)?.len() as u64;
+            self.charge(len)?;
             let bytes = self.content(id)?.to_vec();
+            self.kept += len;
             self.nodes[id].kind = Kind::File(Content::Owned(bytes));
         }
         match &mut self.nodes[id].kind {
@@ -711,7 +831,7 @@ impl Fs {
                             return err(errno::ISDIR);
                         }
                         let fd = self.push(Fd::Dir { node: id, preopen: false })?;
-                        self.record_open(dirfd, dir, parent, name.as_deref(), true, rights, fdflags, fd);
+                        self.record_open(dirfd, dir, parent, name.as_deref(), true, rights, fdflags, fd)?;
                         return Ok(fd);
                     }
                     Kind::File(_) => {
@@ -728,16 +848,16 @@ impl Fs {
             None if oflags & O_CREAT != 0 && trailing => return err(errno::ISDIR),
             None if oflags & O_CREAT != 0 => {
                 let new = name.clone().expect("a missing node has a name");
-                let id = self.attach(parent, &new, Kind::File(Content::Owned(Vec::new())));
+                let id = self.attach(parent, &new, Kind::File(Content::Owned(Vec::new())))?;
                 let root = self.nodes[id].root;
                 let path = self.path_of(id).expect("just attached");
-                self.record(FileOp::Create { root, path });
+                self.record(FileOp::Create { root, path })?;
                 id
             }
             None => return err(errno::NOENT),
         };
         let fd = self.push(Fd::File(Opened { node: id, pos: 0, read, write, fdflags, synced: 0 }))?;
-        self.record_open(dirfd, dir, parent, name.as_deref(), false, rights, fdflags, fd);
+        self.record_open(dirfd, dir, parent, name.as_deref(), false, rights, fdflags, fd)?;
         Ok(fd)
     }
 
@@ -747,7 +867,7 @@ impl Fs {
     /// is reached from `dir` by name; the entry is named as the lookup found it (a file with hard
     /// links has several names).
     #[allow(clippy::too_many_arguments)]
-    fn record_open(&mut self, dirfd: u32, dir: NodeId, parent: NodeId, name: Option<&str>, directory: bool, rights: u64, fdflags: u16, fd: u32) {
+    fn record_open(&mut self, dirfd: u32, dir: NodeId, parent: NodeId, name: Option<&str>, directory: bool, rights: u64, fdflags: u16, fd: u32) -> Result<(), FsError> {
         let mut parts: Vec<String> = name.map(str::to_string).into_iter().collect();
         let mut at = parent;
         while at != dir {
@@ -757,17 +877,33 @@ impl Fs {
         }
         parts.reverse();
         let path = parts.join("/");
-        self.journal.push(FileOp::Fd(FdOp::Open { dirfd, path, directory, rights, fdflags, fd }));
+        self.log(FileOp::Fd(FdOp::Open { dirfd, path, directory, rights, fdflags, fd }))
+    }
+
+    /// Resizes a file's content to `size`: growth is charged against the budget before anything
+    /// is allocated, and memory a cut frees is given back.
+    fn resize(&mut self, id: NodeId, size: u64) -> Result<(), FsError> {
+        let old = self.content_mut(id)?.len() as u64;
+        if size > old {
+            self.charge(size - old)?;
+        }
+        let len = usize::try_from(size).map_err(|_| FsError::Unsupported("a file of more than the address space".into()))?;
+        let bytes = self.content_mut(id)?;
+        bytes.resize(len, 0);
+        if bytes.capacity() > len.saturating_mul(2).max(4096) {
+            bytes.shrink_to_fit();
+        }
+        self.kept = (self.kept + size).saturating_sub(old);
+        Ok(())
     }
 
     fn set_len(&mut self, id: NodeId, size: u64) -> Result<(), FsError> {
-        let len = usize::try_from(size).map_err(|_| FsError::Unsupported("a file of more than the address space".into()))?;
-        self.content_mut(id)?.resize(len, 0);
+        self.resize(id, size)?;
         self.nodes[id].stat.size = size;
         self.touch(id);
         if let Some(path) = self.path_of(id) {
             let root = self.nodes[id].root;
-            self.record(FileOp::SetSize { root, path, size });
+            self.record(FileOp::SetSize { root, path, size })?;
         }
         Ok(())
     }
@@ -782,7 +918,7 @@ impl Fs {
         self.origin.remove(&fd);
         self.free.insert(fd);
         self.closed_any = true;
-        self.journal.push(FileOp::Fd(FdOp::Close { fd }));
+        self.log(FileOp::Fd(FdOp::Close { fd }))?;
         Ok(())
     }
 
@@ -803,7 +939,7 @@ impl Fs {
         if let Some(o) = self.origin.remove(&from) {
             self.origin.insert(to, o);
         }
-        self.journal.push(FileOp::Fd(FdOp::Renumber { from, to }));
+        self.log(FileOp::Fd(FdOp::Renumber { from, to }))?;
         Ok(())
     }
 
@@ -814,7 +950,7 @@ impl Fs {
             return err(errno::INVAL);
         }
         o.fdflags = (o.fdflags & !(FDFLAG_APPEND | FDFLAG_NONBLOCK)) | (flags & (FDFLAG_APPEND | FDFLAG_NONBLOCK));
-        self.journal.push(FileOp::Fd(FdOp::SetFlags { fd, fdflags: flags }));
+        self.log(FileOp::Fd(FdOp::SetFlags { fd, fdflags: flags }))?;
         Ok(())
     }
 
@@ -890,7 +1026,7 @@ impl Fs {
         }
         s.ctim = now;
         let root = self.nodes[id].root;
-        self.record(FileOp::SetTimes { root, path, atim, mtim });
+        self.record(FileOp::SetTimes { root, path, atim, mtim })?;
         Ok(())
     }
 
@@ -922,9 +1058,15 @@ impl Fs {
     pub fn write(&mut self, fd: u32, data: &[u8], at: Option<u64>) -> Result<usize, FsError> {
         match (self.fd(fd)?, at) {
             (Fd::Stdout | Fd::Stderr, None) => {
-                match self.output.last_mut() {
-                    Some((last, b)) if *last == fd => b.extend_from_slice(data),
-                    _ => self.output.push((fd, data.to_vec())),
+                let more = data.len() as u64;
+                if matches!(self.output.last(), Some((last, _)) if *last == fd) {
+                    self.charge(more)?;
+                    self.output.last_mut().expect("checked").1.extend_from_slice(data);
+                    self.logged += more;
+                } else {
+                    self.charge(OP_BYTES + more)?;
+                    self.output.push((fd, data.to_vec()));
+                    self.logged += OP_BYTES + more;
                 }
                 return Ok(data.len());
             }
@@ -943,17 +1085,17 @@ impl Fs {
             .checked_add(data.len() as u64)
             .and_then(|e| usize::try_from(e).ok())
             .ok_or_else(|| FsError::Unsupported("a write past the address space".into()))?;
-        let bytes = self.content_mut(o.node)?;
-        if bytes.len() < end {
-            bytes.resize(end, 0);
+        if (self.content_mut(o.node)?.len()) < end {
+            self.resize(o.node, end as u64)?;
         }
+        let bytes = self.content_mut(o.node)?;
         bytes[offset as usize..end].copy_from_slice(data);
         let size = bytes.len() as u64;
         self.nodes[o.node].stat.size = size;
         self.touch(o.node);
         if let Some(path) = self.path_of(o.node) {
             let root = self.nodes[o.node].root;
-            self.record(FileOp::Write { root, path, offset, data: data.to_vec() });
+            self.record(FileOp::Write { root, path, offset, data: data.to_vec() })?;
         }
         if at.is_none()
             && let Fd::File(f) = self.used.get_mut(&fd).expect("checked")
@@ -1112,9 +1254,9 @@ impl Fs {
         if self.child(parent, &name).is_some() {
             return err(errno::EXIST);
         }
-        let id = self.attach(parent, &name, Kind::Dir(Vec::new()));
+        let id = self.attach(parent, &name, Kind::Dir(Vec::new()))?;
         let (root, path) = (self.nodes[id].root, self.path_of(id).expect("attached"));
-        self.record(FileOp::Mkdir { root, path });
+        self.record(FileOp::Mkdir { root, path })?;
         Ok(())
     }
 
@@ -1130,7 +1272,7 @@ impl Fs {
         let Some(p) = self.name_path(parent, &name) else { return unsupported("unlinking in a removed directory") };
         let root = self.nodes[parent].root;
         self.remove_name(id, parent, &name);
-        self.record(FileOp::Unlink { root, path: p });
+        self.record(FileOp::Unlink { root, path: p })?;
         Ok(())
     }
 
@@ -1200,7 +1342,7 @@ impl Fs {
         s.nlink += 1;
         s.ctim = now;
         let (root, to_root) = (self.nodes[id].root, self.nodes[w2.parent].root);
-        self.record(FileOp::Link { root, from: from_path, to_root, to: to_path });
+        self.record(FileOp::Link { root, from: from_path, to_root, to: to_path })?;
         Ok(())
     }
 
@@ -1216,7 +1358,7 @@ impl Fs {
         }
         let (root, p) = (self.nodes[id].root, self.path_of(id).expect("attached"));
         self.detach(id);
-        self.record(FileOp::Rmdir { root, path: p });
+        self.record(FileOp::Rmdir { root, path: p })?;
         Ok(())
     }
 
@@ -1241,10 +1383,10 @@ impl Fs {
             // The device refuses to make such a link from a journal (it would follow it there).
             return unsupported(format!("a link at `{path}` to `{target}`, out of its directory"));
         }
-        let id = self.attach(w.parent, &name, Kind::Symlink(target.to_string()));
+        let id = self.attach(w.parent, &name, Kind::Symlink(target.to_string()))?;
         self.nodes[id].stat.size = target.len() as u64;
         let (root, p) = (self.nodes[id].root, self.path_of(id).expect("attached"));
-        self.record(FileOp::Symlink { root, target: target.to_string(), path: p });
+        self.record(FileOp::Symlink { root, target: target.to_string(), path: p })?;
         Ok(())
     }
 
@@ -1314,7 +1456,7 @@ impl Fs {
         }
         self.touch(p2);
         let (to_root, to_path) = (self.nodes[id].root, self.path_of(id).expect("attached"));
-        self.record(FileOp::Rename { root, from: from_path, to_root, to: to_path });
+        self.record(FileOp::Rename { root, from: from_path, to_root, to: to_path })?;
         Ok(())
     }
 }

@@ -302,6 +302,8 @@ impl Clone {
                     continue;
                 }
                 CloneEvent::Files { trees } => {
+                    // In the listing's order, each once (a set: the listing is as long as the
+                    // device likes, and a scan of `need` per entry was quadratic).
                     let mut need: Vec<ContentHash> = Vec::new();
                     for t in &trees {
                         for e in &t.entries {
@@ -536,10 +538,13 @@ impl Clone {
             CallError::Proxy(p) => Failure::LinkLost(p),
             CallError::Trap(t) => Failure::Answer(FailKind::Trap, t.to_string()),
             e @ CallError::Exception => Failure::Answer(FailKind::Exception, e.to_string()),
-            e @ (CallError::Deadline(_) | CallError::Memory(_)) => Failure::Answer(FailKind::ResourceLimit, e.to_string()),
+            e @ (CallError::Deadline(_) | CallError::Memory(_) | CallError::Host(_)) => Failure::Answer(FailKind::ResourceLimit, e.to_string()),
             e => unavailable(e.to_string()),
         })?;
-        let (files, output) = r.finish().map_err(|e| unavailable(e.to_string()))?;
+        let (files, output) = r.finish().map_err(|e| match e {
+            e @ clonecloud_files::FsError::Budget { .. } => Failure::Answer(FailKind::ResourceLimit, e.to_string()),
+            e => unavailable(e.to_string()),
+        })?;
         let (wasm_pages, pages, globals) = r.capture(xor);
         // After proc_exit the results were never produced.
         let results = if exit.is_some() { Vec::new() } else { convert::values_to_wire(&results).ok_or_else(|| unavailable("a reference-typed result".into()))? };
