@@ -132,11 +132,10 @@ fn allow_descriptors(n: u64) {
     // SAFETY: getrlimit and setrlimit write and read the struct given.
     unsafe {
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut l), 0);
-        let want = (l.rlim_cur as u64).saturating_add(n).min(l.rlim_max as u64);
-        l.rlim_cur = want as libc::rlim_t;
+        l.rlim_cur = l.rlim_cur.saturating_add(n).min(l.rlim_max);
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &l), 0);
     }
-    assert!(l.rlim_cur as u64 >= n, "this test needs {n} descriptors; the hard limit is {}", l.rlim_max);
+    assert!(l.rlim_cur >= n, "this test needs {n} descriptors; the hard limit is {}", l.rlim_max);
 }
 
 /// Whether the server closed `s`: a read sees the end (or a reset) within `wait`.

@@ -855,8 +855,6 @@ struct Wire {
     session: CloneSession,
 }
 
-/// Marks a failure of the link during a proxied call (the session cannot go on).
-
 /// The replica's way to the device during a call: a proxied import goes out as `import-call`
 /// and waits for `import-return`.
 #[derive(Debug)]
