@@ -53,6 +53,19 @@ pub struct Opts {
     /// locally.
     #[arg(long, value_name = "MIB", default_value_t = clonecloud_offload::server::DEFAULT_MAX_STORE >> 20)]
     max_store: u64,
+    /// Sessions this server holds at once, all devices together (a session waiting for its
+    /// device to resume it included); more are refused (and run locally).
+    #[arg(long, value_name = "N", default_value_t = clonecloud_offload::server::DEFAULT_MAX_SESSIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_sessions: usize,
+    /// Connections that have not authenticated (sent their first message) at once; a new one
+    /// past that drops the oldest, so a flood of connections holds at most N descriptors while
+    /// an honest device's handshake still goes through.
+    #[arg(long, value_name = "N", default_value_t = clonecloud_offload::server::DEFAULT_MAX_PENDING, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    max_pending: usize,
+    /// Seconds from a connection's arrival to its first message (the TLS handshake included),
+    /// however slowly it sends; past that it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = clonecloud_offload::server::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64())]
+    handshake_timeout: f64,
 }
 
 /// Make a key pair: NAME.key (private) and NAME.pub (public, one line).
@@ -73,6 +86,8 @@ pub fn keygen(opts: KeygenOpts) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+// `Clone::serve` never returns (its type is uninhabited), which rustc reports.
+#[allow(unreachable_code)]
 pub fn serve(opts: Opts) -> anyhow::Result<ExitCode> {
     // What the server keeps (compiled modules, replicated files) is its own: files 0600,
     // directories 0700.
@@ -83,7 +98,11 @@ pub fn serve(opts: Opts) -> anyhow::Result<ExitCode> {
     if allow.is_empty() {
         anyhow::bail!("{} lists no device key: nobody could connect", opts.allow.display());
     }
-    let listener = Listener::bind(opts.listen.as_str(), &id, allow, Duration::from_secs(10))
+    if !(opts.handshake_timeout > 0.0 && opts.handshake_timeout <= 3600.0) {
+        anyhow::bail!("--handshake-timeout must be above 0 and at most 3600 seconds");
+    }
+    let handshake = Duration::from_secs_f64(opts.handshake_timeout);
+    let listener = Listener::bind(opts.listen.as_str(), &id, allow, handshake)
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
     let cache = match crate::data_dir() {
         Some(dir) => ModuleCache::new(dir.join("clone-modules")).with_limit(opts.max_cache.saturating_mul(1 << 20)),
@@ -104,8 +123,11 @@ pub fn serve(opts: Opts) -> anyhow::Result<ExitCode> {
     };
     clone.set_max_runs(opts.max_runs);
     clone.set_max_store(opts.max_store.saturating_mul(1 << 20));
+    clone.set_max_sessions(opts.max_sessions);
+    clone.set_max_pending(opts.max_pending);
+    clone.set_handshake_timeout(handshake);
     // Scripts read the address (port 0 picks one) from this line.
     println!("listening on {}", listener.local_addr());
-    let e = clone.serve(listener);
-    Err(anyhow::anyhow!("the server stopped: {e}"))
+    // Serves for ever: a failed accept backs off and goes on.
+    match clone.serve(listener) {}
 }

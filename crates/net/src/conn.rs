@@ -78,8 +78,46 @@ fn io_err(what: &str, e: std::io::Error) -> NetError {
     }
 }
 
+/// A socket whose every read and write ends by one deadline (each armed with what is left of
+/// it, at most the per-read timeout): a peer that trickles a byte at a time cannot keep a
+/// handshake going past the deadline, as it could with a per-read timeout alone.
+struct Deadlined<'a> {
+    sock: &'a mut TcpStream,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl Deadlined<'_> {
+    fn left(&self) -> std::io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "past the handshake's deadline"));
+        }
+        Ok(left.min(self.timeout))
+    }
+}
+
+impl Read for Deadlined<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let t = self.left()?;
+        self.sock.set_read_timeout(Some(t))?;
+        self.sock.read(buf)
+    }
+}
+
+impl Write for Deadlined<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let t = self.left()?;
+        self.sock.set_write_timeout(Some(t))?;
+        self.sock.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sock.flush()
+    }
+}
+
 /// Drives a handshake to its end, so authentication failures surface here.
-fn handshake<C, S>(conn: &mut C, sock: &mut TcpStream) -> Result<(), NetError>
+fn handshake<C, S>(conn: &mut C, sock: &mut (impl Read + Write)) -> Result<(), NetError>
 where
     C: std::ops::DerefMut<Target = rustls::ConnectionCommon<S>>,
     S: rustls::SideData,
@@ -252,7 +290,9 @@ impl Listener {
     }
 
     /// Waits for the next TCP connection (the handshake is [`Incoming::accept`]'s, so a slow or
-    /// hostile peer cannot hold up the listener).
+    /// hostile peer cannot hold up the listener). An error is the listener's (out of
+    /// descriptors, buffers or memory, or a connection aborted before it was accepted): the
+    /// listener still works, and a server backs off and calls again.
     pub fn incoming(&self) -> Result<Incoming, NetError> {
         let (sock, from) = self.tcp.accept().map_err(|e| NetError::io("accept failed".into(), e))?;
         Ok(Incoming { sock, from, cfg: self.cfg.clone(), timeout: self.timeout })
@@ -269,14 +309,31 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    /// The TLS handshake: succeeds only for a device on the allow list.
+    /// A handle that breaks this connection from another thread, before or after the handshake
+    /// (a server drops the oldest unauthenticated connection with it); `None` when the socket
+    /// cannot be duplicated (out of descriptors).
+    pub fn breaker(&self) -> Option<Breaker> {
+        self.sock.try_clone().ok().map(Breaker)
+    }
+
+    /// The TLS handshake, within the listener's timeout in all: succeeds only for a device on
+    /// the allow list.
     pub fn accept(self) -> Result<Connection, NetError> {
+        let deadline = Instant::now() + self.timeout;
+        self.accept_by(deadline)
+    }
+
+    /// The TLS handshake, which must end by `deadline` however slowly the peer sends: succeeds
+    /// only for a device on the allow list. The connection's reads and writes then time out
+    /// after the listener's timeout each (a server may bound the first message by the same
+    /// deadline with [`Connection::set_deadline`]).
+    pub fn accept_by(self, deadline: Instant) -> Result<Connection, NetError> {
         let mut sock = self.sock;
         sock.set_nodelay(true).ok();
+        let mut conn = ServerConnection::new(self.cfg).map_err(NetError::Tls)?;
+        handshake(&mut conn, &mut Deadlined { sock: &mut sock, deadline, timeout: self.timeout })?;
         sock.set_read_timeout(Some(self.timeout)).ok();
         sock.set_write_timeout(Some(self.timeout)).ok();
-        let mut conn = ServerConnection::new(self.cfg).map_err(NetError::Tls)?;
-        handshake(&mut conn, &mut sock)?;
         let cert = conn
             .peer_certificates()
             .and_then(|c| c.first())

@@ -237,6 +237,9 @@ pub fn run_with(devices: usize, duration: Duration, hostile: Option<Hostile>) ->
     let addr = listener.local_addr();
     let clone = Clone::with_limits(ModuleCache::disabled(), Duration::from_secs(60), limits).map_err(|e| e.to_string())?;
     clone.set_max_runs(DEFAULT_MAX_RUNS);
+    // All the devices connect at once and each holds a session: none is dropped as a flood.
+    clone.set_max_pending(devices.max(crate::server::DEFAULT_MAX_PENDING));
+    clone.set_max_sessions(devices.max(crate::server::DEFAULT_MAX_SESSIONS));
     std::thread::Builder::new().name("load-clone".into()).spawn(move || clone.serve(listener)).map_err(|e| e.to_string())?;
     let server_key = server.public().clone();
     let started = Instant::now();

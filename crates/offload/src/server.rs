@@ -10,9 +10,10 @@ use clonecloud_exec::heap::HeapHint;
 use clonecloud_exec::{CallError, Delta, ExecError, ImportProxy, Limits, ModuleCache, Replica, new_clone_engine};
 use clonecloud_net::{Connection, Identity, Listener, NetError, AllowList};
 use clonecloud_files::{Fs, Store};
-use clonecloud_wire::{Clocks, CloneEvent, CloneSession, Compression, Descriptors, FailKind, ContentHash, Kind, Message, Returned};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use clonecloud_wire::{Clocks, CloneEvent, CloneSession, Compression, ContentHash, Descriptors, FailKind, Kind, Message, Returned};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use wasmtime::{Engine, Module, Val};
@@ -39,11 +40,98 @@ pub struct Clone {
     secret: [u8; 32],
     /// Bytes each device's file store may hold on disk.
     max_store: std::sync::atomic::AtomicU64,
-    /// Per device key: sessions open now, and the most allowed at once.
+    /// Per device key (the whole key, [`clonecloud_net::PublicKey::id`]): sessions open now,
+    /// those waiting to be resumed included, and the most allowed at once.
     running: Mutex<HashMap<String, usize>>,
-    max_runs: std::sync::atomic::AtomicUsize,
+    max_runs: AtomicUsize,
     /// Sessions that a new connection may resume, by device key and run.
     resumable: Mutex<HashMap<(String, u64), Arc<Handoff>>>,
+    /// Connections not yet authenticated, oldest first.
+    pending: Admission,
+    max_pending: AtomicUsize,
+    /// Milliseconds from `accept` to the device's first message, TLS handshake included.
+    handshake_timeout: AtomicU64,
+    /// Sessions open now (all devices, waiting ones included), and the most allowed at once.
+    sessions: AtomicUsize,
+    max_sessions: AtomicUsize,
+}
+
+/// Connections that have not authenticated yet, by the order they arrived. Each has a thread
+/// doing its handshake; at most `max_pending` are live, and a new one past that breaks the
+/// oldest (whose thread then ends at once, its socket shut down).
+#[derive(Debug, Default)]
+struct Admission {
+    state: Mutex<PendingConns>,
+    /// Signalled when a pending connection's thread is done with it.
+    left: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct PendingConns {
+    next: u64,
+    /// Ticket, and the breaker while the connection has not been broken yet.
+    conns: VecDeque<(u64, Option<clonecloud_net::Breaker>)>,
+}
+
+/// A connection's place among the pending ones, given up when dropped.
+struct Pending<'a> {
+    admission: &'a Admission,
+    ticket: u64,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let mut p = self.admission.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = p.conns.iter().position(|(t, _)| *t == self.ticket) {
+            p.conns.remove(k);
+        }
+        drop(p);
+        self.admission.left.notify_all();
+    }
+}
+
+impl Admission {
+    /// Admits a new connection (broken by `breaker`) with `max` live pending ones at most:
+    /// past that the oldest live one is broken. Waits only while the threads of broken
+    /// connections (which end at once) would make more than twice `max`. Returns the new
+    /// connection's ticket, for its [`Pending`].
+    fn admit(&self, breaker: clonecloud_net::Breaker, max: usize) -> u64 {
+        let mut p = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let live = p.conns.iter().filter(|(_, b)| b.is_some()).count();
+        if live >= max {
+            for (t, b) in p.conns.iter_mut().filter(|(_, b)| b.is_some()).take(live + 1 - max) {
+                debug!(ticket = *t, "too many connections pending: the oldest is dropped");
+                if let Some(b) = b.take() {
+                    b.break_now();
+                }
+            }
+        }
+        while p.conns.len() >= 2 * max {
+            p = self.left.wait_timeout(p, Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        let ticket = p.next;
+        p.next += 1;
+        p.conns.push_back((ticket, Some(breaker)));
+        ticket
+    }
+}
+
+/// Connections not yet authenticated, by default (see [`Clone::set_max_pending`]).
+pub const DEFAULT_MAX_PENDING: usize = 64;
+/// From `accept` to the device's first message, by default.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sessions open at once, all devices together, by default.
+pub const DEFAULT_MAX_SESSIONS: usize = 256;
+
+/// A session counted among the server's, while it lives.
+struct SessionSlot<'a> {
+    clone: &'a Clone,
+}
+
+impl Drop for SessionSlot<'_> {
+    fn drop(&mut self) {
+        self.clone.sessions.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A new directory under the system's temporary one that only this user can enter, with a
@@ -124,20 +212,52 @@ impl Clone {
             secret,
             max_store: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_STORE),
             running: Mutex::new(HashMap::new()),
-            max_runs: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_RUNS),
+            max_runs: AtomicUsize::new(DEFAULT_MAX_RUNS),
             resumable: Mutex::new(HashMap::new()),
+            pending: Admission::default(),
+            max_pending: AtomicUsize::new(DEFAULT_MAX_PENDING),
+            handshake_timeout: AtomicU64::new(DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64),
+            sessions: AtomicUsize::new(0),
+            max_sessions: AtomicUsize::new(DEFAULT_MAX_SESSIONS),
         }))
     }
 
-    /// At most `n` sessions of one device key at once; more are refused with an error.
+    /// At most `n` sessions of one device key at once (those waiting for the device to resume
+    /// them included); more are refused with an error.
     pub fn set_max_runs(&self, n: usize) {
-        self.max_runs.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+        self.max_runs.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// At most `n` connections that have not authenticated (sent their first message) at
+    /// once: a new one past that drops the oldest. A flood of connections then holds at most
+    /// `n` descriptors and `2n` threads here, and an honest device's handshake goes through
+    /// as long as fewer than `n` connections arrive while it runs.
+    pub fn set_max_pending(&self, n: usize) {
+        self.max_pending.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// From `accept` to the device's first message (the TLS handshake and the hello, resume or
+    /// probe) takes at most `t` in all, however slowly the peer sends.
+    pub fn set_handshake_timeout(&self, t: Duration) {
+        self.handshake_timeout.store((t.as_millis() as u64).max(1), Ordering::Relaxed);
+    }
+
+    /// At most `n` sessions at once, all devices together (each holds a thread and a replica);
+    /// more are refused with an error (the device runs its calls locally).
+    pub fn set_max_sessions(&self, n: usize) {
+        self.max_sessions.store(n.max(1), Ordering::Relaxed);
+    }
+
+    fn start_session(&self) -> Option<SessionSlot<'_>> {
+        let max = self.max_sessions.load(Ordering::Relaxed);
+        self.sessions.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(SessionSlot { clone: self })
     }
 
     fn start_run(&self, device: &str) -> Option<RunSlot<'_>> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let n = running.entry(device.to_string()).or_default();
-        if *n >= self.max_runs.load(std::sync::atomic::Ordering::Relaxed) {
+        if *n >= self.max_runs.load(Ordering::Relaxed) {
             return None;
         }
         *n += 1;
@@ -150,7 +270,7 @@ impl Clone {
         self.max_store.store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The file store of the device with this key fingerprint.
+    /// The file store of the device with this key (its whole key in hex).
     fn store(&self, device: &str) -> Result<Arc<Store>, SessionError> {
         let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = stores.get(device) {
@@ -186,47 +306,80 @@ impl Clone {
         mine.truncate(MODULES_PER_DEVICE);
     }
 
-    /// Accepts devices on `listener` until it fails; each session on a thread of its own.
-    pub fn serve(self: &Arc<Clone>, listener: Listener) -> NetError {
+    /// Accepts devices on `listener`, for ever: each connection on a thread of its own, at most
+    /// `--max-pending` of them not yet authenticated (a new one past that drops the oldest) and
+    /// each given one deadline for its handshake and first message; at most `--max-sessions`
+    /// sessions. A failed `accept` (out of descriptors, say) backs off, 10 ms doubling to 1 s,
+    /// and goes on.
+    pub fn serve(self: &Arc<Clone>, listener: Listener) -> std::convert::Infallible {
         info!(addr = %listener.local_addr(), "clone serving");
+        let mut backoff: Option<Duration> = None;
         loop {
             let incoming = match listener.incoming() {
                 Ok(i) => i,
-                Err(e) => return e,
+                Err(e) => {
+                    let wait = backoff.map_or(ACCEPT_BACKOFF_FIRST, |b| (b * 2).min(ACCEPT_BACKOFF_MAX));
+                    backoff = Some(wait);
+                    warn!("{e}; accepting again in {wait:?}");
+                    std::thread::sleep(wait);
+                    continue;
+                }
             };
+            let deadline = Instant::now() + Duration::from_millis(self.handshake_timeout.load(Ordering::Relaxed));
+            let Some(breaker) = incoming.breaker() else {
+                // Out of descriptors: this connection is closed, and the next accept waits.
+                let wait = backoff.map_or(ACCEPT_BACKOFF_FIRST, |b| (b * 2).min(ACCEPT_BACKOFF_MAX));
+                backoff = Some(wait);
+                warn!(from = %incoming.from, "cannot keep a connection (out of descriptors?); accepting again in {wait:?}");
+                drop(incoming);
+                std::thread::sleep(wait);
+                continue;
+            };
+            backoff = None;
+            let ticket = self.pending.admit(breaker, self.max_pending.load(Ordering::Relaxed));
             let me = self.clone();
             let spawned = std::thread::Builder::new().name("session".into()).stack_size(SESSION_STACK).spawn(move || {
+                let pending = Pending { admission: &me.pending, ticket };
                 let from = incoming.from;
-                match incoming.accept() {
+                match incoming.accept_by(deadline) {
                     Ok(conn) => {
-                        let device = conn.peer().fingerprint();
-                        info!(%from, %device, "device connected");
-                        match me.session(conn) {
-                            Ok(()) => debug!(%device, "session ended"),
-                            Err(e) => warn!(%device, "session ended: {e}"),
+                        let device = conn.peer().id();
+                        let short = conn.peer().fingerprint();
+                        info!(%from, device = %short, "device connected");
+                        match me.session(conn, deadline, pending) {
+                            Ok(()) => debug!(device = %short, "session ended"),
+                            Err(e) => warn!(device = %short, full_key = %device, "session ended: {e}"),
                         }
                     }
-                    Err(e) => warn!(%from, "refused a connection: {e}"),
+                    Err(e) => debug!(%from, "refused a connection: {e}"),
                 }
             });
             if let Err(e) = spawned {
+                drop(Pending { admission: &self.pending, ticket });
                 warn!("cannot start a session thread: {e}");
+                std::thread::sleep(ACCEPT_BACKOFF_FIRST);
             }
         }
     }
 
     /// One connection, to its end: a session of its own, or (after a `resume`) handed to the
     /// session it resumes.
-    fn session(&self, mut conn: Connection) -> Result<(), SessionError> {
+    /// `pending` is the connection's place among those not yet authenticated, given up at its
+    /// first message, which must arrive by `deadline`.
+    fn session(&self, mut conn: Connection, deadline: Instant, pending: Pending<'_>) -> Result<(), SessionError> {
         conn.set_timeout(Some(self.idle));
         conn.set_max_frame(self.max_frame());
-        let device = conn.peer().fingerprint();
+        let device = conn.peer().id();
         let mut session = CloneSession::new();
+        conn.set_deadline(Some(deadline));
         let first = match conn.recv() {
             Ok(m) => m,
             Err(NetError::Closed) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
+        conn.set_deadline(None);
+        // A session from here on (a resume hands the connection to its own and ends this thread).
+        drop(pending);
         let first = match session.on_message(first) {
             Ok(CloneEvent::Resume { run, migration }) => match self.hand_over(&device, run, Resumption { conn, session, migration }) {
                 None => return Ok(()),
@@ -244,8 +397,14 @@ impl Clone {
                 return Err(e.into());
             }
         };
+        let Some(session_slot) = self.start_session() else {
+            let limit = self.max_sessions.load(Ordering::Relaxed);
+            let message = format!("this clone already serves {limit} sessions, the most it may at once");
+            let _ = conn.send(&session.error(message.clone()));
+            return Err(SessionError::Refused(message));
+        };
         let Some(slot) = self.start_run(&device) else {
-            let limit = self.max_runs.load(std::sync::atomic::Ordering::Relaxed);
+            let limit = self.max_runs.load(Ordering::Relaxed);
             let message = format!("this device already has {limit} runs on this clone, the most it may have at once");
             let _ = conn.send(&session.error(message.clone()));
             return Err(SessionError::Refused(message));
@@ -253,7 +412,7 @@ impl Clone {
         let store = self.store(&device)?;
         // Shared with the replica's import proxy, which talks to the device during a call.
         let wire = Arc::new(Mutex::new(Wire { conn, session }));
-        let mut run = Run { device, slot: Some(slot), registration: None, hash: None, module: None, replica: None, environment: Default::default(), files: None, migrations: 0, asked: Default::default(), last: None };
+        let mut run = Run { device, _session: session_slot, _slot: slot, registration: None, hash: None, module: None, replica: None, environment: Default::default(), files: None, migrations: 0, asked: Default::default(), last: None };
         let mut pending = first;
         loop {
             let event = match pending.take() {
@@ -427,17 +586,12 @@ impl Clone {
                 return Err(if closed { Ended::Quietly } else { Ended::Failed(error) });
             };
             debug!(device = %run.device, "the link broke ({error}); the session waits to be resumed");
-            // A session waiting to be resumed does not count among the device's runs.
-            run.slot = None;
+            // A session waiting to be resumed still counts among the device's runs and the
+            // server's sessions (it holds its replica and its thread).
             let Some(Resumption { mut conn, session: mut theirs, migration }) = registration.wait(self.idle.min(RESUME_WINDOW)) else {
                 debug!(device = %run.device, "not resumed: the session is over");
                 return Err(Ended::Quietly);
             };
-            let Some(slot) = self.start_run(&run.device) else {
-                let _ = conn.send(&theirs.error("this device has the most runs it may have on this clone".into()));
-                return Err(Ended::Failed(SessionError::Refused("a resume past the device's runs".into())));
-            };
-            run.slot = Some(slot);
             conn.set_timeout(Some(self.idle));
             conn.set_max_frame(self.max_frame());
             let mut w = wire.lock().unwrap_or_else(|e| e.into_inner());
@@ -555,6 +709,10 @@ impl Clone {
     }
 }
 
+/// A failed `accept` waits this long before the next, doubling up to [`ACCEPT_BACKOFF_MAX`].
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// How long a session whose link broke waits to be resumed (at most the idle timeout).
 pub const RESUME_WINDOW: Duration = Duration::from_secs(30);
 
@@ -574,8 +732,11 @@ struct Loaded {
 /// A session's state between messages.
 struct Run<'a> {
     device: String,
-    /// Counted among the device's runs (not while waiting to be resumed).
-    slot: Option<RunSlot<'a>>,
+    /// Counted among the server's sessions and the device's runs (while waiting to be resumed
+    /// too), until the session ends: `run` goes before the connection, so a device that sees
+    /// its connection closed finds its slots free.
+    _session: SessionSlot<'a>,
+    _slot: RunSlot<'a>,
     /// Resumable from the hello on.
     registration: Option<Registration<'a>>,
     hash: Option<ContentHash>,
@@ -747,8 +908,6 @@ struct Wire {
     session: CloneSession,
 }
 
-/// Marks a failure of the link during a proxied call (the session cannot go on).
-
 /// The replica's way to the device during a call: a proxied import goes out as `import-call`
 /// and waits for `import-return`.
 #[derive(Debug)]
@@ -841,8 +1000,7 @@ pub fn spawn_local_as(
     std::thread::Builder::new()
         .name("local-clone".into())
         .spawn(move || {
-            let e = clone.serve(listener);
-            warn!("the local clone stopped: {e}");
+            match clone.serve(listener) {}
         })
         .map_err(ServeError::Thread)?;
     Ok((addr, device, server.public().clone()))

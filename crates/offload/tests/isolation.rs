@@ -47,12 +47,17 @@ fn call_f(c: &mut Connection, page0: Option<u32>) -> Value {
 /// A clone serving two allowed devices, each with at most `max_runs` runs at once: the server's
 /// identity, the devices' and the address.
 fn two_devices(max_runs: usize) -> (Identity, Identity, Identity, std::net::SocketAddr) {
+    two_devices_with(|clone| clone.set_max_runs(max_runs))
+}
+
+/// [`two_devices`] with the server set up by `setup`.
+fn two_devices_with(setup: impl FnOnce(&Clone)) -> (Identity, Identity, Identity, std::net::SocketAddr) {
     let server = Identity::generate().unwrap();
     let (a, b) = (Identity::generate().unwrap(), Identity::generate().unwrap());
     let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([a.public().clone(), b.public().clone()]), T).unwrap();
     let addr = listener.local_addr();
     let clone = Clone::new(ModuleCache::disabled(), T).unwrap();
-    clone.set_max_runs(max_runs);
+    setup(&clone);
     std::thread::spawn(move || clone.serve(listener));
     (server, a, b, addr)
 }
@@ -238,4 +243,65 @@ fn compiled_modules_are_each_devices_own() {
         c.send(&Message::Goodbye).unwrap();
         assert_eq!(artefacts(), n as usize, "after device run {n}");
     }
+}
+
+/// A session whose link broke still counts among its device's runs while it waits to be
+/// resumed: with one run allowed, a new run of the same device is refused until it ends, and
+/// the waiting session is resumed.
+#[test]
+fn a_session_waiting_to_be_resumed_counts_among_the_device_s_runs() {
+    let (server, a, b, addr) = two_devices(1);
+    let m = module();
+    let connect = |id: &Identity| Connection::connect(addr, Some(id), server.public(), T).unwrap();
+    let mut ca = connect(&a);
+    hello(&mut ca, &m, 42);
+    assert_eq!(call_f(&mut ca, Some(77)), Value::I32(77));
+    // The link breaks after the answer arrived: the session waits for a resume.
+    drop(ca);
+    let mut other = connect(&a);
+    other.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: [0; 32], run: 43, thread: 0, environment: Default::default() }).unwrap();
+    match other.recv() {
+        Ok(Message::Error { message }) => assert!(message.contains("runs"), "{message}"),
+        other => panic!("a second run while the first waits to be resumed: {other:?}"),
+    }
+    // Another device is not affected.
+    let mut cb = connect(&b);
+    hello(&mut cb, &m, 42);
+    assert_eq!(call_f(&mut cb, None), Value::I32(0));
+    // The owner resumes its session and gets its last answer again.
+    let mut ca = connect(&a);
+    ca.send(&Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 42, migration: 1 }).unwrap();
+    assert_eq!(ca.recv().unwrap(), Message::Resumed { ok: true });
+    match ca.recv().unwrap() {
+        Message::Return { results, .. } => assert_eq!(results, vec![Value::I32(77)]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(call_f(&mut ca, None), Value::I32(77), "the same replica");
+}
+
+/// At most --max-sessions sessions at once, all devices together: one more is refused with a
+/// reason (the device runs locally), and admitted once a session ends.
+#[test]
+fn a_server_holds_at_most_its_sessions_at_once() {
+    let (server, a, b, addr) = two_devices_with(|clone| clone.set_max_sessions(1));
+    let m = module();
+    let hash = clonecloud_wire::content_hash(&m);
+    let connect = |id: &Identity| Connection::connect(addr, Some(id), server.public(), T).unwrap();
+    let mut ca = connect(&a);
+    hello(&mut ca, &m, 1);
+    assert_eq!(call_f(&mut ca, Some(5)), Value::I32(5));
+    let mut cb = connect(&b);
+    cb.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: hash, run: 1, thread: 0, environment: Default::default() }).unwrap();
+    match cb.recv() {
+        Ok(Message::Error { message }) => assert!(message.contains("sessions"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // A's session goes on; once it ends, B is served.
+    assert_eq!(call_f(&mut ca, None), Value::I32(5));
+    ca.send(&Message::Goodbye).unwrap();
+    // The server closes A's connection when the session (and its slot) is gone.
+    assert!(ca.recv().is_err());
+    let mut cb = connect(&b);
+    hello(&mut cb, &m, 2);
+    assert_eq!(call_f(&mut cb, Some(6)), Value::I32(6));
 }
