@@ -24,6 +24,9 @@ pub struct Opts {
     /// MiB of memory the clone allows each migrated call (as `serve --max-memory`).
     #[arg(long, value_name = "MIB", default_value_t = 4096)]
     max_memory: usize,
+    /// MiB the clone may hold for each migrated call on the host (as `serve --max-host`).
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    max_host: usize,
     /// Seconds the clone allows each migrated call (as `serve --max-run-time`).
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     max_run_time: f64,
@@ -36,13 +39,14 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     if opts.devices == 0 || opts.devices > 4096 || opts.hostile > 4096 || !(opts.seconds > 0.0 && opts.seconds <= 3600.0) {
         anyhow::bail!("--devices must be 1 to 4096, --hostile at most 4096 and --seconds above 0 and at most 3600");
     }
-    if !(1..=1 << 20).contains(&opts.max_memory) {
-        anyhow::bail!("--max-memory must be 1 to 1048576 MiB");
+    if !(1..=1 << 20).contains(&opts.max_memory) || !(1..=1 << 20).contains(&opts.max_host) {
+        anyhow::bail!("--max-memory and --max-host must be 1 to 1048576 MiB");
     }
     let hostile = (opts.hostile > 0).then(|| clonecloud_offload::load::Hostile {
         devices: opts.hostile,
         limits: clonecloud_exec::Limits {
             memory: opts.max_memory << 20,
+            host: opts.max_host << 20,
             run_time: std::time::Duration::from_secs_f64(opts.max_run_time.clamp(0.01, 3600.0)),
             ..Default::default()
         },

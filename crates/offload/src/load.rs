@@ -86,8 +86,8 @@ pub struct LoadReport {
     pub hostile_refused: u64,
     /// Peak resident memory of this process (server and devices), KiB.
     pub peak_rss_kib: u64,
-    /// What the hostile devices' calls were allowed to hold in all (each one's memory limit),
-    /// KiB: the server's peak should stay under this plus what the honest run needs.
+    /// What the hostile devices' calls were allowed to hold in all (each one's memory and host
+    /// limits), KiB: the server's peak should stay under this plus what the honest run needs.
     pub budget_kib: u64,
 }
 
@@ -155,7 +155,8 @@ fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::Pu
                 Some(ConnEvent::NeedFiles { .. }) => core.files_sent(),
                 Some(ConnEvent::Capture) if hostile => {
                     let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } };
-                    core.migrate(0, vec![Value::I32(seed)], state, Default::default(), Default::default());
+                    // The exhaust function follows its one import.
+                    core.migrate(1, vec![Value::I32(seed)], state, Default::default(), Default::default());
                 }
                 Some(ConnEvent::Capture) => {
                     let pages = words
@@ -292,6 +293,6 @@ pub fn run_with(devices: usize, duration: Duration, hostile: Option<Hostile>) ->
         hostile_migrations,
         hostile_refused,
         peak_rss_kib: status_kib("VmHWM:"),
-        budget_kib: (n_hostile as u64).saturating_mul(limits.memory as u64 >> 10),
+        budget_kib: (n_hostile as u64).saturating_mul((limits.memory as u64 + limits.host as u64) >> 10),
     })
 }
