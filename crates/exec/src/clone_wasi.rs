@@ -751,7 +751,7 @@ fn fd_seek_unstable(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
         2 => 0,
         _ => return Ok(Some(EINVAL)),
     };
-    fd_seek(c, &[a[0].clone(), a[1].clone(), Val::I32(whence), a[3].clone()])
+    fd_seek(c, &[a[0], a[1], Val::I32(whence), a[3]])
 }
 
 /// `wasi_unstable`'s filestat: a 32-bit link count, 56 bytes in all.

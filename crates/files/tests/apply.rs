@@ -172,7 +172,10 @@ fn both(roots: &[Root]) -> [Snap; 2] {
 }
 
 /// Inodes and times differ between two trees made apart; content, kinds and modes must not.
-fn without_inodes(s: [Snap; 2]) -> Vec<BTreeMap<String, (String, Vec<u8>, u32)>> {
+/// An entry without its inode and time: kind, content and mode.
+type Entry = (String, Vec<u8>, u32);
+
+fn without_inodes(s: [Snap; 2]) -> Vec<BTreeMap<String, Entry>> {
     s.into_iter().map(|m| m.into_iter().map(|(k, (a, b, c, _, _))| (k, (a, b, c))).collect()).collect()
 }
 

@@ -59,8 +59,8 @@ fn the_quota_holds_and_the_least_recently_used_go_first() {
     let store = Store::open(dir.path().to_path_buf(), &[2; 32], 3 * 10_028).unwrap();
     let file = |n: u8| vec![n; 10_000];
     let hs: Vec<_> = (0..5).map(|n| content_hash(&file(n))).collect();
-    for n in 0..3 {
-        store.put(&hs[n], file(n as u8)).unwrap();
+    for (n, h) in hs.iter().enumerate().take(3) {
+        store.put(h, file(n as u8)).unwrap();
     }
     // File 0 is used again, so file 1 is now the least recently used.
     store.get(&hs[0]).unwrap();
