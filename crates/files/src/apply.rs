@@ -19,6 +19,7 @@
 
 use crate::scan::Root;
 use clonecloud_wire::{FdOp, FileOp};
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
@@ -57,6 +58,13 @@ pub struct Applied<'r> {
     /// entries are kept until the commit (not beside them, so the directory they were in can
     /// still be removed, and is empty when the journal says it is).
     stashes: Vec<Stash>,
+    /// Per file (device, inode): the offset from which its original bytes are already saved by
+    /// an earlier truncation (undone later, so it puts them back last); a later truncation
+    /// saves only what lies below it. So a journal's undo data for a file is at most its
+    /// original size, however often the journal grows and cuts it.
+    saved_from: HashMap<(u64, u64), u64>,
+    /// Bytes of undo data held in memory; past [`UNDO_IN_MEMORY`] tails go to the stash.
+    in_memory: u64,
 }
 
 /// A hidden directory at the top of a preopen, made for one merge.
@@ -92,8 +100,11 @@ enum Undo {
     Fd(FdOp),
 }
 
-/// Whether a link at `path` (relative to its preopen) to `target` leads, read from the link's
-/// directory, to a place inside the preopen: a clone may not plant a way out.
+/// Whether a link at `path` (relative to its preopen) to `target` leads, read as text from the
+/// link's directory, to a place inside the preopen. This is a check on the target's text only:
+/// a link renamed later in the journal, or a target that passes through other links, can still
+/// point out, as a program run locally could make it do (WASI refuses to follow such a link for
+/// the program; other programs on the device would).
 pub(crate) fn stays_inside(path: &str, target: &str) -> bool {
     if target.starts_with('/') || target.contains('\0') {
         return false;
@@ -119,6 +130,10 @@ fn check_path(roots: &[Root], root: u32, path: &str) -> Result<(), ApplyError> {
     // The codec refuses such paths already; a journal is checked here again because it is about
     // to touch the device's files.
     if path.is_empty() || path.split('/').any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0')) {
+        return Err(ApplyError::BadPath(path.to_string()));
+    }
+    // What a merge keeps aside is its own: no journal names it.
+    if path.starts_with(HIDDEN_PREFIX) {
         return Err(ApplyError::BadPath(path.to_string()));
     }
     Ok(())
@@ -220,7 +235,7 @@ impl At {
     fn hidden(&self) -> io::Result<At> {
         loop {
             let n = NEXT_HIDDEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let name = c(&format!(".clonecloud-undo-{}-{n}", std::process::id()))?;
+            let name = c(&format!("{HIDDEN_PREFIX}{:016x}{n}", unguessable()))?;
             let dir = self.dir.try_clone()?;
             let at = At { dir, name };
             if at.stat()?.is_none() {
@@ -263,11 +278,23 @@ fn spec(t: Option<u64>) -> libc::timespec {
     }
 }
 
+/// How the names of what a merge keeps aside begin.
+const HIDDEN_PREFIX: &str = ".clonecloud-undo-";
+
+/// 64 bits nobody can guess ahead (std's hash seeds come from the OS's randomness).
+fn unguessable() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
+}
+
 /// Numbers the hidden names a merge keeps things under.
 static NEXT_HIDDEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Tails longer than this that a truncation cuts are kept in a file beside it, not in memory.
+/// Tails longer than this that a truncation cuts are kept in a file in the stash, not in memory.
 const TAIL_IN_MEMORY: u64 = 64 << 20;
+
+/// Undo data a merge holds in memory at most; past it, tails go to the stash too.
+const UNDO_IN_MEMORY: u64 = 256 << 20;
 
 /// Carries out `ops` in order on the directories of `roots` (the preopens, by position), the
 /// descriptor changes through `descriptors` (the device's WASI, which answers with the change
@@ -288,7 +315,7 @@ pub fn apply<'r>(
             return Err(ApplyError::BadPath(format!("{path} -> {target}")));
         }
     }
-    let mut applied = Applied { roots, undo: Vec::new(), stashes: Vec::new() };
+    let mut applied = Applied { roots, undo: Vec::new(), stashes: Vec::new(), saved_from: HashMap::new(), in_memory: 0 };
     for op in ops {
         if let Err(e) = applied.one(op, descriptors) {
             let failed = applied.rollback(descriptors) + applied.remove_stashes();
@@ -338,7 +365,7 @@ impl Applied<'_> {
         let top = open_top(self.roots, root)?;
         loop {
             let n = NEXT_HIDDEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let name = c(&format!(".clonecloud-undo-{}-{n}", std::process::id()))?;
+            let name = c(&format!("{HIDDEN_PREFIX}{:016x}{n}", unguessable()))?;
             // SAFETY: valid directory and NUL-terminated name.
             match cvt(unsafe { libc::mkdirat(top.as_raw_fd(), name.as_ptr(), 0o700) }) {
                 Ok(_) => {}
@@ -445,7 +472,8 @@ impl Applied<'_> {
             FileOp::Create { root, path } => {
                 let at = At::open(roots, *root, path).map_err(io("reach", *root, path))?;
                 let existed = at.stat().map_err(io("look at", *root, path))?.is_some();
-                at.file(libc::O_WRONLY | libc::O_CREAT, 0o666).map_err(io("create", *root, path))?;
+                // Not blocking on a FIFO a journal names (it fails instead, and is undone).
+                at.file(libc::O_WRONLY | libc::O_CREAT | libc::O_NONBLOCK, 0o666).map_err(io("create", *root, path))?;
                 if !existed {
                     self.undo.push(Undo::Remove { root: *root, path: path.clone(), dir: false });
                 }
@@ -463,19 +491,28 @@ impl Applied<'_> {
                 let at = At::open(roots, *root, path).map_err(io("reach", *root, path))?;
                 let f = at.file(libc::O_RDWR, 0).map_err(io("open", *root, path))?;
                 let (len, times) = size_and_times(&f).map_err(io("look at", *root, path))?;
-                if *size < len && len - *size > TAIL_IN_MEMORY {
-                    // A long tail is kept in a file beside it, put back over the same file
+                let id = { use std::os::unix::fs::MetadataExt; f.metadata().map(|m| (m.dev(), m.ino())).map_err(io("look at", *root, path))? };
+                let saved_from = *self.saved_from.entry(id).or_insert(len);
+                // Bytes at or past `saved_from` are put back by an earlier step's undo.
+                let keep_to = len.min(saved_from);
+                let tail = keep_to.saturating_sub(*size);
+                if tail > TAIL_IN_MEMORY || self.in_memory + tail > UNDO_IN_MEMORY {
+                    // A long tail is kept in a file in the stash, put back over the same file
                     // (same inode: hard links and open descriptors still see it).
                     let hidden = self.hidden(*root, &at).map_err(io("keep", *root, path))?;
                     let mut copy = hidden.file(libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600).map_err(io("keep", *root, path))?;
                     self.undo.push(Undo::Tail { root: *root, path: path.clone(), kept: hidden, at: *size, len, times });
                     let mut src = at.file(libc::O_RDONLY, 0).map_err(io("open", *root, path))?;
                     std::io::Seek::seek(&mut src, std::io::SeekFrom::Start(*size)).map_err(io("read", *root, path))?;
-                    std::io::copy(&mut std::io::Read::take(src, len - *size), &mut copy).map_err(io("keep", *root, path))?;
+                    std::io::copy(&mut std::io::Read::take(src, tail), &mut copy).map_err(io("keep", *root, path))?;
                 } else {
-                    let mut tail = vec![0; len.saturating_sub(*size) as usize];
-                    f.read_exact_at(&mut tail, *size).map_err(io("read", *root, path))?;
-                    self.undo.push(Undo::Bytes { root: *root, path: path.clone(), offset: *size, old: tail, len, times });
+                    let mut old = vec![0; tail as usize];
+                    f.read_exact_at(&mut old, *size).map_err(io("read", *root, path))?;
+                    self.in_memory += tail;
+                    self.undo.push(Undo::Bytes { root: *root, path: path.clone(), offset: *size, old, len, times });
+                }
+                if *size < saved_from {
+                    self.saved_from.insert(id, *size);
                 }
                 f.set_len(*size).map_err(io("resize", *root, path))?;
             }

@@ -138,7 +138,7 @@ type NodeId = usize;
 enum Content {
     /// As the device has it, by hash; loaded from the store when first read.
     Stored(ContentHash),
-    Loaded(Arc<[u8]>),
+    Loaded(ContentHash, Arc<[u8]>),
     /// Written on the clone.
     Owned(Vec<u8>),
 }
@@ -477,16 +477,25 @@ impl Fs {
             }
         }
         if let Some(store) = &self.store {
+            // What the call wrote goes to the store, and what it read is let go: between calls
+            // the replica holds no contents, only their hashes (the next call reads them from
+            // the store again, charged again).
             for n in &mut self.nodes {
-                if let Kind::File(Content::Owned(bytes)) = &n.kind {
-                    let bytes = bytes.clone();
-                    let h = crate::content_hash(&bytes);
-                    if store.put(&h, bytes).is_ok()
-                        && let Ok(b) = store.get(&h)
-                    {
-                        self.kept = self.kept.saturating_sub(b.len() as u64);
-                        n.kind = Kind::File(Content::Loaded(b));
+                match &mut n.kind {
+                    Kind::File(Content::Owned(bytes)) => {
+                        let h = crate::content_hash(bytes);
+                        let len = bytes.len() as u64;
+                        // When the put fails (the quota) the bytes stay, charged.
+                        if store.put(&h, bytes).is_ok() {
+                            self.kept = self.kept.saturating_sub(len);
+                            n.kind = Kind::File(Content::Stored(h));
+                        }
                     }
+                    Kind::File(Content::Loaded(h, b)) => {
+                        self.kept = self.kept.saturating_sub(b.len() as u64);
+                        n.kind = Kind::File(Content::Stored(*h));
+                    }
+                    _ => {}
                 }
             }
         }
@@ -766,10 +775,13 @@ impl Fs {
             let h = *h;
             let Some(store) = &self.store else { return unsupported("no file contents on this clone") };
             let bytes = store.get(&h).map_err(|e| FsError::Unsupported(format!("a replicated file is not available: {e}")))?;
-            self.nodes[id].kind = Kind::File(Content::Loaded(bytes));
+            // Held until the call ends, so charged.
+            self.charge(bytes.len() as u64)?;
+            self.kept += bytes.len() as u64;
+            self.nodes[id].kind = Kind::File(Content::Loaded(h, bytes));
         }
         match &self.nodes[id].kind {
-            Kind::File(Content::Loaded(b)) => Ok(b),
+            Kind::File(Content::Loaded(_, b)) => Ok(b),
             Kind::File(Content::Owned(b)) => Ok(b),
             _ => err(errno::BADF),
         }
@@ -781,7 +793,10 @@ impl Fs {
             self.charge(len)?;
             let bytes = self.content(id)?.to_vec();
             self.kept += len;
-            self.nodes[id].kind = Kind::File(Content::Owned(bytes));
+            // The loaded copy (charged by `content`) goes: only the owned one is held.
+            if matches!(std::mem::replace(&mut self.nodes[id].kind, Kind::File(Content::Owned(bytes))), Kind::File(Content::Loaded(..))) {
+                self.kept = self.kept.saturating_sub(len);
+            }
         }
         match &mut self.nodes[id].kind {
             Kind::File(Content::Owned(b)) => Ok(b),

@@ -24,7 +24,7 @@ pub use apply::{Applied, ApplyError, DescriptorError, apply};
 pub use clonecloud_wire::{Entry, EntryKind, FdOp, FileOp, FileStat, Tree};
 pub use fs::{Dirent, Fd, Fdstat, Filestat, Fs, FsError, Opened, PollTarget, errno, filetype};
 pub use scan::{Root, ScanError, Scanner};
-pub use store::{Store, StoreKey};
+pub use store::{Store, StoreKey, cost as store_cost};
 
 /// The content hash files are named by (SHA-256).
 pub use clonecloud_wire::content_hash;

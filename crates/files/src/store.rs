@@ -19,6 +19,16 @@ use std::sync::{Arc, Mutex};
 /// What sealing adds to each file on disk: the nonce before it and the tag after it.
 const SEAL_OVERHEAD: u64 = (NONCE_LEN + 16) as u64;
 
+/// What a file costs against the quota besides its sealed bytes: a disk block at least (tiny
+/// files take a block and an inode each) and its place in the index.
+const MIN_FILE: u64 = 4096;
+const INDEX_ENTRY: u64 = 256;
+
+/// What a content of `len` bytes costs against a store's quota.
+pub fn cost(len: u64) -> u64 {
+    len.saturating_add(SEAL_OVERHEAD).max(MIN_FILE).saturating_add(INDEX_ENTRY)
+}
+
 /// The secret one device's store is sealed with (32 bytes from a key derivation).
 pub type StoreKey = [u8; 32];
 
@@ -43,6 +53,9 @@ impl std::fmt::Debug for Store {
 #[derive(Default)]
 struct Index {
     used: u64,
+    /// Bytes of puts being written now (counted before they are written, so puts at once
+    /// cannot together pass the quota).
+    reserved: u64,
     clock: u64,
     files: HashMap<String, (u64, u64)>,
     by_use: BTreeMap<u64, String>,
@@ -105,7 +118,7 @@ impl Store {
             if name.starts_with(".incoming-") {
                 let _ = std::fs::remove_file(entry.path());
             } else if meta.is_file() && name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
-                found.push((meta.modified().ok(), name, meta.len()));
+                found.push((meta.modified().ok(), name, cost(meta.len().saturating_sub(SEAL_OVERHEAD))));
             }
         }
         found.sort();
@@ -126,12 +139,12 @@ impl Store {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Bytes on disk now.
+    /// What the files here cost against the quota now (see [`cost`]).
     pub fn used(&self) -> u64 {
         self.index().used
     }
 
-    /// The most bytes this store keeps on disk.
+    /// The quota: the most the files here may cost (see [`cost`]).
     pub fn limit(&self) -> u64 {
         self.limit
     }
@@ -141,10 +154,15 @@ impl Store {
         self.index().files.contains_key(&self.name(h))
     }
 
-    /// Removes the least recently used files (never `keep`) until `more` bytes fit.
+    /// Removes the least recently used files (never `keep`) until `more` bytes fit beside
+    /// those being written.
     fn make_room(&self, more: u64, keep: Option<&str>) {
         let mut index = self.index();
-        while index.used.saturating_add(more) > self.limit {
+        self.evict(&mut index, more, keep);
+    }
+
+    fn evict(&self, index: &mut Index, more: u64, keep: Option<&str>) {
+        while index.used.saturating_add(index.reserved).saturating_add(more) > self.limit {
             let Some(name) = index.by_use.values().find(|n| Some(n.as_str()) != keep).cloned() else { break };
             let _ = std::fs::remove_file(self.dir.join(&name));
             index.remove(&name);
@@ -153,8 +171,8 @@ impl Store {
 
     /// Keeps `bytes`, which must hash to `h`, encrypted. Contents larger than the whole quota
     /// are refused (`StorageFull`); others push out the least recently used.
-    pub fn put(&self, h: &ContentHash, bytes: Vec<u8>) -> std::io::Result<()> {
-        if content_hash(&bytes) != *h {
+    pub fn put(&self, h: &ContentHash, bytes: &[u8]) -> std::io::Result<()> {
+        if content_hash(bytes) != *h {
             return Err(invalid("the content does not match its hash"));
         }
         let name = self.name(h);
@@ -162,32 +180,45 @@ impl Store {
             self.index().touch(&name);
             return Ok(());
         }
-        let size = bytes.len() as u64 + SEAL_OVERHEAD;
+        let size = cost(bytes.len() as u64);
         if size > self.limit {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::StorageFull,
                 format!("a file of {} bytes is over this device's store quota of {} bytes", bytes.len(), self.limit),
             ));
         }
-        self.make_room(size, None);
+        {
+            let mut index = self.index();
+            self.evict(&mut index, size, None);
+            if index.used.saturating_add(index.reserved).saturating_add(size) > self.limit {
+                return Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "this device's store is full of files being written"));
+            }
+            index.reserved += size;
+        }
+        let written = self.write(h, &name, bytes);
+        let mut index = self.index();
+        index.reserved -= size;
+        written?;
+        index.insert(name, size);
+        Ok(())
+    }
+
+    /// Seals `bytes` into the file `name`.
+    fn write(&self, h: &ContentHash, name: &str, bytes: &[u8]) -> std::io::Result<()> {
         let mut nonce = [0u8; NONCE_LEN];
         self.random.fill(&mut nonce).map_err(|_| std::io::Error::other("no randomness for a nonce"))?;
-        let mut sealed = bytes;
+        let mut sealed = bytes.to_vec();
         self.seal
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(h), &mut sealed)
             .map_err(|_| std::io::Error::other("cannot encrypt a file"))?;
         // Written whole under a temporary name, then renamed; not synced to disk: a damaged file
         // fails its authentication when read and is fetched again.
         let (tmp, mut file) = tempfile_in(&self.dir)?;
-        let written = file.write_all(&nonce).and_then(|()| file.write_all(&sealed)).and_then(|()| std::fs::rename(&tmp, self.dir.join(&name)));
-        if let Err(e) = written {
+        let written = file.write_all(&nonce).and_then(|()| file.write_all(&sealed)).and_then(|()| std::fs::rename(&tmp, self.dir.join(name)));
+        if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
-            return Err(e);
         }
-        self.index().insert(name.clone(), size);
-        // Puts running at once may each have made room for themselves only.
-        self.make_room(0, Some(&name));
-        Ok(())
+        written
     }
 
     /// The content with hash `h`, read from disk and checked: a file that fails its
@@ -195,15 +226,16 @@ impl Store {
     pub fn get(&self, h: &ContentHash) -> std::io::Result<Arc<[u8]>> {
         let name = self.name(h);
         let path = self.dir.join(&name);
-        let sealed = std::fs::read(&path)?;
+        let mut sealed = std::fs::read(&path)?;
+        // Opened in place: the plaintext is the same buffer, moved down over the nonce.
         let opened = (sealed.len() >= NONCE_LEN)
             .then(|| {
-                let (nonce, rest) = sealed.split_at(NONCE_LEN);
-                let mut rest = rest.to_vec();
+                let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
                 let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-                let n = self.seal.open_in_place(nonce, Aad::from(h), &mut rest).ok()?.len();
-                rest.truncate(n);
-                (content_hash(&rest) == *h).then_some(rest)
+                let n = self.seal.open_in_place(nonce, Aad::from(h), rest).ok()?.len();
+                sealed.copy_within(NONCE_LEN..NONCE_LEN + n, 0);
+                sealed.truncate(n);
+                (content_hash(&sealed) == *h).then_some(sealed)
             })
             .flatten();
         let Some(bytes) = opened else {

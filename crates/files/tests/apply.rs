@@ -339,3 +339,31 @@ fn a_directory_emptied_then_removed_applies_and_undoes() {
     let strip = |s: Snap| s.into_iter().map(|(k, (kind, data, mode, _, _))| (k, (kind, data, mode))).collect::<BTreeMap<_, _>>();
     assert_eq!(strip(snapshot(&pre)), strip(snapshot(&oracle)));
 }
+
+/// A journal that grows a file to a terabyte's size and cuts it again, over and over, keeps at
+/// most the file's original bytes to undo it (not the sparse terabyte each time), and undoes
+/// to the original.
+#[test]
+fn growing_and_cutting_a_file_keeps_only_its_original_bytes_to_undo() {
+    let (_t, roots) = tree();
+    let before = snapshot(&roots[0].host);
+    let p = |s: &str| s.to_string();
+    let mut j = Vec::new();
+    for _ in 0..3 {
+        j.push(FileOp::SetSize { root: 0, path: p("log"), size: 1 << 40 });
+        j.push(FileOp::Write { root: 0, path: p("log"), offset: 1 << 30, data: b"far".to_vec() });
+        j.push(FileOp::SetSize { root: 0, path: p("log"), size: 0 });
+    }
+    let applied = apply(&roots, &j, &mut no_op).unwrap();
+    // What the merge keeps aside so far: nothing beyond the 10 original bytes.
+    let kept: u64 = std::fs::read_dir(&roots[0].host)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".clonecloud-undo-"))
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap())
+        .map(|e| e.unwrap().metadata().unwrap().blocks() * 512)
+        .sum();
+    assert!(kept <= 4096, "{kept} bytes kept aside");
+    applied.undo(&mut no_op);
+    assert_eq!(snapshot(&roots[0].host), before);
+}

@@ -155,23 +155,28 @@ impl Identity {
             PathBuf::from(p)
         };
         let (key, public) = (with(".key"), with(".pub"));
-        if !overwrite && key.exists() {
-            return Err(NetError::Key(format!("{} exists already; move it away to make a new key (or pass --force to replace it)", key.display())));
+        match write_private(&key, self.pem.as_bytes(), overwrite) {
+            Err(NetError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(NetError::Key(format!("{} exists already; move it away to make a new key (or pass --force to replace it)", key.display())));
+            }
+            r => r?,
         }
-        write_private(&key, self.pem.as_bytes())?;
         std::fs::write(&public, format!("{}\n", self.public)).map_err(|e| NetError::io(format!("cannot write {}", public.display()), e))?;
         Ok((key, public))
     }
 }
 
 #[cfg(unix)]
-fn write_private(path: &Path, data: &[u8]) -> Result<(), NetError> {
+fn write_private(path: &Path, data: &[u8], overwrite: bool) -> Result<(), NetError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    // Without `overwrite`, one atomic create that fails on anything there (O_EXCL: a link at
+    // the key's path, dangling or not, is not followed).
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create(overwrite)
+        .create_new(!overwrite)
+        .truncate(overwrite)
         .mode(0o600)
         .open(path)
         .map_err(|e| NetError::io(format!("cannot write {}", path.display()), e))?;
@@ -182,7 +187,7 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), NetError> {
 }
 
 #[cfg(not(unix))]
-fn write_private(path: &Path, data: &[u8]) -> Result<(), NetError> {
+fn write_private(path: &Path, data: &[u8], _overwrite: bool) -> Result<(), NetError> {
     std::fs::write(path, data).map_err(|e| NetError::io(format!("cannot write {}", path.display()), e))
 }
 

@@ -118,6 +118,16 @@ fn keys_are_refused_with_the_fix_not_a_panic() {
     assert_eq!(Identity::load(&key).unwrap().public(), id.public(), "the old key is kept");
     other.save(&prefix, true).unwrap();
     assert_eq!(Identity::load(&key).unwrap().public(), other.public());
+    // A link planted at the key's path (dangling: pointing where the key would land) is not
+    // followed.
+    #[cfg(unix)]
+    {
+        let planted = dir.path().join("planted");
+        std::os::unix::fs::symlink(dir.path().join("elsewhere.key"), &planted.with_extension("key")).unwrap();
+        let e = id.save(&planted, false).unwrap_err().to_string();
+        assert!(e.contains("exists already"), "{e}");
+        assert!(!dir.path().join("elsewhere.key").exists(), "the key was written through the link");
+    }
     // A private key others can read is refused, with the command that fixes it.
     #[cfg(unix)]
     {

@@ -464,6 +464,8 @@ impl Clone {
                     // In the listing's order, each once (a set: the listing is as long as the
                     // device likes, and a scan of `need` per entry was quadratic).
                     let mut need: Vec<ContentHash> = Vec::new();
+                    // What an earlier listing asked for and did not get is not wanted any more.
+                    run.asked.clear();
                     for t in &trees {
                         for e in &t.entries {
                             if let clonecloud_wire::EntryKind::File(h) = e.kind
@@ -488,7 +490,7 @@ impl Clone {
                     if !run.asked.remove(&hash) {
                         return refuse("file contents this clone did not ask for".to_string());
                     }
-                    if let Err(e) = store.put(&hash, bytes) {
+                    if let Err(e) = store.put(&hash, &bytes) {
                         return refuse(format!("cannot keep a file: {e}"));
                     }
                     continue;
