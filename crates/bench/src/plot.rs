@@ -12,9 +12,9 @@ const COLORS: [RGBColor; 4] = [RGBColor(110, 110, 110), RGBColor(31, 119, 180), 
 
 /// Writes `time.svg`, `time.png`, `energy.svg` and `energy.png` into `dir`; returns their paths.
 pub fn figures(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, BenchError> {
-    fn failed(path: &Path) -> impl FnOnce(String) -> BenchError + use<> {
+    fn failed(path: &Path) -> impl FnOnce(DrawError) -> BenchError + use<> {
         let path = path.to_path_buf();
-        move |message| BenchError::Figure { path, message }
+        move |e| BenchError::Figure { path, message: e.0 }
     }
     register_font().map_err(failed(dir))?;
     let metrics: [(&str, &str, fn(&Row) -> Spread); 2] = [
@@ -29,7 +29,7 @@ pub fn figures(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, BenchError> 
         {
             let area = BitMapBackend::new(&png, SIZE).into_drawing_area();
             draw(area.clone(), report, title, metric).map_err(failed(&png))?;
-            area.present().map_err(|e| e.to_string()).map_err(failed(&png))?;
+            area.present().map_err(|e| DrawError(e.to_string())).map_err(failed(&png))?;
         }
         written.extend([svg, png]);
     }
@@ -37,19 +37,24 @@ pub fn figures(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, BenchError> 
 }
 
 /// The PNG backend renders text only with a registered font; DejaVu Sans is embedded.
-fn register_font() -> Result<(), String> {
-    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+fn register_font() -> Result<(), DrawError> {
+    static DONE: std::sync::OnceLock<Result<(), DrawError>> = std::sync::OnceLock::new();
     DONE.get_or_init(|| {
-        plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).map_err(|_| "the embedded font does not load".to_string())
+        plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).map_err(|_| DrawError("the embedded font does not load".into()))
     })
     .clone()
 }
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, report: &Report, title: &str, metric: fn(&Row) -> Spread) -> Result<(), String>
+/// What the drawing backend said went wrong (its error types differ by backend).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+struct DrawError(String);
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, report: &Report, title: &str, metric: fn(&Row) -> Spread) -> Result<(), DrawError>
 where
     DB::ErrorType: 'static,
 {
-    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| DrawError(e.to_string());
     root.fill(&WHITE).map_err(err)?;
     let (top, body) = root.split_vertically(34);
     top.draw_text(title, &("sans-serif", 17).into_font().color(&BLACK), (12, 10)).map_err(err)?;

@@ -213,35 +213,51 @@ fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::Pu
 }
 
 /// A module with its first function as its one point.
-fn rewritten(wat: &str) -> Result<Arc<Vec<u8>>, String> {
-    let model_wasm = wat::parse_str(wat).map_err(|e| e.to_string())?;
-    let model = clonecloud_model::Module::parse(&model_wasm).map_err(|e| e.to_string())?;
-    let index = model.defined_functions().next().map(|f| f.index).ok_or("a module without functions")?;
-    Ok(Arc::new(clonecloud_model::rewrite(&model, &model_wasm, &[index]).map_err(|e| e.to_string())?.wasm))
+fn rewritten(wat: &str) -> Result<Arc<Vec<u8>>, LoadError> {
+    let model_wasm = wat::parse_str(wat)?;
+    let model = clonecloud_model::Module::parse(&model_wasm)?;
+    let index = model.defined_functions().next().map(|f| f.index).ok_or(LoadError::NoFunction)?;
+    Ok(Arc::new(clonecloud_model::rewrite(&model, &model_wasm, &[index])?.wasm))
+}
+
+/// Why a load run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the load's guest does not parse: {0}")]
+    Wat(#[from] wat::Error),
+    #[error("the load's guest cannot be rewritten: {0}")]
+    Model(#[from] clonecloud_model::ModelError),
+    #[error("the load's guest has no function to migrate")]
+    NoFunction,
+    #[error(transparent)]
+    Net(#[from] clonecloud_net::NetError),
+    #[error(transparent)]
+    Serve(#[from] crate::server::ServeError),
+    #[error("cannot start the clone's thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Runs `devices` simulated devices for `duration` against a clone in this process.
-pub fn run(devices: usize, duration: Duration) -> Result<LoadReport, String> {
+pub fn run(devices: usize, duration: Duration) -> Result<LoadReport, LoadError> {
     run_with(devices, duration, None)
 }
 
 /// [`run`], with `hostile` devices trying to exhaust the clone at the same time (the clone
 /// then has their limits).
-pub fn run_with(devices: usize, duration: Duration, hostile: Option<Hostile>) -> Result<LoadReport, String> {
+pub fn run_with(devices: usize, duration: Duration, hostile: Option<Hostile>) -> Result<LoadReport, LoadError> {
     let wasm = rewritten(WAT)?;
     let exhaust = rewritten(EXHAUST_WAT)?;
     let (n_hostile, limits) = hostile.map_or((0, clonecloud_exec::Limits::default()), |h| (h.devices, h.limits));
-    let server = Identity::generate().map_err(|e| e.to_string())?;
-    let ids: Vec<Identity> = (0..devices + n_hostile).map(|_| Identity::generate().map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
-    let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new(ids.iter().map(|i| i.public().clone())), Duration::from_secs(30))
-        .map_err(|e| e.to_string())?;
+    let server = Identity::generate()?;
+    let ids: Vec<Identity> = (0..devices + n_hostile).map(|_| Identity::generate()).collect::<Result<_, _>>()?;
+    let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new(ids.iter().map(|i| i.public().clone())), Duration::from_secs(30))?;
     let addr = listener.local_addr();
-    let clone = Clone::with_limits(ModuleCache::disabled(), Duration::from_secs(60), limits).map_err(|e| e.to_string())?;
+    let clone = Clone::with_limits(ModuleCache::disabled(), Duration::from_secs(60), limits)?;
     clone.set_max_runs(DEFAULT_MAX_RUNS);
     // All the devices connect at once and each holds a session: none is dropped as a flood.
     clone.set_max_pending(devices.max(crate::server::DEFAULT_MAX_PENDING));
     clone.set_max_sessions(devices.max(crate::server::DEFAULT_MAX_SESSIONS));
-    std::thread::Builder::new().name("load-clone".into()).spawn(move || clone.serve(listener)).map_err(|e| e.to_string())?;
+    std::thread::Builder::new().name("load-clone".into()).spawn(move || clone.serve(listener)).map_err(LoadError::Thread)?;
     let server_key = server.public().clone();
     let started = Instant::now();
     let until = started + duration;

@@ -47,12 +47,12 @@ impl Network {
     pub const THREE_G: Network = Network { mbit: 1.0, rtt_ms: 100.0, radio: Radio::Cellular };
 
     /// `wifi`, `3g`, or `BW_MBIT,RTT_MS` (a custom link counts as Wi-Fi for energy).
-    pub fn parse(s: &str) -> Result<Network, String> {
+    pub fn parse(s: &str) -> Result<Network, ParseError> {
         match s {
             "wifi" => Ok(Network::WIFI),
             "3g" => Ok(Network::THREE_G),
             custom => {
-                let bad = || format!("network `{custom}`: give wifi, 3g or BW_MBIT,RTT_MS (e.g. 0.1,1000)");
+                let bad = || ParseError::Network(custom.to_string());
                 let (bw, rtt) = custom.split_once(',').ok_or_else(bad)?;
                 let (mbit, rtt_ms): (f64, f64) = (bw.trim().parse().map_err(|_| bad())?, rtt.trim().parse().map_err(|_| bad())?);
                 if !(mbit > 0.0 && mbit.is_finite() && rtt_ms >= 0.0 && rtt_ms.is_finite()) {
@@ -80,6 +80,15 @@ impl Network {
     }
 }
 
+/// A network or an objective given by name that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("network `{0}`: give wifi, 3g or BW_MBIT,RTT_MS (e.g. 0.1,1000)")]
+    Network(String),
+    #[error("objective `{0}`: give time or energy")]
+    Objective(String),
+}
+
 /// What to minimize.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -89,11 +98,11 @@ pub enum Objective {
 }
 
 impl Objective {
-    pub fn parse(s: &str) -> Result<Objective, String> {
+    pub fn parse(s: &str) -> Result<Objective, ParseError> {
         match s {
             "time" => Ok(Objective::Time),
             "energy" => Ok(Objective::Energy),
-            o => Err(format!("objective `{o}`: give time or energy")),
+            o => Err(ParseError::Objective(o.to_string())),
         }
     }
 

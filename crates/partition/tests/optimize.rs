@@ -135,7 +135,7 @@ fn networks_parse_or_say_what_is_wrong() {
     assert_eq!(Network::parse("0.1,1000").unwrap().key(), "0.1,1000");
     for bad in ["", "5g", "1,", ",1", "-1,5", "x,y", "1,2,3"] {
         let e = Network::parse(bad).unwrap_err();
-        assert!(e.contains("BW_MBIT,RTT_MS"), "{bad}: {e}");
+        assert!(e.to_string().contains("BW_MBIT,RTT_MS"), "{bad}: {e}");
     }
 }
 
