@@ -3,11 +3,12 @@
 //! compression) to bytes that decode to the same message; the state machines take any message
 //! in any state with an answer, never a panic; and the device's protocol core, driven through
 //! migrations as a driver would, takes every decoded message with no panic and never waits for
-//! nothing.
+//! nothing; so does the clone's protocol core, whose session ends (never panics) on anything out
+//! of place.
 #![no_main]
 
 use clonecloud_wire::{
-    Cause, CloneSession, Compression, ConnEvent, Decoder, DeviceConfig, DeviceConn, DeviceSession, Environment, State,
+    Cause, CloneConfig, CloneConn, CloneConnEvent, CloneSession, Returned, Compression, ConnEvent, Decoder, DeviceConfig, DeviceConn, DeviceSession, Environment, State,
     from_bytes, to_bytes_with,
 };
 use std::time::{Duration, Instant};
@@ -37,6 +38,8 @@ fuzz_target!(|data: &[u8]| {
     });
     core.start_migration(now);
     drive(&mut core, now);
+    let clone_config = CloneConfig { max_module: 1 << 20, resume_window: Duration::from_secs(30) };
+    let mut clone_core = CloneConn::new(clone_config.clone());
     for piece in [&data[..cut], &data[cut..]] {
         decoder.feed(piece);
         loop {
@@ -47,6 +50,11 @@ fuzz_target!(|data: &[u8]| {
                         assert_eq!(again, m, "re-encoded under {c:?}");
                     }
                     let _ = clone.on_message(m.clone());
+                    if clone_core.is_ended() {
+                        clone_core = CloneConn::new(clone_config.clone());
+                    }
+                    clone_core.handle_message(now, m.clone());
+                    serve(&mut clone_core, now);
                     let _ = device.on_message(m.clone());
                     if core.awaits_message() {
                         core.handle_message(now, m);
@@ -88,6 +96,34 @@ fn drive(core: &mut DeviceConn, now: Instant) {
                 Some(t) => core.handle_timeout(t),
                 None => panic!("the core waits for nothing"),
             },
+        }
+    }
+}
+
+/// Answers the clone core's events as the server would (every module known after its upload, no
+/// file held, every migration returning, and the link breaking and resuming after each answer).
+fn serve(core: &mut CloneConn, now: Instant) {
+    for _ in 0..64 {
+        while core.poll_transmit().is_some() {}
+        match core.poll_event() {
+            Some(CloneConnEvent::Opened { .. }) => core.welcome(false),
+            Some(CloneConnEvent::Module { .. }) => core.module_loaded(),
+            Some(CloneConnEvent::Files { .. }) => core.need_files(|_| true),
+            Some(CloneConnEvent::Migrate { migration, .. }) => {
+                assert_eq!(migration, core.migrations());
+                if migration % 2 == 0 {
+                    core.failed(clonecloud_wire::FailKind::Trap, "fuzz".into());
+                } else {
+                    core.returned(Returned::default());
+                }
+                core.handle_broken(now, "the fuzzer's link".into(), false);
+                assert!(core.awaits_resume().is_some(), "a session waits to be resumed");
+                assert!(core.handle_resume(now, migration), "the answer is held for a resume");
+            }
+            Some(CloneConnEvent::ResumeWanted { .. }) => core.refuse_resume(),
+            Some(CloneConnEvent::Ended(_)) => assert!(core.is_ended()),
+            Some(CloneConnEvent::FileData { .. } | CloneConnEvent::ImportReturned { .. } | CloneConnEvent::DropReplica | CloneConnEvent::Reset) => {}
+            None => return,
         }
     }
 }

@@ -10,7 +10,7 @@ use clonecloud_exec::heap::HeapHint;
 use clonecloud_exec::{CallError, Delta, ExecError, ImportProxy, Limits, ModuleCache, Replica, new_clone_engine};
 use clonecloud_net::{Connection, Identity, Listener, NetError, AllowList};
 use clonecloud_files::{Fs, Store};
-use clonecloud_wire::{Clocks, CloneEvent, CloneSession, Compression, ContentHash, Descriptors, FailKind, Kind, Message, Returned};
+use clonecloud_wire::{Clocks, CloneConfig, CloneConn, CloneConnEvent, Compression, ContentHash, Descriptors, Ending, FailKind, Returned};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -43,6 +43,8 @@ pub struct Clone {
     /// Per device key (the whole key, [`clonecloud_net::PublicKey::id`]): sessions open now,
     /// those waiting to be resumed included, and the most allowed at once.
     running: Mutex<HashMap<String, usize>>,
+    /// Signalled when a session gives its slot back.
+    run_freed: Condvar,
     max_runs: AtomicUsize,
     /// Sessions that a new connection may resume, by device key and run.
     resumable: Mutex<HashMap<(String, u64), Arc<Handoff>>>,
@@ -178,8 +180,13 @@ impl Drop for RunSlot<'_> {
         if let Some(n) = running.get_mut(&self.device) {
             *n = n.saturating_sub(1);
         }
+        self.clone.run_freed.notify_all();
     }
 }
+
+/// How long a new session of a device at its limit waits for a session of it that waits to be
+/// resumed to give way.
+const RUN_SLOT_WAIT: Duration = Duration::from_secs(1);
 
 impl Clone {
     pub fn new(cache: ModuleCache, idle: Duration) -> Result<Arc<Clone>, ServeError> {
@@ -212,6 +219,7 @@ impl Clone {
             secret,
             max_store: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_STORE),
             running: Mutex::new(HashMap::new()),
+            run_freed: Condvar::new(),
             max_runs: AtomicUsize::new(DEFAULT_MAX_RUNS),
             resumable: Mutex::new(HashMap::new()),
             pending: Admission::default(),
@@ -223,7 +231,8 @@ impl Clone {
     }
 
     /// At most `n` sessions of one device key at once (those waiting for the device to resume
-    /// them included); more are refused with an error.
+    /// them included, though the one that has waited longest gives way to a new session of the
+    /// same device); more are refused with an error.
     pub fn set_max_runs(&self, n: usize) {
         self.max_runs.store(n.max(1), Ordering::Relaxed);
     }
@@ -254,14 +263,43 @@ impl Clone {
         Some(SessionSlot { clone: self })
     }
 
+    /// A slot among the device's sessions. At its limit, the session of the device that has
+    /// waited longest to be resumed (its link broke; it runs nothing) gives way: the device
+    /// that comes back for it starts over (nothing is lost), and a device whose links keep
+    /// breaking is not locked out by its own waiting sessions. Only sessions that are running
+    /// or holding a connection count against a new one.
     fn start_run(&self, device: &str) -> Option<RunSlot<'_>> {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let n = running.entry(device.to_string()).or_default();
-        if *n >= self.max_runs.load(Ordering::Relaxed) {
-            return None;
+        // A session whose link just broke may not be waiting yet: look again until then.
+        let deadline = Instant::now() + RUN_SLOT_WAIT;
+        loop {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let n = running.entry(device.to_string()).or_default();
+            if *n < self.max_runs.load(Ordering::Relaxed) {
+                *n += 1;
+                return Some(RunSlot { clone: self, device: device.to_string() });
+            }
+            drop(running);
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            self.give_way(device);
+            let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            // Woken when a slot is given back (or soon after, to look again).
+            let _ = self.run_freed.wait_timeout(running, (deadline - now).min(Duration::from_millis(20)));
         }
-        *n += 1;
-        Some(RunSlot { clone: self, device: device.to_string() })
+    }
+
+    /// Ends the device's session that has waited longest to be resumed, if one waits.
+    fn give_way(&self, device: &str) {
+        let all = self.resumable.lock().unwrap_or_else(|e| e.into_inner());
+        let waiting = all.iter().filter(|((d, _), _)| d == device).filter_map(|(_, h)| Some((h.waiting_since()?, h)));
+        if let Some((_, oldest)) = waiting.min_by_key(|(since, _)| *since)
+            && !oldest.superseded.load(Ordering::Relaxed)
+        {
+            debug!(%device, "the device is at its limit of sessions: the one that waited longest to be resumed gives way");
+            oldest.supersede();
+        }
     }
 
     /// At most `bytes` of file contents kept on disk per device; past it the least recently
@@ -362,15 +400,22 @@ impl Clone {
         }
     }
 
+    /// The protocol core's figures for one session.
+    fn core(&self) -> CloneConn {
+        CloneConn::new(CloneConfig { max_module: self.limits.module, resume_window: self.idle.min(RESUME_WINDOW) })
+    }
+
     /// One connection, to its end: a session of its own, or (after a `resume`) handed to the
-    /// session it resumes.
+    /// session it resumes. The protocol's rules are the core's ([`CloneConn`]); this loop moves
+    /// its messages and acts on its events (a replica, the store, the module cache, the
+    /// registry of resumable sessions).
     /// `pending` is the connection's place among those not yet authenticated, given up at its
     /// first message, which must arrive by `deadline`.
     fn session(&self, mut conn: Connection, deadline: Instant, pending: Pending<'_>) -> Result<(), SessionError> {
         conn.set_timeout(Some(self.idle));
         conn.set_max_frame(self.max_frame());
         let device = conn.peer().id();
-        let mut session = CloneSession::new();
+        let mut core = self.core();
         conn.set_deadline(Some(deadline));
         let first = match conn.recv() {
             Ok(m) => m,
@@ -380,72 +425,65 @@ impl Clone {
         conn.set_deadline(None);
         // A session from here on (a resume hands the connection to its own and ends this thread).
         drop(pending);
-        let first = match session.on_message(first) {
-            Ok(CloneEvent::Resume { run, migration }) => match self.hand_over(&device, run, Resumption { conn, session, migration }) {
+        core.handle_message(Instant::now(), first);
+        let mut first = core.poll_event();
+        if let Some(CloneConnEvent::Ended(ending)) = first {
+            while let Some(m) = core.poll_transmit() {
+                let _ = conn.send(&m);
+            }
+            return ended(ending);
+        }
+        if let Some(CloneConnEvent::ResumeWanted { run, migration }) = first {
+            match self.hand_over(&device, run, Resumption { conn, migration }) {
                 None => return Ok(()),
                 Some(back) => {
                     // Nothing to resume: a new session on this connection.
-                    (conn, session) = (back.conn, back.session);
-                    let refused = session.refuse_resume()?;
-                    conn.send(&refused)?;
-                    None
+                    conn = back.conn;
+                    core.refuse_resume();
+                    first = None;
                 }
-            },
-            Ok(event) => Some(event),
-            Err(e) => {
-                let _ = conn.send(&session.error(e.to_string()));
-                return Err(e.into());
             }
+        }
+        let refuse = |mut core: CloneConn, mut conn: Connection, message: String| {
+            core.refuse(message.clone());
+            while let Some(m) = core.poll_transmit() {
+                let _ = conn.send(&m);
+            }
+            Err(SessionError::Refused(message))
         };
         let Some(session_slot) = self.start_session() else {
             let limit = self.max_sessions.load(Ordering::Relaxed);
-            let message = format!("this clone already serves {limit} sessions, the most it may at once");
-            let _ = conn.send(&session.error(message.clone()));
-            return Err(SessionError::Refused(message));
+            return refuse(core, conn, format!("this clone already serves {limit} sessions, the most it may at once"));
         };
         let Some(slot) = self.start_run(&device) else {
             let limit = self.max_runs.load(Ordering::Relaxed);
-            let message = format!("this device already has {limit} runs on this clone, the most it may have at once");
-            let _ = conn.send(&session.error(message.clone()));
-            return Err(SessionError::Refused(message));
+            return refuse(core, conn, format!("this device already has {limit} runs on this clone, the most it may have at once"));
         };
         let store = self.store(&device)?;
         // Shared with the replica's import proxy, which talks to the device during a call.
-        let wire = Arc::new(Mutex::new(Wire { conn, session }));
-        let mut run = Run { device, _session: session_slot, _slot: slot, registration: None, hash: None, module: None, replica: None, environment: Default::default(), files: None, migrations: 0, asked: Default::default(), last: None };
-        let mut pending = first;
+        let wire = Arc::new(Mutex::new(Wire { conn, core }));
+        let lock = || wire.lock().unwrap_or_else(|e| e.into_inner());
+        let mut run = Run { device, _session: session_slot, _slot: slot, registration: None, hash: None, module: None, replica: None, environment: Default::default(), files: None };
         loop {
-            let event = match pending.take() {
-                Some(e) => e,
-                None => match self.next_event(&wire, &mut run) {
-                    Next::Event(e) => e,
-                    Next::End(end) => return end.into_result(),
-                },
+            lock().flush();
+            // (A statement of its own: the lock is not held while waiting.)
+            let polled = first.take().or_else(|| lock().core.poll_event());
+            let Some(event) = polled else {
+                self.wait(&wire, &mut run);
+                continue;
             };
-            let lock = || wire.lock().unwrap_or_else(|e| e.into_inner());
-            let refuse = |message: String| {
-                let mut w = lock();
-                let error = w.session.error(message.clone());
-                let _ = w.conn.send(&error);
-                Err(SessionError::Refused(message))
-            };
-            let reply = match event {
-                CloneEvent::Hello { module: h, run: id, environment: e, .. } => {
-                    run.hash = Some(h);
-                    run.environment = e;
+            match event {
+                CloneConnEvent::Opened { module, run: id, environment, .. } => {
+                    run.hash = Some(module);
+                    run.environment = environment;
                     // Only a module this device sent itself counts as known to it.
-                    run.module = self.module(&run.device, &h);
-                    run.registration = Some(self.register(&run.device, id, &lock().conn));
-                    lock().session.welcome(run.module.is_none())
+                    run.module = self.module(&run.device, &module);
+                    let mut w = lock();
+                    run.registration = Some(self.register(&run.device, id, &w.conn));
+                    w.core.welcome(run.module.is_some());
                 }
-                CloneEvent::Module { bytes } => {
+                CloneConnEvent::Module { bytes } => {
                     let want = run.hash.expect("a module only follows a hello");
-                    if bytes.len() > self.limits.module {
-                        return refuse(format!("the module has {} bytes, over this clone's limit of {}", bytes.len(), self.limits.module));
-                    }
-                    if clonecloud_wire::content_hash(&bytes) != want {
-                        return refuse("the module's bytes do not match the hash in the hello".to_string());
-                    }
                     match self.cache.load_or_compile_for(&self.engine, &bytes, &run.device) {
                         Ok(m) => {
                             // The module compiled, so it is valid: the model reads it too.
@@ -455,48 +493,25 @@ impl Clone {
                             let entry = Loaded { module: m, hint, points };
                             self.keep_module(&run.device, want, entry.clone());
                             run.module = Some(entry);
+                            lock().core.module_loaded();
                         }
-                        Err(e) => return refuse(format!("cannot compile the module: {e}")),
+                        Err(e) => lock().core.refuse(format!("cannot compile the module: {e}")),
                     }
-                    continue;
                 }
-                CloneEvent::Files { trees } => {
-                    // In the listing's order, each once (a set: the listing is as long as the
-                    // device likes, and a scan of `need` per entry was quadratic).
-                    let mut need: Vec<ContentHash> = Vec::new();
-                    // What an earlier listing asked for and did not get is not wanted any more.
-                    run.asked.clear();
-                    for t in &trees {
-                        for e in &t.entries {
-                            if let clonecloud_wire::EntryKind::File(h) = e.kind
-                                && !store.has(&h)
-                                && run.asked.insert(h)
-                            {
-                                need.push(h);
-                            }
-                        }
-                    }
-                    debug!(files = need.len(), "the device's directories arrived");
+                CloneConnEvent::Files { trees } => {
                     let fs = Fs::new(trees, Some(store.clone()));
                     match run.replica.as_mut() {
                         Some(r) => r.set_files(fs),
                         None => run.files = Some(fs),
                     }
-                    lock().session.need_files(need)
+                    lock().core.need_files(|h| !store.has(h));
                 }
-                CloneEvent::FileData { hash, bytes } => {
-                    // Only contents this clone asked for, each once: a device cannot fill its
-                    // store with what no run of it needs.
-                    if !run.asked.remove(&hash) {
-                        return refuse("file contents this clone did not ask for".to_string());
-                    }
+                CloneConnEvent::FileData { hash, bytes } => {
                     if let Err(e) = store.put(&hash, &bytes) {
-                        return refuse(format!("cannot keep a file: {e}"));
+                        lock().core.refuse(format!("cannot keep a file: {e}"));
                     }
-                    continue;
                 }
-                CloneEvent::Migrate { point, args, state, clocks, descriptors } => {
-                    run.migrations += 1;
+                CloneConnEvent::Migrate { point, args, state, clocks, descriptors, .. } => {
                     let loaded = run.module.as_ref().expect("a migration follows the module");
                     let started = Instant::now();
                     // XOR deltas pay off only compressed: use them when the device compresses.
@@ -506,125 +521,64 @@ impl Clone {
                     match self.run(loaded, &mut run.replica, &mut run.files, &run.environment, m, link) {
                         Ok(mut ret) => {
                             ret.micros = started.elapsed().as_micros() as u64;
-                            lock().session.returned(ret)
+                            lock().core.returned(ret);
                         }
-                        Err(Failure::LinkLost(p)) => {
-                            // The link to the device failed inside the call: the session is over.
-                            return Err(SessionError::LinkLost(p));
-                        }
+                        // The link to the device failed inside the call: the session is over.
+                        Err(Failure::LinkLost(p)) => return Err(SessionError::LinkLost(p)),
                         Err(Failure::Answer(kind, message)) => {
-                            // The replica may be half-way through: the device starts over.
-                            run.replica = None;
                             debug!(point, ?kind, "migration failed: {message}");
-                            lock().session.failed(kind, message)
+                            lock().core.failed(kind, message);
                         }
                     }
                 }
-                CloneEvent::ImportReturned { .. } => return refuse("no import call is pending".into()),
-                CloneEvent::Probe { reply, .. } => lock().session.probe_reply(reply),
-                // Only after a refused resume (a first message): this connection has no other
-                // session to join.
-                CloneEvent::Resume { .. } => lock().session.refuse_resume(),
-                CloneEvent::Goodbye => return Ok(()),
-            };
-            let reply = reply?;
-            let answer = matches!(reply.kind_of(), Kind::Return | Kind::Failed);
-            let sent = {
-                let mut w = lock();
-                // Answer in kind: a device gets its deltas back compressed as it compresses its own.
-                let c = w.conn.peer_compression();
-                w.conn.set_compression(c);
-                w.conn.send(&reply)
-            };
-            if answer {
-                // Kept until the device's next message: if the link broke, a resume gets it.
-                run.last = Some(reply);
-            }
-            if let Err(e) = sent
-                && let Err(end) = self.resume(&wire, &mut run, &e)
-            {
-                return end.into_result();
+                // The replica may be half-way through: the device starts over.
+                CloneConnEvent::DropReplica => run.replica = None,
+                CloneConnEvent::ImportReturned { .. } => lock().core.refuse("no import call is pending".into()),
+                // Only after a refused resume: this connection has no other session to join.
+                CloneConnEvent::ResumeWanted { .. } => lock().core.refuse_resume(),
+                CloneConnEvent::Reset => {
+                    info!(device = %run.device, "a resume for an answer this session does not hold: a new session");
+                    run.reset();
+                }
+                CloneConnEvent::Ended(ending) => {
+                    lock().flush();
+                    return ended(ending);
+                }
             }
         }
     }
 
-    /// The next message from the device, resuming the session on a new connection when the
-    /// link breaks.
-    fn next_event<'a>(&'a self, wire: &Arc<Mutex<Wire>>, run: &mut Run<'a>) -> Next {
-        loop {
-            let mut w = wire.lock().unwrap_or_else(|e| e.into_inner());
-            let m = match w.conn.recv() {
-                Ok(m) => m,
-                Err(e) => {
-                    drop(w);
-                    match self.resume(wire, run, &e) {
-                        Ok(()) => continue,
-                        Err(end) => return Next::End(end),
-                    }
-                }
-            };
-            // The device heard the last answer.
-            run.last = None;
-            return match w.session.on_message(m) {
-                Ok(e) => Next::Event(e),
-                Err(e) => {
-                    let error = w.session.error(e.to_string());
-                    let _ = w.conn.send(&error);
-                    Next::End(Ended::Failed(e.into()))
-                }
-            };
-        }
-    }
-
-    /// The link broke (`e`): waits for the device to resume on a new connection. An accepted
-    /// resume answers `resumed` and repeats the last answer; a refused one starts a new session
-    /// on the new connection. `Err`: the session is over (with what to log).
-    fn resume<'a>(&'a self, wire: &Arc<Mutex<Wire>>, run: &mut Run<'a>, e: &NetError) -> Result<(), Ended> {
-        let mut error = SessionError::Broken(e.to_string());
-        // The device closing the link is how a session without a hello ends.
-        let mut closed = matches!(e, NetError::Closed);
-        loop {
-            let Some(registration) = run.registration.take() else {
-                return Err(if closed { Ended::Quietly } else { Ended::Failed(error) });
-            };
-            debug!(device = %run.device, "the link broke ({error}); the session waits to be resumed");
-            // A session waiting to be resumed still counts among the device's runs and the
-            // server's sessions (it holds its replica and its thread).
-            let Some(Resumption { mut conn, session: mut theirs, migration }) = registration.wait(self.idle.min(RESUME_WINDOW)) else {
-                debug!(device = %run.device, "not resumed: the session is over");
-                return Err(Ended::Quietly);
-            };
-            conn.set_timeout(Some(self.idle));
-            conn.set_max_frame(self.max_frame());
-            let mut w = wire.lock().unwrap_or_else(|e| e.into_inner());
-            if migration == run.migrations
-                && let Some(last) = run.last.as_ref()
-            {
-                info!(device = %run.device, migration, "session resumed on a new connection");
-                registration.rebind(&conn);
-                run.registration = Some(registration);
-                w.conn = conn;
-                let sent = theirs
-                    .accept_resume()
-                    .map_err(SessionError::from)
-                    .and_then(|ok| w.conn.send(&ok).and_then(|()| w.conn.send(last)).map_err(SessionError::from));
-                match sent {
-                    Ok(()) => return Ok(()),
-                    Err(e) => {
-                        (error, closed) = (e, false);
-                        continue;
-                    }
-                }
+    /// Nothing to send or act on: the next message from the device, or, while the link is
+    /// broken, a new connection resuming the session (until the core's window closes).
+    fn wait<'a>(&'a self, wire: &Arc<Mutex<Wire>>, run: &mut Run<'a>) {
+        let mut w = wire.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(until) = w.core.awaits_resume() else {
+            match w.conn.recv() {
+                Ok(m) => w.core.handle_message(Instant::now(), m),
+                Err(e) => w.broken(&e),
             }
-            info!(device = %run.device, migration, have = run.migrations, "a resume for an answer this session does not hold: a new session");
-            drop(registration);
-            run.reset();
-            let refused = theirs.refuse_resume().map_err(SessionError::from);
-            *w = Wire { conn, session: theirs };
-            return match refused.and_then(|m| w.conn.send(&m).map_err(SessionError::from)) {
-                Ok(()) => Ok(()),
-                Err(e) => Err(Ended::Failed(e)),
-            };
+            if w.core.awaits_resume().is_some() {
+                debug!(device = %run.device, "the link broke; the session waits to be resumed");
+            }
+            return;
+        };
+        drop(w);
+        // A session waiting to be resumed still counts among the device's runs and the
+        // server's sessions (it holds its replica and its thread).
+        let resumption = run.registration.as_ref().and_then(|r| r.wait(until.saturating_duration_since(Instant::now())));
+        let mut w = wire.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(Resumption { mut conn, migration }) = resumption else {
+            debug!(device = %run.device, "not resumed: the session is over");
+            return w.core.handle_not_resumed();
+        };
+        conn.set_timeout(Some(self.idle));
+        conn.set_max_frame(self.max_frame());
+        w.conn = conn;
+        if w.core.handle_resume(Instant::now(), migration) {
+            info!(device = %run.device, migration, "session resumed on a new connection");
+            if let Some(r) = run.registration.as_ref() {
+                r.rebind(&w.conn);
+            }
         }
     }
 
@@ -747,12 +701,6 @@ struct Run<'a> {
     environment: clonecloud_wire::Environment,
     /// The device's directories, until a replica takes them.
     files: Option<Fs>,
-    /// Migrations received.
-    migrations: u64,
-    /// File contents asked of the device and not yet received.
-    asked: std::collections::HashSet<ContentHash>,
-    /// The answer to the last migration, until the device's next message shows it arrived.
-    last: Option<Message>,
 }
 
 impl Run<'_> {
@@ -764,32 +712,16 @@ impl Run<'_> {
         self.replica = None;
         self.environment = Default::default();
         self.files = None;
-        self.migrations = 0;
-        self.asked.clear();
-        self.last = None;
     }
 }
 
-enum Next {
-    Event(CloneEvent),
-    /// The session is over.
-    End(Ended),
-}
-
-/// How a session ended when it did not end by the device's goodbye.
-#[derive(Debug)]
-enum Ended {
-    /// The device closed the link, or did not come back to resume it.
-    Quietly,
-    Failed(SessionError),
-}
-
-impl Ended {
-    fn into_result(self) -> Result<(), SessionError> {
-        match self {
-            Ended::Quietly => Ok(()),
-            Ended::Failed(e) => Err(e),
-        }
+/// What a session's end means for the log.
+fn ended(ending: Ending) -> Result<(), SessionError> {
+    match ending {
+        Ending::Goodbye | Ending::Quietly => Ok(()),
+        Ending::Broken(e) => Err(SessionError::Broken(e)),
+        Ending::Protocol(e) => Err(SessionError::Protocol(e)),
+        Ending::Refused(m) => Err(SessionError::Refused(m)),
     }
 }
 
@@ -820,12 +752,10 @@ enum Failure {
     LinkLost(clonecloud_exec::ProxyFailed),
 }
 
-/// A new connection resuming a session: its protocol state (owing the answer to the resume)
-/// and the migration whose answer the device awaits.
+/// A new connection resuming a session, and the migration whose answer the device awaits.
 #[derive(Debug)]
 struct Resumption {
     conn: Connection,
-    session: CloneSession,
     migration: u64,
 }
 
@@ -837,6 +767,8 @@ struct Handoff {
     /// Breaks the session's connection: the device's new one supersedes it.
     breaker: Mutex<Option<clonecloud_net::Breaker>>,
     superseded: std::sync::atomic::AtomicBool,
+    /// Since when the session waits to be resumed (its link broke), while it does.
+    waiting: Mutex<Option<Instant>>,
 }
 
 impl Handoff {
@@ -855,6 +787,10 @@ impl Handoff {
         *self.mailbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
         // The session may be blocked on its old connection, which may look alive to it.
         self.interrupt();
+    }
+
+    fn waiting_since(&self) -> Option<Instant> {
+        *self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn supersede(&self) {
@@ -879,17 +815,21 @@ impl Registration<'_> {
     fn wait(&self, window: Duration) -> Option<Resumption> {
         let deadline = Instant::now() + window;
         let h = &self.handoff;
+        *h.waiting.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         let mut mailbox = h.mailbox.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
+        let r = loop {
             if let Some(r) = mailbox.take() {
-                return Some(r);
+                break Some(r);
             }
             let now = Instant::now();
             if h.superseded.load(std::sync::atomic::Ordering::Relaxed) || now >= deadline {
-                return None;
+                break None;
             }
             mailbox = h.arrived.wait_timeout(mailbox, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
-        }
+        };
+        drop(mailbox);
+        *h.waiting.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        r
     }
 }
 
@@ -907,7 +847,25 @@ impl Drop for Registration<'_> {
 #[derive(Debug)]
 struct Wire {
     conn: Connection,
-    session: CloneSession,
+    core: CloneConn,
+}
+
+impl Wire {
+    /// Sends what the core has to send; a send that fails breaks the link.
+    fn flush(&mut self) {
+        while let Some(m) = self.core.poll_transmit() {
+            // Answer in kind: a device gets its deltas back compressed as it compresses its own.
+            let c = self.conn.peer_compression();
+            self.conn.set_compression(c);
+            if let Err(e) = self.conn.send(&m) {
+                self.broken(&e);
+            }
+        }
+    }
+
+    fn broken(&mut self, e: &NetError) {
+        self.core.handle_broken(Instant::now(), e.to_string(), matches!(e, NetError::Closed));
+    }
 }
 
 /// The replica's way to the device during a call: a proxied import goes out as `import-call`
@@ -923,11 +881,14 @@ impl ImportProxy for DeviceLink {
         let args = convert::values_to_wire(args).ok_or("a reference-typed argument")?;
         let mut state = convert::state(delta.wasm_pages, delta.pages, &delta.globals).ok_or("a reference-typed global")?;
         state.memory.xor = delta.xor;
-        let m = w.session.import_call(import, args, state)?;
-        w.conn.send(&m)?;
+        w.core.import_call(import, args, state)?;
+        while let Some(m) = w.core.poll_transmit() {
+            w.conn.send(&m)?;
+        }
         let reply = w.conn.recv()?;
-        match w.session.on_message(reply)? {
-            CloneEvent::ImportReturned { results, state } => {
+        w.core.handle_message(Instant::now(), reply);
+        match w.core.poll_event() {
+            Some(CloneConnEvent::ImportReturned { results, state }) => {
                 if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
                     return Err(format!("pages of {} bytes", state.memory.page_size).into());
                 }
@@ -935,7 +896,13 @@ impl ImportProxy for DeviceLink {
                 let d = Delta { wasm_pages: state.memory.wasm_pages, pages: state.memory.pages, xor: state.memory.xor, globals };
                 Ok((convert::values_from_wire(&results), d))
             }
-            other => Err(format!("expected an import return, got {other:?}").into()),
+            other => {
+                // The device broke the protocol: it is told why.
+                while let Some(m) = w.core.poll_transmit() {
+                    let _ = w.conn.send(&m);
+                }
+                Err(format!("expected an import return, got {other:?}").into())
+            }
         }
     }
 }

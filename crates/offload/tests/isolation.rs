@@ -245,9 +245,10 @@ fn compiled_modules_are_each_devices_own() {
     }
 }
 
-/// A session whose link broke still counts among its device's runs while it waits to be
-/// resumed: with one run allowed, a new run of the same device is refused until it ends, and
-/// the waiting session is resumed.
+/// A session whose link broke counts among its device's runs while it waits to be resumed, but
+/// gives way to a new run of the same device at its limit: with one run allowed, the device
+/// never holds two, a device whose link broke is not locked out by its own waiting session, and
+/// the device that comes back for the session that gave way starts over.
 #[test]
 fn a_session_waiting_to_be_resumed_counts_among_the_device_s_runs() {
     let (server, a, b, addr) = two_devices(1);
@@ -256,27 +257,38 @@ fn a_session_waiting_to_be_resumed_counts_among_the_device_s_runs() {
     let mut ca = connect(&a);
     hello(&mut ca, &m, 42);
     assert_eq!(call_f(&mut ca, Some(77)), Value::I32(77));
-    // The link breaks after the answer arrived: the session waits for a resume.
-    drop(ca);
+    // A second run while the first holds its connection: refused.
     let mut other = connect(&a);
     other.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: [0; 32], run: 43, thread: 0, environment: Default::default() }).unwrap();
     match other.recv() {
         Ok(Message::Error { message }) => assert!(message.contains("runs"), "{message}"),
-        other => panic!("a second run while the first waits to be resumed: {other:?}"),
+        other => panic!("a second run while the first is connected: {other:?}"),
     }
+    // The link breaks after the answer arrived: the session waits for a resume, and a new run
+    // of the same device takes its place.
+    drop(ca);
+    let mut cn = connect(&a);
+    hello(&mut cn, &m, 43);
+    assert_eq!(call_f(&mut cn, Some(5)), Value::I32(5));
     // Another device is not affected.
     let mut cb = connect(&b);
     hello(&mut cb, &m, 42);
     assert_eq!(call_f(&mut cb, None), Value::I32(0));
-    // The owner resumes its session and gets its last answer again.
+    // The session that gave way is gone: its resume is refused (the device sends the migration
+    // again on a new session).
     let mut ca = connect(&a);
     ca.send(&Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 42, migration: 1 }).unwrap();
-    assert_eq!(ca.recv().unwrap(), Message::Resumed { ok: true });
-    match ca.recv().unwrap() {
-        Message::Return { results, .. } => assert_eq!(results, vec![Value::I32(77)]),
+    assert_eq!(ca.recv().unwrap(), Message::Resumed { ok: false });
+    // And the new run's session is the device's one: a resume of it is served.
+    drop(cn);
+    let mut cn = connect(&a);
+    cn.send(&Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 43, migration: 1 }).unwrap();
+    assert_eq!(cn.recv().unwrap(), Message::Resumed { ok: true });
+    match cn.recv().unwrap() {
+        Message::Return { results, .. } => assert_eq!(results, vec![Value::I32(5)]),
         other => panic!("{other:?}"),
     }
-    assert_eq!(call_f(&mut ca, None), Value::I32(77), "the same replica");
+    assert_eq!(call_f(&mut cn, None), Value::I32(5), "the same replica");
 }
 
 /// At most --max-sessions sessions at once, all devices together: one more is refused with a

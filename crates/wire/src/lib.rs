@@ -10,18 +10,23 @@
 //! - [`device`]: the device's side of the protocol as one state machine that owns its rules
 //!   (dialling, opening, file sync, migration, proxied calls, resume and retry with a break
 //!   budget and back-off, the zero-baseline rule), driven with time passed in.
+//! - [`clone`]: the clone's side as one state machine that owns its rules (opening, what file
+//!   contents may come, migration numbering, the answer kept for a resume, the resume window,
+//!   the zero-baseline rule after a failure).
 //! - [`Cause`]: why a migration fell back, as the core decides it and the stats count it.
 //!
 //! The transport (TLS, sockets, timeouts) lives elsewhere and only moves bytes, as quinn moves
 //! quinn-proto's. Everything here can be tested without a socket.
 
 mod cause;
+pub mod clone;
 pub mod codec;
 pub mod device;
 pub mod message;
 pub mod session;
 
 pub use cause::Cause;
+pub use clone::{CloneConfig, CloneConn, CloneEvent as CloneConnEvent, Ending};
 pub use device::{ConnEvent, DeviceConfig, DeviceConn};
 pub use codec::{Compression, DecodeError, Decoder, encode, encode_with, from_bytes, to_bytes, to_bytes_with};
 pub use message::{
