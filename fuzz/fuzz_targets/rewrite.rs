@@ -1,34 +1,10 @@
 //! The module parser and the rewriter: any bytes (raw, or a valid module wasm-smith makes from
 //! them) parse or fail with an error; a parsed module rewritten with every possible point
 //! validates (the rewriter's promise) or fails with an error, never a panic.
+//! The property lives in fuzz/checks/rewrite.rs, which `cargo test` also replays the kept corpus through.
 #![no_main]
 
-use arbitrary::Unstructured;
-use libfuzzer_sys::fuzz_target;
+#[path = "../checks/rewrite.rs"]
+mod check;
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
-    let wasm = if mode % 4 == 0 {
-        rest.to_vec()
-    } else {
-        let mut u = Unstructured::new(rest);
-        match wasm_smith::Module::new(config(), &mut u) {
-            Ok(m) => m.to_bytes(),
-            Err(_) => return,
-        }
-    };
-    let Ok(module) = clonecloud_model::Module::parse(&wasm) else { return };
-    let points = module.all_points();
-    if let Ok(out) = clonecloud_model::rewrite(&module, &wasm, &points) {
-        wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::default())
-            .validate_all(&out.wasm)
-            .expect("a rewritten module validates");
-        assert_eq!(out.points.len(), points.len());
-        let functions: Vec<u32> = out.points.iter().map(|p| p.function).collect();
-        assert_eq!(clonecloud_model::rewritten_points(&out.wasm), Some(functions), "the points section");
-    }
-});
-
-fn config() -> wasm_smith::Config {
-    wasm_smith::Config { max_memories: 2, max_tables: 2, max_funcs: 40, max_imports: 10, ..Default::default() }
-}
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));
