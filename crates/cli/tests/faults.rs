@@ -262,3 +262,22 @@ fn the_quick_fault_matrix_is_identical_to_local_runs() {
     }
     eprintln!("fault matrix: {tried} cases, paths {paths:?}");
 }
+
+/// `faults --simulated`: the protocol cores against each other under a few thousand seeded
+/// fault schedules, through the command a user runs; none diverges from the run with no clone,
+/// and a schedule replays by its seed.
+#[test]
+fn simulated_schedules_end_as_runs_with_no_clone() {
+    let out = Command::new(CLONECLOUD).args(["faults", "--simulated", "--schedules", "4000", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["schedules"], 4000);
+    assert_eq!(r["divergent"], 0, "{r}");
+    let t = &r["tally"];
+    for path in ["remote", "fallbacks", "resumes", "retries"] {
+        assert!(t[path].as_u64().unwrap() > 0, "no schedule took the {path} path: {t}");
+    }
+    let one = Command::new(CLONECLOUD).args(["faults", "--simulated", "--schedules", "1", "--seed", "3999", "--json"]).output().unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
+    assert_eq!((r["first_seed"].as_u64(), r["schedules"].as_u64()), (Some(3999), Some(1)));
+}

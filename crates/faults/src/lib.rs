@@ -24,6 +24,23 @@
 
 mod proxy;
 
+/// The same promise checked in virtual time, the protocol cores against each other under
+/// seeded fault schedules (see clonecloud-sim): `clonecloud faults --simulated`.
+pub use clonecloud_sim::{Divergence, Report as SimulatedReport, Rules as SimulatedRules, Tally as SimulatedTally};
+
+/// Runs `count` simulated schedules from seed `first`, with a progress bar when `progress`.
+pub fn simulated(first: u64, count: u64, progress: bool) -> SimulatedReport {
+    let bar = if progress { ProgressBar::new(count) } else { ProgressBar::hidden() };
+    bar.set_style(ProgressStyle::with_template("{elapsed_precise} {bar:40} {pos}/{len} schedules").expect("a valid template"));
+    let report = clonecloud_sim::run(first, count, SimulatedRules::default(), |done| {
+        if done % 256 == 0 {
+            bar.set_position(done);
+        }
+    });
+    bar.finish_and_clear();
+    report
+}
+
 pub use proxy::{Action, Dir, FaultProxy, Hook, Injection, Turn};
 
 use clonecloud_linkem::{Link, ServeChild, Shape};

@@ -1,0 +1,761 @@
+//! clonecloud-sim: the protocol's two cores ([`DeviceConn`] and [`CloneConn`]) wired together
+//! in virtual time, under seeded fault schedules, against an oracle.
+//!
+//! One *schedule* is a small app run: a device makes a few calls to migration points, doing
+//! local work between them; each call is offloaded through the device's core to a clone that
+//! serves it through the clone's core. Execution is a deterministic stand-in on both sides (a
+//! function of the point, its argument and a memory of sixteen pages, whose result
+//! depends on the whole memory), and the state travels as page deltas against the baseline the
+//! two sides agree on, as the real runtime's does. The link between them delivers encoded
+//! frames after a seeded latency, and the schedule injects faults at seeded moments: the
+//! connection cut, a frame duplicated or overtaken by the next (the transport is TLS, which
+//! refuses both: the connection breaks at the receiver, after the frames before it), the link
+//! stalling past the device's deadline, the clone
+//! restarting with its state gone and refusing connections for a while, a migration failing on
+//! the clone half-way through.
+//!
+//! The oracle: the same calls run with no clone. A schedule *diverges* when the device's
+//! results or its final memory differ from the oracle's, or the device never finishes (every
+//! call must end, remotely or locally, by the core's deadline). Everything is a pure function of
+//! the seed, so a divergence is replayed by its seed.
+//!
+//! It knows nothing of wasm, files, sockets or threads; the drivers here are the simulation's
+//! own (the real ones are `offload::Offloader` and `offload::server`), and they keep the rules
+//! that belong to drivers, such as resetting the page baseline when the core says a new session
+//! started ([`Rules`] can break them, to show the oracle catches it).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use clonecloud_wire::{
+    Cause, CloneConfig, CloneConn, CloneConnEvent, ConnEvent, DeviceConfig, DeviceConn, Environment, FailKind, Message, PageDelta, Returned, State, Value,
+    content_hash, from_bytes, to_bytes,
+};
+
+/// Pages of the stand-in memory: each holds one `u64` (in the first 8 of its bytes).
+const PAGES: usize = 16;
+/// The smallest page the codec takes.
+const PAGE_SIZE: usize = 256;
+/// The stand-in module's bytes (the clone asks for them once per restart).
+const MODULE: &[u8] = b"\0asm\x01\0\0\0simulated";
+/// The device gives up on a schedule that has not finished by then (virtual time).
+const GIVE_UP: Duration = Duration::from_secs(30 * 60);
+
+/// The drivers' halves of the protocol's rules, each on by default; a test turns one off to show
+/// that the oracle catches it.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// The device forgets which pages the clone has when its core starts a new session.
+    pub reset_baseline: bool,
+    /// The clone drops its replica when its core says so (after a failure).
+    pub drop_replica: bool,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules { reset_baseline: true, drop_replica: true }
+    }
+}
+
+/// What happened in the schedules run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    pub calls: u64,
+    /// Calls answered by the clone.
+    pub remote: u64,
+    /// Calls the device ran itself.
+    pub fallbacks: u64,
+    /// Answers that came on a new connection after a break.
+    pub resumes: u64,
+    /// Migrations sent again on a new session.
+    pub retries: u64,
+    /// Faults injected.
+    pub faults: u64,
+}
+
+impl Tally {
+    fn add(&mut self, o: &Tally) {
+        self.calls += o.calls;
+        self.remote += o.remote;
+        self.fallbacks += o.fallbacks;
+        self.resumes += o.resumes;
+        self.retries += o.retries;
+        self.faults += o.faults;
+    }
+}
+
+/// A schedule whose run did not end as the oracle's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
+#[error("schedule {seed}: {detail}")]
+pub struct Divergence {
+    pub seed: u64,
+    pub detail: String,
+}
+
+/// Runs the schedules `first..first + count` and tallies them.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    pub schedules: u64,
+    pub first_seed: u64,
+    pub seconds: f64,
+    pub schedules_per_second: f64,
+    pub tally: Tally,
+    /// How many diverged, and the first few.
+    pub divergent: u64,
+    pub divergences: Vec<Divergence>,
+}
+
+/// Runs `count` schedules from seed `first`, with `progress` told of each one done.
+pub fn run(first: u64, count: u64, rules: Rules, mut progress: impl FnMut(u64)) -> Report {
+    let started = Instant::now();
+    let mut report = Report { schedules: count, first_seed: first, ..Report::default() };
+    for seed in first..first.saturating_add(count) {
+        match schedule(seed, rules) {
+            Ok(t) => report.tally.add(&t),
+            Err(d) => {
+                report.divergent += 1;
+                if report.divergences.len() < 10 {
+                    report.divergences.push(d);
+                }
+            }
+        }
+        progress(seed - first + 1);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report.schedules_per_second = count as f64 / report.seconds.max(1e-9);
+    report
+}
+
+/// xorshift64*: the schedule's only source of choices.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// The stand-in for a migrated function: it changes three pages and returns a hash of the
+/// whole memory, so any page the two sides disagree on shows in its result.
+fn body(point: u32, a: u64, mem: &mut [u64]) -> u64 {
+    let n = mem.len() as u64;
+    for j in 0..3u64 {
+        let i = ((a.wrapping_add(j * 7).wrapping_add(u64::from(point))) % n) as usize;
+        mem[i] = mem[i].wrapping_mul(31).wrapping_add(a ^ j);
+    }
+    mem.iter().fold(a, |h, &v| h.rotate_left(5) ^ v)
+}
+
+/// The device's own work between calls.
+fn local_work(call: usize, mem: &mut [u64]) {
+    let i = (call * 5) % mem.len();
+    mem[i] ^= call as u64 + 1;
+}
+
+/// The pages of `to` that differ from `from`.
+fn delta(from: &[u64], to: &[u64]) -> State {
+    let page = |v: &u64| {
+        let mut p = vec![0u8; PAGE_SIZE];
+        p[..8].copy_from_slice(&v.to_le_bytes());
+        p
+    };
+    let pages = from.iter().zip(to).enumerate().filter(|(_, (a, b))| a != b).map(|(i, (_, b))| (i as u32, page(b))).collect();
+    State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: PAGE_SIZE as u32, pages, xor: false } }
+}
+
+fn apply(mem: &mut [u64], s: &State) -> Result<(), String> {
+    for (i, bytes) in &s.memory.pages {
+        let page = mem.get_mut(*i as usize).ok_or_else(|| format!("page {i} out of range"))?;
+        if bytes.len() != PAGE_SIZE {
+            return Err(format!("page {i} of {} bytes", bytes.len()));
+        }
+        *page = u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"));
+    }
+    Ok(())
+}
+
+/// One call of the app: the point and its argument.
+#[derive(Debug, Clone, Copy)]
+struct Call {
+    point: u32,
+    arg: u64,
+}
+
+/// The faults of one schedule.
+#[derive(Debug, Clone, Default)]
+struct Faults {
+    /// By the number of the frame sent (both ways, all connections, from 1).
+    cut: Vec<u64>,
+    duplicate: Vec<u64>,
+    overtaken: Vec<u64>,
+    stall: Option<u64>,
+    /// The clone restarts at this virtual time and refuses connections for the duration.
+    restart: Option<(Duration, Duration)>,
+    /// The clone's migration with this number (all sessions, from 1) fails half-way.
+    fail: Vec<u64>,
+}
+
+impl Faults {
+    fn draw(rng: &mut Rng, horizon: u64) -> Faults {
+        let mut f = Faults::default();
+        for _ in 0..rng.below(4) {
+            let at = 1 + rng.below(horizon);
+            match rng.below(7) {
+                0 | 1 => f.cut.push(at),
+                2 => f.duplicate.push(at),
+                3 => f.overtaken.push(at),
+                4 => f.stall = Some(at),
+                5 => f.restart = Some((Duration::from_millis(rng.below(400)), Duration::from_millis(rng.below(3000)))),
+                _ => f.fail.push(1 + rng.below(4)),
+            }
+        }
+        f
+    }
+
+    fn count(&self) -> u64 {
+        (self.cut.len() + self.duplicate.len() + self.overtaken.len() + self.fail.len()) as u64 + u64::from(self.stall.is_some()) + u64::from(self.restart.is_some())
+    }
+}
+
+#[derive(Debug)]
+enum Ev {
+    /// A frame arrives at the clone (`to_clone`) or the device.
+    Frame { conn: usize, to_clone: bool, bytes: Vec<u8> },
+    Broken { conn: usize },
+    Dialed { conn: usize, ok: bool },
+    DeviceTimer,
+    CloneTimer { session: u64 },
+    Restart { down: Duration },
+    NextCall,
+}
+
+#[derive(Debug, Default)]
+struct Link {
+    alive: bool,
+    stalled: bool,
+    /// When the last frame each way arrives (frames arrive in order, unless overtaken).
+    last_to_clone: Duration,
+    last_to_device: Duration,
+}
+
+#[derive(Debug)]
+struct Session {
+    core: CloneConn,
+    conn: usize,
+    replica: Option<Vec<u64>>,
+    run: Option<u64>,
+}
+
+/// One schedule's world.
+struct World {
+    seed: u64,
+    rules: Rules,
+    t0: Instant,
+    now: Duration,
+    queue: BinaryHeap<Reverse<(Duration, u64)>>,
+    events: HashMap<u64, Ev>,
+    seq: u64,
+    latency: Duration,
+    faults: Faults,
+    frames: u64,
+    links: Vec<Link>,
+    // The device.
+    device: DeviceConn,
+    conn: Option<usize>,
+    inbox: VecDeque<Message>,
+    mem: Vec<u64>,
+    agreed: Vec<u64>,
+    captured: Vec<u64>,
+    calls: Vec<Call>,
+    next: usize,
+    results: Vec<u64>,
+    tally: Tally,
+    device_timer: Option<Instant>,
+    // The clone.
+    sessions: HashMap<u64, Session>,
+    owner: HashMap<usize, u64>,
+    resumable: HashMap<u64, u64>,
+    module_known: bool,
+    down_until: Duration,
+    migrations: u64,
+    next_session: u64,
+}
+
+/// Runs schedule `seed`: `Ok` with what happened when it ended as the oracle's run.
+pub fn schedule(seed: u64, rules: Rules) -> Result<Tally, Divergence> {
+    let mut rng = Rng::new(seed);
+    let calls: Vec<Call> = (0..2 + rng.below(6)).map(|_| Call { point: rng.below(3) as u32, arg: rng.next() }).collect();
+    // The oracle: the same calls, no clone.
+    let mut want_mem = vec![0u64; PAGES];
+    let want: Vec<u64> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            local_work(i, &mut want_mem);
+            body(c.point, c.arg, &mut want_mem)
+        })
+        .collect();
+    let latency = Duration::from_micros(rng.below(40_000));
+    let faults = Faults::draw(&mut rng, 8 * calls.len() as u64);
+    let config = DeviceConfig {
+        module: content_hash(MODULE),
+        run: 1,
+        thread: 0,
+        environment: Environment::default(),
+        max_breaks: 8,
+        reconnect_window: Duration::from_secs(3),
+        first_pause: Duration::from_millis(50),
+        retry_after: Duration::from_secs(5),
+        answer_within: Duration::from_secs(10),
+        max_proxied: 1000,
+    };
+    let mut w = World {
+        seed,
+        rules,
+        t0: Instant::now(),
+        now: Duration::ZERO,
+        queue: BinaryHeap::new(),
+        events: HashMap::new(),
+        seq: 0,
+        latency,
+        frames: 0,
+        links: Vec::new(),
+        device: DeviceConn::new(config),
+        conn: None,
+        inbox: VecDeque::new(),
+        mem: vec![0; PAGES],
+        agreed: vec![0; PAGES],
+        captured: Vec::new(),
+        calls,
+        next: 0,
+        results: Vec::new(),
+        tally: Tally { faults: faults.count(), ..Tally::default() },
+        device_timer: None,
+        sessions: HashMap::new(),
+        owner: HashMap::new(),
+        resumable: HashMap::new(),
+        module_known: false,
+        down_until: Duration::ZERO,
+        migrations: 0,
+        next_session: 0,
+        faults,
+    };
+    if let Some((at, down)) = w.faults.restart {
+        w.at(at, Ev::Restart { down });
+    }
+    w.at(Duration::ZERO, Ev::NextCall);
+    while let Some(Reverse((t, seq))) = w.queue.pop() {
+        if t > GIVE_UP {
+            break;
+        }
+        w.now = t;
+        let ev = w.events.remove(&seq).expect("every queued event is kept");
+        w.handle(ev)?;
+    }
+    let diverged = |detail: String| Err(Divergence { seed, detail });
+    if w.results.len() != w.calls.len() {
+        return diverged(format!("the device finished {} of {} calls", w.results.len(), w.calls.len()));
+    }
+    if w.results != want {
+        let k = w.results.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0);
+        return diverged(format!("call {k} returned {:#x}, the oracle's {:#x}", w.results[k], want[k]));
+    }
+    if w.mem != want_mem {
+        return diverged("the device's memory differs from the oracle's".into());
+    }
+    w.tally.calls = w.calls.len() as u64;
+    Ok(w.tally)
+}
+
+impl World {
+    fn instant(&self) -> Instant {
+        self.t0 + self.now
+    }
+
+    fn at(&mut self, t: Duration, ev: Ev) {
+        self.seq += 1;
+        self.events.insert(self.seq, ev);
+        self.queue.push(Reverse((t, self.seq)));
+    }
+
+    fn diverged(&self, detail: String) -> Result<(), Divergence> {
+        Err(Divergence { seed: self.seed, detail })
+    }
+
+    /// Sends `m` on `conn`, through the schedule's faults.
+    fn send(&mut self, conn: usize, to_clone: bool, m: &Message) {
+        self.frames += 1;
+        let n = self.frames;
+        if self.faults.stall == Some(n)
+            && let Some(l) = self.links.get_mut(conn)
+        {
+            l.stalled = true;
+        }
+        let Some(link) = self.links.get_mut(conn) else { return };
+        if !link.alive || link.stalled {
+            return;
+        }
+        if self.faults.cut.contains(&n) {
+            let t = self.now + self.latency;
+            self.at(t, Ev::Broken { conn });
+            return;
+        }
+        let bytes = to_bytes(m);
+        let last = if to_clone { &mut link.last_to_clone } else { &mut link.last_to_device };
+        let arrive = (self.now + self.latency).max(*last + Duration::from_micros(1));
+        *last = arrive;
+        // The transport is TLS: a record out of order or repeated fails its check at the
+        // receiver, and the connection breaks there (the cores rely on an ordered stream).
+        if self.faults.overtaken.contains(&n) {
+            self.at(arrive, Ev::Broken { conn });
+            return;
+        }
+        self.at(arrive, Ev::Frame { conn, to_clone, bytes });
+        if self.faults.duplicate.contains(&n) {
+            self.at(arrive + Duration::from_micros(1), Ev::Broken { conn });
+        }
+    }
+
+    fn handle(&mut self, ev: Ev) -> Result<(), Divergence> {
+        let now = self.instant();
+        match ev {
+            Ev::NextCall => {
+                if self.next < self.calls.len() {
+                    local_work(self.next, &mut self.mem);
+                    self.device.start_migration(now);
+                } else if let Some(bye) = self.device.close()
+                    && let Some(conn) = self.conn
+                {
+                    self.send(conn, true, &bye);
+                }
+            }
+            Ev::Dialed { conn, ok } => {
+                if self.conn == Some(conn) {
+                    if ok {
+                        self.device.handle_connected(now);
+                    } else {
+                        self.device.handle_dial_failed(now, Cause::Connect, "refused: the clone is restarting".into());
+                    }
+                }
+            }
+            Ev::Frame { conn, to_clone: false, bytes } => {
+                if self.conn == Some(conn) && self.links[conn].alive {
+                    match from_bytes(&bytes, usize::MAX) {
+                        Ok(m) => self.inbox.push_back(m),
+                        Err(e) => return self.diverged(format!("the device cannot decode a frame: {e}")),
+                    }
+                }
+            }
+            Ev::Frame { conn, to_clone: true, bytes } => {
+                if self.links[conn].alive {
+                    let m = match from_bytes(&bytes, usize::MAX) {
+                        Ok(m) => m,
+                        Err(e) => return self.diverged(format!("the clone cannot decode a frame: {e}")),
+                    };
+                    self.clone_message(conn, m);
+                }
+            }
+            Ev::Broken { conn } => self.break_link(conn, "cut"),
+            Ev::DeviceTimer => {
+                if self.device.poll_timeout().is_some_and(|t| t <= now) {
+                    self.device_timer = None;
+                    self.device.handle_timeout(now);
+                }
+            }
+            Ev::CloneTimer { session } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.core.handle_timeout(now);
+                    self.pump_clone(session);
+                }
+            }
+            Ev::Restart { down } => {
+                // Its state is gone: sessions, the registry of resumable ones, its modules.
+                self.sessions.clear();
+                self.resumable.clear();
+                self.module_known = false;
+                self.down_until = self.now + down;
+                self.owner.clear();
+                for c in 0..self.links.len() {
+                    self.break_link(c, "the clone restarted");
+                }
+            }
+        }
+        self.pump_device()
+    }
+
+    /// The link `conn` breaks: both ends learn it.
+    fn break_link(&mut self, conn: usize, why: &str) {
+        let Some(link) = self.links.get_mut(conn) else { return };
+        if !link.alive {
+            return;
+        }
+        link.alive = false;
+        let now = self.instant();
+        if self.conn == Some(conn) {
+            self.inbox.clear();
+            self.device.handle_broken(now, Cause::Link, why.to_string());
+        }
+        if let Some(&sid) = self.owner.get(&conn)
+            && let Some(s) = self.sessions.get_mut(&sid)
+            && s.conn == conn
+        {
+            s.core.handle_broken(now, why.to_string(), false);
+            self.pump_clone(sid);
+        }
+    }
+
+    /// Moves the device's core along until it waits: its frames out, its events acted on, the
+    /// messages it awaits fed in, its timer set.
+    fn pump_device(&mut self) -> Result<(), Divergence> {
+        loop {
+            let now = self.instant();
+            while let Some(m) = self.device.poll_transmit() {
+                match self.conn {
+                    Some(c) if self.links[c].alive => self.send(c, true, &m),
+                    _ => self.device.handle_broken(now, Cause::Link, "no connection".into()),
+                }
+            }
+            if let Some(e) = self.device.poll_event() {
+                self.device_event(e)?;
+                continue;
+            }
+            if self.device.awaits_message()
+                && let Some(m) = self.inbox.pop_front()
+            {
+                self.device.handle_message(now, m);
+                continue;
+            }
+            break;
+        }
+        if let Some(t) = self.device.poll_timeout()
+            && self.device_timer != Some(t)
+        {
+            self.device_timer = Some(t);
+            let at = t.saturating_duration_since(self.t0);
+            self.at(at, Ev::DeviceTimer);
+        }
+        Ok(())
+    }
+
+    fn device_event(&mut self, e: ConnEvent) -> Result<(), Divergence> {
+        match e {
+            ConnEvent::Dial => {
+                if let Some(old) = self.conn.take() {
+                    self.close_link(old);
+                }
+                let conn = self.links.len();
+                self.links.push(Link { alive: true, ..Link::default() });
+                self.conn = Some(conn);
+                self.inbox.clear();
+                let ok = self.now >= self.down_until;
+                let t = self.now + self.latency * 2;
+                self.at(t, Ev::Dialed { conn, ok });
+            }
+            ConnEvent::NewSession => {
+                if self.rules.reset_baseline {
+                    self.agreed = vec![0; PAGES];
+                }
+            }
+            ConnEvent::ModuleWanted => self.device.module(MODULE.to_vec()),
+            ConnEvent::ListFiles => self.device.files_unchanged(),
+            ConnEvent::NeedFiles { .. } => self.device.files_sent(),
+            ConnEvent::Capture => {
+                let call = self.calls[self.next];
+                self.captured = self.mem.clone();
+                let state = delta(&self.agreed, &self.mem);
+                self.device.migrate(call.point, vec![Value::I64(call.arg as i64)], state, Default::default(), Default::default());
+            }
+            ConnEvent::ImportCall { .. } => self.device.import_return(vec![], State::default()),
+            ConnEvent::Resumed => self.tally.resumes += 1,
+            ConnEvent::Retried => self.tally.retries += 1,
+            ConnEvent::Returned { results, state, .. } => {
+                let mut mem = self.captured.clone();
+                if let Err(e) = apply(&mut mem, &state) {
+                    return self.diverged(format!("the clone's answer does not apply: {e}"));
+                }
+                let Some(Value::I64(r)) = results.first().copied() else {
+                    return self.diverged(format!("the clone answered {results:?}"));
+                };
+                self.mem = mem.clone();
+                self.agreed = mem;
+                self.results.push(r as u64);
+                self.tally.remote += 1;
+                self.finish_call();
+            }
+            ConnEvent::Abandoned { .. } => {
+                let call = self.calls[self.next];
+                let r = body(call.point, call.arg, &mut self.mem);
+                self.results.push(r);
+                self.tally.fallbacks += 1;
+                self.finish_call();
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_call(&mut self) {
+        self.next += 1;
+        let t = self.now + Duration::from_millis(1);
+        self.at(t, Ev::NextCall);
+    }
+
+    /// The device drops a connection: the clone sees it closed.
+    fn close_link(&mut self, conn: usize) {
+        let t = self.now + self.latency;
+        self.at(t, Ev::Broken { conn });
+    }
+
+    /// A message arrives at the clone on `conn`.
+    fn clone_message(&mut self, conn: usize, m: Message) {
+        let sid = match self.owner.get(&conn) {
+            Some(&s) => s,
+            None => {
+                self.next_session += 1;
+                let sid = self.next_session;
+                let core = CloneConn::new(CloneConfig { max_module: 1 << 20, resume_window: Duration::from_secs(30) });
+                self.sessions.insert(sid, Session { core, conn, replica: None, run: None });
+                self.owner.insert(conn, sid);
+                sid
+            }
+        };
+        let now = self.instant();
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.core.handle_message(now, m);
+        }
+        self.pump_clone(sid);
+    }
+
+    /// Moves a session's core along: its frames out, its events acted on, its timer set.
+    fn pump_clone(&mut self, sid: u64) {
+        loop {
+            let Some(s) = self.sessions.get_mut(&sid) else { return };
+            let conn = s.conn;
+            let mut out = Vec::new();
+            while let Some(m) = s.core.poll_transmit() {
+                out.push(m);
+            }
+            let event = s.core.poll_event();
+            for m in out {
+                self.send(conn, false, &m);
+            }
+            let Some(e) = event else { break };
+            self.clone_event(sid, e);
+        }
+        if let Some(until) = self.sessions.get(&sid).and_then(|s| s.core.awaits_resume()) {
+            let t = until.saturating_duration_since(self.t0);
+            self.at(t, Ev::CloneTimer { session: sid });
+        }
+    }
+
+    fn clone_event(&mut self, sid: u64, e: CloneConnEvent) {
+        let now = self.instant();
+        match e {
+            CloneConnEvent::Opened { run, .. } => {
+                if let Some(old) = self.resumable.insert(run, sid)
+                    && old != sid
+                    && let Some(o) = self.sessions.get_mut(&old)
+                {
+                    // A new session of the same run supersedes the old one.
+                    o.core.handle_not_resumed();
+                    self.pump_clone(old);
+                }
+                let known = self.module_known;
+                let s = self.sessions.get_mut(&sid).expect("pumped");
+                s.run = Some(run);
+                s.core.welcome(known);
+            }
+            CloneConnEvent::Module { .. } => {
+                self.module_known = true;
+                self.sessions.get_mut(&sid).expect("pumped").core.module_loaded();
+            }
+            CloneConnEvent::Files { .. } => self.sessions.get_mut(&sid).expect("pumped").core.need_files(|_| false),
+            CloneConnEvent::FileData { .. } | CloneConnEvent::ImportReturned { .. } => {}
+            CloneConnEvent::Migrate { point, args, state, .. } => {
+                self.migrations += 1;
+                let fail = self.faults.fail.contains(&self.migrations);
+                let s = self.sessions.get_mut(&sid).expect("pumped");
+                let mut replica = s.replica.take().unwrap_or_else(|| vec![0; PAGES]);
+                if let Err(e) = apply(&mut replica, &state) {
+                    s.core.failed(FailKind::Unavailable, e);
+                    return;
+                }
+                let Some(Value::I64(a)) = args.first().copied() else {
+                    s.core.failed(FailKind::Unavailable, "no argument".into());
+                    return;
+                };
+                let before = replica.clone();
+                if fail {
+                    // Half-way through: a page changed, then the trap.
+                    replica[0] = replica[0].wrapping_add(1);
+                    s.replica = Some(replica);
+                    s.core.failed(FailKind::Trap, "a trap, half-way through".into());
+                    return;
+                }
+                let r = body(point, a as u64, &mut replica);
+                let state = delta(&before, &replica);
+                s.replica = Some(replica);
+                s.core.returned(Returned { results: vec![Value::I64(r as i64)], state, ..Returned::default() });
+            }
+            CloneConnEvent::DropReplica => {
+                if self.rules.drop_replica {
+                    self.sessions.get_mut(&sid).expect("pumped").replica = None;
+                }
+            }
+            CloneConnEvent::ResumeWanted { run, migration } => {
+                let conn = self.sessions[&sid].conn;
+                match self.resumable.get(&run).copied().filter(|t| *t != sid && self.sessions.contains_key(t)) {
+                    Some(target) => {
+                        // The connection goes to the waiting session; its old one is broken.
+                        self.sessions.remove(&sid);
+                        self.owner.insert(conn, target);
+                        let t = self.sessions.get_mut(&target).expect("checked");
+                        let old = std::mem::replace(&mut t.conn, conn);
+                        if t.core.awaits_resume().is_none() {
+                            t.core.handle_broken(now, "superseded by a resume".into(), false);
+                        }
+                        if let Some(l) = self.links.get_mut(old) {
+                            l.alive = false;
+                        }
+                        let t = self.sessions.get_mut(&target).expect("checked");
+                        t.core.handle_resume(now, migration);
+                        self.pump_clone(target);
+                    }
+                    None => self.sessions.get_mut(&sid).expect("pumped").core.refuse_resume(),
+                }
+            }
+            CloneConnEvent::Reset => {
+                let s = self.sessions.get_mut(&sid).expect("pumped");
+                s.replica = None;
+                if let Some(run) = s.run.take()
+                    && self.resumable.get(&run) == Some(&sid)
+                {
+                    self.resumable.remove(&run);
+                }
+            }
+            CloneConnEvent::Ended(_) => {
+                let Some(s) = self.sessions.remove(&sid) else { return };
+                if let Some(run) = s.run
+                    && self.resumable.get(&run) == Some(&sid)
+                {
+                    self.resumable.remove(&run);
+                }
+                // The server closes the connection when the session ends.
+                if self.owner.get(&s.conn) == Some(&sid) {
+                    self.owner.remove(&s.conn);
+                    self.close_link(s.conn);
+                }
+            }
+        }
+    }
+}
