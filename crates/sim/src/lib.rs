@@ -174,11 +174,20 @@ fn delta(from: &[u64], to: &[u64]) -> State {
     State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: PAGE_SIZE as u32, pages, xor: false } }
 }
 
-fn apply(mem: &mut [u64], s: &State) -> Result<(), String> {
+/// A delta that does not fit the stand-in memory.
+#[derive(Debug, thiserror::Error)]
+enum BadDelta {
+    #[error("page {0} is out of range")]
+    Range(u32),
+    #[error("page {0} has {1} bytes")]
+    Size(u32, usize),
+}
+
+fn apply(mem: &mut [u64], s: &State) -> Result<(), BadDelta> {
     for (i, bytes) in &s.memory.pages {
-        let page = mem.get_mut(*i as usize).ok_or_else(|| format!("page {i} out of range"))?;
+        let page = mem.get_mut(*i as usize).ok_or(BadDelta::Range(*i))?;
         if bytes.len() != PAGE_SIZE {
-            return Err(format!("page {i} of {} bytes", bytes.len()));
+            return Err(BadDelta::Size(*i, bytes.len()));
         }
         *page = u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"));
     }
@@ -687,7 +696,7 @@ impl World {
                 let s = self.sessions.get_mut(&sid).expect("pumped");
                 let mut replica = s.replica.take().unwrap_or_else(|| vec![0; PAGES]);
                 if let Err(e) = apply(&mut replica, &state) {
-                    s.core.failed(FailKind::Unavailable, e);
+                    s.core.failed(FailKind::Unavailable, e.to_string());
                     return;
                 }
                 let Some(Value::I64(a)) = args.first().copied() else {
