@@ -1,0 +1,10 @@
+;; RUN: inspect %wat
+;; RUN: run --points no_such_function %
+;; RUN: run --points all,work %
+;; RUN: run %.missing
+;; RUN: analyze --policy %wat %
+;; What a user who gets the input wrong is told: a text module where a binary is expected, a
+;; point that names no function, `all` mixed with names, a file that does not exist, a policy
+;; that does not parse.
+(module
+  (func $work (export "_start")))
