@@ -44,7 +44,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     }
     let hostile = (opts.hostile > 0).then(|| clonecloud_offload::load::Hostile {
         devices: opts.hostile,
-        limits: clonecloud_exec::Limits {
+        limits: clonecloud_replica::Limits {
             memory: opts.max_memory << 20,
             host: opts.max_host << 20,
             run_time: std::time::Duration::from_secs_f64(opts.max_run_time.clamp(0.01, 3600.0)),

@@ -348,7 +348,7 @@ fn target(opts: &Opts, cache: &ModuleCache) -> anyhow::Result<clonecloud_offload
             // Keys kept between runs: the local clone then finds this device's files again.
             let server = local_identity(home.as_deref(), "local-clone")?;
             let device = local_identity(home.as_deref(), "local-device")?;
-            let limits = clonecloud_exec::Limits::default();
+            let limits = clonecloud_replica::Limits::default();
             let idle = std::time::Duration::from_secs(300);
             let (addr, identity, server_key) = clonecloud_offload::spawn_local_as(cache.clone(), idle, limits, files, server, device)
                 .map_err(|e| anyhow::anyhow!("cannot start the local clone: {e}"))?;

@@ -110,7 +110,7 @@ pub fn serve(opts: Opts) -> anyhow::Result<ExitCode> {
     };
     // A smaller --max-cache than the last run's applies now, not at the first store.
     cache.trim();
-    let limits = clonecloud_exec::Limits {
+    let limits = clonecloud_replica::Limits {
         memory: opts.max_memory.saturating_mul(1 << 20),
         host: opts.max_host.saturating_mul(1 << 20),
         run_time: Duration::from_secs_f64(opts.max_run_time.max(0.01)),

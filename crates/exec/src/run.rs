@@ -59,9 +59,12 @@ pub fn new_device_engine(mode: PointMode, device: DeviceEngine) -> Result<Engine
     }
 }
 
-/// The engine a clone runs replicas on: flag mode, with epoch interruption so a migrated function
-/// can be stopped at a deadline ([`crate::Replica::set_limits`]). A thread advances the epoch
-/// every [`crate::replica::EPOCH_TICK`].
+/// How often the clone engine's epoch advances: a replica's deadline is counted in these ticks.
+pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The engine a clone runs replicas on (crate clonecloud-replica): flag mode, with epoch
+/// interruption so a migrated function can be stopped at a deadline. A thread advances the
+/// epoch every [`EPOCH_TICK`].
 pub fn new_clone_engine() -> Result<Engine, ExecError> {
     let engine = engine_with(PointMode::Flag, true)?;
     let weak = engine.weak();
@@ -70,7 +73,7 @@ pub fn new_clone_engine() -> Result<Engine, ExecError> {
         .spawn(move || {
             while let Some(e) = weak.upgrade() {
                 drop(e);
-                std::thread::sleep(crate::replica::EPOCH_TICK);
+                std::thread::sleep(EPOCH_TICK);
                 match weak.upgrade() {
                     Some(e) => e.increment_epoch(),
                     None => return,

@@ -61,7 +61,7 @@ pub struct Hostile {
     /// How many.
     pub devices: usize,
     /// What the clone allows each migrated call.
-    pub limits: clonecloud_exec::Limits,
+    pub limits: clonecloud_replica::Limits,
 }
 
 /// What a load run measured.
@@ -247,7 +247,7 @@ pub fn run(devices: usize, duration: Duration) -> Result<LoadReport, LoadError> 
 pub fn run_with(devices: usize, duration: Duration, hostile: Option<Hostile>) -> Result<LoadReport, LoadError> {
     let wasm = rewritten(WAT)?;
     let exhaust = rewritten(EXHAUST_WAT)?;
-    let (n_hostile, limits) = hostile.map_or((0, clonecloud_exec::Limits::default()), |h| (h.devices, h.limits));
+    let (n_hostile, limits) = hostile.map_or((0, clonecloud_replica::Limits::default()), |h| (h.devices, h.limits));
     let server = Identity::generate()?;
     let ids: Vec<Identity> = (0..devices + n_hostile).map(|_| Identity::generate()).collect::<Result<_, _>>()?;
     let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new(ids.iter().map(|i| i.public().clone())), Duration::from_secs(30))?;

@@ -9,7 +9,7 @@
 //! the migration touched are copied over from the scratch memory. If the migration is abandoned
 //! instead, the stdin bytes the imports consumed are put back (`exec::stdin`) and the function
 //! runs locally from exactly its entry state. The device runs only the imports on
-//! `clonecloud_exec::proxied`'s list, whatever the clone asks: queries without side effects,
+//! `clonecloud_replica::proxied`'s list, whatever the clone asks: queries without side effects,
 //! and stdin reads.
 
 use crate::convert;
@@ -86,7 +86,7 @@ fn writes(name: &str, args: &[Val], memory: &[u8]) -> Vec<(usize, usize)> {
 pub(crate) fn serve(guest: &mut Guest<'_, '_>, p: &mut Proxying, import: u32, args: &[Value], state: State) -> Result<(Vec<Value>, State), Abort> {
     let (module, name) = guest.layout().imports.get(import as usize).cloned().ok_or_else(|| abort(Cause::Protocol, format!("the clone asked for import {import}, which the module lacks")))?;
     let args = convert::values_from_wire(args);
-    if !clonecloud_exec::proxied(&module, &name, &args) {
+    if !clonecloud_replica::proxied(&module, &name, &args) {
         return Err(abort(Cause::Protocol, format!("the clone asked the device to run `{module}`.`{name}`, which a device does not run for a clone")));
     }
     if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {

@@ -7,7 +7,8 @@
 use crate::convert;
 use clonecloud_exec::state::PAGE_SIZE;
 use clonecloud_exec::heap::HeapHint;
-use clonecloud_exec::{CallError, Delta, ExecError, ImportProxy, Limits, ModuleCache, Replica, new_clone_engine};
+use clonecloud_exec::{ExecError, ModuleCache, new_clone_engine};
+use clonecloud_replica::{CallError, Delta, ImportProxy, Limits, Replica};
 use clonecloud_net::{Connection, Identity, Listener, NetError, AllowList};
 use clonecloud_files::{Fs, Store};
 use clonecloud_wire::{Clocks, CloneConfig, CloneConn, CloneConnEvent, Compression, ContentHash, Descriptors, Ending, FailKind, Returned};
@@ -741,7 +742,7 @@ pub enum SessionError {
     #[error("cannot open the file store {path}: {source}")]
     Store { path: std::path::PathBuf, source: std::io::Error },
     #[error("the link to the device failed inside a migrated call: {0}")]
-    LinkLost(clonecloud_exec::ProxyFailed),
+    LinkLost(clonecloud_replica::ProxyFailed),
 }
 
 /// Why a migrated call did not return: an answer for the device (`failed`), or the link to the
@@ -749,7 +750,7 @@ pub enum SessionError {
 #[derive(Debug)]
 enum Failure {
     Answer(FailKind, String),
-    LinkLost(clonecloud_exec::ProxyFailed),
+    LinkLost(clonecloud_replica::ProxyFailed),
 }
 
 /// A new connection resuming a session, and the migration whose answer the device awaits.

@@ -4,7 +4,8 @@
 //! output a plain run gives, while another device goes on migrating on the same server, which is
 //! alive afterwards. (Before the budgets, the terabyte file aborted the whole server.)
 
-use clonecloud_exec::{DirMapping, Limits, ModuleCache, Outcome, PointMode, Points, Program, Stdio, WasiConfig, new_engine};
+use clonecloud_replica::Limits;
+use clonecloud_exec::{DirMapping, ModuleCache, Outcome, PointMode, Points, Program, Stdio, WasiConfig, new_engine};
 use clonecloud_net::{AllowList, Identity, Listener, PublicKey};
 use clonecloud_offload::{Cause, Clone, CompressionPolicy, Offloader, Stats, Target};
 use clonecloud_wire::Compression;

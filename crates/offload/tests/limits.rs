@@ -1,7 +1,8 @@
 //! Past the clone's limits (run time, memory) a migrated call is abandoned there and run on the
 //! device, with the result a plain run gives.
 
-use clonecloud_exec::{Limits, ModuleCache, Outcome, PointMode, Points, Program, Stdio, WasiConfig, new_engine};
+use clonecloud_replica::Limits;
+use clonecloud_exec::{ModuleCache, Outcome, PointMode, Points, Program, Stdio, WasiConfig, new_engine};
 use clonecloud_offload::{CompressionPolicy, Offloader, Stats, Target, spawn_local_with};
 use clonecloud_wire::Compression;
 use std::sync::{Arc, Mutex};

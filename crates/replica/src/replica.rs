@@ -9,10 +9,10 @@
 //! device changed since the function's entry, so that is always correct). Nested migration
 //! points run locally: every flag is cleared.
 
-use crate::error::ExecError;
+use clonecloud_exec::ExecError;
 use clonecloud_files::{FileOp, Fs};
 use clonecloud_wire::{Clocks, Descriptors};
-use crate::state::{ApplyError, PAGE_SIZE, Page, PageTable, StateHandles};
+use clonecloud_exec::state::{ApplyError, PAGE_SIZE, Page, PageTable, StateHandles};
 use wasmtime::{Engine, Func, Module, Store, Trap, Val};
 
 /// A function on the clone called an import the clone cannot serve.
@@ -60,7 +60,7 @@ fn deadline_ticks(t: std::time::Duration) -> u64 {
 pub type Output = Vec<(u32, Vec<u8>)>;
 
 /// How often a clone engine's epoch advances: the granularity of run deadlines.
-pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+pub use clonecloud_exec::EPOCH_TICK;
 
 /// What one migrated call may use on the clone.
 #[derive(Debug, Clone, Copy)]
@@ -237,7 +237,7 @@ struct Agreed {
     handles: StateHandles,
     table: PageTable,
     shadow: Vec<u8>,
-    heap: crate::heap::HeapHint,
+    heap: clonecloud_exec::heap::HeapHint,
 }
 
 impl Agreed {
@@ -326,7 +326,7 @@ impl Replica {
     }
 
     /// A replica whose calls may use at most `limits` (deadlines need an engine from
-    /// [`crate::new_clone_engine`]), serving the run's `args` and `env` (`NAME=value`).
+    /// [`clonecloud_exec::new_clone_engine`]), serving the run's `args` and `env` (`NAME=value`).
     pub fn with_limits(
         engine: &Engine,
         module: &Module,
@@ -433,7 +433,7 @@ impl Replica {
 
     /// Where the module's allocator keeps its state: pages it holds free are then left out of
     /// captures.
-    pub fn set_heap_hint(&mut self, hint: crate::heap::HeapHint) {
+    pub fn set_heap_hint(&mut self, hint: clonecloud_exec::heap::HeapHint) {
         self.store.data_mut().agreed.heap = hint;
     }
 

@@ -93,7 +93,7 @@ const UNSTABLE: &[(&str, &str, bool, Handler)] = &[
 /// Whether a call of preview 1 function `name` with `args` that a clone cannot answer goes to
 /// the device instead of failing the migration: queries without side effects (descriptor and
 /// file status, CPU clocks, clock resolutions) and stdin reads, which the device journals and
-/// puts back if the migration is then abandoned (see `crate::stdin`). The device checks the same
+/// puts back if the migration is then abandoned (see `clonecloud_exec::stdin`). The device checks the same
 /// list before it runs anything a clone asks for.
 pub fn proxied(module: &str, name: &str, args: &[Val]) -> bool {
     matches!(module, "wasi_snapshot_preview1" | "wasi_unstable")
