@@ -31,6 +31,11 @@ pub struct Opts {
     /// the device runs the call itself.
     #[arg(long, value_name = "MIB", default_value_t = 4096)]
     max_memory: usize,
+    /// MiB of linear memory all the replicas of one device may use together (a device with
+    /// several runs at once shares it); past it its calls run on the device. Default: twice
+    /// --max-memory.
+    #[arg(long, value_name = "MIB")]
+    max_device_memory: Option<usize>,
     /// MiB a replica may make this server hold beyond its memories: files written on the clone
     /// (a sparse `set_len` counts in full), the file journal, buffered output; past it the device
     /// runs the call itself.
@@ -122,6 +127,9 @@ pub fn serve(opts: Opts) -> anyhow::Result<ExitCode> {
         None => clonecloud_offload::Clone::with_limits(cache, idle, limits)?,
     };
     clone.set_max_runs(opts.max_runs);
+    if let Some(mib) = opts.max_device_memory {
+        clone.set_max_device_memory(mib.saturating_mul(1 << 20));
+    }
     clone.set_max_store(opts.max_store.saturating_mul(1 << 20));
     clone.set_max_sessions(opts.max_sessions);
     clone.set_max_pending(opts.max_pending);

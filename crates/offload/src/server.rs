@@ -8,7 +8,7 @@ use crate::convert;
 use clonecloud_exec::state::PAGE_SIZE;
 use clonecloud_exec::heap::HeapHint;
 use clonecloud_exec::{ExecError, ModuleCache, new_clone_engine};
-use clonecloud_replica::{CallError, Delta, ImportProxy, Limits, Replica};
+use clonecloud_replica::{CallError, Delta, DeviceBudget, ImportProxy, Limits, OverDeviceLimit, OverLimit, Replica};
 use clonecloud_net::{Connection, Identity, Listener, NetError, AllowList};
 use clonecloud_files::{Fs, Store};
 use clonecloud_wire::{Clocks, CloneConfig, CloneConn, CloneConnEvent, Compression, ContentHash, Descriptors, Ending, FailKind, Returned};
@@ -44,6 +44,9 @@ pub struct Clone {
     /// Per device key (the whole key, [`clonecloud_net::PublicKey::id`]): sessions open now,
     /// those waiting to be resumed included, and the most allowed at once.
     running: Mutex<HashMap<String, usize>>,
+    /// Per device key: what all its replicas may hold together in memories and tables.
+    budgets: Mutex<HashMap<String, Arc<DeviceBudget>>>,
+    max_device_memory: AtomicUsize,
     /// Signalled when a session gives its slot back.
     run_freed: Condvar,
     max_runs: AtomicUsize,
@@ -166,6 +169,9 @@ pub const DEFAULT_MAX_STORE: u64 = 1 << 30;
 /// Compiled modules kept in memory per device (besides those its runs are using).
 const MODULES_PER_DEVICE: usize = 4;
 
+/// A device's replicas together may hold this many times one replica's memory limit, by default.
+pub const DEVICE_MEMORY_FACTOR: usize = 2;
+
 /// Sessions of one device open at once, by default.
 pub const DEFAULT_MAX_RUNS: usize = 16;
 
@@ -220,6 +226,8 @@ impl Clone {
             secret,
             max_store: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_STORE),
             running: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(HashMap::new()),
+            max_device_memory: AtomicUsize::new(limits.memory.saturating_mul(DEVICE_MEMORY_FACTOR)),
             run_freed: Condvar::new(),
             max_runs: AtomicUsize::new(DEFAULT_MAX_RUNS),
             resumable: Mutex::new(HashMap::new()),
@@ -236,6 +244,19 @@ impl Clone {
     /// same device); more are refused with an error.
     pub fn set_max_runs(&self, n: usize) {
         self.max_runs.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// At most `bytes` of memories and tables for all of one device's replicas together
+    /// (default: [`DEVICE_MEMORY_FACTOR`] times the memory limit of one): a device with many runs
+    /// at once shares it; a call that would go past it fails on the clone and runs on the device.
+    pub fn set_max_device_memory(&self, bytes: usize) {
+        self.max_device_memory.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The budget all of `device`'s replicas share.
+    fn device_budget(&self, device: &str) -> Arc<DeviceBudget> {
+        let mut all = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(device.to_string()).or_insert_with(|| DeviceBudget::new(self.max_device_memory.load(Ordering::Relaxed))).clone()
     }
 
     /// At most `n` connections that have not authenticated (sent their first message) at
@@ -464,7 +485,8 @@ impl Clone {
         // Shared with the replica's import proxy, which talks to the device during a call.
         let wire = Arc::new(Mutex::new(Wire { conn, core }));
         let lock = || wire.lock().unwrap_or_else(|e| e.into_inner());
-        let mut run = Run { device, _session: session_slot, _slot: slot, registration: None, hash: None, module: None, replica: None, environment: Default::default(), files: None };
+        let budget = self.device_budget(&device);
+        let mut run = Run { budget, device, _session: session_slot, _slot: slot, registration: None, hash: None, module: None, replica: None, environment: Default::default(), files: None };
         loop {
             lock().flush();
             // (A statement of its own: the lock is not held while waiting.)
@@ -519,7 +541,7 @@ impl Clone {
                     let xor = lock().conn.peer_compression() != Compression::None;
                     let m = Migration { point, args: &args, state: &state, xor, clocks, descriptors: &descriptors };
                     let link = DeviceLink { wire: wire.clone() };
-                    match self.run(loaded, &mut run.replica, &mut run.files, &run.environment, m, link) {
+                    match self.run(loaded, &mut run.replica, &mut run.files, &run.environment, &run.budget, m, link) {
                         Ok(mut ret) => {
                             ret.micros = started.elapsed().as_micros() as u64;
                             lock().core.returned(ret);
@@ -619,6 +641,7 @@ impl Clone {
         replica: &mut Option<Replica>,
         files: &mut Option<Fs>,
         environment: &clonecloud_wire::Environment,
+        budget: &Arc<DeviceBudget>,
         m: Migration<'_>,
         link: DeviceLink,
     ) -> Result<Returned, Failure> {
@@ -626,8 +649,11 @@ impl Clone {
         let unavailable = |e: String| Failure::Answer(FailKind::Unavailable, e);
         if replica.is_none() {
             let (args, env) = (environment.args.clone(), environment.env.clone());
-            let mut r = Replica::with_limits(&self.engine, &loaded.module, loaded.points.clone(), self.limits, args, env)
-                .map_err(|e| unavailable(e.to_string()))?;
+            let mut r = Replica::with_limits(&self.engine, &loaded.module, loaded.points.clone(), self.limits, Some(budget.clone()), args, env).map_err(|e| {
+                // Its memory at instantiation may be over a limit already.
+                let over = matches!(&e, ExecError::Runtime(w) if w.is::<OverLimit>() || w.is::<OverDeviceLimit>());
+                Failure::Answer(if over { FailKind::ResourceLimit } else { FailKind::Unavailable }, e.to_string())
+            })?;
             r.set_heap_hint(loaded.hint.clone());
             *replica = Some(r);
         }
@@ -649,7 +675,7 @@ impl Clone {
             CallError::Proxy(p) => Failure::LinkLost(p),
             CallError::Trap(t) => Failure::Answer(FailKind::Trap, t.to_string()),
             e @ CallError::Exception => Failure::Answer(FailKind::Exception, e.to_string()),
-            e @ (CallError::Deadline(_) | CallError::Memory(_) | CallError::Host(_)) => Failure::Answer(FailKind::ResourceLimit, e.to_string()),
+            e @ (CallError::Deadline(_) | CallError::Memory(_) | CallError::DeviceMemory(_) | CallError::Host(_)) => Failure::Answer(FailKind::ResourceLimit, e.to_string()),
             e => unavailable(e.to_string()),
         })?;
         let (files, output) = r.finish().map_err(|e| match e {
@@ -688,6 +714,8 @@ struct Loaded {
 
 /// A session's state between messages.
 struct Run<'a> {
+    /// The memory budget the device's replicas share.
+    budget: Arc<DeviceBudget>,
     device: String,
     /// Counted among the server's sessions and the device's runs (while waiting to be resumed
     /// too), until the session ends: `run` goes before the connection, so a device that sees

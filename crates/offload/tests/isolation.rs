@@ -317,3 +317,44 @@ fn a_server_holds_at_most_its_sessions_at_once() {
     hello(&mut cb, &m, 2);
     assert_eq!(call_f(&mut cb, Some(6)), Value::I32(6));
 }
+
+/// All of a device's replicas share one memory budget (`--max-device-memory`): with room for
+/// one replica's growth, a second run of the same device that grows as much fails on the clone
+/// (`resource-limit`: the device runs it), another device is not affected, and the budget comes
+/// back when the first run ends.
+#[test]
+fn a_device_s_replicas_share_one_memory_budget() {
+    // Point `g` grows memory by 40 pages (2.5 MiB) and returns its size in pages.
+    let wasm = wat::parse_str(r#"(module (memory (export "memory") 1) (func $g (export "g") (result i32) (drop (memory.grow (i32.const 40))) (memory.size)))"#).unwrap();
+    let model = clonecloud_model::Module::parse(&wasm).unwrap();
+    let m = clonecloud_model::rewrite(&model, &wasm, &[0]).unwrap().wasm;
+    let (server, a, b, addr) = two_devices_with(|clone| clone.set_max_device_memory(4 << 20));
+    let connect = |id: &Identity| Connection::connect(addr, Some(id), server.public(), T).unwrap();
+    let grow = |c: &mut Connection| {
+        let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } };
+        c.send(&Message::Migrate { point: 0, args: vec![], state, clocks: Default::default(), descriptors: Default::default() }).unwrap();
+        c.recv().unwrap()
+    };
+    let mut a1 = connect(&a);
+    hello(&mut a1, &m, 1);
+    assert!(matches!(grow(&mut a1), Message::Return { results, .. } if results == vec![Value::I32(41)]));
+    let mut a2 = connect(&a);
+    hello(&mut a2, &m, 2);
+    match grow(&mut a2) {
+        Message::Failed { kind, message } => {
+            assert_eq!(kind, clonecloud_wire::FailKind::ResourceLimit, "{message}");
+            assert!(message.contains("per-device limit"), "{message}");
+        }
+        other => panic!("a second run over the device's budget: {other:?}"),
+    }
+    let mut b1 = connect(&b);
+    hello(&mut b1, &m, 1);
+    assert!(matches!(grow(&mut b1), Message::Return { results, .. } if results == vec![Value::I32(41)]), "another device has its own budget");
+    // The first run ends: its replica's memory is the device's again.
+    a1.send(&Message::Goodbye).unwrap();
+    assert!(a1.recv().is_err(), "the server closes the connection when the session is gone");
+    drop(a2);
+    let mut a3 = connect(&a);
+    hello(&mut a3, &m, 3);
+    assert!(matches!(grow(&mut a3), Message::Return { results, .. } if results == vec![Value::I32(41)]));
+}

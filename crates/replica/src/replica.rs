@@ -32,6 +32,8 @@ pub enum CallError {
     Deadline(std::time::Duration),
     #[error("the call wanted more memory than the clone allows ({0} bytes)")]
     Memory(usize),
+    #[error("the call wanted more memory than the clone's per-device limit allows all of this device's runs together ({0} bytes)")]
+    DeviceMemory(usize),
     #[error(transparent)]
     Host(HostBudget),
     #[error(transparent)]
@@ -98,6 +100,47 @@ pub struct OverLimit {
     pub limit: usize,
 }
 
+/// What all the replicas of one device may hold together in memories and tables: a device with
+/// many runs at once (up to the server's `--max-runs`) shares one budget instead of getting
+/// [`Limits::memory`] per run. Each replica charges its growths here as well as to its own
+/// limit, and gives everything back when it is dropped.
+#[derive(Debug)]
+pub struct DeviceBudget {
+    limit: usize,
+    used: std::sync::atomic::AtomicUsize,
+}
+
+impl DeviceBudget {
+    pub fn new(limit: usize) -> std::sync::Arc<DeviceBudget> {
+        std::sync::Arc::new(DeviceBudget { limit, used: std::sync::atomic::AtomicUsize::new(0) })
+    }
+
+    /// Bytes its replicas hold now.
+    pub fn used(&self) -> usize {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn take(&self, n: usize) -> Result<(), usize> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.used.fetch_update(Relaxed, Relaxed, |u| u.checked_add(n).filter(|w| *w <= self.limit)).map(|_| ()).map_err(|u| u.saturating_add(n))
+    }
+
+    fn give(&self, n: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = self.used.fetch_update(Relaxed, Relaxed, |u| Some(u.saturating_sub(n)));
+    }
+}
+
+/// A growth that would make a device's replicas together hold more than its
+/// [`DeviceBudget`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("growing a {what} would make this device's replicas hold {wanted} bytes together, over the clone's per-device limit of {limit} bytes")]
+pub struct OverDeviceLimit {
+    pub what: &'static str,
+    pub wanted: usize,
+    pub limit: usize,
+}
+
 /// Memories and tables one replica may have (a rewritten module has its own and one of each
 /// more); past them instantiation fails and the device runs the calls.
 const MAX_MEMORIES: usize = 16;
@@ -113,6 +156,8 @@ struct MemoryBudget {
     used: usize,
     /// The last growth allowed, given back if it then failed.
     pending: usize,
+    /// The device's budget, shared with its other replicas.
+    device: Option<std::sync::Arc<DeviceBudget>>,
 }
 
 impl MemoryBudget {
@@ -121,15 +166,32 @@ impl MemoryBudget {
         if wanted > self.limit {
             return Err(wasmtime::Error::new(OverLimit { what, wanted, limit: self.limit }));
         }
+        if let Some(d) = &self.device
+            && let Err(wanted) = d.take(more)
+        {
+            return Err(wasmtime::Error::new(OverDeviceLimit { what, wanted, limit: d.limit }));
+        }
         self.used = wanted;
         self.pending = more;
         Ok(true)
     }
 
     fn failed(&mut self, what: &str, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.used = self.used.saturating_sub(std::mem::take(&mut self.pending));
+        let pending = std::mem::take(&mut self.pending);
+        self.used = self.used.saturating_sub(pending);
+        if let Some(d) = &self.device {
+            d.give(pending);
+        }
         // The device might have had it: not a wasm failure but the call's.
         Err(error.context(format!("growing {what} failed on the clone")))
+    }
+}
+
+impl Drop for MemoryBudget {
+    fn drop(&mut self) {
+        if let Some(d) = &self.device {
+            d.give(self.used);
+        }
     }
 }
 
@@ -322,16 +384,18 @@ impl Replica {
     /// [`clonecloud_model::rewritten_points`] reads them from its bytes), clears its flags and
     /// zeroes its memory: the baseline every device starts from.
     pub fn new(engine: &Engine, module: &Module, points: std::sync::Arc<[u32]>) -> Result<Replica, ExecError> {
-        Replica::with_limits(engine, module, points, Limits::default(), Vec::new(), Vec::new())
+        Replica::with_limits(engine, module, points, Limits::default(), None, Vec::new(), Vec::new())
     }
 
     /// A replica whose calls may use at most `limits` (deadlines need an engine from
-    /// [`clonecloud_exec::new_clone_engine`]), serving the run's `args` and `env` (`NAME=value`).
+    /// [`clonecloud_exec::new_clone_engine`]), and whose memories and tables count against its
+    /// device's `budget` too, serving the run's `args` and `env` (`NAME=value`).
     pub fn with_limits(
         engine: &Engine,
         module: &Module,
         points: std::sync::Arc<[u32]>,
         limits: Limits,
+        budget: Option<std::sync::Arc<DeviceBudget>>,
         args: Vec<Vec<u8>>,
         env: Vec<Vec<u8>>,
     ) -> Result<Replica, ExecError> {
@@ -340,7 +404,7 @@ impl Replica {
         let data = Data {
             fs,
             clocks: ClockBase { device: Clocks::default(), at: std::time::Instant::now() },
-            limits: MemoryBudget { limit: limits.memory, used: 0, pending: 0 },
+            limits: MemoryBudget { limit: limits.memory, used: 0, pending: 0, device: budget },
             deadline: deadline_after(limits.run_time),
             lists: [args, env],
             agreed: Agreed::default(),
@@ -507,6 +571,8 @@ impl Replica {
                 CallError::Host(h.clone())
             } else if let Some(o) = e.downcast_ref::<OverLimit>() {
                 CallError::Memory(o.limit)
+            } else if let Some(o) = e.downcast_ref::<OverDeviceLimit>() {
+                CallError::DeviceMemory(o.limit)
             } else if e.is::<wasmtime::ThrownException>() {
                 // The exception stays with the replica's store until taken.
                 let _ = self.store.take_pending_exception();
