@@ -435,7 +435,8 @@ impl Clone {
     /// first message, which must arrive by `deadline`.
     fn session(&self, mut conn: Connection, deadline: Instant, pending: Pending<'_>) -> Result<(), SessionError> {
         conn.set_timeout(Some(self.idle));
-        conn.set_max_frame(self.max_frame());
+        // Until a session opens, only a probe, a hello or a resume may come: small frames.
+        conn.set_max_frame(BEFORE_SESSION_MAX_FRAME);
         let device = conn.peer().id();
         let mut core = self.core();
         conn.set_deadline(Some(deadline));
@@ -502,6 +503,8 @@ impl Clone {
                     // Only a module this device sent itself counts as known to it.
                     run.module = self.module(&run.device, &module);
                     let mut w = lock();
+                    // A session: migrations carry up to a replica's memory.
+                    w.conn.set_max_frame(self.max_frame());
                     run.registration = Some(self.register(&run.device, id, &w.conn));
                     w.core.welcome(run.module.is_some());
                 }
@@ -562,6 +565,7 @@ impl Clone {
                 CloneConnEvent::Reset => {
                     info!(device = %run.device, "a resume for an answer this session does not hold: a new session");
                     run.reset();
+                    lock().conn.set_max_frame(BEFORE_SESSION_MAX_FRAME);
                 }
                 CloneConnEvent::Ended(ending) => {
                     lock().flush();
@@ -698,6 +702,11 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// How long a session whose link broke waits to be resumed (at most the idle timeout).
 pub const RESUME_WINDOW: Duration = Duration::from_secs(30);
+
+/// The largest frame before a session opens (a probe of at most `MAX_PROBE` bytes, a hello with
+/// its arguments and environment, a resume): an authenticated device cannot make a connection
+/// that has opened nothing hold a replica's worth of memory.
+const BEFORE_SESSION_MAX_FRAME: usize = clonecloud_wire::codec::MAX_PROBE as usize + (4 << 20);
 
 /// Room in a frame for what is not memory or a module: framing, arguments, descriptors.
 const MAX_FRAME_SLACK: usize = 16 << 20;

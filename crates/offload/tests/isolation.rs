@@ -358,3 +358,19 @@ fn a_device_s_replicas_share_one_memory_budget() {
     hello(&mut a3, &m, 3);
     assert!(matches!(grow(&mut a3), Message::Return { results, .. } if results == vec![Value::I32(41)]));
 }
+
+/// Before a session opens, frames are small: a first message of 10 MiB (a hello with a huge
+/// environment) ends the connection at its header, without the server holding it; a normal
+/// hello right after is served.
+#[test]
+fn a_huge_first_message_is_refused_at_its_header() {
+    let (server, a, _b, addr) = two_devices(clonecloud_offload::server::DEFAULT_MAX_RUNS);
+    let mut c = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
+    let environment = clonecloud_wire::Environment { args: vec![vec![b'x'; 10 << 20]], env: vec![] };
+    let _ = c.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: [0; 32], run: 1, thread: 0, environment });
+    assert!(c.recv().is_err(), "the server keeps no connection with a 10 MiB first frame");
+    let m = module();
+    let mut ok = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
+    hello(&mut ok, &m, 2);
+    assert_eq!(call_f(&mut ok, Some(9)), Value::I32(9));
+}
