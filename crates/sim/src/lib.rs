@@ -15,8 +15,11 @@
 //! the clone half-way through.
 //!
 //! The oracle: the same calls run with no clone. A schedule *diverges* when the device's
-//! results or its final memory differ from the oracle's, or the device never finishes (every
-//! call must end, remotely or locally, by the core's deadline). Everything is a pure function of
+//! results or its final memory differ from the oracle's, the device never finishes (every call
+//! must end, remotely or locally, by the core's deadline), either core finds the other breaking
+//! the protocol (a fallback on a protocol error, a clone session ending on one: with a transport
+//! that delivers in order or breaks, they never disagree), or a clone session is left over at
+//! the end (every one ends by a goodbye or its resume window). Everything is a pure function of
 //! the seed, so a divergence is replayed by its seed.
 //!
 //! It knows nothing of wasm, files, sockets or threads; the drivers here are the simulation's
@@ -29,7 +32,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use clonecloud_wire::{
-    Cause, CloneConfig, CloneConn, CloneConnEvent, ConnEvent, DeviceConfig, DeviceConn, Environment, FailKind, Message, PageDelta, Returned, State, Value,
+    Cause, CloneConfig, CloneConn, CloneConnEvent, ConnEvent, Ending, DeviceConfig, DeviceConn, Environment, FailKind, Message, PageDelta, Returned, State, Value,
     content_hash, from_bytes, to_bytes,
 };
 
@@ -299,6 +302,9 @@ struct World {
     down_until: Duration,
     migrations: u64,
     next_session: u64,
+    /// What the clone's core found wrong with what the device sent (nothing, ever, when both
+    /// keep the protocol).
+    clone_errors: Vec<String>,
 }
 
 /// Runs schedule `seed`: `Ok` with what happened when it ended as the oracle's run.
@@ -358,6 +364,7 @@ pub fn schedule(seed: u64, rules: Rules) -> Result<Tally, Divergence> {
         down_until: Duration::ZERO,
         migrations: 0,
         next_session: 0,
+        clone_errors: Vec::new(),
         faults,
     };
     if let Some((at, down)) = w.faults.restart {
@@ -382,6 +389,13 @@ pub fn schedule(seed: u64, rules: Rules) -> Result<Tally, Divergence> {
     }
     if w.mem != want_mem {
         return diverged("the device's memory differs from the oracle's".into());
+    }
+    if let Some(e) = w.clone_errors.first() {
+        return diverged(e.clone());
+    }
+    // Every session ends (said goodbye, or not resumed within its window): nothing is held.
+    if !w.sessions.is_empty() {
+        return diverged(format!("{} clone sessions never ended", w.sessions.len()));
     }
     w.tally.calls = w.calls.len() as u64;
     Ok(w.tally)
@@ -443,10 +457,12 @@ impl World {
                 if self.next < self.calls.len() {
                     local_work(self.next, &mut self.mem);
                     self.device.start_migration(now);
-                } else if let Some(bye) = self.device.close()
-                    && let Some(conn) = self.conn
-                {
-                    self.send(conn, true, &bye);
+                } else if let Some(conn) = self.conn.take() {
+                    // The app ends: a goodbye if a session is open, then the connection closes.
+                    if let Some(bye) = self.device.close() {
+                        self.send(conn, true, &bye);
+                    }
+                    self.close_link(conn);
                 }
             }
             Ev::Dialed { conn, ok } => {
@@ -602,7 +618,11 @@ impl World {
                 self.tally.remote += 1;
                 self.finish_call();
             }
-            ConnEvent::Abandoned { .. } => {
+            ConnEvent::Abandoned { cause, detail } => {
+                // The transport delivers in order or breaks: the two cores never disagree.
+                if cause == Cause::Protocol {
+                    return self.diverged(format!("call {} fell back on a protocol error: {detail}", self.next));
+                }
                 let call = self.calls[self.next];
                 let r = body(call.point, call.arg, &mut self.mem);
                 self.results.push(r);
@@ -752,7 +772,10 @@ impl World {
                     self.resumable.remove(&run);
                 }
             }
-            CloneConnEvent::Ended(_) => {
+            CloneConnEvent::Ended(ending) => {
+                if let Ending::Protocol(e) = &ending {
+                    self.clone_errors.push(format!("a clone session ended on a protocol error: {e}"));
+                }
                 let Some(s) = self.sessions.remove(&sid) else { return };
                 if let Some(run) = s.run
                     && self.resumable.get(&run) == Some(&sid)
