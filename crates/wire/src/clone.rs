@@ -386,7 +386,8 @@ impl CloneConn {
     /// new session ([`CloneEvent::Reset`]).
     pub fn handle_resume(&mut self, _now: Instant, migration: u64) -> bool {
         match self.last.clone() {
-            Some(last) if self.opened && migration == self.migrations => {
+            // Only a session whose link broke (the driver breaks the old one first) is resumed.
+            Some(last) if self.opened && migration == self.migrations && matches!(self.phase, Phase::AwaitResume { .. }) => {
                 // The session goes on where it was; the new connection's first answer is
                 // `resumed`, then the answer the device missed.
                 self.phase = if matches!(*last, Message::Failed { .. }) { Phase::Failed } else { Phase::Ready };
