@@ -384,8 +384,12 @@ fn local_identity(home: Option<&std::path::Path>, name: &str) -> anyhow::Result<
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let id = clonecloud_net::Identity::generate()?;
-    id.save(&dir.join(name), false)?;
-    Ok(id)
+    match id.save(&dir.join(name), false) {
+        Ok(_) => Ok(id),
+        // Another run made it at the same moment (it is published whole): use that one.
+        Err(_) if key.is_file() => clonecloud_net::Identity::load(&key).with_context(|| format!("cannot load {} (delete it to make a new one)", key.display())),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A point's name for reports: its demangled name-section name, else `#INDEX`.

@@ -195,3 +195,32 @@ fn the_data_directory_is_made_private_and_another_users_is_refused() {
     assert!(out.stdout.is_empty());
     assert!(stderr.contains("belongs to another user") && stderr.contains("CLONECLOUD_HOME"), "{stderr}");
 }
+
+/// Several runs on the embedded clone started at once on a fresh data directory all make or
+/// find the same keys: none fails on another's half-made key.
+#[test]
+fn runs_started_at_once_on_a_fresh_home_share_the_local_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = write(dir.path(), "hello.wasm", &hello_module());
+    let home = dir.path().join("home");
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_clonecloud"))
+                .args(["run", "--offload", "all", "--clone", "local", &module])
+                .env("CLONECLOUD_HOME", &home)
+                .env_remove("CLONECLOUD_LOG")
+                .env_remove("RUST_LOG")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for r in runs {
+        let out = r.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.stdout, b"hi\n");
+    }
+    let keys: Vec<_> = std::fs::read_dir(home.join("keys")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(keys.iter().all(|k| !k.ends_with(".new")), "no temporary key is left: {keys:?}");
+}

@@ -168,10 +168,29 @@ impl Identity {
 
 #[cfg(unix)]
 fn write_private(path: &Path, data: &[u8], overwrite: bool) -> Result<(), NetError> {
+    if overwrite {
+        return write_private_file(path, data, true);
+    }
+    // Without `overwrite`: written whole to a private file beside it, then published under its
+    // name by one link that fails on anything there (a link at the key's path, dangling or not,
+    // is not followed). Nobody reads a half-written key, and of two processes making the same
+    // key at once exactly one wins.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.{nanos}.new", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    write_private_file(&tmp, data, false)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    linked.map_err(|e| NetError::io(format!("cannot write {}", path.display()), e))
+}
+
+#[cfg(unix)]
+fn write_private_file(path: &Path, data: &[u8], overwrite: bool) -> Result<(), NetError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     // Without `overwrite`, one atomic create that fails on anything there (O_EXCL: a link at
-    // the key's path, dangling or not, is not followed).
+    // the path, dangling or not, is not followed).
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(overwrite)
