@@ -115,8 +115,12 @@ impl Store {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let meta = entry.metadata()?;
-            if name.starts_with(".incoming-") {
-                let _ = std::fs::remove_file(entry.path());
+            if let Some(rest) = name.strip_prefix(".incoming-") {
+                // Another process may be writing into the same store (two runs of one device
+                // on one machine): only a write whose process is gone is a leftover.
+                if abandoned(rest, &meta) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
             } else if meta.is_file() && name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
                 found.push((meta.modified().ok(), name, cost(meta.len().saturating_sub(SEAL_OVERHEAD))));
             }
@@ -246,6 +250,26 @@ impl Store {
         self.index().touch(&name);
         Ok(bytes.into())
     }
+}
+
+/// Whether the temporary file `.incoming-{rest}` is left over from an interrupted write: its
+/// writer (the process id in its name) is gone, or it is a day old (the id may be reused).
+fn abandoned(rest: &str, meta: &std::fs::Metadata) -> bool {
+    let stale = meta.modified().ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > std::time::Duration::from_secs(24 * 3600));
+    let writer = rest.split('-').next().and_then(|pid| pid.parse::<i32>().ok()).filter(|&pid| pid > 0);
+    stale || writer.is_none_or(|pid| !process_alive(pid))
+}
+
+#[cfg(unix)]
+fn process_alive(pid: i32) -> bool {
+    // Signal 0 checks that the process exists without touching it; EPERM means it exists too.
+    // SAFETY: kill with signal 0 sends nothing.
+    unsafe { libc::kill(pid, 0) == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) }
+}
+
+#[cfg(not(unix))]
+fn process_alive(_pid: i32) -> bool {
+    true
 }
 
 /// A new file in `dir` under a fresh name.

@@ -95,3 +95,24 @@ fn the_quota_holds_and_the_least_recently_used_go_first() {
     // Contents that do not match their hash are refused.
     assert_eq!(store.put(&hs[0], &file(1)).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
 }
+
+/// Two runs of one device on one machine share its store: opening it must not remove a file
+/// the other is writing (a put then failed with "No such file or directory"), but does remove
+/// what a process that is gone left half-written.
+#[test]
+fn opening_a_store_removes_only_writes_whose_process_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join(format!(".incoming-{}-999", std::process::id()));
+    std::fs::write(&live, b"being written").unwrap();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let gone = child.id();
+    child.wait().unwrap();
+    let dead = dir.path().join(format!(".incoming-{gone}-0"));
+    std::fs::write(&dead, b"left over").unwrap();
+
+    let store = Store::open(dir.path().to_path_buf(), &[5; 32], 1 << 20).unwrap();
+    assert!(live.exists(), "a write in progress in a live process is left alone");
+    assert!(!dead.exists(), "a write whose process is gone is removed");
+    // And the store itself still writes beside it.
+    store.put(&content_hash(b"x"), b"x").unwrap();
+}
