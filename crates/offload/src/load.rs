@@ -106,7 +106,7 @@ fn status_kib(field: &str) -> u64 {
 /// must end with the clone refusing it (a resource limit or a trap, reported to the device) or
 /// with its answer; anything else (a broken link, a clone that stops answering) is a failure.
 /// Its "latencies" are the migrations the clone refused.
-fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::PublicKey, wasm: &[u8], until: Instant, k: u32, hostile: bool) -> Result<Vec<u32>, String> {
+fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::PublicKey, wasm: &[u8], until: Instant, k: u32, hostile: bool) -> Result<Vec<u32>, DeviceStopped> {
     let t = Duration::from_secs(30);
     let mut core = DeviceConn::new(DeviceConfig {
         module: clonecloud_wire::content_hash(wasm),
@@ -174,8 +174,8 @@ fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::Pu
                 }
                 Some(ConnEvent::Returned { results, .. }) => break results,
                 Some(ConnEvent::Abandoned { cause: Cause::ResourceLimit | Cause::Trap, .. }) if hostile => break vec![],
-                Some(ConnEvent::Abandoned { cause, detail }) => return Err(format!("round {round}: {cause}: {detail}")),
-                Some(ConnEvent::ImportCall { .. }) => return Err(format!("round {round}: the clone proxied a call")),
+                Some(ConnEvent::Abandoned { cause, detail }) => return Err(DeviceStopped::Abandoned { round, cause, detail }),
+                Some(ConnEvent::ImportCall { .. }) => return Err(DeviceStopped::Proxied { round }),
                 Some(ConnEvent::NewSession | ConnEvent::Resumed | ConnEvent::Retried) => {}
                 None if core.awaits_message() => match conn.as_mut().map(|c| c.recv()) {
                     Some(Ok(m)) => core.handle_message(Instant::now(), m),
@@ -187,7 +187,7 @@ fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::Pu
                         std::thread::sleep(at.saturating_duration_since(Instant::now()));
                         core.handle_timeout(Instant::now());
                     }
-                    None => return Err(format!("round {round}: the protocol core waits for nothing")),
+                    None => return Err(DeviceStopped::Idle { round }),
                 },
             }
         };
@@ -203,13 +203,26 @@ fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::Pu
         }
         let want = words.iter().fold(0u32, |a, w| a.wrapping_add(*w)) as i32;
         if results != [Value::I32(want)] {
-            return Err(format!("round {round}: the clone answered {results:?}, not {want}"));
+            return Err(DeviceStopped::WrongAnswer { round, got: results, want });
         }
     }
     if let (Some(goodbye), Some(c)) = (core.close(), conn.as_mut()) {
         let _ = c.send(&goodbye);
     }
     Ok(latencies)
+}
+
+/// Why a simulated device stopped before its time was up.
+#[derive(Debug, thiserror::Error)]
+enum DeviceStopped {
+    #[error("round {round}: the migration was abandoned ({cause}): {detail}")]
+    Abandoned { round: u32, cause: Cause, detail: String },
+    #[error("round {round}: the clone proxied a call, which the load's function makes none of")]
+    Proxied { round: u32 },
+    #[error("round {round}: the protocol core waits for nothing")]
+    Idle { round: u32 },
+    #[error("round {round}: the clone answered {got:?}, not {want}")]
+    WrongAnswer { round: u32, got: Vec<Value>, want: i32 },
 }
 
 /// A module with its first function as its one point.
@@ -282,7 +295,7 @@ pub fn run_with(devices: usize, duration: Duration, hostile: Option<Hostile>) ->
             Ok(Err(e)) => {
                 failures += 1;
                 if errors.len() < 10 {
-                    errors.push(e);
+                    errors.push(e.to_string());
                 }
             }
             Err(_) => {

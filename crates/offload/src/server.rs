@@ -467,37 +467,78 @@ impl Clone {
                 }
             }
         }
-        let refuse = |mut core: CloneConn, mut conn: Connection, message: String| {
-            core.refuse(message.clone());
-            while let Some(m) = core.poll_transmit() {
-                let _ = conn.send(&m);
+        let mut result = Ok(());
+        let mut next = Some((conn, core, first));
+        while let Some((conn, core, first)) = next.take() {
+            let (r, leftover) = self.serve_connection(&device, conn, core, first);
+            result = r;
+            // A resume handed to the session as it ended (its window closing, a new session of
+            // the same device taking its place): the device is told there is nothing to
+            // resume, and its connection starts a new session, as any refused resume does.
+            if let Some(Resumption { mut conn, migration }) = leftover {
+                debug!(%device, migration, "a resume reached a session as it ended: a new session on its connection");
+                let mut core = self.core();
+                core.handle_resume(Instant::now(), migration);
+                let reset = core.poll_event();
+                debug_assert!(matches!(reset, Some(CloneConnEvent::Reset)));
+                conn.set_timeout(Some(self.idle));
+                conn.set_max_frame(BEFORE_SESSION_MAX_FRAME);
+                next = Some((conn, core, None));
             }
-            Err(SessionError::Refused(message))
+        }
+        result
+    }
+
+    /// A connection's sessions (a new one after a refused resume or a reset), to the end:
+    /// why it ended, and a resume that was handed to it as it ended.
+    fn serve_connection(&self, device: &str, conn: Connection, core: CloneConn, first: Option<CloneConnEvent>) -> (Result<(), SessionError>, Option<Resumption>) {
+        let store = match self.store(device) {
+            Ok(s) => s,
+            Err(e) => return (Err(e), None),
         };
-        let Some(session_slot) = self.start_session() else {
-            let limit = self.max_sessions.load(Ordering::Relaxed);
-            return refuse(core, conn, format!("this clone already serves {limit} sessions, the most it may at once"));
-        };
-        let Some(slot) = self.start_run(&device) else {
-            let limit = self.max_runs.load(Ordering::Relaxed);
-            return refuse(core, conn, format!("this device already has {limit} runs on this clone, the most it may have at once"));
-        };
-        let store = self.store(&device)?;
         // Shared with the replica's import proxy, which talks to the device during a call.
         let wire = Arc::new(Mutex::new(Wire { conn, core }));
+        let budget = self.device_budget(device);
+        let mut run = Run { budget, device: device.to_string(), _session: None, _slot: None, registration: None, hash: None, module: None, replica: None, environment: Default::default(), files: None };
+        let result = self.drive(&wire, &mut run, &store, first);
+        // Taken out of the registry before the session's slots are given back: from here on,
+        // a resume of this run finds nothing to hand itself to.
+        let leftover = run.registration.take().and_then(Registration::close);
+        drop(run);
+        (result, leftover)
+    }
+
+    /// The session loop: moves the core's messages and acts on its events.
+    fn drive<'a>(&'a self, wire: &Arc<Mutex<Wire>>, run: &mut Run<'a>, store: &Arc<Store>, mut first: Option<CloneConnEvent>) -> Result<(), SessionError> {
         let lock = || wire.lock().unwrap_or_else(|e| e.into_inner());
-        let budget = self.device_budget(&device);
-        let mut run = Run { budget, device, _session: session_slot, _slot: slot, registration: None, hash: None, module: None, replica: None, environment: Default::default(), files: None };
         loop {
             lock().flush();
             // (A statement of its own: the lock is not held while waiting.)
             let polled = first.take().or_else(|| lock().core.poll_event());
             let Some(event) = polled else {
-                self.wait(&wire, &mut run);
+                self.wait(wire, run);
                 continue;
             };
             match event {
                 CloneConnEvent::Opened { module, run: id, environment, .. } => {
+                    // Only an opened session holds a slot (a connection that only probes, none).
+                    if run._session.is_none() {
+                        run._session = self.start_session();
+                        if run._session.is_none() {
+                            let limit = self.max_sessions.load(Ordering::Relaxed);
+                            lock().core.refuse(format!("this clone already serves {limit} sessions, the most it may at once"));
+                            continue;
+                        }
+                    }
+                    if run._slot.is_none() {
+                        // (A statement of its own: the lock is not held while waiting for a slot.)
+                        run._slot = self.start_run(&run.device);
+                        if run._slot.is_none() {
+                            let limit = self.max_runs.load(Ordering::Relaxed);
+                            lock().core.refuse(format!("this device already has {limit} runs on this clone, the most it may have at once"));
+                            continue;
+                        }
+                    }
                     run.hash = Some(module);
                     run.environment = environment;
                     // Only a module this device sent itself counts as known to it.
@@ -679,7 +720,9 @@ impl Clone {
             CallError::Proxy(p) => Failure::LinkLost(p),
             CallError::Trap(t) => Failure::Answer(FailKind::Trap, t.to_string()),
             e @ CallError::Exception => Failure::Answer(FailKind::Exception, e.to_string()),
-            e @ (CallError::Deadline(_) | CallError::Memory(_) | CallError::DeviceMemory(_) | CallError::Host(_)) => Failure::Answer(FailKind::ResourceLimit, e.to_string()),
+            e @ (CallError::Deadline(_) | CallError::Memory(_) | CallError::DeviceMemory(_) | CallError::Host(_) | CallError::ProxyAnswer(_)) => {
+                Failure::Answer(FailKind::ResourceLimit, e.to_string())
+            }
             e => unavailable(e.to_string()),
         })?;
         let (files, output) = r.finish().map_err(|e| match e {
@@ -727,10 +770,10 @@ struct Run<'a> {
     budget: Arc<DeviceBudget>,
     device: String,
     /// Counted among the server's sessions and the device's runs (while waiting to be resumed
-    /// too), until the session ends: `run` goes before the connection, so a device that sees
-    /// its connection closed finds its slots free.
-    _session: SessionSlot<'a>,
-    _slot: RunSlot<'a>,
+    /// too), from the hello until the session ends: `run` goes before the connection, so a
+    /// device that sees its connection closed finds its slots free.
+    _session: Option<SessionSlot<'a>>,
+    _slot: Option<RunSlot<'a>>,
     /// Resumable from the hello on.
     registration: Option<Registration<'a>>,
     hash: Option<ContentHash>,
@@ -871,12 +914,25 @@ impl Registration<'_> {
     }
 }
 
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
+impl Registration<'_> {
+    /// Leaves the registry; returns a resume handed to the session that it did not take.
+    fn close(self) -> Option<Resumption> {
+        self.remove();
+        // No resume is handed over once the entry is gone (handing over holds the registry).
+        self.handoff.mailbox.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn remove(&self) {
         let mut all = self.clone.resumable.lock().unwrap_or_else(|e| e.into_inner());
         if all.get(&self.key).is_some_and(|h| Arc::ptr_eq(h, &self.handoff)) {
             all.remove(&self.key);
         }
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 
@@ -902,7 +958,19 @@ impl Wire {
     }
 
     fn broken(&mut self, e: &NetError) {
-        self.core.handle_broken(Instant::now(), e.to_string(), matches!(e, NetError::Closed));
+        match e {
+            // The frame came whole through TLS but is not a message this clone takes (over the
+            // frame limit, say): the device is told, and the session ends.
+            NetError::Decode(d) => self.core.handle_undecodable(d.to_string()),
+            _ => {
+                self.core.handle_broken(Instant::now(), e.to_string(), matches!(e, NetError::Closed));
+                // Closed on this side too: a device that still holds the connection (a timeout
+                // here, say) sees the break and resumes on a new one.
+                if let Some(b) = self.conn.breaker() {
+                    b.break_now();
+                }
+            }
+        }
     }
 }
 
@@ -1015,6 +1083,36 @@ pub fn spawn_local_as(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A connected pair on loopback: (the server's side, the device's).
+    fn pair() -> (Connection, Connection) {
+        let (server, device) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([device.public().clone()]), Duration::from_secs(5)).unwrap();
+        let addr = listener.local_addr();
+        let key = server.public().clone();
+        let dialer = std::thread::spawn(move || Connection::connect(addr, Some(&device), &key, Duration::from_secs(5)).unwrap());
+        let accepted = listener.incoming().unwrap().accept().unwrap();
+        (accepted, dialer.join().unwrap())
+    }
+
+    /// A resume handed to a session is never dropped: the session takes it, or, when the session
+    /// ends first, closing its registration gives it back (the driver then starts a new session
+    /// on it), and after that a resume of the run is given back at once.
+    #[test]
+    fn a_resume_handed_to_an_ending_session_comes_back() {
+        let clone = Clone::new(ModuleCache::disabled(), Duration::from_secs(5)).unwrap();
+        let (old, _old_device) = pair();
+        let registration = clone.register("device", 7, &old);
+        let (new, _new_device) = pair();
+        assert!(clone.hand_over("device", 7, Resumption { conn: new, migration: 3 }).is_none(), "handed to the session");
+        // The session ends without waiting for it (its window closed at that moment).
+        let left = registration.close().expect("the resume comes back");
+        assert_eq!(left.migration, 3);
+        let (again, _again_device) = pair();
+        assert!(clone.hand_over("device", 7, Resumption { conn: again, migration: 3 }).is_some(), "nothing to hand to any more");
+    }
+
     /// Without a data directory the clone's files go to a new directory only this user can
     /// enter, under a name nobody can guess ahead: never a fixed path another user could plant.
     #[test]

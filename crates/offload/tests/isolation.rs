@@ -374,3 +374,70 @@ fn a_huge_first_message_is_refused_at_its_header() {
     hello(&mut ok, &m, 2);
     assert_eq!(call_f(&mut ok, Some(9)), Value::I32(9));
 }
+
+/// A connection that only measures the link (probes) holds no session: with room for one
+/// session and one run, a device that keeps its probe connection open still opens its run.
+#[test]
+fn a_connection_that_only_probes_holds_no_session() {
+    let (server, a, _b, addr) = two_devices_with(|clone| {
+        clone.set_max_sessions(1);
+        clone.set_max_runs(1);
+    });
+    let m = module();
+    let connect = |id: &Identity| Connection::connect(addr, Some(id), server.public(), T).unwrap();
+    let mut probing = connect(&a);
+    probing.send(&Message::Probe { bytes: vec![7; 1000], reply: 10 }).unwrap();
+    match probing.recv().unwrap() {
+        Message::ProbeReply { bytes } => assert_eq!(bytes.len(), 10),
+        other => panic!("{other:?}"),
+    }
+    let mut run = connect(&a);
+    hello(&mut run, &m, 1);
+    assert_eq!(call_f(&mut run, Some(3)), Value::I32(3));
+    // The probing connection may still probe.
+    probing.send(&Message::Probe { bytes: vec![], reply: 4 }).unwrap();
+    assert!(matches!(probing.recv().unwrap(), Message::ProbeReply { .. }));
+}
+
+/// A device that answers a proxied call (a read of stdin) with more memory than the clone allows
+/// is told the call hit a resource limit (it runs it itself), on a session that goes on: the
+/// answer is refused, the link is not taken for broken.
+#[test]
+fn a_proxied_call_answered_with_too_much_memory_fails_as_a_resource_limit() {
+    let server = Identity::generate().unwrap();
+    let a = Identity::generate().unwrap();
+    let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([a.public().clone()]), T).unwrap();
+    let addr = listener.local_addr();
+    let limits = clonecloud_replica::Limits { memory: 64 << 20, ..Default::default() };
+    let clone = Clone::with_limits(ModuleCache::disabled(), T, limits).unwrap();
+    std::thread::spawn(move || clone.serve(listener));
+    let wasm = wat::parse_str(
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (func $f (export "f") (result i32)
+            (i32.store (i32.const 16) (i32.const 64))
+            (i32.store (i32.const 20) (i32.const 8))
+            (call $read (i32.const 0) (i32.const 16) (i32.const 1) (i32.const 32))))"#,
+    )
+    .unwrap();
+    let model = clonecloud_model::Module::parse(&wasm).unwrap();
+    let m = clonecloud_model::rewrite(&model, &wasm, &[1]).unwrap().wasm;
+    let mut c = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
+    hello(&mut c, &m, 1);
+    let empty = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } };
+    c.send(&Message::Migrate { point: 1, args: vec![], state: empty, clocks: Default::default(), descriptors: Default::default() }).unwrap();
+    match c.recv().unwrap() {
+        Message::ImportCall { .. } => {}
+        other => panic!("expected the read proxied to the device: {other:?}"),
+    }
+    // 2,000 wasm pages: 125 MiB, past the clone's memory limit of 64 MiB.
+    let huge = State { globals: vec![], memory: PageDelta { wasm_pages: 2_000, page_size: 4096, pages: vec![], xor: false } };
+    c.send(&Message::ImportReturn { results: vec![Value::I32(0)], state: huge }).unwrap();
+    match c.recv().unwrap() {
+        Message::Failed { kind: clonecloud_wire::FailKind::ResourceLimit, message } => assert!(message.contains("fd_read"), "{message}"),
+        other => panic!("expected a resource-limit failure: {other:?}"),
+    }
+    // The session ends in order: a goodbye is taken.
+    c.send(&Message::Goodbye).unwrap();
+}

@@ -42,6 +42,10 @@ pub enum CallError {
     NoPoint(u32),
     #[error(transparent)]
     Proxy(ProxyFailed),
+    /// The device answered a proxied call with state this replica cannot take (memory past its
+    /// limits): the link is fine, the call runs on the device.
+    #[error(transparent)]
+    ProxyAnswer(ProxyAnswerRefused),
     #[error("the function threw a wasm exception it did not catch")]
     Exception,
     #[error("{0}")]
@@ -292,6 +296,14 @@ pub struct ProxyFailed {
     pub why: String,
 }
 
+/// The device's answer to a proxied call carried state this replica cannot take.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the device's answer to `{name}` cannot be applied on the clone: {why}")]
+pub struct ProxyAnswerRefused {
+    pub name: String,
+    pub why: String,
+}
+
 /// What both sides agree the memory holds: the page hashes, a shadow copy (for XOR deltas), the
 /// handles to the state, and where the allocator keeps its free lists.
 #[derive(Debug, Default)]
@@ -351,9 +363,13 @@ pub(crate) fn proxy_call(caller: &mut wasmtime::Caller<'_, Data>, import: u32, n
     let answer = link.call(import, params, delta);
     caller.data_mut().proxy = Some(link);
     let limit = caller.data().memory_limit;
-    let r = answer.map_err(|e| e.to_string()).and_then(|(vals, d)| agreed.apply(&mut *caller, limit, &d).map(|()| vals).map_err(|e| e.to_string()));
+    let r = match answer {
+        Err(e) => Err(failed(e.to_string())),
+        // The link held; the device's changes do not fit here.
+        Ok((vals, d)) => agreed.apply(&mut *caller, limit, &d).map(|()| vals).map_err(|e| wasmtime::Error::new(ProxyAnswerRefused { name: name.to_string(), why: e.to_string() })),
+    };
     caller.data_mut().agreed = agreed;
-    let vals = r.map_err(failed)?;
+    let vals = r?;
     if vals.len() != results.len() {
         return Err(failed(format!("{} results for {}", vals.len(), results.len())));
     }
@@ -565,6 +581,8 @@ impl Replica {
         r.map(|()| None).map_err(|e| {
             if let Some(p) = e.downcast_ref::<ProxyFailed>() {
                 CallError::Proxy(p.clone())
+            } else if let Some(p) = e.downcast_ref::<ProxyAnswerRefused>() {
+                CallError::ProxyAnswer(p.clone())
             } else if let Some(w) = e.downcast_ref::<WasiOnClone>() {
                 CallError::Import(w.clone())
             } else if let Some(h) = e.downcast_ref::<HostBudget>() {

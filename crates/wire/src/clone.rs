@@ -366,6 +366,15 @@ impl CloneConn {
         self.send(m);
     }
 
+    /// A frame arrived whole (TLS vouches for its bytes) but is not a message this clone takes
+    /// (too large for its limits, or not a message at all): the device is told why, and the
+    /// session ends (it is not a broken link to wait out).
+    pub fn handle_undecodable(&mut self, detail: String) {
+        if self.phase != Phase::Ended {
+            self.protocol(ProtocolError::Undecodable(detail));
+        }
+    }
+
     /// The connection broke (`detail` says how). A session waits to be resumed until
     /// [`CloneConn::awaits_resume`]; a connection with no session just ends.
     pub fn handle_broken(&mut self, now: Instant, detail: String, closed: bool) {
@@ -474,6 +483,22 @@ mod tests {
             CloneEvent::Ended(e) => Some(e),
             _ => None,
         })
+    }
+
+    /// A frame that does not decode (a migration past the clone's frame limit, say) is the
+    /// device's error, not a broken link: the device is told at once (it runs the call itself
+    /// rather than waiting out its deadline), and the session does not wait to be resumed.
+    #[test]
+    fn an_undecodable_frame_is_told_to_the_device_and_ends_the_session() {
+        let now = Instant::now();
+        let mut c = answered(now);
+        c.handle_message(now, migrate());
+        let _ = events(&mut c);
+        c.handle_undecodable("a frame of 9 GiB, over the limit of 1 GiB".into());
+        assert!(matches!(&sent(&mut c)[..], [Message::Error { message }] if message.contains("9 GiB")));
+        assert!(matches!(ending(&mut c), Some(Ending::Protocol(ProtocolError::Undecodable(_)))));
+        assert_eq!(c.awaits_resume(), None);
+        assert!(c.is_ended());
     }
 
     #[test]

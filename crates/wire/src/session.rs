@@ -39,6 +39,8 @@ pub enum ProtocolError {
     NotNow { action: &'static str, state: &'static str },
     #[error("the peer reported an error: {0}")]
     Peer(String),
+    #[error("a frame that is not a message this side takes: {0}")]
+    Undecodable(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
