@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -24,8 +24,9 @@ enum BenchCommand {
 /// emulated device, wasmtime's Pulley interpreter), CC-WiFi and CC-3G (offloading to a clone
 /// on loopback through an emulated link), several runs each; time, modelled device energy,
 /// partitions, bytes, and the ratio to the ideal bound. Writes report.md, results.csv,
-/// results.json and time/energy figures (SVG, PNG) into --out. Run it from the repository: it
-/// builds the workloads and fetches their third-party data unless --modules is given.
+/// results.json and time/energy figures (SVG, PNG) into --out. The workloads are built by
+/// `cargo xtask build` (or give --modules, --gen-data and --third-party); `cargo xtask bench
+/// paper ...` builds them and runs this.
 #[derive(Debug, Args)]
 pub struct PaperOpts {
     /// Small inputs only and two runs per configuration: a few minutes.
@@ -49,15 +50,15 @@ pub struct PaperOpts {
     /// What the partitions minimize: `time` or device `energy`.
     #[arg(long, value_name = "time|energy", default_value = "time")]
     objective: String,
-    /// The directory with the workloads' wasm modules (<app>.wasm); default: build them into
-    /// target/apps.
-    #[arg(long, value_name = "DIR", requires = "gen_data")]
+    /// The directory with the workloads' wasm modules (<app>.wasm); default: where `cargo xtask
+    /// build` puts them in the repository (target/apps/wasm32-wasip1/release).
+    #[arg(long, value_name = "DIR")]
     modules: Option<PathBuf>,
-    /// The gen-data binary (with --modules).
+    /// The gen-data binary (default: target/apps/release/gen-data in the repository).
     #[arg(long, value_name = "FILE")]
     gen_data: Option<PathBuf>,
-    /// scikit-image's data directory for image-search (default: fetched into
-    /// target/third-party/skimage-data).
+    /// scikit-image's data directory for image-search (default:
+    /// target/third-party/skimage-data in the repository, fetched by `cargo xtask build`).
     #[arg(long, value_name = "DIR")]
     third_party: Option<PathBuf>,
     /// Print the results as JSON on stdout (instead of the Markdown table).
@@ -93,10 +94,16 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     if reps == 0 {
         bail!("--reps 0: give at least one run per configuration");
     }
-    let (modules, gen_data, third_party) = match (&opts.modules, &opts.gen_data) {
-        (Some(m), Some(g)) => (m.clone(), g.clone(), opts.third_party.clone()),
-        _ => build_workloads(&apps, opts.third_party.clone())?,
+    let built = Built::defaults(opts.modules.clone(), opts.gen_data.clone(), None, opts.third_party.clone());
+    for app in &apps {
+        Built::need(&built.modules.join(format!("{app}.wasm")), "--modules DIR", "bench paper")?;
+    }
+    let gen_data = Built::need(&built.gen_data, "--gen-data FILE", "bench paper")?.to_path_buf();
+    let third_party = match apps.iter().any(|a| a == "image-search") {
+        true => Some(Built::need(&built.third_party, "--third-party DIR", "bench paper")?.to_path_buf()),
+        false => None,
     };
+    let modules = built.modules;
     std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
     let config = clonecloud_bench::Config {
         clonecloud: std::env::current_exe().context("cannot find this clonecloud binary")?,
@@ -123,41 +130,37 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Builds the workloads (wasm) and gen-data (native) into target/apps of the repository this
-/// command runs in, and fetches image-search's third-party data.
-pub(crate) fn build_workloads(apps: &[String], third_party: Option<PathBuf>) -> anyhow::Result<(PathBuf, PathBuf, Option<PathBuf>)> {
-    let root = repo_root().context(
-        "bench paper builds the workloads from the clonecloud repository: run it there, or give --modules DIR (with <app>.wasm) and --gen-data FILE",
-    )?;
-    let target = root.join("target/apps");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut wasm = Command::new(&cargo);
-    wasm.current_dir(&root).args(["build", "--release", "--locked", "--quiet", "--target", "wasm32-wasip1", "--target-dir"]).arg(&target);
-    for app in apps {
-        wasm.args(["-p", app]);
-    }
-    let mut native = Command::new(&cargo);
-    native.current_dir(&root).args(["build", "--release", "--locked", "--quiet", "-p", "gen-data", "--target-dir"]).arg(&target);
-    for (what, mut cmd) in [("the workloads", wasm), ("gen-data", native)] {
-        eprintln!("clonecloud: building {what}");
-        let status = cmd.env_remove("RUSTFLAGS").env_remove("CARGO_TARGET_DIR").status().with_context(|| format!("cannot run cargo to build {what}"))?;
-        if !status.success() {
-            bail!("building {what} failed (see cargo's messages above)");
+/// What `cargo xtask build` puts into the repository holding the current directory: the
+/// workloads' modules, gen-data, the test corpus and image-search's third-party data. Each flag
+/// given replaces its default; a default that is not there is an error naming what to run.
+pub(crate) struct Built {
+    pub modules: PathBuf,
+    pub gen_data: PathBuf,
+    pub corpus: PathBuf,
+    pub third_party: PathBuf,
+}
+
+impl Built {
+    pub(crate) fn defaults(modules: Option<PathBuf>, gen_data: Option<PathBuf>, corpus: Option<PathBuf>, third_party: Option<PathBuf>) -> Built {
+        let root = repo_root().unwrap_or_default();
+        Built {
+            modules: modules.unwrap_or_else(|| root.join("target/apps/wasm32-wasip1/release")),
+            gen_data: gen_data.unwrap_or_else(|| root.join("target/apps/release/gen-data")),
+            corpus: corpus.unwrap_or_else(|| root.join("target/corpus/wasm32-wasip1/release")),
+            third_party: third_party.unwrap_or_else(|| root.join("target/third-party/skimage-data")),
         }
     }
-    let third_party = match third_party {
-        Some(dir) => Some(dir),
-        None if apps.iter().any(|a| a == "image-search") => {
-            // (Its messages go to stderr: stdout may be --json.)
-            let status = Command::new("bash").arg(root.join("scripts/fetch-third-party")).stdout(std::io::stderr()).status().context("cannot run scripts/fetch-third-party")?;
-            if !status.success() {
-                bail!("scripts/fetch-third-party failed (see its message above)");
-            }
-            Some(root.join("target/third-party/skimage-data"))
+
+    /// `path` (what `flag` names), or an error saying how to get it.
+    pub(crate) fn need<'a>(path: &'a Path, flag: &str, command: &str) -> anyhow::Result<&'a Path> {
+        if path.exists() {
+            return Ok(path);
         }
-        None => None,
-    };
-    Ok((target.join("wasm32-wasip1/release"), target.join("release/gen-data"), third_party))
+        bail!(
+            "{} is not there: build the workloads, the test corpus and their data with `cargo xtask build` in the clonecloud repository (or run `cargo xtask {command}`, which builds them first), or give {flag}",
+            path.display()
+        )
+    }
 }
 
 /// The clonecloud repository holding the current directory.

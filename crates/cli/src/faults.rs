@@ -7,12 +7,15 @@ use anyhow::{Context, bail};
 use clap::Args;
 use clonecloud_faults::{Config, Program};
 
+use crate::bench::Built;
+
 /// Run each program under every fault (cuts before and inside every turn of the conversation,
 /// a corrupted byte, duplicated and reordered TLS records, stalls past the timeout, the clone
 /// SIGKILLed and restarted, out of memory, past its deadline, a trap, a flapping link) and check
 /// each run against a plain local run: stdout, stderr, exit code and files. Prints the table and
 /// the path the runtime took in each case (resume, retry, fallback); fails if any case differs.
-/// Run it from the repository: it builds the workloads and the test corpus.
+/// Run it in the repository after `cargo xtask build` (or give where the programs are);
+/// `cargo xtask faults ...` builds them and runs this.
 #[derive(Debug, Args)]
 pub struct Opts {
     /// The reduced set (as in CI): cuts before each turn and one of each other fault, on
@@ -24,6 +27,22 @@ pub struct Opts {
     /// behavior-profile, stdin_echo, files, panic).
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
     programs: Vec<String>,
+    /// The directory with the workloads' wasm modules (<app>.wasm); default: where `cargo xtask
+    /// build` puts them in the repository (target/apps/wasm32-wasip1/release).
+    #[arg(long, value_name = "DIR")]
+    modules: Option<PathBuf>,
+    /// The gen-data binary that writes the workloads' inputs (default:
+    /// target/apps/release/gen-data in the repository).
+    #[arg(long, value_name = "FILE")]
+    gen_data: Option<PathBuf>,
+    /// The directory with the test corpus's modules (stdin_echo.wasm, files.wasm, panic.wasm);
+    /// default: target/corpus/wasm32-wasip1/release in the repository.
+    #[arg(long, value_name = "DIR")]
+    corpus: Option<PathBuf>,
+    /// scikit-image's data directory for image-search's input (default:
+    /// target/third-party/skimage-data in the repository).
+    #[arg(long, value_name = "DIR")]
+    third_party: Option<PathBuf>,
     /// Print the report as JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -91,16 +110,24 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
             bail!("no program `{n}` in the fault matrix: pick from virus-scan, image-search, behavior-profile, stdin_echo, files, panic");
         }
     }
-    let root = crate::bench::repo_root().context("clonecloud faults builds its programs from the clonecloud repository: run it there")?;
+    let built = Built::defaults(opts.modules.clone(), opts.gen_data.clone(), opts.corpus.clone(), opts.third_party.clone());
+    let command = "faults";
     let apps: Vec<String> = names.iter().filter(|n| APPS.iter().any(|(a, _)| a == *n)).cloned().collect();
-    let inputs = root.join("target/faults/inputs");
+    // The apps' inputs, made once by gen-data; the files program's fixture.
+    let scratch = crate::bench::repo_root().map(|r| r.join("target/faults")).unwrap_or_else(|| std::env::temp_dir().join("clonecloud-faults"));
+    let inputs = scratch.join("inputs");
     let mut programs = Vec::new();
     if !apps.is_empty() {
-        let (modules, gen_data, third_party) = crate::bench::build_workloads(&apps, None)?;
+        let gen_data = Built::need(&built.gen_data, "--gen-data FILE", command)?;
+        let third_party = match apps.iter().any(|a| a == "image-search") {
+            true => Some(Built::need(&built.third_party, "--third-party DIR", command)?),
+            false => None,
+        };
         for app in &apps {
+            let wasm = Built::need(&built.modules.join(format!("{app}.wasm")), "--modules DIR", command)?.to_path_buf();
             let input = inputs.join(app);
             if !input.is_dir() {
-                let mut cmd = Command::new(&gen_data);
+                let mut cmd = Command::new(gen_data);
                 cmd.args(["--app", app, "--size", "small", "--out"]).arg(&input);
                 if let (Some(dir), "image-search") = (&third_party, app.as_str()) {
                     cmd.arg("--third-party").arg(dir);
@@ -112,41 +139,21 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
                 }
             }
             let function = APPS.iter().find(|(a, _)| a == app).expect("checked").1;
-            programs.push(Program {
-                name: app.clone(),
-                wasm: modules.join(format!("{}.wasm", app)),
-                args: vec!["/input".into()],
-                offload: function.into(),
-                dir: Some((input, "/input".into())),
-                stdin: Vec::new(),
-            });
+            programs.push(Program { name: app.clone(), wasm, args: vec!["/input".into()], offload: function.into(), dir: Some((input, "/input".into())), stdin: Vec::new() });
         }
     }
-    let corpus: Vec<&String> = names.iter().filter(|n| CORPUS.contains(&n.as_str())).collect();
-    if !corpus.is_empty() {
-        let target = root.join("target/corpus");
-        eprintln!("clonecloud: building the test corpus");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "--quiet", "--target", "wasm32-wasip1", "--manifest-path"])
-            .arg(root.join("tests/corpus/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_TARGET_DIR")
-            .status()
-            .context("cannot run cargo to build the test corpus")?;
-        if !status.success() {
-            bail!("building tests/corpus failed (see cargo's messages above)");
-        }
-        for name in corpus {
-            let (dir, stdin) = match name.as_str() {
-                "files" => (Some((root.join("tests/corpus/fixtures/data"), "/data".to_string())), Vec::new()),
-                "stdin_echo" => (None, "a line of input for the device to read\n".repeat(4000).into_bytes()),
-                _ => (None, Vec::new()),
-            };
-            programs.push(Program { name: name.clone(), wasm: target.join(format!("wasm32-wasip1/release/{name}.wasm")), args: Vec::new(), offload: "all".into(), dir, stdin });
-        }
+    for name in names.iter().filter(|n| CORPUS.contains(&n.as_str())) {
+        let wasm = Built::need(&built.corpus.join(format!("{name}.wasm")), "--corpus DIR", command)?.to_path_buf();
+        let (dir, stdin) = match name.as_str() {
+            "files" => {
+                // The files program's fixture: a few files it reads and writes (copied per case).
+                let root = crate::bench::repo_root().context("the files program's fixture is tests/corpus/fixtures/data: run clonecloud faults in the clonecloud repository")?;
+                (Some((root.join("tests/corpus/fixtures/data"), "/data".to_string())), Vec::new())
+            }
+            "stdin_echo" => (None, "a line of input for the device to read\n".repeat(4000).into_bytes()),
+            _ => (None, Vec::new()),
+        };
+        programs.push(Program { name: name.clone(), wasm, args: Vec::new(), offload: "all".into(), dir, stdin });
     }
     let clonecloud: PathBuf = std::env::current_exe().context("cannot find the clonecloud binary")?;
     let cfg = Config { clonecloud, programs, quick: opts.quick, progress: !opts.json };

@@ -5,9 +5,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
-use clonecloud_partition::{Network, Objective, Partition, PowerModel, Store};
+use clonecloud_partition::{Network, Objective};
 
 /// Choose the functions to offload for a network condition and an objective, from the module's
 /// stored profile (made by `clonecloud profile`), and store the partition.
@@ -42,54 +42,14 @@ pub struct ListOpts {
     json: bool,
 }
 
-/// The partition database in the data directory.
-pub(crate) fn store() -> anyhow::Result<Store> {
-    let Some(dir) = crate::data_dir() else {
-        bail!("no data directory for the partition database: set CLONECLOUD_HOME");
-    };
-    Ok(Store::open(&dir.join("partitions.redb"))?)
-}
-
-pub(crate) fn engine_key(e: crate::EngineArg) -> &'static str {
-    match e {
-        crate::EngineArg::Cranelift => "cranelift",
-        crate::EngineArg::Pulley => "pulley",
-    }
-}
-
-/// Solves and stores the partition of `wasm` for these keys, from the profile made on `engine`
-/// (or, without one, on the other engine).
-/// With `files_on_clone`, sending the input files is not charged.
-pub(crate) fn solve(store: &Store, wasm: &[u8], engine: &str, network: Network, objective: Objective, files_on_clone: bool) -> anyhow::Result<Partition> {
-    let module = clonecloud_profile::module_name(wasm);
-    let Some(stored) = store.profile_any(&module, engine)? else {
-        bail!("no stored profile of this module: run `clonecloud profile [--device-engine cranelift|pulley] ... app.wasm` first");
-    };
-    let engine = stored.profile.device_engine.as_str();
-    let files = clonecloud_partition::Files { users: &stored.file_users, bytes: if files_on_clone { 0 } else { stored.files_bytes } };
-    let problem = clonecloud_partition::problem(&stored.profile, &stored.nesting, files, network, objective, &PowerModel::default());
-    let choice = clonecloud_partition::solve(&problem)?;
-    let partition = Partition {
-        module,
-        device_engine: engine.to_string(),
-        network: network.key(),
-        objective: objective.key().to_string(),
-        offload: choice.offload.iter().map(|f| format!("#{f}")).collect(),
-        names: choice.names,
-        saving: choice.saving,
-        solver_ms: choice.solver_ms,
-    };
-    store.put_partition(&partition)?;
-    Ok(partition)
-}
-
 pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
-    let network = Network::parse(&opts.network).map_err(anyhow::Error::msg)?;
-    let objective = Objective::parse(&opts.objective).map_err(anyhow::Error::msg)?;
+    let network = Network::parse(&opts.network)?;
+    let objective = Objective::parse(&opts.objective)?;
     let wasm = crate::read_module(&opts.module)?;
     clonecloud_model::Module::parse(&wasm).with_context(|| format!("cannot partition `{}`", opts.module.display()))?;
-    let store = store()?;
-    let p = solve(&store, &wasm, engine_key(opts.device_engine.unwrap_or(crate::EngineArg::Cranelift)), network, objective, opts.files_on_clone)?;
+    let store = crate::store()?;
+    let engine = opts.device_engine.unwrap_or(crate::EngineArg::Cranelift).engine();
+    let p = clonecloud_launch::solve(&store, &wasm, engine, network, objective, opts.files_on_clone)?;
     let mut out = std::io::stdout().lock();
     if opts.json {
         serde_json::to_writer_pretty(&mut out, &p)?;
@@ -107,7 +67,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
 }
 
 pub fn list(opts: ListOpts) -> anyhow::Result<ExitCode> {
-    let partitions = store()?.partitions()?;
+    let partitions = crate::store()?.partitions()?;
     let mut out = std::io::stdout().lock();
     if opts.json {
         serde_json::to_writer_pretty(&mut out, &partitions)?;

@@ -38,19 +38,6 @@ pub struct Opts {
     module_and_args: Vec<String>,
 }
 
-/// The bytes of the files under `dir` (what replicating it to a clone sends at most).
-pub(crate) fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
-}
-
 pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let module_path = PathBuf::from(&opts.module_and_args[0]);
     let wasm = crate::read_module(&module_path)?;
@@ -73,13 +60,8 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         bytes_threshold: Duration::from_secs_f64(opts.bytes_threshold.max(0.0) / 1e3),
     };
     let profile = clonecloud_profile::profile(&wasm, &cache, &profile_opts).with_context(|| format!("cannot profile `{}`", module_path.display()))?;
-    // Kept for `clonecloud partition`, with the analyzer's nesting pairs.
-    let model = clonecloud_model::Module::parse(&wasm)?;
-    let analysis = clonecloud_analyze::analyze(&model, &profile_opts.policy);
-    let nesting = analysis.nesting.iter().flat_map(|n| n.inner.iter().map(move |&i| (n.outer, i))).collect();
-    let files_bytes = profile_opts.wasi.dirs.iter().map(|d| dir_bytes(&d.host)).sum();
-    let stored = clonecloud_partition::StoredProfile { profile: profile.clone(), nesting, file_users: analysis.file_users.clone(), files_bytes };
-    crate::partition::store()?.put_profile(&stored)?;
+    // Kept for `clonecloud partition` and the choice at launch.
+    clonecloud_launch::store_profile(&crate::store()?, &wasm, profile.clone(), &profile_opts)?;
     let mut out = std::io::stdout().lock();
     if opts.json {
         serde_json::to_writer(&mut out, &profile)?;

@@ -109,28 +109,25 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let wasm = crate::read_module(&module_path)?;
     let cache = if opts.no_cache { ModuleCache::disabled() } else { crate::device_cache()? };
     // With a clone, nothing named and nothing known of this module yet, the run learns.
-    if opts.offload.is_empty() && opts.clone.is_some() {
-        let engine = crate::partition::engine_key(opts.device_engine);
-        let module = clonecloud_profile::module_name(&wasm);
-        if crate::partition::store()?.profile_any(&module, engine)?.is_none() {
-            return learn(&opts, &wasm, &cache, &module_path);
-        }
+    if opts.offload.is_empty() && opts.clone.is_some() && !clonecloud_launch::has_profile(&crate::store()?, &wasm, opts.device_engine.engine())? {
+        return learn(&opts, &wasm, &cache, &module_path);
     }
     // With a clone and nothing named, the partition is chosen now, for the link as it is.
     let launch_target = if opts.offload.is_empty() && opts.clone.is_some() { Some(target(&opts, &cache)?) } else { None };
-    let (chosen, expectations) = match &launch_target {
+    let choice = match &launch_target {
         Some(t) => choose_at_launch(&opts, &wasm, t)?,
-        None => (Vec::new(), std::collections::HashMap::new()),
+        None => clonecloud_launch::Choice::default(),
     };
-    let offload = !opts.offload.is_empty() || !chosen.is_empty();
-    let chosen_at_launch = !chosen.is_empty();
+    let offload = !opts.offload.is_empty() || !choice.offload.is_empty();
+    let chosen_at_launch = !choice.offload.is_empty();
     let points = if !opts.offload.is_empty() {
-        parse_points(&opts.offload)?
-    } else if !chosen.is_empty() {
-        Points::Named(chosen)
+        clonecloud_launch::points::parse(&opts.offload).context("--offload")?
+    } else if chosen_at_launch {
+        Points::Named(choice.offload.clone())
     } else {
-        parse_points(&opts.points)?
+        clonecloud_launch::points::parse(&opts.points).context("--points")?
     };
+    let expectations = &choice.expectations;
     // Offloaded points start with their flags set: every call goes out to the clone.
     let mode = match opts.point_mode {
         _ if offload => PointMode::Host,
@@ -162,7 +159,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         };
         target.dirs = wasi.dirs.iter().map(|d| clonecloud_files::Root { host: d.host.clone(), guest: d.guest.clone() }).collect();
         let model = clonecloud_model::Module::parse_without_call_graph(&wasm)?;
-        let names = program.points().iter().map(|p| point_name(&model, p.function)).collect();
+        let names = program.points().iter().map(|p| clonecloud_launch::points::name(&model, p.function)).collect();
         let mut offloader = clonecloud_offload::Offloader::new(target, program.layout().clone(), names, stats.clone());
         if !expectations.is_empty() {
             offloader.watch(program.points().iter().map(|p| expectations.get(&p.function).copied()).collect());
@@ -178,7 +175,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         .run_with(&wasi, migrator)
         .with_context(|| format!("failed to run `{}`", module_path.display()))?;
     if opts.explain && chosen_at_launch {
-        explain_run(&stats.lock().unwrap_or_else(|e| e.into_inner()), started.elapsed(), &wasm, opts.device_engine);
+        explain_run(&stats.lock().unwrap_or_else(|e| e.into_inner()), started.elapsed(), choice.profiled_s);
     }
     if let Some(path) = &opts.stats {
         let stats = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -191,7 +188,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
 
 /// After a run chosen at launch (`--explain`): what moved, and the time against the run that
 /// made the stored profile (all on this device).
-fn explain_run(stats: &clonecloud_offload::Stats, took: std::time::Duration, wasm: &[u8], engine: crate::EngineArg) {
+fn explain_run(stats: &clonecloud_offload::Stats, took: std::time::Duration, profiled_s: f64) {
     let (up, down, remote): (u64, u64, f64) =
         stats.points.values().fold((0, 0, 0.0), |(u, d, r), p| (u + p.bytes_up_compressed, d + p.bytes_down_compressed, r + p.remote_ms));
     let kib = |b: u64| b as f64 / 1024.0;
@@ -214,11 +211,8 @@ fn explain_run(stats: &clonecloud_offload::Stats, took: std::time::Duration, was
             r.local_calls
         );
     }
-    let local = crate::partition::store()
-        .ok()
-        .and_then(|s| s.profile_any(&clonecloud_profile::module_name(wasm), crate::partition::engine_key(engine)).ok().flatten())
-        .map(|p| p.profile.device_total_ns as f64 / 1e9);
-    if let Some(local) = local.filter(|_| stats.migrations > 0) {
+    if stats.migrations > 0 && profiled_s > 0.0 {
+        let local = profiled_s;
         eprintln!("clonecloud: this run took {:.2} s; all here it took {local:.2} s: {:.1}x faster", took.as_secs_f64(), local / took.as_secs_f64().max(1e-9));
     }
 }
@@ -243,8 +237,6 @@ fn finish(outcome: Outcome, module_path: &std::path::Path) -> ExitCode {
 /// light profile: no clone run, the state estimated), and what it learned is stored, so the
 /// next run chooses its partition at launch. `clonecloud profile` makes a careful profile.
 fn learn(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let device_engine = opts.device_engine.engine();
-    let ratio = clonecloud_profile::speed_ratio(device_engine)?;
     let wasi = WasiConfig {
         args: opts.module_and_args.clone(),
         env: opts.env.iter().map(|e| parse_env(e)).collect::<anyhow::Result<_>>()?,
@@ -253,18 +245,11 @@ fn learn(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std::path:
     };
     let profile_opts = clonecloud_profile::Options {
         wasi,
-        device_engine,
+        device_engine: opts.device_engine.engine(),
         policy: clonecloud_analyze::Policy::builtin(),
         bytes_threshold: std::time::Duration::from_millis(1),
     };
-    let (profile, report) = clonecloud_profile::learn(wasm, cache, &profile_opts, ratio).with_context(|| format!("cannot run `{}`", module_path.display()))?;
-    let model = clonecloud_model::Module::parse(wasm)?;
-    let analysis = clonecloud_analyze::analyze(&model, &profile_opts.policy);
-    let nesting = analysis.nesting.iter().flat_map(|n| n.inner.iter().map(move |&i| (n.outer, i))).collect();
-    let files_bytes = profile_opts.wasi.dirs.iter().map(|d| crate::profile::dir_bytes(&d.host)).sum();
-    let candidates = profile.candidates.len();
-    let stored = clonecloud_partition::StoredProfile { profile, nesting, file_users: analysis.file_users.clone(), files_bytes };
-    crate::partition::store()?.put_profile(&stored)?;
+    let learned = clonecloud_launch::learn(&crate::store()?, wasm, cache, &profile_opts).with_context(|| format!("cannot run `{}`", module_path.display()))?;
     if let Some(path) = &opts.stats {
         // Nothing migrated: the stats of a local run, for scripts that read them every run.
         let json = serde_json::to_string_pretty(&clonecloud_offload::Stats::default()).expect("stats serialize") + "\n";
@@ -272,66 +257,37 @@ fn learn(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std::path:
     }
     if opts.explain {
         eprintln!(
-            "clonecloud: no profile of this module yet: ran it here with its {candidates} candidates timed (the {} device measured {ratio:.1}x slower than a clone); the next run chooses what to offload from it",
-            crate::partition::engine_key(opts.device_engine)
+            "clonecloud: no profile of this module yet: ran it here with its {} candidates timed (the {} device measured {:.1}x slower than a clone); the next run chooses what to offload from it",
+            learned.candidates,
+            opts.device_engine.key(),
+            learned.speed_ratio
         );
     }
-    Ok(finish(report.outcome, module_path))
+    Ok(finish(learned.report.outcome, module_path))
 }
 
-/// The choice at launch: measures the link to the clone, solves the module's stored profile for
-/// it and returns the functions to offload (`#INDEX`), none when nothing pays or the clone
-/// cannot be reached (then the run is local).
-/// With the points, what the profile expects of each (for watching the link during the run).
-type Chosen = (Vec<String>, std::collections::HashMap<u32, clonecloud_offload::Expectation>);
-
-fn choose_at_launch(opts: &Opts, wasm: &[u8], target: &clonecloud_offload::Target) -> anyhow::Result<Chosen> {
-    let objective = clonecloud_partition::Objective::parse(&opts.objective).map_err(anyhow::Error::msg)?;
-    let engine = crate::partition::engine_key(opts.device_engine);
-    let store = crate::partition::store()?;
-    let module = clonecloud_profile::module_name(wasm);
-    let Some(stored) = store.profile_any(&module, engine)? else {
-        bail!(
-            "no stored profile of `{}` to choose a partition from: run `clonecloud profile [--device-engine cranelift|pulley] ...` first, or name the functions with --offload",
-            opts.module_and_args[0]
-        );
-    };
-    let link = match clonecloud_offload::measure_link(target) {
-        Ok(link) => link,
-        Err(e) => {
-            if opts.explain {
-                eprintln!("clonecloud: cannot measure the link to {}: {e}; running locally", target.addr);
-            }
-            return Ok((Vec::new(), Default::default()));
-        }
-    };
-    let network = clonecloud_partition::Network { mbit: link.mbit, rtt_ms: link.rtt_ms, radio: clonecloud_partition::optimize::Radio::Wifi };
-    let p = crate::partition::solve(&store, wasm, engine, network, objective, false)?;
+/// The choice at launch (see `clonecloud_launch::choose`), explained on stderr with --explain.
+fn choose_at_launch(opts: &Opts, wasm: &[u8], target: &clonecloud_offload::Target) -> anyhow::Result<clonecloud_launch::Choice> {
+    let objective = clonecloud_partition::Objective::parse(&opts.objective)?;
+    let choice = clonecloud_launch::choose(&crate::store()?, wasm, opts.device_engine.engine(), objective, target)?;
     if opts.explain {
-        eprintln!(
-            "clonecloud: link to {}: {:.2} ms round trip, {:.1} Mbit/s (measured in {:.0} ms)",
-            target.addr, link.rtt_ms, link.mbit, link.ms
-        );
-        if p.names.is_empty() {
-            eprintln!("clonecloud: for {}, nothing pays on this link: running locally", p.objective);
-        } else {
-            eprintln!("clonecloud: for {}, offloading {} (the profile says it saves {:.3} {})", p.objective, p.names.join(", "), p.saving, if p.objective == "time" { "s" } else { "J" });
+        match (&choice.link, &choice.partition) {
+            (Some(Err(e)), _) => eprintln!("clonecloud: cannot measure the link to {}: {e}; running locally", target.addr),
+            (Some(Ok(link)), Some(p)) => {
+                eprintln!("clonecloud: link to {}: {:.2} ms round trip, {:.1} Mbit/s (measured in {:.0} ms)", target.addr, link.rtt_ms, link.mbit, link.ms);
+                if p.names.is_empty() {
+                    eprintln!("clonecloud: for {}, nothing pays on this link: running locally", p.objective);
+                } else {
+                    eprintln!("clonecloud: for {}, offloading {} (the profile says it saves {:.3} {})", p.objective, p.names.join(", "), p.saving, if p.objective == "time" { "s" } else { "J" });
+                }
+            }
+            _ => {}
         }
     }
-    let expectations = stored
-        .profile
-        .functions
-        .iter()
-        .filter(|f| f.outermost_calls > 0 && p.offload.contains(&format!("#{}", f.function)))
-        .map(|f| {
-            let n = f.outermost_calls as f64;
-            (f.function, clonecloud_offload::Expectation { device_s: f.device_ns as f64 / 1e9 / n, clone_s: f.clone_ns as f64 / 1e9 / n })
-        })
-        .collect();
-    Ok((p.offload, expectations))
+    Ok(choice)
 }
 
-/// Where the clone is: an in-process clone on loopback, or a `clonecloud serve` with pinned keys.
+/// Where the clone is: the embedded clone, or a `clonecloud serve` with pinned keys.
 fn target(opts: &Opts, cache: &ModuleCache) -> anyhow::Result<clonecloud_offload::Target> {
     let timeout = std::time::Duration::from_secs_f64(opts.clone_timeout.max(0.001));
     let compression = match opts.compression {
@@ -340,106 +296,13 @@ fn target(opts: &Opts, cache: &ModuleCache) -> anyhow::Result<clonecloud_offload
         CompressionArg::Lz4 => clonecloud_offload::CompressionPolicy::Fixed(clonecloud_wire::Compression::Lz4),
         CompressionArg::Zstd => clonecloud_offload::CompressionPolicy::Fixed(clonecloud_wire::Compression::Zstd),
     };
-    let connect_timeout = std::time::Duration::from_secs(5);
-    match opts.clone.as_deref().unwrap_or("local") {
-        "local" => {
-            let home = crate::data_dir();
-            let files = home.as_ref().map(|d| d.join("clone-files"));
-            // Keys kept between runs: the local clone then finds this device's files again.
-            let server = local_identity(home.as_deref(), "local-clone")?;
-            let device = local_identity(home.as_deref(), "local-device")?;
-            let limits = clonecloud_replica::Limits::default();
-            let idle = std::time::Duration::from_secs(300);
-            let (addr, identity, server_key) = clonecloud_offload::spawn_local_as(cache.clone(), idle, limits, files, server, device)
-                .map_err(|e| anyhow::anyhow!("cannot start the local clone: {e}"))?;
-            Ok(clonecloud_offload::Target { addr, server_key, identity, connect_timeout, timeout, compression, environment: Default::default(), dirs: Vec::new() })
-        }
-        addr => {
-            let (Some(key), Some(clone_key)) = (&opts.key, &opts.clone_key) else {
-                bail!("--clone {addr} needs --key FILE (this device's private key) and --clone-key FILE (the server's public key): `clonecloud keygen --out NAME` makes key pairs");
-            };
-            let identity = clonecloud_net::Identity::load(key)?;
-            let server_key = clonecloud_net::PublicKey::load(clone_key)?;
-            Ok(clonecloud_offload::Target {
-                addr: addr.to_string(),
-                server_key,
-                identity,
-                connect_timeout,
-                timeout,
-                compression,
-                environment: Default::default(),
-                dirs: Vec::new(),
-            })
-        }
-    }
-}
-
-/// The key pair `NAME` under `home/keys`, made on first use (a fresh one without a home).
-fn local_identity(home: Option<&std::path::Path>, name: &str) -> anyhow::Result<clonecloud_net::Identity> {
-    let Some(home) = home else { return Ok(clonecloud_net::Identity::generate()?) };
-    let dir = home.join("keys");
-    let key = dir.join(format!("{name}.key"));
-    if key.is_file() {
-        return clonecloud_net::Identity::load(&key).with_context(|| format!("cannot load {} (delete it to make a new one)", key.display()));
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let id = clonecloud_net::Identity::generate()?;
-    match id.save(&dir.join(name), false) {
-        Ok(_) => Ok(id),
-        // Another run made it at the same moment (it is published whole): use that one.
-        Err(_) if key.is_file() => clonecloud_net::Identity::load(&key).with_context(|| format!("cannot load {} (delete it to make a new one)", key.display())),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// A point's name for reports: its demangled name-section name, else `#INDEX`.
-fn point_name(model: &clonecloud_model::Module, function: u32) -> String {
-    model
-        .functions
-        .get(function as usize)
-        .and_then(|f| f.name.as_deref())
-        .map_or_else(|| format!("#{function}"), clonecloud_model::demangle)
+    let at = clonecloud_launch::CloneAt::parse(opts.clone.as_deref().unwrap_or("local"), opts.key.clone(), opts.clone_key.clone());
+    Ok(clonecloud_launch::clone_target(&crate::home(), cache, &at, timeout, compression)?)
 }
 
 /// The process exit status for a guest exit code (the low 8 bits, as the OS keeps them).
 fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(code as u8)
-}
-
-/// `--points` values: `all`, or names separated by commas. A comma followed by a space, or
-/// inside `<…>`, `(…)` or `[…]`, belongs to a demangled name (`f<a, b>`) and does not split.
-fn parse_points(values: &[String]) -> anyhow::Result<Points> {
-    if values.is_empty() {
-        return Ok(Points::None);
-    }
-    let mut names = Vec::new();
-    for value in values {
-        let mut depth = 0i32;
-        let mut start = 0;
-        let bytes = value.as_bytes();
-        for (i, &b) in bytes.iter().enumerate() {
-            match b {
-                b'<' | b'(' | b'[' => depth += 1,
-                b'>' | b')' | b']' if depth > 0 => depth -= 1,
-                b',' if depth == 0 && bytes.get(i + 1) != Some(&b' ') => {
-                    names.push(value[start..i].trim().to_string());
-                    start = i + 1;
-                }
-                _ => {}
-            }
-        }
-        names.push(value[start..].trim().to_string());
-    }
-    if names.iter().any(|n| n.is_empty()) {
-        bail!("--points has an empty name: give `all` or NAME,NAME,...");
-    }
-    if names.iter().any(|n| n == "all") {
-        if names.len() > 1 {
-            bail!("--points all cannot be combined with names");
-        }
-        return Ok(Points::All);
-    }
-    Ok(Points::Named(names))
 }
 
 pub(crate) fn parse_env(spec: &str) -> anyhow::Result<(String, String)> {
@@ -452,27 +315,5 @@ pub(crate) fn parse_env(spec: &str) -> anyhow::Result<(String, String)> {
             })?;
             Ok((spec.to_string(), value))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn points_split_on_commas_outside_generics() {
-        let p = parse_points(&["a,b::c,f<x, y>,#4".into()]).unwrap();
-        assert_eq!(
-            p,
-            Points::Named(vec![
-                "a".into(),
-                "b::c".into(),
-                "f<x, y>".into(),
-                "#4".into()
-            ])
-        );
-        assert_eq!(parse_points(&["all".into()]).unwrap(), Points::All);
-        assert!(parse_points(&["a,,b".into()]).is_err());
-        assert!(parse_points(&["all,main".into()]).is_err());
     }
 }

@@ -245,7 +245,20 @@ fn cuts_during_file_writes_and_proxied_stdin_reads_change_nothing() {
 #[test]
 fn the_quick_fault_matrix_is_identical_to_local_runs() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new(CLONECLOUD).args(["faults", "--quick", "--json"]).current_dir(&root).env("CLONECLOUD_LOG", "off").output().unwrap();
+    // The programs, built as `cargo xtask build` builds them.
+    let modules = apps::wasm("behavior-profile").parent().unwrap().to_path_buf();
+    let corpus = corpus::guest("files").path.parent().unwrap().to_path_buf();
+    let out = Command::new(CLONECLOUD)
+        .args(["faults", "--quick", "--json", "--modules"])
+        .arg(&modules)
+        .arg("--gen-data")
+        .arg(apps::native("gen-data"))
+        .arg("--corpus")
+        .arg(&corpus)
+        .current_dir(&root)
+        .env("CLONECLOUD_LOG", "off")
+        .output()
+        .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     let failed: Vec<&serde_json::Value> = report["cases"].as_array().unwrap().iter().filter(|c| c["passed"] != true).collect();
     assert!(failed.is_empty(), "cases that differ from the local run: {failed:#?}");

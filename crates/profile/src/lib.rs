@@ -393,7 +393,8 @@ pub fn learn(wasm: &[u8], cache: &ModuleCache, opts: &Options, speed_ratio: f64)
     Ok((profile, report))
 }
 
-fn engine_name(e: DeviceEngine) -> &'static str {
+/// The name a profile and the partition database know an engine by.
+pub fn engine_name(e: DeviceEngine) -> &'static str {
     match e {
         DeviceEngine::Cranelift => "cranelift",
         DeviceEngine::Pulley => "pulley",
