@@ -9,7 +9,8 @@
 //! Every run's stdout, stderr and exit code must equal the Phone run's, or the bench fails.
 
 use crate::report::{LinkInfo, PHONE, Report, Row, Speed, Spread};
-use clonecloud_linkem::{Counters, Link, ServeChild, Shape};
+use clonecloud_harness::ServeChild;
+use clonecloud_linkem::{Counters, Link, Shape};
 use clonecloud_stats::Stats;
 use clonecloud_partition::{Energy, Network, Objective, Partition, PowerModel, RunMeasure};
 use clonecloud_profile::Profile;

@@ -12,14 +12,11 @@ mod apps;
 mod clone;
 #[path = "../../../tests/support/corpus.rs"]
 mod corpus;
-#[path = "../../../tests/support/faults.rs"]
-mod faults;
 
 use clonecloud_stats::{Cause, Stats, StatsError};
-use faults::{Fault, proxy};
+use clonecloud_harness::{Action, Dir, FaultProxy, Injection};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::Ordering;
 
 const CLONECLOUD: &str = env!("CARGO_BIN_EXE_clonecloud");
 const APP: &str = "behavior-profile";
@@ -44,6 +41,11 @@ fn keys() -> Keys {
 
 fn serve(k: &Keys, listen: &str) -> clone::Server {
     clone::serve(CLONECLOUD, &k.server_key, &k.allow, listen)
+}
+
+/// A proxy to `target` that applies `fault` to every connection (a link that breaks each time).
+fn proxy(target: &str, fault: Option<Injection>) -> FaultProxy {
+    FaultProxy::start(target, fault, None).unwrap()
 }
 
 fn plain(input: &Path) -> Output {
@@ -90,11 +92,11 @@ fn cut_corrupted_or_stalled_links_never_change_the_output() {
     // asks for the files by hash: its stream is longer both ways).
     let (mut up, mut down) = (0, 0);
     for _ in 0..2 {
-        let clean = proxy(&server.addr, Fault::default());
+        let clean = proxy(&server.addr, None);
         let (out, s) = offloaded(&k, &clean.addr, input.path(), "30");
         assert_same(&want, &out, "clean");
         assert_eq!(s.migrations, 1, "{s:?}");
-        (up, down) = (clean.up.load(Ordering::Relaxed), clean.down.load(Ordering::Relaxed));
+        (up, down) = (clean.forwarded(Dir::Up), clean.forwarded(Dir::Down));
     }
 
     let mut cases = 0;
@@ -102,7 +104,7 @@ fn cut_corrupted_or_stalled_links_never_change_the_output() {
     let mut offsets = vec![1, 100, 1000];
     offsets.extend((1..=8).map(|i| i * up / 9));
     for at in offsets.iter().copied().filter(|&o| o < up) {
-        let p = proxy(&server.addr, Fault { cut_up: Some(at), ..Fault::default() });
+        let p = proxy(&server.addr, Some(Injection::in_stream(Dir::Up, at, Action::Cut)));
         let (out, s) = offloaded(&k, &p.addr, input.path(), "30");
         assert_same(&want, &out, &format!("cut after {at} bytes up"));
         let tries = s.fallbacks.count + s.migrations;
@@ -112,21 +114,21 @@ fn cut_corrupted_or_stalled_links_never_change_the_output() {
     let mut offsets = vec![1, 100, 1000];
     offsets.extend((1..=8).map(|i| i * down / 9));
     for at in offsets.iter().copied().filter(|&o| o < down) {
-        let p = proxy(&server.addr, Fault { cut_down: Some(at), ..Fault::default() });
+        let p = proxy(&server.addr, Some(Injection::in_stream(Dir::Down, at, Action::Cut)));
         let (out, _) = offloaded(&k, &p.addr, input.path(), "30");
         assert_same(&want, &out, &format!("cut after {at} bytes down"));
         cases += 1;
     }
     // A flipped byte in the clone's answer: TLS rejects the record, the device runs it locally.
     for at in [down / 3, down - 100] {
-        let p = proxy(&server.addr, Fault { corrupt_down: Some(at), ..Fault::default() });
+        let p = proxy(&server.addr, Some(Injection::in_stream(Dir::Down, at, Action::Corrupt)));
         let (out, s) = offloaded(&k, &p.addr, input.path(), "30");
         assert_same(&want, &out, &format!("byte {at} down corrupted"));
         assert_eq!(s.migrations, 0, "{s:?}");
         cases += 1;
     }
     // The answer stalls: past the timeout the device gives up and runs it locally.
-    let p = proxy(&server.addr, Fault { stall_down: Some(down / 2), ..Fault::default() });
+    let p = proxy(&server.addr, Some(Injection::in_stream(Dir::Down, down / 2, Action::Stall)));
     let (out, s) = offloaded(&k, &p.addr, input.path(), "1");
     assert_same(&want, &out, "stalled answer");
     assert_eq!(s.fallbacks.causes.get(&Cause::Timeout).copied(), Some(1), "{s:?}");
@@ -214,20 +216,19 @@ fn cuts_during_file_writes_and_proxied_stdin_reads_change_nothing() {
         let guest = corpus::guest(name);
         let (want, want_files, _) = offloaded_guest(&k, "", guest, &input);
         assert_eq!(want.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&want.stderr));
-        let clean = proxy(&server.addr, Fault::default());
+        let clean = proxy(&server.addr, None);
         let (out, files, s) = offloaded_guest(&k, &clean.addr, guest, &input);
         assert_same(&want, &out, &format!("{name} clean"));
         assert!(files == want_files, "{name} clean: files differ");
         let s = s.unwrap_or_else(|| panic!("{name} clean: no --stats written"));
         assert_eq!(s.migrations, 1, "{name}: {s:?}");
-        let (up, down) = (clean.up.load(Ordering::Relaxed), clean.down.load(Ordering::Relaxed));
+        let (up, down) = (clean.forwarded(Dir::Up), clean.forwarded(Dir::Down));
         drop(clean);
-        for (dir, total) in [("up", up), ("down", down)] {
+        for (dir, total) in [(Dir::Up, up), (Dir::Down, down)] {
             for at in (1..=7).map(|i| i * total / 8) {
-                let fault = if dir == "up" { Fault { cut_up: Some(at), ..Fault::default() } } else { Fault { cut_down: Some(at), ..Fault::default() } };
-                let p = proxy(&server.addr, fault);
+                let p = proxy(&server.addr, Some(Injection::in_stream(dir, at, Action::Cut)));
                 let (out, files, s) = offloaded_guest(&k, &p.addr, guest, &input);
-                let case = format!("{name}: cut after {at} of {total} bytes {dir}");
+                let case = format!("{name}: cut after {at} of {total} bytes {}", dir.arrow());
                 assert_same(&want, &out, &case);
                 assert!(files == want_files, "{case}: files differ");
                 let s = s.unwrap_or_else(|| panic!("{case}: no --stats written"));

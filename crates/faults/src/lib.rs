@@ -22,7 +22,6 @@
 //! came on a new connection), `retry` (sent again on a new session), `fallback` (run locally),
 //! or `none` (the fault did not touch a migration, e.g. a cut after the last message).
 
-mod proxy;
 
 /// The same promise checked in virtual time, the protocol cores against each other under
 /// seeded fault schedules (see clonecloud-sim): `clonecloud faults --simulated`.
@@ -41,9 +40,11 @@ pub fn simulated(first: u64, count: u64, progress: bool) -> SimulatedReport {
     report
 }
 
-pub use proxy::{Action, Dir, FaultProxy, Hook, Injection, Turn};
+pub use clonecloud_harness::{Action, Dir, FaultProxy, Hook, Injection, Turn};
 
-use clonecloud_linkem::{Link, ServeChild, Shape};
+use clonecloud_harness::ServeChild;
+use clonecloud_harness::dirs::{copy_dir, snapshot};
+use clonecloud_linkem::{Link, Shape};
 use clonecloud_stats::{Stats, StatsError};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -174,41 +175,6 @@ impl Seen {
     }
 }
 
-/// Copies a directory tree.
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        let target = to.join(e.file_name());
-        if e.file_type()?.is_dir() {
-            copy_dir(&e.path(), &target)?;
-        } else {
-            std::fs::copy(e.path(), target)?;
-        }
-    }
-    Ok(())
-}
-
-/// Every file under `dir` (relative path → content; directories end with `/`).
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for e in entries.flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(root).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
-            if p.is_dir() {
-                out.insert(format!("{rel}/"), Vec::new());
-                walk(root, &p, out);
-            } else {
-                out.insert(rel, std::fs::read(&p).unwrap_or_default());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
 /// Keys and directories of one matrix.
 #[derive(Debug)]
 struct Setup {
@@ -223,10 +189,7 @@ impl Setup {
     fn new(clonecloud: &Path) -> Result<Setup, FaultsError> {
         let work = tempfile::tempdir().map_err(io("cannot make a work directory"))?;
         for name in ["server", "device"] {
-            let out = Command::new(clonecloud).arg("keygen").arg("--out").arg(work.path().join(name)).output().map_err(io("cannot run clonecloud keygen"))?;
-            if !out.status.success() {
-                return Err(FaultsError::Failed(format!("clonecloud keygen failed: {}", String::from_utf8_lossy(&out.stderr))));
-            }
+            clonecloud_harness::keygen(clonecloud, work.path(), name).map_err(io("cannot make a key pair"))?;
         }
         let allow = work.path().join("allow");
         std::fs::copy(work.path().join("device.pub"), &allow).map_err(io("cannot write the allow list"))?;
@@ -410,17 +373,17 @@ impl Matrix<'_> {
         let mut link: Vec<(String, String, Injection)> = Vec::new();
         for (i, (t, label)) in turns.iter().enumerate() {
             let len = t.end - t.start;
-            link.push(("cut".into(), format!("before {label}"), Injection { turn: i, offset: 0, action: Action::Cut }));
+            link.push(("cut".into(), format!("before {label}"), Injection::in_turn(i, 0, Action::Cut)));
             if cfg.quick {
                 continue;
             }
             if len > 1 {
-                link.push(("cut".into(), format!("inside {label}"), Injection { turn: i, offset: len / 2, action: Action::Cut }));
+                link.push(("cut".into(), format!("inside {label}"), Injection::in_turn(i, len / 2, Action::Cut)));
             }
-            link.push(("corrupt".into(), format!("inside {label}"), Injection { turn: i, offset: len / 2, action: Action::Corrupt }));
-            link.push(("duplicate".into(), format!("first record of {label}"), Injection { turn: i, offset: 0, action: Action::Duplicate }));
+            link.push(("corrupt".into(), format!("inside {label}"), Injection::in_turn(i, len / 2, Action::Corrupt)));
+            link.push(("duplicate".into(), format!("first record of {label}"), Injection::in_turn(i, 0, Action::Duplicate)));
             if t.records >= 2 {
-                link.push(("reorder".into(), format!("first records of {label}"), Injection { turn: i, offset: 0, action: Action::Reorder }));
+                link.push(("reorder".into(), format!("first records of {label}"), Injection::in_turn(i, 0, Action::Reorder)));
             }
         }
         let find = |kind: &str| turns.iter().position(|(_, l)| l.contains(kind));
@@ -430,16 +393,16 @@ impl Matrix<'_> {
             // One of each other link fault, where it hurts most: the migration and its answer.
             if let Some(i) = migrate {
                 let len = turns[i].0.end - turns[i].0.start;
-                link.push(("corrupt".into(), format!("inside {}", turns[i].1), Injection { turn: i, offset: len / 2, action: Action::Corrupt }));
-                link.push(("duplicate".into(), format!("first record of {}", turns[i].1), Injection { turn: i, offset: 0, action: Action::Duplicate }));
+                link.push(("corrupt".into(), format!("inside {}", turns[i].1), Injection::in_turn(i, len / 2, Action::Corrupt)));
+                link.push(("duplicate".into(), format!("first record of {}", turns[i].1), Injection::in_turn(i, 0, Action::Duplicate)));
             }
             if let Some(i) = answer.filter(|&i| turns[i].0.records >= 2) {
-                link.push(("reorder".into(), format!("first records of {}", turns[i].1), Injection { turn: i, offset: 0, action: Action::Reorder }));
+                link.push(("reorder".into(), format!("first records of {}", turns[i].1), Injection::in_turn(i, 0, Action::Reorder)));
             }
         }
         for i in [migrate, answer].into_iter().flatten() {
             let len = turns[i].0.end - turns[i].0.start;
-            link.push(("stall".into(), format!("inside {}", turns[i].1), Injection { turn: i, offset: len / 2, action: Action::Stall }));
+            link.push(("stall".into(), format!("inside {}", turns[i].1), Injection::in_turn(i, len / 2, Action::Stall)));
         }
         for (fault, at, injection) in link {
             let proxy = FaultProxy::start(&server.addr, Some(injection), None).map_err(io("cannot start the fault proxy"))?;

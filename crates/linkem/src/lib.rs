@@ -484,38 +484,3 @@ mod tests {
         assert_eq!(&one, b"x");
     }
 }
-
-/// A `clonecloud serve` child process for a harness that puts a [`Link`] (or a proxy) in front of
-/// it; killed when dropped.
-#[derive(Debug)]
-pub struct ServeChild {
-    pub child: std::process::Child,
-    /// Where it listens (from its first line, `listening on ADDR`).
-    pub addr: String,
-}
-
-impl ServeChild {
-    /// Spawns `cmd` (a `clonecloud serve` command; its stdout is piped here) and waits for the
-    /// address it prints.
-    pub fn spawn(mut cmd: std::process::Command) -> io::Result<ServeChild> {
-        use std::io::BufRead;
-        let mut child = cmd.stdout(std::process::Stdio::piped()).spawn()?;
-        let mut line = String::new();
-        let read = io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
-        match (read, line.trim().strip_prefix("listening on ")) {
-            (Ok(_), Some(addr)) => Ok(ServeChild { child, addr: addr.to_string() }),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(io::Error::other("the clone server exited before saying where it listens"))
-            }
-        }
-    }
-}
-
-impl Drop for ServeChild {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}

@@ -1,10 +1,11 @@
-//! A loopback TCP proxy that breaks the first connection through it on purpose, and records
-//! that connection's conversation as turns (bytes one way until the other side speaks).
+//! A loopback TCP proxy that breaks links on purpose, counts what it forwards, and records the
+//! first connection's conversation as turns (bytes one way until the other side speaks).
 //!
-//! Faults act on one direction at a byte offset of the first connection (later connections,
-//! a device reconnecting, pass untouched: a link that broke once). The proxy sees TLS records,
-//! not the protocol's messages: it can cut, corrupt a byte, stall, and duplicate or reorder
-//! whole records, which TLS must refuse.
+//! A fault acts at a byte of a turn of the first connection (later connections, a device
+//! reconnecting, pass untouched: a link that broke once), or at a byte of one direction of every
+//! connection (a link that breaks every time). The proxy sees TLS records, not the protocol's
+//! messages: it can cut, corrupt a byte, stall, and duplicate or reorder whole records, which
+//! TLS must refuse.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -46,12 +47,32 @@ pub enum Action {
     Reorder,
 }
 
-/// A fault: `action` in turn `turn` of the first connection, `offset` bytes into it.
+/// Where a fault acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// `offset` bytes into turn `turn` of the first connection.
+    Turn { turn: usize, offset: u64 },
+    /// `offset` bytes into direction `dir` of every connection.
+    Stream { dir: Dir, offset: u64 },
+}
+
+/// A fault: `action` at `place`.
 #[derive(Debug, Clone, Copy)]
 pub struct Injection {
-    pub turn: usize,
-    pub offset: u64,
+    pub place: Place,
     pub action: Action,
+}
+
+impl Injection {
+    /// `action` in turn `turn` of the first connection, `offset` bytes into it.
+    pub fn in_turn(turn: usize, offset: u64, action: Action) -> Injection {
+        Injection { place: Place::Turn { turn, offset }, action }
+    }
+
+    /// `action` `offset` bytes into direction `dir` of every connection.
+    pub fn in_stream(dir: Dir, offset: u64, action: Action) -> Injection {
+        Injection { place: Place::Stream { dir, offset }, action }
+    }
 }
 
 /// Bytes one way until the other side speaks, in the first connection.
@@ -85,6 +106,8 @@ pub struct FaultProxy {
     pub addr: String,
     turns: Arc<Mutex<Vec<Turn>>>,
     connections: Arc<AtomicU64>,
+    /// Bytes forwarded up and down, all connections together.
+    forwarded: Arc<[AtomicU64; 2]>,
     stop: Arc<AtomicBool>,
 }
 
@@ -103,16 +126,18 @@ impl Drop for FaultProxy {
 }
 
 impl FaultProxy {
-    /// Listens on loopback, forwarding to `upstream`, applying `fault` to the first connection
-    /// and calling `hook` at its point.
+    /// Listens on loopback, forwarding to `upstream`, applying `fault` (at a turn: to the first
+    /// connection; in a stream: to every connection) and calling `hook` at its point of the
+    /// first connection.
     pub fn start(upstream: &str, fault: Option<Injection>, hook: Option<Hook>) -> std::io::Result<FaultProxy> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?.to_string();
         let turns = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicU64::new(0));
+        let forwarded = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
         let stop = Arc::new(AtomicBool::new(false));
         let upstream = upstream.to_string();
-        let (t, n, s) = (turns.clone(), connections.clone(), stop.clone());
+        let (t, n, s, f) = (turns.clone(), connections.clone(), stop.clone(), forwarded.clone());
         let hook = hook.map(Arc::new);
         std::thread::Builder::new().name("fault-proxy".into()).spawn(move || {
             for device in listener.incoming() {
@@ -128,15 +153,16 @@ impl FaultProxy {
                 for (dir, from, to) in [(Dir::Up, device, server), (Dir::Down, s2, d2)] {
                     let p = Pump {
                         dir,
-                        fault: fault.filter(|_| first),
+                        fault: fault.filter(|f| first || matches!(f.place, Place::Stream { .. })),
                         hook: hook.clone().filter(|_| first),
                         turns: if first { t.clone() } else { Arc::new(Mutex::new(Vec::new())) },
+                        forwarded: f.clone(),
                     };
                     std::thread::spawn(move || p.run(from, to));
                 }
             }
         })?;
-        Ok(FaultProxy { addr, turns, connections, stop })
+        Ok(FaultProxy { addr, turns, connections, forwarded, stop })
     }
 
     /// The first connection's turns so far.
@@ -148,6 +174,11 @@ impl FaultProxy {
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
     }
+
+    /// Bytes forwarded in direction `dir` so far, all connections together.
+    pub fn forwarded(&self, dir: Dir) -> u64 {
+        self.forwarded[dir as usize].load(Ordering::Relaxed)
+    }
 }
 
 /// One direction of one connection.
@@ -157,6 +188,13 @@ struct Pump {
     hook: Option<Arc<Hook>>,
     /// The connection's turns (both directions).
     turns: Arc<Mutex<Vec<Turn>>>,
+    forwarded: Arc<[AtomicU64; 2]>,
+}
+
+impl Pump {
+    fn count(&self, n: u64) {
+        self.forwarded[self.dir as usize].fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 /// The length of the TLS record at the start of `buf`, when its header is there.
@@ -196,10 +234,11 @@ impl Pump {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    if let Some(r) = held.take()
-                        && to.write_all(&r).is_err()
-                    {
-                        break;
+                    if let Some(r) = held.take() {
+                        if to.write_all(&r).is_err() {
+                            break;
+                        }
+                        self.count(r.len() as u64);
                     }
                     continue;
                 }
@@ -233,24 +272,33 @@ impl Pump {
                     (h.call)();
                 });
             }
-            let fault = self.fault.filter(|f| !fired && f.turn == turn);
+            // The fault's place as a direction offset: where its turn starts, or the stream's
+            // start.
+            let fault = self.fault.filter(|_| !fired).and_then(|f| match f.place {
+                Place::Turn { turn: t, offset } if t == turn => Some((f.action, turn_start + offset)),
+                Place::Stream { dir, offset } if dir == self.dir => Some((f.action, offset)),
+                _ => None,
+            });
             if record_mode {
                 for (offset, r) in whole {
+                    let len = r.len() as u64;
                     if let Some(h) = held.take() {
                         if to.write_all(&r).and_then(|()| to.write_all(&h)).is_err() {
                             break 'outer;
                         }
+                        self.count(len + h.len() as u64);
                         continue;
                     }
-                    if let Some(f) = fault
+                    if let Some((action, at_offset)) = fault
                         && !fired
-                        && offset >= turn_start + f.offset
+                        && offset >= at_offset
                     {
                         fired = true;
-                        if f.action == Action::Duplicate {
+                        if action == Action::Duplicate {
                             if to.write_all(&r).and_then(|()| to.write_all(&r)).is_err() {
                                 break 'outer;
                             }
+                            self.count(2 * len);
                         } else {
                             held = Some(r);
                         }
@@ -259,22 +307,23 @@ impl Pump {
                     if to.write_all(&r).is_err() {
                         break 'outer;
                     }
+                    self.count(len);
                 }
                 continue;
             }
             let mut send = chunk.len();
             let mut stop = None;
-            if let Some(f) = fault
-                && f.offset >= from_in
-                && f.offset < to_in
+            if let Some((action, at_offset)) = fault
+                && at_offset >= start
+                && at_offset < at
             {
                 fired = true;
-                let k = (f.offset - from_in) as usize;
-                match f.action {
+                let k = (at_offset - start) as usize;
+                match action {
                     Action::Corrupt => chunk[k] ^= 0x5a,
                     Action::Cut | Action::Stall => {
                         send = k;
-                        stop = Some(f.action);
+                        stop = Some(action);
                     }
                     Action::Duplicate | Action::Reorder => unreachable!("record mode"),
                 }
@@ -282,6 +331,7 @@ impl Pump {
             if to.write_all(&chunk[..send]).is_err() {
                 break;
             }
+            self.count(send as u64);
             match stop {
                 Some(Action::Cut) => break,
                 Some(_) => {
