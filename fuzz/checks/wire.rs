@@ -93,6 +93,7 @@ fn drive(core: &mut DeviceConn, now: Instant) {
                 core.start_migration(now + Duration::from_secs(60));
             }
             Some(ConnEvent::NewSession | ConnEvent::Resumed | ConnEvent::Retried) => {}
+            Some(ConnEvent::Ready) => panic!("the core said a session opened ahead is ready, though none was asked for"),
             None if core.awaits_message() => return,
             None => match core.poll_timeout() {
                 Some(t) => core.handle_timeout(t),

@@ -179,6 +179,12 @@ impl Scanner {
         (content_hash(&bytes) == *h).then_some(bytes)
     }
 
+    /// The size of the file the content with hash `h` was found in, as it is now (for
+    /// estimates; [`Scanner::content`] checks the content itself).
+    pub fn content_len(&self, h: &ContentHash) -> Option<u64> {
+        std::fs::metadata(self.paths.get(h)?).ok().map(|m| m.len())
+    }
+
     /// Forgets the last scan, so the next one is sent again (a new session).
     pub fn forget_sent(&mut self) {
         self.last = None;

@@ -12,8 +12,8 @@
 use crate::device::{Abort, abort, net};
 use clonecloud_stats::Cause;
 use clonecloud_files::{Scanner, Tree};
-use clonecloud_net::Connection;
-use clonecloud_wire::{DeviceEvent, DeviceSession};
+use clonecloud_net::{Connection, NetError};
+use clonecloud_wire::{ConnEvent, DeviceConfig, DeviceConn, DeviceSession};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -154,13 +154,14 @@ impl std::fmt::Debug for Ahead {
 }
 
 impl Ahead {
-    /// Starts opening a session on the connection `dial` makes: hello, module, directories.
-    /// `timeout` is the reply timeout the session keeps afterwards.
+    /// Starts opening a session on connections `dial` makes, driving a protocol core of its own
+    /// made with `config` ([`DeviceConn::open`]: hello, module, directories); the core that
+    /// migrates adopts the session. `timeout` is the reply timeout the session keeps afterwards.
     pub fn start(
-        dial: impl FnOnce() -> Result<Connection, Abort> + Send + 'static,
-        mut session: DeviceSession,
+        dial: impl FnMut() -> Result<Connection, Abort> + Send + 'static,
+        config: DeviceConfig,
         layout: Arc<clonecloud_exec::Layout>,
-        mut scanner: Scanner,
+        scanner: Scanner,
         timeout: Duration,
     ) -> Ahead {
         let progress = Arc::new(Progress::new());
@@ -168,58 +169,7 @@ impl Ahead {
         let thread = std::thread::Builder::new()
             .name("clonecloud-ahead".into())
             .spawn(move || {
-                let result = (|| {
-                    let mut conn = dial()?;
-                    let mut uploaded = false;
-                    conn.set_timeout(Some(timeout.max(READY_TIMEOUT)));
-                    conn.send(&session.hello().map_err(|e| abort(Cause::Protocol, e))?).map_err(net)?;
-                    match session.on_message(conn.recv().map_err(net)?).map_err(|e| abort(Cause::Protocol, e))? {
-                        DeviceEvent::Welcomed { need_module: true } => {
-                            p.module_bytes.store(layout.wasm.len() as u64, Ordering::Relaxed);
-                            p.set(Phase::Uploading);
-                            let m = session.module(layout.wasm.clone()).map_err(|e| abort(Cause::Protocol, e))?;
-                            conn.send(&m).map_err(net)?;
-                            uploaded = true;
-                        }
-                        DeviceEvent::Welcomed { need_module: false } => {}
-                        other => return Err(abort(Cause::Protocol, format!("expected a welcome, got {other:?}"))),
-                    }
-                    p.set(Phase::Compiling);
-                    // The listing goes even when nothing is replicated: its answer is the sign
-                    // that the clone has compiled the module.
-                    let (trees, replicate) = match scanner.scan() {
-                        Ok(Some(trees)) => (trees, true),
-                        Ok(None) => (Vec::new(), true),
-                        Err(e) => {
-                            tracing::info!("the preopened directories are not replicated to the clone: {e}");
-                            scanner.forget_sent();
-                            (Vec::<Tree>::new(), false)
-                        }
-                    };
-                    let (sent0, received0) = (conn.sent, conn.received);
-                    let mut sync = clonecloud_stats::FileSync { syncs: 1, entries: trees.iter().map(|t| t.entries.len() as u64).sum(), ..Default::default() };
-                    conn.send(&session.files(trees).map_err(|e| abort(Cause::Protocol, e))?).map_err(net)?;
-                    let hashes = match session.on_message(conn.recv().map_err(net)?).map_err(|e| abort(Cause::Protocol, e))? {
-                        DeviceEvent::NeedFiles { hashes } => hashes,
-                        other => return Err(abort(Cause::Protocol, format!("expected the files the clone needs, got {other:?}"))),
-                    };
-                    let contents: Vec<_> = hashes
-                        .iter()
-                        .map(|h| scanner.content(h).map(|c| (*h, c)).ok_or_else(|| abort(Cause::Files, "a file changed while it was being replicated")))
-                        .collect::<Result<_, _>>()?;
-                    p.file_bytes.store(contents.iter().map(|(_, c)| c.len() as u64).sum(), Ordering::Relaxed);
-                    p.set(Phase::Syncing);
-                    sync.files_sent = contents.len() as u64;
-                    sync.bytes = p.file_bytes.load(Ordering::Relaxed);
-                    for (h, content) in contents {
-                        conn.send(&session.file_data(h, content).map_err(|e| abort(Cause::Protocol, e))?).map_err(net)?;
-                    }
-                    sync.bytes_on_wire = conn.sent - sent0 + conn.received - received0;
-                    // The listing's answer waited for the compile: only the rest is the sync's.
-                    sync.ms = p.in_phase().as_secs_f64() * 1e3;
-                    conn.set_timeout(Some(timeout));
-                    Ok(Opened { conn, session, scanner, replicate, uploaded, sync })
-                })();
+                let result = open(dial, config, &layout, scanner, timeout, &p);
                 p.set(if result.is_ok() { Phase::Ready } else { Phase::Failed });
                 result
             })
@@ -234,6 +184,111 @@ impl Ahead {
     /// The session, once the background work ends (waits for it).
     pub fn join(self) -> Result<Opened, Abort> {
         self.thread.join().unwrap_or_else(|_| Err(abort(Cause::Internal, "the background session panicked")))
+    }
+}
+
+/// The background session's driver: moves the core's messages, answers its events (the module,
+/// the directories' listing and contents) and marks the progress a migration point weighs.
+fn open(mut dial: impl FnMut() -> Result<Connection, Abort>, config: DeviceConfig, layout: &clonecloud_exec::Layout, mut scanner: Scanner, timeout: Duration, p: &Progress) -> Result<Opened, Abort> {
+    let mut core = DeviceConn::new(config);
+    core.open(Instant::now(), timeout.max(READY_TIMEOUT));
+    let mut conn: Option<Connection> = None;
+    let (mut uploaded, mut replicate) = (false, true);
+    let mut sync = clonecloud_stats::FileSync::default();
+    let mut on_wire0 = 0;
+    loop {
+        while let Some(m) = core.poll_transmit() {
+            let sent = conn.as_mut().map_or(Err(NetError::Closed), |c| c.send(&m));
+            if let Err(e) = sent {
+                let a = net(e);
+                core.handle_broken(Instant::now(), a.cause, a.detail);
+            }
+        }
+        match core.poll_event() {
+            Some(ConnEvent::Dial) => {
+                conn = None;
+                match dial() {
+                    Ok(mut c) => {
+                        // The clone compiles an uploaded module before it answers the listing.
+                        c.set_timeout(Some(timeout.max(READY_TIMEOUT)));
+                        conn = Some(c);
+                        core.handle_connected(Instant::now());
+                    }
+                    Err(a) => core.handle_dial_failed(Instant::now(), a.cause, a.detail),
+                }
+            }
+            Some(ConnEvent::ModuleWanted) => {
+                p.module_bytes.store(layout.wasm.len() as u64, Ordering::Relaxed);
+                p.set(Phase::Uploading);
+                core.module(layout.wasm.to_vec());
+                uploaded = true;
+            }
+            Some(ConnEvent::ListFiles) => {
+                p.set(Phase::Compiling);
+                // The listing goes even when nothing is replicated: its answer is the sign that
+                // the clone has compiled the module.
+                let trees = match scanner.scan() {
+                    Ok(Some(trees)) => trees,
+                    Ok(None) => Vec::new(),
+                    Err(e) => {
+                        tracing::info!("the preopened directories are not replicated to the clone: {e}");
+                        scanner.forget_sent();
+                        replicate = false;
+                        Vec::<Tree>::new()
+                    }
+                };
+                on_wire0 = conn.as_ref().map_or(0, |c| c.sent + c.received);
+                sync = clonecloud_stats::FileSync { syncs: 1, entries: trees.iter().map(|t| t.entries.len() as u64).sum(), ..Default::default() };
+                core.files(trees);
+            }
+            Some(ConnEvent::NeedFiles { hashes }) => {
+                // (Sizes as the files are now: for the estimate of what is left.)
+                p.file_bytes.store(hashes.iter().filter_map(|h| scanner.content_len(h)).sum(), Ordering::Relaxed);
+                p.set(Phase::Syncing);
+                sync.files_sent = hashes.len() as u64;
+                for h in hashes {
+                    let Some(content) = scanner.content(&h) else {
+                        core.give_up(Cause::Files);
+                        return Err(abort(Cause::Files, "a file changed while it was being replicated"));
+                    };
+                    sync.bytes += content.len() as u64;
+                    core.file_data(h, content);
+                    // Each content goes out before the next is read.
+                    while let Some(m) = core.poll_transmit() {
+                        conn.as_mut().map_or(Err(NetError::Closed), |c| c.send(&m)).map_err(net)?;
+                    }
+                }
+                core.files_sent();
+            }
+            Some(ConnEvent::Ready) => {
+                let mut conn = conn.take().ok_or_else(|| abort(Cause::Internal, "a session is ready with no connection"))?;
+                sync.bytes_on_wire = (conn.sent + conn.received).saturating_sub(on_wire0);
+                // The listing's answer waited for the compile: only the rest is the sync's.
+                sync.ms = p.in_phase().as_secs_f64() * 1e3;
+                conn.set_timeout(Some(timeout));
+                let session = core.take_session().ok_or_else(|| abort(Cause::Internal, "a session is ready but not open"))?;
+                return Ok(Opened { conn, session, scanner, replicate, uploaded, sync });
+            }
+            Some(ConnEvent::Abandoned { cause, detail }) => return Err(abort(cause, detail)),
+            Some(ConnEvent::NewSession | ConnEvent::Retried | ConnEvent::Resumed) => {}
+            Some(e @ (ConnEvent::Capture | ConnEvent::ImportCall { .. } | ConnEvent::Returned { .. })) => {
+                return Err(abort(Cause::Internal, format!("a session opened ahead has no migration, yet the core asked: {e:?}")));
+            }
+            None if core.awaits_message() => match conn.as_mut().map_or(Err(NetError::Closed), |c| c.recv()) {
+                Ok(m) => core.handle_message(Instant::now(), m),
+                Err(e) => {
+                    let a = net(e);
+                    core.handle_broken(Instant::now(), a.cause, a.detail);
+                }
+            },
+            None => match core.poll_timeout() {
+                Some(at) => {
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                    core.handle_timeout(Instant::now());
+                }
+                None => return Err(abort(Cause::Internal, "the protocol core waits for nothing")),
+            },
+        }
     }
 }
 

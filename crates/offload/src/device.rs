@@ -14,7 +14,7 @@ use clonecloud_exec::state::{PAGE_SIZE, PageTable};
 use clonecloud_exec::{Guest, Layout, Migrator};
 use clonecloud_net::{Connection, Identity, NetError, PublicKey};
 use clonecloud_files::{Root, Scanner};
-use clonecloud_wire::{Clocks, Compression, ConnEvent, Descriptors, DeviceConfig, DeviceConn, DeviceEvent, DeviceSession, Environment, Kind, ProtocolError, State};
+use clonecloud_wire::{Clocks, Compression, ConnEvent, Descriptors, DeviceConfig, DeviceConn, Environment, Kind, State};
 use crate::ahead::{Ahead, Choice};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,8 +63,8 @@ const RATE_MIN_BYTES: u64 = 64 << 10;
 /// Why a remote attempt was abandoned: the cause, for counting and deciding, and the detail.
 #[derive(Debug)]
 pub(crate) struct Abort {
-    cause: Cause,
-    detail: String,
+    pub(crate) cause: Cause,
+    pub(crate) detail: String,
 }
 
 pub(crate) fn abort(cause: Cause, detail: impl std::fmt::Display) -> Abort {
@@ -105,7 +105,6 @@ const MAX_PROXIED: u32 = 1 << 20;
 pub struct Offloader {
     target: Target,
     layout: Arc<Layout>,
-    run: u64,
     /// The protocol: every rule of sessions, migrations and broken links is the core's.
     core: DeviceConn,
     /// The connection the core's messages go on.
@@ -182,7 +181,6 @@ impl Offloader {
         Offloader {
             target,
             layout,
-            run,
             core,
             conn: None,
             table: PageTable::new(),
@@ -208,10 +206,9 @@ impl Offloader {
         }
         let target = self.target.clone();
         let compression = self.compression();
-        let session = DeviceSession::new(self.layout.hash, self.run, 0, self.target.environment.clone());
         let scanner = Scanner::new(self.target.dirs.clone());
         let dial = move || dial_clone(&target, compression);
-        self.ahead = Some(Ahead::start(dial, session, self.layout.clone(), scanner, self.target.timeout));
+        self.ahead = Some(Ahead::start(dial, self.core.config().clone(), self.layout.clone(), scanner, self.target.timeout));
         self.stats().ready.module_bytes = self.layout.wasm.len() as u64;
     }
 
@@ -500,6 +497,8 @@ impl Offloader {
                         self.proxying.end(guest, false);
                         Ok(())
                     }
+                    // Only a core asked to open a session ahead says it is ready.
+                    ConnEvent::Ready => Err(abort(Cause::Internal, "the protocol core opened a session ahead during a migration")),
                     answer @ ConnEvent::Returned { .. } => return Ok((answer, fig)),
                     ConnEvent::Abandoned { cause, detail } => return Err(abort(cause, detail)),
                 };
@@ -775,51 +774,28 @@ pub enum ProbeError {
     #[error(transparent)]
     Net(#[from] NetError),
     #[error(transparent)]
-    Protocol(#[from] ProtocolError),
-    #[error("expected a probe reply of the size asked for, got {0}")]
-    Answer(String),
+    Probe(#[from] clonecloud_wire::ProbeError),
 }
 
 /// A link as measured: round-trip time and throughput.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct Link {
-    pub rtt_ms: f64,
-    pub mbit: f64,
-    /// What the measurement took.
-    pub ms: f64,
-}
+pub use clonecloud_wire::Link;
 
-/// Measures the link to the clone with probes before any hello: the round-trip time (the best
-/// of three small probes), then probes growing from 4 KiB each way until they take 20 ms more
-/// than the round trip, reach 1 MiB or the measurement has taken 300 ms.
+/// Measures the link to the clone with probes before any hello (the rules are
+/// [`clonecloud_wire::LinkProbe`]'s; this moves its messages and tells it the time).
 pub fn measure_link(t: &Target) -> Result<Link, ProbeError> {
-    let started = Instant::now();
     let mut conn = Connection::connect(t.addr.as_str(), Some(&t.identity), &t.server_key, t.connect_timeout)?;
     conn.set_timeout(Some(t.timeout));
-    let mut session = DeviceSession::new([0; 32], 0, 0, Environment::default());
-    let mut probe = |up: usize, down: u32| -> Result<Duration, ProbeError> {
-        let t0 = Instant::now();
-        conn.send(&session.probe(vec![0xa5; up], down)?)?;
-        match session.on_message(conn.recv()?)? {
-            DeviceEvent::ProbeReply { size } if size == down as usize => Ok(t0.elapsed()),
-            other => Err(ProbeError::Answer(format!("{other:?}"))),
+    let mut probe = clonecloud_wire::LinkProbe::new(Instant::now());
+    loop {
+        while let Some(m) = probe.poll_transmit(Instant::now()) {
+            conn.send(&m?)?;
         }
-    };
-    let mut rtt = Duration::MAX;
-    for _ in 0..3 {
-        rtt = rtt.min(probe(16, 16)?);
+        if let Some(link) = probe.result() {
+            return Ok(link);
+        }
+        let m = conn.recv()?;
+        probe.handle_message(Instant::now(), m)?;
     }
-    let mut size = 4096usize;
-    let mbit = loop {
-        let took = probe(size, 16)? + probe(16, size as u32)?;
-        let extra = took.saturating_sub(2 * rtt);
-        if extra >= Duration::from_millis(20) || size >= 1 << 20 || started.elapsed() >= Duration::from_millis(300) {
-            let secs = extra.as_secs_f64().max(1e-6);
-            break (2.0 * size as f64 * 8.0 / secs / 1e6).min(100_000.0);
-        }
-        size *= 4;
-    };
-    Ok(Link { rtt_ms: rtt.as_secs_f64() * 1e3, mbit, ms: started.elapsed().as_secs_f64() * 1e3 })
 }
 
 #[cfg(test)]

@@ -176,7 +176,7 @@ fn device(addr: std::net::SocketAddr, id: &Identity, server: &clonecloud_net::Pu
                 Some(ConnEvent::Abandoned { cause: Cause::ResourceLimit | Cause::Trap, .. }) if hostile => break vec![],
                 Some(ConnEvent::Abandoned { cause, detail }) => return Err(DeviceStopped::Abandoned { round, cause, detail }),
                 Some(ConnEvent::ImportCall { .. }) => return Err(DeviceStopped::Proxied { round }),
-                Some(ConnEvent::NewSession | ConnEvent::Resumed | ConnEvent::Retried) => {}
+                Some(ConnEvent::NewSession | ConnEvent::Resumed | ConnEvent::Retried | ConnEvent::Ready) => {}
                 None if core.awaits_message() => match conn.as_mut().map(|c| c.recv()) {
                     Some(Ok(m)) => core.handle_message(Instant::now(), m),
                     Some(Err(e)) => core.handle_broken(Instant::now(), Cause::Link, e.to_string()),

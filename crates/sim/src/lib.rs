@@ -602,6 +602,7 @@ impl World {
                 self.device.migrate(call.point, vec![Value::I64(call.arg as i64)], state, Default::default(), Default::default());
             }
             ConnEvent::ImportCall { .. } => self.device.import_return(vec![], State::default()),
+            ConnEvent::Ready => return self.diverged("the device's core said a session opened ahead is ready, though none was asked for".into()),
             ConnEvent::Resumed => self.tally.resumes += 1,
             ConnEvent::Retried => self.tally.retries += 1,
             ConnEvent::Returned { results, state, .. } => {

@@ -84,6 +84,9 @@ pub enum ConnEvent {
     /// The migration (or the session it needed) is being sent again on a new session: what the
     /// proxied calls consumed is to be given back.
     Retried,
+    /// The session [`DeviceConn::open`] asked for is open and the directories replicated; take
+    /// it with [`DeviceConn::take_session`].
+    Ready,
     /// The migrated function returned (or exited): apply, then the migration is over.
     Returned { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32>, freed: u32 },
     /// The migration is abandoned: run the call here, from its entry state.
@@ -157,6 +160,8 @@ pub struct DeviceConn {
     /// When the migration under way must have been answered, and the calls it proxied.
     deadline: Option<Instant>,
     proxied: u32,
+    /// While [`DeviceConn::open`] opens a session with no migration: the time it has.
+    open_only: Option<Duration>,
     transmits: VecDeque<Message>,
     events: VecDeque<ConnEvent>,
 }
@@ -177,9 +182,37 @@ impl DeviceConn {
             unreachable_why: None,
             deadline: None,
             proxied: 0,
+            open_only: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// The rules' figures this core was made with.
+    pub fn config(&self) -> &DeviceConfig {
+        &self.config
+    }
+
+    /// Opens a session ahead of any migration (at launch, in the background): dial, hello, the
+    /// module if the clone lacks it, the directories (the driver lists them even when empty:
+    /// the clone's answer comes once it has compiled the module), all within `within`; then
+    /// [`ConnEvent::Ready`], or [`ConnEvent::Abandoned`] with why not. A failure to connect
+    /// gets one more try after a pause, as at a migration.
+    pub fn open(&mut self, now: Instant, within: Duration) {
+        debug_assert!(self.is_idle(), "nothing under way");
+        self.breaks = 0;
+        self.deadline = Some(now + within);
+        self.proxied = 0;
+        self.retry_pending = Retry::No;
+        self.open_only = Some(within);
+        self.session = None;
+        self.dial(Purpose::Open { retried: false });
+    }
+
+    /// The session opened by [`DeviceConn::open`], once [`ConnEvent::Ready`] said so (for
+    /// another core to [`DeviceConn::adopt`]).
+    pub fn take_session(&mut self) -> Option<DeviceSession> {
+        if self.is_idle() && self.has_session() { self.session.take() } else { None }
     }
 
     fn new_session(&self) -> DeviceSession {
@@ -263,6 +296,7 @@ impl DeviceConn {
         self.transmits.clear();
         self.phase = Phase::Idle;
         self.broke = None;
+        self.open_only = None;
         self.events.push_back(ConnEvent::Abandoned { cause, detail });
     }
 
@@ -277,6 +311,7 @@ impl DeviceConn {
         self.events.clear();
         self.phase = Phase::Idle;
         self.broke = None;
+        self.open_only = None;
     }
 
     /// The connection asked for by [`ConnEvent::Dial`] is open.
@@ -443,6 +478,14 @@ impl DeviceConn {
     }
 
     fn capture(&mut self) {
+        if self.open_only.take().is_some() {
+            // Opened ahead: nothing to migrate yet.
+            self.retry_pending = Retry::No;
+            self.phase = Phase::Idle;
+            self.deadline = None;
+            self.events.push_back(ConnEvent::Ready);
+            return;
+        }
         if self.retry_pending == Retry::WhenReplicated {
             self.retry_pending = Retry::No;
             self.events.push_back(ConnEvent::Retried);
@@ -522,7 +565,7 @@ impl DeviceConn {
         if self.phase != Phase::Idle
             && self.deadline.is_some_and(|d| now >= d)
         {
-            let within = self.config.answer_within;
+            let within = self.open_only.unwrap_or(self.config.answer_within);
             return self.abandon(Cause::Timeout, format!("the clone did not answer within {within:?}"));
         }
         if let Phase::Backoff { until, purpose } = self.phase

@@ -23,9 +23,11 @@ pub mod clone;
 pub mod codec;
 pub mod device;
 pub mod message;
+pub mod probe;
 pub mod session;
 
 pub use cause::Cause;
+pub use probe::{Link, LinkProbe, ProbeError};
 pub use clone::{CloneConfig, CloneConn, CloneEvent as CloneConnEvent, Ending};
 pub use device::{ConnEvent, DeviceConfig, DeviceConn};
 pub use codec::{Compression, DecodeError, Decoder, encode, encode_with, from_bytes, to_bytes, to_bytes_with};

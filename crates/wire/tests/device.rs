@@ -484,3 +484,65 @@ fn a_clone_that_keeps_calling_the_device_is_cut_off_at_the_cap() {
     p.receive(Message::ImportCall { import: 1, args: vec![], state: State::default() });
     assert!(matches!(p.events()[..], [ConnEvent::ImportCall { .. }]));
 }
+
+/// A session opened ahead of any migration (at launch, in the background): the same opening
+/// and file sync as at a migration point, then `Ready` instead of `Capture`; another core
+/// adopts the session and migrates on it with no dial and no hello.
+#[test]
+fn a_session_opened_ahead_is_taken_by_the_core_that_migrates() {
+    let mut ahead = Pair::new();
+    ahead.core.open(ahead.now, Duration::from_secs(600));
+    assert_eq!(ahead.events(), [ConnEvent::Dial]);
+    ahead.core.handle_connected(ahead.now);
+    assert_eq!(ahead.sent(), ["hello"]);
+    ahead.receive(Message::Welcome { need_module: true });
+    assert_eq!(ahead.events(), [ConnEvent::ModuleWanted]);
+    ahead.core.module(b"\0asm".to_vec());
+    assert_eq!(ahead.sent(), ["module"]);
+    assert_eq!(ahead.events(), [ConnEvent::NewSession, ConnEvent::ListFiles]);
+    // An empty listing still goes: its answer says the module is compiled.
+    ahead.core.files(vec![]);
+    assert_eq!(ahead.sent(), ["files"]);
+    assert!(ahead.core.take_session().is_none(), "not before it is ready");
+    ahead.receive(Message::NeedFiles { hashes: vec![] });
+    assert_eq!(ahead.events(), [ConnEvent::NeedFiles { hashes: vec![] }]);
+    ahead.core.files_sent();
+    assert_eq!(ahead.events(), [ConnEvent::Ready]);
+    assert!(ahead.core.is_idle());
+    let session = ahead.core.take_session().expect("the session opened ahead");
+
+    let mut p = Pair::new();
+    p.core.adopt(session);
+    p.core.start_migration(p.now);
+    assert_eq!(p.events(), [ConnEvent::ListFiles], "no dial, no hello");
+    p.core.files_unchanged();
+    assert_eq!(p.events(), [ConnEvent::Capture]);
+    p.migrate();
+    assert_eq!(p.sent(), ["migrate"]);
+}
+
+/// Opening ahead has its own time: a clone that compiles for longer than that is left, with a
+/// timeout naming it, and nothing is kept.
+#[test]
+fn a_session_opened_ahead_gives_up_at_its_own_deadline() {
+    let mut p = Pair::new();
+    p.core.open(p.now, Duration::from_secs(600));
+    let _ = p.events();
+    p.core.handle_connected(p.now);
+    p.receive(Message::Welcome { need_module: true });
+    let _ = p.events();
+    p.core.module(vec![0; 10]);
+    let _ = (p.sent(), p.events());
+    p.core.files(vec![]);
+    let _ = p.sent();
+    // Past the migration's own limit (60 s) it still waits; at 600 s it gives up.
+    p.core.handle_timeout(p.now + Duration::from_secs(61));
+    assert!(p.events().is_empty());
+    assert_eq!(p.core.poll_timeout(), Some(p.now + Duration::from_secs(600)));
+    p.core.handle_timeout(p.now + Duration::from_secs(600));
+    match &p.events()[..] {
+        [ConnEvent::Abandoned { cause: Cause::Timeout, detail }] => assert!(detail.contains("600s"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(p.core.take_session().is_none());
+}
