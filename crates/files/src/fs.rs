@@ -100,6 +100,10 @@ pub enum FsError {
     /// answers (a sparse `set_len(1 << 40)` succeeds there, so no WASI error could stand in).
     #[error("the call would hold {wanted} bytes of files, journal and output on the clone, over its budget of {budget} bytes")]
     Budget { wanted: u64, budget: u64 },
+    /// The call would make the device's replicas together hold more than the clone allows one
+    /// device (memories, tables and these buffers): it runs on the device instead.
+    #[error("the call would make this device's replicas hold {wanted} bytes together, over the clone's per-device limit of {limit} bytes")]
+    DeviceBudget { wanted: u64, limit: u64 },
 }
 
 /// The host memory an [`Fs`] may hold by default (file contents written on the clone, the
@@ -262,6 +266,18 @@ pub struct Fs {
     kept: u64,
     /// Bytes of the call's journal and output (cleared with them).
     logged: u64,
+    /// The device's budget shared with its other replicas, and what this view has taken of it
+    /// (at least what it holds: taken when charged, given back when settled).
+    pool: Option<Arc<crate::Pool>>,
+    pooled: std::sync::atomic::AtomicU64,
+}
+
+impl Drop for Fs {
+    fn drop(&mut self) {
+        if let Some(p) = &self.pool {
+            p.give(*self.pooled.get_mut());
+        }
+    }
 }
 
 impl Default for Fs {
@@ -296,6 +312,8 @@ impl Fs {
             budget: DEFAULT_BUDGET,
             kept: 0,
             logged: 0,
+            pool: None,
+            pooled: Default::default(),
         };
         for (r, tree) in trees.into_iter().enumerate() {
             let r = r as u32;
@@ -384,6 +402,7 @@ impl Fs {
         self.output.clear();
         self.logged = 0;
         self.now = now;
+        self.settle();
     }
 
     /// At most `bytes` of host memory for what the guest does: contents written on the clone,
@@ -398,10 +417,43 @@ impl Fs {
         self.kept.saturating_add(self.logged)
     }
 
-    /// Whether `more` bytes fit the budget.
+    /// What this view holds is also taken from `pool`, the budget the device's replicas share
+    /// (what it held before is taken now, or the view refuses the next call that needs more).
+    pub fn set_pool(&mut self, pool: Arc<crate::Pool>) {
+        if let Some(old) = self.pool.take() {
+            old.give(std::mem::take(self.pooled.get_mut()));
+        }
+        self.pool = Some(pool);
+        let _ = self.charge(0);
+    }
+
+    /// Whether `more` bytes fit the budget (and the device's, where they are taken now).
     fn charge(&self, more: u64) -> Result<(), FsError> {
+        use std::sync::atomic::Ordering::Relaxed;
         let wanted = self.held().saturating_add(more);
-        if wanted > self.budget { Err(FsError::Budget { wanted, budget: self.budget }) } else { Ok(()) }
+        if wanted > self.budget {
+            return Err(FsError::Budget { wanted, budget: self.budget });
+        }
+        if let Some(pool) = &self.pool {
+            let pooled = self.pooled.load(Relaxed);
+            if wanted > pooled {
+                pool.take(wanted - pooled).map_err(|all| FsError::DeviceBudget { wanted: all, limit: pool.limit() })?;
+                self.pooled.store(wanted, Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back to the device's budget what this view took and no longer holds.
+    fn settle(&mut self) {
+        let held = self.held();
+        if let Some(pool) = &self.pool {
+            let pooled = self.pooled.get_mut();
+            if *pooled > held {
+                pool.give(*pooled - held);
+                *pooled = held;
+            }
+        }
     }
 
     /// The number descriptor `fd` has on the device, if it was open there when the call began
@@ -500,6 +552,7 @@ impl Fs {
             }
         }
         self.logged = 0;
+        self.settle();
         Ok((std::mem::take(&mut self.journal), std::mem::take(&mut self.output)))
     }
 
@@ -508,6 +561,7 @@ impl Fs {
         let output = std::mem::take(&mut self.output);
         let bytes: u64 = output.iter().map(|(_, b)| OP_BYTES + b.len() as u64).sum();
         self.logged = self.logged.saturating_sub(bytes);
+        self.settle();
         output
     }
 

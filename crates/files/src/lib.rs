@@ -17,12 +17,14 @@
 
 mod apply;
 mod fs;
+mod pool;
 mod scan;
 mod store;
 
 pub use apply::{Applied, ApplyError, DescriptorError, apply};
 pub use clonecloud_wire::{Entry, EntryKind, FdOp, FileOp, FileStat, Tree};
 pub use fs::{Dirent, Fd, Fdstat, Filestat, Fs, FsError, Opened, PollTarget, errno, filetype};
+pub use pool::Pool;
 pub use scan::{Root, ScanError, Scanner};
 pub use store::{Store, StoreKey, cost as store_cost};
 

@@ -152,3 +152,40 @@ fn a_long_descriptor_list_is_matched_in_linear_time() {
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?} for {n} descriptors", started.elapsed());
     assert_eq!(fs.tell(10 + n as u32 - 1), Ok(0), "the last listed file is served");
 }
+
+/// One device's views (its replicas' files) share the device's budget: what one holds the other
+/// cannot, each within its own budget too, and a view gives back its share when its journal is
+/// taken or it is dropped. (A write holds its bytes twice: in the file and in the journal.)
+#[test]
+fn a_device_s_views_share_its_budget() {
+    const MIB: usize = 1 << 20;
+    let pool = clonecloud_files::Pool::new(5 << 20);
+    let (mut a, mut b) = (fs(4 << 20), fs(4 << 20));
+    a.set_pool(pool.clone());
+    b.set_pool(pool.clone());
+    let fa = a.open(3, "a", false, O_CREAT, READ_WRITE, 0).unwrap();
+    let fb = b.open(3, "b", false, O_CREAT, READ_WRITE, 0).unwrap();
+    a.write(fa, &vec![1; 3 * MIB / 2], None).unwrap();
+    assert!(pool.used() >= 3 << 20, "{}", pool.used());
+    // B alone may hold 4 MiB, but A holds 3 of the device's 5.
+    match b.write(fb, &vec![2; 3 * MIB / 2], None) {
+        Err(FsError::DeviceBudget { wanted, limit }) => assert!(wanted > limit && limit == 5 << 20, "{wanted} {limit}"),
+        other => panic!("expected the device's budget to refuse: {other:?}"),
+    }
+    assert!(pool.used() <= pool.limit());
+    // (A refused call fails the migration, and its replica's view is dropped: its share too.)
+    drop(b);
+    assert!(pool.used() < 4 << 20, "{}", pool.used());
+    let mut c = fs(4 << 20);
+    c.set_pool(pool.clone());
+    let fc = c.open(3, "c", false, O_CREAT, READ_WRITE, 0).unwrap();
+    c.write(fc, &vec![2; MIB / 2], None).unwrap();
+    // A's file stays (it outlives the call) but its journal is given back at the next call.
+    let (held, used) = (a.held(), pool.used());
+    a.begin(&Descriptors::default(), 0);
+    assert!(a.held() < held && pool.used() < used, "{} {}", a.held(), pool.used());
+    // A dropped view gives back all it took.
+    drop(a);
+    drop(c);
+    assert_eq!(pool.used(), 0);
+}

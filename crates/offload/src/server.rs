@@ -169,7 +169,8 @@ pub const DEFAULT_MAX_STORE: u64 = 1 << 30;
 /// Compiled modules kept in memory per device (besides those its runs are using).
 const MODULES_PER_DEVICE: usize = 4;
 
-/// A device's replicas together may hold this many times one replica's memory limit, by default.
+/// A device's replicas together may hold this many times what one replica may (its memory and host
+/// limits), by default.
 pub const DEVICE_MEMORY_FACTOR: usize = 2;
 
 /// Sessions of one device open at once, by default.
@@ -227,7 +228,7 @@ impl Clone {
             max_store: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_STORE),
             running: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
-            max_device_memory: AtomicUsize::new(limits.memory.saturating_mul(DEVICE_MEMORY_FACTOR)),
+            max_device_memory: AtomicUsize::new(limits.memory.saturating_add(limits.host).saturating_mul(DEVICE_MEMORY_FACTOR)),
             run_freed: Condvar::new(),
             max_runs: AtomicUsize::new(DEFAULT_MAX_RUNS),
             resumable: Mutex::new(HashMap::new()),
@@ -246,9 +247,11 @@ impl Clone {
         self.max_runs.store(n.max(1), Ordering::Relaxed);
     }
 
-    /// At most `bytes` of memories and tables for all of one device's replicas together
-    /// (default: [`DEVICE_MEMORY_FACTOR`] times the memory limit of one): a device with many runs
-    /// at once shares it; a call that would go past it fails on the clone and runs on the device.
+    /// At most `bytes` for all of one device's replicas together, their memories and tables and
+    /// what they hold on the host (files written on the clone, journals, output) (default:
+    /// [`DEVICE_MEMORY_FACTOR`] times the memory and host limits of one): a device with many
+    /// runs at once shares it; a call that would go past it fails on the clone and runs on the
+    /// device.
     pub fn set_max_device_memory(&self, bytes: usize) {
         self.max_device_memory.store(bytes, Ordering::Relaxed);
     }
@@ -256,7 +259,7 @@ impl Clone {
     /// The budget all of `device`'s replicas share.
     fn device_budget(&self, device: &str) -> Arc<DeviceBudget> {
         let mut all = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
-        all.entry(device.to_string()).or_insert_with(|| DeviceBudget::new(self.max_device_memory.load(Ordering::Relaxed))).clone()
+        all.entry(device.to_string()).or_insert_with(|| DeviceBudget::new(self.max_device_memory.load(Ordering::Relaxed) as u64)).clone()
     }
 
     /// At most `n` connections that have not authenticated (sent their first message) at
@@ -726,7 +729,7 @@ impl Clone {
             e => unavailable(e.to_string()),
         })?;
         let (files, output) = r.finish().map_err(|e| match e {
-            e @ clonecloud_files::FsError::Budget { .. } => Failure::Answer(FailKind::ResourceLimit, e.to_string()),
+            e @ (clonecloud_files::FsError::Budget { .. } | clonecloud_files::FsError::DeviceBudget { .. }) => Failure::Answer(FailKind::ResourceLimit, e.to_string()),
             e => unavailable(e.to_string()),
         })?;
         let (wasm_pages, pages, globals) = r.capture(xor);

@@ -197,7 +197,7 @@ fn fs_result<T>(r: Result<T, FsError>, call: &str) -> wasmtime::Result<Result<T,
         Ok(v) => Ok(Ok(v)),
         Err(FsError::Errno(e)) => Ok(Err(i32::from(e))),
         Err(FsError::Unsupported(why)) => Err(refuse(call, &why)),
-        Err(e @ FsError::Budget { .. }) => Err(wasmtime::Error::new(crate::replica::HostBudget(format!("{call}: {e}")))),
+        Err(e @ (FsError::Budget { .. } | FsError::DeviceBudget { .. })) => Err(wasmtime::Error::new(crate::replica::HostBudget(format!("{call}: {e}")))),
     }
 }
 

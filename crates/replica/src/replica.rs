@@ -104,36 +104,12 @@ pub struct OverLimit {
     pub limit: usize,
 }
 
-/// What all the replicas of one device may hold together in memories and tables: a device with
-/// many runs at once (up to the server's `--max-runs`) shares one budget instead of getting
-/// [`Limits::memory`] per run. Each replica charges its growths here as well as to its own
-/// limit, and gives everything back when it is dropped.
-#[derive(Debug)]
-pub struct DeviceBudget {
-    limit: usize,
-    used: std::sync::atomic::AtomicUsize,
-}
-
-impl DeviceBudget {
-    pub fn new(limit: usize) -> std::sync::Arc<DeviceBudget> {
-        std::sync::Arc::new(DeviceBudget { limit, used: std::sync::atomic::AtomicUsize::new(0) })
-    }
-
-    /// Bytes its replicas hold now.
-    pub fn used(&self) -> usize {
-        self.used.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn take(&self, n: usize) -> Result<(), usize> {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.used.fetch_update(Relaxed, Relaxed, |u| u.checked_add(n).filter(|w| *w <= self.limit)).map(|_| ()).map_err(|u| u.saturating_add(n))
-    }
-
-    fn give(&self, n: usize) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let _ = self.used.fetch_update(Relaxed, Relaxed, |u| Some(u.saturating_sub(n)));
-    }
-}
+/// What all the replicas of one device may hold together: their memories and tables and their
+/// host-side buffers (file contents written on the clone, journals, output). A device with many
+/// runs at once (up to the server's `--max-runs`) shares one budget instead of getting
+/// [`Limits`] per run. Each replica charges its growths here as well as to its own limits, and
+/// gives everything back when it is dropped.
+pub type DeviceBudget = clonecloud_files::Pool;
 
 /// A growth that would make a device's replicas together hold more than its
 /// [`DeviceBudget`].
@@ -171,9 +147,10 @@ impl MemoryBudget {
             return Err(wasmtime::Error::new(OverLimit { what, wanted, limit: self.limit }));
         }
         if let Some(d) = &self.device
-            && let Err(wanted) = d.take(more)
+            && let Err(wanted) = d.take(more as u64)
         {
-            return Err(wasmtime::Error::new(OverDeviceLimit { what, wanted, limit: d.limit }));
+            let saturate = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+            return Err(wasmtime::Error::new(OverDeviceLimit { what, wanted: saturate(wanted), limit: saturate(d.limit()) }));
         }
         self.used = wanted;
         self.pending = more;
@@ -184,7 +161,7 @@ impl MemoryBudget {
         let pending = std::mem::take(&mut self.pending);
         self.used = self.used.saturating_sub(pending);
         if let Some(d) = &self.device {
-            d.give(pending);
+            d.give(pending as u64);
         }
         // The device might have had it: not a wasm failure but the call's.
         Err(error.context(format!("growing {what} failed on the clone")))
@@ -194,7 +171,7 @@ impl MemoryBudget {
 impl Drop for MemoryBudget {
     fn drop(&mut self) {
         if let Some(d) = &self.device {
-            d.give(self.used);
+            d.give(self.used as u64);
         }
     }
 }
@@ -417,6 +394,9 @@ impl Replica {
     ) -> Result<Replica, ExecError> {
         let mut fs = Fs::default();
         fs.set_budget(limits.host as u64);
+        if let Some(b) = &budget {
+            fs.set_pool(b.clone());
+        }
         let data = Data {
             fs,
             clocks: ClockBase { device: Clocks::default(), at: std::time::Instant::now() },
@@ -549,6 +529,10 @@ impl Replica {
     /// Replaces the replicated files (after the device sent its directories).
     pub fn set_files(&mut self, mut fs: Fs) {
         fs.set_budget(self.limits.host as u64);
+        // The files' view holds host memory of the device's budget too.
+        if let Some(b) = self.store.data().limits.device.clone() {
+            fs.set_pool(b);
+        }
         self.store.data_mut().fs = fs;
     }
 
