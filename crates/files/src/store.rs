@@ -98,7 +98,7 @@ fn invalid(what: &str) -> std::io::Error {
 impl Store {
     /// The store in `dir` (created when missing, 0700), sealed with `key`, holding at most
     /// `limit` bytes on disk. Files from an earlier run under the same key are found again,
-    /// the least recently written first to go; leftovers of an interrupted write are removed.
+    /// the least recently used first to go; leftovers of an interrupted write are removed.
     pub fn open(dir: PathBuf, key: &StoreKey, limit: u64) -> std::io::Result<Store> {
         #[cfg(unix)]
         {
@@ -181,7 +181,7 @@ impl Store {
         }
         let name = self.name(h);
         if self.index().files.contains_key(&name) {
-            self.index().touch(&name);
+            self.used_now(&name);
             return Ok(());
         }
         let size = cost(bytes.len() as u64);
@@ -247,8 +247,17 @@ impl Store {
             self.index().remove(&name);
             return Err(invalid("a stored file was damaged"));
         };
-        self.index().touch(&name);
+        self.used_now(&name);
         Ok(bytes.into())
+    }
+
+    /// Marks `name` used now: in the index, and on disk as its modification time (what `open`
+    /// orders by), so after a restart the least recently used still go first.
+    fn used_now(&self, name: &str) {
+        self.index().touch(name);
+        if let Ok(f) = std::fs::File::options().write(true).open(self.dir.join(name)) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
     }
 }
 

@@ -116,3 +116,27 @@ fn opening_a_store_removes_only_writes_whose_process_is_gone() {
     // And the store itself still writes beside it.
     store.put(&content_hash(b"x"), b"x").unwrap();
 }
+
+/// Which contents were used last survives a restart of the server: reopened, the store still
+/// drops the least recently used first, not the least recently written.
+#[test]
+fn the_order_of_use_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 3 * clonecloud_files::store_cost(10_000);
+    let file = |n: u8| vec![n; 10_000];
+    let hs: Vec<_> = (0..4).map(|n| content_hash(&file(n))).collect();
+    {
+        let store = Store::open(dir.path().to_path_buf(), &[4; 32], limit).unwrap();
+        for (n, h) in hs.iter().enumerate().take(3) {
+            store.put(h, &file(n as u8)).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Written first, used last.
+        store.get(&hs[0]).unwrap();
+    }
+    let store = Store::open(dir.path().to_path_buf(), &[4; 32], limit).unwrap();
+    store.put(&hs[3], &file(3)).unwrap();
+    assert!(store.has(&hs[0]), "the file used last is kept");
+    assert!(!store.has(&hs[1]), "the least recently used goes");
+    assert!(store.has(&hs[2]) && store.has(&hs[3]));
+}
