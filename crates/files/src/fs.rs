@@ -320,6 +320,8 @@ impl Fs {
             let mut by_path: std::collections::HashMap<String, NodeId> = std::collections::HashMap::new();
             let mut root_id = None;
             for e in tree.entries {
+                // Each listed entry is held for the view's life, as a node made here is.
+                fs.kept += OP_BYTES + 2 * e.path.len() as u64;
                 let kind = match e.kind {
                     EntryKind::Dir => Kind::Dir(Vec::new()),
                     EntryKind::File(h) => Kind::File(Content::Stored(h)),

@@ -189,3 +189,16 @@ fn a_device_s_views_share_its_budget() {
     drop(c);
     assert_eq!(pool.used(), 0);
 }
+
+/// The device's listing is held for the view's life: it counts against the budget like the
+/// nodes a guest makes, so a listing of a million entries leaves no room for more.
+#[test]
+fn the_listing_itself_is_charged() {
+    let root = Entry { path: String::new(), kind: EntryKind::Dir, stat: FileStat { ino: 1, nlink: 2, ..FileStat::default() } };
+    let mut entries = vec![root];
+    entries.extend((0..10_000).map(|i| Entry { path: format!("f{i:05}"), kind: EntryKind::Other(0), stat: FileStat { ino: 2 + i, nlink: 1, ..FileStat::default() } }));
+    let mut fs = Fs::new(vec![Tree { guest: "/pre".into(), entries }], None);
+    assert!(fs.held() >= 10_000 * 128, "{}", fs.held());
+    fs.set_budget(fs.held());
+    assert!(matches!(fs.mkdir(3, "one-more"), Err(FsError::Budget { .. })));
+}
