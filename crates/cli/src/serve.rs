@@ -31,9 +31,10 @@ pub struct Opts {
     /// the device runs the call itself.
     #[arg(long, value_name = "MIB", default_value_t = 4096)]
     max_memory: usize,
-    /// MiB all the replicas of one device may hold together, memories and tables and what they
-    /// hold beyond them (files, journals, output; a device with several runs at once shares it);
-    /// past it its calls run on the device. Default: twice --max-memory plus --max-host.
+    /// MiB all the replicas of one device may hold together: memories (each counted twice, with
+    /// the copy a replica keeps of what it agreed with the device), tables, files, journals and
+    /// output (a device with several runs at once shares it); past it its calls run on the
+    /// device. Default: twice what one replica may hold (2 x --max-memory + --max-host, twice).
     #[arg(long, value_name = "MIB")]
     max_device_memory: Option<usize>,
     /// MiB a replica may make this server hold beyond its memories: files written on the clone

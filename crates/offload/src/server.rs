@@ -169,8 +169,8 @@ pub const DEFAULT_MAX_STORE: u64 = 1 << 30;
 /// Compiled modules kept in memory per device (besides those its runs are using).
 const MODULES_PER_DEVICE: usize = 4;
 
-/// A device's replicas together may hold this many times what one replica may (its memory and host
-/// limits), by default.
+/// A device's replicas together may hold this many times what one replica may (its memory,
+/// counted twice with the copy it agrees with the device, and its host limit), by default.
 pub const DEVICE_MEMORY_FACTOR: usize = 2;
 
 /// Sessions of one device open at once, by default.
@@ -228,7 +228,7 @@ impl Clone {
             max_store: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_STORE),
             running: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
-            max_device_memory: AtomicUsize::new(limits.memory.saturating_add(limits.host).saturating_mul(DEVICE_MEMORY_FACTOR)),
+            max_device_memory: AtomicUsize::new(limits.memory.saturating_mul(2).saturating_add(limits.host).saturating_mul(DEVICE_MEMORY_FACTOR)),
             run_freed: Condvar::new(),
             max_runs: AtomicUsize::new(DEFAULT_MAX_RUNS),
             resumable: Mutex::new(HashMap::new()),
@@ -248,10 +248,10 @@ impl Clone {
     }
 
     /// At most `bytes` for all of one device's replicas together, their memories and tables and
-    /// what they hold on the host (files written on the clone, journals, output) (default:
-    /// [`DEVICE_MEMORY_FACTOR`] times the memory and host limits of one): a device with many
-    /// runs at once shares it; a call that would go past it fails on the clone and runs on the
-    /// device.
+    /// what they hold on the host (files written on the clone, journals, output); a memory
+    /// counts twice (the replica keeps a copy of what it agreed with the device). Default:
+    /// [`DEVICE_MEMORY_FACTOR`] times what one replica may hold. A device with many runs at
+    /// once shares it; a call that would go past it fails on the clone and runs on the device.
     pub fn set_max_device_memory(&self, bytes: usize) {
         self.max_device_memory.store(bytes, Ordering::Relaxed);
     }

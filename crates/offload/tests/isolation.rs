@@ -328,7 +328,8 @@ fn a_device_s_replicas_share_one_memory_budget() {
     let wasm = wat::parse_str(r#"(module (memory (export "memory") 1) (func $g (export "g") (result i32) (drop (memory.grow (i32.const 40))) (memory.size)))"#).unwrap();
     let model = clonecloud_model::Module::parse(&wasm).unwrap();
     let m = clonecloud_model::rewrite(&model, &wasm, &[0]).unwrap().wasm;
-    let (server, a, b, addr) = two_devices_with(|clone| clone.set_max_device_memory(4 << 20));
+    // Room for one replica's memory and the copy of it the replica keeps (2 x 2.6 MiB), not two.
+    let (server, a, b, addr) = two_devices_with(|clone| clone.set_max_device_memory(8 << 20));
     let connect = |id: &Identity| Connection::connect(addr, Some(id), server.public(), T).unwrap();
     let grow = |c: &mut Connection| {
         let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } };

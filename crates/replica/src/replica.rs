@@ -134,34 +134,40 @@ const MAX_TABLES: usize = 64;
 struct MemoryBudget {
     limit: usize,
     used: usize,
-    /// The last growth allowed, given back if it then failed.
-    pending: usize,
+    /// What this replica's growths took of the device's budget.
+    device_used: usize,
+    /// The last growth allowed (bytes, and of the device's budget), given back if it then failed.
+    pending: (usize, usize),
     /// The device's budget, shared with its other replicas.
     device: Option<std::sync::Arc<DeviceBudget>>,
 }
 
 impl MemoryBudget {
-    fn grow(&mut self, what: &'static str, more: usize) -> wasmtime::Result<bool> {
+    /// `more` bytes of `what`, of which the device's budget is charged `device_more` (a memory
+    /// counts twice there: the replica keeps a copy of what it agreed with the device).
+    fn grow(&mut self, what: &'static str, more: usize, device_more: usize) -> wasmtime::Result<bool> {
         let wanted = self.used.saturating_add(more);
         if wanted > self.limit {
             return Err(wasmtime::Error::new(OverLimit { what, wanted, limit: self.limit }));
         }
         if let Some(d) = &self.device
-            && let Err(wanted) = d.take(more as u64)
+            && let Err(wanted) = d.take(device_more as u64)
         {
             let saturate = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
             return Err(wasmtime::Error::new(OverDeviceLimit { what, wanted: saturate(wanted), limit: saturate(d.limit()) }));
         }
         self.used = wanted;
-        self.pending = more;
+        self.device_used = self.device_used.saturating_add(device_more);
+        self.pending = (more, device_more);
         Ok(true)
     }
 
     fn failed(&mut self, what: &str, error: wasmtime::Error) -> wasmtime::Result<()> {
-        let pending = std::mem::take(&mut self.pending);
+        let (pending, device_pending) = std::mem::take(&mut self.pending);
         self.used = self.used.saturating_sub(pending);
+        self.device_used = self.device_used.saturating_sub(device_pending);
         if let Some(d) = &self.device {
-            d.give(pending as u64);
+            d.give(device_pending as u64);
         }
         // The device might have had it: not a wasm failure but the call's.
         Err(error.context(format!("growing {what} failed on the clone")))
@@ -171,7 +177,7 @@ impl MemoryBudget {
 impl Drop for MemoryBudget {
     fn drop(&mut self) {
         if let Some(d) = &self.device {
-            d.give(self.used as u64);
+            d.give(self.device_used as u64);
         }
     }
 }
@@ -181,7 +187,8 @@ impl wasmtime::ResourceLimiter for MemoryBudget {
         if maximum.is_some_and(|m| desired > m) {
             return Ok(false);
         }
-        self.grow("memory", desired.saturating_sub(current))
+        let more = desired.saturating_sub(current);
+        self.grow("memory", more, more.saturating_mul(2))
     }
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
@@ -192,7 +199,8 @@ impl wasmtime::ResourceLimiter for MemoryBudget {
         if maximum.is_some_and(|m| desired > m) {
             return Ok(false);
         }
-        self.grow("table", desired.saturating_sub(current).saturating_mul(std::mem::size_of::<usize>()))
+        let more = desired.saturating_sub(current).saturating_mul(std::mem::size_of::<usize>());
+        self.grow("table", more, more)
     }
 
     fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
@@ -400,7 +408,7 @@ impl Replica {
         let data = Data {
             fs,
             clocks: ClockBase { device: Clocks::default(), at: std::time::Instant::now() },
-            limits: MemoryBudget { limit: limits.memory, used: 0, pending: 0, device: budget },
+            limits: MemoryBudget { limit: limits.memory, used: 0, device_used: 0, pending: (0, 0), device: budget },
             deadline: deadline_after(limits.run_time),
             lists: [args, env],
             agreed: Agreed::default(),
