@@ -121,7 +121,7 @@ fn serve(core: &mut CloneConn, now: Instant) {
                 }
                 core.handle_broken(now, "the fuzzer's link".into(), false);
                 assert!(core.awaits_resume().is_some(), "a session waits to be resumed");
-                assert!(core.handle_resume(now, migration), "the answer is held for a resume");
+                assert!(core.handle_resume(now, &[migration]), "the answer is held for a resume");
             }
             Some(CloneConnEvent::ResumeWanted { .. }) => core.refuse_resume(),
             Some(CloneConnEvent::Ended(_)) => assert!(core.is_ended()),

@@ -24,7 +24,7 @@ fn server(allow: &[&Identity]) -> (std::net::SocketAddr, PublicKey, mpsc::Receiv
                 let outcome = incoming.accept().and_then(|mut c| {
                     let m = c.recv()?;
                     assert_eq!(m.kind(), "hello");
-                    c.send(&Message::Welcome { need_module: false })?;
+                    c.send(&Message::Welcome { need_module: false, concurrency: 1 })?;
                     Ok(c.peer().clone())
                 });
                 let _ = tx.send(outcome.map_err(|e| e.to_string()));

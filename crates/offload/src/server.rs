@@ -459,8 +459,8 @@ impl Clone {
             }
             return ended(ending);
         }
-        if let Some(CloneConnEvent::ResumeWanted { run, migration }) = first {
-            match self.hand_over(&device, run, Resumption { conn, migration }) {
+        if let Some(CloneConnEvent::ResumeWanted { run, awaiting }) = first {
+            match self.hand_over(&device, run, Resumption { conn, awaiting }) {
                 None => return Ok(()),
                 Some(back) => {
                     // Nothing to resume: a new session on this connection.
@@ -478,10 +478,10 @@ impl Clone {
             // A resume handed to the session as it ended (its window closing, a new session of
             // the same device taking its place): the device is told there is nothing to
             // resume, and its connection starts a new session, as any refused resume does.
-            if let Some(Resumption { mut conn, migration }) = leftover {
-                debug!(%device, migration, "a resume reached a session as it ended: a new session on its connection");
+            if let Some(Resumption { mut conn, awaiting }) = leftover {
+                debug!(%device, ?awaiting, "a resume reached a session as it ended: a new session on its connection");
                 let mut core = self.core();
-                core.handle_resume(Instant::now(), migration);
+                core.handle_resume(Instant::now(), &awaiting);
                 let reset = core.poll_event();
                 debug_assert!(matches!(reset, Some(CloneConnEvent::Reset)));
                 conn.set_timeout(Some(self.idle));
@@ -638,15 +638,15 @@ impl Clone {
         // server's sessions (it holds its replica and its thread).
         let resumption = run.registration.as_ref().and_then(|r| r.wait(until.saturating_duration_since(Instant::now())));
         let mut w = wire.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(Resumption { mut conn, migration }) = resumption else {
+        let Some(Resumption { mut conn, awaiting }) = resumption else {
             debug!(device = %run.device, "not resumed: the session is over");
             return w.core.handle_not_resumed();
         };
         conn.set_timeout(Some(self.idle));
         conn.set_max_frame(self.max_frame());
         w.conn = conn;
-        if w.core.handle_resume(Instant::now(), migration) {
-            info!(device = %run.device, migration, "session resumed on a new connection");
+        if w.core.handle_resume(Instant::now(), &awaiting) {
+            info!(device = %run.device, ?awaiting, "session resumed on a new connection");
             if let Some(r) = run.registration.as_ref() {
                 r.rebind(&w.conn);
             }
@@ -666,12 +666,12 @@ impl Clone {
         Registration { clone: self, key, handoff }
     }
 
-    /// Hands `conn` (a resume of `device`'s run `id`, awaiting migration `migration`) to that
+    /// Hands `conn` (a resume of `device`'s run `id`, awaiting some of its migrations) to that
     /// run's session; gives it back when there is none.
     fn hand_over(&self, device: &str, id: u64, r: Resumption) -> Option<Resumption> {
         let all = self.resumable.lock().unwrap_or_else(|e| e.into_inner());
         let Some(h) = all.get(&(device.to_string(), id)) else { return Some(r) };
-        debug!(%device, migration = r.migration, "a resume: handing the connection to its session");
+        debug!(%device, awaiting = ?r.awaiting, "a resume: handing the connection to its session");
         h.deliver(r);
         None
     }
@@ -836,11 +836,11 @@ enum Failure {
     LinkLost(clonecloud_replica::ProxyFailed),
 }
 
-/// A new connection resuming a session, and the migration whose answer the device awaits.
+/// A new connection resuming a session, and the migrations whose answers the device awaits.
 #[derive(Debug)]
 struct Resumption {
     conn: Connection,
-    migration: u64,
+    awaiting: Vec<clonecloud_wire::MigrationId>,
 }
 
 /// Where a resumable session waits for its new connection.
@@ -1108,12 +1108,12 @@ mod tests {
         let (old, _old_device) = pair();
         let registration = clone.register("device", 7, &old);
         let (new, _new_device) = pair();
-        assert!(clone.hand_over("device", 7, Resumption { conn: new, migration: 3 }).is_none(), "handed to the session");
+        assert!(clone.hand_over("device", 7, Resumption { conn: new, awaiting: vec![3] }).is_none(), "handed to the session");
         // The session ends without waiting for it (its window closed at that moment).
         let left = registration.close().expect("the resume comes back");
-        assert_eq!(left.migration, 3);
+        assert_eq!(left.awaiting, [3]);
         let (again, _again_device) = pair();
-        assert!(clone.hand_over("device", 7, Resumption { conn: again, migration: 3 }).is_some(), "nothing to hand to any more");
+        assert!(clone.hand_over("device", 7, Resumption { conn: again, awaiting: vec![3] }).is_some(), "nothing to hand to any more");
     }
 
     /// Without a data directory the clone's files go to a new directory only this user can

@@ -21,8 +21,8 @@ fn hello(c: &mut Connection, module: &[u8], run: u64) {
     let hash = clonecloud_wire::content_hash(module);
     c.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: hash, run, thread: 0, environment: Default::default() }).unwrap();
     match c.recv().unwrap() {
-        Message::Welcome { need_module: true } => c.send(&Message::Module { bytes: module.to_vec() }).unwrap(),
-        Message::Welcome { need_module: false } => {}
+        Message::Welcome { need_module: true, concurrency: 1 } => c.send(&Message::Module { bytes: module.to_vec() }).unwrap(),
+        Message::Welcome { need_module: false, concurrency: 1 } => {}
         other => panic!("{other:?}"),
     }
 }
@@ -37,9 +37,9 @@ fn call_f(c: &mut Connection, page0: Option<u32>) -> Value {
         })
         .unwrap_or_default();
     let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages, xor: false } };
-    c.send(&Message::Migrate { point: 0, args: vec![], state, clocks: Default::default(), descriptors: Default::default() }).unwrap();
+    c.send(&Message::Migrate { id: 1, point: 0, args: vec![], state, clocks: Default::default(), descriptors: Default::default() }).unwrap();
     match c.recv().unwrap() {
-        Message::Return { results, .. } => results[0],
+        Message::Return { id: 1, results, .. } => results[0],
         other => panic!("{other:?}"),
     }
 }
@@ -87,7 +87,7 @@ fn replicas_belong_to_the_authenticated_session() {
     // A module whose bytes do not match the hash of the hello is refused.
     let mut cc = Connection::connect(addr, Some(&b), server.public(), T).unwrap();
     cc.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: [9; 32], run: 1, thread: 0, environment: Default::default() }).unwrap();
-    assert!(matches!(cc.recv().unwrap(), Message::Welcome { need_module: true }));
+    assert!(matches!(cc.recv().unwrap(), Message::Welcome { need_module: true, concurrency: 1 }));
     cc.send(&Message::Module { bytes: module.clone() }).unwrap();
     assert!(matches!(cc.recv(), Ok(Message::Error { .. })));
 }
@@ -101,7 +101,7 @@ fn a_device_cannot_learn_which_modules_others_ran() {
         let mut c = Connection::connect(addr, Some(id), server.public(), T).unwrap();
         c.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: hash, run: 1, thread: 0, environment: Default::default() }).unwrap();
         let need = match c.recv().unwrap() {
-            Message::Welcome { need_module } => need_module,
+            Message::Welcome { need_module, .. } => need_module,
             other => panic!("{other:?}"),
         };
         if need {
@@ -164,14 +164,14 @@ fn only_the_device_that_owns_a_session_can_resume_it() {
     let mut p = vec![0u8; 4096];
     p[..4].copy_from_slice(&1234u32.to_le_bytes());
     let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![(0, p)], xor: false } };
-    ca.send(&Message::Migrate { point: 0, args: vec![], state, clocks: Default::default(), descriptors: Default::default() }).unwrap();
+    ca.send(&Message::Migrate { id: 1, point: 0, args: vec![], state, clocks: Default::default(), descriptors: Default::default() }).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     drop(ca);
 
     // Device b claims a's run: refused, twice, then it has a session of its own.
     let mut cb = connect(&b);
     for _ in 0..2 {
-        cb.send(&Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 42, migration: 1 }).unwrap();
+        cb.send(&Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 42, awaiting: vec![1] }).unwrap();
         assert_eq!(cb.recv().unwrap(), Message::Resumed { ok: false });
     }
     hello(&mut cb, &m, 42);
@@ -179,15 +179,15 @@ fn only_the_device_that_owns_a_session_can_resume_it() {
 
     // a resumes and gets its answer.
     let mut ca = connect(&a);
-    ca.send(&Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 42, migration: 1 }).unwrap();
+    ca.send(&Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 42, awaiting: vec![1] }).unwrap();
     assert_eq!(ca.recv().unwrap(), Message::Resumed { ok: true });
     match ca.recv().unwrap() {
-        Message::Return { results, .. } => assert_eq!(results, vec![Value::I32(1234)]),
+        Message::Return { id: 1, results, .. } => assert_eq!(results, vec![Value::I32(1234)]),
         other => panic!("{other:?}"),
     }
     // A resume for an answer the session does not hold starts a new session.
     let mut again = connect(&a);
-    again.send(&Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 42, migration: 9 }).unwrap();
+    again.send(&Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 42, awaiting: vec![9] }).unwrap();
     assert_eq!(again.recv().unwrap(), Message::Resumed { ok: false });
 }
 
@@ -277,15 +277,15 @@ fn a_session_waiting_to_be_resumed_counts_among_the_device_s_runs() {
     // The session that gave way is gone: its resume is refused (the device sends the migration
     // again on a new session).
     let mut ca = connect(&a);
-    ca.send(&Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 42, migration: 1 }).unwrap();
+    ca.send(&Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 42, awaiting: vec![1] }).unwrap();
     assert_eq!(ca.recv().unwrap(), Message::Resumed { ok: false });
     // And the new run's session is the device's one: a resume of it is served.
     drop(cn);
     let mut cn = connect(&a);
-    cn.send(&Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 43, migration: 1 }).unwrap();
+    cn.send(&Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 43, awaiting: vec![1] }).unwrap();
     assert_eq!(cn.recv().unwrap(), Message::Resumed { ok: true });
     match cn.recv().unwrap() {
-        Message::Return { results, .. } => assert_eq!(results, vec![Value::I32(5)]),
+        Message::Return { id: 1, results, .. } => assert_eq!(results, vec![Value::I32(5)]),
         other => panic!("{other:?}"),
     }
     assert_eq!(call_f(&mut cn, None), Value::I32(5), "the same replica");
@@ -333,16 +333,16 @@ fn a_device_s_replicas_share_one_memory_budget() {
     let connect = |id: &Identity| Connection::connect(addr, Some(id), server.public(), T).unwrap();
     let grow = |c: &mut Connection| {
         let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } };
-        c.send(&Message::Migrate { point: 0, args: vec![], state, clocks: Default::default(), descriptors: Default::default() }).unwrap();
+        c.send(&Message::Migrate { id: 1, point: 0, args: vec![], state, clocks: Default::default(), descriptors: Default::default() }).unwrap();
         c.recv().unwrap()
     };
     let mut a1 = connect(&a);
     hello(&mut a1, &m, 1);
-    assert!(matches!(grow(&mut a1), Message::Return { results, .. } if results == vec![Value::I32(41)]));
+    assert!(matches!(grow(&mut a1), Message::Return { id: 1, results, .. } if results == vec![Value::I32(41)]));
     let mut a2 = connect(&a);
     hello(&mut a2, &m, 2);
     match grow(&mut a2) {
-        Message::Failed { kind, message } => {
+        Message::Failed { id: 1, kind, message } => {
             assert_eq!(kind, clonecloud_wire::FailKind::ResourceLimit, "{message}");
             assert!(message.contains("per-device limit"), "{message}");
         }
@@ -350,14 +350,14 @@ fn a_device_s_replicas_share_one_memory_budget() {
     }
     let mut b1 = connect(&b);
     hello(&mut b1, &m, 1);
-    assert!(matches!(grow(&mut b1), Message::Return { results, .. } if results == vec![Value::I32(41)]), "another device has its own budget");
+    assert!(matches!(grow(&mut b1), Message::Return { id: 1, results, .. } if results == vec![Value::I32(41)]), "another device has its own budget");
     // The first run ends: its replica's memory is the device's again.
     a1.send(&Message::Goodbye).unwrap();
     assert!(a1.recv().is_err(), "the server closes the connection when the session is gone");
     drop(a2);
     let mut a3 = connect(&a);
     hello(&mut a3, &m, 3);
-    assert!(matches!(grow(&mut a3), Message::Return { results, .. } if results == vec![Value::I32(41)]));
+    assert!(matches!(grow(&mut a3), Message::Return { id: 1, results, .. } if results == vec![Value::I32(41)]));
 }
 
 /// Before a session opens, frames are small: a first message of 10 MiB (a hello with a huge
@@ -427,16 +427,16 @@ fn a_proxied_call_answered_with_too_much_memory_fails_as_a_resource_limit() {
     let mut c = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
     hello(&mut c, &m, 1);
     let empty = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } };
-    c.send(&Message::Migrate { point: 1, args: vec![], state: empty, clocks: Default::default(), descriptors: Default::default() }).unwrap();
+    c.send(&Message::Migrate { id: 1, point: 1, args: vec![], state: empty, clocks: Default::default(), descriptors: Default::default() }).unwrap();
     match c.recv().unwrap() {
         Message::ImportCall { .. } => {}
         other => panic!("expected the read proxied to the device: {other:?}"),
     }
     // 2,000 wasm pages: 125 MiB, past the clone's memory limit of 64 MiB.
     let huge = State { globals: vec![], memory: PageDelta { wasm_pages: 2_000, page_size: 4096, pages: vec![], xor: false } };
-    c.send(&Message::ImportReturn { results: vec![Value::I32(0)], state: huge }).unwrap();
+    c.send(&Message::ImportReturn { id: 1, results: vec![Value::I32(0)], state: huge }).unwrap();
     match c.recv().unwrap() {
-        Message::Failed { kind: clonecloud_wire::FailKind::ResourceLimit, message } => assert!(message.contains("fd_read"), "{message}"),
+        Message::Failed { id: 1, kind: clonecloud_wire::FailKind::ResourceLimit, message } => assert!(message.contains("fd_read"), "{message}"),
         other => panic!("expected a resource-limit failure: {other:?}"),
     }
     // The session ends in order: a goodbye is taken.

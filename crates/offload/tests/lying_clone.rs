@@ -27,7 +27,7 @@ fn liar(answer: Message) -> (String, Identity, clonecloud_net::PublicKey) {
         let mut c = listener.incoming().unwrap().accept().unwrap();
         while let Ok(m) = c.recv() {
             let reply = match m {
-                Message::Hello { .. } => Message::Welcome { need_module: false },
+                Message::Hello { .. } => Message::Welcome { need_module: false, concurrency: 1 },
                 Message::Files { .. } => Message::NeedFiles { hashes: vec![] },
                 Message::Migrate { .. } => answer.clone(),
                 _ => continue,
@@ -83,9 +83,11 @@ fn answers_that_do_not_fit_are_not_believed() {
     let (want, _) = exit_code(None);
     assert_eq!(want, 7);
     let lies = [
-        ("an i64 for an i32", Message::Return { results: vec![Value::I64(5)], state: state(vec![]), micros: 0, output: vec![], files: vec![], exit: None, freed: 0 }),
-        ("two results for one", Message::Return { results: vec![Value::I32(5), Value::I32(6)], state: state(vec![]), micros: 0, output: vec![], files: vec![], exit: None, freed: 0 }),
+        ("an i64 for an i32", Message::Return { id: 1, results: vec![Value::I64(5)], state: state(vec![]), micros: 0, output: vec![], files: vec![], exit: None, freed: 0 }),
+        ("the answer to a migration not sent", Message::Return { id: 2, results: vec![Value::I32(5)], state: state(vec![]), micros: 0, output: vec![], files: vec![], exit: None, freed: 0 }),
+        ("two results for one", Message::Return { id: 1, results: vec![Value::I32(5), Value::I32(6)], state: state(vec![]), micros: 0, output: vec![], files: vec![], exit: None, freed: 0 }),
         ("a global the module lacks", Message::Return {
+            id: 1,
             results: vec![Value::I32(5)],
             state: State { globals: vec![(99, Value::I32(1))], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } },
             micros: 0,
@@ -95,6 +97,7 @@ fn answers_that_do_not_fit_are_not_believed() {
             freed: 0,
         }),
         ("memory beyond the module's maximum", Message::Return {
+            id: 1,
             results: vec![Value::I32(5)],
             state: State { globals: vec![], memory: PageDelta { wasm_pages: 65536, page_size: 4096, pages: vec![], xor: false } },
             micros: 0,
@@ -104,6 +107,7 @@ fn answers_that_do_not_fit_are_not_believed() {
             freed: 0,
         }),
         ("a file change in a directory the run does not have", Message::Return {
+            id: 1,
             results: vec![Value::I32(5)],
             state: state(vec![]),
             micros: 0,
@@ -158,7 +162,7 @@ fn a_lying_journal_changes_nothing_on_the_device() {
     assert_eq!(tree(t.path()), before, "the plain run changes no file");
 
     let write = |path: &str, data: &[u8]| clonecloud_wire::FileOp::Write { root: 0, path: path.into(), offset: 0, data: data.to_vec() };
-    let answer = |files: Vec<clonecloud_wire::FileOp>, state: State| Message::Return { results: vec![Value::I32(5)], state, micros: 0, output: vec![], files, exit: None, freed: 0 };
+    let answer = |files: Vec<clonecloud_wire::FileOp>, state: State| Message::Return { id: 1, results: vec![Value::I32(5)], state, micros: 0, output: vec![], files, exit: None, freed: 0 };
     // An honest journal is merged: the lies below are refused for what they are, not because
     // journals never apply.
     let (got, s) = exit_code_in(Some(answer(vec![write("data", b"CHANGED!")], state(vec![]))), Some(&pre));

@@ -742,7 +742,7 @@ impl World {
                     self.sessions.get_mut(&sid).expect("pumped").replica = None;
                 }
             }
-            CloneConnEvent::ResumeWanted { run, migration } => {
+            CloneConnEvent::ResumeWanted { run, awaiting } => {
                 let conn = self.sessions[&sid].conn;
                 match self.resumable.get(&run).copied().filter(|t| *t != sid && self.sessions.contains_key(t)) {
                     Some(target) => {
@@ -758,7 +758,7 @@ impl World {
                             l.alive = false;
                         }
                         let t = self.sessions.get_mut(&target).expect("checked");
-                        t.core.handle_resume(now, migration);
+                        t.core.handle_resume(now, &awaiting);
                         self.pump_clone(target);
                     }
                     None => self.sessions.get_mut(&sid).expect("pumped").core.refuse_resume(),

@@ -4,7 +4,8 @@
 //! numbering, the answer kept until the device shows it arrived, what a broken link means (the
 //! session waits to be resumed on a new connection for a window, and a resume is accepted only
 //! for the migration whose answer it holds; otherwise the new connection starts a new session),
-//! and the zero-baseline rule after a failure. It never reads a clock (the time is passed in),
+//! and the zero-baseline rule after a failure. It runs one migration at a time (its welcome says
+//! so; the session's rules would take several, numbered). It never reads a clock (the time is passed in),
 //! never sleeps and never touches a socket or a replica: the driver moves the messages and acts
 //! on the events, as quinn drives quinn-proto.
 //!
@@ -28,7 +29,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::message::{Clocks, ContentHash, Descriptors, Environment, EntryKind, FailKind, Message, State, Tree, Value, content_hash};
+use crate::message::{Clocks, ContentHash, Descriptors, Environment, EntryKind, FailKind, Message, MigrationId, State, Tree, Value, content_hash};
 use crate::session::{CloneEvent as SessionEvent, CloneSession, ProtocolError, Returned};
 
 /// The rules' figures.
@@ -39,6 +40,9 @@ pub struct CloneConfig {
     /// How long a session whose link broke waits to be resumed.
     pub resume_window: Duration,
 }
+
+/// How many migrations this side runs at once on a session (what its welcome says).
+pub const CONCURRENCY: u32 = 1;
 
 /// What the driver must act on.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,13 +60,13 @@ pub enum CloneEvent {
     FileData { hash: ContentHash, bytes: Vec<u8> },
     /// Migration number `migration` of this session (from 1): apply `state`, run `point` with
     /// `args`, then [`CloneConn::returned`] or [`CloneConn::failed`].
-    Migrate { migration: u64, point: u32, args: Vec<Value>, state: State, clocks: Clocks, descriptors: Descriptors },
+    Migrate { migration: MigrationId, point: u32, args: Vec<Value>, state: State, clocks: Clocks, descriptors: Descriptors },
     /// The proxied import call returned: apply `state` and go on.
     ImportReturned { results: Vec<Value>, state: State },
-    /// A first message resumes run `run`'s session, awaiting the answer to its migration
-    /// `migration`: hand this connection to that session ([`CloneConn::handle_resume`] there),
+    /// A first message resumes run `run`'s session, awaiting the answers to its migrations
+    /// `awaiting`: hand this connection to that session ([`CloneConn::handle_resume`] there),
     /// or [`CloneConn::refuse_resume`] here.
-    ResumeWanted { run: u64, migration: u64 },
+    ResumeWanted { run: u64, awaiting: Vec<MigrationId> },
     /// The replica's memory is not agreed with the device any more (a migration failed): drop
     /// it.
     DropReplica,
@@ -121,14 +125,14 @@ pub struct CloneConn {
     /// Whether a session was opened (a hello): only then can a broken link be resumed.
     opened: bool,
     module: Option<ContentHash>,
-    /// Migrations received on this session.
-    migrations: u64,
+    /// The last migration received on this session (they are numbered from 1).
+    migrations: MigrationId,
     /// The file contents of the last listing, each once, in its order (what may be asked).
     listed: Vec<ContentHash>,
     /// Contents asked of the device and not yet received.
     asked: HashSet<ContentHash>,
     /// The answer to the last migration, until the device's next message shows it arrived.
-    last: Option<Arc<Message>>,
+    last: Option<(MigrationId, Arc<Message>)>,
     transmits: VecDeque<Arc<Message>>,
     events: VecDeque<CloneEvent>,
 }
@@ -173,8 +177,8 @@ impl CloneConn {
         self.phase == Phase::Ended
     }
 
-    /// Migrations received on this session.
-    pub fn migrations(&self) -> u64 {
+    /// The number of the last migration received on this session (0 before the first).
+    pub fn migrations(&self) -> MigrationId {
         self.migrations
     }
 
@@ -236,8 +240,8 @@ impl CloneConn {
                 self.phase = Phase::Welcoming;
                 self.events.push_back(CloneEvent::Opened { module, run, thread, environment });
             }
-            SessionEvent::Resume { run, migration } => {
-                self.events.push_back(CloneEvent::ResumeWanted { run, migration });
+            SessionEvent::Resume { run, awaiting } => {
+                self.events.push_back(CloneEvent::ResumeWanted { run, awaiting });
             }
             SessionEvent::Module { bytes } => {
                 if bytes.len() > self.config.max_module {
@@ -274,13 +278,12 @@ impl CloneConn {
                 }
                 self.events.push_back(CloneEvent::FileData { hash, bytes });
             }
-            SessionEvent::Migrate { point, args, state, clocks, descriptors } => {
-                self.migrations += 1;
+            SessionEvent::Migrate { id, point, args, state, clocks, descriptors } => {
+                self.migrations = id;
                 self.phase = Phase::Running;
-                let migration = self.migrations;
-                self.events.push_back(CloneEvent::Migrate { migration, point, args, state, clocks, descriptors });
+                self.events.push_back(CloneEvent::Migrate { migration: id, point, args, state, clocks, descriptors });
             }
-            SessionEvent::ImportReturned { results, state } => {
+            SessionEvent::ImportReturned { id: _, results, state } => {
                 self.events.push_back(CloneEvent::ImportReturned { results, state });
             }
             SessionEvent::Goodbye => self.end(Ending::Goodbye),
@@ -293,7 +296,7 @@ impl CloneConn {
             return self.protocol(ProtocolError::NotNow { action: "welcome", state: "not opening a session" });
         }
         self.phase = if known { Phase::Ready } else { Phase::AwaitModule };
-        let m = self.session.welcome(!known);
+        let m = self.session.welcome(!known, CONCURRENCY);
         self.send(m);
     }
 
@@ -324,7 +327,7 @@ impl CloneConn {
         if self.phase != Phase::Running {
             return Err(ProtocolError::NotNow { action: "call an import on the device", state: "not running a migration" });
         }
-        let m = self.session.import_call(import, args, state)?;
+        let m = self.session.import_call(self.migrations, import, args, state)?;
         self.transmits.push_back(Arc::new(m));
         Ok(())
     }
@@ -332,26 +335,27 @@ impl CloneConn {
     /// The running migration's answer. It is kept until the device's next message, for a resume
     /// after a broken link.
     pub fn returned(&mut self, ret: Returned) {
-        self.answer(|s| s.returned(ret), Phase::Ready);
+        self.answer(|s, id| s.returned(id, ret), Phase::Ready);
     }
 
     /// The running migration failed: the device runs the call itself, and this session's
     /// replica is gone (see the zero-baseline rule).
     pub fn failed(&mut self, kind: FailKind, message: String) {
-        self.answer(|s| s.failed(kind, message), Phase::Failed);
+        self.answer(|s, id| s.failed(id, kind, message), Phase::Failed);
         if self.phase == Phase::Failed {
             self.events.push_back(CloneEvent::DropReplica);
         }
     }
 
-    fn answer(&mut self, make: impl FnOnce(&mut CloneSession) -> Result<Message, ProtocolError>, next: Phase) {
+    fn answer(&mut self, make: impl FnOnce(&mut CloneSession, MigrationId) -> Result<Message, ProtocolError>, next: Phase) {
         if self.phase != Phase::Running {
             return self.protocol(ProtocolError::NotNow { action: "answer a migration", state: "not running one" });
         }
-        match make(&mut self.session) {
+        let id = self.migrations;
+        match make(&mut self.session, id) {
             Ok(m) => {
                 let m = Arc::new(m);
-                self.last = Some(m.clone());
+                self.last = Some((id, m.clone()));
                 self.transmits.push_back(m);
                 self.phase = next;
             }
@@ -390,13 +394,13 @@ impl CloneConn {
     }
 
     /// A new connection resumes this session (a [`CloneEvent::ResumeWanted`] handed here),
-    /// awaiting the answer to migration `migration`: `true` when it goes on there (the answer is
-    /// sent again); `false` when this session cannot give it, and the new connection starts a
-    /// new session ([`CloneEvent::Reset`]).
-    pub fn handle_resume(&mut self, _now: Instant, migration: u64) -> bool {
+    /// awaiting the answers to migrations `awaiting`: `true` when it goes on there (the answer is
+    /// sent again); `false` when this session cannot give them all, and the new connection
+    /// starts a new session ([`CloneEvent::Reset`]).
+    pub fn handle_resume(&mut self, _now: Instant, awaiting: &[MigrationId]) -> bool {
         match self.last.clone() {
             // Only a session whose link broke (the driver breaks the old one first) is resumed.
-            Some(last) if self.opened && migration == self.migrations && matches!(self.phase, Phase::AwaitResume { .. }) => {
+            Some((id, last)) if self.opened && awaiting == [id] && matches!(self.phase, Phase::AwaitResume { .. }) => {
                 // The session goes on where it was; the new connection's first answer is
                 // `resumed`, then the answer the device missed.
                 self.phase = if matches!(*last, Message::Failed { .. }) { Phase::Failed } else { Phase::Ready };
@@ -456,8 +460,8 @@ mod tests {
         Message::Hello { version: PROTOCOL_VERSION, module, run: 7, thread: 0, environment: Environment::default() }
     }
 
-    fn migrate() -> Message {
-        Message::Migrate { point: 3, args: vec![Value::I32(1)], state: State::default(), clocks: Clocks::default(), descriptors: Descriptors::default() }
+    fn migrate(id: u64) -> Message {
+        Message::Migrate { id, point: 3, args: vec![Value::I32(1)], state: State::default(), clocks: Clocks::default(), descriptors: Descriptors::default() }
     }
 
     fn file(h: ContentHash) -> Entry {
@@ -470,8 +474,8 @@ mod tests {
         c.handle_message(now, hello([1; 32]));
         assert!(matches!(events(&mut c)[..], [CloneEvent::Opened { run: 7, .. }]));
         c.welcome(true);
-        assert_eq!(sent(&mut c), [Message::Welcome { need_module: false }]);
-        c.handle_message(now, migrate());
+        assert_eq!(sent(&mut c), [Message::Welcome { need_module: false, concurrency: 1 }]);
+        c.handle_message(now, migrate(1));
         assert!(matches!(events(&mut c)[..], [CloneEvent::Migrate { migration: 1, point: 3, .. }]));
         c.returned(Returned::default());
         assert!(matches!(sent(&mut c)[..], [Message::Return { .. }]));
@@ -492,7 +496,7 @@ mod tests {
     fn an_undecodable_frame_is_told_to_the_device_and_ends_the_session() {
         let now = Instant::now();
         let mut c = answered(now);
-        c.handle_message(now, migrate());
+        c.handle_message(now, migrate(2));
         let _ = events(&mut c);
         c.handle_undecodable("a frame of 9 GiB, over the limit of 1 GiB".into());
         assert!(matches!(&sent(&mut c)[..], [Message::Error { message }] if message.contains("9 GiB")));
@@ -511,7 +515,7 @@ mod tests {
         c.handle_message(now, hello(content_hash(&module)));
         events(&mut c);
         c.welcome(false);
-        assert_eq!(sent(&mut c), [Message::Welcome { need_module: true }]);
+        assert_eq!(sent(&mut c), [Message::Welcome { need_module: true, concurrency: 1 }]);
         c.handle_message(now, Message::Module { bytes: module.clone() });
         assert_eq!(events(&mut c), [CloneEvent::Module { bytes: module.clone() }]);
         c.module_loaded();
@@ -560,11 +564,11 @@ mod tests {
         let mut c = answered(now);
         c.handle_broken(now, "reset".into(), false);
         assert_eq!(c.awaits_resume(), Some(now + WINDOW));
-        assert!(c.handle_resume(now, 1));
+        assert!(c.handle_resume(now, &[1]));
         let again = sent(&mut c);
         assert!(matches!(again[..], [Message::Resumed { ok: true }, Message::Return { .. }]), "{again:?}");
         // The session goes on: the next migration is number 2.
-        c.handle_message(now, migrate());
+        c.handle_message(now, migrate(2));
         assert!(matches!(events(&mut c)[..], [CloneEvent::Migrate { migration: 2, .. }]));
 
         // The window passes with no resume: the session is over.
@@ -582,14 +586,14 @@ mod tests {
         // The wrong migration.
         let mut c = answered(now);
         c.handle_broken(now, "reset".into(), true);
-        assert!(!c.handle_resume(now, 2));
+        assert!(!c.handle_resume(now, &[2]));
         assert_eq!(events(&mut c), [CloneEvent::Reset]);
         assert_eq!(sent(&mut c), [Message::Resumed { ok: false }]);
         c.handle_message(now, hello([1; 32]));
         assert!(matches!(events(&mut c)[..], [CloneEvent::Opened { .. }]));
         c.welcome(true);
         sent(&mut c);
-        c.handle_message(now, migrate());
+        c.handle_message(now, migrate(1));
         assert!(matches!(events(&mut c)[..], [CloneEvent::Migrate { migration: 1, .. }]), "numbering starts over");
 
         // The device heard the answer (it sent something since): nothing to give again.
@@ -599,31 +603,31 @@ mod tests {
         heard.need_files(|_| true);
         sent(&mut heard);
         heard.handle_broken(now, "reset".into(), false);
-        assert!(!heard.handle_resume(now, 1));
+        assert!(!heard.handle_resume(now, &[1]));
     }
 
     #[test]
     fn a_failure_drops_the_replica_and_ends_the_session_for_migrations() {
         let now = Instant::now();
         let mut c = answered(now);
-        c.handle_message(now, migrate());
+        c.handle_message(now, migrate(2));
         events(&mut c);
         c.failed(FailKind::Trap, "unreachable".into());
         assert!(matches!(sent(&mut c)[..], [Message::Failed { kind: FailKind::Trap, .. }]));
         assert_eq!(events(&mut c), [CloneEvent::DropReplica]);
         // The zero-baseline rule: a migration on this session would run on a lost replica.
-        c.handle_message(now, migrate());
+        c.handle_message(now, migrate(3));
         assert!(matches!(ending(&mut c), Some(Ending::Protocol(_))));
         assert!(matches!(sent(&mut c)[..], [Message::Error { .. }]));
 
         // The failure's answer is held for a resume too, and the session stays failed.
         let mut r = answered(now);
-        r.handle_message(now, migrate());
+        r.handle_message(now, migrate(2));
         events(&mut r);
         r.failed(FailKind::ResourceLimit, "memory".into());
         sent(&mut r);
         r.handle_broken(now, "reset".into(), false);
-        assert!(r.handle_resume(now, 2));
+        assert!(r.handle_resume(now, &[2]));
         assert!(matches!(sent(&mut r)[..], [Message::Resumed { ok: true }, Message::Failed { .. }]));
         r.handle_message(now, Message::Goodbye);
         assert_eq!(ending(&mut r), Some(Ending::Goodbye));
@@ -640,7 +644,7 @@ mod tests {
         assert_eq!(ending(&mut d), Some(Ending::Broken("tls alert".into())));
         // A first message out of order is a protocol error, told to the device.
         let mut e = conn();
-        e.handle_message(now, migrate());
+        e.handle_message(now, migrate(1));
         assert!(matches!(ending(&mut e), Some(Ending::Protocol(_))));
         assert!(matches!(sent(&mut e)[..], [Message::Error { .. }]));
     }
@@ -649,8 +653,8 @@ mod tests {
     fn a_first_resume_with_no_session_here_is_refused_and_a_hello_follows() {
         let now = Instant::now();
         let mut c = conn();
-        c.handle_message(now, Message::Resume { version: PROTOCOL_VERSION, run: 7, migration: 1 });
-        assert_eq!(events(&mut c), [CloneEvent::ResumeWanted { run: 7, migration: 1 }]);
+        c.handle_message(now, Message::Resume { version: PROTOCOL_VERSION, run: 7, awaiting: vec![1] });
+        assert_eq!(events(&mut c), [CloneEvent::ResumeWanted { run: 7, awaiting: vec![1] }]);
         c.refuse_resume();
         assert_eq!(sent(&mut c), [Message::Resumed { ok: false }]);
         c.handle_message(now, hello([1; 32]));

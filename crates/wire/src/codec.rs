@@ -5,7 +5,7 @@
 //! decoder never panics and never allocates more than the frame it was given.
 
 use crate::message::{
-    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, OpenFile, FileStat, ContentHash, Kind, Message, PageDelta, State, Tree, Value,
+    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, OpenFile, FileStat, ContentHash, Kind, MAX_IN_FLIGHT, Message, PROTOCOL_VERSION, PageDelta, State, Tree, Value,
 };
 
 /// The frame format this codec writes and reads.
@@ -316,9 +316,13 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
                 }
             }
         }
-        Message::Welcome { need_module } => w.u8(u8::from(*need_module)),
+        Message::Welcome { need_module, concurrency } => {
+            w.u8(u8::from(*need_module));
+            w.u32(*concurrency);
+        }
         Message::Module { bytes } => w.bytes(bytes),
-        Message::Migrate { point, args, state, clocks, descriptors } => {
+        Message::Migrate { id, point, args, state, clocks, descriptors } => {
+            w.u64(*id);
             w.u32(*point);
             w.values(args);
             w.state(state);
@@ -339,7 +343,8 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
                 w.u8(u8::from(f.write));
             }
         }
-        Message::Return { results, state, micros, output, files, exit, freed } => {
+        Message::Return { id, results, state, micros, output, files, exit, freed } => {
+            w.u64(*id);
             w.values(results);
             w.state(state);
             w.u64(*micros);
@@ -376,22 +381,26 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
             w.u32(*reply);
         }
         Message::ProbeReply { bytes } => w.bytes(bytes),
-        Message::Resume { version, run, migration } => {
+        Message::Resume { version, run, awaiting } => {
             w.u16(*version);
             w.u64(*run);
-            w.u64(*migration);
+            w.len(awaiting.len());
+            awaiting.iter().for_each(|id| w.u64(*id));
         }
         Message::Resumed { ok } => w.u8(u8::from(*ok)),
-        Message::ImportReturn { results, state } => {
+        Message::ImportReturn { id, results, state } => {
+            w.u64(*id);
             w.values(results);
             w.state(state);
         }
-        Message::ImportCall { import, args, state } => {
+        Message::ImportCall { id, import, args, state } => {
+            w.u64(*id);
             w.u32(*import);
             w.values(args);
             w.state(state);
         }
-        Message::Failed { kind, message } => {
+        Message::Failed { id, kind, message } => {
+            w.u64(*id);
             w.u8(match kind {
                 FailKind::Trap => 0,
                 FailKind::ResourceLimit => 1,
@@ -676,6 +685,11 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
     let m = match kind_of {
         Kind::Hello => {
             let version = r.u16("the version")?;
+            if version != PROTOCOL_VERSION {
+                // As for a resume: the version is refused, not the layout.
+                r.data = &[];
+                return Ok((Message::Hello { version, module: [0; 32], run: 0, thread: 0, environment: Environment::default() }, r.compression));
+            }
             let module = r.hash("the module hash")?;
             let (run, thread) = (r.u64("the run")?, r.u32("the thread")?);
             let mut lists = [Vec::new(), Vec::new()];
@@ -688,15 +702,17 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
             let [args, env] = lists;
             Message::Hello { version, module, run, thread, environment: Environment { args, env } }
         }
-        Kind::Welcome => Message::Welcome {
-            need_module: match r.u8("need_module")? {
-                0 => false,
-                1 => true,
-                b => return Err(r.invalid(format!("need_module is {b}, not 0 or 1"))),
-            },
-        },
+        Kind::Welcome => {
+            let need_module = r.flag("need_module")?;
+            let concurrency = r.u32("the concurrency")?;
+            if !(1..=MAX_IN_FLIGHT).contains(&concurrency) {
+                return Err(r.invalid(format!("a concurrency of {concurrency} migrations is not within 1..={MAX_IN_FLIGHT}")));
+            }
+            Message::Welcome { need_module, concurrency }
+        }
         Kind::Module => Message::Module { bytes: r.bytes("the module")? },
         Kind::Migrate => {
+            let id = r.u64("the migration")?;
             let (point, args, state) = (r.u32("the point")?, r.values("the arguments")?, r.state()?);
             let clocks = Clocks { realtime: r.u64("the realtime clock")?, monotonic: r.u64("the monotonic clock")? };
             let (open, free) = (r.u32s("the open descriptors")?, r.u32s("the free descriptors")?);
@@ -721,9 +737,10 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
                 })
                 .collect::<Result<Vec<_>, DecodeError>>()?;
             let descriptors = Descriptors { open, free, complete, free_exact, files };
-            Message::Migrate { point, args, state, clocks, descriptors }
+            Message::Migrate { id, point, args, state, clocks, descriptors }
         }
         Kind::Return => {
+            let id = r.u64("the migration")?;
             let results = r.values("the results")?;
             let state = r.state()?;
             let micros = r.u64("the execution time")?;
@@ -738,11 +755,15 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
                 1 => Some(r.u32("the exit code")?),
                 b => return Err(r.invalid(format!("the exit flag is {b}, not 0 or 1"))),
             };
-            Message::Return { results, state, micros, output, files, exit, freed: r.u32("the freed page count")? }
+            Message::Return { id, results, state, micros, output, files, exit, freed: r.u32("the freed page count")? }
         }
-        Kind::ImportCall => Message::ImportCall { import: r.u32("the import")?, args: r.values("the arguments")?, state: r.state()? },
-        Kind::ImportReturn => Message::ImportReturn { results: r.values("the results")?, state: r.state()? },
+        Kind::ImportCall => {
+            let id = r.u64("the migration")?;
+            Message::ImportCall { id, import: r.u32("the import")?, args: r.values("the arguments")?, state: r.state()? }
+        }
+        Kind::ImportReturn => Message::ImportReturn { id: r.u64("the migration")?, results: r.values("the results")?, state: r.state()? },
         Kind::Failed => {
+            let id = r.u64("the migration")?;
             let kind = match r.u8("the failure kind")? {
                 0 => FailKind::Trap,
                 1 => FailKind::ResourceLimit,
@@ -750,7 +771,7 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
                 3 => FailKind::Exception,
                 k => return Err(r.invalid(format!("failure kind {k} is unknown"))),
             };
-            Message::Failed { kind, message: r.string("the message")? }
+            Message::Failed { id, kind, message: r.string("the message")? }
         }
         Kind::Error => Message::Error { message: r.string("the message")? },
         Kind::Goodbye => Message::Goodbye,
@@ -772,7 +793,21 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Co
             Message::Probe { bytes, reply }
         }
         Kind::ProbeReply => Message::ProbeReply { bytes: r.bytes("the probe reply")? },
-        Kind::Resume => Message::Resume { version: r.u16("the version")?, run: r.u64("the run")?, migration: r.u64("the migration")? },
+        Kind::Resume => {
+            let (version, run) = (r.u16("the version")?, r.u64("the run")?);
+            if version != PROTOCOL_VERSION {
+                // Another version lays the rest out its own way: the session refuses the
+                // version, which says more than a decoding error would.
+                r.data = &[];
+                return Ok((Message::Resume { version, run, awaiting: Vec::new() }, r.compression));
+            }
+            let n = r.count(8, "the migrations awaited")?;
+            if n > MAX_IN_FLIGHT as usize {
+                return Err(r.invalid(format!("a resume awaiting {n} migrations, over {MAX_IN_FLIGHT}")));
+            }
+            let awaiting = (0..n).map(|_| r.u64("a migration awaited")).collect::<Result<Vec<_>, _>>()?;
+            Message::Resume { version, run, awaiting }
+        }
         Kind::Resumed => Message::Resumed {
             ok: match r.u8("the resumed flag")? {
                 0 => false,

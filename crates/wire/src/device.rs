@@ -24,7 +24,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::message::{Clocks, Descriptors, Environment, FailKind, FileOp, ContentHash, Message, State, Tree, Value};
+use crate::message::{Clocks, ContentHash, Descriptors, Environment, FailKind, FileOp, Message, MigrationId, State, Tree, Value};
 use crate::session::{DeviceEvent as SessionEvent, DeviceSession};
 use crate::Cause;
 
@@ -146,8 +146,10 @@ pub struct DeviceConn {
     /// The session on the current connection, once hello is sent (or one adopted).
     session: Option<DeviceSession>,
     phase: Phase,
-    /// Migrations sent on the current session (a resume names the one it awaits).
-    migrations_sent: u64,
+    /// The migration under way on the current session, once sent (a resume names it).
+    in_flight: Option<MigrationId>,
+    /// How many migrations the session's clone runs at once (its welcome said).
+    concurrency: u32,
     /// Breaks of the link during the migration under way.
     breaks: u32,
     /// The break that started the reconnecting, and until when tries go on.
@@ -173,7 +175,8 @@ impl DeviceConn {
             config,
             session: None,
             phase: Phase::Idle,
-            migrations_sent: 0,
+            in_flight: None,
+            concurrency: 1,
             breaks: 0,
             broke: None,
             pause,
@@ -233,8 +236,9 @@ impl DeviceConn {
     /// the current one): it counts as new (the driver resets its baseline itself).
     pub fn adopt(&mut self, session: DeviceSession) {
         debug_assert!(self.is_idle());
+        self.concurrency = session.concurrency();
         self.session = Some(session);
-        self.migrations_sent = 0;
+        self.in_flight = None;
     }
 
     /// The clone could not be reached (found elsewhere, by a background session): no dialling
@@ -326,7 +330,8 @@ impl DeviceConn {
                 self.phase = Phase::Opening { retry: if retried { Retry::WhenReplicated } else { Retry::No } };
             }
             Purpose::Resume => {
-                let resume = session.resume(self.migrations_sent).expect("a new session may resume");
+                let id = self.in_flight.expect("a resume follows a migration sent");
+                let resume = session.resume(vec![id], self.concurrency).expect("a new session may resume");
                 self.transmits.push_back(resume);
                 self.phase = Phase::Resuming;
             }
@@ -364,7 +369,8 @@ impl DeviceConn {
             Err(e) => return self.abandon(Cause::Protocol, e.to_string()),
         };
         match (self.phase, event) {
-            (Phase::Opening { retry }, SessionEvent::Welcomed { need_module }) => {
+            (Phase::Opening { retry }, SessionEvent::Welcomed { need_module, concurrency }) => {
+                self.concurrency = concurrency;
                 if need_module {
                     self.phase = Phase::OwingModule { retry };
                     self.events.push_back(ConnEvent::ModuleWanted);
@@ -388,7 +394,7 @@ impl DeviceConn {
                 self.phase = Phase::SendingFiles;
                 self.events.push_back(ConnEvent::NeedFiles { hashes });
             }
-            (Phase::Migrating, SessionEvent::ImportCall { import, args, state }) => {
+            (Phase::Migrating, SessionEvent::ImportCall { id: _, import, args, state }) => {
                 self.proxied += 1;
                 if self.proxied > self.config.max_proxied {
                     let max = self.config.max_proxied;
@@ -397,11 +403,11 @@ impl DeviceConn {
                 self.phase = Phase::Proxying;
                 self.events.push_back(ConnEvent::ImportCall { import, args, state });
             }
-            (Phase::Migrating, SessionEvent::Returned { results, state, micros, output, files, exit, freed }) => {
+            (Phase::Migrating, SessionEvent::Returned { id: _, results, state, micros, output, files, exit, freed }) => {
                 self.phase = Phase::Idle;
                 self.events.push_back(ConnEvent::Returned { results, state, micros, output, files, exit, freed });
             }
-            (Phase::Migrating, SessionEvent::Failed { kind, message }) => {
+            (Phase::Migrating, SessionEvent::Failed { id: _, kind, message }) => {
                 let cause = match kind {
                     FailKind::Trap => Cause::Trap,
                     FailKind::ResourceLimit => Cause::ResourceLimit,
@@ -416,7 +422,7 @@ impl DeviceConn {
 
     /// A session is open (after the welcome and, when asked for, the module).
     fn opened(&mut self, retry: Retry) {
-        self.migrations_sent = 0;
+        self.in_flight = None;
         self.events.push_back(ConnEvent::NewSession);
         match retry {
             Retry::WhenOpen => self.events.push_back(ConnEvent::Retried),
@@ -501,7 +507,9 @@ impl DeviceConn {
         }
         match self.session.as_mut().map(|s| s.migrate(point, args, state, clocks, descriptors)) {
             Some(Ok(m)) => {
-                self.migrations_sent += 1;
+                if let Message::Migrate { id, .. } = &m {
+                    self.in_flight = Some(*id);
+                }
                 self.transmits.push_back(m);
                 self.phase = Phase::Migrating;
             }
@@ -514,7 +522,8 @@ impl DeviceConn {
         if self.phase != Phase::Proxying {
             return;
         }
-        match self.session.as_mut().map(|s| s.import_return(results, state)) {
+        let id = self.in_flight.unwrap_or(0);
+        match self.session.as_mut().map(|s| s.import_return(id, results, state)) {
             Some(Ok(m)) => {
                 self.transmits.push_back(m);
                 self.phase = Phase::Migrating;

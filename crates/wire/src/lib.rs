@@ -32,7 +32,7 @@ pub use clone::{CloneConfig, CloneConn, CloneEvent as CloneConnEvent, Ending};
 pub use device::{ConnEvent, DeviceConfig, DeviceConn};
 pub use codec::{Compression, DecodeError, Decoder, encode, encode_with, from_bytes, to_bytes, to_bytes_with};
 pub use message::{
-    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, OpenFile, FileStat, ContentHash, Kind, Message, PROTOCOL_VERSION, content_hash, PageDelta, State, Tree,
+    Clocks, ContentHash, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, FileStat, Kind, MAX_IN_FLIGHT, Message, MigrationId, OpenFile, PROTOCOL_VERSION, PageDelta, State, Tree, content_hash,
     Value,
 };
 pub use session::{CloneEvent, CloneSession, DeviceEvent, DeviceSession, ProtocolError, Returned};

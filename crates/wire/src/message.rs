@@ -1,7 +1,16 @@
 //! The protocol's messages: what a device and a clone say to each other.
 
 /// The protocol version a peer speaks; a hello with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
+
+/// A migration's number within its session: the device numbers them from 1, one more each
+/// time, and every message that belongs to a migration (its proxied calls, its answer) names
+/// it, so several may be in flight on one session (one per thread), up to what the clone's
+/// welcome allows.
+pub type MigrationId = u64;
+
+/// The most migrations a resume may name (and so the most a session may have in flight).
+pub const MAX_IN_FLIGHT: u32 = 1024;
 
 /// A wasm value crossing the wire. Floats travel as their bits, so NaN payloads survive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,8 +211,10 @@ pub enum Message {
     /// run and thread this session serves. The replica is keyed by the authenticated device
     /// identity and these, never by anything else the device claims.
     Hello { version: u16, module: ContentHash, run: u64, thread: u32, environment: Environment },
-    /// Clone → device: the hello is accepted; whether the clone still needs the module's bytes.
-    Welcome { need_module: bool },
+    /// Clone → device: the hello is accepted; whether the clone still needs the module's bytes,
+    /// and how many migrations it runs at once on this session (at least 1, at most
+    /// [`MAX_IN_FLIGHT`]).
+    Welcome { need_module: bool, concurrency: u32 },
     /// Device → clone: the module's bytes, when the clone asked for them.
     Module { bytes: Vec<u8> },
     /// Device → clone: the preopened directories as they are now (sent before the first
@@ -213,22 +224,22 @@ pub enum Message {
     NeedFiles { hashes: Vec<ContentHash> },
     /// Device → clone: one file's content.
     FileData { hash: ContentHash, bytes: Vec<u8> },
-    /// Device → clone: run function `point` with `args`, after applying `state`; `clocks` and
-    /// `descriptors` as they are on the device now.
-    Migrate { point: u32, args: Vec<Value>, state: State, clocks: Clocks, descriptors: Descriptors },
+    /// Device → clone: migration `id`: run function `point` with `args`, after applying
+    /// `state`; `clocks` and `descriptors` as they are on the device now.
+    Migrate { id: MigrationId, point: u32, args: Vec<Value>, state: State, clocks: Clocks, descriptors: Descriptors },
     /// Clone → device: the function returned `results` after `micros` of execution on the
     /// clone (or, with `exit`, called `proc_exit`); apply `state`, apply `files`, write `output`
     /// (what it wrote to stdout and stderr, as `(fd, bytes)` in order) and resume (or exit).
     /// `freed` counts the changed pages left out because they hold only memory the allocator
     /// has freed (the device keeps its own bytes there).
-    Return { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32>, freed: u32 },
-    /// Clone → device, during a migration: run import `import` with `args` on the device,
+    Return { id: MigrationId, results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32>, freed: u32 },
+    /// Clone → device, during migration `id`: run import `import` with `args` on the device,
     /// after applying `state`.
-    ImportCall { import: u32, args: Vec<Value>, state: State },
+    ImportCall { id: MigrationId, import: u32, args: Vec<Value>, state: State },
     /// Device → clone: the proxied import returned `results`; apply `state` and go on.
-    ImportReturn { results: Vec<Value>, state: State },
-    /// Clone → device: the remote attempt failed; the device runs the function locally.
-    Failed { kind: FailKind, message: String },
+    ImportReturn { id: MigrationId, results: Vec<Value>, state: State },
+    /// Clone → device: migration `id` failed; the device runs the function locally.
+    Failed { id: MigrationId, kind: FailKind, message: String },
     /// Either way: a protocol error; the session is over.
     Error { message: String },
     /// Device → clone: the run is over; drop its replica.
@@ -239,9 +250,9 @@ pub enum Message {
     /// Clone → device: the answer to a probe.
     ProbeReply { bytes: Vec<u8> },
     /// Device → clone, instead of a hello, on a new connection after the link broke during a
-    /// migration: run `run` awaits the answer to its session's migration number `migration`
-    /// (counted from 1).
-    Resume { version: u16, run: u64, migration: u64 },
+    /// migration: run `run` awaits the answers to its session's migrations `awaiting` (those
+    /// in flight when it broke, in increasing order).
+    Resume { version: u16, run: u64, awaiting: Vec<MigrationId> },
     /// Clone → device: the answer to a resume. When `ok`, the session goes on where it was (the
     /// awaited answer follows); otherwise it is gone, and the device starts a new one with a
     /// hello on the same connection.

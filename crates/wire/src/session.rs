@@ -10,23 +10,31 @@
 //!   files ------------------------------>   (the preopened directories, when they changed)
 //!   <--------------------------- need-files  (the contents the clone lacks, by hash)
 //!   file-data -------------------------->   (one per hash asked for)
-//!   migrate ---------------------------->   (point, args, state delta, clocks, descriptors)
-//!   <-------------------------- import-call  (zero or more, each answered:)
-//!   import-return ---------------------->
-//!   <--------------------- return | failed   (results, state delta, output, file changes, exit;
+//!   migrate(id) ------------------------>   (point, args, state delta, clocks, descriptors)
+//!   <---------------------- import-call(id)  (zero or more, each answered:)
+//!   import-return(id) ------------------>
+//!   <------------- return(id) | failed(id)   (results, state delta, output, file changes, exit;
 //!                                             or why not)
 //!   ... more migrations ...
 //!   goodbye ---------------------------->   (the run is over)
 //! ```
 //! Either side may send `error` at any time; the session is then closed.
 //!
+//! Migrations are numbered by the device from 1 (each one more than the last), and every
+//! message of a migration names its number, so several may be in flight at once (one per
+//! thread of the device), as many as the welcome's `concurrency` allows; each goes through
+//! its own calls and answer, interleaved in any order with the others'. The directories are
+//! listed, and the session ended, only when none is in flight.
+//!
 //! When the link breaks during a migration, the device opens a new connection and sends
-//! `resume` (its run and the migration it awaits) instead of a hello. If the clone still holds
-//! that session, it answers `resumed(ok)` and then the awaited `return` or `failed` (the
-//! migration went on while the link was down); otherwise `resumed(not ok)`, and the device
-//! starts a new session with a hello on the same connection.
+//! `resume` (its run and the migrations it awaits) instead of a hello. If the clone still holds
+//! that session, it answers `resumed(ok)` and then the awaited answers (the migrations went on
+//! while the link was down); otherwise `resumed(not ok)`, and the device starts a new session
+//! with a hello on the same connection.
 
-use crate::message::{Clocks, Descriptors, Environment, FailKind, FileOp, ContentHash, Message, PROTOCOL_VERSION, State, Tree, Value};
+use std::collections::BTreeMap;
+
+use crate::message::{Clocks, ContentHash, Descriptors, Environment, FailKind, FileOp, MAX_IN_FLIGHT, Message, MigrationId, PROTOCOL_VERSION, State, Tree, Value};
 
 /// A message that is not allowed where the session is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +49,74 @@ pub enum ProtocolError {
     Peer(String),
     #[error("a frame that is not a message this side takes: {0}")]
     Undecodable(String),
+    #[error("{got} for migration {id}, which is not {expected}")]
+    Migration { got: &'static str, id: MigrationId, expected: &'static str },
+    #[error("a migration numbered {got} where {expected} comes next")]
+    Numbering { got: MigrationId, expected: MigrationId },
+    #[error("a migration while {0} are in flight, as many as the clone runs at once")]
+    TooMany(usize),
+}
+
+/// Where one migration in flight is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flight {
+    /// Sent (or received); its answer or a proxied call comes next.
+    Running,
+    /// A proxied call of it is out; its answer comes next.
+    Calling,
+}
+
+/// The migrations in flight on a session, by number, and the numbering rule.
+#[derive(Debug, Default)]
+struct Flights {
+    by_id: BTreeMap<MigrationId, Flight>,
+    /// The last number given (the next is one more).
+    last: MigrationId,
+    /// How many may be in flight at once (the welcome's concurrency).
+    limit: usize,
+}
+
+impl Flights {
+    fn new() -> Flights {
+        Flights { by_id: BTreeMap::new(), last: 0, limit: 1 }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    fn has_room(&self) -> bool {
+        self.by_id.len() < self.limit
+    }
+
+    /// A new migration numbered `id` (the next number, with room for it).
+    fn start(&mut self, id: MigrationId) -> Result<(), ProtocolError> {
+        if id != self.last + 1 {
+            return Err(ProtocolError::Numbering { got: id, expected: self.last + 1 });
+        }
+        if !self.has_room() {
+            return Err(ProtocolError::TooMany(self.by_id.len()));
+        }
+        self.last = id;
+        self.by_id.insert(id, Flight::Running);
+        Ok(())
+    }
+
+    /// Migration `id`, which must be at `from`, moves to `to` (`None`: it is over).
+    fn step(&mut self, id: MigrationId, from: Flight, to: Option<Flight>, got: &'static str) -> Result<(), ProtocolError> {
+        if self.by_id.get(&id) != Some(&from) {
+            let expected = match from {
+                Flight::Running => "running",
+                Flight::Calling => "in a proxied call",
+            };
+            return Err(ProtocolError::Migration { got, id, expected });
+        }
+        match to {
+            Some(to) => self.by_id.insert(id, to),
+            None => self.by_id.remove(&id),
+        };
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +127,6 @@ enum Device {
     MustSendModule,
     Ready,
     AwaitNeedFiles,
-    Migrating,
-    Proxying,
     Closed,
 }
 
@@ -63,10 +137,8 @@ impl Device {
             Device::AwaitResumed => "waiting for the answer to a resume",
             Device::AwaitWelcome => "waiting for welcome",
             Device::MustSendModule => "owing the module",
-            Device::Ready => "idle",
+            Device::Ready => "open",
             Device::AwaitNeedFiles => "waiting for the files the clone needs",
-            Device::Migrating => "migrating",
-            Device::Proxying => "running a proxied import",
             Device::Closed => "closed",
         }
     }
@@ -76,28 +148,32 @@ impl Device {
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeviceEvent {
     /// The clone accepted the hello; when `need_module`, send it with [`DeviceSession::module`].
-    Welcomed { need_module: bool },
+    /// It runs up to `concurrency` migrations at once.
+    Welcomed { need_module: bool, concurrency: u32 },
     /// The clone lacks these file contents: send each with [`DeviceSession::file_data`].
     NeedFiles { hashes: Vec<ContentHash> },
     /// The answer to a probe, of `size` bytes.
     ProbeReply { size: usize },
-    /// The answer to a resume: when `ok`, the session goes on, awaiting the migration's answer;
+    /// The answer to a resume: when `ok`, the session goes on, awaiting the migrations' answers;
     /// otherwise say [`DeviceSession::hello`] and start over.
     Resumed { ok: bool },
-    /// The migrated function returned after `micros` on the clone: apply `state` and `files`,
-    /// write `output`, then return `results` (or exit with `exit`).
-    Returned { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32>, freed: u32 },
-    /// Run import `import` locally after applying `state`, then answer with
+    /// Migration `id` returned after `micros` on the clone: apply `state` and `files`, write
+    /// `output`, then return `results` (or exit with `exit`).
+    Returned { id: MigrationId, results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32>, freed: u32 },
+    /// For migration `id`, run import `import` locally after applying `state`, then answer with
     /// [`DeviceSession::import_return`].
-    ImportCall { import: u32, args: Vec<Value>, state: State },
-    /// The remote attempt failed: run the function locally from its entry state.
-    Failed { kind: FailKind, message: String },
+    ImportCall { id: MigrationId, import: u32, args: Vec<Value>, state: State },
+    /// Migration `id` failed on the clone: run the function locally from its entry state.
+    Failed { id: MigrationId, kind: FailKind, message: String },
 }
 
 /// The device's side of a session.
 #[derive(Debug)]
 pub struct DeviceSession {
     state: Device,
+    flights: Flights,
+    /// What a resume awaits, until its answer.
+    awaiting: Vec<MigrationId>,
     module: ContentHash,
     run: u64,
     thread: u32,
@@ -106,7 +182,7 @@ pub struct DeviceSession {
 
 impl DeviceSession {
     pub fn new(module: ContentHash, run: u64, thread: u32, environment: Environment) -> DeviceSession {
-        DeviceSession { state: Device::Start, module, run, thread, environment }
+        DeviceSession { state: Device::Start, flights: Flights::new(), awaiting: Vec::new(), module, run, thread, environment }
     }
 
     fn expect(&self, ok: bool, action: &'static str) -> Result<(), ProtocolError> {
@@ -132,12 +208,18 @@ impl DeviceSession {
         })
     }
 
-    /// The first message on a new connection after the link broke during migration number
-    /// `migration` of this run's session.
-    pub fn resume(&mut self, migration: u64) -> Result<Message, ProtocolError> {
+    /// The first message on a new connection after the link broke with migrations `awaiting`
+    /// of this run's session in flight (in increasing order); the session was welcomed with
+    /// `concurrency`.
+    pub fn resume(&mut self, awaiting: Vec<MigrationId>, concurrency: u32) -> Result<Message, ProtocolError> {
         self.expect(self.state == Device::Start, "resume")?;
+        let ordered = awaiting.windows(2).all(|w| w[0] < w[1]);
+        let fits = !awaiting.is_empty() && awaiting.len() <= concurrency as usize && concurrency <= MAX_IN_FLIGHT;
+        self.expect(ordered && fits, "resume other than one to a few migrations in increasing order")?;
         self.state = Device::AwaitResumed;
-        Ok(Message::Resume { version: PROTOCOL_VERSION, run: self.run, migration })
+        self.flights.limit = concurrency as usize;
+        self.awaiting = awaiting.clone();
+        Ok(Message::Resume { version: PROTOCOL_VERSION, run: self.run, awaiting })
     }
 
     /// The module's bytes, after a welcome that asked for them.
@@ -149,12 +231,23 @@ impl DeviceSession {
 
     /// Whether a migration can start now.
     pub fn is_ready(&self) -> bool {
-        self.state == Device::Ready
+        self.state == Device::Ready && self.flights.has_room()
     }
 
-    /// The preopened directories as they are now; the clone answers with what it lacks.
+    /// The migrations in flight, in increasing order.
+    pub fn in_flight(&self) -> Vec<MigrationId> {
+        self.flights.by_id.keys().copied().collect()
+    }
+
+    /// How many migrations the clone runs at once on this session (its welcome said; 1 before).
+    pub fn concurrency(&self) -> u32 {
+        self.flights.limit as u32
+    }
+
+    /// The preopened directories as they are now; the clone answers with what it lacks. Only
+    /// with no migration in flight.
     pub fn files(&mut self, trees: Vec<Tree>) -> Result<Message, ProtocolError> {
-        self.expect(self.state == Device::Ready, "send the files")?;
+        self.expect(self.state == Device::Ready && self.flights.is_empty(), "send the files")?;
         self.state = Device::AwaitNeedFiles;
         Ok(Message::Files { trees })
     }
@@ -165,16 +258,19 @@ impl DeviceSession {
         Ok(Message::FileData { hash, bytes })
     }
 
+    /// A new migration (numbered here: the number is in the message).
     pub fn migrate(&mut self, point: u32, args: Vec<Value>, state: State, clocks: Clocks, descriptors: Descriptors) -> Result<Message, ProtocolError> {
         self.expect(self.state == Device::Ready, "migrate")?;
-        self.state = Device::Migrating;
-        Ok(Message::Migrate { point, args, state, clocks, descriptors })
+        let id = self.flights.last + 1;
+        self.flights.start(id)?;
+        Ok(Message::Migrate { id, point, args, state, clocks, descriptors })
     }
 
-    pub fn import_return(&mut self, results: Vec<Value>, state: State) -> Result<Message, ProtocolError> {
-        self.expect(self.state == Device::Proxying, "answer an import call")?;
-        self.state = Device::Migrating;
-        Ok(Message::ImportReturn { results, state })
+    /// The answer to migration `id`'s proxied call.
+    pub fn import_return(&mut self, id: MigrationId, results: Vec<Value>, state: State) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Device::Ready, "answer an import call")?;
+        self.flights.step(id, Flight::Calling, Some(Flight::Running), "import-return")?;
+        Ok(Message::ImportReturn { id, results, state })
     }
 
     /// The last message of a run.
@@ -192,24 +288,36 @@ impl DeviceSession {
     pub fn on_message(&mut self, m: Message) -> Result<DeviceEvent, ProtocolError> {
         let was = self.state;
         self.state = Device::Closed;
+        let got = m.kind();
         let (next, event) = match (was, m) {
             (_, Message::Error { message }) => return Err(ProtocolError::Peer(message)),
-            (Device::AwaitWelcome, Message::Welcome { need_module }) => {
+            (Device::AwaitWelcome, Message::Welcome { need_module, concurrency }) => {
+                self.flights.limit = concurrency.clamp(1, MAX_IN_FLIGHT) as usize;
                 let next = if need_module { Device::MustSendModule } else { Device::Ready };
-                (next, DeviceEvent::Welcomed { need_module })
+                (next, DeviceEvent::Welcomed { need_module, concurrency })
             }
             (Device::AwaitNeedFiles, Message::NeedFiles { hashes }) => (Device::Ready, DeviceEvent::NeedFiles { hashes }),
             (Device::AwaitResumed, Message::Resumed { ok }) => {
-                (if ok { Device::Migrating } else { Device::Start }, DeviceEvent::Resumed { ok })
+                let awaiting = std::mem::take(&mut self.awaiting);
+                if ok {
+                    self.flights.last = awaiting.last().copied().unwrap_or(0);
+                    self.flights.by_id = awaiting.into_iter().map(|id| (id, Flight::Running)).collect();
+                }
+                (if ok { Device::Ready } else { Device::Start }, DeviceEvent::Resumed { ok })
             }
             (Device::Start, Message::ProbeReply { bytes }) => (Device::Start, DeviceEvent::ProbeReply { size: bytes.len() }),
-            (Device::Migrating, Message::Return { results, state, micros, output, files, exit, freed }) => {
-                (Device::Ready, DeviceEvent::Returned { results, state, micros, output, files, exit, freed })
+            (Device::Ready, Message::Return { id, results, state, micros, output, files, exit, freed }) => {
+                self.flights.step(id, Flight::Running, None, got)?;
+                (Device::Ready, DeviceEvent::Returned { id, results, state, micros, output, files, exit, freed })
             }
-            (Device::Migrating, Message::ImportCall { import, args, state }) => {
-                (Device::Proxying, DeviceEvent::ImportCall { import, args, state })
+            (Device::Ready, Message::ImportCall { id, import, args, state }) => {
+                self.flights.step(id, Flight::Running, Some(Flight::Calling), got)?;
+                (Device::Ready, DeviceEvent::ImportCall { id, import, args, state })
             }
-            (Device::Migrating, Message::Failed { kind, message }) => (Device::Ready, DeviceEvent::Failed { kind, message }),
+            (Device::Ready, Message::Failed { id, kind, message }) => {
+                self.flights.step(id, Flight::Running, None, got)?;
+                (Device::Ready, DeviceEvent::Failed { id, kind, message })
+            }
             (s, m) => return Err(ProtocolError::Unexpected { got: m.kind(), state: s.name() }),
         };
         self.state = next;
@@ -225,8 +333,6 @@ enum Clone {
     AwaitModule,
     Ready,
     MustAnswerFiles,
-    Running,
-    AwaitImportReturn,
     Closed,
 }
 
@@ -237,10 +343,8 @@ impl Clone {
             Clone::MustAnswerResume => "owing the answer to a resume",
             Clone::MustWelcome => "owing a welcome",
             Clone::AwaitModule => "waiting for the module",
-            Clone::Ready => "idle",
+            Clone::Ready => "open",
             Clone::MustAnswerFiles => "owing the list of files it needs",
-            Clone::Running => "running a migrated function",
-            Clone::AwaitImportReturn => "waiting for a proxied import",
             Clone::Closed => "closed",
         }
     }
@@ -257,16 +361,16 @@ pub enum CloneEvent {
     Files { trees: Vec<Tree> },
     /// A file's content (check it against its hash).
     FileData { hash: ContentHash, bytes: Vec<u8> },
-    /// Apply `state`, run `point` with `args`, then [`CloneSession::returned`] or
-    /// [`CloneSession::failed`].
-    Migrate { point: u32, args: Vec<Value>, state: State, clocks: Clocks, descriptors: Descriptors },
-    /// The proxied import returned: apply `state` and go on.
-    ImportReturned { results: Vec<Value>, state: State },
+    /// Migration `id`: apply `state`, run `point` with `args`, then [`CloneSession::returned`]
+    /// or [`CloneSession::failed`].
+    Migrate { id: MigrationId, point: u32, args: Vec<Value>, state: State, clocks: Clocks, descriptors: Descriptors },
+    /// Migration `id`'s proxied import returned: apply `state` and go on.
+    ImportReturned { id: MigrationId, results: Vec<Value>, state: State },
     /// The run is over: drop its replica.
     Goodbye,
-    /// A device whose link broke awaits the answer to migration `migration` of run `run`'s
+    /// A device whose link broke awaits the answers to migrations `awaiting` of run `run`'s
     /// session: hand the connection to that session, or [`CloneSession::refuse_resume`].
-    Resume { run: u64, migration: u64 },
+    Resume { run: u64, awaiting: Vec<MigrationId> },
     /// A link measurement before the hello: answer with `reply` bytes.
     Probe { size: usize, reply: u32 },
 }
@@ -292,6 +396,7 @@ pub struct Returned {
 #[derive(Debug)]
 pub struct CloneSession {
     state: Clone,
+    flights: Flights,
 }
 
 impl Default for CloneSession {
@@ -302,17 +407,21 @@ impl Default for CloneSession {
 
 impl CloneSession {
     pub fn new() -> CloneSession {
-        CloneSession { state: Clone::AwaitHello }
+        CloneSession { state: Clone::AwaitHello, flights: Flights::new() }
     }
 
     fn expect(&self, ok: bool, action: &'static str) -> Result<(), ProtocolError> {
         if ok { Ok(()) } else { Err(ProtocolError::NotNow { action, state: self.state.name() }) }
     }
 
-    pub fn welcome(&mut self, need_module: bool) -> Result<Message, ProtocolError> {
+    /// The answer to a hello: whether the module is needed, and how many migrations this clone
+    /// runs at once on the session (1 to [`MAX_IN_FLIGHT`]).
+    pub fn welcome(&mut self, need_module: bool, concurrency: u32) -> Result<Message, ProtocolError> {
         self.expect(self.state == Clone::MustWelcome, "welcome")?;
+        self.expect((1..=MAX_IN_FLIGHT).contains(&concurrency), "welcome with a concurrency out of range")?;
+        self.flights.limit = concurrency as usize;
         self.state = if need_module { Clone::AwaitModule } else { Clone::Ready };
-        Ok(Message::Welcome { need_module })
+        Ok(Message::Welcome { need_module, concurrency })
     }
 
     /// The answer to a resume whose session is gone: the device starts over with a hello.
@@ -330,10 +439,16 @@ impl CloneSession {
         Ok(Message::Resumed { ok: true })
     }
 
-    pub fn import_call(&mut self, import: u32, args: Vec<Value>, state: State) -> Result<Message, ProtocolError> {
-        self.expect(self.state == Clone::Running, "call an import on the device")?;
-        self.state = Clone::AwaitImportReturn;
-        Ok(Message::ImportCall { import, args, state })
+    /// The migrations in flight, in increasing order (what a resume must await).
+    pub fn in_flight(&self) -> Vec<MigrationId> {
+        self.flights.by_id.keys().copied().collect()
+    }
+
+    /// Migration `id` calls an import on the device.
+    pub fn import_call(&mut self, id: MigrationId, import: u32, args: Vec<Value>, state: State) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Clone::Ready, "call an import on the device")?;
+        self.flights.step(id, Flight::Running, Some(Flight::Calling), "import-call")?;
+        Ok(Message::ImportCall { id, import, args, state })
     }
 
     /// The file contents this clone lacks, after a files message.
@@ -343,18 +458,18 @@ impl CloneSession {
         Ok(Message::NeedFiles { hashes })
     }
 
-    /// The migrated function's answer.
-    pub fn returned(&mut self, ret: Returned) -> Result<Message, ProtocolError> {
-        self.expect(self.state == Clone::Running, "return")?;
-        self.state = Clone::Ready;
+    /// Migration `id`'s answer.
+    pub fn returned(&mut self, id: MigrationId, ret: Returned) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Clone::Ready, "return")?;
+        self.flights.step(id, Flight::Running, None, "return")?;
         let Returned { results, state, micros, output, files, exit, freed } = ret;
-        Ok(Message::Return { results, state, micros, output, files, exit, freed })
+        Ok(Message::Return { id, results, state, micros, output, files, exit, freed })
     }
 
-    pub fn failed(&mut self, kind: FailKind, message: String) -> Result<Message, ProtocolError> {
-        self.expect(self.state == Clone::Running, "report a failure")?;
-        self.state = Clone::Ready;
-        Ok(Message::Failed { kind, message })
+    pub fn failed(&mut self, id: MigrationId, kind: FailKind, message: String) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Clone::Ready, "report a failure")?;
+        self.flights.step(id, Flight::Running, None, "failed")?;
+        Ok(Message::Failed { id, kind, message })
     }
 
     /// The answer to a probe: `reply` bytes (at most what the codec lets a probe ask for).
@@ -373,6 +488,8 @@ impl CloneSession {
     pub fn on_message(&mut self, m: Message) -> Result<CloneEvent, ProtocolError> {
         let was = self.state;
         self.state = Clone::Closed;
+        let idle = self.flights.is_empty();
+        let got = m.kind();
         let (next, event) = match (was, m) {
             (_, Message::Error { message }) => return Err(ProtocolError::Peer(message)),
             (Clone::AwaitHello, Message::Probe { bytes, reply }) => (Clone::AwaitHello, CloneEvent::Probe { size: bytes.len(), reply }),
@@ -382,22 +499,30 @@ impl CloneSession {
                 }
                 (Clone::MustWelcome, CloneEvent::Hello { module, run, thread, environment })
             }
-            (Clone::AwaitHello, Message::Resume { version, run, migration }) => {
+            (Clone::AwaitHello, Message::Resume { version, run, awaiting }) => {
                 if version != PROTOCOL_VERSION {
                     return Err(ProtocolError::Version(version));
                 }
-                (Clone::MustAnswerResume, CloneEvent::Resume { run, migration })
+                if awaiting.is_empty() || !awaiting.windows(2).all(|w| w[0] < w[1]) {
+                    return Err(ProtocolError::NotNow { action: "resume other than migrations in increasing order", state: was.name() });
+                }
+                (Clone::MustAnswerResume, CloneEvent::Resume { run, awaiting })
             }
             (Clone::AwaitModule, Message::Module { bytes }) => (Clone::Ready, CloneEvent::Module { bytes }),
-            (Clone::Ready, Message::Files { trees }) => (Clone::MustAnswerFiles, CloneEvent::Files { trees }),
+            (Clone::Ready, Message::Files { trees }) if idle => (Clone::MustAnswerFiles, CloneEvent::Files { trees }),
             (Clone::Ready, Message::FileData { hash, bytes }) => (Clone::Ready, CloneEvent::FileData { hash, bytes }),
-            (Clone::Ready, Message::Migrate { point, args, state, clocks, descriptors }) => {
-                (Clone::Running, CloneEvent::Migrate { point, args, state, clocks, descriptors })
+            (Clone::Ready, Message::Migrate { id, point, args, state, clocks, descriptors }) => {
+                self.flights.start(id)?;
+                (Clone::Ready, CloneEvent::Migrate { id, point, args, state, clocks, descriptors })
             }
-            (Clone::AwaitImportReturn, Message::ImportReturn { results, state }) => {
-                (Clone::Running, CloneEvent::ImportReturned { results, state })
+            (Clone::Ready, Message::ImportReturn { id, results, state }) => {
+                self.flights.step(id, Flight::Calling, Some(Flight::Running), got)?;
+                (Clone::Ready, CloneEvent::ImportReturned { id, results, state })
             }
-            (Clone::Ready, Message::Goodbye) => (Clone::Closed, CloneEvent::Goodbye),
+            (Clone::Ready, Message::Goodbye) if idle => (Clone::Closed, CloneEvent::Goodbye),
+            (Clone::Ready, m @ (Message::Files { .. } | Message::Goodbye)) => {
+                return Err(ProtocolError::Unexpected { got: m.kind(), state: "a migration is in flight" });
+            }
             (s, m) => return Err(ProtocolError::Unexpected { got: m.kind(), state: s.name() }),
         };
         self.state = next;

@@ -80,16 +80,18 @@ fn file_ops(rng: &mut Rng) -> Vec<FileOp> {
 fn every_kind(rng: &mut Rng) -> Vec<Message> {
     vec![
         Message::Hello {
-            version: 1,
+            version: clonecloud_wire::PROTOCOL_VERSION,
             module: [7; 32],
             run: rng.next(),
             thread: 3,
             environment: clonecloud_wire::Environment { args: vec![b"app.wasm".to_vec(), vec![]], env: vec![b"A=1".to_vec()] },
         },
-        Message::Welcome { need_module: true },
-        Message::Welcome { need_module: false },
+        Message::Welcome { need_module: true, concurrency: 1 },
+        Message::Welcome { need_module: false, concurrency: 1 },
+        Message::Welcome { need_module: false, concurrency: clonecloud_wire::MAX_IN_FLIGHT },
         Message::Module { bytes: b"\0asm\x01\0\0\0".to_vec() },
         Message::Migrate {
+            id: rng.next(),
             point: 12,
             args: values(rng),
             state: state(rng),
@@ -106,6 +108,7 @@ fn every_kind(rng: &mut Rng) -> Vec<Message> {
             },
         },
         Message::Return {
+            id: rng.next(),
             results: values(rng),
             state: state(rng),
             micros: rng.next(),
@@ -114,20 +117,21 @@ fn every_kind(rng: &mut Rng) -> Vec<Message> {
             exit: None,
             freed: 2,
         },
-        Message::Return { results: vec![], state: state(rng), micros: 0, output: vec![], files: vec![], exit: Some(3), freed: 7 },
+        Message::Return { id: 1, results: vec![], state: state(rng), micros: 0, output: vec![], files: vec![], exit: Some(3), freed: 7 },
         Message::Files { trees: vec![tree(rng), Tree::default()] },
         Message::NeedFiles { hashes: vec![[1; 32], [2; 32]] },
         Message::FileData { hash: [3; 32], bytes: (0..rng.below(5000)).map(|i| (i % 7) as u8).collect() },
-        Message::ImportCall { import: 4, args: values(rng), state: state(rng) },
-        Message::ImportReturn { results: values(rng), state: state(rng) },
-        Message::Failed { kind: FailKind::Trap, message: "wasm trap: unreachable".into() },
-        Message::Failed { kind: FailKind::ResourceLimit, message: String::new() },
+        Message::ImportCall { id: 1, import: 4, args: values(rng), state: state(rng) },
+        Message::ImportReturn { id: 1, results: values(rng), state: state(rng) },
+        Message::Failed { id: 1, kind: FailKind::Trap, message: "wasm trap: unreachable".into() },
+        Message::Failed { id: 1, kind: FailKind::ResourceLimit, message: String::new() },
         Message::Error { message: "ünïcode".into() },
         Message::Goodbye,
         Message::Probe { bytes: (0..rng.below(3000)).map(|i| i as u8).collect(), reply: 1 << 16 },
         Message::Probe { bytes: vec![], reply: 0 },
         Message::ProbeReply { bytes: vec![9; rng.below(3000) as usize] },
-        Message::Resume { version: 3, run: rng.next(), migration: 7 },
+        Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: rng.next(), awaiting: vec![7] },
+        Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 1, awaiting: vec![2, 5, rng.next()] },
         Message::Resumed { ok: true },
         Message::Resumed { ok: false },
     ]
@@ -240,6 +244,7 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
     // A compressed delta claiming more pages than its bytes can hold is refused unallocated.
     let mut frame = b"CC\x01\x05".to_vec();
     let mut payload = Vec::new();
+    payload.extend_from_slice(&1u64.to_le_bytes()); // migration 1
     payload.extend_from_slice(&0u32.to_le_bytes()); // no results
     payload.extend_from_slice(&0u32.to_le_bytes()); // no globals
     payload.extend_from_slice(&65536u32.to_le_bytes()); // 4 GiB of memory
@@ -256,6 +261,7 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
 
     // Zero pages compress: a delta of empty pages travels in a few bytes.
     let zeros = Message::Return {
+        id: 1,
         results: vec![],
         state: State { globals: vec![], memory: PageDelta { wasm_pages: 16, page_size: 4096, pages: (0..64).map(|i| (i, vec![0; 4096])).collect(), xor: false } },
         micros: 0,
@@ -270,16 +276,17 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
         assert_eq!(from_bytes(&packed, DEFAULT_MAX_FRAME).unwrap(), zeros);
     }
     // A forged zstd frame that claims far more than it holds is refused without allocating it.
-    // (The page count sits after the results' count, the globals' count, the memory size, the
-    // page size and the XOR flag.)
+    // (The page count sits after the migration's number, the results' count, the globals'
+    // count, the memory size, the page size and the XOR flag.)
     let mut forged = to_bytes_with(&zeros, Compression::Zstd);
-    let at = HEADER_LEN + 4 + 4 + 4 + 4 + 1;
+    let at = HEADER_LEN + 8 + 4 + 4 + 4 + 4 + 1;
     assert_eq!(forged[at..at + 4], 64u32.to_le_bytes());
     forged[at..at + 4].copy_from_slice(&200u32.to_le_bytes());
     assert!(matches!(from_bytes(&forged, DEFAULT_MAX_FRAME), Err(DecodeError::Invalid { .. })));
 
     // A page outside the declared memory is refused.
     let m = Message::Return {
+        id: 1,
         results: vec![],
         state: State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![(16, vec![0; 4096])], xor: false } },
         micros: 0,
@@ -297,6 +304,7 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
 #[test]
 fn a_message_has_one_decompression_budget() {
     let bomb = Message::Return {
+        id: 1,
         results: vec![],
         state: State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } },
         micros: 0,
@@ -311,4 +319,30 @@ fn a_message_has_one_decompression_budget() {
         assert!(matches!(from_bytes(&packed, 16 << 20), Err(DecodeError::Invalid { .. })), "{c:?}: 64 MiB out of a 16 MiB limit");
         assert_eq!(from_bytes(&packed, 65 << 20).unwrap(), bomb, "{c:?}: within the limit");
     }
+}
+
+/// A hello or a resume of another protocol version decodes to its version whatever follows (the
+/// session then refuses the version, which tells the peer more than a decoding error would);
+/// a welcome's concurrency is 1 to MAX_IN_FLIGHT, and a resume awaits no more than that.
+#[test]
+fn another_version_decodes_to_its_version_and_counts_are_bounded() {
+    let mut frame = b"CC\x01\x10".to_vec();
+    let payload = [&3u16.to_le_bytes()[..], &9u64.to_le_bytes(), b"an older layout"].concat();
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    let m = from_bytes(&frame, DEFAULT_MAX_FRAME).unwrap();
+    assert!(matches!(m, Message::Resume { version: 3, ref awaiting, .. } if awaiting.is_empty()), "{m:?}");
+    let mut frame = b"CC\x01\x01".to_vec();
+    let payload = [&(clonecloud_wire::PROTOCOL_VERSION + 1).to_le_bytes()[..], b"anything"].concat();
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    let m = from_bytes(&frame, DEFAULT_MAX_FRAME).unwrap();
+    assert!(matches!(m, Message::Hello { version: v, .. } if v == clonecloud_wire::PROTOCOL_VERSION + 1));
+
+    for concurrency in [0, clonecloud_wire::MAX_IN_FLIGHT + 1] {
+        let bytes = to_bytes(&Message::Welcome { need_module: false, concurrency });
+        assert!(matches!(from_bytes(&bytes, DEFAULT_MAX_FRAME), Err(DecodeError::Invalid { .. })), "{concurrency}");
+    }
+    let many = Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 1, awaiting: (1..=u64::from(clonecloud_wire::MAX_IN_FLIGHT) + 1).collect() };
+    assert!(matches!(from_bytes(&to_bytes(&many), DEFAULT_MAX_FRAME), Err(DecodeError::Invalid { .. })));
 }

@@ -50,7 +50,10 @@ impl Pair {
         self.core.migrate(3, vec![], State::default(), Clocks::default(), Descriptors::default());
     }
     fn returned() -> Message {
-        Message::Return { results: vec![], state: State::default(), micros: 1, output: vec![], files: vec![], exit: None, freed: 0 }
+        Self::returned_to(1)
+    }
+    fn returned_to(id: u64) -> Message {
+        Message::Return { id, results: vec![], state: State::default(), micros: 1, output: vec![], files: vec![], exit: None, freed: 0 }
     }
     /// From `start_migration` with no session to the migrate message sent, the clone having the
     /// module and no files to ask for.
@@ -59,7 +62,7 @@ impl Pair {
         assert_eq!(self.events(), [ConnEvent::Dial]);
         self.core.handle_connected(self.now);
         assert_eq!(self.sent(), ["hello"]);
-        self.receive(Message::Welcome { need_module: false });
+        self.receive(Message::Welcome { need_module: false, concurrency: 1 });
         assert_eq!(self.events(), [ConnEvent::NewSession, ConnEvent::ListFiles]);
         self.core.files_unchanged();
         assert_eq!(self.events(), [ConnEvent::Capture]);
@@ -77,7 +80,7 @@ fn a_whole_migration_with_the_module_files_and_a_proxied_call() {
     p.core.handle_connected(p.now);
     assert_eq!(p.sent(), ["hello"]);
     assert!(p.core.awaits_message());
-    p.receive(Message::Welcome { need_module: true });
+    p.receive(Message::Welcome { need_module: true, concurrency: 1 });
     assert_eq!(p.events(), [ConnEvent::ModuleWanted]);
     p.core.module(b"\0asm".to_vec());
     assert_eq!(p.sent(), ["module"]);
@@ -93,7 +96,7 @@ fn a_whole_migration_with_the_module_files_and_a_proxied_call() {
     assert_eq!(p.events(), [ConnEvent::Capture]);
     p.migrate();
     assert_eq!(p.sent(), ["migrate"]);
-    p.receive(Message::ImportCall { import: 2, args: vec![], state: State::default() });
+    p.receive(Message::ImportCall { id: 1, import: 2, args: vec![], state: State::default() });
     assert!(matches!(p.events()[..], [ConnEvent::ImportCall { import: 2, .. }]));
     assert!(!p.core.awaits_message(), "the device runs the import first");
     p.core.import_return(vec![], State::default());
@@ -109,8 +112,8 @@ fn a_whole_migration_with_the_module_files_and_a_proxied_call() {
     assert_eq!(p.events(), [ConnEvent::Capture]);
     p.migrate();
     assert_eq!(p.sent(), ["migrate"]);
-    p.receive(Pair::returned());
-    assert_eq!(p.events().len(), 1);
+    p.receive(Pair::returned_to(2));
+    assert!(matches!(p.events()[..], [ConnEvent::Returned { .. }]), "the session's second migration is number 2");
     assert_eq!(p.core.close().map(|m| m.kind()), Some("goodbye"));
 }
 
@@ -122,7 +125,7 @@ fn a_break_under_the_migration_resumes_it_on_a_new_connection() {
     assert_eq!(p.events(), [ConnEvent::Dial]);
     p.core.handle_connected(p.now);
     // The resume names the migration awaited: the first of this session.
-    assert!(matches!(p.sent_messages()[..], [Message::Resume { run: 42, migration: 1, .. }]));
+    assert!(matches!(p.sent_messages()[..], [Message::Resume { run: 42, ref awaiting, .. }] if awaiting[..] == [1]));
     p.receive(Message::Resumed { ok: true });
     assert_eq!(p.events(), [ConnEvent::Resumed]);
     assert!(p.core.awaits_message());
@@ -140,7 +143,7 @@ fn a_refused_resume_sends_the_migration_again_on_a_new_session_captured_from_zer
     assert_eq!(p.sent(), ["resume"]);
     p.receive(Message::Resumed { ok: false });
     assert_eq!(p.sent(), ["hello"], "a new session on the same connection");
-    p.receive(Message::Welcome { need_module: false });
+    p.receive(Message::Welcome { need_module: false, concurrency: 1 });
     // The new session agrees on nothing: the state is captured again, and this is a retry.
     assert_eq!(p.events(), [ConnEvent::NewSession, ConnEvent::Retried, ConnEvent::ListFiles]);
     p.core.files_unchanged();
@@ -151,7 +154,7 @@ fn a_refused_resume_sends_the_migration_again_on_a_new_session_captured_from_zer
     p.core.handle_broken(p.now, Cause::Link, "again".into());
     p.events();
     p.core.handle_connected(p.now);
-    assert!(matches!(p.sent_messages()[..], [Message::Resume { migration: 1, .. }]));
+    assert!(matches!(p.sent_messages()[..], [Message::Resume { ref awaiting, .. }] if awaiting[..] == [1]));
 }
 
 #[test]
@@ -228,14 +231,14 @@ fn an_unreachable_clone_is_tried_twice_then_left_alone_for_a_while() {
 fn a_failure_on_the_clone_ends_the_session_so_the_next_starts_from_zero() {
     let mut p = Pair::new();
     p.open_and_migrate();
-    p.receive(Message::Failed { kind: FailKind::Trap, message: "unreachable".into() });
+    p.receive(Message::Failed { id: 1, kind: FailKind::Trap, message: "unreachable".into() });
     assert_eq!(p.events(), [ConnEvent::Abandoned { cause: Cause::Trap, detail: "unreachable".into() }]);
     assert!(!p.core.has_session(), "the clone zeroed its replica");
     p.core.start_migration(p.now);
     assert_eq!(p.events(), [ConnEvent::Dial]);
     p.core.handle_connected(p.now);
     assert_eq!(p.sent(), ["hello"]);
-    p.receive(Message::Welcome { need_module: false });
+    p.receive(Message::Welcome { need_module: false, concurrency: 1 });
     assert_eq!(p.events(), [ConnEvent::NewSession, ConnEvent::ListFiles]);
 }
 
@@ -257,7 +260,7 @@ fn a_stale_session_is_opened_again_once_before_the_migration() {
     assert_eq!(p.events(), [ConnEvent::Dial]);
     p.core.handle_connected(p.now);
     assert_eq!(p.sent(), ["hello"]);
-    p.receive(Message::Welcome { need_module: false });
+    p.receive(Message::Welcome { need_module: false, concurrency: 1 });
     assert_eq!(p.events(), [ConnEvent::NewSession, ConnEvent::ListFiles]);
     p.core.files(vec![]);
     assert_eq!(p.sent(), ["files"]);
@@ -280,7 +283,7 @@ fn a_stale_session_is_opened_again_once_before_the_migration() {
     p.events();
     p.core.handle_connected(p.now);
     p.sent();
-    p.receive(Message::Welcome { need_module: false });
+    p.receive(Message::Welcome { need_module: false, concurrency: 1 });
     p.events();
     // But one only: a second break before this migration is sent ends it.
     p.core.files(vec![]);
@@ -293,7 +296,7 @@ fn a_stale_session_is_opened_again_once_before_the_migration() {
 fn a_message_out_of_place_abandons_with_a_protocol_cause() {
     let mut p = Pair::new();
     p.open_and_migrate();
-    p.receive(Message::Welcome { need_module: false });
+    p.receive(Message::Welcome { need_module: false, concurrency: 1 });
     let events = p.events();
     assert!(matches!(&events[..], [ConnEvent::Abandoned { cause: Cause::Protocol, .. }]), "{events:?}");
     assert!(!p.core.has_session());
@@ -337,7 +340,7 @@ fn a_module_that_fails_to_go_out_after_a_refused_resume_ends_the_reconnect() {
     p.sent();
     p.receive(Message::Resumed { ok: false });
     assert_eq!(p.sent(), ["hello"]);
-    p.receive(Message::Welcome { need_module: true });
+    p.receive(Message::Welcome { need_module: true, concurrency: 1 });
     assert_eq!(p.events(), [ConnEvent::ModuleWanted]);
     p.core.module(vec![0; 8]);
     assert!(p.core.poll_event().is_none(), "not open before the module went out");
@@ -358,7 +361,7 @@ fn a_background_session_that_found_the_link_down_gets_one_more_try() {
     assert_eq!(p.events(), [ConnEvent::Dial]);
     p.core.handle_connected(p.now);
     p.sent();
-    p.receive(Message::Welcome { need_module: false });
+    p.receive(Message::Welcome { need_module: false, concurrency: 1 });
     assert_eq!(p.events(), [ConnEvent::NewSession, ConnEvent::ListFiles]);
     p.core.files_unchanged();
     assert_eq!(p.events(), [ConnEvent::Retried, ConnEvent::Capture]);
@@ -386,7 +389,7 @@ fn a_dial_that_times_out_is_not_tried_again() {
 fn a_break_while_answering_a_proxied_call_resumes_the_migration() {
     let mut p = Pair::new();
     p.open_and_migrate();
-    p.receive(Message::ImportCall { import: 1, args: vec![], state: State::default() });
+    p.receive(Message::ImportCall { id: 1, import: 1, args: vec![], state: State::default() });
     p.events();
     p.core.import_return(vec![], State::default());
     assert_eq!(p.core.poll_transmit().map(|m| m.kind()), Some("import-return"));
@@ -404,7 +407,7 @@ fn an_adopted_session_is_used_and_giving_up_drops_it() {
     let mut p = Pair::new();
     let mut session = clonecloud_wire::DeviceSession::new([7; 32], 42, 0, Environment::default());
     session.hello().unwrap();
-    session.on_message(Message::Welcome { need_module: false }).unwrap();
+    session.on_message(Message::Welcome { need_module: false, concurrency: 1 }).unwrap();
     p.core.adopt(session);
     assert!(p.core.has_session());
     p.core.start_migration(p.now);
@@ -433,7 +436,7 @@ fn one_deadline_for_the_whole_migration_however_the_clone_keeps_it_busy() {
     // is resumed: neither moves the deadline.
     for i in 0..10 {
         p.now = start + Duration::from_secs(5 * i);
-        p.receive(Message::ImportCall { import: 1, args: vec![], state: State::default() });
+        p.receive(Message::ImportCall { id: 1, import: 1, args: vec![], state: State::default() });
         assert!(matches!(p.events()[..], [ConnEvent::ImportCall { .. }]));
         p.core.import_return(vec![], State::default());
         assert_eq!(p.sent(), ["import-return"]);
@@ -472,16 +475,16 @@ fn a_clone_that_keeps_calling_the_device_is_cut_off_at_the_cap() {
     let mut p = Pair::new();
     p.open_and_migrate();
     for _ in 0..1000 {
-        p.receive(Message::ImportCall { import: 1, args: vec![], state: State::default() });
+        p.receive(Message::ImportCall { id: 1, import: 1, args: vec![], state: State::default() });
         assert!(matches!(p.events()[..], [ConnEvent::ImportCall { .. }]));
         p.core.import_return(vec![], State::default());
         assert_eq!(p.sent(), ["import-return"]);
     }
-    p.receive(Message::ImportCall { import: 1, args: vec![], state: State::default() });
+    p.receive(Message::ImportCall { id: 1, import: 1, args: vec![], state: State::default() });
     assert!(matches!(&p.events()[..], [ConnEvent::Abandoned { cause: Cause::Protocol, detail }] if detail.contains("1000")));
     // The next migration starts its count again.
     p.open_and_migrate();
-    p.receive(Message::ImportCall { import: 1, args: vec![], state: State::default() });
+    p.receive(Message::ImportCall { id: 1, import: 1, args: vec![], state: State::default() });
     assert!(matches!(p.events()[..], [ConnEvent::ImportCall { .. }]));
 }
 
@@ -495,7 +498,7 @@ fn a_session_opened_ahead_is_taken_by_the_core_that_migrates() {
     assert_eq!(ahead.events(), [ConnEvent::Dial]);
     ahead.core.handle_connected(ahead.now);
     assert_eq!(ahead.sent(), ["hello"]);
-    ahead.receive(Message::Welcome { need_module: true });
+    ahead.receive(Message::Welcome { need_module: true, concurrency: 1 });
     assert_eq!(ahead.events(), [ConnEvent::ModuleWanted]);
     ahead.core.module(b"\0asm".to_vec());
     assert_eq!(ahead.sent(), ["module"]);
@@ -529,7 +532,7 @@ fn a_session_opened_ahead_gives_up_at_its_own_deadline() {
     p.core.open(p.now, Duration::from_secs(600));
     let _ = p.events();
     p.core.handle_connected(p.now);
-    p.receive(Message::Welcome { need_module: true });
+    p.receive(Message::Welcome { need_module: true, concurrency: 1 });
     let _ = p.events();
     p.core.module(vec![0; 10]);
     let _ = (p.sent(), p.events());
