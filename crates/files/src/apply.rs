@@ -18,7 +18,7 @@
 //! reported in [`ApplyError::Partial`] if something after it fails.
 
 use crate::scan::Root;
-use clonecloud_wire::{FdOp, FileOp};
+use crate::model::{FdOp, FileOp};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;

@@ -17,7 +17,7 @@
 //! is recorded the same way.
 
 use crate::store::Store;
-use clonecloud_wire::{Descriptors, EntryKind, FdOp, FileOp, FileStat, ContentHash, Tree};
+use crate::model::{Descriptors, EntryKind, FdOp, FileOp, FileStat, ContentHash, Tree};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

@@ -12,21 +12,23 @@
 //!   applied in place and recorded, in order, as [`FileOp`]s. Whatever it cannot answer exactly
 //!   as the device would is [`FsError::Unsupported`]: the migration is then abandoned and the
 //!   function runs on the device.
+//! - [`model`] is the data all of them share and the protocol carries: [`Tree`]s of [`Entry`]s,
+//!   the journal ([`FileOp`], [`FdOp`]), the device's [`Descriptors`], [`ContentHash`]es. It
+//!   is this crate's own; the wire encodes it and this crate knows nothing of the wire.
 //! - [`apply`] (device) carries a journal out on the real directories at the commit, beneath
 //!   each preopen with no symbolic link followed, all or nothing ([`Applied`] commits or undoes).
 
 mod apply;
 mod fs;
+pub mod model;
 mod pool;
 mod scan;
 mod store;
 
 pub use apply::{Applied, ApplyError, DescriptorError, apply};
-pub use clonecloud_wire::{Entry, EntryKind, FdOp, FileOp, FileStat, Tree};
+pub use model::{ContentHash, Descriptors, Entry, EntryKind, FdOp, FileOp, FileStat, OpenFile, Tree, content_hash};
 pub use fs::{Dirent, Fd, Fdstat, Filestat, Fs, FsError, Opened, PollTarget, errno, filetype};
 pub use pool::Pool;
 pub use scan::{Root, ScanError, Scanner};
 pub use store::{Store, StoreKey, cost as store_cost};
 
-/// The content hash files are named by (SHA-256).
-pub use clonecloud_wire::content_hash;

@@ -1,7 +1,7 @@
 //! The device's side of the replicator: the preopened directories as [`Tree`]s.
 
 use crate::content_hash;
-use clonecloud_wire::{Entry, EntryKind, FileStat, ContentHash, Tree};
+use crate::model::{Entry, EntryKind, FileStat, ContentHash, Tree};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 //! contents to make room (a later run has them sent again); nothing is kept in memory.
 
 use crate::content_hash;
-use clonecloud_wire::ContentHash;
+use crate::model::ContentHash;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use std::collections::{BTreeMap, HashMap};

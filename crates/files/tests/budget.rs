@@ -5,7 +5,7 @@
 //! function on its real file system) instead of aborting the server.
 
 use clonecloud_files::{Entry, EntryKind, FileStat, Fs, FsError, Tree, errno};
-use clonecloud_wire::{Descriptors, OpenFile};
+use clonecloud_files::{Descriptors, OpenFile};
 
 const O_CREAT: u16 = 1;
 const READ_WRITE: u64 = (1 << 1) | (1 << 6);
