@@ -165,6 +165,11 @@ pub fn learn(store: &Store, wasm: &[u8], cache: &ModuleCache, opts: &clonecloud_
 pub fn solve(store: &Store, wasm: &[u8], engine: DeviceEngine, network: Network, objective: Objective, files_on_clone: bool) -> Result<Partition, LaunchError> {
     let module = clonecloud_profile::module_name(wasm);
     let stored = store.profile_any(&module, engine_key(engine))?.ok_or(LaunchError::NoProfile)?;
+    solve_stored(store, module, &stored, network, objective, files_on_clone)
+}
+
+/// [`solve`] for a profile already read (as `module`'s).
+fn solve_stored(store: &Store, module: String, stored: &StoredProfile, network: Network, objective: Objective, files_on_clone: bool) -> Result<Partition, LaunchError> {
     let files = clonecloud_partition::Files { users: &stored.file_users, bytes: if files_on_clone { 0 } else { stored.files_bytes } };
     let problem = clonecloud_partition::problem(&stored.profile, &stored.nesting, files, network, objective, &PowerModel::default());
     let choice = clonecloud_partition::solve(&problem)?;
@@ -210,7 +215,7 @@ pub fn choose(store: &Store, wasm: &[u8], engine: DeviceEngine, objective: Objec
         Err(e) => return Ok(Choice { link: Some(Err(e.to_string())), profiled_s, ..Choice::default() }),
     };
     let network = Network { mbit: link.mbit, rtt_ms: link.rtt_ms, radio: clonecloud_partition::optimize::Radio::Wifi };
-    let p = solve(store, wasm, engine, network, objective, false)?;
+    let p = solve_stored(store, module, &stored, network, objective, false)?;
     let expectations = stored
         .profile
         .functions

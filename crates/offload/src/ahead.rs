@@ -197,13 +197,7 @@ fn open(mut dial: impl FnMut() -> Result<Connection, Abort>, config: DeviceConfi
     let mut sync = clonecloud_stats::FileSync::default();
     let mut on_wire0 = 0;
     loop {
-        while let Some(m) = core.poll_transmit() {
-            let sent = conn.as_mut().map_or(Err(NetError::Closed), |c| c.send(&m));
-            if let Err(e) = sent {
-                let a = net(e);
-                core.handle_broken(Instant::now(), a.cause, a.detail);
-            }
-        }
+        flush(&mut core, conn.as_mut());
         match core.poll_event() {
             Some(ConnEvent::Dial) => {
                 conn = None;
@@ -253,9 +247,10 @@ fn open(mut dial: impl FnMut() -> Result<Connection, Abort>, config: DeviceConfi
                     };
                     sync.bytes += content.len() as u64;
                     core.file_data(h, content);
-                    // Each content goes out before the next is read.
-                    while let Some(m) = core.poll_transmit() {
-                        conn.as_mut().map_or(Err(NetError::Closed), |c| c.send(&m)).map_err(net)?;
+                    // Each content goes out before the next is read (after a break, the core
+                    // takes no more, and knows what comes next).
+                    if !flush(&mut core, conn.as_mut()) {
+                        break;
                     }
                 }
                 core.files_sent();
@@ -290,6 +285,20 @@ fn open(mut dial: impl FnMut() -> Result<Connection, Abort>, config: DeviceConfi
             },
         }
     }
+}
+
+/// Sends what the core has to send on `conn`; a send that fails is the core's to handle
+/// (`false`: the link broke).
+fn flush(core: &mut DeviceConn, mut conn: Option<&mut Connection>) -> bool {
+    while let Some(m) = core.poll_transmit() {
+        let sent = conn.as_deref_mut().map_or(Err(NetError::Closed), |c| c.send(&m));
+        if let Err(e) = sent {
+            let a = net(e);
+            core.handle_broken(Instant::now(), a.cause, a.detail);
+            return false;
+        }
+    }
+    true
 }
 
 /// What a migration point does while the clone is not ready yet.
