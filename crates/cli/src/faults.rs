@@ -75,7 +75,7 @@ fn simulated(opts: &Opts) -> anyhow::Result<ExitCode> {
             r.seconds,
             r.schedules_per_second
         );
-        println!("calls {}: {} on the clone, {} run locally; {} resumed, {} retried; {} faults injected", t.calls, t.remote, t.fallbacks, t.resumes, t.retries, t.faults);
+        println!("calls {}: {} on the clone, {} run locally; {} resumed, {} retried; {} calls proxied to the device; {} faults injected", t.calls, t.remote, t.fallbacks, t.resumes, t.retries, t.proxied, t.faults);
         println!("divergences: {}", r.divergent);
         for d in &r.divergences {
             println!("  {d}");

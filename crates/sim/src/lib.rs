@@ -6,7 +6,9 @@
 //! serves it through the clone's core. Execution is a deterministic stand-in on both sides (a
 //! function of the point, its argument and a memory of sixteen pages, whose result
 //! depends on the whole memory), and the state travels as page deltas against the baseline the
-//! two sides agree on, as the real runtime's does. The link between them delivers encoded
+//! two sides agree on, as the real runtime's does. Some points call, half-way, an import only the
+//! device has (the next value of the device's input, as a read of stdin is): on the clone that
+//! call is proxied to the device, with the state changed so far going there and back. The link between them delivers encoded
 //! frames after a seeded latency, and the schedule injects faults at seeded moments: the
 //! connection cut, a frame duplicated or overtaken by the next (the transport is TLS, which
 //! refuses both: the connection breaks at the receiver, after the frames before it), the link
@@ -25,7 +27,8 @@
 //! It knows nothing of wasm, files, sockets or threads; the drivers here are the simulation's
 //! own (the real ones are `offload::Offloader` and `offload::server`), and they keep the rules
 //! that belong to drivers, such as resetting the page baseline when the core says a new session
-//! started ([`Rules`] can break them, to show the oracle catches it).
+//! started, or giving back the input a proxied call consumed when the migration is sent again
+//! or run here ([`Rules`] can break them, to show the oracle catches it).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -53,11 +56,14 @@ pub struct Rules {
     pub reset_baseline: bool,
     /// The clone drops its replica when its core says so (after a failure).
     pub drop_replica: bool,
+    /// The device gives back the input its proxied calls consumed when the migration is sent
+    /// again on a new session or run here (the call then reads it again).
+    pub give_back_input: bool,
 }
 
 impl Default for Rules {
     fn default() -> Self {
-        Rules { reset_baseline: true, drop_replica: true }
+        Rules { reset_baseline: true, drop_replica: true, give_back_input: true }
     }
 }
 
@@ -73,6 +79,8 @@ pub struct Tally {
     pub resumes: u64,
     /// Migrations sent again on a new session.
     pub retries: u64,
+    /// Calls the clone proxied to the device and the device answered.
+    pub proxied: u64,
     /// Faults injected.
     pub faults: u64,
 }
@@ -84,6 +92,7 @@ impl Tally {
         self.fallbacks += o.fallbacks;
         self.resumes += o.resumes;
         self.retries += o.retries;
+        self.proxied += o.proxied;
         self.faults += o.faults;
     }
 }
@@ -158,6 +167,31 @@ fn body(point: u32, a: u64, mem: &mut [u64]) -> u64 {
         mem[i] = mem[i].wrapping_mul(31).wrapping_add(a ^ j);
     }
     mem.iter().fold(a, |h, &v| h.rotate_left(5) ^ v)
+}
+
+/// Whether point `point` calls the device's import half-way.
+fn proxies(point: u32) -> bool {
+    point == 3
+}
+
+/// The import only the device has: the next value of the device's input (consumed, as a read of
+/// stdin is), which it also adds into the last page.
+fn device_import(input: &mut u64, mem: &mut [u64]) -> u64 {
+    *input = input.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    let last = mem.len() - 1;
+    mem[last] = mem[last].wrapping_add(*input);
+    *input
+}
+
+/// A whole call run here: the body, and for a point that proxies, the import half-way and the
+/// body again with its value.
+fn run_local(call: Call, input: &mut u64, mem: &mut [u64]) -> u64 {
+    let r = body(call.point, call.arg, mem);
+    if !proxies(call.point) {
+        return r;
+    }
+    let v = device_import(input, mem);
+    body(call.point, call.arg ^ v, mem)
 }
 
 /// The device's own work between calls.
@@ -267,6 +301,8 @@ struct Session {
     conn: usize,
     replica: Option<Vec<u64>>,
     run: Option<u64>,
+    /// A migration waiting for its proxied call's answer: its point, argument and replica.
+    pending: Option<(u32, u64, Vec<u64>)>,
 }
 
 /// One schedule's world.
@@ -288,7 +324,12 @@ struct World {
     inbox: VecDeque<Message>,
     mem: Vec<u64>,
     agreed: Vec<u64>,
-    captured: Vec<u64>,
+    /// The memory a migration's answer applies to: as captured, with what its proxied calls
+    /// changed (the device's own memory stays as at the call's entry until the answer).
+    proxy_mem: Vec<u64>,
+    /// The device's input (what its import reads), and where it stood at the call's entry.
+    input: u64,
+    entry_input: u64,
     calls: Vec<Call>,
     next: usize,
     results: Vec<u64>,
@@ -310,15 +351,17 @@ struct World {
 /// Runs schedule `seed`: `Ok` with what happened when it ended as the oracle's run.
 pub fn schedule(seed: u64, rules: Rules) -> Result<Tally, Divergence> {
     let mut rng = Rng::new(seed);
-    let calls: Vec<Call> = (0..2 + rng.below(6)).map(|_| Call { point: rng.below(3) as u32, arg: rng.next() }).collect();
+    let calls: Vec<Call> = (0..2 + rng.below(6)).map(|_| Call { point: rng.below(4) as u32, arg: rng.next() }).collect();
+    let input = rng.next();
     // The oracle: the same calls, no clone.
     let mut want_mem = vec![0u64; PAGES];
+    let mut want_input = input;
     let want: Vec<u64> = calls
         .iter()
         .enumerate()
         .map(|(i, c)| {
             local_work(i, &mut want_mem);
-            body(c.point, c.arg, &mut want_mem)
+            run_local(*c, &mut want_input, &mut want_mem)
         })
         .collect();
     let latency = Duration::from_micros(rng.below(40_000));
@@ -351,7 +394,9 @@ pub fn schedule(seed: u64, rules: Rules) -> Result<Tally, Divergence> {
         inbox: VecDeque::new(),
         mem: vec![0; PAGES],
         agreed: vec![0; PAGES],
-        captured: Vec::new(),
+        proxy_mem: Vec::new(),
+        input,
+        entry_input: input,
         calls,
         next: 0,
         results: Vec::new(),
@@ -456,6 +501,7 @@ impl World {
             Ev::NextCall => {
                 if self.next < self.calls.len() {
                     local_work(self.next, &mut self.mem);
+                    self.entry_input = self.input;
                     self.device.start_migration(now);
                 } else if let Some(conn) = self.conn.take() {
                     // The app ends: a goodbye if a session is open, then the connection closes.
@@ -597,16 +643,30 @@ impl World {
             ConnEvent::NeedFiles { .. } => self.device.files_sent(),
             ConnEvent::Capture => {
                 let call = self.calls[self.next];
-                self.captured = self.mem.clone();
+                self.proxy_mem = self.mem.clone();
                 let state = delta(&self.agreed, &self.mem);
                 self.device.migrate(call.point, vec![Value::I64(call.arg as i64)], state, Default::default(), Default::default());
             }
-            ConnEvent::ImportCall { .. } => self.device.import_return(vec![], State::default()),
+            ConnEvent::ImportCall { state, .. } => {
+                // The clone's changes so far, then the import on them, and its changes back.
+                if let Err(e) = apply(&mut self.proxy_mem, &state) {
+                    return self.diverged(format!("the clone's state for a proxied call does not apply: {e}"));
+                }
+                let before = self.proxy_mem.clone();
+                let v = device_import(&mut self.input, &mut self.proxy_mem);
+                let back = delta(&before, &self.proxy_mem);
+                self.agreed = self.proxy_mem.clone();
+                self.tally.proxied += 1;
+                self.device.import_return(vec![Value::I64(v as i64)], back);
+            }
             ConnEvent::Ready => return self.diverged("the device's core said a session opened ahead is ready, though none was asked for".into()),
             ConnEvent::Resumed => self.tally.resumes += 1,
-            ConnEvent::Retried => self.tally.retries += 1,
+            ConnEvent::Retried => {
+                self.tally.retries += 1;
+                self.give_back_input();
+            }
             ConnEvent::Returned { results, state, .. } => {
-                let mut mem = self.captured.clone();
+                let mut mem = self.proxy_mem.clone();
                 if let Err(e) = apply(&mut mem, &state) {
                     return self.diverged(format!("the clone's answer does not apply: {e}"));
                 }
@@ -625,13 +685,21 @@ impl World {
                     return self.diverged(format!("call {} fell back on a protocol error: {detail}", self.next));
                 }
                 let call = self.calls[self.next];
-                let r = body(call.point, call.arg, &mut self.mem);
+                self.give_back_input();
+                let r = run_local(call, &mut self.input, &mut self.mem);
                 self.results.push(r);
                 self.tally.fallbacks += 1;
                 self.finish_call();
             }
         }
         Ok(())
+    }
+
+    /// What the migration's proxied calls consumed is given back: the call reads it again.
+    fn give_back_input(&mut self) {
+        if self.rules.give_back_input {
+            self.input = self.entry_input;
+        }
     }
 
     fn finish_call(&mut self) {
@@ -654,7 +722,7 @@ impl World {
                 self.next_session += 1;
                 let sid = self.next_session;
                 let core = CloneConn::new(CloneConfig { max_module: 1 << 20, resume_window: Duration::from_secs(30) });
-                self.sessions.insert(sid, Session { core, conn, replica: None, run: None });
+                self.sessions.insert(sid, Session { core, conn, replica: None, run: None, pending: None });
                 self.owner.insert(conn, sid);
                 sid
             }
@@ -710,7 +778,21 @@ impl World {
                 self.sessions.get_mut(&sid).expect("pumped").core.module_loaded();
             }
             CloneConnEvent::Files { .. } => self.sessions.get_mut(&sid).expect("pumped").core.need_files(|_| false),
-            CloneConnEvent::FileData { .. } | CloneConnEvent::ImportReturned { .. } => {}
+            CloneConnEvent::FileData { .. } => {}
+            CloneConnEvent::ImportReturned { results, state } => {
+                let s = self.sessions.get_mut(&sid).expect("pumped");
+                let Some((point, a, mut replica)) = s.pending.take() else {
+                    return s.core.refuse("no proxied call is out".into());
+                };
+                let (Some(Value::I64(v)), Ok(())) = (results.first().copied(), apply(&mut replica, &state)) else {
+                    return s.core.failed(FailKind::Unavailable, "the device's answer does not fit".into());
+                };
+                let before = replica.clone();
+                let r = body(point, a ^ v as u64, &mut replica);
+                let state = delta(&before, &replica);
+                s.replica = Some(replica);
+                s.core.returned(Returned { results: vec![Value::I64(r as i64)], state, ..Returned::default() });
+            }
             CloneConnEvent::Migrate { point, args, state, .. } => {
                 self.migrations += 1;
                 let fail = self.faults.fail.contains(&self.migrations);
@@ -734,12 +816,22 @@ impl World {
                 }
                 let r = body(point, a as u64, &mut replica);
                 let state = delta(&before, &replica);
+                if proxies(point) {
+                    // Half-way: the device's import, with what changed so far.
+                    s.pending = Some((point, a as u64, replica));
+                    if let Err(e) = s.core.import_call(0, vec![], state) {
+                        self.clone_errors.push(format!("the clone's core refused a proxied call: {e}"));
+                    }
+                    return;
+                }
                 s.replica = Some(replica);
                 s.core.returned(Returned { results: vec![Value::I64(r as i64)], state, ..Returned::default() });
             }
             CloneConnEvent::DropReplica => {
                 if self.rules.drop_replica {
-                    self.sessions.get_mut(&sid).expect("pumped").replica = None;
+                    let s = self.sessions.get_mut(&sid).expect("pumped");
+                    s.replica = None;
+                    s.pending = None;
                 }
             }
             CloneConnEvent::ResumeWanted { run, awaiting } => {
@@ -767,6 +859,7 @@ impl World {
             CloneConnEvent::Reset => {
                 let s = self.sessions.get_mut(&sid).expect("pumped");
                 s.replica = None;
+                s.pending = None;
                 if let Some(run) = s.run.take()
                     && self.resumable.get(&run) == Some(&sid)
                 {
