@@ -994,7 +994,21 @@ impl ImportProxy for DeviceLink {
         while let Some(m) = w.core.poll_transmit() {
             w.conn.send(&m)?;
         }
-        let reply = w.conn.recv()?;
+        let reply = match w.conn.recv() {
+            Ok(m) => m,
+            Err(e) => {
+                // A frame that came whole but is not a message this clone takes is told to the
+                // device (its session is over), as outside a call; any other failure is the
+                // link's.
+                if let NetError::Decode(d) = &e {
+                    w.core.handle_undecodable(d.to_string());
+                    while let Some(m) = w.core.poll_transmit() {
+                        let _ = w.conn.send(&m);
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         w.core.handle_message(Instant::now(), reply);
         match w.core.poll_event() {
             Some(CloneConnEvent::ImportReturned { results, state }) => {

@@ -27,8 +27,9 @@ fn hello(c: &mut Connection, module: &[u8], run: u64) {
     }
 }
 
-/// Migrates `f` with a delta that sets memory page 0 to `page0` (or nothing), returns its result.
-fn call_f(c: &mut Connection, page0: Option<u32>) -> Value {
+/// Migrates `f` as the session's migration `id` with a delta that sets memory page 0 to `page0`
+/// (or nothing), returns its result.
+fn call_f(c: &mut Connection, id: u64, page0: Option<u32>) -> Value {
     let pages = page0
         .map(|v| {
             let mut p = vec![0u8; 4096];
@@ -37,9 +38,9 @@ fn call_f(c: &mut Connection, page0: Option<u32>) -> Value {
         })
         .unwrap_or_default();
     let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages, xor: false } };
-    c.send(&Message::Migrate { id: 1, point: 0, args: vec![], state, clocks: Default::default(), descriptors: Default::default() }).unwrap();
+    c.send(&Message::Migrate { id, point: 0, args: vec![], state, clocks: Default::default(), descriptors: Default::default() }).unwrap();
     match c.recv().unwrap() {
-        Message::Return { id: 1, results, .. } => results[0],
+        Message::Return { id: answered, results, .. } if answered == id => results[0],
         other => panic!("{other:?}"),
     }
 }
@@ -69,20 +70,20 @@ fn replicas_belong_to_the_authenticated_session() {
 
     let mut ca = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
     hello(&mut ca, &module, 7);
-    assert_eq!(call_f(&mut ca, Some(42)), Value::I32(42));
-    assert_eq!(call_f(&mut ca, None), Value::I32(42), "A's replica keeps A's state between migrations");
+    assert_eq!(call_f(&mut ca, 1, Some(42)), Value::I32(42));
+    assert_eq!(call_f(&mut ca, 2, None), Value::I32(42), "A's replica keeps A's state between migrations");
 
     // B names the same module and run: it still starts from the zero baseline, not from A's state.
     let mut cb = Connection::connect(addr, Some(&b), server.public(), T).unwrap();
     hello(&mut cb, &module, 7);
-    assert_eq!(call_f(&mut cb, None), Value::I32(0), "B never sees A's replica");
+    assert_eq!(call_f(&mut cb, 1, None), Value::I32(0), "B never sees A's replica");
 
     // A device that breaks the protocol (a second hello) gets an error and is cut off...
     ca.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: [0; 32], run: 7, thread: 0, environment: Default::default() }).unwrap();
     assert!(matches!(ca.recv(), Ok(Message::Error { .. })));
     assert!(matches!(ca.recv(), Err(NetError::Closed | NetError::Io { .. } | NetError::Tls(_))));
     // ...and the server goes on serving the others.
-    assert_eq!(call_f(&mut cb, Some(5)), Value::I32(5));
+    assert_eq!(call_f(&mut cb, 2, Some(5)), Value::I32(5));
 
     // A module whose bytes do not match the hash of the hello is refused.
     let mut cc = Connection::connect(addr, Some(&b), server.public(), T).unwrap();
@@ -106,7 +107,7 @@ fn a_device_cannot_learn_which_modules_others_ran() {
         };
         if need {
             c.send(&Message::Module { bytes: module.clone() }).unwrap();
-            assert_eq!(call_f(&mut c, Some(3)), Value::I32(3));
+            assert_eq!(call_f(&mut c, 1, Some(3)), Value::I32(3));
         }
         need
     };
@@ -121,7 +122,7 @@ fn a_device_has_at_most_its_share_of_runs_at_once() {
     let module = module();
     let mut first = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
     hello(&mut first, &module, 1);
-    assert_eq!(call_f(&mut first, Some(1)), Value::I32(1));
+    assert_eq!(call_f(&mut first, 1, Some(1)), Value::I32(1));
     // A second run of A at the same time is refused, with a reason...
     let mut second = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
     second.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: [0; 32], run: 2, thread: 0, environment: Default::default() }).unwrap();
@@ -132,8 +133,8 @@ fn a_device_has_at_most_its_share_of_runs_at_once() {
     // ...while another device is served, and A's first run goes on.
     let mut other = Connection::connect(addr, Some(&b), server.public(), T).unwrap();
     hello(&mut other, &module, 1);
-    assert_eq!(call_f(&mut other, Some(2)), Value::I32(2));
-    assert_eq!(call_f(&mut first, None), Value::I32(1));
+    assert_eq!(call_f(&mut other, 1, Some(2)), Value::I32(2));
+    assert_eq!(call_f(&mut first, 2, None), Value::I32(1));
     // Once the first run ends, A may start another.
     first.send(&Message::Goodbye).unwrap();
     drop(first);
@@ -175,7 +176,7 @@ fn only_the_device_that_owns_a_session_can_resume_it() {
         assert_eq!(cb.recv().unwrap(), Message::Resumed { ok: false });
     }
     hello(&mut cb, &m, 42);
-    assert_eq!(call_f(&mut cb, None), Value::I32(0), "b's replica is its own, zeroed");
+    assert_eq!(call_f(&mut cb, 1, None), Value::I32(0), "b's replica is its own, zeroed");
 
     // a resumes and gets its answer.
     let mut ca = connect(&a);
@@ -208,7 +209,7 @@ fn file_contents_the_clone_did_not_ask_for_are_refused() {
     assert_eq!(c.recv().unwrap(), Message::NeedFiles { hashes: vec![h_asked] });
     c.send(&Message::FileData { hash: h_asked, bytes: asked.clone() }).unwrap();
     // The clone goes on: a migration is answered.
-    assert_eq!(call_f(&mut c, Some(8)), Value::I32(8));
+    assert_eq!(call_f(&mut c, 1, Some(8)), Value::I32(8));
     // The same contents again, or contents never asked for: the session is refused.
     for (h, bytes) in [(h_asked, asked), (h_stray, stray)] {
         let mut c = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
@@ -239,7 +240,7 @@ fn compiled_modules_are_each_devices_own() {
     for (n, id) in [(1, &a), (2, &b), (2, &a)] {
         let mut c = Connection::connect(addr, Some(id), server.public(), T).unwrap();
         hello(&mut c, &m, 1);
-        assert_eq!(call_f(&mut c, Some(n)), Value::I32(n as i32));
+        assert_eq!(call_f(&mut c, 1, Some(n)), Value::I32(n as i32));
         c.send(&Message::Goodbye).unwrap();
         assert_eq!(artefacts(), n as usize, "after device run {n}");
     }
@@ -256,7 +257,7 @@ fn a_session_waiting_to_be_resumed_counts_among_the_device_s_runs() {
     let connect = |id: &Identity| Connection::connect(addr, Some(id), server.public(), T).unwrap();
     let mut ca = connect(&a);
     hello(&mut ca, &m, 42);
-    assert_eq!(call_f(&mut ca, Some(77)), Value::I32(77));
+    assert_eq!(call_f(&mut ca, 1, Some(77)), Value::I32(77));
     // A second run while the first holds its connection: refused.
     let mut other = connect(&a);
     other.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: [0; 32], run: 43, thread: 0, environment: Default::default() }).unwrap();
@@ -269,11 +270,11 @@ fn a_session_waiting_to_be_resumed_counts_among_the_device_s_runs() {
     drop(ca);
     let mut cn = connect(&a);
     hello(&mut cn, &m, 43);
-    assert_eq!(call_f(&mut cn, Some(5)), Value::I32(5));
+    assert_eq!(call_f(&mut cn, 1, Some(5)), Value::I32(5));
     // Another device is not affected.
     let mut cb = connect(&b);
     hello(&mut cb, &m, 42);
-    assert_eq!(call_f(&mut cb, None), Value::I32(0));
+    assert_eq!(call_f(&mut cb, 1, None), Value::I32(0));
     // The session that gave way is gone: its resume is refused (the device sends the migration
     // again on a new session).
     let mut ca = connect(&a);
@@ -288,7 +289,7 @@ fn a_session_waiting_to_be_resumed_counts_among_the_device_s_runs() {
         Message::Return { id: 1, results, .. } => assert_eq!(results, vec![Value::I32(5)]),
         other => panic!("{other:?}"),
     }
-    assert_eq!(call_f(&mut cn, None), Value::I32(5), "the same replica");
+    assert_eq!(call_f(&mut cn, 2, None), Value::I32(5), "the same replica");
 }
 
 /// At most --max-sessions sessions at once, all devices together: one more is refused with a
@@ -301,7 +302,7 @@ fn a_server_holds_at_most_its_sessions_at_once() {
     let connect = |id: &Identity| Connection::connect(addr, Some(id), server.public(), T).unwrap();
     let mut ca = connect(&a);
     hello(&mut ca, &m, 1);
-    assert_eq!(call_f(&mut ca, Some(5)), Value::I32(5));
+    assert_eq!(call_f(&mut ca, 1, Some(5)), Value::I32(5));
     let mut cb = connect(&b);
     cb.send(&Message::Hello { version: clonecloud_wire::PROTOCOL_VERSION, module: hash, run: 1, thread: 0, environment: Default::default() }).unwrap();
     match cb.recv() {
@@ -309,13 +310,13 @@ fn a_server_holds_at_most_its_sessions_at_once() {
         other => panic!("{other:?}"),
     }
     // A's session goes on; once it ends, B is served.
-    assert_eq!(call_f(&mut ca, None), Value::I32(5));
+    assert_eq!(call_f(&mut ca, 2, None), Value::I32(5));
     ca.send(&Message::Goodbye).unwrap();
     // The server closes A's connection when the session (and its slot) is gone.
     assert!(ca.recv().is_err());
     let mut cb = connect(&b);
     hello(&mut cb, &m, 2);
-    assert_eq!(call_f(&mut cb, Some(6)), Value::I32(6));
+    assert_eq!(call_f(&mut cb, 1, Some(6)), Value::I32(6));
 }
 
 /// All of a device's replicas share one memory budget (`--max-device-memory`): with room for
@@ -373,7 +374,7 @@ fn a_huge_first_message_is_refused_at_its_header() {
     let m = module();
     let mut ok = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
     hello(&mut ok, &m, 2);
-    assert_eq!(call_f(&mut ok, Some(9)), Value::I32(9));
+    assert_eq!(call_f(&mut ok, 1, Some(9)), Value::I32(9));
 }
 
 /// A connection that only measures the link (probes) holds no session: with room for one
@@ -394,7 +395,7 @@ fn a_connection_that_only_probes_holds_no_session() {
     }
     let mut run = connect(&a);
     hello(&mut run, &m, 1);
-    assert_eq!(call_f(&mut run, Some(3)), Value::I32(3));
+    assert_eq!(call_f(&mut run, 1, Some(3)), Value::I32(3));
     // The probing connection may still probe.
     probing.send(&Message::Probe { bytes: vec![], reply: 4 }).unwrap();
     assert!(matches!(probing.recv().unwrap(), Message::ProbeReply { .. }));
@@ -441,4 +442,18 @@ fn a_proxied_call_answered_with_too_much_memory_fails_as_a_resource_limit() {
     }
     // The session ends in order: a goodbye is taken.
     c.send(&Message::Goodbye).unwrap();
+
+    // An answer that is not a message the clone takes (a page past the memory it declares) is
+    // told to the device at once, not waited out as a broken link.
+    let mut c = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
+    hello(&mut c, &m, 2);
+    let empty = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } };
+    c.send(&Message::Migrate { id: 1, point: 1, args: vec![], state: empty, clocks: Default::default(), descriptors: Default::default() }).unwrap();
+    assert!(matches!(c.recv().unwrap(), Message::ImportCall { id: 1, .. }));
+    let outside = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![(16, vec![0; 4096])], xor: false } };
+    c.send(&Message::ImportReturn { id: 1, results: vec![Value::I32(0)], state: outside }).unwrap();
+    match c.recv() {
+        Ok(Message::Error { message }) => assert!(message.contains("beyond"), "{message}"),
+        other => panic!("expected the clone to say what was wrong: {other:?}"),
+    }
 }
