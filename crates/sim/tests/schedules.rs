@@ -15,27 +15,26 @@ fn no_schedule_diverges_and_every_path_is_taken() {
     assert_eq!(t.calls, t.remote + t.fallbacks, "every call ended once");
 }
 
-/// A driver that does not reset its page baseline when the core starts a new session (the
-/// zero-baseline rule broken) is caught within the first thousand schedules.
-#[test]
-fn a_broken_baseline_rule_is_caught() {
-    let broken = Rules { reset_baseline: false, ..Rules::default() };
+/// A driver that breaks `broken`'s rule is caught within the first thousand schedules, and the
+/// divergence replays from its seed (and not with the rule kept).
+fn caught(broken: Rules) {
     let report = run(1, 1000, broken, |_| {});
     assert!(report.divergent > 0, "{:?}", report.tally);
-    // And the divergence replays from its seed.
     let d = &report.divergences[0];
     assert_eq!(schedule(d.seed, broken).unwrap_err(), *d);
     assert!(schedule(d.seed, Rules::default()).is_ok());
 }
 
-/// A driver that does not give back the input a proxied call consumed when the migration is
-/// sent again or run here (the call would read past what a local run reads) is caught too.
+/// The driver does not reset its page baseline when the core starts a new session (the
+/// zero-baseline rule broken).
+#[test]
+fn a_broken_baseline_rule_is_caught() {
+    caught(Rules { reset_baseline: false, ..Rules::default() });
+}
+
+/// The driver does not give back the input a proxied call consumed when the migration is sent
+/// again or run here (the call would read past what a local run reads).
 #[test]
 fn a_broken_input_rule_is_caught() {
-    let broken = Rules { give_back_input: false, ..Rules::default() };
-    let report = run(1, 1000, broken, |_| {});
-    assert!(report.divergent > 0, "{:?}", report.tally);
-    let d = &report.divergences[0];
-    assert_eq!(schedule(d.seed, broken).unwrap_err(), *d);
-    assert!(schedule(d.seed, Rules::default()).is_ok());
+    caught(Rules { give_back_input: false, ..Rules::default() });
 }
