@@ -197,7 +197,7 @@ pub struct Choice {
     /// watching the link during the run).
     pub expectations: HashMap<u32, Expectation>,
     /// The link as measured, or why it could not be.
-    pub link: Option<Result<clonecloud_offload::Link, String>>,
+    pub link: Option<Result<clonecloud_offload::Link, clonecloud_offload::ProbeError>>,
     /// The partition solved for it.
     pub partition: Option<Partition>,
     /// The whole run's device time when the profile was made, in seconds.
@@ -212,7 +212,7 @@ pub fn choose(store: &Store, wasm: &[u8], engine: DeviceEngine, objective: Objec
     let profiled_s = stored.profile.device_total_ns as f64 / 1e9;
     let link = match clonecloud_offload::measure_link(target) {
         Ok(link) => link,
-        Err(e) => return Ok(Choice { link: Some(Err(e.to_string())), profiled_s, ..Choice::default() }),
+        Err(e) => return Ok(Choice { link: Some(Err(e)), profiled_s, ..Choice::default() }),
     };
     let network = Network { mbit: link.mbit, rtt_ms: link.rtt_ms, radio: clonecloud_partition::optimize::Radio::Wifi };
     let p = solve_stored(store, module, &stored, network, objective, false)?;
