@@ -47,9 +47,10 @@ pub struct Opts {
     #[arg(long)]
     json: bool,
     /// Instead of processes and sockets: the device's and the clone's protocol cores against
-    /// each other in virtual time, under seeded fault schedules (cuts, duplicated and reordered
-    /// records, stalls, the clone restarting with its state gone, failures half-way through),
-    /// each checked against a run with no clone. Prints schedules per second and any
+    /// each other in virtual time, with migrations, calls proxied to the device and a file
+    /// replicated, under seeded fault schedules (cuts, duplicated and reordered records, stalls,
+    /// the clone restarting with its state gone, failures half-way through), each checked
+    /// against a run with no clone. Prints schedules per second and any
     /// divergence with its seed (replayable with --seed SEED --schedules 1).
     #[arg(long)]
     simulated: bool,
@@ -75,7 +76,7 @@ fn simulated(opts: &Opts) -> anyhow::Result<ExitCode> {
             r.seconds,
             r.schedules_per_second
         );
-        println!("calls {}: {} on the clone, {} run locally; {} resumed, {} retried; {} calls proxied to the device; {} faults injected", t.calls, t.remote, t.fallbacks, t.resumes, t.retries, t.proxied, t.faults);
+        println!("calls {}: {} on the clone, {} run locally; {} resumed, {} retried; {} calls proxied to the device; {} file contents sent; {} faults injected", t.calls, t.remote, t.fallbacks, t.resumes, t.retries, t.proxied, t.files_sent, t.faults);
         println!("divergences: {}", r.divergent);
         for d in &r.divergences {
             println!("  {d}");

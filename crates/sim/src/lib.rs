@@ -8,7 +8,11 @@
 //! depends on the whole memory), and the state travels as page deltas against the baseline the
 //! two sides agree on, as the real runtime's does. Some points call, half-way, an import only the
 //! device has (the next value of the device's input, as a read of stdin is): on the clone that
-//! call is proxied to the device, with the state changed so far going there and back. The link between them delivers encoded
+//! call is proxied to the device, with the state changed so far going there and back. Every call
+//! reads a file of the device's preopened directory, which the device's work between calls
+//! changes now and then: the device lists the directory when it changed since it was last sent
+//! on the session, and the clone asks for the content it lacks (its store of contents outlives
+//! sessions, not a restart). The link between them delivers encoded
 //! frames after a seeded latency, and the schedule injects faults at seeded moments: the
 //! connection cut, a frame duplicated or overtaken by the next (the transport is TLS, which
 //! refuses both: the connection breaks at the receiver, after the frames before it), the link
@@ -27,16 +31,17 @@
 //! It knows nothing of wasm, files, sockets or threads; the drivers here are the simulation's
 //! own (the real ones are `offload::Offloader` and `offload::server`), and they keep the rules
 //! that belong to drivers, such as resetting the page baseline when the core says a new session
-//! started, or giving back the input a proxied call consumed when the migration is sent again
-//! or run here ([`Rules`] can break them, to show the oracle catches it).
+//! started, listing the directory again when it changed, or giving back the input a proxied call
+//! consumed when the migration is sent again or run here ([`Rules`] can break them, to show the
+//! oracle catches it).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use clonecloud_wire::{
-    Cause, CloneConfig, CloneConn, CloneConnEvent, ConnEvent, Ending, DeviceConfig, DeviceConn, Environment, FailKind, Message, PageDelta, Returned, State, Value,
-    content_hash, from_bytes, to_bytes,
+    Cause, CloneConfig, CloneConn, CloneConnEvent, ConnEvent, ContentHash, DeviceConfig, DeviceConn, Ending, Entry, EntryKind, Environment, FailKind, FileStat, Message, PageDelta,
+    Returned, State, Tree, Value, content_hash, from_bytes, to_bytes,
 };
 
 /// Pages of the stand-in memory: each holds one `u64` (in the first 8 of its bytes).
@@ -59,11 +64,14 @@ pub struct Rules {
     /// The device gives back the input its proxied calls consumed when the migration is sent
     /// again on a new session or run here (the call then reads it again).
     pub give_back_input: bool,
+    /// The device lists its directory again when the file changed since it was sent on the
+    /// session.
+    pub list_changes: bool,
 }
 
 impl Default for Rules {
     fn default() -> Self {
-        Rules { reset_baseline: true, drop_replica: true, give_back_input: true }
+        Rules { reset_baseline: true, drop_replica: true, give_back_input: true, list_changes: true }
     }
 }
 
@@ -81,6 +89,8 @@ pub struct Tally {
     pub retries: u64,
     /// Calls the clone proxied to the device and the device answered.
     pub proxied: u64,
+    /// File contents the device sent the clone.
+    pub files_sent: u64,
     /// Faults injected.
     pub faults: u64,
 }
@@ -93,6 +103,7 @@ impl Tally {
         self.resumes += o.resumes;
         self.retries += o.retries;
         self.proxied += o.proxied;
+        self.files_sent += o.files_sent;
         self.faults += o.faults;
     }
 }
@@ -183,21 +194,35 @@ fn device_import(input: &mut u64, mem: &mut [u64]) -> u64 {
     *input
 }
 
-/// A whole call run here: the body, and for a point that proxies, the import half-way and the
-/// body again with its value.
-fn run_local(call: Call, input: &mut u64, mem: &mut [u64]) -> u64 {
-    let r = body(call.point, call.arg, mem);
+/// A whole call run here, reading `file`: the body, and for a point that proxies, the import
+/// half-way and the body again with its value.
+fn run_local(call: Call, file: u64, input: &mut u64, mem: &mut [u64]) -> u64 {
+    let a = call.arg ^ file;
+    let r = body(call.point, a, mem);
     if !proxies(call.point) {
         return r;
     }
     let v = device_import(input, mem);
-    body(call.point, call.arg ^ v, mem)
+    body(call.point, a ^ v, mem)
 }
 
-/// The device's own work between calls.
-fn local_work(call: usize, mem: &mut [u64]) {
+/// The device's own work between calls, in memory and, now and then, in the file.
+fn local_work(call: usize, mem: &mut [u64], file: &mut u64) {
     let i = (call * 5) % mem.len();
     mem[i] ^= call as u64 + 1;
+    if call % 3 == 1 {
+        *file = file.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(call as u64);
+    }
+}
+
+/// The file's bytes and the directory listing them.
+fn file_bytes(file: u64) -> Vec<u8> {
+    file.to_le_bytes().to_vec()
+}
+
+fn listing(file: u64) -> Tree {
+    let entry = |path: &str, kind| Entry { path: path.into(), kind, stat: FileStat::default() };
+    Tree { guest: "/data".into(), entries: vec![entry("", EntryKind::Dir), entry("f", EntryKind::File(content_hash(&file_bytes(file))))] }
 }
 
 /// The pages of `to` that differ from `from`.
@@ -303,6 +328,8 @@ struct Session {
     run: Option<u64>,
     /// A migration waiting for its proxied call's answer: its point, argument and replica.
     pending: Option<(u32, u64, Vec<u64>)>,
+    /// The file's content hash in the session's last listing.
+    file: Option<ContentHash>,
 }
 
 /// One schedule's world.
@@ -330,6 +357,11 @@ struct World {
     /// The device's input (what its import reads), and where it stood at the call's entry.
     input: u64,
     entry_input: u64,
+    /// The device's file, and the content the current session was last sent (and the one
+    /// listed, while its contents go out).
+    file: u64,
+    file_sent: Option<u64>,
+    file_listed: Option<u64>,
     calls: Vec<Call>,
     next: usize,
     results: Vec<u64>,
@@ -340,6 +372,8 @@ struct World {
     owner: HashMap<usize, u64>,
     resumable: HashMap<u64, u64>,
     module_known: bool,
+    /// The clone's store of file contents (gone at a restart).
+    store: HashMap<ContentHash, u64>,
     down_until: Duration,
     migrations: u64,
     next_session: u64,
@@ -352,16 +386,16 @@ struct World {
 pub fn schedule(seed: u64, rules: Rules) -> Result<Tally, Divergence> {
     let mut rng = Rng::new(seed);
     let calls: Vec<Call> = (0..2 + rng.below(6)).map(|_| Call { point: rng.below(4) as u32, arg: rng.next() }).collect();
-    let input = rng.next();
+    let (input, file) = (rng.next(), rng.next());
     // The oracle: the same calls, no clone.
     let mut want_mem = vec![0u64; PAGES];
-    let mut want_input = input;
+    let (mut want_input, mut want_file) = (input, file);
     let want: Vec<u64> = calls
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            local_work(i, &mut want_mem);
-            run_local(*c, &mut want_input, &mut want_mem)
+            local_work(i, &mut want_mem, &mut want_file);
+            run_local(*c, want_file, &mut want_input, &mut want_mem)
         })
         .collect();
     let latency = Duration::from_micros(rng.below(40_000));
@@ -397,6 +431,9 @@ pub fn schedule(seed: u64, rules: Rules) -> Result<Tally, Divergence> {
         proxy_mem: Vec::new(),
         input,
         entry_input: input,
+        file,
+        file_sent: None,
+        file_listed: None,
         calls,
         next: 0,
         results: Vec::new(),
@@ -406,6 +443,7 @@ pub fn schedule(seed: u64, rules: Rules) -> Result<Tally, Divergence> {
         owner: HashMap::new(),
         resumable: HashMap::new(),
         module_known: false,
+        store: HashMap::new(),
         down_until: Duration::ZERO,
         migrations: 0,
         next_session: 0,
@@ -500,7 +538,7 @@ impl World {
         match ev {
             Ev::NextCall => {
                 if self.next < self.calls.len() {
-                    local_work(self.next, &mut self.mem);
+                    local_work(self.next, &mut self.mem, &mut self.file);
                     self.entry_input = self.input;
                     self.device.start_migration(now);
                 } else if let Some(conn) = self.conn.take() {
@@ -555,6 +593,7 @@ impl World {
                 self.sessions.clear();
                 self.resumable.clear();
                 self.module_known = false;
+                self.store.clear();
                 self.down_until = self.now + down;
                 self.owner.clear();
                 for c in 0..self.links.len() {
@@ -637,10 +676,35 @@ impl World {
                 if self.rules.reset_baseline {
                     self.agreed = vec![0; PAGES];
                 }
+                self.file_sent = None;
             }
             ConnEvent::ModuleWanted => self.device.module(MODULE.to_vec()),
-            ConnEvent::ListFiles => self.device.files_unchanged(),
-            ConnEvent::NeedFiles { .. } => self.device.files_sent(),
+            ConnEvent::ListFiles => {
+                let unchanged = match self.file_sent {
+                    Some(f) => f == self.file || !self.rules.list_changes,
+                    None => false,
+                };
+                if unchanged {
+                    self.device.files_unchanged();
+                } else {
+                    self.file_listed = Some(self.file);
+                    self.device.files(vec![listing(self.file)]);
+                }
+            }
+            ConnEvent::NeedFiles { hashes } => {
+                let Some(file) = self.file_listed else {
+                    return self.diverged("the clone asked for contents with no listing out".into());
+                };
+                for h in hashes {
+                    if h != content_hash(&file_bytes(file)) {
+                        return self.diverged("the clone asked for a content the listing did not name".into());
+                    }
+                    self.tally.files_sent += 1;
+                    self.device.file_data(h, file_bytes(file));
+                }
+                self.device.files_sent();
+                self.file_sent = Some(file);
+            }
             ConnEvent::Capture => {
                 let call = self.calls[self.next];
                 self.proxy_mem = self.mem.clone();
@@ -686,7 +750,7 @@ impl World {
                 }
                 let call = self.calls[self.next];
                 self.give_back_input();
-                let r = run_local(call, &mut self.input, &mut self.mem);
+                let r = run_local(call, self.file, &mut self.input, &mut self.mem);
                 self.results.push(r);
                 self.tally.fallbacks += 1;
                 self.finish_call();
@@ -722,7 +786,7 @@ impl World {
                 self.next_session += 1;
                 let sid = self.next_session;
                 let core = CloneConn::new(CloneConfig { max_module: 1 << 20, resume_window: Duration::from_secs(30) });
-                self.sessions.insert(sid, Session { core, conn, replica: None, run: None, pending: None });
+                self.sessions.insert(sid, Session { core, conn, replica: None, run: None, pending: None, file: None });
                 self.owner.insert(conn, sid);
                 sid
             }
@@ -777,8 +841,25 @@ impl World {
                 self.module_known = true;
                 self.sessions.get_mut(&sid).expect("pumped").core.module_loaded();
             }
-            CloneConnEvent::Files { .. } => self.sessions.get_mut(&sid).expect("pumped").core.need_files(|_| false),
-            CloneConnEvent::FileData { .. } => {}
+            CloneConnEvent::Files { trees } => {
+                let file = trees.iter().flat_map(|t| &t.entries).find_map(|e| match e.kind {
+                    EntryKind::File(h) => Some(h),
+                    _ => None,
+                });
+                let s = self.sessions.get_mut(&sid).expect("pumped");
+                s.file = file;
+                let store = &self.store;
+                s.core.need_files(|h| !store.contains_key(h));
+            }
+            CloneConnEvent::FileData { hash, bytes } => {
+                let s = self.sessions.get_mut(&sid).expect("pumped");
+                match <[u8; 8]>::try_from(&bytes[..]) {
+                    Ok(b) if content_hash(&bytes) == hash => {
+                        self.store.insert(hash, u64::from_le_bytes(b));
+                    }
+                    _ => s.core.refuse("a content that does not match its hash".into()),
+                }
+            }
             CloneConnEvent::ImportReturned { results, state } => {
                 let s = self.sessions.get_mut(&sid).expect("pumped");
                 let Some((point, a, mut replica)) = s.pending.take() else {
@@ -806,6 +887,13 @@ impl World {
                     s.core.failed(FailKind::Unavailable, "no argument".into());
                     return;
                 };
+                // The function reads the file as the session's listing names it.
+                let Some(&file) = s.file.and_then(|h| self.store.get(&h)) else {
+                    self.clone_errors.push("a migration on a session whose file the clone does not hold".into());
+                    s.core.failed(FailKind::Unavailable, "the file is not here".into());
+                    return;
+                };
+                let a = a as u64 ^ file;
                 let before = replica.clone();
                 if fail {
                     // Half-way through: a page changed, then the trap.
@@ -814,11 +902,11 @@ impl World {
                     s.core.failed(FailKind::Trap, "a trap, half-way through".into());
                     return;
                 }
-                let r = body(point, a as u64, &mut replica);
+                let r = body(point, a, &mut replica);
                 let state = delta(&before, &replica);
                 if proxies(point) {
                     // Half-way: the device's import, with what changed so far.
-                    s.pending = Some((point, a as u64, replica));
+                    s.pending = Some((point, a, replica));
                     if let Err(e) = s.core.import_call(0, vec![], state) {
                         self.clone_errors.push(format!("the clone's core refused a proxied call: {e}"));
                     }
