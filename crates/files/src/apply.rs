@@ -101,10 +101,11 @@ enum Undo {
 }
 
 /// Whether a link at `path` (relative to its preopen) to `target` leads, read as text from the
-/// link's directory, to a place inside the preopen. This is a check on the target's text only:
-/// a link renamed later in the journal, or a target that passes through other links, can still
-/// point out, as a program run locally could make it do (WASI refuses to follow such a link for
-/// the program; other programs on the device would).
+/// link's directory, to a place inside the preopen. This is a check on the target's text only: a
+/// target that passes through other links can still point out, as a program run locally could
+/// make it do (WASI refuses to follow such a link for the program; other programs on the device
+/// would). A link the journal moves (renamed, hard-linked, or beneath a directory renamed) is
+/// checked again where it lands ([`links_land_inside`]).
 pub(crate) fn stays_inside(path: &str, target: &str) -> bool {
     if target.starts_with('/') || target.contains('\0') {
         return false;
@@ -123,6 +124,46 @@ pub(crate) fn stays_inside(path: &str, target: &str) -> bool {
         }
     }
     true
+}
+
+/// Refuses a move of the entry at `at` (of status `st`) to `to` when it would leave a symbolic
+/// link pointing out of the preopen: the entry itself if it is a link, or any link beneath it if
+/// it is a directory (a relative target means something else at another depth). So a journal
+/// cannot plant a link that points out by making it where it may and moving it.
+fn links_land_inside(at: &At, st: &libc::stat, to: &str) -> Result<(), ApplyError> {
+    let bad = |path: &str, target: &str| ApplyError::BadPath(format!("{path} -> {target} (moved)"));
+    if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        let mut buf = vec![0u8; libc::PATH_MAX as usize];
+        // SAFETY: valid directory, NUL-terminated name, and a buffer of the length given.
+        let n = unsafe { libc::readlinkat(at.dir.as_raw_fd(), at.name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n = usize::try_from(n).map_err(|_| ApplyError::BadPath(format!("{to}: the link cannot be read")))?;
+        let target = String::from_utf8_lossy(&buf[..n]).into_owned();
+        return if stays_inside(to, &target) { Ok(()) } else { Err(bad(to, &target)) };
+    }
+    if !is_dir(st) {
+        return Ok(());
+    }
+    // Beneath a directory: every link, at its new path (no link followed on the way down).
+    let top = PathBuf::from(format!("/proc/self/fd/{}/{}", at.dir.as_raw_fd(), at.name.to_string_lossy()));
+    let mut stack = vec![(top, to.to_string())];
+    while let Some((dir, rel)) = stack.pop() {
+        let unreadable = |e: io::Error| ApplyError::BadPath(format!("{rel}: cannot look beneath it ({e})"));
+        for e in std::fs::read_dir(&dir).map_err(unreadable)? {
+            let e = e.map_err(unreadable)?;
+            let kind = e.file_type().map_err(unreadable)?;
+            let path = format!("{rel}/{}", e.file_name().to_string_lossy());
+            if kind.is_symlink() {
+                let target = std::fs::read_link(e.path()).map_err(unreadable)?;
+                let target = target.to_string_lossy();
+                if !stays_inside(&path, &target) {
+                    return Err(bad(&path, &target));
+                }
+            } else if kind.is_dir() {
+                stack.push((e.path(), path));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_path(roots: &[Root], root: u32, path: &str) -> Result<(), ApplyError> {
@@ -543,6 +584,7 @@ impl Applied<'_> {
                 let a = At::open(roots, *root, from).map_err(io("reach", *root, from))?;
                 let b = At::open(roots, *to_root, to).map_err(io("reach", *to_root, to))?;
                 let sa = a.stat().map_err(io("look at", *root, from))?.ok_or_else(|| io("rename", *root, from)(io::Error::from(io::ErrorKind::NotFound)))?;
+                links_land_inside(&a, &sa, to)?;
                 if let Some(sb) = b.stat().map_err(io("look at", *to_root, to))? {
                     if (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino) {
                         // Two names of one file: rename(2) does nothing.
@@ -570,6 +612,9 @@ impl Applied<'_> {
             FileOp::Link { root, from, to_root, to } => {
                 let a = At::open(roots, *root, from).map_err(io("reach", *root, from))?;
                 let b = At::open(roots, *to_root, to).map_err(io("reach", *to_root, to))?;
+                if let Some(sa) = a.stat().map_err(io("look at", *root, from))? {
+                    links_land_inside(&a, &sa, to)?;
+                }
                 // Flags 0: a last link is linked itself, not followed.
                 // SAFETY: valid directories and NUL-terminated names.
                 cvt(unsafe { libc::linkat(a.dir.as_raw_fd(), a.name.as_ptr(), b.dir.as_raw_fd(), b.name.as_ptr(), 0) }).map_err(io("link", *root, from))?;

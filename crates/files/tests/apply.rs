@@ -106,6 +106,46 @@ fn a_journal_through_a_symbolic_link_changes_nothing_outside_the_preopen() {
     }
 }
 
+/// A link may be made only where its target stays inside the preopen; moving it (or a directory
+/// above it) to where the same target leads out is refused too, so a journal cannot plant a link
+/// that points out of the preopen by making it deep and moving it up. A move that keeps it
+/// inside goes through.
+#[test]
+fn a_link_moved_to_where_it_points_out_is_refused() {
+    let p = |s: &str| s.to_string();
+    let plant = |then: Vec<FileOp>| {
+        let mut j = vec![
+            FileOp::Mkdir { root: 0, path: p("d") },
+            FileOp::Mkdir { root: 0, path: p("d/e") },
+            FileOp::Symlink { root: 0, target: p("../x"), path: p("d/l") },
+            FileOp::Symlink { root: 0, target: p("../../sub/a"), path: p("d/e/deep") },
+        ];
+        j.extend(then);
+        j
+    };
+    let attacks = [
+        vec![FileOp::Rename { root: 0, from: p("d/l"), to_root: 0, to: p("l") }],
+        vec![FileOp::Link { root: 0, from: p("d/l"), to_root: 0, to: p("l") }],
+        vec![FileOp::Rename { root: 0, from: p("d/e"), to_root: 0, to: p("e") }],
+        vec![FileOp::Rename { root: 0, from: p("d"), to_root: 0, to: p("top") }, FileOp::Rename { root: 0, from: p("top/e"), to_root: 0, to: p("e") }],
+    ];
+    for then in attacks {
+        let (_t, roots) = sandbox();
+        let before = snapshot(&roots[0].host);
+        let journal = plant(then.clone());
+        assert!(matches!(apply(&roots, &journal, &mut no_op), Err(ApplyError::BadPath(_))), "{then:?} was carried out");
+        assert_eq!(snapshot(&roots[0].host), before, "{then:?} left the preopen changed");
+    }
+    // Moved to the same depth, or deeper where the target still lands inside: carried out.
+    let (_t, roots) = sandbox();
+    let journal = plant(vec![
+        FileOp::Rename { root: 0, from: p("d/l"), to_root: 0, to: p("sub/l") },
+        FileOp::Rename { root: 0, from: p("d/e"), to_root: 0, to: p("sub/e") },
+    ]);
+    apply(&roots, &journal, &mut no_op).unwrap().commit();
+    assert_eq!(std::fs::read(roots[0].host.join("sub/e/deep")).unwrap(), b"inside");
+}
+
 /// The sample tree every journal below starts from.
 fn tree() -> (tempfile::TempDir, Vec<Root>) {
     let t = tempfile::tempdir().unwrap();
