@@ -135,3 +135,45 @@ pub fn run_with_timeout(cmd: &mut std::process::Command, timeout: std::time::Dur
     };
     Ok((stdout, stderr, exit))
 }
+
+/// The tree under `dir`, by relative path, without following symbolic links: directories with
+/// their mode, links with their target, files with mode, link count, contents, and their mtime
+/// when it is one set explicitly (before 2020; later ones are "recent").
+pub fn snapshot(dir: &std::path::Path) -> BTreeMap<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(base: &std::path::Path, dir: &std::path::Path, out: &mut BTreeMap<String, String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let rel = path.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let mode = meta.mode() & 0o7777;
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.insert(rel, format!("symlink -> {}", target.display()));
+            } else if meta.is_dir() {
+                out.insert(format!("{rel}/"), format!("directory mode {mode:o}"));
+                walk(base, &path, out);
+            } else {
+                let mtime = if meta.mtime() < 1_577_836_800 {
+                    format!("{}.{:09}", meta.mtime(), meta.mtime_nsec())
+                } else {
+                    "recent".into()
+                };
+                let contents = std::fs::read(&path).unwrap();
+                out.insert(
+                    rel,
+                    format!(
+                        "file mode {mode:o} nlink {} mtime {mtime} contents {:?}",
+                        meta.nlink(),
+                        String::from_utf8_lossy(&contents)
+                    ),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}

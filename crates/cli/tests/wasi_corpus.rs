@@ -25,7 +25,7 @@ mod observed;
 use observed::{Observed, differences};
 
 use clonecloud_stats::{Stats, StatsError};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -169,7 +169,7 @@ fn oracle(program: &Program, data: &Path) -> Observed {
         stdout: String::from_utf8_lossy(&plain.stdout).into_owned(),
         stderr: plain.stderr,
         exit: plain.exit,
-        files: snapshot(data),
+        files: observed::snapshot(data),
     }
 }
 
@@ -199,57 +199,8 @@ fn clonecloud(
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
         exit,
-        files: snapshot(data),
+        files: observed::snapshot(data),
     })
-}
-
-/// The tree under `dir`, by relative path, without following symbolic links: directories with
-/// their mode, links with their target, files with mode, link count, contents, and their mtime
-/// when it is one set explicitly (before 2020; later ones are "recent").
-fn snapshot(dir: &Path) -> BTreeMap<String, String> {
-    use std::os::unix::fs::MetadataExt;
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap())
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let path = entry.path();
-            let rel = path
-                .strip_prefix(base)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let mode = meta.mode() & 0o7777;
-            if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&path).unwrap();
-                out.insert(rel, format!("symlink -> {}", target.display()));
-            } else if meta.is_dir() {
-                out.insert(format!("{rel}/"), format!("directory mode {mode:o}"));
-                walk(base, &path, out);
-            } else {
-                let mtime = if meta.mtime() < 1_577_836_800 {
-                    format!("{}.{:09}", meta.mtime(), meta.mtime_nsec())
-                } else {
-                    "recent".into()
-                };
-                let contents = std::fs::read(&path).unwrap();
-                out.insert(
-                    rel,
-                    format!(
-                        "file mode {mode:o} nlink {} mtime {mtime} contents {:?}",
-                        meta.nlink(),
-                        String::from_utf8_lossy(&contents)
-                    ),
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
 }
 
 /// What `--stats` says about one offloaded run.
