@@ -2,11 +2,14 @@
 //!
 //! - [`message`]: what the two sides say (hello, module upload, migrate, return, proxied import
 //!   calls and their answers, failure, error, goodbye), with the state that travels: arguments,
-//!   results, mutable globals and memory page deltas.
+//!   results, mutable globals and memory page deltas; the file replicator's model (trees, the
+//!   journal, descriptors, content hashes) is `clonecloud-files`', carried here.
 //! - [`codec`]: one versioned, length-prefixed frame per message, with a maximum frame size; the
 //!   decoder never panics and never allocates more than the bytes it holds.
 //! - [`session`]: the device's and the clone's session state machines, which say which message
-//!   may come when.
+//!   may come when: migrations numbered by the device, each message of one naming it, several in
+//!   flight at once up to the concurrency the clone's welcome gives (one per device thread), a
+//!   resume naming every one it awaits.
 //! - [`device`]: the device's side of the protocol as one state machine that owns its rules
 //!   (dialling, opening, file sync, migration, proxied calls, resume and retry with a break
 //!   budget and back-off, the zero-baseline rule), driven with time passed in.
