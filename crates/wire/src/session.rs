@@ -91,8 +91,8 @@ impl Flights {
 
     /// A new migration numbered `id` (the next number, with room for it).
     fn start(&mut self, id: MigrationId) -> Result<(), ProtocolError> {
-        if id != self.last + 1 {
-            return Err(ProtocolError::Numbering { got: id, expected: self.last + 1 });
+        if id != self.last.saturating_add(1) {
+            return Err(ProtocolError::Numbering { got: id, expected: self.last.saturating_add(1) });
         }
         if !self.has_room() {
             return Err(ProtocolError::TooMany(self.by_id.len()));
@@ -261,7 +261,7 @@ impl DeviceSession {
     /// A new migration (numbered here: the number is in the message).
     pub fn migrate(&mut self, point: u32, args: Vec<Value>, state: State, clocks: Clocks, descriptors: Descriptors) -> Result<Message, ProtocolError> {
         self.expect(self.state == Device::Ready, "migrate")?;
-        let id = self.flights.last + 1;
+        let id = self.flights.last.saturating_add(1);
         self.flights.start(id)?;
         Ok(Message::Migrate { id, point, args, state, clocks, descriptors })
     }
