@@ -144,7 +144,7 @@ fn links_land_inside(at: &At, st: &libc::stat, to: &str) -> Result<(), ApplyErro
         return Ok(());
     }
     // Beneath a directory: every link, at its new path (no link followed on the way down).
-    let top = PathBuf::from(format!("/proc/self/fd/{}/{}", at.dir.as_raw_fd(), at.name.to_string_lossy()));
+    let top = at.through_proc();
     let mut stack = vec![(top, to.to_string())];
     while let Some((dir, rel)) = stack.pop() {
         let unreadable = |e: io::Error| ApplyError::BadPath(format!("{rel}: cannot look beneath it ({e})"));
@@ -241,6 +241,12 @@ impl At {
             dir = unsafe { OwnedFd::from_raw_fd(fd) };
         }
         Ok(At { dir, name: c(last)? })
+    }
+
+    /// The entry as a path through its open directory, for what std reads by path (only of an
+    /// entry found not to be a link).
+    fn through_proc(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}/{}", self.dir.as_raw_fd(), self.name.to_string_lossy()))
     }
 
     /// The entry's own status (a last link not followed); `None` if there is no entry.
@@ -596,7 +602,7 @@ impl Applied<'_> {
                         if !is_dir(&sa) {
                             return Err(io("rename", *root, from)(io::Error::from_raw_os_error(libc::EISDIR)));
                         }
-                        let mut rd = std::fs::read_dir(format!("/proc/self/fd/{}/{}", b.dir.as_raw_fd(), b.name.to_string_lossy())).map_err(io("look at", *to_root, to))?;
+                        let mut rd = std::fs::read_dir(b.through_proc()).map_err(io("look at", *to_root, to))?;
                         if rd.next().is_some() {
                             return Err(io("rename", *root, from)(io::Error::from_raw_os_error(libc::ENOTEMPTY)));
                         }

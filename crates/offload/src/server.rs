@@ -997,15 +997,11 @@ impl ImportProxy for DeviceLink {
         let reply = match w.conn.recv() {
             Ok(m) => m,
             Err(e) => {
-                // A frame that came whole but is not a message this clone takes is told to the
-                // device (its session is over), as outside a call; any other failure is the
+                // As outside a call: a frame that came whole but is not a message this clone
+                // takes is told to the device (its session is over); any other failure is the
                 // link's.
-                if let NetError::Decode(d) = &e {
-                    w.core.handle_undecodable(d.to_string());
-                    while let Some(m) = w.core.poll_transmit() {
-                        let _ = w.conn.send(&m);
-                    }
-                }
+                w.broken(&e);
+                w.flush();
                 return Err(e.into());
             }
         };
@@ -1021,9 +1017,7 @@ impl ImportProxy for DeviceLink {
             }
             other => {
                 // The device broke the protocol: it is told why.
-                while let Some(m) = w.core.poll_transmit() {
-                    let _ = w.conn.send(&m);
-                }
+                w.flush();
                 Err(format!("expected an import return, got {other:?}").into())
             }
         }
