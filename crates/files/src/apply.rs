@@ -14,8 +14,11 @@
 //!   memory merge) fails, and [`Applied::commit`] removes what was kept.
 //!
 //! What it does not know: descriptor changes go through the device's WASI (`descriptors`),
-//! which says how to undo each one it can; a close or a renumber cannot be undone, and is
-//! reported in [`ApplyError::Partial`] if something after it fails.
+//! which says how to undo each one it can; a close or a renumber cannot be undone, so each is
+//! held back to [`Applied::commit`] (or to the next open, whose number it decides), and the
+//! caller checks the journal against the device's table first
+//! ([`crate::Descriptors::check_journal`]). One carried out before a later change fails (an
+//! open after it failed) stays carried out; the rest is undone.
 
 use crate::scan::Root;
 use crate::model::{FdOp, FileOp};
@@ -65,6 +68,11 @@ pub struct Applied<'r> {
     saved_from: HashMap<(u64, u64), u64>,
     /// Bytes of undo data held in memory; past [`UNDO_IN_MEMORY`] tails go to the stash.
     in_memory: u64,
+    /// Closes and renumberings not carried out yet. Nothing undoes them on the device (the
+    /// description a close drops is gone), and they commute with every change to the files, so
+    /// each waits for the commit, or for the next descriptor change it could affect: an open
+    /// (whose number depends on which are free), or a change to a descriptor one of them names.
+    held: Vec<FdOp>,
 }
 
 /// A hidden directory at the top of a preopen, made for one merge.
@@ -346,7 +354,10 @@ const UNDO_IN_MEMORY: u64 = 256 << 20;
 /// Carries out `ops` in order on the directories of `roots` (the preopens, by position), the
 /// descriptor changes through `descriptors` (the device's WASI, which answers with the change
 /// that undoes each, when there is one). Checks every path before the first change; if a change
-/// fails, undoes the ones before it and returns the error.
+/// fails, undoes the ones before it and returns the error. Closes and renumberings, which
+/// cannot be undone, are held back as long as the order allows: to the commit, or to the next
+/// descriptor change that depends on them; a journal that fails before then leaves them
+/// undone, so the device's descriptors are as they were.
 pub fn apply<'r>(
     roots: &'r [Root],
     ops: &[FileOp],
@@ -362,7 +373,7 @@ pub fn apply<'r>(
             return Err(ApplyError::BadPath(format!("{path} -> {target}")));
         }
     }
-    let mut applied = Applied { roots, undo: Vec::new(), stashes: Vec::new(), saved_from: HashMap::new(), in_memory: 0 };
+    let mut applied = Applied { roots, undo: Vec::new(), stashes: Vec::new(), saved_from: HashMap::new(), in_memory: 0, held: Vec::new() };
     for op in ops {
         if let Err(e) = applied.one(op, descriptors) {
             let failed = applied.rollback(descriptors) + applied.remove_stashes();
@@ -373,8 +384,19 @@ pub fn apply<'r>(
 }
 
 impl Applied<'_> {
-    /// The journal stays: what was kept to undo it is removed.
-    pub fn commit(mut self) {
+    /// The journal stays: the closes and renumberings held back are carried out (through
+    /// `descriptors`), and what was kept to undo the rest is removed. A held change that fails
+    /// (the journal was checked against the device's table first, see
+    /// [`crate::Descriptors::check_journal`], so only the device's system can make one fail) is
+    /// returned after the rest is done.
+    pub fn commit(mut self, descriptors: &mut dyn FnMut(&FdOp) -> Result<Option<FdOp>, DescriptorError>) -> Result<(), ApplyError> {
+        let mut first = None;
+        for op in std::mem::take(&mut self.held) {
+            if let Err(why) = descriptors(&op) {
+                warn!(?op, "a descriptor change held to the commit failed: {why}");
+                first.get_or_insert(ApplyError::Descriptor { op, why });
+            }
+        }
         for u in std::mem::take(&mut self.undo) {
             let (path, kept, dir) = match u {
                 Undo::Restore { path, kept, dir, .. } => (path, kept, dir),
@@ -389,6 +411,7 @@ impl Applied<'_> {
             }
         }
         self.remove_stashes();
+        first.map_or(Ok(()), Err)
     }
 
     /// Removes the stashes (empty by now); returns how many could not be.
@@ -642,23 +665,43 @@ impl Applied<'_> {
                 self.undo.push(Undo::Times { root: *root, path: path.clone(), atim, mtim });
             }
             FileOp::Fd(op) => {
-                let inverse = descriptors(op).map_err(|why| ApplyError::Descriptor { op: op.clone(), why })?;
-                match inverse {
-                    Some(inv) => self.undo.push(Undo::Fd(inv)),
-                    None => {
-                        // Nothing undoes it (a close, a renumber): what came before on the
-                        // descriptors it touched cannot be undone either (their open, seeks and
-                        // flags went with them), the rest stays undoable.
-                        let gone: &[u32] = match op {
-                            FdOp::Close { fd } => &[*fd],
-                            FdOp::Renumber { from, to } => &[*from, *to],
-                            _ => &[],
-                        };
-                        self.undo.retain(|u| !matches!(u, Undo::Fd(inv) if fd_of(inv).is_some_and(|fd| gone.contains(&fd))));
+                let depends = match op {
+                    FdOp::Close { .. } | FdOp::Renumber { .. } => {
+                        self.held.push(op.clone());
+                        return Ok(());
+                    }
+                    FdOp::Open { .. } => !self.held.is_empty(),
+                    FdOp::Seek { fd, .. } | FdOp::SetFlags { fd, .. } => self.held.iter().any(|h| names(h).contains(fd)),
+                };
+                if depends {
+                    for held in std::mem::take(&mut self.held) {
+                        self.replay(&held, descriptors)?;
                     }
                 }
+                self.replay(op, descriptors)?;
             }
         }
         Ok(())
+    }
+
+    /// Replays one descriptor change through the device and records what undoes it.
+    fn replay(&mut self, op: &FdOp, descriptors: &mut dyn FnMut(&FdOp) -> Result<Option<FdOp>, DescriptorError>) -> Result<(), ApplyError> {
+        match descriptors(op).map_err(|why| ApplyError::Descriptor { op: op.clone(), why })? {
+            Some(inverse) => self.undo.push(Undo::Fd(inverse)),
+            // Nothing undoes it (a close, a renumbering): what came before on the descriptors
+            // it touched cannot be undone either (their open, seeks and flags went with them),
+            // the rest stays undoable.
+            None => self.undo.retain(|u| !matches!(u, Undo::Fd(inv) if fd_of(inv).is_some_and(|fd| names(op).contains(&fd)))),
+        }
+        Ok(())
+    }
+}
+
+/// The descriptors a close or a renumbering names.
+fn names(op: &FdOp) -> Vec<u32> {
+    match op {
+        FdOp::Close { fd } => vec![*fd],
+        FdOp::Renumber { from, to } => vec![*from, *to],
+        _ => vec![],
     }
 }

@@ -26,7 +26,7 @@ mod scan;
 mod store;
 
 pub use apply::{Applied, ApplyError, DescriptorError, apply};
-pub use model::{ContentHash, Descriptors, Entry, EntryKind, FdOp, FileOp, FileStat, OpenFile, Tree, content_hash};
+pub use model::{ContentHash, Descriptors, Entry, EntryKind, FdOp, FileOp, FileStat, Misfit, OpenFile, Tree, content_hash};
 pub use fs::{Dirent, Fd, Fdstat, Filestat, Fs, FsError, Opened, PollTarget, errno, filetype};
 pub use pool::Pool;
 pub use scan::{Root, ScanError, Scanner};

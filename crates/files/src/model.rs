@@ -131,3 +131,68 @@ pub enum FdOp {
     Seek { fd: u32, offset: u64 },
     SetFlags { fd: u32, fdflags: u16 },
 }
+
+/// A descriptor change of a journal that the device's descriptor table cannot take as it is:
+/// a number not open, or an open that would get another number there.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the descriptor change {op:?} does not fit the device's descriptors: {why}")]
+pub struct Misfit {
+    pub op: FdOp,
+    pub why: String,
+}
+
+impl Descriptors {
+    /// Checks the descriptor changes of `ops`, in order, against this table as wasmtime-wasi
+    /// keeps it (the numbers in use, and a set of freed ones: an open takes the highest freed
+    /// number, or one above the highest in use; a close frees its number; a renumbering frees
+    /// its source and keeps its target), so that a journal whose changes the device could not
+    /// carry out is refused before anything changes. A close or a renumbering cannot be undone
+    /// on the device; with this check, what can still make one fail is the device's own system,
+    /// not the journal. Without a complete table nothing is checked (the replay checks each);
+    /// where the freed numbers are not all known, an open need only take a number not in use.
+    pub fn check_journal(&self, ops: &[FileOp]) -> Result<(), Misfit> {
+        if !self.complete {
+            return Ok(());
+        }
+        let mut used: std::collections::BTreeSet<u32> = self.open.iter().copied().collect();
+        let mut free: std::collections::BTreeSet<u32> = self.free.iter().copied().filter(|fd| !used.contains(fd)).collect();
+        for op in ops {
+            let FileOp::Fd(op) = op else { continue };
+            let misfit = |why: String| Misfit { op: op.clone(), why };
+            let is_open = |used: &std::collections::BTreeSet<u32>, fd: u32| if used.contains(&fd) { Ok(()) } else { Err(misfit(format!("descriptor {fd} is not open"))) };
+            match *op {
+                FdOp::Open { fd, .. } => {
+                    if used.contains(&fd) {
+                        return Err(misfit(format!("descriptor {fd} is open already")));
+                    }
+                    if self.free_exact {
+                        let next = match free.last() {
+                            Some(&f) => f,
+                            None => used.last().map_or(Some(0), |top| top.checked_add(1)).ok_or_else(|| misfit("no descriptor number is left".into()))?,
+                        };
+                        if fd != next {
+                            return Err(misfit(format!("the device would hand out {next}")));
+                        }
+                    }
+                    free.remove(&fd);
+                    used.insert(fd);
+                }
+                FdOp::Close { fd } => {
+                    is_open(&used, fd)?;
+                    used.remove(&fd);
+                    free.insert(fd);
+                }
+                FdOp::Renumber { from, to } => {
+                    is_open(&used, from)?;
+                    is_open(&used, to)?;
+                    if from != to {
+                        used.remove(&from);
+                        free.insert(from);
+                    }
+                }
+                FdOp::Seek { fd, .. } | FdOp::SetFlags { fd, .. } => is_open(&used, fd)?,
+            }
+        }
+        Ok(())
+    }
+}

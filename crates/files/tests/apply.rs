@@ -142,7 +142,7 @@ fn a_link_moved_to_where_it_points_out_is_refused() {
         FileOp::Rename { root: 0, from: p("d/l"), to_root: 0, to: p("sub/l") },
         FileOp::Rename { root: 0, from: p("d/e"), to_root: 0, to: p("sub/e") },
     ]);
-    apply(&roots, &journal, &mut no_op).unwrap().commit();
+    apply(&roots, &journal, &mut no_op).unwrap().commit(&mut no_op).unwrap();
     assert_eq!(std::fs::read(roots[0].host.join("sub/e/deep")).unwrap(), b"inside");
 }
 
@@ -224,7 +224,7 @@ fn a_committed_journal_equals_the_same_changes_made_by_hand_and_leaves_nothing_b
     let (_t, roots) = tree();
     let (_u, oracle) = tree();
     by_hand(&oracle);
-    apply(&roots, &journal(), &mut no_op).expect("the journal applies").commit();
+    apply(&roots, &journal(), &mut no_op).expect("the journal applies").commit(&mut no_op).unwrap();
     // Before anything reads it (a read moves the access time).
     let meta = std::fs::metadata(roots[0].host.join("log")).unwrap();
     assert_eq!((meta.atime(), meta.mtime()), (1, 2), "the times the journal set");
@@ -314,10 +314,10 @@ fn descriptor_changes_of_a_failed_journal_are_undone_through_the_device() {
     );
 }
 
-/// A descriptor the journal opens and then closes is gone: undoing the journal does not try to
-/// close it again (or seek it), and the failure is the journal's own, not a failed undo.
+/// A close waits for the commit: a journal that opens and seeks a descriptor, closes it, and
+/// then fails, has closed nothing, so all of it is undone (the seek put back, the open closed).
 #[test]
-fn a_descriptor_opened_and_closed_by_a_failed_journal_is_left_alone() {
+fn a_close_is_held_to_the_commit_so_a_failed_journal_undoes_everything() {
     let (_t, roots) = tree();
     let mut seen = Vec::new();
     let mut descriptors = |op: &FdOp| {
@@ -332,13 +332,63 @@ fn a_descriptor_opened_and_closed_by_a_failed_journal_is_left_alone() {
     let j = vec![
         FileOp::Fd(open(5)),
         FileOp::Fd(FdOp::Seek { fd: 5, offset: 9 }),
-        FileOp::Fd(open(6)),
         FileOp::Fd(FdOp::Close { fd: 5 }),
+        FileOp::Fd(FdOp::Renumber { from: 4, to: 1 }),
         FileOp::Unlink { root: 0, path: "not-there".into() },
     ];
     let e = apply(&roots, &j, &mut descriptors).unwrap_err();
-    assert!(matches!(e, ApplyError::Io { .. }), "{e}");
-    assert_eq!(seen[4..], [FdOp::Close { fd: 6 }], "only descriptor 6 is closed again");
+    assert!(matches!(e, ApplyError::Io { .. }), "the journal's own failure, not a failed undo: {e}");
+    assert_eq!(
+        seen,
+        [open(5), FdOp::Seek { fd: 5, offset: 9 }, FdOp::Seek { fd: 5, offset: 0 }, FdOp::Close { fd: 5 }],
+        "neither the close nor the renumbering was carried out; the open and seek are undone"
+    );
+}
+
+/// Closes and renumberings are carried out at the commit, in order, after every change to the
+/// files; an open after a close (whose number the close decides) carries it out first, and
+/// then it cannot be undone: undoing the journal leaves that descriptor alone.
+#[test]
+fn closes_wait_for_the_commit_or_for_an_open_that_depends_on_them() {
+    let (_t, roots) = tree();
+    let seen = std::cell::RefCell::new(Vec::new());
+    let mut descriptors = |op: &FdOp| {
+        seen.borrow_mut().push(op.clone());
+        Ok(match op {
+            FdOp::Open { fd, .. } => Some(FdOp::Close { fd: *fd }),
+            FdOp::Seek { fd, .. } => Some(FdOp::Seek { fd: *fd, offset: 0 }),
+            _ => None,
+        })
+    };
+    let open = |fd| FdOp::Open { dirfd: 3, path: "log".into(), directory: false, rights: 0, fdflags: 0, fd };
+    let j = vec![
+        FileOp::Fd(FdOp::Close { fd: 6 }),
+        FileOp::Write { root: 0, path: "log".into(), offset: 0, data: b"x".to_vec() },
+        FileOp::Fd(FdOp::Seek { fd: 7, offset: 2 }),
+        FileOp::Fd(FdOp::Renumber { from: 8, to: 7 }),
+        FileOp::Fd(FdOp::Seek { fd: 9, offset: 1 }),
+    ];
+    let applied = apply(&roots, &j, &mut descriptors).unwrap();
+    assert_eq!(*seen.borrow(), [FdOp::Seek { fd: 7, offset: 2 }, FdOp::Seek { fd: 9, offset: 1 }], "nothing irreversible before the commit");
+    seen.borrow_mut().clear();
+    applied.commit(&mut descriptors).unwrap();
+    assert_eq!(*seen.borrow(), [FdOp::Close { fd: 6 }, FdOp::Renumber { from: 8, to: 7 }], "at the commit, in the journal's order");
+
+    // A seek of a renumbering's target, and an open, each need what is held first.
+    seen.borrow_mut().clear();
+    let j = vec![
+        FileOp::Fd(FdOp::Renumber { from: 8, to: 7 }),
+        FileOp::Fd(FdOp::Seek { fd: 7, offset: 2 }),
+        FileOp::Fd(FdOp::Close { fd: 6 }),
+        FileOp::Fd(open(6)),
+        FileOp::Unlink { root: 0, path: "not-there".into() },
+    ];
+    assert!(apply(&roots, &j, &mut descriptors).is_err());
+    assert_eq!(
+        *seen.borrow(),
+        [FdOp::Renumber { from: 8, to: 7 }, FdOp::Seek { fd: 7, offset: 2 }, FdOp::Close { fd: 6 }, open(6), FdOp::Close { fd: 6 }, FdOp::Seek { fd: 7, offset: 0 }],
+        "carried out in order where one depends on another; then undone in reverse: the open closed, the seek put back"
+    );
 }
 
 /// A journal that empties a directory and then removes it (as `remove_dir_all` does) applies
@@ -374,7 +424,7 @@ fn a_directory_emptied_then_removed_applies_and_undoes() {
     assert!(apply(&roots, &failing, &mut no_op).is_err());
     assert_eq!(snapshot(&pre), before);
     // Committed: as std::fs does it.
-    apply(&roots, &j, &mut no_op).unwrap().commit();
+    apply(&roots, &j, &mut no_op).unwrap().commit(&mut no_op).unwrap();
     std::fs::remove_dir_all(oracle.join("x")).unwrap();
     let strip = |s: Snap| s.into_iter().map(|(k, (kind, data, mode, _, _))| (k, (kind, data, mode))).collect::<BTreeMap<_, _>>();
     assert_eq!(strip(snapshot(&pre)), strip(snapshot(&oracle)));
@@ -406,4 +456,48 @@ fn growing_and_cutting_a_file_keeps_only_its_original_bytes_to_undo() {
     assert!(kept <= 4096, "{kept} bytes kept aside");
     applied.undo(&mut no_op);
     assert_eq!(snapshot(&roots[0].host), before);
+}
+
+/// The device's descriptor table as wasmtime-wasi keeps it decides which journals are refused
+/// before anything changes: a close, renumbering, seek or change of flags of a number not open,
+/// or an open that would get another number there (the highest freed one, else one above the
+/// highest in use).
+#[test]
+fn a_journal_whose_descriptors_do_not_fit_the_device_s_table_is_refused_before_any_change() {
+    use clonecloud_files::Descriptors;
+    let table = Descriptors { open: vec![0, 1, 2, 3, 4, 6], free: vec![5], complete: true, free_exact: true, files: vec![] };
+    let open = |fd| FileOp::Fd(FdOp::Open { dirfd: 3, path: "log".into(), directory: false, rights: 0, fdflags: 0, fd });
+    let fits = [
+        vec![open(5), open(7)],
+        vec![FileOp::Fd(FdOp::Close { fd: 4 }), open(5), open(4)],
+        vec![FileOp::Fd(FdOp::Close { fd: 6 }), open(6), FileOp::Fd(FdOp::Seek { fd: 6, offset: 1 })],
+        // A renumbering frees its source and keeps its target.
+        vec![FileOp::Fd(FdOp::Renumber { from: 6, to: 4 }), open(6), open(5), open(7)],
+        vec![FileOp::Fd(FdOp::Renumber { from: 4, to: 4 }), FileOp::Fd(FdOp::SetFlags { fd: 4, fdflags: 1 })],
+    ];
+    for j in &fits {
+        assert_eq!(table.check_journal(j), Ok(()), "{j:?}");
+    }
+    let misfits = [
+        vec![FileOp::Fd(FdOp::Close { fd: 5 })],
+        vec![FileOp::Fd(FdOp::Close { fd: 4 }), FileOp::Fd(FdOp::Close { fd: 4 })],
+        vec![FileOp::Fd(FdOp::Renumber { from: 4, to: 5 })],
+        vec![FileOp::Fd(FdOp::Renumber { from: 9, to: 4 })],
+        vec![FileOp::Fd(FdOp::Seek { fd: 7, offset: 0 })],
+        vec![FileOp::Fd(FdOp::SetFlags { fd: 5, fdflags: 0 })],
+        vec![open(7)],
+        vec![open(4)],
+        vec![FileOp::Fd(FdOp::Close { fd: 4 }), open(4)],
+        vec![FileOp::Fd(FdOp::Close { fd: 6 }), FileOp::Fd(FdOp::Seek { fd: 6, offset: 0 })],
+    ];
+    for j in &misfits {
+        assert!(table.check_journal(j).is_err(), "{j:?}");
+    }
+    // Freed numbers not all known: an open need only take a number not in use.
+    let unsure = Descriptors { free_exact: false, ..table.clone() };
+    assert_eq!(unsure.check_journal(&[open(9)]), Ok(()));
+    assert!(unsure.check_journal(&[open(4)]).is_err());
+    // Without a complete table, the replay checks each change.
+    let unknown = Descriptors::default();
+    assert_eq!(unknown.check_journal(&[FileOp::Fd(FdOp::Close { fd: 40 })]), Ok(()));
 }

@@ -475,6 +475,7 @@ impl Offloader {
                         }
                         let Captured { state, descriptors, clocks, pages_up, raw_up, unsure_above, took } = captured;
                         (fig.pages_up, fig.raw_up, fig.capture, fig.unsure_above) = (pages_up, raw_up, took, unsure_above);
+                        fig.descriptors = descriptors.clone();
                         self.core.migrate(function, args.to_vec(), state, clocks, descriptors);
                         Ok(())
                     }
@@ -553,7 +554,7 @@ impl Offloader {
         let args = convert::values_to_wire(params).ok_or_else(|| abort(Cause::Unsupported, "a reference-typed argument cannot migrate"))?;
         let name = self.names[j].clone();
         let (event, fig) = self.drive(guest, j, &args)?;
-        let Figures { io, pages_up, raw_up, capture, unsure_above, started } = fig;
+        let Figures { io, pages_up, raw_up, capture, unsure_above, descriptors, started } = fig;
         let round_trip = started.map_or(Duration::ZERO, |t| t.elapsed());
         let (sent, received, proxied) = (io.sent, io.received, io.proxied);
         match event {
@@ -588,6 +589,10 @@ impl Offloader {
                     None => (state.memory.wasm_pages, &state.memory.pages, state.memory.xor),
                 };
                 guest.check_apply(wasm_pages, pages, &globals).map_err(|e| abort(Cause::Merge, e))?;
+                // A close or a renumbering cannot be undone: the journal's descriptor changes
+                // must fit the device's table before the first change (proxied calls only
+                // query, so the table is still the one the clone was given).
+                descriptors.check_journal(&files).map_err(|e| abort(Cause::Merge, e))?;
                 let changed = clonecloud_files::apply(&self.target.dirs, &files, &mut |op| guest.replay_fd(op).map_err(Into::into)).map_err(|e| abort(Cause::Merge, e))?;
                 if let Err(e) = guest.apply(wasm_pages, pages, xor, &globals) {
                     let failed = changed.undo(&mut |op| guest.replay_fd(op).map_err(Into::into));
@@ -596,7 +601,6 @@ impl Offloader {
                     }
                     return Err(abort(Cause::Merge, e));
                 }
-                changed.commit();
                 let indices: Vec<u32> = merged.as_ref().map_or(&state.memory.pages, |(_, pages)| pages).iter().map(|(i, _)| *i).collect();
                 self.table.record(guest.memory(), indices);
                 // Committed: what the function wrote goes out now, in order.
@@ -604,6 +608,12 @@ impl Offloader {
                     if let Err(e) = guest.write_output(*fd, bytes) {
                         warn!("cannot write the migrated function's output: {e}");
                     }
+                }
+                // Then the closes and renumberings held back to the commit (after the output the
+                // function wrote before them, as to a stdout it then closed or replaced; checked
+                // against the table above, so only the device's own system can fail one).
+                if let Err(e) = changed.commit(&mut |op| guest.replay_fd(op).map_err(Into::into)) {
+                    warn!("a descriptor change of the migrated function could not be carried out: {e}");
                 }
                 if exit.is_none() {
                     results.copy_from_slice(&vals);
@@ -755,6 +765,8 @@ struct Figures {
     raw_up: u64,
     capture: Duration,
     unsure_above: Option<(u32, Option<u32>)>,
+    /// The descriptor table the clone was given: its journal is checked against it.
+    descriptors: Descriptors,
     /// The first capture: the round trip counts from there.
     started: Option<Instant>,
 }

@@ -46,7 +46,12 @@ fn exit_code(answer: Option<Message>) -> (i32, Stats) {
 
 /// [`exit_code`] with `dir` preopened as `/pre` on the device (and replicated to the liar).
 fn exit_code_in(answer: Option<Message>, dir: Option<&std::path::Path>) -> (i32, Stats) {
-    let wasm = wat::parse_str(WAT).unwrap();
+    exit_code_of(WAT, answer, dir)
+}
+
+/// [`exit_code_in`] of the module `wat` (which exports `f`, the function migrated).
+fn exit_code_of(wat: &str, answer: Option<Message>, dir: Option<&std::path::Path>) -> (i32, Stats) {
+    let wasm = wat::parse_str(wat).unwrap();
     let engine = new_engine(PointMode::Host).unwrap();
     let program = Program::prepare(&engine, &ModuleCache::disabled(), &wasm, &Points::Named(vec!["f".into()]), PointMode::Host).unwrap();
     let stats = Arc::new(Mutex::new(Stats::default()));
@@ -181,5 +186,57 @@ fn a_lying_journal_changes_nothing_on_the_device() {
         assert_eq!(got, want, "{what}: the plain run's exit code");
         assert_eq!((s.migrations, s.fallbacks.count), (0, 1), "{what}: {s:?}");
         assert_eq!(tree(t.path()), before, "{what}: the device's files changed");
+    }
+}
+
+/// Opens `/pre/data` (descriptor 4) before `f`, and after it reads a byte through that
+/// descriptor and exits with it (101 if the read fails).
+const READS_AFTER: &str = r#"(module
+  (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_close" (func $close (param i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1 2)
+  (data (i32.const 16) "data")
+  (func $f (export "f") (result i32) (i32.const 7))
+  (func (export "_start")
+    (if (call $open (i32.const 3) (i32.const 0) (i32.const 16) (i32.const 4) (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 0))
+      (then (call $exit (i32.const 100))))
+    (drop (call $f))
+    (i32.store (i32.const 32) (i32.const 64))
+    (i32.store (i32.const 36) (i32.const 1))
+    (if (call $read (i32.load (i32.const 0)) (i32.const 32) (i32.const 1) (i32.const 40))
+      (then (call $exit (i32.const 101))))
+    (call $exit (i32.load8_u (i32.const 64)))))"#;
+
+/// A close cannot be undone on the device. A lying journal that closes a descriptor the
+/// device holds and then fails (or whose descriptor changes do not fit the device's table)
+/// leaves it open: the function runs locally and the program reads through it as a plain run.
+#[test]
+fn a_lying_journal_that_closes_a_descriptor_leaves_it_open() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("data"), b"original").unwrap();
+    let (want, _) = exit_code_of(READS_AFTER, None, Some(t.path()));
+    assert_eq!(want, i32::from(b'o'), "the plain run reads the file's first byte");
+
+    use clonecloud_wire::{FdOp, FileOp};
+    let answer = |files: Vec<FileOp>| Message::Return { id: 1, results: vec![Value::I32(5)], state: state(vec![]), micros: 0, output: vec![], files, exit: None, freed: 0 };
+    let open = |fd| FileOp::Fd(FdOp::Open { dirfd: 3, path: "data".into(), directory: false, rights: 2, fdflags: 0, fd });
+    // An honest close is carried out: the read after it fails as it would.
+    let (got, s) = exit_code_of(READS_AFTER, Some(answer(vec![FileOp::Fd(FdOp::Close { fd: 4 })])), Some(t.path()));
+    assert_eq!((got, s.migrations), (101, 1), "{s:?}");
+
+    let lies = [
+        ("a close, then a change that fails", vec![FileOp::Fd(FdOp::Close { fd: 4 }), FileOp::Unlink { root: 0, path: "missing".into() }]),
+        ("a renumbering, then a change that fails", vec![FileOp::Fd(FdOp::Renumber { from: 3, to: 4 }), FileOp::Unlink { root: 0, path: "missing".into() }]),
+        ("a close, then an open the device would number otherwise", vec![FileOp::Fd(FdOp::Close { fd: 4 }), open(9)]),
+        ("a close, then a seek of what it closed", vec![FileOp::Fd(FdOp::Close { fd: 4 }), FileOp::Fd(FdOp::Seek { fd: 4, offset: 1 })]),
+        ("a close of a descriptor the device does not have, after a write", vec![FileOp::Write { root: 0, path: "data".into(), offset: 0, data: b"O".to_vec() }, FileOp::Fd(FdOp::Close { fd: 12 })]),
+    ];
+    for (what, lie) in lies {
+        let (got, s) = exit_code_of(READS_AFTER, Some(answer(lie)), Some(t.path()));
+        assert_eq!(got, want, "{what}: the plain run's exit code");
+        assert_eq!((s.migrations, s.fallbacks.count), (0, 1), "{what}: {s:?}");
+        assert_eq!(std::fs::read(t.path().join("data")).unwrap(), b"original", "{what}");
     }
 }
