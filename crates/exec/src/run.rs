@@ -235,6 +235,9 @@ pub struct Layout {
     pub globals: Vec<(u32, String)>,
     /// The export name of memory 0, if there is a memory.
     pub memory: Option<String>,
+    /// The most memory 0 can grow to, in 64 KiB wasm pages (its declared maximum, else what
+    /// 32-bit addresses reach), when the module has one: what a clone may answer with.
+    pub memory_max_pages: Option<u32>,
     /// `(import function index, export name)` of every import trampoline.
     pub trampolines: Vec<(u32, String)>,
     /// `(module, name)` of each imported function, by function index.
@@ -930,6 +933,10 @@ impl Program {
                 check_migrate_imports(&module, &plan.migrate_imports)?;
                 layout.globals = plan.globals;
                 layout.memory = plan.memories.into_iter().find(|(m, _)| *m == 0).map(|(_, n)| n);
+                layout.memory_max_pages = model.memories.iter().find(|m| m.index == 0).map(|m| {
+                    let bytes = m.maximum.map_or(u64::MAX, |pages| pages.saturating_mul(m.page_size));
+                    u32::try_from(bytes.div_ceil(65536)).unwrap_or(u32::MAX).min(65536)
+                });
                 layout.trampolines = plan.trampolines;
                 (module, bytes.map(std::borrow::Cow::Owned), plan.points)
             }

@@ -197,6 +197,12 @@ impl Connection {
         self.decoder.set_max_frame(bytes);
     }
 
+    /// The receiver's memory maximum, in wasm pages (see
+    /// [`clonecloud_wire::Decoder::set_memory_maximum`]): the device sets it from its module.
+    pub fn set_memory_maximum(&mut self, wasm_pages: u32) {
+        self.decoder.set_memory_maximum(wasm_pages);
+    }
+
     /// How page deltas are written from now on.
     pub fn set_compression(&mut self, c: Compression) {
         self.compression = c;

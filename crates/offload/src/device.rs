@@ -207,7 +207,8 @@ impl Offloader {
         let target = self.target.clone();
         let compression = self.compression();
         let scanner = Scanner::new(self.target.dirs.clone());
-        let dial = move || dial_clone(&target, compression);
+        let memory = self.layout.memory_max_pages;
+        let dial = move || dial_clone(&target, compression, memory);
         self.ahead = Some(Ahead::start(dial, self.core.config().clone(), self.layout.clone(), scanner, self.target.timeout));
         self.stats().ready.module_bytes = self.layout.wasm.len() as u64;
     }
@@ -417,7 +418,7 @@ impl Offloader {
                     ConnEvent::Dial => {
                         self.conn = None;
                         uploading = false;
-                        match dial_clone(&self.target, self.compression()) {
+                        match dial_clone(&self.target, self.compression(), self.layout.memory_max_pages) {
                             Ok(c) => {
                                 self.conn = Some(c);
                                 self.core.handle_connected(Instant::now());
@@ -711,8 +712,10 @@ impl Drop for Offloader {
     }
 }
 
-/// A new authenticated connection to the clone of `t`, with its reply timeout and `compression`.
-fn dial_clone(t: &Target, compression: Compression) -> Result<Connection, Abort> {
+/// A new authenticated connection to the clone of `t`, with its reply timeout and `compression`;
+/// answers may describe a memory of at most `memory` wasm pages (the module's maximum), which
+/// also bounds what one answer may decompress to.
+fn dial_clone(t: &Target, compression: Compression, memory: Option<u32>) -> Result<Connection, Abort> {
     let mut conn = Connection::connect(t.addr.as_str(), Some(&t.identity), &t.server_key, t.connect_timeout).map_err(|e| {
         let mut a = net(e);
         if a.cause == Cause::Link {
@@ -722,6 +725,9 @@ fn dial_clone(t: &Target, compression: Compression) -> Result<Connection, Abort>
     })?;
     conn.set_timeout(Some(t.timeout));
     conn.set_compression(compression);
+    if let Some(pages) = memory {
+        conn.set_memory_maximum(pages);
+    }
     Ok(conn)
 }
 

@@ -435,6 +435,8 @@ struct Reader<'a> {
     /// budget per message, so a message of many small compressed parts cannot make the
     /// receiver allocate many times the frame limit.
     limit: usize,
+    /// The largest memory a state may describe, in wasm pages: the receiver's own maximum.
+    max_wasm_pages: u32,
     /// The compression of what was read (`None` when nothing compressed was).
     compression: Compression,
 }
@@ -640,6 +642,10 @@ impl<'a> Reader<'a> {
         if wasm_pages > 65536 {
             return Err(self.invalid(format!("memory of {wasm_pages} wasm pages is over 4 GiB")));
         }
+        if wasm_pages > self.max_wasm_pages {
+            // Before its pages are decompressed: the receiver's memory could not take them.
+            return Err(self.invalid(format!("memory of {wasm_pages} wasm pages is over the receiver's maximum of {}", self.max_wasm_pages)));
+        }
         let page_size = self.u32("the page size")?;
         if !page_size.is_power_of_two() || !(256..=65536).contains(&page_size) {
             return Err(self.invalid(format!("page size {page_size} is not a power of two from 256 B to 64 KiB")));
@@ -678,10 +684,10 @@ impl<'a> Reader<'a> {
 }
 
 /// Decodes one whole frame's payload; also says how what it held was compressed.
-fn decode_payload(code: u8, payload: &[u8], limit: usize) -> Result<(Message, Compression), DecodeError> {
+fn decode_payload(code: u8, payload: &[u8], limit: usize, max_wasm_pages: u32) -> Result<(Message, Compression), DecodeError> {
     let kind_of = Kind::from_code(code).ok_or(DecodeError::UnknownKind(code))?;
     let kind = kind_of.name();
-    let mut r = Reader { data: payload, kind, limit, compression: Compression::None };
+    let mut r = Reader { data: payload, kind, limit, max_wasm_pages, compression: Compression::None };
     let m = match kind_of {
         Kind::Hello => {
             let version = r.u16("the version")?;
@@ -828,6 +834,8 @@ pub struct Decoder {
     buf: Vec<u8>,
     start: usize,
     max_frame: usize,
+    /// The receiver's memory maximum, in wasm pages, when it set one.
+    max_wasm_pages: Option<u32>,
     /// How the last message decoded was compressed (a peer answers in kind).
     pub last_compression: Compression,
 }
@@ -844,8 +852,23 @@ impl Decoder {
         self.max_frame = max_frame;
     }
 
+    /// The receiver's memory can grow to `wasm_pages` at most (the device's module's maximum):
+    /// a state describing a larger memory is refused before its pages are decompressed, and
+    /// what one message may decompress to is that memory plus the frame limit (for what is
+    /// not memory: file contents, output), not the frame limit alone.
+    pub fn set_memory_maximum(&mut self, wasm_pages: u32) {
+        self.max_wasm_pages = Some(wasm_pages.min(65536));
+    }
+
     pub fn new(max_frame: usize) -> Decoder {
-        Decoder { buf: Vec::new(), start: 0, max_frame, last_compression: Compression::None }
+        Decoder { buf: Vec::new(), start: 0, max_frame, max_wasm_pages: None, last_compression: Compression::None }
+    }
+
+    /// What one message may decompress to, all its compressed parts together.
+    fn expansion_budget(&self) -> usize {
+        // Pages of at least 256 bytes, each with a 4-byte index.
+        let memory = self.max_wasm_pages.map_or(0, |p| p as usize * (65536 + 1024));
+        self.max_frame.saturating_add(memory)
     }
 
     /// Appends bytes read from the transport.
@@ -890,7 +913,7 @@ impl Decoder {
         if have.len() < HEADER_LEN + len {
             return Ok(None);
         }
-        let (m, compression) = decode_payload(have[3], &have[HEADER_LEN..HEADER_LEN + len], self.max_frame)?;
+        let (m, compression) = decode_payload(have[3], &have[HEADER_LEN..HEADER_LEN + len], self.expansion_budget(), self.max_wasm_pages.unwrap_or(65536))?;
         self.last_compression = compression;
         self.start += HEADER_LEN + len;
         if self.start > (1 << 20) && self.start * 2 > self.buf.len() {

@@ -321,6 +321,46 @@ fn a_message_has_one_decompression_budget() {
     }
 }
 
+/// The device sets its module's memory maximum on its decoder: an answer describing a larger
+/// memory is refused before its pages are decompressed (a 1 MiB frame claiming a 4 GiB memory
+/// of zero pages costs nothing), and one message may decompress to that memory plus the frame
+/// limit, so a legitimate answer whose memory is bigger than the frame limit still decodes.
+#[test]
+fn the_device_s_memory_maximum_bounds_what_an_answer_may_describe_and_expand_to() {
+    let answer = |wasm_pages: u32, pages: Vec<(u32, Vec<u8>)>| Message::Return {
+        id: 1,
+        results: vec![],
+        state: State { globals: vec![], memory: PageDelta { wasm_pages, page_size: 4096, pages, xor: false } },
+        micros: 0,
+        output: vec![],
+        files: vec![],
+        exit: None,
+        freed: 0,
+    };
+    let decode = |m: &Message, max_frame: usize, max_pages: Option<u32>| {
+        let mut d = clonecloud_wire::Decoder::new(max_frame);
+        if let Some(p) = max_pages {
+            d.set_memory_maximum(p);
+        }
+        d.feed(&to_bytes_with(m, Compression::Zstd));
+        d.next_message()
+    };
+    // 8 MiB of zero pages in a memory of 128 wasm pages: a frame of a few KiB.
+    let big = answer(128, (0..2048).map(|i| (i, vec![0; 4096])).collect());
+    assert!(to_bytes_with(&big, Compression::Zstd).len() < 1 << 20);
+    assert!(matches!(decode(&big, 1 << 20, None), Err(DecodeError::Invalid { .. })), "over the frame limit alone");
+    assert_eq!(decode(&big, 1 << 20, Some(128)).unwrap(), Some(big.clone()), "within the module's memory plus the frame limit");
+    // The module's memory is at most 64 pages: the same answer is refused by its header.
+    let e = decode(&big, 1 << 20, Some(64)).unwrap_err();
+    assert!(e.to_string().contains("over the receiver's maximum of 64"), "{e}");
+    // A bomb spread over many files still has only the frame limit beyond the memory.
+    let mut bomb = answer(1, vec![]);
+    if let Message::Return { files, .. } = &mut bomb {
+        *files = (0..64).map(|i| FileOp::Write { root: 0, path: format!("f{i}"), offset: 0, data: vec![0; 1 << 20] }).collect();
+    }
+    assert!(matches!(decode(&bomb, 16 << 20, Some(1)), Err(DecodeError::Invalid { .. })), "64 MiB of files out of 16 MiB + one page");
+}
+
 /// A hello or a resume of another protocol version decodes to its version whatever follows (the
 /// session then refuses the version, which tells the peer more than a decoding error would);
 /// a welcome's concurrency is 1 to MAX_IN_FLIGHT, and a resume awaits no more than that.
