@@ -242,12 +242,7 @@ impl Connection {
             let n = match self.tls.read(&mut self.buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
-                Err(e) => {
-                    return Err(match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                        Some(t) => NetError::Tls(t.clone()),
-                        None => io_err("receiving", e),
-                    });
-                }
+                Err(e) => return Err(read_error(e)),
             };
             if n == 0 {
                 return Err(NetError::Closed);
@@ -257,6 +252,31 @@ impl Connection {
         }
     }
 
+    /// A message if one has arrived, without waiting: `Ok(None)` when no whole message is
+    /// here yet (what part of one arrived is kept for the next read); [`NetError::Closed`] when
+    /// the peer closed the connection. The clone asks this while a migrated call runs, to hear
+    /// a cancel.
+    pub fn try_recv(&mut self) -> Result<Option<Message>, NetError> {
+        if let Some(m) = self.decoder.next_message().map_err(NetError::Decode)? {
+            return Ok(Some(m));
+        }
+        self.tls.sock().set_nonblocking(true).map_err(|e| io_err("receiving", e))?;
+        let read = self.tls.read(&mut self.buf);
+        self.tls.sock().set_nonblocking(false).map_err(|e| io_err("receiving", e))?;
+        let n = match read {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(read_error(e)),
+        };
+        if n == 0 {
+            return Err(NetError::Closed);
+        }
+        self.received += n as u64;
+        self.decoder.feed(&self.buf[..n]);
+        self.decoder.next_message().map_err(NetError::Decode)
+    }
+
     /// Ends the TLS session politely.
     pub fn close(mut self) {
         match &mut self.tls {
@@ -264,6 +284,14 @@ impl Connection {
             Tls::Server(s) => s.conn.send_close_notify(),
         }
         let _ = self.tls.flush();
+    }
+}
+
+/// What a failed read of the TLS stream means: TLS's own error, or the socket's.
+fn read_error(e: std::io::Error) -> NetError {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(t) => NetError::Tls(t.clone()),
+        None => io_err("receiving", e),
     }
 }
 

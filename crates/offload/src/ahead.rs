@@ -243,6 +243,8 @@ fn open(mut dial: impl FnMut() -> Result<Connection, Abort>, config: DeviceConfi
                 for h in hashes {
                     let Some(content) = scanner.content(&h) else {
                         core.give_up(Cause::Files);
+                        // The clone hears the session is over (it frees it at once).
+                        flush(&mut core, conn.as_mut());
                         return Err(abort(Cause::Files, "a file changed while it was being replicated"));
                     };
                     sync.bytes += content.len() as u64;

@@ -689,13 +689,30 @@ impl Migrator for Offloader {
                 }
                 // Stdin gets back what proxied reads took (the guest's memory never changed).
                 self.proxying.end(guest, false);
-                // The core dropped the session (a failed migration leaves nothing agreed).
+                // The core dropped the session (a failed migration leaves nothing agreed),
+                // telling the clone: a cancel of a call still running there, a goodbye.
                 self.core.give_up(a.cause);
+                self.farewell();
                 if !self.core.has_session() {
                     self.conn = None;
                     self.table.reset();
                 }
                 guest.call_local(j, params, results)
+            }
+        }
+    }
+}
+
+impl Offloader {
+    /// Sends what the core has left to tell the clone after giving a migration up; a send that
+    /// fails is of no consequence (the connection is dropped next).
+    fn farewell(&mut self) {
+        while let Some(m) = self.core.poll_transmit() {
+            if let Some(conn) = self.conn.as_mut()
+                && let Err(e) = conn.send(&m)
+            {
+                debug!("telling the clone the session is over: {e}");
+                break;
             }
         }
     }

@@ -60,6 +60,8 @@ pub struct Clone {
     /// Sessions open now (all devices, waiting ones included), and the most allowed at once.
     sessions: AtomicUsize,
     max_sessions: AtomicUsize,
+    /// Migrated calls stopped because the device no longer awaited them.
+    stopped: AtomicU64,
 }
 
 /// Connections that have not authenticated yet, by the order they arrived. Each has a thread
@@ -237,7 +239,14 @@ impl Clone {
             handshake_timeout: AtomicU64::new(DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64),
             sessions: AtomicUsize::new(0),
             max_sessions: AtomicUsize::new(DEFAULT_MAX_SESSIONS),
+            stopped: AtomicU64::new(0),
         }))
+    }
+
+    /// How many migrated calls were stopped because their device no longer awaited them (it
+    /// cancelled them, or its link broke and no resume came).
+    pub fn calls_stopped(&self) -> u64 {
+        self.stopped.load(Ordering::Relaxed)
     }
 
     /// At most `n` sessions of one device key at once (those waiting for the device to resume
@@ -587,7 +596,8 @@ impl Clone {
                     // XOR deltas pay off only compressed: use them when the device compresses.
                     let xor = lock().conn.peer_compression() != Compression::None;
                     let m = Migration { point, args: &args, state: &state, xor, clocks, descriptors: &descriptors };
-                    let link = DeviceLink { wire: wire.clone() };
+                    let handoff = run.registration.as_ref().map(|r| r.handoff.clone());
+                    let link = DeviceLink { wire: wire.clone(), handoff, broke: None };
                     match self.run(loaded, &mut run.replica, &mut run.files, &run.environment, &run.budget, m, link) {
                         Ok(mut ret) => {
                             ret.micros = started.elapsed().as_micros() as u64;
@@ -595,6 +605,18 @@ impl Clone {
                         }
                         // The link to the device failed inside the call: the session is over.
                         Err(Failure::LinkLost(p)) => return Err(SessionError::LinkLost(p)),
+                        Err(Failure::Abandoned) => {
+                            self.stopped.fetch_add(1, Ordering::Relaxed);
+                            let mut w = lock();
+                            // The device cancelled it (the core knows, and drops the replica), or
+                            // its link broke and no resume came in the window: the session is over.
+                            if w.core.is_running() {
+                                info!(device = %run.device, point, "the link broke during the call and no resume came: stopped");
+                                w.core.handle_not_resumed();
+                            } else {
+                                debug!(device = %run.device, point, "the device gave the call up: stopped");
+                            }
+                        }
                         Err(Failure::Answer(kind, message)) => {
                             debug!(point, ?kind, "migration failed: {message}");
                             lock().core.failed(kind, message);
@@ -721,6 +743,7 @@ impl Clone {
         r.take_proxy();
         let exit = called.map_err(|e| match e {
             CallError::Proxy(p) => Failure::LinkLost(p),
+            CallError::Abandoned => Failure::Abandoned,
             CallError::Trap(t) => Failure::Answer(FailKind::Trap, t.to_string()),
             e @ CallError::Exception => Failure::Answer(FailKind::Exception, e.to_string()),
             e @ (CallError::Deadline(_) | CallError::Memory(_) | CallError::DeviceMemory(_) | CallError::Host(_) | CallError::ProxyAnswer(_)) => {
@@ -834,6 +857,8 @@ pub enum SessionError {
 enum Failure {
     Answer(FailKind, String),
     LinkLost(clonecloud_replica::ProxyFailed),
+    /// The device no longer awaits the call: it was stopped, and nothing is answered.
+    Abandoned,
 }
 
 /// A new connection resuming a session, and the migrations whose answers the device awaits.
@@ -871,6 +896,11 @@ impl Handoff {
         *self.mailbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
         // The session may be blocked on its old connection, which may look alive to it.
         self.interrupt();
+    }
+
+    /// Whether a resuming connection waits to be taken.
+    fn has_mail(&self) -> bool {
+        self.mailbox.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
     fn waiting_since(&self) -> Option<Instant> {
@@ -978,10 +1008,15 @@ impl Wire {
 }
 
 /// The replica's way to the device during a call: a proxied import goes out as `import-call`
-/// and waits for `import-return`.
+/// and waits for `import-return`; between, the replica asks whether the device still awaits the
+/// call.
 #[derive(Debug)]
 struct DeviceLink {
     wire: Arc<Mutex<Wire>>,
+    /// Where a resuming connection for the session arrives.
+    handoff: Option<Arc<Handoff>>,
+    /// When the link was found broken during the call.
+    broke: Option<Instant>,
 }
 
 impl ImportProxy for DeviceLink {
@@ -1019,6 +1054,36 @@ impl ImportProxy for DeviceLink {
                 // The device broke the protocol: it is told why.
                 w.flush();
                 Err(format!("expected an import return, got {other:?}").into())
+            }
+        }
+    }
+
+    /// The device says nothing while a call runs, unless it gives the call up (a cancel): so a
+    /// message that arrived is read (without waiting) and handed to the core, which stops
+    /// running the migration on a cancel (or on anything else, a protocol error). A broken link
+    /// is left for the session to find after the call (a resume takes the answer), unless no
+    /// resume comes within the window: then nobody awaits the answer either.
+    fn abandoned(&mut self) -> bool {
+        // Held only by the session loop, which waits for the call.
+        let Ok(mut w) = self.wire.try_lock() else { return false };
+        if let Some(since) = self.broke {
+            let resumed = self.handoff.as_ref().is_some_and(|h| h.has_mail());
+            return !resumed && since.elapsed() >= RESUME_WINDOW;
+        }
+        match w.conn.try_recv() {
+            Ok(None) => false,
+            Ok(Some(m)) => {
+                w.core.handle_message(Instant::now(), m);
+                !w.core.is_running()
+            }
+            Err(e @ NetError::Decode(_)) => {
+                // Told to the device after the call; the session is over.
+                w.broken(&e);
+                true
+            }
+            Err(_) => {
+                self.broke = Some(Instant::now());
+                false
             }
         }
     }

@@ -457,3 +457,47 @@ fn a_proxied_call_answered_with_too_much_memory_fails_as_a_resource_limit() {
         other => panic!("expected the clone to say what was wrong: {other:?}"),
     }
 }
+
+/// A device that gives a migration up (its deadline passed) cancels it: the clone stops the
+/// call at once instead of computing, up to its run-time limit, an answer nobody awaits, sends
+/// nothing for it, ends the session at the goodbye, and the device's run slot is free for its
+/// next run (here the only one it may have).
+#[test]
+fn a_call_the_device_cancels_is_stopped_and_its_session_freed() {
+    // Point 0 returns the i32 at address 0; point 1 never returns.
+    let wasm = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+             (func $f (export "f") (result i32) (i32.load (i32.const 0)))
+             (func $spin (export "spin") (result i32) (loop $l (br $l)) (i32.const 0)))"#,
+    )
+    .unwrap();
+    let model = clonecloud_model::Module::parse(&wasm).unwrap();
+    let module = clonecloud_model::rewrite(&model, &wasm, &[0, 1]).unwrap().wasm;
+    let server = Identity::generate().unwrap();
+    let device = Identity::generate().unwrap();
+    let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([device.public().clone()]), T).unwrap();
+    let addr = listener.local_addr();
+    // The session's idle timeout is long: only the cancel can end the call in time.
+    let clone = Clone::new(ModuleCache::disabled(), Duration::from_secs(120)).unwrap();
+    clone.set_max_runs(1);
+    let serving = std::sync::Arc::clone(&clone);
+    std::thread::spawn(move || serving.serve(listener));
+
+    let mut c = Connection::connect(addr, Some(&device), server.public(), T).unwrap();
+    hello(&mut c, &module, 1);
+    let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } };
+    c.send(&Message::Migrate { id: 1, point: 1, args: vec![], state, clocks: Default::default(), descriptors: Default::default() }).unwrap();
+    c.send(&Message::Cancel { id: 1 }).unwrap();
+    c.send(&Message::Goodbye).unwrap();
+    let started = std::time::Instant::now();
+    // Nothing is answered for the cancelled call: the session just ends.
+    c.set_timeout(Some(Duration::from_secs(60)));
+    assert!(matches!(c.recv(), Err(NetError::Closed)), "the clone ends the session without an answer");
+    assert!(started.elapsed() < Duration::from_secs(30), "stopped at once, not at the run-time limit");
+    assert_eq!(clone.calls_stopped(), 1);
+
+    // The device's next run gets its one slot and a fresh replica.
+    let mut again = Connection::connect(addr, Some(&device), server.public(), T).unwrap();
+    hello(&mut again, &module, 2);
+    assert_eq!(call_f(&mut again, 1, Some(5)), Value::I32(5));
+}

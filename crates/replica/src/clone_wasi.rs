@@ -210,6 +210,25 @@ fn past_deadline(caller: &Caller<'_, Data>) -> wasmtime::Result<()> {
     if std::time::Instant::now() >= caller.data().deadline { Err(wasmtime::Error::new(wasmtime::Trap::Interrupt)) } else { Ok(()) }
 }
 
+/// The longest a sleep the guest asked for goes without checking the call's deadline and
+/// whether the device still awaits the call.
+const SLEEP_SLICE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Sleeps for `wait`, in slices: a sleep cannot hold the replica past the call's run-time limit
+/// or after the device gave the call up.
+fn sleep_within_call(c: &mut Caller<'_, Data>, wait: std::time::Duration) -> wasmtime::Result<()> {
+    // (A wait too long to add never ends by itself: the deadline ends it.)
+    let until = std::time::Instant::now().checked_add(wait);
+    loop {
+        crate::replica::check_call(c.data_mut())?;
+        let left = until.map_or(SLEEP_SLICE, |u| u.saturating_duration_since(std::time::Instant::now()));
+        if left.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(left.min(SLEEP_SLICE));
+    }
+}
+
 /// Subscriptions one `poll_oneoff` may have on the clone; more run on the device (where
 /// wasmtime-wasi takes them all), so the clone never holds a host copy the size of memory.
 const MAX_SUBSCRIPTIONS: u32 = 4096;
@@ -686,7 +705,7 @@ fn poll_oneoff(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
     if !any_ready {
         let first = parsed.iter().filter_map(|(_, s)| if let Sub::Clock { deadline } = s { Some(*deadline) } else { None }).min().unwrap_or(now_mono);
         let wait = first.saturating_sub(c.data().clocks.monotonic());
-        std::thread::sleep(std::time::Duration::from_nanos(wait));
+        sleep_within_call(c, std::time::Duration::from_nanos(wait))?;
     }
     let now = c.data().clocks.monotonic();
     let mut written = 0u32;

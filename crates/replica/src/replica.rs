@@ -48,6 +48,10 @@ pub enum CallError {
     ProxyAnswer(ProxyAnswerRefused),
     #[error("the function threw a wasm exception it did not catch")]
     Exception,
+    /// The device no longer awaits the call (it cancelled it, or its link broke and no resume
+    /// came): it was stopped, and nothing is to be answered.
+    #[error("the device no longer awaits this call: stopped")]
+    Abandoned,
     #[error("{0}")]
     Other(wasmtime::Error),
 }
@@ -56,10 +60,6 @@ pub enum CallError {
 fn deadline_after(t: std::time::Duration) -> std::time::Instant {
     let now = std::time::Instant::now();
     now.checked_add(t).unwrap_or_else(|| now + std::time::Duration::from_secs(1 << 32))
-}
-
-fn deadline_ticks(t: std::time::Duration) -> u64 {
-    (t.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
 }
 
 /// What a migrated function wrote to stdout (1) and stderr (2), in order.
@@ -256,6 +256,27 @@ pub struct Data {
     memory_limit: usize,
 }
 
+/// Between checks of the epoch ([`CHECK_EVERY`] ticks): the call ends at its deadline as a
+/// trap (as a wasm call past its time does), or when the proxy says the device no longer
+/// awaits it.
+fn check_epoch(mut ctx: wasmtime::StoreContextMut<'_, Data>) -> wasmtime::Result<wasmtime::UpdateDeadline> {
+    check_call(ctx.data_mut())?;
+    Ok(wasmtime::UpdateDeadline::Continue(CHECK_EVERY))
+}
+
+/// Whether the call in progress may go on: an error past its deadline (a trap, as a wasm call
+/// past its time) or when the device no longer awaits it. Host code that waits (a sleep the
+/// guest asked for) asks this between slices.
+pub(crate) fn check_call(data: &mut Data) -> wasmtime::Result<()> {
+    if std::time::Instant::now() >= data.deadline {
+        return Err(wasmtime::Error::new(Trap::Interrupt));
+    }
+    if data.proxy.as_mut().is_some_and(|p| p.abandoned()) {
+        return Err(wasmtime::Error::new(Abandoned));
+    }
+    Ok(())
+}
+
 /// A state delta as a proxied import call carries it (both ways).
 #[derive(Debug, Clone, Default)]
 pub struct Delta {
@@ -271,7 +292,23 @@ pub struct Delta {
 /// the import changed.
 pub trait ImportProxy: Send + std::fmt::Debug {
     fn call(&mut self, import: u32, args: &[Val], delta: Delta) -> Result<(Vec<Val>, Delta), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// Whether the device no longer awaits the call in progress (it cancelled it, say): asked
+    /// every [`CHECK_EVERY`] ticks of the epoch while wasm runs, without waiting; `true` stops
+    /// the call ([`CallError::Abandoned`]).
+    fn abandoned(&mut self) -> bool {
+        false
+    }
 }
+
+/// How many epoch ticks pass between checks of the call's deadline and of whether the device
+/// still awaits it.
+pub const CHECK_EVERY: u64 = 5;
+
+/// A call stopped because the device no longer awaits it.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the device no longer awaits this call")]
+struct Abandoned;
 
 /// A proxied import call failed (the link, the device refused it): the call cannot go on.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -464,8 +501,8 @@ impl Replica {
             externs.push(f.into());
         }
         // Instantiation itself gets the run-time limit too.
-        store.set_epoch_deadline(deadline_ticks(limits.run_time));
-        store.epoch_deadline_trap();
+        store.set_epoch_deadline(CHECK_EVERY);
+        store.epoch_deadline_callback(check_epoch);
         let instance = wasmtime::Instance::new(&mut store, module, &externs).map_err(ExecError::Runtime)?;
         let mut memory = None;
         let mut globals = Vec::new();
@@ -558,7 +595,7 @@ impl Replica {
         data.clocks = ClockBase { device: clocks, at: std::time::Instant::now() };
         data.fs.begin(descriptors, clocks.realtime);
         data.deadline = deadline_after(self.limits.run_time);
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.run_time));
+        self.store.set_epoch_deadline(CHECK_EVERY);
         let f = self.local(function).ok_or(CallError::NoPoint(function))?;
         let ty = f.ty(&self.store);
         if ty.params().len() != params.len() || ty.results().len() != results.len() {
@@ -573,6 +610,8 @@ impl Replica {
         r.map(|()| None).map_err(|e| {
             if let Some(p) = e.downcast_ref::<ProxyFailed>() {
                 CallError::Proxy(p.clone())
+            } else if e.is::<Abandoned>() {
+                CallError::Abandoned
             } else if let Some(p) = e.downcast_ref::<ProxyAnswerRefused>() {
                 CallError::ProxyAnswer(p.clone())
             } else if let Some(w) = e.downcast_ref::<WasiOnClone>() {

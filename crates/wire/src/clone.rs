@@ -133,6 +133,8 @@ pub struct CloneConn {
     asked: HashSet<ContentHash>,
     /// The answer to the last migration, until the device's next message shows it arrived.
     last: Option<(MigrationId, Arc<Message>)>,
+    /// The migration the device gave up while it ran: its answer is not sent.
+    cancelled: Option<MigrationId>,
     transmits: VecDeque<Arc<Message>>,
     events: VecDeque<CloneEvent>,
 }
@@ -149,6 +151,7 @@ impl CloneConn {
             listed: Vec::new(),
             asked: HashSet::new(),
             last: None,
+            cancelled: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -175,6 +178,13 @@ impl CloneConn {
     /// Whether the session is over.
     pub fn is_ended(&self) -> bool {
         self.phase == Phase::Ended
+    }
+
+    /// Whether a migration is running and still awaited: the driver stops it when this turns
+    /// false during the call (the device cancelled it, or broke the protocol and the session
+    /// ended).
+    pub fn is_running(&self) -> bool {
+        self.phase == Phase::Running
     }
 
     /// The number of the last migration received on this session (0 before the first).
@@ -221,7 +231,7 @@ impl CloneConn {
         }
         // The device heard the last answer.
         self.last = None;
-        if self.phase == Phase::Failed && !matches!(m, Message::Goodbye | Message::Error { .. }) {
+        if self.phase == Phase::Failed && !matches!(m, Message::Goodbye | Message::Error { .. } | Message::Cancel { .. }) {
             let e = ProtocolError::Unexpected { got: m.kind(), state: "after a failed migration (its replica is gone: a new session must start)" };
             return self.protocol(e);
         }
@@ -286,6 +296,15 @@ impl CloneConn {
             SessionEvent::ImportReturned { id: _, results, state } => {
                 self.events.push_back(CloneEvent::ImportReturned { results, state });
             }
+            SessionEvent::Cancel { id, running } => {
+                if running && self.phase == Phase::Running && id == self.migrations {
+                    // Stopped half-way: the replica is not agreed with the device any more.
+                    self.cancelled = Some(id);
+                    self.phase = Phase::Failed;
+                    self.events.push_back(CloneEvent::DropReplica);
+                }
+                // Otherwise its answer (or failure) crossed the cancel: the device ignores it.
+            }
             SessionEvent::Goodbye => self.end(Ending::Goodbye),
         }
     }
@@ -341,13 +360,18 @@ impl CloneConn {
     /// The running migration failed: the device runs the call itself, and this session's
     /// replica is gone (see the zero-baseline rule).
     pub fn failed(&mut self, kind: FailKind, message: String) {
+        let running = self.phase == Phase::Running;
         self.answer(|s, id| s.failed(id, kind, message), Phase::Failed);
-        if self.phase == Phase::Failed {
+        if running && self.phase == Phase::Failed {
             self.events.push_back(CloneEvent::DropReplica);
         }
     }
 
     fn answer(&mut self, make: impl FnOnce(&mut CloneSession, MigrationId) -> Result<Message, ProtocolError>, next: Phase) {
+        if self.cancelled == Some(self.migrations) || self.phase == Phase::Ended {
+            // The device gave it up (or the session ended during it): nobody awaits an answer.
+            return;
+        }
         if self.phase != Phase::Running {
             return self.protocol(ProtocolError::NotNow { action: "answer a migration", state: "not running one" });
         }
@@ -659,5 +683,43 @@ mod tests {
         assert_eq!(sent(&mut c), [Message::Resumed { ok: false }]);
         c.handle_message(now, hello([1; 32]));
         assert!(matches!(events(&mut c)[..], [CloneEvent::Opened { .. }]));
+    }
+
+    /// A cancel of the running migration stops it: the replica is dropped, the answer the
+    /// driver gives afterwards is not sent, and the goodbye ends the session cleanly; a cancel
+    /// that crosses the answer is ignored; a cancel of a migration never sent is a protocol
+    /// error.
+    #[test]
+    fn a_cancelled_migration_is_stopped_and_never_answered() {
+        let now = Instant::now();
+        let mut c = answered(now);
+        c.handle_message(now, migrate(2));
+        assert!(matches!(events(&mut c)[..], [CloneEvent::Migrate { migration: 2, .. }]));
+        assert!(c.is_running());
+        c.handle_message(now, Message::Cancel { id: 2 });
+        assert!(!c.is_running(), "the driver stops the call");
+        assert_eq!(events(&mut c), [CloneEvent::DropReplica]);
+        c.returned(Returned::default());
+        c.failed(FailKind::Trap, "stopped".into());
+        assert!(sent(&mut c).is_empty() && events(&mut c).is_empty(), "nothing for a cancelled migration");
+        c.handle_message(now, Message::Goodbye);
+        assert_eq!(events(&mut c), [CloneEvent::Ended(Ending::Goodbye)]);
+
+        // Crossing: the answer went out, then the cancel arrives; a failure crossing it too.
+        let mut c = answered(now);
+        c.handle_message(now, Message::Cancel { id: 1 });
+        assert!(sent(&mut c).is_empty() && events(&mut c).is_empty());
+        c.handle_message(now, migrate(2));
+        assert!(matches!(events(&mut c)[..], [CloneEvent::Migrate { migration: 2, .. }]));
+        c.failed(FailKind::Trap, "unreachable".into());
+        assert!(matches!(sent(&mut c)[..], [Message::Failed { id: 2, .. }]));
+        assert_eq!(events(&mut c), [CloneEvent::DropReplica]);
+        c.handle_message(now, Message::Cancel { id: 2 });
+        c.handle_message(now, Message::Goodbye);
+        assert_eq!(events(&mut c), [CloneEvent::Ended(Ending::Goodbye)]);
+
+        let mut c = answered(now);
+        c.handle_message(now, Message::Cancel { id: 5 });
+        assert!(matches!(sent(&mut c)[..], [Message::Error { .. }]), "a migration never sent");
     }
 }

@@ -409,6 +409,7 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
             });
             w.bytes(message.as_bytes());
         }
+        Message::Cancel { id } => w.u64(*id),
         Message::Error { message } => w.bytes(message.as_bytes()),
         Message::Goodbye => {}
     }
@@ -779,6 +780,7 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize, max_wasm_pages: u32) -
             };
             Message::Failed { id, kind, message: r.string("the message")? }
         }
+        Kind::Cancel => Message::Cancel { id: r.u64("the migration")? },
         Kind::Error => Message::Error { message: r.string("the message")? },
         Kind::Goodbye => Message::Goodbye,
         Kind::Files => {

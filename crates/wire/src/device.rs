@@ -294,25 +294,51 @@ impl DeviceConn {
             Some((cause0, detail0, _)) => (cause0, format!("{detail0}; reconnecting: {detail}")),
             None => (cause, detail),
         };
-        if !cause.never_connected() {
-            self.session = None;
-        }
         self.transmits.clear();
+        if !cause.never_connected() {
+            self.farewell();
+        }
         self.phase = Phase::Idle;
         self.broke = None;
         self.open_only = None;
         self.events.push_back(ConnEvent::Abandoned { cause, detail });
     }
 
+    /// Drops the session, telling the clone when it still can: the migration in flight, if
+    /// any, is cancelled (the clone stops computing an answer nobody awaits, instead of
+    /// keeping a replica busy up to its run-time limit), then goodbye (the clone frees the
+    /// session's slots at once instead of waiting for a resume). Nothing is said on a session
+    /// that is not open (the clone broke the protocol, or the hello is unanswered).
+    fn farewell(&mut self) {
+        let Some(mut session) = self.session.take() else { return };
+        if !session.is_open() {
+            return;
+        }
+        if matches!(self.phase, Phase::Migrating | Phase::Proxying)
+            && let Some(id) = self.in_flight
+            && let Ok(m) = session.cancel(id)
+        {
+            self.transmits.push_back(m);
+        }
+        if session.in_flight().is_empty() {
+            self.transmits.push_back(session.goodbye());
+        }
+    }
+
     /// The driver gives up the migration under way for a reason of its own (its answer could
     /// not be merged, a file changed while it was sent): the session is dropped as for any
-    /// failure, and no event follows.
+    /// failure, and no event follows. What the clone is told of it (a cancel, a goodbye) is
+    /// queued: the driver sends [`DeviceConn::poll_transmit`]'s messages, then may drop the
+    /// connection. Giving up again changes nothing.
     pub fn give_up(&mut self, cause: Cause) {
-        if !cause.never_connected() {
-            self.session = None;
+        self.events.clear();
+        if self.phase == Phase::Idle && self.session.is_none() {
+            return;
         }
         self.transmits.clear();
-        self.events.clear();
+        if !cause.never_connected() {
+            self.farewell();
+        }
         self.phase = Phase::Idle;
         self.broke = None;
         self.open_only = None;
@@ -534,9 +560,12 @@ impl DeviceConn {
 
     /// The current connection failed (a send or a receive) with `cause`.
     pub fn handle_broken(&mut self, now: Instant, cause: Cause, detail: String) {
-        // What was queued after the messages that did not go out is void.
+        // What was queued after the messages that did not go out is void (but not what was
+        // decided with nothing under way: an abandonment whose farewell did not go out).
         self.transmits.clear();
-        self.events.clear();
+        if self.phase != Phase::Idle {
+            self.events.clear();
+        }
         match self.phase {
             Phase::Idle | Phase::Dialing(_) | Phase::Backoff { .. } => {
                 // Nothing was under way on it: the session is of no more use.
@@ -560,7 +589,11 @@ impl DeviceConn {
                 self.unreachable_until = None;
                 self.phase = Phase::Backoff { until: now + self.config.first_pause, purpose: Purpose::Open { retried: true } };
             }
-            _ => self.abandon(cause, detail),
+            _ => {
+                // Nothing more can be said on a broken link.
+                self.session = None;
+                self.abandon(cause, detail);
+            }
         }
     }
 

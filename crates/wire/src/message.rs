@@ -5,7 +5,7 @@
 pub use clonecloud_files::model::{ContentHash, Descriptors, Entry, EntryKind, FdOp, FileOp, FileStat, OpenFile, Tree, content_hash};
 
 /// The protocol version a peer speaks; a hello with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// A migration's number within its session: the device numbers them from 1, one more each
 /// time, and every message that belongs to a migration (its proxied calls, its answer) names
@@ -116,6 +116,10 @@ pub enum Message {
     ImportReturn { id: MigrationId, results: Vec<Value>, state: State },
     /// Clone → device: migration `id` failed; the device runs the function locally.
     Failed { id: MigrationId, kind: FailKind, message: String },
+    /// Device → clone: the device gave migration `id` up (its deadline passed, say) and runs
+    /// the call itself: the clone stops it, drops the replica it was changing, and sends nothing
+    /// more for it (an answer already on its way is ignored).
+    Cancel { id: MigrationId },
     /// Either way: a protocol error; the session is over.
     Error { message: String },
     /// Device → clone: the run is over; drop its replica.
@@ -188,6 +192,7 @@ kinds! {
     ProbeReply = 15, "probe-reply";
     Resume = 16, "resume";
     Resumed = 17, "resumed";
+    Cancel = 18, "cancel";
 }
 
 impl Kind {
@@ -212,6 +217,7 @@ impl Message {
             Message::ImportCall { .. } => Kind::ImportCall,
             Message::ImportReturn { .. } => Kind::ImportReturn,
             Message::Failed { .. } => Kind::Failed,
+            Message::Cancel { .. } => Kind::Cancel,
             Message::Error { .. } => Kind::Error,
             Message::Goodbye => Kind::Goodbye,
             Message::Probe { .. } => Kind::Probe,

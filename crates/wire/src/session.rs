@@ -15,6 +15,8 @@
 //!   import-return(id) ------------------>
 //!   <------------- return(id) | failed(id)   (results, state delta, output, file changes, exit;
 //!                                             or why not)
+//!   cancel(id) ------------------------->   (instead of awaiting the answer: the device gave
+//!                                             the migration up and runs the call itself)
 //!   ... more migrations ...
 //!   goodbye ---------------------------->   (the run is over)
 //! ```
@@ -234,6 +236,12 @@ impl DeviceSession {
         self.state == Device::Ready && self.flights.has_room()
     }
 
+    /// Whether the session is open (welcomed, the module given): migrations, cancels and the
+    /// goodbye may be sent.
+    pub fn is_open(&self) -> bool {
+        self.state == Device::Ready
+    }
+
     /// The migrations in flight, in increasing order.
     pub fn in_flight(&self) -> Vec<MigrationId> {
         self.flights.by_id.keys().copied().collect()
@@ -271,6 +279,16 @@ impl DeviceSession {
         self.expect(self.state == Device::Ready, "answer an import call")?;
         self.flights.step(id, Flight::Calling, Some(Flight::Running), "import-return")?;
         Ok(Message::ImportReturn { id, results, state })
+    }
+
+    /// Gives migration `id` up (it is running on the clone or in a proxied call): the device
+    /// runs the call itself, and the clone stops it and answers nothing more for it.
+    pub fn cancel(&mut self, id: MigrationId) -> Result<Message, ProtocolError> {
+        self.expect(self.state == Device::Ready, "cancel a migration")?;
+        if self.flights.by_id.remove(&id).is_none() {
+            return Err(ProtocolError::Migration { got: "cancel", id, expected: "in flight" });
+        }
+        Ok(Message::Cancel { id })
     }
 
     /// The last message of a run.
@@ -368,6 +386,9 @@ pub enum CloneEvent {
     ImportReturned { id: MigrationId, results: Vec<Value>, state: State },
     /// The run is over: drop its replica.
     Goodbye,
+    /// The device gave migration `id` up: when `running`, stop it (its answer is not
+    /// awaited); otherwise it had been answered already, and the device ignores that answer.
+    Cancel { id: MigrationId, running: bool },
     /// A device whose link broke awaits the answers to migrations `awaiting` of run `run`'s
     /// session: hand the connection to that session, or [`CloneSession::refuse_resume`].
     Resume { run: u64, awaiting: Vec<MigrationId> },
@@ -518,6 +539,15 @@ impl CloneSession {
             (Clone::Ready, Message::ImportReturn { id, results, state }) => {
                 self.flights.step(id, Flight::Calling, Some(Flight::Running), got)?;
                 (Clone::Ready, CloneEvent::ImportReturned { id, results, state })
+            }
+            (Clone::Ready, Message::Cancel { id }) => {
+                if id == 0 || id > self.flights.last {
+                    return Err(ProtocolError::Migration { got, id, expected: "numbered yet" });
+                }
+                // In flight (running or in a proxied call), or answered already (the answer
+                // and the cancel crossed).
+                let running = self.flights.by_id.remove(&id).is_some();
+                (Clone::Ready, CloneEvent::Cancel { id, running })
             }
             (Clone::Ready, Message::Goodbye) if idle => (Clone::Closed, CloneEvent::Goodbye),
             (Clone::Ready, m @ (Message::Files { .. } | Message::Goodbye)) => {

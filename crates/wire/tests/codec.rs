@@ -127,6 +127,7 @@ fn every_kind(rng: &mut Rng) -> Vec<Message> {
         Message::Failed { id: 1, kind: FailKind::ResourceLimit, message: String::new() },
         Message::Error { message: "ünïcode".into() },
         Message::Goodbye,
+        Message::Cancel { id: rng.next() },
         Message::Probe { bytes: (0..rng.below(3000)).map(|i| i as u8).collect(), reply: 1 << 16 },
         Message::Probe { bytes: vec![], reply: 0 },
         Message::ProbeReply { bytes: vec![9; rng.below(3000) as usize] },

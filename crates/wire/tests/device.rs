@@ -232,6 +232,8 @@ fn a_failure_on_the_clone_ends_the_session_so_the_next_starts_from_zero() {
     let mut p = Pair::new();
     p.open_and_migrate();
     p.receive(Message::Failed { id: 1, kind: FailKind::Trap, message: "unreachable".into() });
+    // The clone is told the session is over (it frees it at once), then the call runs here.
+    assert_eq!(p.sent(), ["goodbye"]);
     assert_eq!(p.events(), [ConnEvent::Abandoned { cause: Cause::Trap, detail: "unreachable".into() }]);
     assert!(!p.core.has_session(), "the clone zeroed its replica");
     p.core.start_migration(p.now);
@@ -451,6 +453,9 @@ fn one_deadline_for_the_whole_migration_however_the_clone_keeps_it_busy() {
     p.core.handle_timeout(start + Duration::from_secs(59));
     assert!(p.events().is_empty(), "not yet");
     p.core.handle_timeout(start + Duration::from_secs(60));
+    assert!(p.events().is_empty(), "the clone is told first");
+    // The clone stops the call nobody awaits, and frees the session.
+    assert_eq!(p.sent_messages(), [Message::Cancel { id: 1 }, Message::Goodbye]);
     assert!(matches!(&p.events()[..], [ConnEvent::Abandoned { cause: Cause::Timeout, .. }]));
     assert!(p.core.is_idle() && !p.core.has_session(), "the session is dropped with the migration");
     assert_eq!(p.core.poll_timeout(), None);
@@ -481,6 +486,7 @@ fn a_clone_that_keeps_calling_the_device_is_cut_off_at_the_cap() {
         assert_eq!(p.sent(), ["import-return"]);
     }
     p.receive(Message::ImportCall { id: 1, import: 1, args: vec![], state: State::default() });
+    assert_eq!(p.sent(), ["cancel", "goodbye"], "the call the device will not answer is cancelled");
     assert!(matches!(&p.events()[..], [ConnEvent::Abandoned { cause: Cause::Protocol, detail }] if detail.contains("1000")));
     // The next migration starts its count again.
     p.open_and_migrate();
@@ -548,4 +554,39 @@ fn a_session_opened_ahead_gives_up_at_its_own_deadline() {
         other => panic!("{other:?}"),
     }
     assert!(p.core.take_session().is_none());
+}
+
+/// A migration the device gives up (its deadline passed) is cancelled on the clone, and the
+/// session ended with a goodbye, when the link still takes them; if the farewell cannot be
+/// sent (the link broke too), the migration is still abandoned with its own cause, and the
+/// next starts a new session.
+#[test]
+fn a_migration_given_up_is_cancelled_and_a_farewell_that_fails_loses_nothing() {
+    let mut p = Pair::new();
+    let start = p.now;
+    p.open_and_migrate();
+    p.core.handle_timeout(start + Duration::from_secs(60));
+    assert_eq!(p.core.poll_transmit(), Some(Message::Cancel { id: 1 }));
+    // The cancel's send fails: the abandonment stands, and its cause is the deadline.
+    p.core.handle_broken(p.now, Cause::Link, "reset".into());
+    assert!(matches!(&p.events()[..], [ConnEvent::Abandoned { cause: Cause::Timeout, .. }]));
+    assert!(p.sent().is_empty(), "nothing more on a broken link");
+    p.core.start_migration(p.now);
+    assert_eq!(p.events(), [ConnEvent::Dial], "a new session");
+    // The driver gives a migration up itself (say, a proxied call it cannot serve): the same
+    // farewell, queued for it to send; giving up again changes nothing.
+    p.core.handle_connected(p.now);
+    assert_eq!(p.sent(), ["hello"]);
+    p.receive(Message::Welcome { need_module: false, concurrency: 1 });
+    assert_eq!(p.events(), [ConnEvent::NewSession, ConnEvent::ListFiles]);
+    p.core.files_unchanged();
+    assert_eq!(p.events(), [ConnEvent::Capture]);
+    p.migrate();
+    assert_eq!(p.sent(), ["migrate"]);
+    p.receive(Message::ImportCall { id: 1, import: 1, args: vec![], state: State::default() });
+    assert!(matches!(p.events()[..], [ConnEvent::ImportCall { .. }]));
+    p.core.give_up(Cause::Files);
+    p.core.give_up(Cause::Files);
+    assert_eq!(p.sent_messages(), [Message::Cancel { id: 1 }, Message::Goodbye]);
+    assert!(p.events().is_empty() && p.core.is_idle() && !p.core.has_session());
 }
