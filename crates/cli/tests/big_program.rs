@@ -15,7 +15,7 @@
 #[allow(dead_code)]
 mod oracle;
 
-use clonecloud_stats::{Cause, Stats};
+use clonecloud_stats::Stats;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -116,18 +116,19 @@ fn lua_as_cxx_with_exceptions_runs_everywhere_like_plain_wasmtime() {
     assert!(status.success(), "scripts/build-big-program lua failed");
     // `main`, and the function that runs protected calls (it catches what `error` throws).
     check(&lua(), &["main", "luaD_rawrunprotected"]);
-    // The function that throws every Lua error: on the clone each call ends with an exception
-    // it does not catch, so the call runs here (where the exception reaches its catcher); after
-    // two such calls the point stays local for the run.
+    // The function that throws every Lua error (a C++ `throw`, a wasm exception of libc++abi's
+    // tag whose object lives in linear memory): on the clone each call ends with the exception
+    // it does not catch, which comes back with the state and is thrown again here from the
+    // point, where `luaD_rawrunprotected` catches it.
     let p = lua();
     let home = tempfile::tempdir().unwrap();
     let s = home.path().join("stats.json");
     let got = clonecloud(&p, home.path(), &["--offload", "luaD_throw", "--clone", "local", "--stats", s.to_str().unwrap()]);
     assert_eq!(got, oracle(&p), "lua: --offload luaD_throw");
     let s = stats(&s);
-    assert_eq!(s.fallbacks.causes.get(&Cause::Exception).copied(), Some(2), "{s:?}");
-    assert_eq!(s.fallbacks.count, 2, "{s:?}");
-    assert_eq!(s.switched_local, ["luaD_throw(lua_State*, int)"], "{s:?}");
+    assert!(s.migrations > 0, "{s:?}");
+    assert_eq!(s.fallbacks.count, 0, "{s:?}");
+    assert!(s.switched_local.is_empty(), "{s:?}");
 }
 
 #[test]

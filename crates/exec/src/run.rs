@@ -416,6 +416,44 @@ impl Guest<'_, '_> {
             && ty.results().zip(vals).all(|(t, v)| v.ty(&*self.caller).is_ok_and(|vt| vt.matches(&t)))
     }
 
+    /// The module's exception tag `tag` (the rewriter exports every one), when `fields` are
+    /// values of its parameter types: a clone's exception is checked before the merge.
+    fn tag_for(&mut self, tag: u32, fields: &[Val]) -> Result<wasmtime::Tag, String> {
+        let Some(wasmtime::Extern::Tag(t)) = self.caller.get_export(&clonecloud_model::tag_export(tag)) else {
+            return Err(format!("the module has no exception tag {tag}"));
+        };
+        let ty = t.ty(&*self.caller);
+        let fits = ty.ty().params().len() == fields.len()
+            && ty.ty().params().zip(fields).all(|(p, v)| v.ty(&*self.caller).is_ok_and(|vt| vt.matches(&p)));
+        if fits { Ok(t) } else { Err(format!("fields {fields:?} do not fit exception tag {tag}")) }
+    }
+
+    /// Whether this module can throw an exception of tag `tag` with `fields`.
+    pub fn check_exception(&mut self, tag: u32, fields: &[Val]) -> Result<(), String> {
+        self.tag_for(tag, fields).map(drop)
+    }
+
+    /// The error a point's host function returns to throw, from the point, the exception of tag
+    /// `tag` with `fields` that its migrated call threw on the clone (its caller may catch it).
+    pub fn throw(&mut self, tag: u32, fields: &[Val]) -> wasmtime::Error {
+        use wasmtime::AsContextMut;
+        let t = match self.tag_for(tag, fields) {
+            Ok(t) => t,
+            Err(e) => return wasmtime::Error::msg(e),
+        };
+        let made = wasmtime::ExnType::from_tag_type(&t.ty(&*self.caller)).and_then(|ty| {
+            let pre = wasmtime::ExnRefPre::new(&mut *self.caller, ty);
+            wasmtime::ExnRef::new(&mut *self.caller, &pre, &t, fields)
+        });
+        match made {
+            Ok(exn) => match self.caller.as_context_mut().throw::<()>(exn) {
+                Err(e) => e,
+                Ok(()) => wasmtime::Error::msg("an exception was thrown, yet nothing propagates"),
+            },
+            Err(e) => e,
+        }
+    }
+
     /// Runs point `j`'s code here.
     pub fn call_local(&mut self, j: usize, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()> {
         call_body(self.caller, j, params, results)

@@ -278,6 +278,8 @@ pub struct Module {
     /// The functions that change a table (`table.set`, `grow`, `fill`, `copy`, `init`,
     /// `elem.drop`), sorted (empty from [`Module::parse_without_call_graph`]).
     pub table_mutators: Vec<u32>,
+    /// The size of the tag index space (exception tags, imported ones first).
+    pub tags: u32,
 }
 
 impl Module {
@@ -574,6 +576,7 @@ fn parse_validated(wasm: &[u8], call_graph: bool) -> Result<Module, ParseFail> {
         call_graph: CallGraph::default(),
         imported_functions: 0,
         table_mutators: Vec::new(),
+        tags: 0,
     };
     let mut bodies: Vec<wasmparser::FunctionBody<'_>> = Vec::new();
     let mut names: HashMap<u32, String> = HashMap::new();
@@ -627,7 +630,10 @@ fn parse_validated(wasm: &[u8], call_graph: bool) -> Result<Module, ParseFail> {
                             });
                             (ImportKind::Global, ImportClass::Other)
                         }
-                        TypeRef::Tag(_) => (ImportKind::Tag, ImportClass::Other),
+                        TypeRef::Tag(_) => {
+                            m.tags += 1;
+                            (ImportKind::Tag, ImportClass::Other)
+                        }
                     };
                     m.imports.push(Import {
                         module: import.module.to_string(),
@@ -692,6 +698,7 @@ fn parse_validated(wasm: &[u8], call_graph: bool) -> Result<Module, ParseFail> {
                     });
                 }
             }
+            Payload::TagSection(reader) => m.tags += reader.count(),
             Payload::StartSection { func, .. } => m.start = Some(func),
             Payload::ElementSection(reader) => {
                 for element in reader {

@@ -51,8 +51,10 @@
 //!
 //! Exports added (all under [`RESERVED_PREFIX`]): [`LOCALS_EXPORT`], [`FLAGS_EXPORT`] and
 //! [`BYPASS_EXPORT`] (when there are points), `__cc_global.<g>` (every mutable global of the
-//! module), `__cc_memory.<m>` (every memory of the module) and `__cc_import.<i>` (a trampoline
-//! that calls function import `i`, so a clone can proxy a WASI call into the device's instance).
+//! module), `__cc_memory.<m>` (every memory of the module), `__cc_tag.<t>` (every exception tag,
+//! so a host can tell which tag an exception escaping a point carries, and throw one of it) and
+//! `__cc_import.<i>` (a trampoline that calls function import `i`, so a clone can proxy a WASI
+//! call into the device's instance).
 //! `.debug_*` and other offset-bearing custom sections are dropped; the `name` section is kept
 //! and remapped.
 
@@ -229,7 +231,7 @@ pub fn rewrite_with(
             table: k > 0,
             memory: k > 0,
             global: k > 0,
-            export: k > 0 || !globals.is_empty() || !memories.is_empty() || n > 0,
+            export: k > 0 || !globals.is_empty() || !memories.is_empty() || n > 0 || module.tags > 0,
             element: k > 0,
             code: k + n > 0,
             data: flags_data,
@@ -335,6 +337,11 @@ pub fn rewrite_layout(module: &Module, points: &[u32]) -> Result<RewriteLayout, 
         memories,
         trampolines,
     })
+}
+
+/// The export name the rewriter gives exception tag `t`.
+pub fn tag_export(t: u32) -> String {
+    format!("{RESERVED_PREFIX}tag.{t}")
 }
 
 /// The points of a module [`rewrite_with`] made, read from its [`POINTS_SECTION`]: their original
@@ -573,6 +580,9 @@ impl Rw<'_> {
         }
         for (i, name) in self.trampolines {
             s.export(name, K::Func, self.layout.trampoline(*i));
+        }
+        for t in 0..self.module.tags {
+            s.export(&tag_export(t), K::Tag, t);
         }
         self.emitted.export = true;
     }

@@ -125,7 +125,8 @@ pub struct Offloader {
     watch: Vec<Option<Watch>>,
     /// The session being opened in the background ([`Offloader::send_ahead`]).
     ahead: Option<Ahead>,
-    /// Per point (by ordinal), calls that ended on the clone with an uncaught exception: after
+    /// Per point (by ordinal), calls that ended on the clone with an uncaught exception that
+    /// cannot cross (a reference field, a tag the rewriter did not export): after
     /// [`MAX_ESCAPES`] the point runs locally (each such call runs twice: there, then here).
     escapes: std::collections::HashMap<usize, u32>,
 }
@@ -549,9 +550,9 @@ impl Offloader {
         }
     }
 
-    /// One remote attempt; on success `results` hold the clone's results and the guest holds
-    /// the clone's state (and files). `Some(code)`: the function exited with `code`.
-    fn remote(&mut self, guest: &mut Guest<'_, '_>, j: usize, params: &[Val], results: &mut [Val]) -> Result<Option<u32>, Abort> {
+    /// One remote attempt; on success the guest holds the clone's state (and files), and
+    /// `results` the clone's results if the function returned.
+    fn remote(&mut self, guest: &mut Guest<'_, '_>, j: usize, params: &[Val], results: &mut [Val]) -> Result<Answered, Abort> {
         let args = convert::values_to_wire(params).ok_or_else(|| abort(Cause::Unsupported, "a reference-typed argument cannot migrate"))?;
         let name = self.names[j].clone();
         let (event, fig) = self.drive(guest, j, &args)?;
@@ -559,13 +560,23 @@ impl Offloader {
         let round_trip = started.map_or(Duration::ZERO, |t| t.elapsed());
         let (sent, received, proxied) = (io.sent, io.received, io.proxied);
         match event {
-            ConnEvent::Returned { results: rs, state, micros, output, files, exit, freed } => {
+            ConnEvent::Returned { results: rs, state, micros, output, files, exit, freed, thrown } => {
                 if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
                     return Err(abort(Cause::Protocol, format!("pages of {} bytes", state.memory.page_size)));
                 }
                 let vals = convert::values_from_wire(&rs);
-                if exit.is_none() && (vals.len() != results.len() || !guest.results_match(j, &vals)) {
+                let returned = exit.is_none() && thrown.is_none();
+                if returned && (vals.len() != results.len() || !guest.results_match(j, &vals)) {
                     return Err(abort(Cause::Protocol, format!("results {vals:?} do not match the function's type")));
+                }
+                // An exception is thrown again here after the merge: it must be one this module
+                // can throw, with no results beside it.
+                let thrown = thrown.map(|t| (t.tag, convert::values_from_wire(&t.fields)));
+                if let Some((tag, fields)) = &thrown {
+                    if exit.is_some() || !vals.is_empty() {
+                        return Err(abort(Cause::Protocol, "an exception with results or an exit".to_string()));
+                    }
+                    guest.check_exception(*tag, fields).map_err(|e| abort(Cause::Protocol, e))?;
                 }
                 let t2 = Instant::now();
                 // All or nothing: the memory and globals are checked, then the files changed
@@ -616,7 +627,7 @@ impl Offloader {
                 if let Err(e) = changed.commit(&mut |op| guest.replay_fd(op).map_err(Into::into)) {
                     warn!("a descriptor change of the migrated function could not be carried out: {e}");
                 }
-                if exit.is_none() {
+                if returned {
                     results.copy_from_slice(&vals);
                 }
                 self.proxying.end(guest, true);
@@ -651,11 +662,24 @@ impl Offloader {
                 p.pages_freed += u64::from(freed);
                 p.proxied_calls += proxied;
                 debug!(point = %name, pages_up, pages_down = state.memory.pages.len(), "migration returned");
-                Ok(exit)
+                Ok(match (exit, thrown) {
+                    (Some(code), _) => Answered::Exited(code),
+                    (None, Some((tag, fields))) => Answered::Threw { tag, fields },
+                    (None, None) => Answered::Returned,
+                })
             }
             other => Err(abort(Cause::Protocol, format!("unexpected {other:?}"))),
         }
     }
+}
+
+/// How a migrated call ended on the clone, its state merged here.
+#[derive(Debug)]
+enum Answered {
+    Returned,
+    Exited(u32),
+    /// It threw an exception of the module's tag `tag` with `fields`, which nothing in it caught.
+    Threw { tag: u32, fields: Vec<Val> },
 }
 
 impl Migrator for Offloader {
@@ -672,8 +696,10 @@ impl Migrator for Offloader {
             return guest.call_local(j, params, results);
         }
         match self.remote(guest, j, params, results) {
-            Ok(None) => Ok(()),
-            Ok(Some(code)) => Err(guest.exit(code as i32)),
+            Ok(Answered::Returned) => Ok(()),
+            Ok(Answered::Exited(code)) => Err(guest.exit(code as i32)),
+            // Merged: the exception goes on from the point, to whatever catches it here.
+            Ok(Answered::Threw { tag, fields }) => Err(guest.throw(tag, &fields)),
             Err(a) => {
                 // Nothing of the guest changed: run it here, from the same entry state.
                 info!(point = %self.names[j], cause = %a.cause, "offloading failed, running locally: {}", a.detail);

@@ -8,10 +8,10 @@ use crate::convert;
 use clonecloud_exec::state::PAGE_SIZE;
 use clonecloud_exec::heap::HeapHint;
 use clonecloud_exec::{ExecError, ModuleCache, new_clone_engine};
-use clonecloud_replica::{CallError, Delta, DeviceBudget, ImportProxy, Limits, OverDeviceLimit, OverLimit, Replica};
+use clonecloud_replica::{CallError, Delta, DeviceBudget, Ended, ImportProxy, Limits, OverDeviceLimit, OverLimit, Replica};
 use clonecloud_net::{Connection, Identity, Listener, NetError, AllowList};
 use clonecloud_files::{Fs, Store};
-use clonecloud_wire::{Clocks, CloneConfig, CloneConn, CloneConnEvent, Compression, ContentHash, Descriptors, Ending, FailKind, Returned};
+use clonecloud_wire::{Clocks, CloneConfig, CloneConn, CloneConnEvent, Compression, ContentHash, Descriptors, Ending, FailKind, Returned, Thrown};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -741,7 +741,7 @@ impl Clone {
         r.set_proxy(Some(Box::new(link)), xor);
         let called = r.call(point, &convert::values_from_wire(args), &mut results, clocks, descriptors);
         r.take_proxy();
-        let exit = called.map_err(|e| match e {
+        let ended = called.map_err(|e| match e {
             CallError::Proxy(p) => Failure::LinkLost(p),
             CallError::Abandoned => Failure::Abandoned,
             CallError::Trap(t) => Failure::Answer(FailKind::Trap, t.to_string()),
@@ -755,13 +755,25 @@ impl Clone {
             e @ (clonecloud_files::FsError::Budget { .. } | clonecloud_files::FsError::DeviceBudget { .. }) => Failure::Answer(FailKind::ResourceLimit, e.to_string()),
             e => unavailable(e.to_string()),
         })?;
+        let (exit, thrown) = match ended {
+            Ended::Returned => (None, None),
+            Ended::Exited(code) => (Some(code), None),
+            Ended::Threw { tag, fields } => {
+                let fields = convert::values_to_wire(&fields).ok_or_else(|| unavailable("a reference-typed exception field".into()))?;
+                (None, Some(Thrown { tag, fields }))
+            }
+        };
         let (wasm_pages, pages, globals) = r.capture(xor);
-        // After proc_exit the results were never produced.
-        let results = if exit.is_some() { Vec::new() } else { convert::values_to_wire(&results).ok_or_else(|| unavailable("a reference-typed result".into()))? };
+        // After proc_exit, or with an exception thrown, the results were never produced.
+        let results = if exit.is_some() || thrown.is_some() {
+            Vec::new()
+        } else {
+            convert::values_to_wire(&results).ok_or_else(|| unavailable("a reference-typed result".into()))?
+        };
         let mut state = convert::state(wasm_pages, pages, &globals).ok_or_else(|| unavailable("a reference-typed global".into()))?;
         state.memory.xor = xor;
         let freed = r.freed_pages() as u32;
-        Ok(Returned { results, state, micros: 0, output, files, exit, freed })
+        Ok(Returned { results, state, micros: 0, output, files, exit, freed, thrown })
     }
 }
 

@@ -409,6 +409,20 @@ pub struct Replica {
     locals: std::collections::HashMap<u32, Func>,
     /// The module's table of the original bodies (none without points).
     table: Option<wasmtime::Table>,
+    /// The module's exception tags the rewriter exported, by tag index.
+    tags: Vec<(u32, wasmtime::Tag)>,
+}
+
+/// How a migrated call ended, when it did not fail.
+#[derive(Debug, Clone)]
+pub enum Ended {
+    /// It returned its results.
+    Returned,
+    /// It called `proc_exit` with this code.
+    Exited(u32),
+    /// It threw an exception of tag `tag` (the module's tag index) with `fields` that nothing in
+    /// it caught: the device throws the same from the point.
+    Threw { tag: u32, fields: Vec<Val> },
 }
 
 impl std::fmt::Debug for Replica {
@@ -506,12 +520,17 @@ impl Replica {
         let instance = wasmtime::Instance::new(&mut store, module, &externs).map_err(ExecError::Runtime)?;
         let mut memory = None;
         let mut globals = Vec::new();
+        let mut tags = Vec::new();
         for e in module.exports() {
             let name = e.name();
             if let Some(g) = name.strip_prefix("__cc_global.").and_then(|g| g.parse::<u32>().ok()) {
                 globals.push((g, name.to_string()));
             } else if name == "__cc_memory.0" {
                 memory = Some(name.to_string());
+            } else if let Some(t) = name.strip_prefix("__cc_tag.").and_then(|t| t.parse::<u32>().ok())
+                && let Some(tag) = instance.get_tag(&mut store, name)
+            {
+                tags.push((t, tag));
             }
         }
         // Every flag clear: nested points run here.
@@ -524,7 +543,28 @@ impl Replica {
             m.data_mut(&mut store).fill(0);
         }
         store.data_mut().agreed.handles = handles;
-        Ok(Replica { store, limits, points, locals: Default::default(), table })
+        Ok(Replica { store, limits, points, locals: Default::default(), table, tags })
+    }
+
+    /// The exception pending in the store, taken, as the device can throw it again: its tag one
+    /// the rewriter exported, its fields numbers (a reference cannot cross). `None` leaves a
+    /// pending exception that cannot cross in place.
+    fn thrown(&mut self) -> Option<Ended> {
+        use wasmtime::AsContextMut;
+        let mut scope = wasmtime::RootScope::new(&mut self.store);
+        let exn = scope.as_context_mut().take_pending_exception()?;
+        let tag = exn.tag(&mut scope).ok()?;
+        let found = self.tags.iter().find(|(_, t)| wasmtime::Tag::eq(t, &tag, &scope)).map(|(i, _)| *i);
+        let n = exn.ty(&scope).ok()?.fields().len();
+        let fields: Option<Vec<Val>> = (0..n).map(|i| exn.field(&mut scope, i).ok().filter(|v| matches!(v, Val::I32(_) | Val::I64(_) | Val::F32(_) | Val::F64(_)))).collect();
+        match (found, fields) {
+            (Some(tag), Some(fields)) => Some(Ended::Threw { tag, fields }),
+            _ => {
+                // Back in place: the call ends as an exception that cannot cross.
+                let _ = scope.as_context_mut().throw::<()>(exn);
+                None
+            }
+        }
     }
 
     /// Applies a device's delta (pages XORed into the agreed content with `xor`).
@@ -588,9 +628,10 @@ impl Replica {
     }
 
     /// Calls migration point `function` (its original index) with `params`, with the device's
-    /// `clocks` and `descriptors` as of the migration; the journal starts afresh. Returns the
-    /// exit code if the function called `proc_exit`.
-    pub fn call(&mut self, function: u32, params: &[Val], results: &mut [Val], clocks: Clocks, descriptors: &Descriptors) -> Result<Option<u32>, CallError> {
+    /// `clocks` and `descriptors` as of the migration; the journal starts afresh. Says how it
+    /// ended: returned (into `results`), exited, or threw an exception the device can throw
+    /// again (one that cannot cross is [`CallError::Exception`]).
+    pub fn call(&mut self, function: u32, params: &[Val], results: &mut [Val], clocks: Clocks, descriptors: &Descriptors) -> Result<Ended, CallError> {
         let data = self.store.data_mut();
         data.clocks = ClockBase { device: clocks, at: std::time::Instant::now() };
         data.fs.begin(descriptors, clocks.realtime);
@@ -605,9 +646,15 @@ impl Replica {
         if let Err(e) = &r
             && let Some(exit) = e.downcast_ref::<crate::clone_wasi::Exit>()
         {
-            return Ok(Some(exit.0));
+            return Ok(Ended::Exited(exit.0));
         }
-        r.map(|()| None).map_err(|e| {
+        if let Err(e) = &r
+            && e.is::<wasmtime::ThrownException>()
+            && let Some(threw) = self.thrown()
+        {
+            return Ok(threw);
+        }
+        r.map(|()| Ended::Returned).map_err(|e| {
             if let Some(p) = e.downcast_ref::<ProxyFailed>() {
                 CallError::Proxy(p.clone())
             } else if e.is::<Abandoned>() {

@@ -5,7 +5,7 @@
 //! decoder never panics and never allocates more than the frame it was given.
 
 use crate::message::{
-    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, OpenFile, FileStat, ContentHash, Kind, MAX_IN_FLIGHT, Message, PROTOCOL_VERSION, PageDelta, State, Tree, Value,
+    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, OpenFile, FileStat, ContentHash, Kind, MAX_IN_FLIGHT, Message, PROTOCOL_VERSION, PageDelta, State, Thrown, Tree, Value,
 };
 
 /// The frame format this codec writes and reads.
@@ -343,7 +343,7 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
                 w.u8(u8::from(f.write));
             }
         }
-        Message::Return { id, results, state, micros, output, files, exit, freed } => {
+        Message::Return { id, results, state, micros, output, files, exit, freed, thrown } => {
             w.u64(*id);
             w.values(results);
             w.state(state);
@@ -363,6 +363,14 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
                 }
             }
             w.u32(*freed);
+            match thrown {
+                None => w.u8(0),
+                Some(t) => {
+                    w.u8(1);
+                    w.u32(t.tag);
+                    w.values(&t.fields);
+                }
+            }
         }
         Message::Files { trees } => {
             w.len(trees.len());
@@ -762,7 +770,13 @@ fn decode_payload(code: u8, payload: &[u8], limit: usize, max_wasm_pages: u32) -
                 1 => Some(r.u32("the exit code")?),
                 b => return Err(r.invalid(format!("the exit flag is {b}, not 0 or 1"))),
             };
-            Message::Return { id, results, state, micros, output, files, exit, freed: r.u32("the freed page count")? }
+            let freed = r.u32("the freed page count")?;
+            let thrown = match r.u8("the thrown flag")? {
+                0 => None,
+                1 => Some(Thrown { tag: r.u32("the exception's tag")?, fields: r.values("the exception's fields")? }),
+                b => return Err(r.invalid(format!("the thrown flag is {b}, not 0 or 1"))),
+            };
+            Message::Return { id, results, state, micros, output, files, exit, freed, thrown }
         }
         Kind::ImportCall => {
             let id = r.u64("the migration")?;

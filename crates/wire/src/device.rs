@@ -24,7 +24,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::message::{Clocks, ContentHash, Descriptors, Environment, FailKind, FileOp, Message, MigrationId, State, Tree, Value};
+use crate::message::{Clocks, ContentHash, Descriptors, Environment, FailKind, FileOp, Message, MigrationId, State, Thrown, Tree, Value};
 use crate::session::{DeviceEvent as SessionEvent, DeviceSession};
 use crate::Cause;
 
@@ -88,7 +88,9 @@ pub enum ConnEvent {
     /// it with [`DeviceConn::take_session`].
     Ready,
     /// The migrated function returned (or exited): apply, then the migration is over.
-    Returned { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32>, freed: u32 },
+    /// With `thrown`, the function threw that exception instead (no results): apply the rest,
+    /// then throw it from the point.
+    Returned { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32>, freed: u32, thrown: Option<Thrown> },
     /// The migration is abandoned: run the call here, from its entry state.
     Abandoned { cause: Cause, detail: String },
 }
@@ -429,9 +431,9 @@ impl DeviceConn {
                 self.phase = Phase::Proxying;
                 self.events.push_back(ConnEvent::ImportCall { import, args, state });
             }
-            (Phase::Migrating, SessionEvent::Returned { id: _, results, state, micros, output, files, exit, freed }) => {
+            (Phase::Migrating, SessionEvent::Returned { id: _, results, state, micros, output, files, exit, freed, thrown }) => {
                 self.phase = Phase::Idle;
-                self.events.push_back(ConnEvent::Returned { results, state, micros, output, files, exit, freed });
+                self.events.push_back(ConnEvent::Returned { results, state, micros, output, files, exit, freed, thrown });
             }
             (Phase::Migrating, SessionEvent::Failed { id: _, kind, message }) => {
                 let cause = match kind {

@@ -36,6 +36,6 @@ pub use device::{ConnEvent, DeviceConfig, DeviceConn};
 pub use codec::{Compression, DecodeError, Decoder, encode, encode_with, from_bytes, to_bytes, to_bytes_with};
 pub use message::{
     Clocks, ContentHash, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, FileStat, Kind, MAX_IN_FLIGHT, Message, MigrationId, OpenFile, PROTOCOL_VERSION, PageDelta, State, Tree, content_hash,
-    Value,
+    Thrown, Value,
 };
 pub use session::{CloneEvent, CloneSession, DeviceEvent, DeviceSession, ProtocolError, Returned};

@@ -16,6 +16,14 @@ pub type MigrationId = u64;
 /// The most migrations a resume may name (and so the most a session may have in flight).
 pub const MAX_IN_FLIGHT: u32 = 1024;
 
+/// A wasm exception that escaped a migrated function: its tag (an index in the module's tag
+/// index space) and its fields, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Thrown {
+    pub tag: u32,
+    pub fields: Vec<Value>,
+}
+
 /// A wasm value crossing the wire. Floats travel as their bits, so NaN payloads survive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Value {
@@ -108,7 +116,9 @@ pub enum Message {
     /// (what it wrote to stdout and stderr, as `(fd, bytes)` in order) and resume (or exit).
     /// `freed` counts the changed pages left out because they hold only memory the allocator
     /// has freed (the device keeps its own bytes there).
-    Return { id: MigrationId, results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32>, freed: u32 },
+    /// With `thrown`, the function threw that exception instead of returning (no results): the
+    /// device applies the rest, then throws it from the point, where its caller may catch it.
+    Return { id: MigrationId, results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32>, freed: u32, thrown: Option<Thrown> },
     /// Clone → device, during migration `id`: run import `import` with `args` on the device,
     /// after applying `state`.
     ImportCall { id: MigrationId, import: u32, args: Vec<Value>, state: State },

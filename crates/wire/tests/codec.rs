@@ -115,9 +115,10 @@ fn every_kind(rng: &mut Rng) -> Vec<Message> {
             output: vec![(1, b"out".to_vec()), (2, vec![])],
             files: file_ops(rng),
             exit: None,
-            freed: 2,
+            freed: 2, thrown: None,
         },
-        Message::Return { id: 1, results: vec![], state: state(rng), micros: 0, output: vec![], files: vec![], exit: Some(3), freed: 7 },
+        Message::Return { id: 1, results: vec![], state: state(rng), micros: 0, output: vec![], files: vec![], exit: Some(3), freed: 7, thrown: None },
+        Message::Return { id: 2, results: vec![], state: state(rng), micros: 0, output: vec![], files: vec![], exit: None, freed: 0, thrown: Some(clonecloud_wire::Thrown { tag: 3, fields: values(rng) }) },
         Message::Files { trees: vec![tree(rng), Tree::default()] },
         Message::NeedFiles { hashes: vec![[1; 32], [2; 32]] },
         Message::FileData { hash: [3; 32], bytes: (0..rng.below(5000)).map(|i| (i % 7) as u8).collect() },
@@ -269,7 +270,7 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
         output: vec![],
         files: vec![],
         exit: None,
-        freed: 0,
+        freed: 0, thrown: None,
     };
     for c in [Compression::Lz4, Compression::Zstd] {
         let packed = to_bytes_with(&zeros, c);
@@ -294,7 +295,7 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
         output: vec![],
         files: vec![],
         exit: None,
-        freed: 0,
+        freed: 0, thrown: None,
     };
     assert!(matches!(from_bytes(&to_bytes(&m), DEFAULT_MAX_FRAME), Err(DecodeError::Invalid { .. })));
 }
@@ -312,7 +313,7 @@ fn a_message_has_one_decompression_budget() {
         output: vec![],
         files: (0..64).map(|i| FileOp::Write { root: 0, path: format!("f{i}"), offset: 0, data: vec![0; 1 << 20] }).collect(),
         exit: None,
-        freed: 0,
+        freed: 0, thrown: None,
     };
     for c in [Compression::Lz4, Compression::Zstd] {
         let packed = to_bytes_with(&bomb, c);
@@ -336,7 +337,7 @@ fn the_device_s_memory_maximum_bounds_what_an_answer_may_describe_and_expand_to(
         output: vec![],
         files: vec![],
         exit: None,
-        freed: 0,
+        freed: 0, thrown: None,
     };
     let decode = |m: &Message, max_frame: usize, max_pages: Option<u32>| {
         let mut d = clonecloud_wire::Decoder::new(max_frame);
