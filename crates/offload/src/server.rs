@@ -1053,6 +1053,10 @@ impl ImportProxy for DeviceLink {
             }
         };
         w.core.handle_message(Instant::now(), reply);
+        if !w.core.is_running() && !w.core.is_ended() {
+            // A cancel crossed the call: the device runs the function itself.
+            return Err(Box::new(clonecloud_replica::Abandoned));
+        }
         match w.core.poll_event() {
             Some(CloneConnEvent::ImportReturned { results, state }) => {
                 if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {

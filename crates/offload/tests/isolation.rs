@@ -500,4 +500,30 @@ fn a_call_the_device_cancels_is_stopped_and_its_session_freed() {
     let mut again = Connection::connect(addr, Some(&device), server.public(), T).unwrap();
     hello(&mut again, &module, 2);
     assert_eq!(call_f(&mut again, 1, Some(5)), Value::I32(5));
+    again.send(&Message::Goodbye).unwrap();
+    assert!(matches!(again.recv(), Err(NetError::Closed)));
+
+    // A cancel that crosses a proxied call (a read of stdin, which only the device can answer)
+    // stops the call too.
+    let wasm = wat::parse_str(
+        r#"(module
+             (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+             (memory (export "memory") 1)
+             (func $reader (export "reader") (result i32)
+               (i32.store (i32.const 16) (i32.const 64))
+               (i32.store (i32.const 20) (i32.const 8))
+               (call $read (i32.const 0) (i32.const 16) (i32.const 1) (i32.const 32))))"#,
+    )
+    .unwrap();
+    let model = clonecloud_model::Module::parse(&wasm).unwrap();
+    let module = clonecloud_model::rewrite(&model, &wasm, &[1]).unwrap().wasm;
+    let mut c = Connection::connect(addr, Some(&device), server.public(), T).unwrap();
+    hello(&mut c, &module, 3);
+    let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } };
+    c.send(&Message::Migrate { id: 1, point: 1, args: vec![], state, clocks: Default::default(), descriptors: Default::default() }).unwrap();
+    assert!(matches!(c.recv().unwrap(), Message::ImportCall { id: 1, .. }), "the read goes to the device");
+    c.send(&Message::Cancel { id: 1 }).unwrap();
+    c.send(&Message::Goodbye).unwrap();
+    assert!(matches!(c.recv(), Err(NetError::Closed)), "the clone ends the session without an answer");
+    assert_eq!(clone.calls_stopped(), 2);
 }

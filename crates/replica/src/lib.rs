@@ -16,4 +16,4 @@ mod clone_wasi;
 mod replica;
 
 pub use clone_wasi::proxied;
-pub use replica::{CHECK_EVERY, CallError, Delta, Ended, DeviceBudget, EPOCH_TICK, HostBudget, ImportProxy, Limits, OverDeviceLimit, OverLimit, Output, ProxyAnswerRefused, ProxyFailed, Replica, WasiOnClone};
+pub use replica::{Abandoned, CHECK_EVERY, CallError, Delta, Ended, DeviceBudget, EPOCH_TICK, HostBudget, ImportProxy, Limits, OverDeviceLimit, OverLimit, Output, ProxyAnswerRefused, ProxyFailed, Replica, WasiOnClone};

@@ -305,10 +305,11 @@ pub trait ImportProxy: Send + std::fmt::Debug {
 /// still awaits it.
 pub const CHECK_EVERY: u64 = 5;
 
-/// A call stopped because the device no longer awaits it.
+/// A call stopped because the device no longer awaits it; an [`ImportProxy::call`] returns it
+/// when the device cancelled the call instead of answering.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the device no longer awaits this call")]
-struct Abandoned;
+pub struct Abandoned;
 
 /// A proxied import call failed (the link, the device refused it): the call cannot go on.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -386,6 +387,8 @@ pub(crate) fn proxy_call(caller: &mut wasmtime::Caller<'_, Data>, import: u32, n
     caller.data_mut().proxy = Some(link);
     let limit = caller.data().memory_limit;
     let r = match answer {
+        // The device gave the call up instead of answering: it ends as one stopped.
+        Err(e) if e.is::<Abandoned>() => Err(wasmtime::Error::new(Abandoned)),
         Err(e) => Err(failed(e.to_string())),
         // The link held; the device's changes do not fit here.
         Ok((vals, d)) => agreed.apply(&mut *caller, limit, &d).map(|()| vals).map_err(|e| wasmtime::Error::new(ProxyAnswerRefused { name: name.to_string(), why: e.to_string() })),
