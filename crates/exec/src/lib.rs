@@ -21,6 +21,6 @@ pub mod state;
 pub use cache::ModuleCache;
 pub use error::ExecError;
 pub use run::{
-    DeviceEngine, DirMapping, FdReplayError, Guest, Layout, Migrator, Outcome, PointMode, Points, Program, RunReport, Stdio, WasiConfig,
+    DeviceEngine, DirMapping, Exception, FdReplayError, Guest, Layout, Migrator, Outcome, PointMode, Points, Program, RunReport, Stdio, WasiConfig,
     EPOCH_TICK, new_clone_engine, new_device_engine, new_engine,
 };

@@ -307,6 +307,11 @@ pub struct Guest<'a, 'b> {
     program: &'a Program,
 }
 
+/// A wasm exception made in the guest's store, to be thrown from a point
+/// ([`Guest::make_exception`], [`Guest::throw`]); it lives as long as the host call that made it.
+#[derive(Debug)]
+pub struct Exception(wasmtime::Rooted<wasmtime::ExnRef>);
+
 impl std::fmt::Debug for Guest<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Guest({} points)", self.program.points.len())
@@ -428,29 +433,25 @@ impl Guest<'_, '_> {
         if fits { Ok(t) } else { Err(format!("fields {fields:?} do not fit exception tag {tag}")) }
     }
 
-    /// Whether this module can throw an exception of tag `tag` with `fields`.
-    pub fn check_exception(&mut self, tag: u32, fields: &[Val]) -> Result<(), String> {
-        self.tag_for(tag, fields).map(drop)
+    /// The exception of tag `tag` with `fields` that a migrated call threw on the clone, made
+    /// here, ready to be thrown from the point once the rest of the answer is merged (made
+    /// first, so that a failure to make it leaves the guest as it was and the call can run
+    /// here): an error when the module has no such tag or the fields do not fit it.
+    pub fn make_exception(&mut self, tag: u32, fields: &[Val]) -> Result<Exception, String> {
+        let t = self.tag_for(tag, fields)?;
+        let ty = wasmtime::ExnType::from_tag_type(&t.ty(&*self.caller)).map_err(|e| e.to_string())?;
+        let pre = wasmtime::ExnRefPre::new(&mut *self.caller, ty);
+        let exn = wasmtime::ExnRef::new(&mut *self.caller, &pre, &t, fields).map_err(|e| format!("cannot make the exception here: {e}"))?;
+        Ok(Exception(exn))
     }
 
-    /// The error a point's host function returns to throw, from the point, the exception of tag
-    /// `tag` with `fields` that its migrated call threw on the clone (its caller may catch it).
-    pub fn throw(&mut self, tag: u32, fields: &[Val]) -> wasmtime::Error {
+    /// The error a point's host function returns to throw `e` from the point (its caller may
+    /// catch it).
+    pub fn throw(&mut self, e: Exception) -> wasmtime::Error {
         use wasmtime::AsContextMut;
-        let t = match self.tag_for(tag, fields) {
-            Ok(t) => t,
-            Err(e) => return wasmtime::Error::msg(e),
-        };
-        let made = wasmtime::ExnType::from_tag_type(&t.ty(&*self.caller)).and_then(|ty| {
-            let pre = wasmtime::ExnRefPre::new(&mut *self.caller, ty);
-            wasmtime::ExnRef::new(&mut *self.caller, &pre, &t, fields)
-        });
-        match made {
-            Ok(exn) => match self.caller.as_context_mut().throw::<()>(exn) {
-                Err(e) => e,
-                Ok(()) => wasmtime::Error::msg("an exception was thrown, yet nothing propagates"),
-            },
+        match self.caller.as_context_mut().throw::<()>(e.0) {
             Err(e) => e,
+            Ok(()) => wasmtime::Error::msg("an exception was thrown, yet nothing propagates"),
         }
     }
 

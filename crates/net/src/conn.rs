@@ -197,10 +197,10 @@ impl Connection {
         self.decoder.set_max_frame(bytes);
     }
 
-    /// The receiver's memory maximum, in wasm pages (see
-    /// [`clonecloud_wire::Decoder::set_memory_maximum`]): the device sets it from its module.
-    pub fn set_memory_maximum(&mut self, wasm_pages: u32) {
-        self.decoder.set_memory_maximum(wasm_pages);
+    /// The receiver's memory maximum, in wasm pages, and its page size (see
+    /// [`clonecloud_wire::Decoder::set_memory_maximum`]): the device sets them from its module.
+    pub fn set_memory_maximum(&mut self, wasm_pages: u32, page_size: u32) {
+        self.decoder.set_memory_maximum(wasm_pages, page_size);
     }
 
     /// How page deltas are written from now on.
@@ -287,6 +287,29 @@ impl Connection {
     }
 }
 
+/// After this long without a byte from the peer, the clone's kernel asks it whether it is
+/// there ([`KEEPALIVE_INTERVAL`] apart, [`KEEPALIVE_PROBES`] times); a device whose network
+/// vanished (no FIN, no RST) then shows as a broken link within about half a minute, even
+/// while a migrated call runs and nothing is said.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEPALIVE_PROBES: u32 = 3;
+
+/// Turns TCP keepalive on with the timings above (best effort: a socket that refuses keeps
+/// the kernel's defaults).
+fn keep_alive(sock: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+        // SAFETY: `fd` is an open socket for the call, and the value is a c_int of that size.
+        unsafe { libc::setsockopt(fd, level, name, (&raw const value).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE.as_secs() as libc::c_int);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL.as_secs() as libc::c_int);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES as libc::c_int);
+}
+
 /// What a failed read of the TLS stream means: TLS's own error, or the socket's.
 fn read_error(e: std::io::Error) -> NetError {
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
@@ -364,6 +387,7 @@ impl Incoming {
     pub fn accept_by(self, deadline: Instant) -> Result<Connection, NetError> {
         let mut sock = self.sock;
         sock.set_nodelay(true).ok();
+        keep_alive(&sock);
         let mut conn = ServerConnection::new(self.cfg).map_err(NetError::Tls)?;
         handshake(&mut conn, &mut Deadlined { sock: &mut sock, deadline, timeout: self.timeout })?;
         sock.set_read_timeout(Some(self.timeout)).ok();
@@ -374,5 +398,38 @@ impl Incoming {
             .ok_or_else(|| NetError::Tls(rustls::Error::NoCertificatesPresented))?;
         let peer = certificate_key(cert).map_err(NetError::Tls)?;
         Ok(Connection::new(Tls::Server(Box::new(StreamOwned::new(conn, sock))), peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn option(sock: &TcpStream, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        use std::os::fd::AsRawFd;
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: an open socket, and a c_int-sized buffer with its length.
+        let r = unsafe { libc::getsockopt(sock.as_raw_fd(), level, name, (&raw mut value).cast(), &raw mut len) };
+        assert_eq!(r, 0);
+        value
+    }
+
+    /// The clone's side of a connection probes a silent peer (a device whose network vanished
+    /// sends neither FIN nor RST), with the timings the docs give.
+    #[test]
+    fn the_clone_s_connections_probe_a_silent_device() {
+        let (device, server) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let t = Duration::from_secs(5);
+        let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([device.public().clone()]), t).unwrap();
+        let addr = listener.local_addr();
+        let accepting = std::thread::spawn(move || listener.incoming().unwrap().accept().unwrap());
+        let _d = Connection::connect(addr, Some(&device), server.public(), t).unwrap();
+        let s = accepting.join().unwrap();
+        let sock = s.tls.sock();
+        assert_eq!(option(sock, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+        assert_eq!(option(sock, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), KEEPALIVE_IDLE.as_secs() as libc::c_int);
+        assert_eq!(option(sock, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL), KEEPALIVE_INTERVAL.as_secs() as libc::c_int);
+        assert_eq!(option(sock, libc::IPPROTO_TCP, libc::TCP_KEEPCNT), KEEPALIVE_PROBES as libc::c_int);
     }
 }

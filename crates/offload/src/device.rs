@@ -571,13 +571,13 @@ impl Offloader {
                 }
                 // An exception is thrown again here after the merge: it must be one this module
                 // can throw, with no results beside it.
-                let thrown = thrown.map(|t| (t.tag, convert::values_from_wire(&t.fields)));
-                if let Some((tag, fields)) = &thrown {
-                    if exit.is_some() || !vals.is_empty() {
+                let thrown = match thrown {
+                    Some(_) if exit.is_some() || !vals.is_empty() => {
                         return Err(abort(Cause::Protocol, "an exception with results or an exit".to_string()));
                     }
-                    guest.check_exception(*tag, fields).map_err(|e| abort(Cause::Protocol, e))?;
-                }
+                    Some(t) => Some(guest.make_exception(t.tag, &convert::values_from_wire(&t.fields)).map_err(|e| abort(Cause::Protocol, e))?),
+                    None => None,
+                };
                 let t2 = Instant::now();
                 // All or nothing: the memory and globals are checked, then the files changed
                 // (undone if one change fails), then the memory and globals set (the files
@@ -664,7 +664,7 @@ impl Offloader {
                 debug!(point = %name, pages_up, pages_down = state.memory.pages.len(), "migration returned");
                 Ok(match (exit, thrown) {
                     (Some(code), _) => Answered::Exited(code),
-                    (None, Some((tag, fields))) => Answered::Threw { tag, fields },
+                    (None, Some(exception)) => Answered::Threw(exception),
                     (None, None) => Answered::Returned,
                 })
             }
@@ -678,8 +678,8 @@ impl Offloader {
 enum Answered {
     Returned,
     Exited(u32),
-    /// It threw an exception of the module's tag `tag` with `fields`, which nothing in it caught.
-    Threw { tag: u32, fields: Vec<Val> },
+    /// It threw this exception (made here), which nothing in it caught.
+    Threw(clonecloud_exec::Exception),
 }
 
 impl Migrator for Offloader {
@@ -699,7 +699,7 @@ impl Migrator for Offloader {
             Ok(Answered::Returned) => Ok(()),
             Ok(Answered::Exited(code)) => Err(guest.exit(code as i32)),
             // Merged: the exception goes on from the point, to whatever catches it here.
-            Ok(Answered::Threw { tag, fields }) => Err(guest.throw(tag, &fields)),
+            Ok(Answered::Threw(exception)) => Err(guest.throw(exception)),
             Err(a) => {
                 // Nothing of the guest changed: run it here, from the same entry state.
                 info!(point = %self.names[j], cause = %a.cause, "offloading failed, running locally: {}", a.detail);
@@ -769,7 +769,7 @@ fn dial_clone(t: &Target, compression: Compression, memory: Option<u32>) -> Resu
     conn.set_timeout(Some(t.timeout));
     conn.set_compression(compression);
     if let Some(pages) = memory {
-        conn.set_memory_maximum(pages);
+        conn.set_memory_maximum(pages, PAGE_SIZE as u32);
     }
     Ok(conn)
 }

@@ -597,7 +597,7 @@ impl Clone {
                     let xor = lock().conn.peer_compression() != Compression::None;
                     let m = Migration { point, args: &args, state: &state, xor, clocks, descriptors: &descriptors };
                     let handoff = run.registration.as_ref().map(|r| r.handoff.clone());
-                    let link = DeviceLink { wire: wire.clone(), handoff, broke: None };
+                    let link = DeviceLink { wire: wire.clone(), handoff, broke: None, window: self.idle.min(RESUME_WINDOW) };
                     match self.run(loaded, &mut run.replica, &mut run.files, &run.environment, &run.budget, m, link) {
                         Ok(mut ret) => {
                             ret.micros = started.elapsed().as_micros() as u64;
@@ -608,13 +608,14 @@ impl Clone {
                         Err(Failure::Abandoned) => {
                             self.stopped.fetch_add(1, Ordering::Relaxed);
                             let mut w = lock();
-                            // The device cancelled it (the core knows, and drops the replica), or
-                            // its link broke and no resume came in the window: the session is over.
+                            // The device cancelled it (the core knows, and drops the replica) or broke
+                            // the protocol (the session is over), or its link broke and no resume
+                            // came in the window: the session is over.
                             if w.core.is_running() {
                                 info!(device = %run.device, point, "the link broke during the call and no resume came: stopped");
                                 w.core.handle_not_resumed();
                             } else {
-                                debug!(device = %run.device, point, "the device gave the call up: stopped");
+                                debug!(device = %run.device, point, "the device gave the call up (or broke the protocol): stopped");
                             }
                         }
                         Err(Failure::Answer(kind, message)) => {
@@ -1029,6 +1030,8 @@ struct DeviceLink {
     handoff: Option<Arc<Handoff>>,
     /// When the link was found broken during the call.
     broke: Option<Instant>,
+    /// How long the session waits to be resumed (the core's window).
+    window: Duration,
 }
 
 impl ImportProxy for DeviceLink {
@@ -1084,7 +1087,7 @@ impl ImportProxy for DeviceLink {
         let Ok(mut w) = self.wire.try_lock() else { return false };
         if let Some(since) = self.broke {
             let resumed = self.handoff.as_ref().is_some_and(|h| h.has_mail());
-            return !resumed && since.elapsed() >= RESUME_WINDOW;
+            return !resumed && since.elapsed() >= self.window;
         }
         match w.conn.try_recv() {
             Ok(None) => false,

@@ -65,7 +65,9 @@ fn deadline_after(t: std::time::Duration) -> std::time::Instant {
 /// What a migrated function wrote to stdout (1) and stderr (2), in order.
 pub type Output = Vec<(u32, Vec<u8>)>;
 
-/// How often a clone engine's epoch advances: the granularity of run deadlines.
+/// How often a clone engine's epoch advances; a call's deadline (and whether the device still
+/// awaits it) is checked every [`CHECK_EVERY`] ticks, so a run-time limit is kept to within
+/// that.
 pub use clonecloud_exec::EPOCH_TICK;
 
 /// What one migrated call may use on the clone.
@@ -294,8 +296,9 @@ pub trait ImportProxy: Send + std::fmt::Debug {
     fn call(&mut self, import: u32, args: &[Val], delta: Delta) -> Result<(Vec<Val>, Delta), Box<dyn std::error::Error + Send + Sync>>;
 
     /// Whether the device no longer awaits the call in progress (it cancelled it, say): asked
-    /// every [`CHECK_EVERY`] ticks of the epoch while wasm runs, without waiting; `true` stops
-    /// the call ([`CallError::Abandoned`]).
+    /// every [`CHECK_EVERY`] ticks of the epoch while wasm runs, and between the slices of a
+    /// sleep the guest asked for, without waiting; `true` stops the call
+    /// ([`CallError::Abandoned`]).
     fn abandoned(&mut self) -> bool {
         false
     }
@@ -550,8 +553,8 @@ impl Replica {
     }
 
     /// The exception pending in the store, taken, as the device can throw it again: its tag one
-    /// the rewriter exported, its fields numbers (a reference cannot cross). `None` leaves a
-    /// pending exception that cannot cross in place.
+    /// the rewriter exported, its fields numbers (a reference cannot cross). `None` when it
+    /// cannot cross (the call then ends as [`CallError::Exception`]).
     fn thrown(&mut self) -> Option<Ended> {
         use wasmtime::AsContextMut;
         let mut scope = wasmtime::RootScope::new(&mut self.store);

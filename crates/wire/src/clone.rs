@@ -109,7 +109,8 @@ enum Phase {
     Listing,
     /// A migration runs.
     Running,
-    /// A migration failed: only a goodbye (or the link's end) may follow.
+    /// A migration failed, or the device cancelled it: only a goodbye, a cancel (crossing the
+    /// failure) or an error (or the link's end) may follow.
     Failed,
     /// The link broke: a resume is awaited until then.
     AwaitResume { until: Instant },

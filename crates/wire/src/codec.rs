@@ -444,8 +444,14 @@ struct Reader<'a> {
     /// budget per message, so a message of many small compressed parts cannot make the
     /// receiver allocate many times the frame limit.
     limit: usize,
+    /// What a state's pages may decompress to, when the receiver set its memory's maximum
+    /// (otherwise they count against `limit`): a budget of its own, so file contents and
+    /// output cannot use the memory's share.
+    memory_limit: Option<usize>,
     /// The largest memory a state may describe, in wasm pages: the receiver's own maximum.
     max_wasm_pages: u32,
+    /// The only page size the receiver takes (when it set its memory's maximum).
+    page_size: Option<u32>,
     /// The compression of what was read (`None` when nothing compressed was).
     compression: Compression,
 }
@@ -537,11 +543,15 @@ impl<'a> Reader<'a> {
     }
     /// Decompresses `packed` (encoding 1 LZ4, 2 zstd) to exactly `len` bytes. Nothing is
     /// allocated beyond what the data really expands to, so a forged length costs nothing.
-    fn unpack(&mut self, encoding: u8, packed: &[u8], len: usize, what: &'static str) -> Result<Vec<u8>, DecodeError> {
-        if len > self.limit {
+    fn unpack(&mut self, encoding: u8, packed: &[u8], len: usize, what: &'static str, memory: bool) -> Result<Vec<u8>, DecodeError> {
+        let pool = match self.memory_limit.as_mut() {
+            Some(m) if memory => m,
+            _ => &mut self.limit,
+        };
+        if len > *pool {
             return Err(self.invalid(format!("{what}: {len} more bytes decompressed is over the message's limit")));
         }
-        self.limit -= len;
+        *pool -= len;
         let out = match encoding {
             1 => {
                 // LZ4 expands at most 255-fold: a larger claim is a forgery, refused unallocated.
@@ -577,7 +587,7 @@ impl<'a> Reader<'a> {
             e => {
                 let len = self.u32(what)? as usize;
                 let packed = self.bytes(what)?;
-                self.unpack(e, &packed, len, what)
+                self.unpack(e, &packed, len, what, false)
             }
         }
     }
@@ -659,6 +669,13 @@ impl<'a> Reader<'a> {
         if !page_size.is_power_of_two() || !(256..=65536).contains(&page_size) {
             return Err(self.invalid(format!("page size {page_size} is not a power of two from 256 B to 64 KiB")));
         }
+        if let Some(mine) = self.page_size
+            && page_size != mine
+        {
+            // Before anything is decompressed: smaller pages would cost the receiver more per
+            // byte than its own memory does.
+            return Err(self.invalid(format!("pages of {page_size} bytes, the receiver's are {mine}")));
+        }
         let xor = match self.u8("the XOR flag")? {
             0 => false,
             1 => true,
@@ -676,7 +693,7 @@ impl<'a> Reader<'a> {
             0 => self.take(raw_len, "the pages")?,
             e => {
                 let packed = self.bytes("the compressed pages")?;
-                raw = self.unpack(e, &packed, raw_len, "the compressed pages")?;
+                raw = self.unpack(e, &packed, raw_len, "the compressed pages", true)?;
                 &raw
             }
         };
@@ -692,11 +709,23 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// What one message may expand to and describe (see [`Decoder::set_memory_maximum`]).
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// What its compressed parts other than a state's pages may decompress to, together.
+    limit: usize,
+    /// What a state's pages may decompress to, when the receiver set its memory's maximum.
+    memory_limit: Option<usize>,
+    max_wasm_pages: u32,
+    page_size: Option<u32>,
+}
+
 /// Decodes one whole frame's payload; also says how what it held was compressed.
-fn decode_payload(code: u8, payload: &[u8], limit: usize, max_wasm_pages: u32) -> Result<(Message, Compression), DecodeError> {
+fn decode_payload(code: u8, payload: &[u8], budget: Budget) -> Result<(Message, Compression), DecodeError> {
     let kind_of = Kind::from_code(code).ok_or(DecodeError::UnknownKind(code))?;
     let kind = kind_of.name();
-    let mut r = Reader { data: payload, kind, limit, max_wasm_pages, compression: Compression::None };
+    let Budget { limit, memory_limit, max_wasm_pages, page_size } = budget;
+    let mut r = Reader { data: payload, kind, limit, memory_limit, max_wasm_pages, page_size, compression: Compression::None };
     let m = match kind_of {
         Kind::Hello => {
             let version = r.u16("the version")?;
@@ -850,8 +879,8 @@ pub struct Decoder {
     buf: Vec<u8>,
     start: usize,
     max_frame: usize,
-    /// The receiver's memory maximum, in wasm pages, when it set one.
-    max_wasm_pages: Option<u32>,
+    /// The receiver's memory maximum, in wasm pages, and its page size, when it set them.
+    memory: Option<(u32, u32)>,
     /// How the last message decoded was compressed (a peer answers in kind).
     pub last_compression: Compression,
 }
@@ -868,23 +897,28 @@ impl Decoder {
         self.max_frame = max_frame;
     }
 
-    /// The receiver's memory can grow to `wasm_pages` at most (the device's module's maximum):
-    /// a state describing a larger memory is refused before its pages are decompressed, and
-    /// what one message may decompress to is that memory plus the frame limit (for what is
-    /// not memory: file contents, output), not the frame limit alone.
-    pub fn set_memory_maximum(&mut self, wasm_pages: u32) {
-        self.max_wasm_pages = Some(wasm_pages.min(65536));
+    /// The receiver's memory can grow to `wasm_pages` at most (the device's module's maximum)
+    /// and is kept in pages of `page_size` bytes: a state describing a larger memory, or pages
+    /// of another size, is refused before its pages are decompressed; a state's pages may
+    /// decompress to that memory (with their indices), and the rest of the message (file
+    /// contents, output) to the frame limit, each budget its own.
+    pub fn set_memory_maximum(&mut self, wasm_pages: u32, page_size: u32) {
+        self.memory = Some((wasm_pages.min(65536), page_size.clamp(256, 65536)));
     }
 
     pub fn new(max_frame: usize) -> Decoder {
-        Decoder { buf: Vec::new(), start: 0, max_frame, max_wasm_pages: None, last_compression: Compression::None }
+        Decoder { buf: Vec::new(), start: 0, max_frame, memory: None, last_compression: Compression::None }
     }
 
-    /// What one message may decompress to, all its compressed parts together.
-    fn expansion_budget(&self) -> usize {
-        // Pages of at least 256 bytes, each with a 4-byte index.
-        let memory = self.max_wasm_pages.map_or(0, |p| p as usize * (65536 + 1024));
-        self.max_frame.saturating_add(memory)
+    /// What one message may decompress to and describe.
+    fn budget(&self) -> Budget {
+        match self.memory {
+            Some((wasm_pages, page_size)) => {
+                let pages = wasm_pages as usize * (65536 / page_size as usize);
+                Budget { limit: self.max_frame, memory_limit: Some(pages * (page_size as usize + 4)), max_wasm_pages: wasm_pages, page_size: Some(page_size) }
+            }
+            None => Budget { limit: self.max_frame, memory_limit: None, max_wasm_pages: 65536, page_size: None },
+        }
     }
 
     /// Appends bytes read from the transport.
@@ -929,7 +963,7 @@ impl Decoder {
         if have.len() < HEADER_LEN + len {
             return Ok(None);
         }
-        let (m, compression) = decode_payload(have[3], &have[HEADER_LEN..HEADER_LEN + len], self.expansion_budget(), self.max_wasm_pages.unwrap_or(65536))?;
+        let (m, compression) = decode_payload(have[3], &have[HEADER_LEN..HEADER_LEN + len], self.budget())?;
         self.last_compression = compression;
         self.start += HEADER_LEN + len;
         if self.start > (1 << 20) && self.start * 2 > self.buf.len() {

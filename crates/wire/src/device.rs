@@ -310,7 +310,8 @@ impl DeviceConn {
     /// any, is cancelled (the clone stops computing an answer nobody awaits, instead of
     /// keeping a replica busy up to its run-time limit), then goodbye (the clone frees the
     /// session's slots at once instead of waiting for a resume). Nothing is said on a session
-    /// that is not open (the clone broke the protocol, or the hello is unanswered).
+    /// that is not open (the hello is unanswered, or the clone's message broke the session's
+    /// rules, which closes it).
     fn farewell(&mut self) {
         let Some(mut session) = self.session.take() else { return };
         if !session.is_open() {
@@ -592,8 +593,12 @@ impl DeviceConn {
                 self.phase = Phase::Backoff { until: now + self.config.first_pause, purpose: Purpose::Open { retried: true } };
             }
             _ => {
-                // Nothing more can be said on a broken link.
-                self.session = None;
+                // Nothing more can be said on a broken link; on a link that holds (a send that
+                // timed out, an answer that does not decode) the clone is told, as for any
+                // migration given up.
+                if cause.link_broke() {
+                    self.session = None;
+                }
                 self.abandon(cause, detail);
             }
         }

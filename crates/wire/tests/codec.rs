@@ -342,7 +342,7 @@ fn the_device_s_memory_maximum_bounds_what_an_answer_may_describe_and_expand_to(
     let decode = |m: &Message, max_frame: usize, max_pages: Option<u32>| {
         let mut d = clonecloud_wire::Decoder::new(max_frame);
         if let Some(p) = max_pages {
-            d.set_memory_maximum(p);
+            d.set_memory_maximum(p, 4096);
         }
         d.feed(&to_bytes_with(m, Compression::Zstd));
         d.next_message()
@@ -355,12 +355,29 @@ fn the_device_s_memory_maximum_bounds_what_an_answer_may_describe_and_expand_to(
     // The module's memory is at most 64 pages: the same answer is refused by its header.
     let e = decode(&big, 1 << 20, Some(64)).unwrap_err();
     assert!(e.to_string().contains("over the receiver's maximum of 64"), "{e}");
-    // A bomb spread over many files still has only the frame limit beyond the memory.
+    // Files and output have the frame limit, not the memory's share: 64 MiB of files in a
+    // message whose memory could take 4 GiB is still refused.
     let mut bomb = answer(1, vec![]);
     if let Message::Return { files, .. } = &mut bomb {
         *files = (0..64).map(|i| FileOp::Write { root: 0, path: format!("f{i}"), offset: 0, data: vec![0; 1 << 20] }).collect();
     }
-    assert!(matches!(decode(&bomb, 16 << 20, Some(1)), Err(DecodeError::Invalid { .. })), "64 MiB of files out of 16 MiB + one page");
+    assert!(matches!(decode(&bomb, 16 << 20, Some(65536)), Err(DecodeError::Invalid { .. })), "64 MiB of files over a 16 MiB frame limit");
+    // Pages smaller than the receiver's cost it more per byte than its memory (a 4 GiB memory
+    // of 256-byte pages is 16 million of them): refused before anything is decompressed.
+    let small = Message::Return {
+        id: 1,
+        results: vec![],
+        state: State { globals: vec![], memory: PageDelta { wasm_pages: 65536, page_size: 256, pages: (0..4096).map(|i| (i, vec![0; 256])).collect(), xor: false } },
+        micros: 0,
+        output: vec![],
+        files: vec![],
+        exit: None,
+        freed: 0,
+        thrown: None,
+    };
+    let e = decode(&small, 16 << 20, Some(65536)).unwrap_err();
+    assert!(e.to_string().contains("pages of 256 bytes"), "{e}");
+    assert!(decode(&small, 16 << 20, None).is_ok(), "a receiver that set no maximum (the clone) takes any page size");
 }
 
 /// A hello or a resume of another protocol version decodes to its version whatever follows (the

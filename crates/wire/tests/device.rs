@@ -302,9 +302,10 @@ fn a_message_out_of_place_abandons_with_a_protocol_cause() {
     let events = p.events();
     assert!(matches!(&events[..], [ConnEvent::Abandoned { cause: Cause::Protocol, .. }]), "{events:?}");
     assert!(!p.core.has_session());
-    // A timeout is not a break: no reconnecting.
+    // A timeout is not a break: no reconnecting, and the clone, still reachable, is told.
     p.open_and_migrate();
     p.core.handle_broken(p.now, Cause::Timeout, "no answer in 60 s".into());
+    assert_eq!(p.sent(), ["cancel", "goodbye"]);
     assert!(matches!(p.events()[..], [ConnEvent::Abandoned { cause: Cause::Timeout, .. }]));
 }
 
