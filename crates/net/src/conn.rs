@@ -239,17 +239,25 @@ impl Connection {
                 let t = self.timeout.map_or(left, |t| t.min(left));
                 self.tls.sock().set_read_timeout(Some(t)).ok();
             }
-            let n = match self.tls.read(&mut self.buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
-                Err(e) => return Err(read_error(e)),
-            };
-            if n == 0 {
-                return Err(NetError::Closed);
-            }
-            self.received += n as u64;
-            self.decoder.feed(&self.buf[..n]);
+            self.read_once()?;
         }
+    }
+
+    /// One read of the TLS stream, fed to the decoder: [`NetError::Closed`] when the peer
+    /// closed the connection, [`NetError::Timeout`] when nothing came in time (or, on a
+    /// non-blocking socket, nothing is there now).
+    fn read_once(&mut self) -> Result<(), NetError> {
+        let n = match self.tls.read(&mut self.buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(read_error(e)),
+        };
+        if n == 0 {
+            return Err(NetError::Closed);
+        }
+        self.received += n as u64;
+        self.decoder.feed(&self.buf[..n]);
+        Ok(())
     }
 
     /// A message if one has arrived, without waiting: `Ok(None)` when no whole message is
@@ -261,20 +269,14 @@ impl Connection {
             return Ok(Some(m));
         }
         self.tls.sock().set_nonblocking(true).map_err(|e| io_err("receiving", e))?;
-        let read = self.tls.read(&mut self.buf);
+        let read = self.read_once();
         self.tls.sock().set_nonblocking(false).map_err(|e| io_err("receiving", e))?;
-        let n = match read {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
-            Err(e) => return Err(read_error(e)),
-        };
-        if n == 0 {
-            return Err(NetError::Closed);
+        match read {
+            // Nothing there now.
+            Err(NetError::Timeout(_)) => Ok(None),
+            Err(e) => Err(e),
+            Ok(()) => self.decoder.next_message().map_err(NetError::Decode),
         }
-        self.received += n as u64;
-        self.decoder.feed(&self.buf[..n]);
-        self.decoder.next_message().map_err(NetError::Decode)
     }
 
     /// Ends the TLS session politely.
