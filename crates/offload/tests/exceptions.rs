@@ -3,12 +3,9 @@
 //! the point, where the caller's `try_table` catches it, as in a plain run. An exception the
 //! device could not throw (a tag the module lacks) is a lie the device does not believe.
 
-use clonecloud_exec::{ModuleCache, Outcome, PointMode, Points, Program, Stdio, WasiConfig, new_engine};
-use clonecloud_offload::{CompressionPolicy, Offloader, Stats, Target, spawn_local_with};
+mod support;
+
 use clonecloud_replica::Limits;
-use clonecloud_wire::Compression;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// `risky(n)` stores `n` at address 0, then throws `$oops(2n)` when `n` is odd, else returns
 /// `n + 1`; `guarded(n)` calls it in a `try_table` and, when it caught `$oops(c)`, returns
@@ -39,34 +36,13 @@ const WAT: &str = r#"(module
       (i32.add (i32.add (call $guarded (i32.const 3) (i32.const 0)) (call $guarded (i32.const 4) (i32.const 0)))
                (call $guarded (i32.const 5) (i32.const 1))))))"#;
 
-fn run(points: &[&str], clone: bool) -> (i32, Stats) {
-    let wasm = wat::parse_str(WAT).unwrap();
-    let engine = new_engine(PointMode::Host).unwrap();
-    let names: Vec<String> = points.iter().map(|p| p.to_string()).collect();
-    let program = Program::prepare(&engine, &ModuleCache::disabled(), &wasm, &Points::Named(names.clone()), PointMode::Host).unwrap();
-    let stats = Arc::new(Mutex::new(Stats::default()));
-    let migrator: Option<Box<dyn clonecloud_exec::Migrator>> = clone.then(|| {
-        let (addr, identity, server_key) = spawn_local_with(ModuleCache::disabled(), Duration::from_secs(30), Limits::default(), None).unwrap();
-        let target = Target { addr, server_key, identity, connect_timeout: Duration::from_secs(5), timeout: Duration::from_secs(30), compression: CompressionPolicy::Fixed(Compression::Lz4), dirs: Vec::new(), environment: Default::default() };
-        Box::new(Offloader::new(target, program.layout().clone(), names, stats.clone())) as Box<dyn clonecloud_exec::Migrator>
-    });
-    let wasi = WasiConfig { stdio: Stdio::Null, ..WasiConfig::default() };
-    let report = program.run_with(&wasi, migrator).unwrap();
-    let code = match report.outcome {
-        Outcome::Exited(c) => c,
-        other => panic!("{other:?}"),
-    };
-    let s = stats.lock().unwrap().clone();
-    (code, s)
-}
-
 #[test]
 fn an_exception_thrown_on_the_clone_is_caught_on_the_device() {
     // The plain run (no points) and the arithmetic in the module's doc agree.
-    assert_eq!(run(&[], false).0, 29);
+    assert_eq!(support::run(WAT, &[], None).0, 29);
     // Each point's calls from the device (a point called on the clone runs there).
     for (points, calls) in [(&["risky"][..], 3), (&["deep"], 1), (&["risky", "deep"], 3)] {
-        let (got, s) = run(points, true);
+        let (got, s) = support::run(WAT, points, Some(Limits::default()));
         assert_eq!(got, 29, "{points:?}: the plain run's exit code");
         assert_eq!(s.fallbacks.count, 0, "{points:?}: no fallback: {s:?}");
         assert_eq!(s.migrations, calls, "{points:?}: every call ran on the clone: {s:?}");

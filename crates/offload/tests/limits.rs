@@ -1,11 +1,10 @@
 //! Past the clone's limits (run time, memory) a migrated call is abandoned there and run on the
 //! device, with the result a plain run gives.
 
+mod support;
+
+use clonecloud_offload::Stats;
 use clonecloud_replica::Limits;
-use clonecloud_exec::{ModuleCache, Outcome, PointMode, Points, Program, Stdio, WasiConfig, new_engine};
-use clonecloud_offload::{CompressionPolicy, Offloader, Stats, Target, spawn_local_with};
-use clonecloud_wire::Compression;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// `spin` counts to 300 million; `grow` adds 100 pages (6.4 MB) of memory and returns the size;
@@ -25,26 +24,7 @@ const WAT: &str = r#"(module
     (call $exit (i32.and (i32.add (call $spin) (call $grow)) (i32.const 255)))))"#;
 
 fn run(offload: Option<Limits>) -> (i32, Stats) {
-    let wasm = wat::parse_str(WAT).unwrap();
-    let engine = new_engine(PointMode::Host).unwrap();
-    let points = Points::Named(vec!["spin".into(), "grow".into()]);
-    let program = Program::prepare(&engine, &ModuleCache::disabled(), &wasm, &points, PointMode::Host).unwrap();
-    let stats = Arc::new(Mutex::new(Stats::default()));
-    let migrator: Option<Box<dyn clonecloud_exec::Migrator>> = if let Some(limits) = offload {
-        let (addr, identity, server_key) = spawn_local_with(ModuleCache::disabled(), Duration::from_secs(30), limits, None).unwrap();
-        let target = Target { addr, server_key, identity, connect_timeout: Duration::from_secs(5), timeout: Duration::from_secs(30), compression: CompressionPolicy::Fixed(Compression::Lz4), dirs: Vec::new(), environment: Default::default() };
-        Some(Box::new(Offloader::new(target, program.layout().clone(), vec!["spin".into(), "grow".into()], stats.clone())))
-    } else {
-        None
-    };
-    let wasi = WasiConfig { stdio: Stdio::Null, ..WasiConfig::default() };
-    let report = program.run_with(&wasi, migrator).unwrap();
-    let code = match report.outcome {
-        Outcome::Exited(c) => c,
-        other => panic!("{other:?}"),
-    };
-    let s = stats.lock().unwrap().clone();
-    (code, s)
+    support::run(WAT, &["spin", "grow"], offload)
 }
 
 #[test]
