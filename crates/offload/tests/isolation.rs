@@ -10,11 +10,31 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
 
+/// `wat` rewritten with functions `points` (original indices) as migration points.
+fn rewritten(wat: &str, points: &[u32]) -> Vec<u8> {
+    let wasm = wat::parse_str(wat).unwrap();
+    let model = clonecloud_model::Module::parse(&wasm).unwrap();
+    clonecloud_model::rewrite(&model, &wasm, points).unwrap().wasm
+}
+
 /// A rewritten module whose point `f` (function 0) returns the i32 at address 0.
 fn module() -> Vec<u8> {
-    let wasm = wat::parse_str(r#"(module (memory (export "memory") 1) (func $f (export "f") (result i32) (i32.load (i32.const 0))))"#).unwrap();
-    let model = clonecloud_model::Module::parse(&wasm).unwrap();
-    clonecloud_model::rewrite(&model, &wasm, &[0]).unwrap().wasm
+    rewritten(r#"(module (memory (export "memory") 1) (func $f (export "f") (result i32) (i32.load (i32.const 0))))"#, &[0])
+}
+
+/// A rewritten module whose point `f` (function 1) reads stdin, which only the device can
+/// answer (the clone proxies the call).
+fn reads_stdin() -> Vec<u8> {
+    rewritten(
+        r#"(module
+          (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (func $f (export "f") (result i32)
+            (i32.store (i32.const 16) (i32.const 64))
+            (i32.store (i32.const 20) (i32.const 8))
+            (call $read (i32.const 0) (i32.const 16) (i32.const 1) (i32.const 32))))"#,
+        &[1],
+    )
 }
 
 fn hello(c: &mut Connection, module: &[u8], run: u64) {
@@ -326,9 +346,7 @@ fn a_server_holds_at_most_its_sessions_at_once() {
 #[test]
 fn a_device_s_replicas_share_one_memory_budget() {
     // Point `g` grows memory by 40 pages (2.5 MiB) and returns its size in pages.
-    let wasm = wat::parse_str(r#"(module (memory (export "memory") 1) (func $g (export "g") (result i32) (drop (memory.grow (i32.const 40))) (memory.size)))"#).unwrap();
-    let model = clonecloud_model::Module::parse(&wasm).unwrap();
-    let m = clonecloud_model::rewrite(&model, &wasm, &[0]).unwrap().wasm;
+    let m = rewritten(r#"(module (memory (export "memory") 1) (func $g (export "g") (result i32) (drop (memory.grow (i32.const 40))) (memory.size)))"#, &[0]);
     // Room for one replica's memory and the copy of it the replica keeps (2 x 2.6 MiB), not two.
     let (server, a, b, addr) = two_devices_with(|clone| clone.set_max_device_memory(8 << 20));
     let connect = |id: &Identity| Connection::connect(addr, Some(id), server.public(), T).unwrap();
@@ -413,18 +431,7 @@ fn a_proxied_call_answered_with_too_much_memory_fails_as_a_resource_limit() {
     let limits = clonecloud_replica::Limits { memory: 64 << 20, ..Default::default() };
     let clone = Clone::with_limits(ModuleCache::disabled(), T, limits).unwrap();
     std::thread::spawn(move || clone.serve(listener));
-    let wasm = wat::parse_str(
-        r#"(module
-          (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
-          (memory (export "memory") 1)
-          (func $f (export "f") (result i32)
-            (i32.store (i32.const 16) (i32.const 64))
-            (i32.store (i32.const 20) (i32.const 8))
-            (call $read (i32.const 0) (i32.const 16) (i32.const 1) (i32.const 32))))"#,
-    )
-    .unwrap();
-    let model = clonecloud_model::Module::parse(&wasm).unwrap();
-    let m = clonecloud_model::rewrite(&model, &wasm, &[1]).unwrap().wasm;
+    let m = reads_stdin();
     let mut c = Connection::connect(addr, Some(&a), server.public(), T).unwrap();
     hello(&mut c, &m, 1);
     let empty = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } };
@@ -465,14 +472,12 @@ fn a_proxied_call_answered_with_too_much_memory_fails_as_a_resource_limit() {
 #[test]
 fn a_call_the_device_cancels_is_stopped_and_its_session_freed() {
     // Point 0 returns the i32 at address 0; point 1 never returns.
-    let wasm = wat::parse_str(
+    let module = rewritten(
         r#"(module (memory (export "memory") 1)
              (func $f (export "f") (result i32) (i32.load (i32.const 0)))
              (func $spin (export "spin") (result i32) (loop $l (br $l)) (i32.const 0)))"#,
-    )
-    .unwrap();
-    let model = clonecloud_model::Module::parse(&wasm).unwrap();
-    let module = clonecloud_model::rewrite(&model, &wasm, &[0, 1]).unwrap().wasm;
+        &[0, 1],
+    );
     let server = Identity::generate().unwrap();
     let device = Identity::generate().unwrap();
     let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([device.public().clone()]), T).unwrap();
@@ -505,18 +510,7 @@ fn a_call_the_device_cancels_is_stopped_and_its_session_freed() {
 
     // A cancel that crosses a proxied call (a read of stdin, which only the device can answer)
     // stops the call too.
-    let wasm = wat::parse_str(
-        r#"(module
-             (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
-             (memory (export "memory") 1)
-             (func $reader (export "reader") (result i32)
-               (i32.store (i32.const 16) (i32.const 64))
-               (i32.store (i32.const 20) (i32.const 8))
-               (call $read (i32.const 0) (i32.const 16) (i32.const 1) (i32.const 32))))"#,
-    )
-    .unwrap();
-    let model = clonecloud_model::Module::parse(&wasm).unwrap();
-    let module = clonecloud_model::rewrite(&model, &wasm, &[1]).unwrap().wasm;
+    let module = reads_stdin();
     let mut c = Connection::connect(addr, Some(&device), server.public(), T).unwrap();
     hello(&mut c, &module, 3);
     let state = State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } };
