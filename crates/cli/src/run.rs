@@ -108,6 +108,9 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let module_path = std::path::PathBuf::from(&opts.module_and_args[0]);
     let wasm = crate::read_module(&module_path)?;
     let cache = if opts.no_cache { ModuleCache::disabled() } else { crate::device_cache()? };
+    if clonecloud_exec::threads::uses_threads(&wasm) {
+        return run_threaded(&opts, &wasm, &cache, &module_path);
+    }
     // With a clone, nothing named and nothing known of this module yet, the run learns.
     if opts.offload.is_empty() && opts.clone.is_some() && !clonecloud_launch::has_profile(&crate::store()?, &wasm, opts.device_engine.engine())? {
         return learn(&opts, &wasm, &cache, &module_path);
@@ -184,6 +187,52 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     }
     tracing::debug!(host_calls = report.host_calls, "run finished");
     Ok(finish(report.outcome, &module_path))
+}
+
+/// A multi-threaded (wasi-threads) module: run here, as `wasmtime run -S threads` runs it. Its
+/// threads do not migrate: what was asked of offloading is said on stderr and not done (the run
+/// is the local one it falls back to), and `--stats` records no migration.
+fn run_threaded(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if !matches!(opts.device_engine, crate::EngineArg::Cranelift) {
+        bail!("`{}` is multi-threaded (wasi-threads), which the pulley device engine does not run: run it with --device-engine cranelift", module_path.display());
+    }
+    if !opts.points.is_empty() || !opts.offload.is_empty() || opts.clone.is_some() {
+        eprintln!(
+            "clonecloud: `{}` is multi-threaded (wasi-threads): its threads cannot migrate yet, so it runs entirely on this device (--points, --offload and --clone do nothing for it)",
+            module_path.display()
+        );
+    }
+    let wasi = WasiConfig {
+        args: opts.module_and_args.clone(),
+        env: opts.env.iter().map(|e| parse_env(e)).collect::<anyhow::Result<_>>()?,
+        dirs: opts.dirs.iter().map(|d| DirMapping::parse(d)).collect(),
+        stdio: Stdio::Inherit,
+    };
+    let engine = clonecloud_exec::threads::new_threads_engine()?;
+    let program = clonecloud_exec::threads::ThreadedProgram::prepare(&engine, cache, wasm)
+        .with_context(|| format!("cannot run `{}`", module_path.display()))?;
+    if let Some(path) = &opts.stats {
+        let json = serde_json::to_string_pretty(&clonecloud_offload::Stats::default()).expect("stats serialize") + "\n";
+        std::fs::write(path, json).with_context(|| format!("cannot write the stats to `{}`", path.display()))?;
+    }
+    let outcome = program
+        .run(&wasi, thread_ended)
+        .with_context(|| format!("failed to run `{}`", module_path.display()))?;
+    Ok(finish(outcome, module_path))
+}
+
+/// A spawned thread ended the program (its `proc_exit`, or a trap): the process exits, as
+/// wasmtime's did, with the thread's code, or with 1 after the error.
+fn thread_ended(end: clonecloud_exec::threads::ThreadEnd) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    match end {
+        clonecloud_exec::threads::ThreadEnd::Exited(code) => std::process::exit(code),
+        clonecloud_exec::threads::ThreadEnd::Failed(why) => {
+            eprintln!("Error: {why}");
+            std::process::exit(1)
+        }
+    }
 }
 
 /// After a run chosen at launch (`--explain`): what moved, and the time against the run that

@@ -11,7 +11,8 @@ pub enum ExecError {
     /// The module imports something WASI preview 1 does not provide.
     #[error(
         "the module imports `{module}`.`{name}` ({kind}), which is not a WASI preview 1 \
-         function: clonecloud runs WASI preview 1 command modules, and provides nothing else"
+         function (nor wasi-threads' `wasi`.`thread-spawn` and shared memory): clonecloud runs \
+         WASI preview 1 command modules, threaded or not, and provides nothing else"
     )]
     UnsupportedImport {
         /// Import module name.
@@ -43,6 +44,9 @@ pub enum ExecError {
         /// The export name.
         name: String,
     },
+    /// A multi-threaded (wasi-threads) module that cannot be run, or cannot be run this way.
+    #[error("{0}")]
+    Threads(String),
     /// Linking or running failed for a reason that is neither a guest exit nor a trap.
     #[error("{0}")]
     Runtime(wasmtime::Error),

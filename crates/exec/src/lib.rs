@@ -10,6 +10,8 @@
 //! The entry type is [`Program`]: [`Program::prepare`] rewrites (if points are asked for),
 //! compiles or loads from the [`ModuleCache`], and [`Program::run`] runs it to an [`Outcome`]
 //! with the behaviour of `wasmtime run`: the guest's exit code, or the trap that stopped it.
+//! Multi-threaded modules (wasi-threads) run through [`threads::ThreadedProgram`] instead, with
+//! no migration points.
 
 mod cache;
 mod error;
@@ -17,6 +19,7 @@ pub mod heap;
 mod run;
 pub mod stdin;
 pub mod state;
+pub mod threads;
 
 pub use cache::ModuleCache;
 pub use error::ExecError;

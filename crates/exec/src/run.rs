@@ -28,7 +28,7 @@ const WASM_STACK: usize = 512 << 10;
 const HOST_MODE_STACK_FACTOR: usize = 32;
 /// The native stack of the thread that runs the guest: comfortably above the largest limit, so
 /// that a deep guest meets wasmtime's stack-overflow trap, never the thread's guard page.
-const RUN_THREAD_STACK: usize = 4 * WASM_STACK * HOST_MODE_STACK_FACTOR;
+pub(crate) const RUN_THREAD_STACK: usize = 4 * WASM_STACK * HOST_MODE_STACK_FACTOR;
 
 /// The engine clonecloud runs modules on for the given point mode: Cranelift with wasmtime's
 /// defaults, and in host mode a deeper wasm stack limit (see [`PointMode::Host`]). A
@@ -88,7 +88,7 @@ fn engine_with(mode: PointMode, epochs: bool) -> Result<Engine, ExecError> {
     Engine::new(&base_config(mode, epochs)).map_err(ExecError::Engine)
 }
 
-fn base_config(mode: PointMode, epochs: bool) -> Config {
+pub(crate) fn base_config(mode: PointMode, epochs: bool) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(epochs);
     let limit = match mode {
@@ -1037,31 +1037,13 @@ impl Program {
     }
 
     fn run_here(&self, wasi: &WasiConfig, migrator: Option<Box<dyn Migrator>>) -> Result<RunReport, ExecError> {
-        let mut builder = WasiCtxBuilder::new();
         let clock_origin = std::time::Instant::now();
-        builder.args(&wasi.args).envs(&wasi.env).monotonic_clock(RunClock(clock_origin));
         // With a migrator, stdin is rewindable: a migration that read it through a proxied call
         // and was then abandoned puts the bytes back.
         let stdin = (wasi.stdio == Stdio::Inherit && migrator.is_some()).then(crate::stdin::Stdin::default);
-        match &stdin {
-            Some(s) => {
-                builder.stdin(s.clone()).inherit_stdout().inherit_stderr();
-            }
-            None if wasi.stdio == Stdio::Inherit => {
-                builder.inherit_stdio();
-            }
-            None => {}
-        }
-        for dir in &wasi.dirs {
-            builder
-                .preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)
-                .map_err(|source| ExecError::Preopen {
-                    host: dir.host.clone(),
-                    source,
-                })?;
-        }
+        let ctx = new_wasi_ctx(wasi, stdin.clone(), clock_origin)?;
         let device = Device {
-            wasi: builder.build_p1(),
+            wasi: ctx,
             clock_origin,
             locals: Vec::new(),
             locals_table: None,
@@ -1221,24 +1203,60 @@ fn check_migrate_imports(module: &Module, expected: &[(u32, String)]) -> Result<
 /// Refuses a module whose imports WASI preview 1 does not satisfy, before wasmtime does it with
 /// a less helpful message.
 fn check_imports(model: &Model) -> Result<(), ExecError> {
+    if crate::threads::is_threaded(model) {
+        return Err(ExecError::Threads(
+            "the module is multi-threaded (wasi-threads): `clonecloud run` runs it, but its functions cannot be migration points yet (profiling and offloading need them)".into(),
+        ));
+    }
     match model.imports.iter().find(|i| i.class != ImportClass::Wasi) {
         None => Ok(()),
         Some(i) => Err(ExecError::UnsupportedImport {
             module: i.module.clone(),
             name: i.name.clone(),
-            kind: match i.kind {
-                ImportKind::Func { .. } => "a function",
-                ImportKind::Table => "a table",
-                ImportKind::Memory => "a memory",
-                ImportKind::Global => "a global",
-                ImportKind::Tag => "a tag",
-            },
+            kind: import_kind(&i.kind),
         }),
     }
 }
 
+/// The guest's WASI preview 1 context for `wasi`: its arguments, environment, preopened
+/// directories and standard streams (stdin from `stdin` when given), and a monotonic clock that
+/// starts at `clock_origin`.
+pub(crate) fn new_wasi_ctx(wasi: &WasiConfig, stdin: Option<crate::stdin::Stdin>, clock_origin: std::time::Instant) -> Result<WasiP1Ctx, ExecError> {
+    let mut builder = WasiCtxBuilder::new();
+    builder.args(&wasi.args).envs(&wasi.env).monotonic_clock(RunClock(clock_origin));
+    match stdin {
+        Some(s) => {
+            builder.stdin(s).inherit_stdout().inherit_stderr();
+        }
+        None if wasi.stdio == Stdio::Inherit => {
+            builder.inherit_stdio();
+        }
+        None => {}
+    }
+    for dir in &wasi.dirs {
+        builder
+            .preopened_dir(&dir.host, &dir.guest, FsPerms::ReadWrite)
+            .map_err(|source| ExecError::Preopen {
+                host: dir.host.clone(),
+                source,
+            })?;
+    }
+    Ok(builder.build_p1())
+}
+
+/// What an import of `kind` is, in words.
+pub(crate) fn import_kind(kind: &ImportKind) -> &'static str {
+    match kind {
+        ImportKind::Func { .. } => "a function",
+        ImportKind::Table => "a table",
+        ImportKind::Memory => "a memory",
+        ImportKind::Global => "a global",
+        ImportKind::Tag => "a tag",
+    }
+}
+
 /// Sorts an error out of wasm into the guest's exit, a trap, or a failure of the host.
-fn outcome_of(e: wasmtime::Error) -> Result<Outcome, ExecError> {
+pub(crate) fn outcome_of(e: wasmtime::Error) -> Result<Outcome, ExecError> {
     if let Some(exit) = e.downcast_ref::<I32Exit>() {
         return Ok(Outcome::Exited(exit.0));
     }

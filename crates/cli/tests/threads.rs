@@ -1,0 +1,143 @@
+//! Multi-threaded modules (`wasm32-wasip1-threads`: std::thread, Mutex, Condvar, channels,
+//! atomics) under `clonecloud run`, against the oracle of the same programs built natively
+//! (tests/threads): the same output and exit code, every run. Outputs are schedule-independent
+//! by construction (each program combines its threads' results in a fixed order).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Builds tests/threads for `target` (None: this machine) once per process; the directory of
+/// the built programs.
+fn build(target: Option<&str>) -> PathBuf {
+    let dir = root().join("target/threads");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(root().join("tests/threads/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS");
+    if let Some(t) = target {
+        cmd.args(["--target", t]);
+    }
+    let status = cmd.status().expect("cannot start cargo to build tests/threads");
+    assert!(status.success(), "building tests/threads for {target:?} failed");
+    match target {
+        Some(t) => dir.join(t).join("release"),
+        None => dir.join("release"),
+    }
+}
+
+fn wasm(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| build(Some("wasm32-wasip1-threads"))).join(format!("{name}.wasm"))
+}
+
+fn native(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| build(None)).join(name)
+}
+
+fn clonecloud(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clonecloud"))
+        .args(args)
+        .env("CLONECLOUD_HOME", home())
+        .output()
+        .expect("cannot start clonecloud")
+}
+
+/// A home (and compiled-module cache) of this test process's own.
+fn home() -> &'static Path {
+    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
+    HOME.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `name ARGS` natively and under `clonecloud run` (with `extra` options first), and
+/// asserts the same stdout and exit code; returns clonecloud's output.
+fn same_as_native(name: &str, args: &[&str], extra: &[&str]) -> Output {
+    let want = Command::new(native(name)).args(args).output().unwrap();
+    let module = wasm(name);
+    let mut all: Vec<&str> = vec!["run"];
+    all.extend_from_slice(extra);
+    all.push(module.to_str().unwrap());
+    all.extend_from_slice(args);
+    let got = clonecloud(&all);
+    assert_eq!(text(&got.stdout), text(&want.stdout), "{name} {args:?}: stdout differs from the native build's; stderr: {}", text(&got.stderr));
+    assert_eq!(got.status.code(), want.status.code(), "{name} {args:?}: exit code; stderr: {}", text(&got.stderr));
+    got
+}
+
+#[test]
+fn threaded_programs_give_the_native_output() {
+    for (name, args) in [
+        ("reduce", &["4", "2000000"][..]),
+        ("reduce", &["7", "100001"][..]),
+        ("prodcons", &["20000", "3"][..]),
+        ("neighbours", &["4", "500"][..]),
+        ("nested", &["6"][..]),
+    ] {
+        for _ in 0..3 {
+            same_as_native(name, args, &[]);
+        }
+    }
+}
+
+#[test]
+fn threads_share_the_descriptor_table_and_the_preopens() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let want = Command::new(native("files")).arg(a.path()).output().unwrap();
+    assert!(want.status.success(), "native: {}", text(&want.stderr));
+    let dir = format!("{}::/data", b.path().display());
+    let got = clonecloud(&["run", "--dir", &dir, wasm("files").to_str().unwrap(), "/data"]);
+    assert_eq!(text(&got.stdout), text(&want.stdout), "stderr: {}", text(&got.stderr));
+    assert!(got.status.success());
+    assert_eq!(clonecloud_harness::dirs::snapshot(a.path()), clonecloud_harness::dirs::snapshot(b.path()), "the files the threads wrote");
+}
+
+#[test]
+fn a_thread_that_exits_ends_the_program_with_its_code() {
+    for code in ["7", "0", "42"] {
+        let got = same_as_native("exit_in_thread", &[code], &[]);
+        assert!(text(&got.stdout).contains("worker: exiting"), "{}", text(&got.stdout));
+    }
+}
+
+#[test]
+fn a_thread_that_traps_ends_the_program_with_an_error() {
+    let got = clonecloud(&["run", wasm("trap_in_thread").to_str().unwrap()]);
+    assert_eq!(got.status.code(), Some(1), "stderr: {}", text(&got.stderr));
+    assert_eq!(text(&got.stdout), "main: started\n");
+    let err = text(&got.stderr);
+    assert!(err.contains("wasi-thread-1 exited unsuccessfully") && err.contains("unreachable"), "{err}");
+    // A thread's runaway recursion meets wasmtime's stack limit, not the native stack's end.
+    let got = clonecloud(&["run", wasm("trap_in_thread").to_str().unwrap(), "deep"]);
+    assert_eq!(got.status.code(), Some(1), "stderr: {}", text(&got.stderr));
+    let err = text(&got.stderr);
+    assert!(err.contains("wasi-thread-1 exited unsuccessfully") && err.contains("call stack exhausted"), "{err}");
+}
+
+#[test]
+fn a_sleeping_thread_does_not_hold_up_the_others() {
+    // The worker sleeps for a minute; the main thread prints and ends the run meanwhile. Were
+    // the sleep holding the shared WASI context, the main thread's print would wait for it.
+    let started = std::time::Instant::now();
+    let got = same_as_native("sleeper", &[], &[]);
+    assert_eq!(text(&got.stdout), "main: done while the worker sleeps\n");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn offloading_a_threaded_module_says_so_and_runs_it_here() {
+    let got = same_as_native("reduce", &["3", "300000"], &["--offload", "all"]);
+    let err = text(&got.stderr);
+    assert!(err.contains("is multi-threaded (wasi-threads)") && err.contains("runs entirely on this device"), "{err}");
+}
