@@ -40,9 +40,11 @@ pub struct Opts {
     offload: Vec<String>,
 
     /// The clone: `local` (a clone in this process on a loopback port, the default with
-    /// --offload) or HOST:PORT of a `clonecloud serve`. Without --offload, what to offload is
-    /// chosen at launch: the link is measured and the module's stored profile solved for it.
-    #[arg(long, value_name = "local|HOST:PORT", group = "offloading")]
+    /// --offload) or HOST:PORT of a `clonecloud serve`; several, comma-separated, are tried in
+    /// order when one cannot be reached (the remote ones with the same --key and --clone-key).
+    /// Without --offload, what to offload is chosen at launch: the link is measured and the
+    /// module's stored profile solved for it.
+    #[arg(long, value_name = "local|HOST:PORT[,...]", group = "offloading")]
     clone: Option<String>,
 
     /// For a choice at launch: minimize `time` or device `energy`.
@@ -194,7 +196,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
 /// is the local one it falls back to), and `--stats` records no migration.
 fn run_threaded(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std::path::Path) -> anyhow::Result<ExitCode> {
     if !matches!(opts.device_engine, crate::EngineArg::Cranelift) {
-        bail!("`{}` is multi-threaded (wasi-threads), which the pulley device engine does not run: run it with --device-engine cranelift", module_path.display());
+        bail!("`{}` is multi-threaded (wasi-threads), which the pulley device engine does not run (wasmtime's interpreter has no threads): run it with --device-engine cranelift", module_path.display());
     }
     if !opts.points.is_empty() || !opts.offload.is_empty() || opts.clone.is_some() {
         eprintln!(
@@ -345,8 +347,8 @@ fn target(opts: &Opts, cache: &ModuleCache) -> anyhow::Result<clonecloud_offload
         CompressionArg::Lz4 => clonecloud_offload::CompressionPolicy::Fixed(clonecloud_wire::Compression::Lz4),
         CompressionArg::Zstd => clonecloud_offload::CompressionPolicy::Fixed(clonecloud_wire::Compression::Zstd),
     };
-    let at = clonecloud_launch::CloneAt::parse(opts.clone.as_deref().unwrap_or("local"), opts.key.clone(), opts.clone_key.clone());
-    Ok(clonecloud_launch::clone_target(&crate::home(), cache, &at, timeout, compression)?)
+    let spec = opts.clone.as_deref().unwrap_or("local");
+    Ok(clonecloud_launch::clone_targets(&crate::home(), cache, spec, opts.key.clone(), opts.clone_key.clone(), timeout, compression)?)
 }
 
 /// The process exit status for a guest exit code (the low 8 bits, as the OS keeps them).

@@ -271,6 +271,55 @@ fn a_separate_server_serves_allowed_devices_only() {
 }
 
 #[test]
+fn a_clone_that_cannot_be_reached_hands_over_to_the_next() {
+    let keys = tempfile::tempdir().unwrap();
+    let (server_key, server_pub) = clone::keygen(CLONECLOUD, keys.path(), "server");
+    let (device_key, device_pub) = clone::keygen(CLONECLOUD, keys.path(), "device");
+    let allow = keys.path().join("allow");
+    std::fs::copy(&device_pub, &allow).unwrap();
+    let remote = |app: &str, f: &str, list: &str| offload(app, f, &["--clone", list, "--key", &device_key, "--clone-key", &server_pub]);
+
+    // Nothing listens at the first address: the second clone serves every migration.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let b = clone::serve(CLONECLOUD, &server_key, &allow, "127.0.0.1:0");
+    let s = remote("virus-scan", "virus_scan::db::Database::scan", &format!("{dead},{}", b.addr));
+    assert!(s.migrations > 0, "{s:?}");
+    assert_eq!((s.fallbacks.count, s.failovers, s.clone.as_str()), (0, 1, b.addr.as_str()), "{s:?}");
+
+    // The first clone dies under the migration (killed half-way through the turn that carries
+    // the thread's state to it, found on a clean run): the migration moves to the second, which
+    // rebuilds the replica from nothing; the output is the plain run's (`offload` checks).
+    let (app, f) = ("image-search", "image_search::cascade::Cascade::detect");
+    let a = std::sync::Arc::new(std::sync::Mutex::new(Some(clone::serve(CLONECLOUD, &server_key, &allow, "127.0.0.1:0"))));
+    let a_addr = a.lock().unwrap().as_ref().unwrap().addr.clone();
+    let mut turns = Vec::new();
+    // Twice: the second run, like the one with the fault, finds the module and files there.
+    for _ in 0..2 {
+        let clean = clonecloud_harness::FaultProxy::start(&a_addr, None, None).unwrap();
+        let s = remote(app, f, &format!("{},{}", clean.addr, b.addr));
+        assert_eq!((s.migrations, s.failovers), (1, 0), "{s:?}");
+        turns = clean.turns();
+    }
+    let (turn, state) = turns.iter().enumerate().filter(|(_, t)| t.dir == clonecloud_harness::Dir::Up).max_by_key(|(_, t)| t.end - t.start).unwrap();
+    let killed = a.clone();
+    let hook = clonecloud_harness::Hook { turn, offset: (state.end - state.start) / 2, delay: std::time::Duration::ZERO, call: Box::new(move || drop(killed.lock().unwrap().take())) };
+    let p = clonecloud_harness::FaultProxy::start(&a_addr, None, Some(hook)).unwrap();
+    let s = remote(app, f, &format!("{},{}", p.addr, b.addr));
+    assert!(a.lock().unwrap().is_none(), "the first clone was not killed");
+    assert_eq!((s.migrations, s.fallbacks.count, s.failovers, s.clone.as_str()), (1, 0, 1, b.addr.as_str()), "{s:?}");
+}
+
+#[test]
+fn a_list_of_clones_is_checked() {
+    for (list, why) in [("local,local", "`local` more than once"), ("local,", "an empty name"), ("127.0.0.1:9,127.0.0.1:9", "named twice")] {
+        let out = Command::new(CLONECLOUD).args(["run", "--offload", "virus_scan::run", "--clone", list]).arg(apps::wasm("virus-scan")).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{list}: {err}");
+    }
+}
+
+#[test]
 fn remote_clone_options_are_checked() {
     let out = Command::new(CLONECLOUD)
         .args(["run", "--offload", "virus_scan::run", "--clone", "127.0.0.1:9"])

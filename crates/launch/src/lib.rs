@@ -52,6 +52,8 @@ pub enum LaunchError {
     LocalClone(clonecloud_offload::ServeError),
     #[error("--clone {addr} needs --key FILE (this device's private key) and --clone-key FILE (the server's public key): `clonecloud keygen --out NAME` makes key pairs")]
     RemoteKeys { addr: String },
+    #[error("--clone {spec}: {why}")]
+    CloneList { spec: String, why: &'static str },
     #[error("no stored profile of this module to choose a partition from: run it once with --clone (it learns), or `clonecloud profile [--device-engine cranelift|pulley] ... app.wasm`, or name the functions with --offload")]
     NoProfile,
 }
@@ -86,7 +88,7 @@ impl CloneAt {
 /// in, are the home's).
 pub fn clone_target(home: &Home, cache: &ModuleCache, at: &CloneAt, timeout: Duration, compression: CompressionPolicy) -> Result<Target, LaunchError> {
     let connect_timeout = Duration::from_secs(5);
-    let target = |addr: String, server_key, identity| Target { addr, server_key, identity, connect_timeout, timeout, compression, environment: Default::default(), dirs: Vec::new() };
+    let target = |addr: String, server_key, identity| Target { addr, server_key, identity, connect_timeout, timeout, compression, environment: Default::default(), dirs: Vec::new(), others: Vec::new() };
     match at {
         CloneAt::Embedded => {
             let files = home.dir().map(|d| d.join("clone-files"));
@@ -105,6 +107,30 @@ pub fn clone_target(home: &Home, cache: &ModuleCache, at: &CloneAt, timeout: Dur
         }
         CloneAt::Remote { addr, .. } => Err(LaunchError::RemoteKeys { addr: addr.clone() }),
     }
+}
+
+/// The clones `--clone A,B,...` names (each `local` or `HOST:PORT`; the remote ones share the
+/// key files), as one target: the first is the clone, the others are tried in order when it
+/// cannot be reached ([`clonecloud_offload::Target::others`]).
+pub fn clone_targets(home: &Home, cache: &ModuleCache, spec: &str, key: Option<PathBuf>, clone_key: Option<PathBuf>, timeout: Duration, compression: CompressionPolicy) -> Result<Target, LaunchError> {
+    let names: Vec<&str> = spec.split(',').map(str::trim).collect();
+    let refuse = |why| Err(LaunchError::CloneList { spec: spec.to_string(), why });
+    if names.iter().any(|n| n.is_empty()) {
+        return refuse("an empty name in the list: give `local` or HOST:PORT for each clone, separated by commas");
+    }
+    if names.iter().filter(|n| **n == "local").count() > 1 {
+        return refuse("`local` more than once: there is one embedded clone");
+    }
+    if names.iter().enumerate().any(|(i, n)| names[..i].contains(n)) {
+        return refuse("a clone named twice");
+    }
+    let mut targets = names.iter().map(|n| clone_target(home, cache, &CloneAt::parse(n, key.clone(), clone_key.clone()), timeout, compression));
+    let mut first = targets.next().expect("split gives at least one name")?;
+    for t in targets {
+        let t = t?;
+        first.others.push(clonecloud_offload::Endpoint { addr: t.addr, server_key: t.server_key, identity: t.identity });
+    }
+    Ok(first)
 }
 
 /// The bytes of the files under `dir` (what replicating it to a clone sends at most).

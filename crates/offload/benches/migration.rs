@@ -52,6 +52,7 @@ fn migrations() -> (Duration, Stats) {
         compression: CompressionPolicy::Fixed(Compression::None),
         environment: Default::default(),
         dirs: Vec::new(),
+        others: Vec::new(),
     };
     let stats = Arc::new(Mutex::new(Stats::default()));
     let offloader = Offloader::new(target, program.layout().clone(), vec!["f".into()], stats.clone());

@@ -38,6 +38,36 @@ pub struct Target {
     pub environment: Environment,
     /// The preopened directories, replicated to the clone.
     pub dirs: Vec<Root>,
+    /// Other clones, in the order to try them, when this one cannot be reached (`--clone
+    /// A,B,...`): a dial that fails moves on to the next (see [`Target::fail_over`]), and the
+    /// one that answers serves from then on, its replica rebuilt from the zero baseline.
+    pub others: Vec<Endpoint>,
+}
+
+/// One clone: where it is, its key, and the key this device shows it.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub addr: String,
+    pub server_key: PublicKey,
+    pub identity: Identity,
+}
+
+impl Target {
+    /// Makes the next of [`Target::others`] the clone, this one the last of the others; false
+    /// when there is no other.
+    pub fn fail_over(&mut self) -> bool {
+        if self.others.is_empty() {
+            return false;
+        }
+        let next = self.others.remove(0);
+        let was = Endpoint {
+            addr: std::mem::replace(&mut self.addr, next.addr),
+            server_key: std::mem::replace(&mut self.server_key, next.server_key),
+            identity: std::mem::replace(&mut self.identity, next.identity),
+        };
+        self.others.push(was);
+        true
+    }
 }
 
 /// How to compress what travels.
@@ -125,6 +155,8 @@ pub struct Offloader {
     watch: Vec<Option<Watch>>,
     /// The session being opened in the background ([`Offloader::send_ahead`]).
     ahead: Option<Ahead>,
+    /// The clone the background session reached (one of the target's others, maybe).
+    answered: Arc<Mutex<Option<Target>>>,
     /// Per point (by ordinal), calls that ended on the clone with an uncaught exception that
     /// cannot cross (a reference field, a tag the rewriter did not export): after
     /// [`MAX_ESCAPES`] the point runs locally (each such call runs twice: there, then here).
@@ -193,6 +225,7 @@ impl Offloader {
             proxying: Default::default(),
             watch: Vec::new(),
             ahead: None,
+            answered: Default::default(),
             escapes: Default::default(),
         }
     }
@@ -205,11 +238,17 @@ impl Offloader {
         if self.core.has_session() || self.ahead.is_some() {
             return;
         }
-        let target = self.target.clone();
+        let mut target = self.target.clone();
         let compression = self.compression();
         let scanner = Scanner::new(self.target.dirs.clone());
         let memory = self.layout.memory_max_pages;
-        let dial = move || dial_clone(&target, compression, memory);
+        // The clone that answered, for the migrations to go on with.
+        let answered = self.answered.clone();
+        let dial = move || {
+            let c = dial_any(&mut target, compression, memory)?;
+            *answered.lock().unwrap_or_else(|e| e.into_inner()) = Some(target.clone());
+            Ok(c)
+        };
         self.ahead = Some(Ahead::start(dial, self.core.config().clone(), self.layout.clone(), scanner, self.target.timeout));
         self.stats().ready.module_bytes = self.layout.wasm.len() as u64;
     }
@@ -250,6 +289,13 @@ impl Offloader {
         match ahead.join() {
             Ok(opened) => {
                 let crate::ahead::Opened { conn, session, scanner, replicate, uploaded, sync } = opened;
+                let answered = self.answered.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(t) = answered
+                    && t.addr != self.target.addr
+                {
+                    let was = std::mem::replace(&mut self.target, t).addr;
+                    self.failed_over(&was);
+                }
                 self.table.reset();
                 self.conn = Some(conn);
                 self.core.adopt(session);
@@ -290,6 +336,16 @@ impl Offloader {
     /// watched): a point whose link has degraded so far that it no longer pays runs locally.
     pub fn watch(&mut self, expectations: Vec<Option<Expectation>>) {
         self.watch = expectations.into_iter().map(|e| e.map(|expect| Watch { expect, overhead_s: None, migrations: 0, local: false })).collect();
+    }
+
+    /// The clone `was` could not be reached and the target's next one answered: it serves from
+    /// now on (what was agreed with `was` is gone, so the core's next session starts from the
+    /// zero baseline, as after a clone's restart).
+    fn failed_over(&mut self, was: &str) {
+        info!("the clone at {was} cannot be reached: the clone at {} serves from now on", self.target.addr);
+        let mut st = self.stats();
+        st.failovers += 1;
+        st.clone.clone_from(&self.target.addr);
     }
 
     /// The compression for the next transfer.
@@ -419,9 +475,13 @@ impl Offloader {
                     ConnEvent::Dial => {
                         self.conn = None;
                         uploading = false;
-                        match dial_clone(&self.target, self.compression(), self.layout.memory_max_pages) {
+                        let (compression, was) = (self.compression(), self.target.addr.clone());
+                        match dial_any(&mut self.target, compression, self.layout.memory_max_pages) {
                             Ok(c) => {
                                 self.conn = Some(c);
+                                if self.target.addr != was {
+                                    self.failed_over(&was);
+                                }
                                 self.core.handle_connected(Instant::now());
                             }
                             Err(a) => {
@@ -753,6 +813,28 @@ impl Drop for Offloader {
             conn.close();
         }
     }
+}
+
+/// [`dial_clone`] to the clone of `t`, or, when it cannot be reached, to each of its others in
+/// turn (each failure logged, the one that answers made the clone: [`Target::fail_over`]); the
+/// first failure when none answers (the clone then is the one first tried).
+fn dial_any(t: &mut Target, compression: Compression, memory: Option<u32>) -> Result<Connection, Abort> {
+    let first = match dial_clone(t, compression, memory) {
+        Ok(c) => return Ok(c),
+        Err(a) => a,
+    };
+    for _ in 0..t.others.len() {
+        let from = t.addr.clone();
+        t.fail_over();
+        info!("the clone at {from} cannot be reached ({}): trying the clone at {}", first.detail, t.addr);
+        match dial_clone(t, compression, memory) {
+            Ok(c) => return Ok(c),
+            Err(a) => debug!("connecting to {}: {}", t.addr, a.detail),
+        }
+    }
+    // None answered: back to the first (a full turn of the others).
+    t.fail_over();
+    Err(first)
 }
 
 /// A new authenticated connection to the clone of `t`, with its reply timeout and `compression`;

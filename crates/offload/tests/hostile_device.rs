@@ -123,6 +123,7 @@ fn run(wat: &str, points: &[&str], dir: &Path, clone: Option<(&str, &PublicKey, 
             compression: CompressionPolicy::Fixed(Compression::Lz4),
             environment: Default::default(),
             dirs: vec![clonecloud_files::Root { host: dir.to_path_buf(), guest: "/pre".into() }],
+            others: Vec::new(),
         };
         Box::new(Offloader::new(target, program.layout().clone(), names, stats.clone())) as Box<dyn clonecloud_exec::Migrator>
     });

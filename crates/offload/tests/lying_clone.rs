@@ -66,6 +66,7 @@ fn exit_code_of(wat: &str, answer: Option<Message>, dir: Option<&std::path::Path
             compression: CompressionPolicy::Fixed(Compression::None),
             environment: Default::default(),
             dirs: dir.map(|d| clonecloud_files::Root { host: d.to_path_buf(), guest: "/pre".into() }).into_iter().collect(),
+            others: Vec::new(),
         };
         Box::new(Offloader::new(target, program.layout().clone(), vec!["f".into()], stats.clone())) as Box<dyn clonecloud_exec::Migrator>
     });

@@ -116,9 +116,12 @@ pub struct Fallbacks {
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stats {
-    /// The clone's address.
+    /// The clone's address (with several, `--clone A,B,...`: the one that served last).
     pub clone: String,
     pub migrations: u64,
+    /// Times a clone could not be reached and the next of the others given served instead.
+    #[serde(default)]
+    pub failovers: u64,
     pub fallbacks: Fallbacks,
     /// Migrations whose answer came on a new connection after the link broke (the clone kept
     /// the session and ran on).

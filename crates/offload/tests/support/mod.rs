@@ -19,7 +19,7 @@ pub fn run(wat: &str, points: &[&str], clone: Option<Limits>) -> (i32, Stats) {
     let stats = Arc::new(Mutex::new(Stats::default()));
     let migrator = clone.map(|limits| {
         let (addr, identity, server_key) = spawn_local_with(ModuleCache::disabled(), Duration::from_secs(30), limits, None).unwrap();
-        let target = Target { addr, server_key, identity, connect_timeout: Duration::from_secs(5), timeout: Duration::from_secs(30), compression: CompressionPolicy::Fixed(Compression::Lz4), dirs: Vec::new(), environment: Default::default() };
+        let target = Target { addr, server_key, identity, connect_timeout: Duration::from_secs(5), timeout: Duration::from_secs(30), compression: CompressionPolicy::Fixed(Compression::Lz4), dirs: Vec::new(), environment: Default::default(), others: Vec::new() };
         Box::new(Offloader::new(target, program.layout().clone(), names, stats.clone())) as Box<dyn clonecloud_exec::Migrator>
     });
     let wasi = WasiConfig { stdio: Stdio::Null, ..WasiConfig::default() };
