@@ -55,6 +55,12 @@ pub struct Opts {
     #[arg(long, requires = "clone")]
     explain: bool,
 
+    /// Ask each migration of the first K clones of --clone (one after the other) and merge an
+    /// answer only when all K gave the same; any difference is reported (`--stats` fallbacks
+    /// cause `mismatch`, a warning) and the call runs here.
+    #[arg(long, value_name = "K", default_value_t = 1, requires = "offloading")]
+    redundant: usize,
+
     /// This device's private key (for a remote clone; `clonecloud keygen` makes one).
     #[arg(long, value_name = "FILE", requires = "clone")]
     key: Option<std::path::PathBuf>,
@@ -163,9 +169,14 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
             env: wasi.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()).collect(),
         };
         target.dirs = wasi.dirs.iter().map(|d| clonecloud_files::Root { host: d.host.clone(), guest: d.guest.clone() }).collect();
+        let witnesses = witnesses(&mut target, opts.redundant)?;
         let model = clonecloud_model::Module::parse_without_call_graph(&wasm)?;
-        let names = program.points().iter().map(|p| clonecloud_launch::points::name(&model, p.function)).collect();
-        let mut offloader = clonecloud_offload::Offloader::new(target, program.layout().clone(), names, stats.clone());
+        let names: Vec<String> = program.points().iter().map(|p| clonecloud_launch::points::name(&model, p.function)).collect();
+        let mut offloader = clonecloud_offload::Offloader::new(target, program.layout().clone(), names.clone(), stats.clone());
+        if !witnesses.is_empty() {
+            let own_stats = || std::sync::Arc::new(std::sync::Mutex::new(clonecloud_offload::Stats::default()));
+            offloader.witnessed_by(witnesses.into_iter().map(|t| clonecloud_offload::Offloader::new(t, program.layout().clone(), names.clone(), own_stats())).collect());
+        }
         if !expectations.is_empty() {
             offloader.watch(program.points().iter().map(|p| expectations.get(&p.function).copied()).collect());
         }
@@ -235,6 +246,19 @@ fn thread_ended(end: clonecloud_exec::threads::ThreadEnd) -> ! {
             std::process::exit(1)
         }
     }
+}
+
+/// For `--redundant K`: the 2nd to Kth clones of `target` become targets of their own (the
+/// witnesses), the rest stay its others (to fail over to).
+fn witnesses(target: &mut clonecloud_offload::Target, k: usize) -> anyhow::Result<Vec<clonecloud_offload::Target>> {
+    if k == 0 || k > target.others.len() + 1 {
+        bail!("--redundant {k} asks each migration of {k} clones, and --clone names {}: name at least {k} (--clone A,B,...), or leave --redundant out", target.others.len() + 1);
+    }
+    let chosen: Vec<_> = target.others.drain(..k - 1).collect();
+    Ok(chosen
+        .into_iter()
+        .map(|e| clonecloud_offload::Target { addr: e.addr, server_key: e.server_key, identity: e.identity, others: Vec::new(), ..target.clone() })
+        .collect())
 }
 
 /// After a run chosen at launch (`--explain`): what moved, and the time against the run that

@@ -310,6 +310,28 @@ fn a_clone_that_cannot_be_reached_hands_over_to_the_next() {
 }
 
 #[test]
+fn redundant_migrations_are_asked_of_two_clones_and_merged_when_they_agree() {
+    // The embedded clone and a separate server: every migration asked of both, both agree, and
+    // the output is the plain run's (`offload` checks). A lying clone is caught in
+    // crates/offload/tests/redundant.rs.
+    let keys = tempfile::tempdir().unwrap();
+    let (server_key, server_pub) = clone::keygen(CLONECLOUD, keys.path(), "server");
+    let (device_key, device_pub) = clone::keygen(CLONECLOUD, keys.path(), "device");
+    let allow = keys.path().join("allow");
+    std::fs::copy(&device_pub, &allow).unwrap();
+    let b = clone::serve(CLONECLOUD, &server_key, &allow, "127.0.0.1:0");
+    let list = format!("local,{}", b.addr);
+    let s = offload("image-search", "image_search::cascade::Cascade::detect", &["--redundant", "2", "--clone", &list, "--key", &device_key, "--clone-key", &server_pub]);
+    assert!(s.migrations > 0, "{s:?}");
+    assert_eq!((s.checked, s.fallbacks.count), (s.migrations, 0), "{s:?}");
+
+    let out = Command::new(CLONECLOUD).args(["run", "--offload", "virus_scan::run", "--redundant", "2"]).arg(apps::wasm("virus-scan")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--redundant 2 asks each migration of 2 clones, and --clone names 1"), "{err}");
+}
+
+#[test]
 fn a_list_of_clones_is_checked() {
     for (list, why) in [("local,local", "`local` more than once"), ("local,", "an empty name"), ("127.0.0.1:9,127.0.0.1:9", "named twice")] {
         let out = Command::new(CLONECLOUD).args(["run", "--offload", "virus_scan::run", "--clone", list]).arg(apps::wasm("virus-scan")).output().unwrap();

@@ -157,6 +157,12 @@ pub struct Offloader {
     ahead: Option<Ahead>,
     /// The clone the background session reached (one of the target's others, maybe).
     answered: Arc<Mutex<Option<Target>>>,
+    /// Offloaders to other clones that every migration is asked of too (`--redundant`): an
+    /// answer is merged only when each of them gave the same one.
+    witnesses: Vec<Offloader>,
+    /// Whether this offloader is a witness: it must not serve a call its clone makes back into
+    /// the device (the first clone made none, and the call would run twice).
+    witness: bool,
     /// Per point (by ordinal), calls that ended on the clone with an uncaught exception that
     /// cannot cross (a reference field, a tag the rewriter did not export): after
     /// [`MAX_ESCAPES`] the point runs locally (each such call runs twice: there, then here).
@@ -226,6 +232,8 @@ impl Offloader {
             watch: Vec::new(),
             ahead: None,
             answered: Default::default(),
+            witnesses: Vec::new(),
+            witness: false,
             escapes: Default::default(),
         }
     }
@@ -346,6 +354,64 @@ impl Offloader {
         let mut st = self.stats();
         st.failovers += 1;
         st.clone.clone_from(&self.target.addr);
+    }
+
+    /// Asks every migration of `witnesses` (offloaders to other clones, each with stats of its
+    /// own) too, one after the other once this clone has answered, and merges an answer only
+    /// when all of them gave the same (results, exit or exception, the memory and globals it
+    /// leaves, output, file changes). Any difference, or a witness that cannot answer, is a
+    /// [`Cause::Mismatch`]: nothing is merged, and the call runs here. A migration that called
+    /// back into the device is not asked of the witnesses (the calls would run twice): it runs
+    /// here, with [`Cause::Unsupported`].
+    pub fn witnessed_by(&mut self, witnesses: Vec<Offloader>) {
+        self.witnesses = witnesses;
+        for w in &mut self.witnesses {
+            w.witness = true;
+            w.send_ahead();
+        }
+    }
+
+    /// Asks the witnesses the migration `event` answered (point `j`, `args`), before it is
+    /// merged.
+    fn check_with_witnesses(&mut self, guest: &mut Guest<'_, '_>, j: usize, args: &[clonecloud_wire::Value], event: &ConnEvent, proxied: u64) -> Result<(), Abort> {
+        if proxied > 0 {
+            return Err(abort(Cause::Unsupported, "a migration that called back into the device cannot be checked by a second clone (its calls would run twice)"));
+        }
+        let mut witnesses = std::mem::take(&mut self.witnesses);
+        let mut result = Ok(());
+        for w in &mut witnesses {
+            if !w.await_ahead(j) {
+                result = Err(abort(Cause::Internal, "a witness chose to run the call here"));
+                break;
+            }
+            let other = match w.drive(guest, j, args) {
+                Ok((other, _)) => other,
+                Err(a) => {
+                    result = Err(abort(Cause::Mismatch, format!("the clone at {} could not answer too ({}: {})", w.target.addr, a.cause, a.detail)));
+                    break;
+                }
+            };
+            if let Err(why) = same_answer(event, &other, guest.memory()) {
+                warn!(point = %self.names[j], "the clones at {} and {} answered the same migration differently ({why}): running it here", self.target.addr, w.target.addr);
+                result = Err(abort(Cause::Mismatch, format!("the clones at {} and {} disagree: {why}", self.target.addr, w.target.addr)));
+                break;
+            }
+        }
+        self.witnesses = witnesses;
+        result
+    }
+
+    /// The witnesses after a migration was given up: what their clones did is not agreed, so
+    /// their sessions go.
+    fn witnesses_give_up(&mut self, cause: Cause) {
+        for w in &mut self.witnesses {
+            w.core.give_up(cause);
+            w.farewell();
+            if !w.core.has_session() {
+                w.conn = None;
+                w.table.reset();
+            }
+        }
     }
 
     /// The compression for the next transfer.
@@ -541,6 +607,9 @@ impl Offloader {
                         self.core.migrate(function, args.to_vec(), state, clocks, descriptors);
                         Ok(())
                     }
+                    ConnEvent::ImportCall { .. } if self.witness => {
+                        Err(abort(Cause::Mismatch, "it called back into the device, where the first clone did not"))
+                    }
                     ConnEvent::ImportCall { import, args, state } => {
                         crate::proxy::serve(guest, &mut self.proxying, import, &args, state).map(|(results, back)| {
                             fig.io.proxied += 1;
@@ -616,6 +685,10 @@ impl Offloader {
         let args = convert::values_to_wire(params).ok_or_else(|| abort(Cause::Unsupported, "a reference-typed argument cannot migrate"))?;
         let name = self.names[j].clone();
         let (event, fig) = self.drive(guest, j, &args)?;
+        let checked = !self.witnesses.is_empty();
+        if checked {
+            self.check_with_witnesses(guest, j, &args, &event, fig.io.proxied)?;
+        }
         let Figures { io, pages_up, raw_up, capture, unsure_above, descriptors, started } = fig;
         let round_trip = started.map_or(Duration::ZERO, |t| t.elapsed());
         let (sent, received, proxied) = (io.sent, io.received, io.proxied);
@@ -674,6 +747,9 @@ impl Offloader {
                     return Err(abort(Cause::Merge, e));
                 }
                 let indices: Vec<u32> = merged.as_ref().map_or(&state.memory.pages, |(_, pages)| pages).iter().map(|(i, _)| *i).collect();
+                for w in &mut self.witnesses {
+                    w.table.record(guest.memory(), indices.clone());
+                }
                 self.table.record(guest.memory(), indices);
                 // Committed: what the function wrote goes out now, in order.
                 for (fd, bytes) in &output {
@@ -706,6 +782,7 @@ impl Offloader {
                 }
                 let mut st = self.stats();
                 st.migrations += 1;
+                st.checked += u64::from(checked);
                 let p = st.point(&name);
                 p.migrations += 1;
                 p.pages_up += pages_up;
@@ -783,6 +860,7 @@ impl Migrator for Offloader {
                     self.conn = None;
                     self.table.reset();
                 }
+                self.witnesses_give_up(a.cause);
                 guest.call_local(j, params, results)
             }
         }
@@ -813,6 +891,62 @@ impl Drop for Offloader {
             conn.close();
         }
     }
+}
+
+/// Whether two clones' answers to one migration leave the device in the same state: the same
+/// results, exit and exception, globals, memory size and final contents of every page either
+/// changed (a page's final contents: the device's `memory` XOR the delta, or the page sent
+/// whole), output and file changes; what differs, when not.
+fn same_answer(a: &ConnEvent, b: &ConnEvent, memory: &[u8]) -> Result<(), String> {
+    let (
+        ConnEvent::Returned { results: ra, state: sa, output: oa, files: fa, exit: ea, thrown: ta, .. },
+        ConnEvent::Returned { results: rb, state: sb, output: ob, files: fb, exit: eb, thrown: tb, .. },
+    ) = (a, b)
+    else {
+        return Err("not both answers".into());
+    };
+    let differ = |what: &str| Err(format!("{what} differ"));
+    if ra != rb {
+        return differ("the results");
+    }
+    if (ea, ta) != (eb, tb) {
+        return differ("the exit or exception");
+    }
+    if sa.globals != sb.globals {
+        return differ("the globals");
+    }
+    if sa.memory.wasm_pages != sb.memory.wasm_pages {
+        return differ("the memory sizes");
+    }
+    let (pa, pb) = (final_pages(&sa.memory, memory), final_pages(&sb.memory, memory));
+    if pa != pb {
+        let pages: Vec<u32> = pa.keys().chain(pb.keys()).copied().filter(|i| pa.get(i) != pb.get(i)).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        return Err(format!("the memory contents differ (pages {pages:?}; xor {} {}, {} and {} pages sent)", sa.memory.xor, sb.memory.xor, sa.memory.pages.len(), sb.memory.pages.len()));
+    }
+    if oa != ob {
+        return differ("the output");
+    }
+    if fa != fb {
+        return differ("the file changes");
+    }
+    Ok(())
+}
+
+/// The pages `delta` changes, with their contents after it applies to `memory` (beyond its end,
+/// zeros), leaving out those it leaves as they are.
+fn final_pages(delta: &clonecloud_wire::PageDelta, memory: &[u8]) -> std::collections::BTreeMap<u32, Vec<u8>> {
+    let size = delta.page_size as usize;
+    let mut out = std::collections::BTreeMap::new();
+    for (i, bytes) in &delta.pages {
+        let at = (*i as usize).saturating_mul(size);
+        let mut now = memory.get(at..at.saturating_add(size)).map_or_else(|| vec![0; size], <[u8]>::to_vec);
+        now.resize(size, 0);
+        let after: Vec<u8> = if delta.xor { now.iter().zip(bytes).map(|(x, y)| x ^ y).collect() } else { bytes.clone() };
+        if after != now {
+            out.insert(*i, after);
+        }
+    }
+    out
 }
 
 /// [`dial_clone`] to the clone of `t`, or, when it cannot be reached, to each of its others in

@@ -122,6 +122,9 @@ pub struct Stats {
     /// Times a clone could not be reached and the next of the others given served instead.
     #[serde(default)]
     pub failovers: u64,
+    /// Migrations whose answer the other clones asked (`--redundant`) gave too.
+    #[serde(default)]
+    pub checked: u64,
     pub fallbacks: Fallbacks,
     /// Migrations whose answer came on a new connection after the link broke (the clone kept
     /// the session and ran on).

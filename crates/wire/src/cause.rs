@@ -42,13 +42,16 @@ pub enum Cause {
     /// The function threw a wasm exception it did not catch: the device runs it, where the
     /// exception reaches its callers.
     Exception,
+    /// Clones asked the same migration (`--redundant`) answered differently, or one of them
+    /// could not answer: no answer is believed.
+    Mismatch,
     /// The device's runtime failed (a background thread panicked).
     Internal,
 }
 
 impl Cause {
     /// Every cause, in declaration order.
-    pub const ALL: [Cause; 16] = [
+    pub const ALL: [Cause; 17] = [
         Cause::Connect,
         Cause::Resolve,
         Cause::Unreachable,
@@ -64,6 +67,7 @@ impl Cause {
         Cause::Trap,
         Cause::ResourceLimit,
         Cause::Exception,
+        Cause::Mismatch,
         Cause::Internal,
     ];
 
@@ -85,6 +89,7 @@ impl Cause {
             Cause::Trap => "trap",
             Cause::ResourceLimit => "resource-limit",
             Cause::Exception => "exception",
+            Cause::Mismatch => "mismatch",
             Cause::Internal => "internal",
         }
     }
