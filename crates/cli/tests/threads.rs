@@ -44,11 +44,26 @@ fn native(name: &str) -> PathBuf {
 }
 
 fn clonecloud(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clonecloud"))
-        .args(args)
-        .env("CLONECLOUD_HOME", home())
-        .output()
-        .expect("cannot start clonecloud")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clonecloud"));
+    cmd.args(args).env("CLONECLOUD_HOME", home());
+    within(cmd)
+}
+
+/// Runs `cmd` to its end, or kills it after two minutes and fails: a program whose main thread
+/// waits forever for a thread's exit must not hang the tests when that exit is lost.
+fn within(mut cmd: Command) -> Output {
+    use std::process::Stdio;
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cannot start the program");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+        Ok(out) => out.expect("waiting for the program"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("{cmd:?} did not end within two minutes");
+        }
+    }
 }
 
 /// A home (and compiled-module cache) of this test process's own.
@@ -64,7 +79,9 @@ fn text(b: &[u8]) -> String {
 /// Runs `name ARGS` natively and under `clonecloud run` (with `extra` options first), and
 /// asserts the same stdout and exit code; returns clonecloud's output.
 fn same_as_native(name: &str, args: &[&str], extra: &[&str]) -> Output {
-    let want = Command::new(native(name)).args(args).output().unwrap();
+    let mut cmd = Command::new(native(name));
+    cmd.args(args);
+    let want = within(cmd);
     let module = wasm(name);
     let mut all: Vec<&str> = vec!["run"];
     all.extend_from_slice(extra);
@@ -94,7 +111,9 @@ fn threaded_programs_give_the_native_output() {
 #[test]
 fn threads_share_the_descriptor_table_and_the_preopens() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let want = Command::new(native("files")).arg(a.path()).output().unwrap();
+    let mut cmd = Command::new(native("files"));
+    cmd.arg(a.path());
+    let want = within(cmd);
     assert!(want.status.success(), "native: {}", text(&want.stderr));
     let dir = format!("{}::/data", b.path().display());
     let got = clonecloud(&["run", "--dir", &dir, wasm("files").to_str().unwrap(), "/data"]);

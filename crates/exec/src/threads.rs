@@ -140,13 +140,27 @@ impl ThreadedProgram {
                 kind: crate::run::import_kind(&i.kind),
             });
         }
-        let module = cache.load_or_compile(engine, wasm)?;
-        let memories = module.imports().filter(|i| matches!(i.ty(), wasmtime::ExternType::Memory(_))).count();
-        if memories != 1 {
-            return Err(ExecError::Threads(format!(
-                "a wasi-threads module imports exactly one shared memory; this one imports {memories} memories"
-            )));
+        // One memory, imported, shared, exported as `memory` (where WASI reads and writes).
+        let memory = match model.memories.as_slice() {
+            [m] if m.imported && m.shared => m,
+            _ => {
+                return Err(ExecError::Threads(format!(
+                    "a wasi-threads module imports one shared memory and defines none (threads share it); this one has {} memories, {} of them imported and shared",
+                    model.memories.len(),
+                    model.memories.iter().filter(|m| m.imported && m.shared).count()
+                )));
+            }
+        };
+        if memory.memory64 || memory.page_size != 65536 {
+            return Err(ExecError::Threads("the shared memory is 64-bit or has custom pages, which clonecloud's threads do not run".into()));
         }
+        let exported = model.exports.iter().any(|e| e.name == "memory" && e.kind == clonecloud_model::ExportKind::Memory && e.index == memory.index);
+        if !exported {
+            return Err(ExecError::Threads(
+                "the module does not export its shared memory as `memory`, where WASI calls read and write (link with --export-memory)".into(),
+            ));
+        }
+        let module = cache.load_or_compile(engine, wasm)?;
         Ok(ThreadedProgram { engine: engine.clone(), module })
     }
 
@@ -175,14 +189,9 @@ impl ThreadedProgram {
             })
             .expect("prepare checked the memory import");
         let (memory_module, memory_name, memory_ty) = memory_import;
-        if !memory_ty.is_shared() {
-            return Err(ExecError::Threads(format!(
-                "the memory import `{memory_module}`.`{memory_name}` is not shared: a wasi-threads module shares its memory between threads"
-            )));
-        }
         let forwarder = FORWARDER
             .replace("{MIN}", &memory_ty.minimum().to_string())
-            .replace("{MAX}", &memory_ty.maximum().map_or(String::new(), |m| m.to_string()));
+            .replace("{MAX}", &memory_ty.maximum().expect("a shared memory has a maximum").to_string());
         let forwarder = Module::new(&self.engine, forwarder).map_err(ExecError::Compile)?;
         let memory = SharedMemory::new(&self.engine, memory_ty).map_err(ExecError::Runtime)?;
         let shared = Arc::new(Shared {
@@ -193,6 +202,9 @@ impl ThreadedProgram {
             forwarder,
             forwarder_linker: std::sync::OnceLock::new(),
             end,
+            can_spawn: self.module.get_export(THREAD_START).and_then(|e| e.func().cloned()).is_some_and(|f| {
+                f.params().map(|p| p.is_i32()).eq([true, true]) && f.results().len() == 0
+            }),
         });
         let mut forwarder_linker: Linker<Host> = Linker::new(&self.engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut forwarder_linker, Host::wasi).map_err(ExecError::Runtime)?;
@@ -200,6 +212,13 @@ impl ThreadedProgram {
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, Host::wasi).map_err(ExecError::Runtime)?;
         wasmtime_wasi::p0::add_to_linker_sync(&mut linker, Host::wasi).map_err(ExecError::Runtime)?;
         linker.allow_shadowing(true);
+        // Calls that need nothing of the context are answered without it, as wasmtime-wasi
+        // answers them: a thread may exit, or yield, while another holds the context (blocked
+        // reading stdin, say).
+        for module in ["wasi_snapshot_preview1", "wasi_unstable"] {
+            linker.func_wrap(module, "proc_exit", proc_exit).map_err(ExecError::Runtime)?;
+            linker.func_wrap(module, "sched_yield", || 0i32).map_err(ExecError::Runtime)?;
+        }
         // Preview 1's only: `wasi_unstable` lays its subscriptions out otherwise, and its polls
         // (rare) hold the context.
         linker.func_wrap("wasi_snapshot_preview1", "poll_oneoff", poll_oneoff).map_err(ExecError::Runtime)?;
@@ -243,11 +262,12 @@ struct Shared {
     forwarder: Module,
     forwarder_linker: std::sync::OnceLock<Linker<Host>>,
     end: EndHook,
+    /// Whether the module exports the function a thread starts in.
+    can_spawn: bool,
 }
 
 /// A thread's store data: the run's shared part, and whether this thread holds the WASI
 /// context now.
-#[derive(Clone)]
 struct Host {
     shared: Arc<Shared>,
     holding: bool,
@@ -273,6 +293,16 @@ impl Host {
         // in `new_store`), after which the reference is no longer used: wasmtime-wasi uses what
         // this returns only inside the host call.
         unsafe { self.shared.wasi.get() }
+    }
+}
+
+impl Drop for Host {
+    /// A thread whose host call panicked (the call hook that gives the context back never ran)
+    /// still gives it back when its store goes.
+    fn drop(&mut self) {
+        if std::mem::take(&mut self.holding) {
+            self.shared.wasi.give_back();
+        }
     }
 }
 
@@ -336,16 +366,25 @@ impl<T> Baton<T> {
 /// new instance; a negative result when none can be started.
 fn thread_spawn(caller: Caller<'_, Host>, arg: i32) -> i32 {
     let shared = caller.data().shared.clone();
-    let tid = shared.next_tid.fetch_add(1, Ordering::Relaxed);
-    if !(1..TID_LIMIT).contains(&tid) {
+    if !shared.can_spawn {
+        // As wasmtime did: no thread is started, and the guest is told so.
         return -1;
     }
+    let Ok(tid) = shared.next_tid.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| (t < TID_LIMIT).then_some(t + 1)) else {
+        return -1;
+    };
     let host = Host::new(shared.clone());
     let engine = caller.engine().clone();
     let started = std::thread::Builder::new()
         .name(format!("wasi-thread-{tid}"))
         .stack_size(SPAWNED_STACK)
-        .spawn(move || run_thread(&engine, host, tid, arg));
+        .spawn(move || {
+            let end = host.shared.end;
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_thread(&engine, host, tid, arg)));
+            if ran.is_err() {
+                end(ThreadEnd::Failed(format!("wasi-thread-{tid} panicked")));
+            }
+        });
     match started {
         Ok(_) => tid,
         Err(e) => {
@@ -371,7 +410,7 @@ fn run_thread(engine: &Engine, host: Host, tid: i32, arg: i32) {
         match outcome_of(e) {
             Ok(Outcome::Exited(code)) => (shared.end)(ThreadEnd::Exited(code)),
             Ok(Outcome::Trapped { trap, .. }) => fail(format!("{trap}")),
-            Err(e) => fail(format!("{e}")),
+            Err(e) => fail(format!("{e:#}")),
         }
     }
 }
@@ -398,7 +437,19 @@ fn poll_oneoff(mut caller: Caller<'_, Host>, subs: i32, events: i32, n: i32, nev
             f
         }
     };
+    // The forwarded call takes the context and gives it back when it returns here: this call
+    // must not hold it (it would be given back under it).
+    debug_assert!(!caller.data().holding);
     forward.call(&mut caller, (subs, events, n, nevents))
+}
+
+/// `proc_exit(status)`, as wasmtime-wasi: the guest's exit with `status`, which must be below
+/// 126.
+fn proc_exit(_: Caller<'_, Host>, status: i32) -> wasmtime::Result<()> {
+    if status as u32 >= 126 {
+        return Err(wasmtime::Error::msg("exit with invalid exit status outside of [0..126)"));
+    }
+    Err(wasmtime_wasi::I32Exit(status).into())
 }
 
 /// If the one subscription at `subs` is a relative clock (realtime or monotonic) and the event
@@ -417,8 +468,9 @@ fn relative_sleep(memory: &SharedMemory, subs: u32, events: u32, nevents: u32) -
     let sub = read(subs as usize, SUB);
     let u64_at = |o: usize| u64::from_le_bytes(sub[o..o + 8].try_into().expect("8 bytes"));
     let (tag, clock, timeout, flags) = (sub[8], u32::from_le_bytes(sub[16..20].try_into().expect("4 bytes")), u64_at(24), u16::from_le_bytes([sub[40], sub[41]]));
-    // Tag 0: a clock; clocks 0 and 1: realtime and monotonic; flag 1: an absolute time.
-    if tag != 0 || clock > 1 || flags & 1 != 0 {
+    // Tag 0: a clock; clocks 0 and 1: realtime and monotonic; no flags (1 is an absolute time,
+    // others are invalid: wasmtime-wasi answers those).
+    if tag != 0 || clock > 1 || flags != 0 {
         return None;
     }
     let write = |at: usize, bytes: &[u8]| {
