@@ -40,11 +40,12 @@ pub struct Opts {
     offload: Vec<String>,
 
     /// The clone: `local` (a clone in this process on a loopback port, the default with
-    /// --offload) or HOST:PORT of a `clonecloud serve`; several, comma-separated, are tried in
-    /// order when one cannot be reached (the remote ones with the same --key and --clone-key).
+    /// --offload), `local:N` (N of them), or HOST:PORT of a `clonecloud serve`; several,
+    /// comma-separated, are tried in order when one cannot be reached (the remote ones with the
+    /// same --key and --clone-key).
     /// Without --offload, what to offload is chosen at launch: the link is measured and the
     /// module's stored profile solved for it.
-    #[arg(long, value_name = "local|HOST:PORT[,...]", group = "offloading")]
+    #[arg(long, value_name = "local[:N]|HOST:PORT[,...]", group = "offloading")]
     clone: Option<String>,
 
     /// For a choice at launch: minimize `time` or device `energy`.

@@ -325,6 +325,11 @@ fn redundant_migrations_are_asked_of_two_clones_and_merged_when_they_agree() {
     assert!(s.migrations > 0, "{s:?}");
     assert_eq!((s.checked, s.fallbacks.count), (s.migrations, 0), "{s:?}");
 
+    // Two clones in this process: no server to start.
+    let s = offload("image-search", "image_search::cascade::Cascade::detect", &["--redundant", "2", "--clone", "local:2"]);
+    assert!(s.migrations > 0, "{s:?}");
+    assert_eq!((s.checked, s.fallbacks.count), (s.migrations, 0), "{s:?}");
+
     let out = Command::new(CLONECLOUD).args(["run", "--offload", "virus_scan::run", "--redundant", "2"]).arg(apps::wasm("virus-scan")).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -333,7 +338,14 @@ fn redundant_migrations_are_asked_of_two_clones_and_merged_when_they_agree() {
 
 #[test]
 fn a_list_of_clones_is_checked() {
-    for (list, why) in [("local,local", "`local` more than once"), ("local,", "an empty name"), ("127.0.0.1:9,127.0.0.1:9", "named twice")] {
+    for (list, why) in [
+        ("local,local", "`local` more than once"),
+        ("local:2,local", "`local` more than once"),
+        ("local:0", "from 1 to 16"),
+        ("local:x", "from 1 to 16"),
+        ("local,", "an empty name"),
+        ("127.0.0.1:9,127.0.0.1:9", "named twice"),
+    ] {
         let out = Command::new(CLONECLOUD).args(["run", "--offload", "virus_scan::run", "--clone", list]).arg(apps::wasm("virus-scan")).output().unwrap();
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);

@@ -68,6 +68,9 @@ pub fn engine_key(e: DeviceEngine) -> &'static str {
 pub enum CloneAt {
     /// A clone in this process on a loopback port, with keys kept in the home.
     Embedded,
+    /// The `n`th (from 1) of several clones in this process (`local:N`), each with keys and a
+    /// file store of its own in the home.
+    EmbeddedNth(usize),
     /// A `clonecloud serve` at `addr`, this device's private key and the server's public key in
     /// files (pinned: no other server is trusted).
     Remote { addr: String, key: Option<PathBuf>, clone_key: Option<PathBuf> },
@@ -90,16 +93,8 @@ pub fn clone_target(home: &Home, cache: &ModuleCache, at: &CloneAt, timeout: Dur
     let connect_timeout = Duration::from_secs(5);
     let target = |addr: String, server_key, identity| Target { addr, server_key, identity, connect_timeout, timeout, compression, environment: Default::default(), dirs: Vec::new(), others: Vec::new() };
     match at {
-        CloneAt::Embedded => {
-            let files = home.dir().map(|d| d.join("clone-files"));
-            // Keys kept between runs: the local clone then finds this device's files again.
-            let server = home.identity("local-clone")?;
-            let device = home.identity("local-device")?;
-            let idle = Duration::from_secs(300);
-            let (addr, identity, server_key) =
-                clonecloud_offload::spawn_local_as(cache.clone(), idle, clonecloud_replica::Limits::default(), files, server, device).map_err(LaunchError::LocalClone)?;
-            Ok(target(addr, server_key, identity))
-        }
+        CloneAt::Embedded | CloneAt::EmbeddedNth(1) => embedded(home, cache, "", target),
+        CloneAt::EmbeddedNth(n) => embedded(home, cache, &format!("-{n}"), target),
         CloneAt::Remote { addr, key: Some(key), clone_key: Some(clone_key) } => {
             let identity = clonecloud_net::Identity::load(key)?;
             let server_key = clonecloud_net::PublicKey::load(clone_key)?;
@@ -109,22 +104,52 @@ pub fn clone_target(home: &Home, cache: &ModuleCache, at: &CloneAt, timeout: Dur
     }
 }
 
-/// The clones `--clone A,B,...` names (each `local` or `HOST:PORT`; the remote ones share the
-/// key files), as one target: the first is the clone, the others are tried in order when it
+/// An embedded clone whose keys and file store carry `suffix` (the first: none), kept in the
+/// home between runs, so it finds this device's files again.
+fn embedded(home: &Home, cache: &ModuleCache, suffix: &str, target: impl Fn(String, clonecloud_net::PublicKey, clonecloud_net::Identity) -> Target) -> Result<Target, LaunchError> {
+    let files = home.dir().map(|d| d.join(format!("clone-files{suffix}")));
+    let server = home.identity(&format!("local-clone{suffix}"))?;
+    let device = home.identity("local-device")?;
+    let idle = Duration::from_secs(300);
+    let (addr, identity, server_key) =
+        clonecloud_offload::spawn_local_as(cache.clone(), idle, clonecloud_replica::Limits::default(), files, server, device).map_err(LaunchError::LocalClone)?;
+    Ok(target(addr, server_key, identity))
+}
+
+/// The most embedded clones `local:N` starts.
+pub const MAX_EMBEDDED: usize = 16;
+
+/// The clones `--clone A,B,...` names (each `local`, `local:N` for N embedded clones, or
+/// `HOST:PORT`; the remote ones share the key files), as one target: the first is the clone, the others are tried in order when it
 /// cannot be reached ([`clonecloud_offload::Target::others`]).
 pub fn clone_targets(home: &Home, cache: &ModuleCache, spec: &str, key: Option<PathBuf>, clone_key: Option<PathBuf>, timeout: Duration, compression: CompressionPolicy) -> Result<Target, LaunchError> {
     let names: Vec<&str> = spec.split(',').map(str::trim).collect();
     let refuse = |why| Err(LaunchError::CloneList { spec: spec.to_string(), why });
+    let embedded: Vec<&str> = names.iter().copied().filter(|n| *n == "local" || n.starts_with("local:")).collect();
+    if embedded.len() > 1 {
+        return refuse("`local` more than once: name the embedded clones once, `local` or `local:N`");
+    }
+    let count = match embedded.first().and_then(|n| n.strip_prefix("local:")) {
+        None => 1,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if (1..=MAX_EMBEDDED).contains(&n) => n,
+            _ => return refuse("`local:N` takes a number of embedded clones from 1 to 16"),
+        },
+    };
     if names.iter().any(|n| n.is_empty()) {
         return refuse("an empty name in the list: give `local` or HOST:PORT for each clone, separated by commas");
-    }
-    if names.iter().filter(|n| **n == "local").count() > 1 {
-        return refuse("`local` more than once: there is one embedded clone");
     }
     if names.iter().enumerate().any(|(i, n)| names[..i].contains(n)) {
         return refuse("a clone named twice");
     }
-    let mut targets = names.iter().map(|n| clone_target(home, cache, &CloneAt::parse(n, key.clone(), clone_key.clone()), timeout, compression));
+    let at: Vec<CloneAt> = names
+        .iter()
+        .flat_map(|n| match n.strip_prefix("local:") {
+            Some(_) => (1..=count).map(CloneAt::EmbeddedNth).collect(),
+            None => vec![CloneAt::parse(n, key.clone(), clone_key.clone())],
+        })
+        .collect();
+    let mut targets = at.iter().map(|at| clone_target(home, cache, at, timeout, compression));
     let mut first = targets.next().expect("split gives at least one name")?;
     for t in targets {
         let t = t?;
