@@ -252,8 +252,14 @@ fn thread_ended(end: clonecloud_exec::threads::ThreadEnd) -> ! {
 /// For `--redundant K`: the 2nd to Kth clones of `target` become targets of their own (the
 /// witnesses), the rest stay its others (to fail over to).
 fn witnesses(target: &mut clonecloud_offload::Target, k: usize) -> anyhow::Result<Vec<clonecloud_offload::Target>> {
-    if k == 0 || k > target.others.len() + 1 {
-        bail!("--redundant {k} asks each migration of {k} clones, and --clone names {}: name at least {k} (--clone A,B,...), or leave --redundant out", target.others.len() + 1);
+    if k == 0 {
+        bail!("--redundant 0: give how many clones each migration is asked of, 1 (the default) or more");
+    }
+    if k > target.others.len() + 1 {
+        bail!(
+            "--redundant {k} asks each migration of {k} clones, and --clone names {} (without it: `local`, one): name at least {k} (--clone A,B,... or local:{k}), or leave --redundant out",
+            target.others.len() + 1
+        );
     }
     let chosen: Vec<_> = target.others.drain(..k - 1).collect();
     Ok(chosen

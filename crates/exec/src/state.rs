@@ -132,6 +132,8 @@ pub enum ApplyError {
     Grow { wasm_pages: u32, why: String },
     #[error("page {0} does not fit the memory")]
     OutOfRange(u32),
+    #[error("page {0} comes more than once in one delta")]
+    Duplicate(u32),
     #[error("page of {0} bytes, expected {PAGE_SIZE}")]
     PageSize(usize),
     #[error("global {0}: {1}")]
@@ -214,6 +216,13 @@ impl StateHandles {
                 return Err(ApplyError::Global(*g, "the value's type is not the global's".into()));
             }
             setters.push((h, *v));
+        }
+        // One entry per page: applied in turn, a repeated page would end other than a reader of
+        // the delta page by page (a redundant clone's check) expects.
+        let mut indices: Vec<u32> = pages.iter().map(|(i, _)| *i).collect();
+        indices.sort_unstable();
+        if let Some(w) = indices.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ApplyError::Duplicate(w[0]));
         }
         let limit = u64::from(wasm_pages) * WASM_PAGE as u64 / PAGE_SIZE as u64;
         for (i, p) in pages {

@@ -255,15 +255,21 @@ pub struct Choice {
     pub profiled_s: f64,
 }
 
-/// Measures the link to `target`, solves the module's stored profile for it and returns what to
-/// offload. A clone that cannot be reached is not an error: the choice is then to run here.
+/// Measures the link to `target` (or, when it cannot be reached, to the first of its others
+/// that can), solves the module's stored profile for it and returns what to offload. No clone
+/// that can be reached is not an error: the choice is then to run here.
 pub fn choose(store: &Store, wasm: &[u8], engine: DeviceEngine, objective: Objective, target: &Target) -> Result<Choice, LaunchError> {
     let module = clonecloud_profile::module_name(wasm);
     let stored = store.profile_any(&module, engine_key(engine))?.ok_or(LaunchError::NoProfile)?;
     let profiled_s = stored.profile.device_total_ns as f64 / 1e9;
-    let link = match clonecloud_offload::measure_link(target) {
-        Ok(link) => link,
-        Err(e) => return Ok(Choice { link: Some(Err(e)), profiled_s, ..Choice::default() }),
+    // The first of the clones (`--clone A,B,...`) that answers; the run fails over to it too.
+    let mut probe = target.clone();
+    let link = loop {
+        match clonecloud_offload::measure_link(&probe) {
+            Ok(link) => break link,
+            Err(_) if probe.fail_over() => continue,
+            Err(e) => return Ok(Choice { link: Some(Err(e)), profiled_s, ..Choice::default() }),
+        }
     };
     let network = Network { mbit: link.mbit, rtt_ms: link.rtt_ms, radio: clonecloud_partition::optimize::Radio::Wifi };
     let p = solve_stored(store, module, &stored, network, objective, false)?;

@@ -53,19 +53,17 @@ pub struct Endpoint {
 }
 
 impl Target {
-    /// Makes the next of [`Target::others`] the clone, this one the last of the others; false
-    /// when there is no other.
+    /// Makes the next of [`Target::others`] the clone, and drops this one for the run (false
+    /// when there is no other): a clone left may still hold a session waiting to be resumed,
+    /// whose migration ids a later session would reuse, so the device never goes back to it.
     pub fn fail_over(&mut self) -> bool {
         if self.others.is_empty() {
             return false;
         }
         let next = self.others.remove(0);
-        let was = Endpoint {
-            addr: std::mem::replace(&mut self.addr, next.addr),
-            server_key: std::mem::replace(&mut self.server_key, next.server_key),
-            identity: std::mem::replace(&mut self.identity, next.identity),
-        };
-        self.others.push(was);
+        self.addr = next.addr;
+        self.server_key = next.server_key;
+        self.identity = next.identity;
         true
     }
 }
@@ -163,6 +161,8 @@ pub struct Offloader {
     /// Whether this offloader is a witness: it must not serve a call its clone makes back into
     /// the device (the first clone made none, and the call would run twice).
     witness: bool,
+    /// A witness asked the migration under way.
+    asked: bool,
     /// Per point (by ordinal), calls that ended on the clone with an uncaught exception that
     /// cannot cross (a reference field, a tag the rewriter did not export): after
     /// [`MAX_ESCAPES`] the point runs locally (each such call runs twice: there, then here).
@@ -234,6 +234,7 @@ impl Offloader {
             answered: Default::default(),
             witnesses: Vec::new(),
             witness: false,
+            asked: false,
             escapes: Default::default(),
         }
     }
@@ -294,10 +295,10 @@ impl Offloader {
             }
         }
         let ready_ms = ahead.progress.elapsed().as_secs_f64() * 1e3;
+        let answered = self.answered.lock().unwrap_or_else(|e| e.into_inner()).take();
         match ahead.join() {
             Ok(opened) => {
                 let crate::ahead::Opened { conn, session, scanner, replicate, uploaded, sync } = opened;
-                let answered = self.answered.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some(t) = answered
                     && t.addr != self.target.addr
                 {
@@ -380,8 +381,11 @@ impl Offloader {
         let mut witnesses = std::mem::take(&mut self.witnesses);
         let mut result = Ok(());
         for w in &mut witnesses {
+            // From here its clone may run the call: its replica is then ahead of the device
+            // until the answer is merged, or its session goes (`witnesses_give_up`).
+            w.asked = true;
             if !w.await_ahead(j) {
-                result = Err(abort(Cause::Internal, "a witness chose to run the call here"));
+                result = Err(abort(Cause::Mismatch, format!("the clone at {} was not ready to answer too", w.target.addr)));
                 break;
             }
             let other = match w.drive(guest, j, args) {
@@ -404,7 +408,11 @@ impl Offloader {
     /// The witnesses after a migration was given up: what their clones did is not agreed, so
     /// their sessions go.
     fn witnesses_give_up(&mut self, cause: Cause) {
+        // Those not asked (the call failed before) still hold what the device held.
         for w in &mut self.witnesses {
+            if !std::mem::take(&mut w.asked) {
+                continue;
+            }
             w.core.give_up(cause);
             w.farewell();
             if !w.core.has_session() {
@@ -685,12 +693,14 @@ impl Offloader {
         let args = convert::values_to_wire(params).ok_or_else(|| abort(Cause::Unsupported, "a reference-typed argument cannot migrate"))?;
         let name = self.names[j].clone();
         let (event, fig) = self.drive(guest, j, &args)?;
+        // This clone's round trip, without the witnesses' (the link's rate and the point's
+        // overhead are this link's).
+        let round_trip = fig.started.map_or(Duration::ZERO, |t| t.elapsed());
         let checked = !self.witnesses.is_empty();
         if checked {
             self.check_with_witnesses(guest, j, &args, &event, fig.io.proxied)?;
         }
-        let Figures { io, pages_up, raw_up, capture, unsure_above, descriptors, started } = fig;
-        let round_trip = started.map_or(Duration::ZERO, |t| t.elapsed());
+        let Figures { io, pages_up, raw_up, capture, unsure_above, descriptors, started: _ } = fig;
         let (sent, received, proxied) = (io.sent, io.received, io.proxied);
         match event {
             ConnEvent::Returned { results: rs, state, micros, output, files, exit, freed, thrown } => {
@@ -749,6 +759,7 @@ impl Offloader {
                 let indices: Vec<u32> = merged.as_ref().map_or(&state.memory.pages, |(_, pages)| pages).iter().map(|(i, _)| *i).collect();
                 for w in &mut self.witnesses {
                     w.table.record(guest.memory(), indices.clone());
+                    w.asked = false;
                 }
                 self.table.record(guest.memory(), indices);
                 // Committed: what the function wrote goes out now, in order.
@@ -842,7 +853,10 @@ impl Migrator for Offloader {
                 info!(point = %self.names[j], cause = %a.cause, "offloading failed, running locally: {}", a.detail);
                 let name = self.names[j].clone();
                 self.stats().fallback(&name, a.cause, &a.detail);
-                if a.cause == Cause::Exception {
+                // Under --redundant, a point whose calls call back into the device cannot be
+                // checked: after MAX_ESCAPES such calls it runs here, as one whose exceptions escape.
+                let unchecked = a.cause == Cause::Unsupported && !self.witnesses.is_empty();
+                if a.cause == Cause::Exception || unchecked {
                     let n = self.escapes.entry(j).or_insert(0);
                     *n += 1;
                     if *n == MAX_ESCAPES {
@@ -918,7 +932,9 @@ fn same_answer(a: &ConnEvent, b: &ConnEvent, memory: &[u8]) -> Result<(), String
     if sa.memory.wasm_pages != sb.memory.wasm_pages {
         return differ("the memory sizes");
     }
-    let (pa, pb) = (final_pages(&sa.memory, memory), final_pages(&sb.memory, memory));
+    let (Some(pa), Some(pb)) = (final_pages(&sa.memory, memory), final_pages(&sb.memory, memory)) else {
+        return Err("a page comes twice in one answer".into());
+    };
     if pa != pb {
         let pages: Vec<u32> = pa.keys().chain(pb.keys()).copied().filter(|i| pa.get(i) != pb.get(i)).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         return Err(format!("the memory contents differ (pages {pages:?}; xor {} {}, {} and {} pages sent)", sa.memory.xor, sb.memory.xor, sa.memory.pages.len(), sb.memory.pages.len()));
@@ -933,11 +949,16 @@ fn same_answer(a: &ConnEvent, b: &ConnEvent, memory: &[u8]) -> Result<(), String
 }
 
 /// The pages `delta` changes, with their contents after it applies to `memory` (beyond its end,
-/// zeros), leaving out those it leaves as they are.
-fn final_pages(delta: &clonecloud_wire::PageDelta, memory: &[u8]) -> std::collections::BTreeMap<u32, Vec<u8>> {
+/// zeros), leaving out those it leaves as they are; `None` when it gives a page twice.
+fn final_pages(delta: &clonecloud_wire::PageDelta, memory: &[u8]) -> Option<std::collections::BTreeMap<u32, Vec<u8>>> {
     let size = delta.page_size as usize;
     let mut out = std::collections::BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
     for (i, bytes) in &delta.pages {
+        // A page given twice is refused by the merge too (it would not end as read here).
+        if !seen.insert(*i) {
+            return None;
+        }
         let at = (*i as usize).saturating_mul(size);
         let mut now = memory.get(at..at.saturating_add(size)).map_or_else(|| vec![0; size], <[u8]>::to_vec);
         now.resize(size, 0);
@@ -946,28 +967,28 @@ fn final_pages(delta: &clonecloud_wire::PageDelta, memory: &[u8]) -> std::collec
             out.insert(*i, after);
         }
     }
-    out
+    Some(out)
 }
 
 /// [`dial_clone`] to the clone of `t`, or, when it cannot be reached, to each of its others in
-/// turn (each failure logged, the one that answers made the clone: [`Target::fail_over`]); the
-/// first failure when none answers (the clone then is the one first tried).
+/// turn (each failure logged, those that fail dropped, the one that answers made the clone:
+/// [`Target::fail_over`]); the first failure when none answers.
 fn dial_any(t: &mut Target, compression: Compression, memory: Option<u32>) -> Result<Connection, Abort> {
     let first = match dial_clone(t, compression, memory) {
         Ok(c) => return Ok(c),
         Err(a) => a,
     };
-    for _ in 0..t.others.len() {
+    let mut why = first.detail.clone();
+    while !t.others.is_empty() {
         let from = t.addr.clone();
         t.fail_over();
-        info!("the clone at {from} cannot be reached ({}): trying the clone at {}", first.detail, t.addr);
+        info!("the clone at {from} cannot be reached ({why}): trying the clone at {}", t.addr);
         match dial_clone(t, compression, memory) {
             Ok(c) => return Ok(c),
-            Err(a) => debug!("connecting to {}: {}", t.addr, a.detail),
+            Err(a) => why = a.detail,
         }
     }
-    // None answered: back to the first (a full turn of the others).
-    t.fail_over();
+    // None answered: the last one tried stays the clone.
     Err(first)
 }
 
@@ -1078,6 +1099,38 @@ pub fn measure_link(t: &Target) -> Result<Link, ProbeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answer(pages: Vec<(u32, Vec<u8>)>, xor: bool) -> ConnEvent {
+        ConnEvent::Returned {
+            results: vec![clonecloud_wire::Value::I32(1)],
+            state: State { globals: vec![], memory: clonecloud_wire::PageDelta { wasm_pages: 1, page_size: PAGE_SIZE as u32, pages, xor } },
+            micros: 0,
+            output: vec![],
+            files: vec![],
+            exit: None,
+            freed: 0,
+            thrown: None,
+        }
+    }
+
+    #[test]
+    fn answers_are_compared_by_what_they_leave_in_memory() {
+        let memory: Vec<u8> = (0..2 * PAGE_SIZE).map(|i| i as u8).collect();
+        let mut new = memory[..PAGE_SIZE].to_vec();
+        new[7] = 0xEE;
+        let xor: Vec<u8> = new.iter().zip(&memory).map(|(a, b)| a ^ b).collect();
+        // The same page as an XOR delta and whole: equal; a page sent unchanged counts as none.
+        assert_eq!(same_answer(&answer(vec![(0, xor.clone())], true), &answer(vec![(0, new.clone())], false), &memory), Ok(()));
+        assert_eq!(same_answer(&answer(vec![(0, new.clone()), (1, memory[PAGE_SIZE..].to_vec())], false), &answer(vec![(0, new.clone())], false), &memory), Ok(()));
+        // A page given twice (garbage, then the honest delta) is refused, not read as its last.
+        let garbage = vec![0x55; PAGE_SIZE];
+        let twice = answer(vec![(0, garbage), (0, xor.clone())], true);
+        assert!(same_answer(&twice, &answer(vec![(0, xor)], true), &memory).unwrap_err().contains("twice"));
+        // One byte apart.
+        let mut other = new.clone();
+        other[8] ^= 1;
+        assert!(same_answer(&answer(vec![(0, new)], false), &answer(vec![(0, other)], false), &memory).unwrap_err().contains("pages [0]"));
+    }
 
     #[test]
     fn a_point_goes_local_once_its_link_costs_more_than_it_saves() {

@@ -41,13 +41,18 @@ fn honest() -> Target {
 /// A server that speaks the protocol but answers every migration with `f` returning 9 and
 /// nothing written: well-formed, and wrong.
 fn liar() -> Target {
+    liar_with(9)
+}
+
+/// [`liar`], returning `result` (7 is `f`'s own: then only the memory it leaves is wrong).
+fn liar_with(result: i32) -> Target {
     let server = Identity::generate().unwrap();
     let device = Identity::generate().unwrap();
     let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([device.public().clone()]), Duration::from_secs(10)).unwrap();
     let addr = listener.local_addr().to_string();
     let answer = Message::Return {
         id: 1,
-        results: vec![Value::I32(9)],
+        results: vec![Value::I32(result)],
         state: State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![], xor: false } },
         micros: 0,
         output: vec![],
@@ -115,6 +120,18 @@ fn a_lying_clone_is_caught_whichever_it_is_and_the_call_runs_here() {
         assert_eq!(s.fallbacks.causes.get(&Cause::Mismatch), Some(&1), "{case}: {s:?}");
         let detail = &s.fallbacks.events[0].detail;
         assert!(detail.contains("disagree: the results differ"), "{case}: {detail}");
+    }
+}
+
+#[test]
+fn a_clone_that_returns_the_right_result_but_leaves_memory_wrong_is_caught() {
+    // Alone it is believed: `f`'s 7, but nothing at 1000.
+    assert_eq!(run(liar_with(7), vec![]).0, 7);
+    for (primary, witness) in [(honest(), liar_with(7)), (liar_with(7), honest())] {
+        let (code, s) = run(primary, vec![witness]);
+        assert_eq!((code, s.migrations), (14, 0), "{s:?}");
+        let detail = &s.fallbacks.events[0].detail;
+        assert!(detail.contains("the memory contents differ"), "{detail}");
     }
 }
 
