@@ -270,13 +270,21 @@ fn a_separate_server_serves_allowed_devices_only() {
     assert!(s.fallbacks.causes.get(&Cause::Connect).copied().unwrap_or(0) >= 1, "{s:?}");
 }
 
-#[test]
-fn a_clone_that_cannot_be_reached_hands_over_to_the_next() {
+/// A server key pair and a device key pair, and an allow list of the device, in a temporary
+/// directory (kept while the first value lives): `(dir, server.key, server.pub, device.key,
+/// allow)`.
+fn server_keys() -> (tempfile::TempDir, String, String, String, std::path::PathBuf) {
     let keys = tempfile::tempdir().unwrap();
     let (server_key, server_pub) = clone::keygen(CLONECLOUD, keys.path(), "server");
     let (device_key, device_pub) = clone::keygen(CLONECLOUD, keys.path(), "device");
     let allow = keys.path().join("allow");
     std::fs::copy(&device_pub, &allow).unwrap();
+    (keys, server_key, server_pub, device_key, allow)
+}
+
+#[test]
+fn a_clone_that_cannot_be_reached_hands_over_to_the_next() {
+    let (_keys, server_key, server_pub, device_key, allow) = server_keys();
     let remote = |app: &str, f: &str, list: &str| offload(app, f, &["--clone", list, "--key", &device_key, "--clone-key", &server_pub]);
 
     // Nothing listens at the first address: the second clone serves every migration.
@@ -314,11 +322,7 @@ fn redundant_migrations_are_asked_of_two_clones_and_merged_when_they_agree() {
     // The embedded clone and a separate server: every migration asked of both, both agree, and
     // the output is the plain run's (`offload` checks). A lying clone is caught in
     // crates/offload/tests/redundant.rs.
-    let keys = tempfile::tempdir().unwrap();
-    let (server_key, server_pub) = clone::keygen(CLONECLOUD, keys.path(), "server");
-    let (device_key, device_pub) = clone::keygen(CLONECLOUD, keys.path(), "device");
-    let allow = keys.path().join("allow");
-    std::fs::copy(&device_pub, &allow).unwrap();
+    let (_keys, server_key, server_pub, device_key, allow) = server_keys();
     let b = clone::serve(CLONECLOUD, &server_key, &allow, "127.0.0.1:0");
     let list = format!("local,{}", b.addr);
     let s = offload("image-search", "image_search::cascade::Cascade::detect", &["--redundant", "2", "--clone", &list, "--key", &device_key, "--clone-key", &server_pub]);

@@ -1,10 +1,13 @@
 //! A clone whose answer does not fit (results of the wrong type or number, a global the module
 //! lacks, memory beyond the module's maximum) is not believed: nothing of it is merged, the device
 //! runs the call itself, and the program ends as a plain run does. (A well-formed wrong answer is
-//! not detectable: the clone is authenticated and trusted to compute.)
+//! not detectable from one clone's answer: the clone is authenticated and trusted to compute;
+//! `--redundant` asks a second, tests/redundant.rs.)
+
+mod support;
+use support::liar;
 
 use clonecloud_exec::{ModuleCache, Outcome, PointMode, Points, Program, Stdio, WasiConfig, new_engine};
-use clonecloud_net::{AllowList, Identity, Listener};
 use clonecloud_offload::{CompressionPolicy, Offloader, Stats, Target};
 use clonecloud_wire::{Compression, Message, PageDelta, State, Value};
 use std::sync::{Arc, Mutex};
@@ -16,29 +19,6 @@ const WAT: &str = r#"(module
   (memory (export "memory") 1 2)
   (func $f (export "f") (result i32) (i32.const 7))
   (func (export "_start") (call $exit (call $f))))"#;
-
-/// A server that speaks the protocol but answers every migration with `answer`.
-fn liar(answer: Message) -> (String, Identity, clonecloud_net::PublicKey) {
-    let server = Identity::generate().unwrap();
-    let device = Identity::generate().unwrap();
-    let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([device.public().clone()]), Duration::from_secs(10)).unwrap();
-    let addr = listener.local_addr().to_string();
-    std::thread::spawn(move || {
-        let mut c = listener.incoming().unwrap().accept().unwrap();
-        while let Ok(m) = c.recv() {
-            let reply = match m {
-                Message::Hello { .. } => Message::Welcome { need_module: false, concurrency: 1 },
-                Message::Files { .. } => Message::NeedFiles { hashes: vec![] },
-                Message::Migrate { .. } => answer.clone(),
-                _ => continue,
-            };
-            if c.send(&reply).is_err() {
-                return;
-            }
-        }
-    });
-    (addr, device, server.public().clone())
-}
 
 fn exit_code(answer: Option<Message>) -> (i32, Stats) {
     exit_code_in(answer, None)

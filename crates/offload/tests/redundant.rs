@@ -3,8 +3,10 @@
 //! answer (which alone is believed: the clone is authenticated and trusted to compute) is caught,
 //! whichever of the two it is, and the call runs here: the program ends as a plain run does.
 
+mod support;
+
 use clonecloud_exec::{ModuleCache, Outcome, PointMode, Points, Program, Stdio, WasiConfig, new_engine};
-use clonecloud_net::{AllowList, Identity, Listener};
+use clonecloud_net::Identity;
 use clonecloud_offload::{Cause, CompressionPolicy, Offloader, Stats, Target, spawn_local_with};
 use clonecloud_wire::{Compression, Message, PageDelta, State, Value};
 use std::sync::{Arc, Mutex};
@@ -46,10 +48,6 @@ fn liar() -> Target {
 
 /// [`liar`], returning `result` (7 is `f`'s own: then only the memory it leaves is wrong).
 fn liar_with(result: i32) -> Target {
-    let server = Identity::generate().unwrap();
-    let device = Identity::generate().unwrap();
-    let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([device.public().clone()]), Duration::from_secs(10)).unwrap();
-    let addr = listener.local_addr().to_string();
     let answer = Message::Return {
         id: 1,
         results: vec![Value::I32(result)],
@@ -61,21 +59,8 @@ fn liar_with(result: i32) -> Target {
         freed: 0,
         thrown: None,
     };
-    std::thread::spawn(move || {
-        let mut c = listener.incoming().unwrap().accept().unwrap();
-        while let Ok(m) = c.recv() {
-            let reply = match m {
-                Message::Hello { .. } => Message::Welcome { need_module: false, concurrency: 1 },
-                Message::Files { .. } => Message::NeedFiles { hashes: vec![] },
-                Message::Migrate { .. } => answer.clone(),
-                _ => continue,
-            };
-            if c.send(&reply).is_err() {
-                return;
-            }
-        }
-    });
-    target(addr, device, server.public().clone())
+    let (addr, identity, key) = support::liar(answer);
+    target(addr, identity, key)
 }
 
 /// Runs the module with `f` offloaded to `primary`, asked of `witnesses` too: the exit code and

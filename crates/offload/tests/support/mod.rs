@@ -1,5 +1,6 @@
 //! What the offload tests share: a module run to its exit with some of its functions as points,
-//! offloaded to an embedded clone with given limits or not at all.
+//! offloaded to an embedded clone with given limits or not at all; a lying clone.
+#![allow(dead_code)]
 
 use clonecloud_exec::{ModuleCache, Outcome, PointMode, Points, Program, Stdio, WasiConfig, new_engine};
 use clonecloud_offload::{CompressionPolicy, Offloader, Stats, Target, spawn_local_with};
@@ -30,4 +31,30 @@ pub fn run(wat: &str, points: &[&str], clone: Option<Limits>) -> (i32, Stats) {
     };
     let s = stats.lock().unwrap().clone();
     (code, s)
+}
+
+/// A server that speaks the protocol but answers every migration with `answer`: its address,
+/// the device identity it admits, and its public key.
+pub fn liar(answer: clonecloud_wire::Message) -> (String, clonecloud_net::Identity, clonecloud_net::PublicKey) {
+    use clonecloud_net::{AllowList, Identity, Listener};
+    use clonecloud_wire::Message;
+    let server = Identity::generate().unwrap();
+    let device = Identity::generate().unwrap();
+    let listener = Listener::bind("127.0.0.1:0", &server, AllowList::new([device.public().clone()]), Duration::from_secs(10)).unwrap();
+    let addr = listener.local_addr().to_string();
+    std::thread::spawn(move || {
+        let mut c = listener.incoming().unwrap().accept().unwrap();
+        while let Ok(m) = c.recv() {
+            let reply = match m {
+                Message::Hello { .. } => Message::Welcome { need_module: false, concurrency: 1 },
+                Message::Files { .. } => Message::NeedFiles { hashes: vec![] },
+                Message::Migrate { .. } => answer.clone(),
+                _ => continue,
+            };
+            if c.send(&reply).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, device, server.public().clone())
 }
