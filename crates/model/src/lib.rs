@@ -43,7 +43,7 @@ pub use module::{
 pub use names::demangle;
 pub use rewrite::{
     BYPASS_EXPORT, FLAGS_EXPORT, IMPORT_MODULE, LOCALS_EXPORT, POINTS_SECTION, RESERVED_PREFIX,
-    REWRITE_FINGERPRINT, RewriteConfig, RewriteLayout, Rewritten, RewrittenPoint, rewrite,
-    rewrite_layout, rewrite_with, rewritten_points, tag_export,
+    REWRITE_FINGERPRINT, RewriteConfig, RewriteLayout, Rewritten, RewrittenPoint, WAIT32_IMPORT,
+    WAIT64_IMPORT, host_waits, rewrite, rewrite_layout, rewrite_with, rewritten_points, tag_export,
 };
 pub use wasi::{WASI_P1_FUNCTIONS, WASI_P1_MODULES};

@@ -5,10 +5,12 @@
 //! distinct types, the new function index space is
 //!
 //! ```text
-//! [ N imports | T imports clonecloud.migrate.t<type> | D defined | N import trampolines ]
+//! [ N imports | T imports clonecloud.migrate.t<type> | W waits | D defined | N import trampolines ]
 //! ```
 //!
-//! so an original index `f >= N` becomes `f + T`, and every caller, table entry, export and the
+//! (`W` is 2, `clonecloud.wait32` and `clonecloud.wait64`, when memory 0 is shared: see
+//! [`host_waits`]; 0 otherwise) so an original index `f >= N` becomes `f + T + W`, and every
+//! caller, table entry, export and the
 //! start function keep reaching the same function. A point keeps its place and its code; a
 //! check of its flag is put in front of its code:
 //!
@@ -81,6 +83,13 @@ pub const LOCALS_EXPORT: &str = "__cc_locals";
 /// The export name of the memory of the points' flags: byte `j` is point `j`'s flag (0: a call
 /// runs the point's code; 1: it calls the migration import).
 pub const FLAGS_EXPORT: &str = "__cc_flags";
+/// The import (module [`IMPORT_MODULE`]) a `memory.atomic.wait32` on a shared memory 0 becomes:
+/// `(addr i32, expected i32, timeout_ns i64, offset i32) -> i32`, the address `addr + offset`
+/// (both unsigned), the result the instruction's (0 woken, 1 not equal, 2 timed out; a negative
+/// timeout waits for ever). See [`host_waits`].
+pub const WAIT32_IMPORT: &str = "wait32";
+/// The same for `memory.atomic.wait64`: `(addr i32, expected i64, timeout_ns i64, offset i32) -> i32`.
+pub const WAIT64_IMPORT: &str = "wait64";
 /// The export name of the mutable `i32` global that lets one call through a set flag: a host
 /// that runs point `j` here sets it to `j + 1` and calls element `j` of [`LOCALS_EXPORT`]; the
 /// point's check clears it.
@@ -225,8 +234,8 @@ pub fn rewrite_with(
         emitted: Emitted::default(),
         needs: Emitted {
             points_section: true,
-            ty: k > 0,
-            import: k > 0,
+            ty: k + layout.w > 0,
+            import: k + layout.w > 0,
             function: k + n > 0,
             table: k > 0,
             memory: k > 0,
@@ -339,6 +348,15 @@ pub fn rewrite_layout(module: &Module, points: &[u32]) -> Result<RewriteLayout, 
     })
 }
 
+/// Whether the rewrite of `module` turns its waits into host calls: when its memory 0 is shared
+/// (a wasi-threads module). A thread waiting in wasm is then a thread in a host call, which a
+/// host that must stop every thread of a program at a safe point (to merge a migrated call)
+/// can tell from one running wasm; every `memory.atomic.wait32/64` on memory 0 becomes a call to
+/// [`WAIT32_IMPORT`] or [`WAIT64_IMPORT`], two imports after the migration imports.
+pub fn host_waits(module: &Module) -> bool {
+    module.memories.iter().any(|m| m.index == 0 && m.shared)
+}
+
 /// The export name the rewriter gives exception tag `t`.
 pub fn tag_export(t: u32) -> String {
     format!("{RESERVED_PREFIX}tag.{t}")
@@ -379,6 +397,8 @@ struct Layout {
     k: u32,
     /// Defined functions.
     d: u32,
+    /// Wait imports: 2 (`wait32`, `wait64`) when memory 0 is shared, else 0.
+    w: u32,
     /// Types in the original module.
     types: u32,
     /// Tables in the original module (imported and defined).
@@ -397,6 +417,7 @@ impl Layout {
             t,
             k,
             d: module.functions.len() as u32 - n,
+            w: if host_waits(module) { 2 } else { 0 },
             types: module.types.len() as u32,
             tables: module.tables.len() as u32,
             memories: module.memories.len() as u32,
@@ -405,7 +426,7 @@ impl Layout {
     }
     /// The new index of defined function `f` (an original index).
     fn defined(&self, f: u32) -> u32 {
-        f + self.t
+        f + self.t + self.w
     }
     /// The `u`-th migration import.
     fn migrate_import(&self, u: u32) -> u32 {
@@ -416,7 +437,15 @@ impl Layout {
         self.types + u
     }
     fn trampoline(&self, i: u32) -> u32 {
-        self.n + self.t + self.d + i
+        self.n + self.t + self.w + self.d + i
+    }
+    /// The wait import of `width` (0: 32 bits, 1: 64 bits).
+    fn wait_import(&self, width: u32) -> u32 {
+        self.n + self.t + width
+    }
+    /// Its type.
+    fn wait_type(&self, width: u32) -> u32 {
+        self.types + self.t + width
     }
     /// The table of the bodies.
     fn locals_table(&self) -> u32 {
@@ -501,6 +530,11 @@ impl Rw<'_> {
             }
             s.ty().function(params, results);
         }
+        if self.layout.w > 0 {
+            use wasm_encoder::ValType::{I32, I64};
+            s.ty().function([I32, I32, I64, I32], [I32]);
+            s.ty().function([I32, I64, I64, I32], [I32]);
+        }
         self.emitted.ty = true;
         Ok(())
     }
@@ -512,6 +546,9 @@ impl Rw<'_> {
                 name,
                 EntityType::Function(self.layout.migrate_type(u as u32)),
             );
+        }
+        for (width, name) in [WAIT32_IMPORT, WAIT64_IMPORT].into_iter().enumerate().take(self.layout.w as usize) {
+            s.import(IMPORT_MODULE, name, EntityType::Function(self.layout.wait_type(width as u32)));
         }
         self.emitted.import = true;
     }
@@ -652,11 +689,33 @@ impl Rw<'_> {
             .i32_const(0)
             .global_set(self.layout.bypass_global())
             .end();
+        self.copy_code(&mut f, &body)?;
+        Ok(f)
+    }
+
+    /// Copies `body`'s code into `f`, remapped; with host waits, a `memory.atomic.wait32/64` on
+    /// memory 0 becomes its memarg's offset and a call to the wait import.
+    fn copy_code(&mut self, f: &mut wasm_encoder::Function, body: &wasmparser::FunctionBody<'_>) -> ReResult {
         let mut reader = body.get_operators_reader()?;
         while !reader.eof() {
-            f.instruction(&self.parse_instruction(&mut reader)?);
+            let op = reader.read()?;
+            let wait = match &op {
+                wasmparser::Operator::MemoryAtomicWait32 { memarg } if memarg.memory == 0 => Some((0, memarg.offset)),
+                wasmparser::Operator::MemoryAtomicWait64 { memarg } if memarg.memory == 0 => Some((1, memarg.offset)),
+                _ => None,
+            };
+            match wait {
+                Some((width, offset)) if self.layout.w > 0 => {
+                    // A 32-bit memory's offsets fit in 32 bits; the host reads them unsigned.
+                    f.instruction(&wasm_encoder::Instruction::I32Const(offset as u32 as i32));
+                    f.instruction(&wasm_encoder::Instruction::Call(self.layout.wait_import(width)));
+                }
+                _ => {
+                    f.instruction(&self.instruction(op)?);
+                }
+            }
         }
-        Ok(f)
+        Ok(())
     }
 
     /// The new index of original function `f`.
@@ -824,6 +883,11 @@ impl Reencode for Rw<'_> {
             match self.point_of_defined.get(defined).copied().flatten() {
                 Some(j) => {
                     let f = self.point_body(j, body)?;
+                    code.function(&f);
+                }
+                None if self.layout.w > 0 => {
+                    let mut f = utils::new_function_with_parsed_locals(self, &body)?;
+                    self.copy_code(&mut f, &body)?;
                     code.function(&f);
                 }
                 None => self.parse_function_body(code, body)?,

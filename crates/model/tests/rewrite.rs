@@ -269,3 +269,67 @@ fn every_function_of_the_largest_module() {
         "{customs:?}"
     );
 }
+
+/// A module whose memory 0 is shared (a wasi-threads module): its waits on that memory become
+/// calls to the two wait imports, added after the migration imports; everything else is as for
+/// any module, shifted by two more imports.
+#[test]
+fn waits_on_a_shared_memory_become_host_calls() {
+    let wasm = wat::parse_str(
+        r#"(module
+          (import "env" "memory" (memory 1 4 shared))
+          (import "wasi_snapshot_preview1" "sched_yield" (func $yield (result i32)))
+          (memory $other 1 1 shared)
+          (func $park (export "park") (param $a i32) (result i32)
+            (memory.atomic.wait32 offset=8 (local.get $a) (i32.const 0) (i64.const -1))
+            (memory.atomic.wait64 (local.get $a) (i64.const 0) (i64.const 5))
+            i32.add
+            (memory.atomic.wait32 $other (local.get $a) (i32.const 0) (i64.const 0))
+            i32.add
+            (drop (call $yield)))
+          (func $work (export "work") (param i32) (result i32) (call $park (local.get 0))))"#,
+    )
+    .unwrap();
+    let module = Module::parse(&wasm).unwrap();
+    assert!(clonecloud_model::host_waits(&module));
+    let work = module.exports.iter().find(|e| e.name == "work").unwrap().index;
+    let park = module.exports.iter().find(|e| e.name == "park").unwrap().index;
+    let out = rewrite(&module, &wasm, &[work]).unwrap();
+    Validator::new_with_features(WasmFeatures::default()).validate_all(&out.wasm).unwrap();
+    let new = Module::parse(&out.wasm).unwrap();
+    let added: Vec<String> = new.imports[module.imports.len()..].iter().map(|i| format!("{}.{}", i.module, i.name)).collect();
+    let t = module.functions[work as usize].type_index;
+    assert_eq!(added, [format!("clonecloud.migrate.t{t}"), "clonecloud.wait32".into(), "clonecloud.wait64".into()]);
+    let n = module.imported_functions;
+    let (wait32, wait64) = (n + 1, n + 2);
+    let ty = |f: u32| &new.types[new.functions[f as usize].type_index as usize];
+    use wasmparser::ValType::{I32, I64};
+    assert_eq!((ty(wait32).params.as_slice(), ty(wait32).results.as_slice()), (&[I32, I32, I64, I32][..], &[I32][..]));
+    assert_eq!((ty(wait64).params.as_slice(), ty(wait64).results.as_slice()), (&[I32, I64, I64, I32][..], &[I32][..]));
+    // Defined functions moved past the three imports, the point included.
+    assert_eq!(out.points[0].index, work + 3);
+    let ops = operators(&out.wasm, &new, park + 3, |f| f);
+    let at = |needle: &str| ops.iter().position(|o| o == needle).unwrap_or_else(|| panic!("{needle} not in {ops:?}"));
+    // The offset goes as the last argument; the call replaces the instruction.
+    let call32 = at(&format!("Call {{ function_index: {wait32} }}"));
+    assert_eq!(ops[call32 - 1], "I32Const { value: 8 }");
+    let call64 = at(&format!("Call {{ function_index: {wait64} }}"));
+    assert_eq!(ops[call64 - 1], "I32Const { value: 0 }");
+    // A wait on another memory stays an instruction; the call to the WASI import is unchanged.
+    assert_eq!(ops.iter().filter(|o| o.starts_with("MemoryAtomicWait")).count(), 1, "{ops:?}");
+    assert!(ops.iter().any(|o| o.starts_with("MemoryAtomicWait32") && o.contains("memory: 1")), "{ops:?}");
+    assert!(ops.contains(&"Call { function_index: 0 }".to_string()), "{ops:?}");
+
+    // A module whose memory is not shared keeps its waits (and gets no wait imports).
+    let plain = wat::parse_str(
+        r#"(module (memory 1 1)
+          (func (export "f") (result i32) (memory.atomic.wait32 (i32.const 0) (i32.const 1) (i64.const 0))))"#,
+    )
+    .unwrap();
+    let module = Module::parse(&plain).unwrap();
+    assert!(!clonecloud_model::host_waits(&module));
+    let out = rewrite(&module, &plain, &[0]).unwrap();
+    let new = Module::parse(&out.wasm).unwrap();
+    assert_eq!(new.imports.len(), 1);
+    assert!(operators(&out.wasm, &new, 1, |f| f).iter().any(|o| o.starts_with("MemoryAtomicWait32")));
+}
