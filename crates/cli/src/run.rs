@@ -203,16 +203,17 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     Ok(finish(report.outcome, &module_path))
 }
 
-/// A multi-threaded (wasi-threads) module: run here, as `wasmtime run -S threads` runs it. Its
-/// threads do not migrate: what was asked of offloading is said on stderr and not done (the run
-/// is the local one it falls back to), and `--stats` records no migration.
+/// A multi-threaded (wasi-threads) module: run here, as `wasmtime run -S threads` runs it, with
+/// `--points` as for any module (every thread's calls reach them). Its threads do not migrate
+/// yet: what was asked of offloading is said on stderr and not done (the run is the local one it
+/// falls back to), and `--stats` records no migration.
 fn run_threaded(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std::path::Path) -> anyhow::Result<ExitCode> {
     if !matches!(opts.device_engine, crate::EngineArg::Cranelift) {
         bail!("`{}` is multi-threaded (wasi-threads), which the pulley device engine does not run (wasmtime's interpreter has no threads): run it with --device-engine cranelift", module_path.display());
     }
-    if !opts.points.is_empty() || !opts.offload.is_empty() || opts.clone.is_some() {
+    if !opts.offload.is_empty() || opts.clone.is_some() {
         eprintln!(
-            "clonecloud: `{}` is multi-threaded (wasi-threads): its threads cannot migrate yet, so it runs entirely on this device (--points, --offload and --clone do nothing for it)",
+            "clonecloud: `{}` is multi-threaded (wasi-threads): its threads cannot migrate yet, so it runs entirely on this device (--offload and --clone do nothing for it)",
             module_path.display()
         );
     }
@@ -222,17 +223,22 @@ fn run_threaded(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std
         dirs: opts.dirs.iter().map(|d| DirMapping::parse(d)).collect(),
         stdio: Stdio::Inherit,
     };
-    let engine = clonecloud_exec::threads::new_threads_engine()?;
-    let program = clonecloud_exec::threads::ThreadedProgram::prepare(&engine, cache, wasm)
-        .with_context(|| format!("cannot run `{}`", module_path.display()))?;
+    let points = clonecloud_launch::points::parse(&opts.points).context("--points")?;
+    let mode = match opts.point_mode {
+        ModeArg::Flag => PointMode::Flag,
+        ModeArg::Host => PointMode::Host,
+    };
+    // With points, every thread stops at safe points when a migrated call merges.
+    let engine = clonecloud_exec::threads::new_threads_engine_with(mode, points != Points::None)?;
+    let program = Program::prepare(&engine, cache, wasm, &points, mode).with_context(|| format!("cannot run `{}`", module_path.display()))?;
     if let Some(path) = &opts.stats {
         let json = serde_json::to_string_pretty(&clonecloud_offload::Stats::default()).expect("stats serialize") + "\n";
         std::fs::write(path, json).with_context(|| format!("cannot write the stats to `{}`", path.display()))?;
     }
-    let outcome = program
-        .run(&wasi, thread_ended)
+    let report = program
+        .run_threads(&wasi, None, thread_ended)
         .with_context(|| format!("failed to run `{}`", module_path.display()))?;
-    Ok(finish(outcome, module_path))
+    Ok(finish(report.outcome, module_path))
 }
 
 /// A spawned thread ended the program (its `proc_exit`, or a trap): the process exits, as

@@ -10,12 +10,14 @@
 //! The entry type is [`Program`]: [`Program::prepare`] rewrites (if points are asked for),
 //! compiles or loads from the [`ModuleCache`], and [`Program::run`] runs it to an [`Outcome`]
 //! with the behaviour of `wasmtime run`: the guest's exit code, or the trap that stopped it.
-//! Multi-threaded modules (wasi-threads) run through [`threads::ThreadedProgram`] instead, with
-//! no migration points.
+//! Multi-threaded modules (wasi-threads) are programs too: each thread has a store and an
+//! instance of its own over the shared memory ([`threads`]); a thread's migrated call is merged
+//! byte by byte while the other threads are stopped ([`merge`]).
 
 mod cache;
 mod error;
 pub mod heap;
+pub mod merge;
 mod run;
 pub mod stdin;
 pub mod state;

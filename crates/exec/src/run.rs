@@ -215,6 +215,8 @@ pub struct RunReport {
 pub struct Program {
     engine: Engine,
     module: Module,
+    /// Whether the module is a wasi-threads one (see [`crate::threads`]).
+    threaded: bool,
     /// Shared: every host function of a point holds a clone of the program.
     points: Arc<[RewrittenPoint]>,
     /// Whether the flags start set (host mode).
@@ -267,10 +269,56 @@ pub trait Migrator: Send {
     fn nested(&self) -> Option<Box<dyn Migrator>> {
         None
     }
+
+    /// What answers the points of a thread the program spawns: by default nothing, so its points
+    /// run locally.
+    fn for_thread(&self) -> Option<Box<dyn Migrator>> {
+        None
+    }
 }
 
-struct Device {
-    wasi: WasiP1Ctx,
+/// The world stopped for a merge; dropping it lets every thread go on (on every path out of
+/// [`Guest::merge_stopped`], a panic's included).
+struct WorldHeld(Arc<crate::threads::Threads>);
+
+impl WorldHeld {
+    fn stop(threads: &Arc<crate::threads::Threads>, engine: &Engine) -> WorldHeld {
+        threads.world.stop(engine);
+        WorldHeld(threads.clone())
+    }
+}
+
+impl Drop for WorldHeld {
+    fn drop(&mut self) {
+        self.0.world.resume();
+    }
+}
+
+/// What ends a threaded program when a spawned thread exits or traps, by default: what `wasmtime
+/// run` did (the thread's exit code, or the trap on stderr and 1).
+fn exit_like_wasmtime(end: crate::threads::ThreadEnd) -> ! {
+    match end {
+        crate::threads::ThreadEnd::Exited(code) => std::process::exit(code),
+        crate::threads::ThreadEnd::Failed(why) => {
+            eprintln!("Error: {why}");
+            std::process::exit(1)
+        }
+    }
+}
+
+pub(crate) struct Device {
+    /// The guest's WASI context when it is this store's alone; a threaded program's threads share
+    /// one (`threads`).
+    wasi: Option<WasiP1Ctx>,
+    /// Whether this thread holds the shared context now: taken by a WASI call, given back when
+    /// that call returns to wasm (the store's call hook).
+    holding: bool,
+    /// Whether the context is held across host calls (a merge: see [`Guest::merge_stopped`]).
+    pinned: bool,
+    /// What the threads of a threaded program share.
+    pub(crate) threads: Option<Arc<crate::threads::Threads>>,
+    /// A threaded program's forwarder of `poll_oneoff` in this store, once instantiated.
+    pub(crate) forwarder: Option<wasmtime::TypedFunc<(i32, i32, i32, i32), i32>>,
     /// The origin of the guest's monotonic clock.
     clock_origin: std::time::Instant,
     /// Per point (by ordinal): the point's function, resolved on first use (and grown then: a
@@ -298,6 +346,81 @@ struct Device {
     /// The highest descriptor number ever freed (closed, or renumbered away), by the guest or a
     /// replayed commit (see [`Guest::free_descriptors`]).
     max_freed: Option<u32>,
+}
+
+impl Device {
+    fn new(wasi: Option<WasiP1Ctx>, threads: Option<Arc<crate::threads::Threads>>, migrator: Option<Box<dyn Migrator>>, stdio: Stdio, stdin: Option<crate::stdin::Stdin>, preopens: u32, clock_origin: std::time::Instant) -> Device {
+        Device {
+            wasi,
+            holding: false,
+            pinned: false,
+            threads,
+            forwarder: None,
+            clock_origin,
+            locals: Vec::new(),
+            locals_table: None,
+            flags: None,
+            bypass: None,
+            host_calls: 0,
+            migrator,
+            handles: None,
+            trampolines: HashMap::new(),
+            stdio,
+            stdin,
+            scratch: None,
+            preopens,
+            fdtool: None,
+            max_freed: None,
+        }
+    }
+
+    /// The WASI context: this store's, or the threads' shared one, taken for this thread until
+    /// its current host call returns.
+    fn wasi(&mut self) -> &mut WasiP1Ctx {
+        if let Some(ctx) = &mut self.wasi {
+            return ctx;
+        }
+        let threads = self.threads.as_deref().expect("a store without a context of its own is a thread's");
+        if !self.holding {
+            threads.wasi.take();
+            self.holding = true;
+        }
+        // SAFETY: this thread holds the baton (taken above, or earlier in the same host call),
+        // and gives it back only when the host call that asked returns to wasm (the call hook
+        // in `Program::new_store`), after which the reference is no longer used: wasmtime-wasi
+        // uses what this returns only inside the host call.
+        unsafe { threads.wasi.get() }
+    }
+
+    /// Whether this thread holds the shared WASI context.
+    pub(crate) fn holds_wasi(&self) -> bool {
+        self.holding
+    }
+
+    /// The threads' shared parts, in a threaded program.
+    pub(crate) fn threads(&self) -> Option<&crate::threads::Threads> {
+        self.threads.as_deref()
+    }
+
+    /// Gives the shared WASI context back, if this thread holds it (and it is not pinned).
+    fn release_wasi(&mut self) {
+        if self.pinned {
+            return;
+        }
+        if std::mem::take(&mut self.holding)
+            && let Some(t) = &self.threads
+        {
+            t.wasi.give_back();
+        }
+    }
+}
+
+impl Drop for Device {
+    /// A thread whose host call panicked (the call hook that gives the context back never ran)
+    /// still gives it back when its store goes.
+    fn drop(&mut self) {
+        self.release_wasi();
+    }
 }
 
 /// The running guest as a [`Migrator`] sees it, inside a call to a migration point: its state
@@ -455,6 +578,92 @@ impl Guest<'_, '_> {
         }
     }
 
+    /// Whether the guest is a thread of a threaded program: its memory is shared with threads
+    /// that keep running while it migrates, so a migration takes a [`Guest::snapshot`] and
+    /// merges with [`Guest::merge_stopped`].
+    pub fn is_thread(&self) -> bool {
+        self.caller.data().threads.is_some()
+    }
+
+    /// A copy of memory 0 as it is now, and its size in wasm pages. In a threaded program other
+    /// threads may write it while it is copied: the copy may be torn, which a merge that
+    /// validates what the call read against it makes harmless (see [`crate::merge`]).
+    pub fn snapshot(&mut self) -> (Vec<u8>, u32) {
+        match self.caller.data().threads.as_deref() {
+            Some(t) => {
+                let data = t.memory.data();
+                let mut copy = vec![0u8; data.len()];
+                // SAFETY: `data` is the shared memory's bytes, in bounds; other threads may
+                // write them meanwhile, as wasm's own racy reads allow.
+                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr().cast::<u8>(), copy.as_mut_ptr(), data.len()) };
+                let pages = (data.len() / 65536) as u32;
+                (copy, pages)
+            }
+            None => {
+                let pages = self.wasm_pages();
+                (self.memory().to_vec(), pages)
+            }
+        }
+    }
+
+    /// In a threaded program: stops every other thread at a safe point, holds the shared WASI
+    /// context (so no WASI call writes memory meanwhile), grows memory 0 to `wasm_pages` if it is
+    /// smaller, and runs `f` with the guest and memory 0's bytes, which nothing else changes
+    /// until `f` returns; then the threads go on. `f` must not run the guest's wasm. `None` in a
+    /// program without threads, or when memory cannot grow.
+    pub fn merge_stopped<R>(&mut self, wasm_pages: u32, f: impl FnOnce(&mut Guest<'_, '_>, &mut [u8]) -> R) -> Option<R> {
+        let threads = self.caller.data().threads.clone()?;
+        let world = WorldHeld::stop(&threads, &self.program.engine);
+        // This thread holds the context across `f`'s own WASI calls (the descriptor tool's), the
+        // call hook leaves it held (`pinned`).
+        threads.wasi.take();
+        let device = self.caller.data_mut();
+        device.holding = true;
+        device.pinned = true;
+        let have = (threads.memory.data().len() / 65536) as u64;
+        let grown = u64::from(wasm_pages) <= have || threads.memory.grow(u64::from(wasm_pages) - have).is_ok();
+        let r = grown.then(|| {
+            let data = threads.memory.data();
+            // SAFETY: every other thread is stopped out of wasm, and none is in a WASI call (this
+            // thread holds the context); the guest's own wasm does not run during `f`. The
+            // bytes stay mapped (a shared memory never moves or shrinks).
+            let bytes = unsafe { std::slice::from_raw_parts_mut(data.as_ptr().cast::<u8>().cast_mut(), data.len()) };
+            f(self, bytes)
+        });
+        let device = self.caller.data_mut();
+        device.pinned = false;
+        device.release_wasi();
+        drop(world);
+        r
+    }
+
+    /// Wakes every thread waiting on the aligned words at `addresses` of memory 0 (a threaded
+    /// program's merge, after the call's writes).
+    pub fn notify(&mut self, addresses: &[u64]) {
+        if let Some(t) = self.caller.data().threads.as_deref() {
+            for &at in addresses {
+                let _ = t.memory.atomic_notify(at, u32::MAX);
+            }
+        }
+    }
+
+    /// How many times a thread has taken the shared WASI context so far (a threaded program's;
+    /// 0 otherwise): a migration compares it before and after to tell whether other threads
+    /// made WASI calls meanwhile.
+    pub fn wasi_takes(&self) -> u64 {
+        self.caller.data().threads.as_deref().map_or(0, |t| t.wasi.takes())
+    }
+
+    /// Sets the mutable globals of this thread's instance.
+    pub fn set_globals(&mut self, globals: &[(u32, Val)]) -> Result<(), ApplyError> {
+        let h = self.handles();
+        let setters = StateHandles { memory: None, globals: h.globals }.check(&mut *self.caller, 0, &[], globals)?;
+        for (g, v) in setters {
+            g.set(&mut *self.caller, v).map_err(|e| ApplyError::Global(0, e.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// Runs point `j`'s code here.
     pub fn call_local(&mut self, j: usize, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()> {
         call_body(self.caller, j, params, results)
@@ -488,6 +697,10 @@ impl Guest<'_, '_> {
     fn scratch(&mut self) -> wasmtime::Result<wasmtime::Instance> {
         if let Some(i) = self.caller.data().scratch {
             return Ok(i);
+        }
+        if self.program.threaded {
+            // A second instance would share the threads' memory: it is no scratch.
+            return Err(wasmtime::Error::msg("a threaded program has no scratch instance: its proxied calls are not served"));
         }
         let linker = self.program.linker().map_err(|e| wasmtime::Error::msg(e.to_string()))?;
         let i = linker.instantiate(&mut *self.caller, &self.program.module)?;
@@ -937,7 +1150,12 @@ impl Program {
         mode: PointMode,
     ) -> Result<Program, ExecError> {
         let model = Model::parse_without_call_graph(wasm)?;
-        check_imports(&model)?;
+        let threaded = crate::threads::is_threaded(&model);
+        if threaded {
+            crate::threads::check(&model)?;
+        } else {
+            check_imports(&model)?;
+        }
         let chosen = match points {
             Points::None => None,
             Points::All => Some(model.all_points()),
@@ -995,6 +1213,7 @@ impl Program {
         Ok(Program {
             engine: engine.clone(),
             module,
+            threaded,
             points: points.into(),
             flags_set: mode == PointMode::Host,
             layout: Arc::new(layout),
@@ -1011,6 +1230,21 @@ impl Program {
         &self.points
     }
 
+    /// Whether the module is multi-threaded (wasi-threads): it runs on an engine from
+    /// [`crate::threads::new_threads_engine_with`], and a spawned thread that exits or traps ends
+    /// the program through [`Program::run_threads`]'s hook.
+    pub fn is_threaded(&self) -> bool {
+        self.threaded
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn module(&self) -> &Module {
+        &self.module
+    }
+
     /// Runs the module's command entry (`_start`, or the default export `""`) once, in a fresh
     /// instance, to its outcome.
     pub fn run(&self, wasi: &WasiConfig) -> Result<RunReport, ExecError> {
@@ -1019,13 +1253,22 @@ impl Program {
 
     /// Runs like [`Program::run`], with `migrator` deciding what happens at every migration
     /// point whose flag is set.
+    /// A threaded program's spawned thread that exits or traps ends the process as `wasmtime
+    /// run` does (see [`Program::run_threads`]).
     pub fn run_with(&self, wasi: &WasiConfig, migrator: Option<Box<dyn Migrator>>) -> Result<RunReport, ExecError> {
+        self.run_threads(wasi, migrator, exit_like_wasmtime)
+    }
+
+    /// Runs like [`Program::run_with`]; in a threaded program, `end` is what a spawned thread
+    /// that exits or traps runs (it must not return: the program ends). The run's outcome is
+    /// the main thread's; threads still running when it ends are not waited for.
+    pub fn run_threads(&self, wasi: &WasiConfig, migrator: Option<Box<dyn Migrator>>, end: crate::threads::EndHook) -> Result<RunReport, ExecError> {
         // On a thread of its own, whose stack is known to hold what the engine's limit allows.
         std::thread::scope(|s| {
             std::thread::Builder::new()
                 .name("guest".into())
                 .stack_size(RUN_THREAD_STACK)
-                .spawn_scoped(s, || self.run_here(wasi, migrator))
+                .spawn_scoped(s, || self.run_here(wasi, migrator, end))
                 .map_err(|e| {
                     ExecError::Runtime(wasmtime::Error::msg(format!(
                         "cannot start the guest thread: {e}"
@@ -1036,31 +1279,27 @@ impl Program {
         })
     }
 
-    fn run_here(&self, wasi: &WasiConfig, migrator: Option<Box<dyn Migrator>>) -> Result<RunReport, ExecError> {
+    fn run_here(&self, wasi: &WasiConfig, migrator: Option<Box<dyn Migrator>>, end: crate::threads::EndHook) -> Result<RunReport, ExecError> {
         let clock_origin = std::time::Instant::now();
         // With a migrator, stdin is rewindable: a migration that read it through a proxied call
         // and was then abandoned puts the bytes back.
         let stdin = (wasi.stdio == Stdio::Inherit && migrator.is_some()).then(crate::stdin::Stdin::default);
         let ctx = new_wasi_ctx(wasi, stdin.clone(), clock_origin)?;
-        let device = Device {
-            wasi: ctx,
-            clock_origin,
-            locals: Vec::new(),
-            locals_table: None,
-            flags: None,
-            bypass: None,
-            host_calls: 0,
-            migrator,
-            handles: None,
-            trampolines: HashMap::new(),
-            stdio: wasi.stdio,
-            stdin,
-            scratch: None,
-            preopens: wasi.dirs.len() as u32,
-            fdtool: None,
-            max_freed: None,
+        let preopens = wasi.dirs.len() as u32;
+        let device = if self.threaded {
+            let seed = crate::threads::ThreadSeed {
+                stdio: wasi.stdio,
+                stdin: stdin.clone(),
+                preopens,
+                clock_origin,
+                migrator: std::sync::Mutex::new(migrator.as_ref().and_then(|m| m.for_thread())),
+            };
+            let threads = Arc::new(crate::threads::Threads::new(self.clone(), ctx, seed, end)?);
+            Device::new(None, Some(threads), migrator, wasi.stdio, stdin, preopens, clock_origin)
+        } else {
+            Device::new(Some(ctx), None, migrator, wasi.stdio, stdin, preopens, clock_origin)
         };
-        let mut store = Store::new(&self.engine, device);
+        let mut store = self.new_store(device);
 
         let report = |store: &Store<Device>, outcome| RunReport {
             outcome,
@@ -1110,11 +1349,62 @@ impl Program {
     /// A linker with WASI preview 1 (and `wasi_unstable`) only.
     fn wasi_linker(&self) -> Result<Linker<Device>, ExecError> {
         let mut linker: Linker<Device> = Linker::new(&self.engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |d: &mut Device| &mut d.wasi)
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, Device::wasi)
             .map_err(ExecError::Runtime)?;
-        wasmtime_wasi::p0::add_to_linker_sync(&mut linker, |d: &mut Device| &mut d.wasi)
+        wasmtime_wasi::p0::add_to_linker_sync(&mut linker, Device::wasi)
             .map_err(ExecError::Runtime)?;
         Ok(linker)
+    }
+
+    /// [`Program::wasi_linker`], for the threads' forwarder.
+    pub(crate) fn wasi_only_linker(&self) -> Result<Linker<Device>, ExecError> {
+        self.wasi_linker()
+    }
+
+    /// A store for a run: in a threaded program, with the call hook that gives the shared WASI
+    /// context back and keeps the count of threads running wasm, and (with points) the epoch
+    /// deadline at which a thread stops when the world is stopped (see [`crate::threads::World`]).
+    fn new_store(&self, device: Device) -> Store<Device> {
+        let threaded = device.threads.is_some();
+        let mut store = Store::new(&self.engine, device);
+        if threaded {
+            store.call_hook(|mut cx, hook| {
+                use wasmtime::CallHook;
+                let device = cx.data_mut();
+                if matches!(hook, CallHook::ReturningFromHost) {
+                    device.release_wasi();
+                }
+                if let Some(t) = device.threads.as_deref() {
+                    match hook {
+                        CallHook::CallingWasm | CallHook::ReturningFromHost => t.world.enter(),
+                        CallHook::ReturningFromWasm | CallHook::CallingHost => t.world.leave(),
+                    }
+                }
+                Ok(())
+            });
+            // Harmless on an engine without epoch interruption (no check is compiled in).
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(|cx| {
+                if let Some(t) = cx.data().threads.as_deref() {
+                    t.world.safe_point();
+                }
+                Ok(wasmtime::UpdateDeadline::Continue(1))
+            });
+        }
+        store
+    }
+
+    /// A spawned thread's store (see [`Program::new_store`]).
+    pub(crate) fn thread_store(&self, threads: Arc<crate::threads::Threads>) -> Store<Device> {
+        let seed = &threads.seed;
+        let migrator = seed.migrator.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|m| m.for_thread());
+        let device = Device::new(None, Some(threads.clone()), migrator, seed.stdio, seed.stdin.clone(), seed.preopens, seed.clock_origin);
+        self.new_store(device)
+    }
+
+    /// Instantiates the module for a spawned thread.
+    pub(crate) fn instantiate_thread(&self, store: &mut Store<Device>) -> wasmtime::Result<wasmtime::Instance> {
+        self.instantiate(store)
     }
 
     /// The host side of a migration import (one per type of the points; the point's ordinal is
@@ -1146,13 +1436,16 @@ impl Program {
     /// clear (flag mode) no call can reach them (only a migrator, itself reached through one,
     /// sets a flag), so they refuse to run.
     fn instantiate(&self, store: &mut Store<Device>) -> wasmtime::Result<wasmtime::Instance> {
-        let wasi = self.wasi_linker().map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+        let mut wasi = self.wasi_linker().map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+        if let Some(threads) = store.data().threads.clone() {
+            threads.link(&mut wasi, &*store)?;
+        }
         if self.points.is_empty() {
             return wasi.instantiate(&mut *store, &self.module);
         }
         let mut externs: Vec<wasmtime::Extern> = Vec::with_capacity(self.module.imports().len());
         for import in self.module.imports() {
-            if import.module() != clonecloud_model::IMPORT_MODULE {
+            if import.module() != clonecloud_model::IMPORT_MODULE || !import.name().starts_with("migrate.") {
                 let e = wasi.get_by_import(&mut *store, &import).ok_or_else(|| {
                     wasmtime::Error::msg(format!(
                         "unknown import: `{}::{}` has not been defined",
@@ -1185,7 +1478,7 @@ fn check_migrate_imports(module: &Module, expected: &[(u32, String)]) -> Result<
     let mut expected = expected.iter();
     let mut imports = module
         .imports()
-        .filter(|i| i.module() == clonecloud_model::IMPORT_MODULE);
+        .filter(|i| i.module() == clonecloud_model::IMPORT_MODULE && i.name().starts_with("migrate."));
     loop {
         match (expected.next(), imports.next()) {
             (None, None) => return Ok(()),

@@ -17,34 +17,37 @@
 //! thread does not stall the others; a read of stdin that blocks does hold it, so other threads'
 //! WASI calls wait for that input (a limit of this design).
 //!
+//! A threaded module runs as a [`crate::Program`] like any other (`Program::prepare` sees the
+//! shared memory; an engine from [`new_threads_engine_with`]): each thread has a store of its
+//! own, with the migration points, the [`crate::Migrator`] its thread gets
+//! (`Migrator::for_thread`) and the descriptor tool. A program with points rewrites its waits
+//! into host calls (`clonecloud.wait32/64`) and runs with safe points: a [`World`] that a
+//! merge stops, every thread at a function entry, a loop header or the return from a host call.
+//!
 //! How the program ends, as in wasmtime: when the main thread's entry returns or it calls
-//! `proc_exit`, that is the outcome ([`ThreadedProgram::run`] returns; threads still running are
+//! `proc_exit`, that is the outcome (`Program::run_threads` returns; threads still running are
 //! not waited for, and the caller, a command-line tool, exits). A spawned thread that calls
 //! `proc_exit(code)` or traps ends the whole program: the caller's [`ThreadEnd`] hook runs on
 //! that thread and must not return (the command-line tool exits the process with `code`, or
 //! with 1 after printing the trap, as wasmtime did).
 //!
-//! Not here: migration points. A threaded module is run as it is; offloading its threads is
-//! another matter (the thread that migrates must leave the others running).
+//! Not here: how a migrated call's answer is checked and merged ([`crate::merge`]), the
+//! offloading itself.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use clonecloud_model::{ImportKind, Module as Model};
-use wasmtime::{Caller, Engine, Extern, Linker, Module, SharedMemory, Store};
+use wasmtime::{Caller, Engine, Extern, Linker, Module, SharedMemory};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use crate::error::ExecError;
-use crate::run::{Outcome, RUN_THREAD_STACK, new_wasi_ctx, outcome_of};
-use crate::{ModuleCache, WasiConfig};
+use crate::run::{Device, Outcome, RUN_THREAD_STACK, outcome_of};
 
 /// The export a spawned thread starts in: `wasi_thread_start(tid: i32, arg: i32)`.
 const THREAD_START: &str = "wasi_thread_start";
 /// The largest thread id the proposal allows, plus one.
 const TID_LIMIT: i32 = 1 << 29;
-/// A spawned thread's native stack: room for the engine's wasm stack limit (flag mode's, as the
-/// device's) and the host's frames above it, as a process's main thread gets.
-const SPAWNED_STACK: usize = 8 << 20;
 
 /// Whether `model` is a wasi-threads module: it imports `wasi`.`thread-spawn`, or a shared
 /// memory.
@@ -86,10 +89,17 @@ fn is_spawn(name: &str) -> bool {
     name == "thread-spawn" || name == "thread_spawn"
 }
 
-/// The engine threaded modules run on: the device's (Cranelift, wasmtime's defaults) with the
-/// threads proposal and shared memories on.
+/// The engine threaded modules without migration points run on: the device's (Cranelift,
+/// wasmtime's defaults) with the threads proposal and shared memories on.
 pub fn new_threads_engine() -> Result<Engine, ExecError> {
-    let mut config = crate::run::base_config(crate::PointMode::Flag, false);
+    new_threads_engine_with(crate::PointMode::Flag, false)
+}
+
+/// The engine threaded modules run on, for `mode`; with `safe_points` (a program with migration
+/// points, whose merges stop every thread: see [`World`]), with epoch interruption, at whose
+/// checks a thread stops.
+pub fn new_threads_engine_with(mode: crate::PointMode, safe_points: bool) -> Result<Engine, ExecError> {
+    let mut config = crate::run::base_config(mode, safe_points);
     config.wasm_threads(true).shared_memory(true);
     Engine::new(&config).map_err(ExecError::Engine)
 }
@@ -108,222 +118,234 @@ pub enum ThreadEnd {
 /// tool exits the process).
 pub type EndHook = fn(ThreadEnd) -> !;
 
-/// A compiled wasi-threads module, ready to run.
-#[derive(Clone)]
-pub struct ThreadedProgram {
-    engine: Engine,
-    module: Module,
+/// Checks that a wasi-threads module is one clonecloud can run: its imports are WASI preview 1,
+/// `thread-spawn` and one shared memory, which it defines no other memory beside and exports as
+/// `memory` (where WASI reads and writes), 32-bit with 64 KiB pages.
+pub(crate) fn check(model: &Model) -> Result<(), ExecError> {
+    let other = model.imports.iter().find(|i| {
+        let wasi = i.class == clonecloud_model::ImportClass::Wasi;
+        let spawn = i.module == "wasi" && is_spawn(&i.name) && matches!(i.kind, ImportKind::Func { .. });
+        let memory = matches!(i.kind, ImportKind::Memory) && model.memories.iter().any(|m| m.imported && m.shared);
+        !(wasi || spawn || memory)
+    });
+    if let Some(i) = other {
+        return Err(ExecError::UnsupportedImport { module: i.module.clone(), name: i.name.clone(), kind: crate::run::import_kind(&i.kind) });
+    }
+    let memory = match model.memories.as_slice() {
+        [m] if m.imported && m.shared => m,
+        _ => {
+            return Err(ExecError::Threads(format!(
+                "a wasi-threads module imports one shared memory and defines none (threads share it); this one has {} memories, {} of them imported and shared",
+                model.memories.len(),
+                model.memories.iter().filter(|m| m.imported && m.shared).count()
+            )));
+        }
+    };
+    if memory.memory64 || memory.page_size != 65536 {
+        return Err(ExecError::Threads("the shared memory is 64-bit or has custom pages, which clonecloud's threads do not run".into()));
+    }
+    let exported = model.exports.iter().any(|e| e.name == "memory" && e.kind == clonecloud_model::ExportKind::Memory && e.index == memory.index);
+    if !exported {
+        return Err(ExecError::Threads(
+            "the module does not export its shared memory as `memory`, where WASI calls read and write (link with --export-memory)".into(),
+        ));
+    }
+    Ok(())
 }
 
-impl std::fmt::Debug for ThreadedProgram {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ThreadedProgram").finish_non_exhaustive()
-    }
-}
-
-impl ThreadedProgram {
-    /// Checks that `wasm` is a wasi-threads command module clonecloud can run (WASI preview 1
-    /// imports, `thread-spawn`, and one shared memory import) and compiles it (or loads it from
-    /// `cache`) on `engine` (see [`new_threads_engine`]).
-    pub fn prepare(engine: &Engine, cache: &ModuleCache, wasm: &[u8]) -> Result<ThreadedProgram, ExecError> {
-        let model = Model::parse_without_call_graph(wasm)?;
-        let other = model.imports.iter().find(|i| {
-            let wasi = i.class == clonecloud_model::ImportClass::Wasi;
-            let spawn = i.module == "wasi" && is_spawn(&i.name) && matches!(i.kind, ImportKind::Func { .. });
-            let memory = matches!(i.kind, ImportKind::Memory) && model.memories.iter().any(|m| m.imported && m.shared);
-            !(wasi || spawn || memory)
-        });
-        if let Some(i) = other {
-            return Err(ExecError::UnsupportedImport {
-                module: i.module.clone(),
-                name: i.name.clone(),
-                kind: crate::run::import_kind(&i.kind),
-            });
-        }
-        // One memory, imported, shared, exported as `memory` (where WASI reads and writes).
-        let memory = match model.memories.as_slice() {
-            [m] if m.imported && m.shared => m,
-            _ => {
-                return Err(ExecError::Threads(format!(
-                    "a wasi-threads module imports one shared memory and defines none (threads share it); this one has {} memories, {} of them imported and shared",
-                    model.memories.len(),
-                    model.memories.iter().filter(|m| m.imported && m.shared).count()
-                )));
-            }
-        };
-        if memory.memory64 || memory.page_size != 65536 {
-            return Err(ExecError::Threads("the shared memory is 64-bit or has custom pages, which clonecloud's threads do not run".into()));
-        }
-        let exported = model.exports.iter().any(|e| e.name == "memory" && e.kind == clonecloud_model::ExportKind::Memory && e.index == memory.index);
-        if !exported {
-            return Err(ExecError::Threads(
-                "the module does not export its shared memory as `memory`, where WASI calls read and write (link with --export-memory)".into(),
-            ));
-        }
-        let module = cache.load_or_compile(engine, wasm)?;
-        Ok(ThreadedProgram { engine: engine.clone(), module })
-    }
-
-    /// Runs the command entry on this thread (with a stack the engine's limit fits in) to its
-    /// outcome; `end` is what a spawned thread that exits or traps runs.
-    pub fn run(&self, wasi: &WasiConfig, end: EndHook) -> Result<Outcome, ExecError> {
-        std::thread::scope(|s| {
-            std::thread::Builder::new()
-                .name("guest".into())
-                .stack_size(RUN_THREAD_STACK)
-                .spawn_scoped(s, || self.run_here(wasi, end))
-                .map_err(|e| ExecError::Runtime(wasmtime::Error::msg(format!("cannot start the guest thread: {e}"))))?
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    }
-
-    fn run_here(&self, wasi: &WasiConfig, end: EndHook) -> Result<Outcome, ExecError> {
-        let ctx = new_wasi_ctx(wasi, None, std::time::Instant::now())?;
-        let memory_import = self
-            .module
-            .imports()
-            .find_map(|i| match i.ty() {
-                wasmtime::ExternType::Memory(m) => Some((i.module().to_string(), i.name().to_string(), m)),
-                _ => None,
-            })
-            .expect("prepare checked the memory import");
-        let (memory_module, memory_name, memory_ty) = memory_import;
-        let forwarder = FORWARDER
-            .replace("{MIN}", &memory_ty.minimum().to_string())
-            .replace("{MAX}", &memory_ty.maximum().expect("a shared memory has a maximum").to_string());
-        let forwarder = Module::new(&self.engine, forwarder).map_err(ExecError::Compile)?;
-        let memory = SharedMemory::new(&self.engine, memory_ty).map_err(ExecError::Runtime)?;
-        let shared = Arc::new(Shared {
-            wasi: Baton::new(ctx),
-            next_tid: AtomicI32::new(1),
-            module: self.module.clone(),
-            linker: std::sync::OnceLock::new(),
-            forwarder,
-            forwarder_linker: std::sync::OnceLock::new(),
-            end,
-            can_spawn: self.module.get_export(THREAD_START).and_then(|e| e.func().cloned()).is_some_and(|f| {
-                f.params().map(|p| p.is_i32()).eq([true, true]) && f.results().len() == 0
-            }),
-        });
-        let mut forwarder_linker: Linker<Host> = Linker::new(&self.engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut forwarder_linker, Host::wasi).map_err(ExecError::Runtime)?;
-        let mut linker: Linker<Host> = Linker::new(&self.engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, Host::wasi).map_err(ExecError::Runtime)?;
-        wasmtime_wasi::p0::add_to_linker_sync(&mut linker, Host::wasi).map_err(ExecError::Runtime)?;
-        linker.allow_shadowing(true);
-        // Calls that need nothing of the context are answered without it, as wasmtime-wasi
-        // answers them: a thread may exit, or yield, while another holds the context (blocked
-        // reading stdin, say).
-        for module in ["wasi_snapshot_preview1", "wasi_unstable"] {
-            linker.func_wrap(module, "proc_exit", proc_exit).map_err(ExecError::Runtime)?;
-            linker.func_wrap(module, "sched_yield", || 0i32).map_err(ExecError::Runtime)?;
-        }
-        // Preview 1's only: `wasi_unstable` lays its subscriptions out otherwise, and its polls
-        // (rare) hold the context.
-        linker.func_wrap("wasi_snapshot_preview1", "poll_oneoff", poll_oneoff).map_err(ExecError::Runtime)?;
-        linker.allow_shadowing(false);
-        for name in ["thread-spawn", "thread_spawn"] {
-            linker.func_wrap("wasi", name, thread_spawn).map_err(ExecError::Runtime)?;
-        }
-        let mut store = new_store(&self.engine, Host::new(shared.clone()));
-        linker
-            .define(&store, &memory_module, &memory_name, Extern::SharedMemory(memory.clone()))
-            .map_err(ExecError::Runtime)?;
-        forwarder_linker.define(&store, "env", "memory", Extern::SharedMemory(memory)).map_err(ExecError::Runtime)?;
-        let linker = shared.linker.get_or_init(|| linker);
-        shared.forwarder_linker.get_or_init(|| forwarder_linker);
-
-        let instance = match linker.instantiate(&mut store, &self.module) {
-            Ok(instance) => instance,
-            Err(e) => return outcome_of(e),
-        };
-        let Some(entry) = ["", "_start"].into_iter().find_map(|n| instance.get_func(&mut store, n).map(|f| (n, f))) else {
-            return Ok(Outcome::Exited(0));
-        };
-        let (name, entry) = entry;
-        let entry = entry.typed::<(), ()>(&store).map_err(|_| ExecError::BadEntry { name: name.to_string() })?;
-        match entry.call(&mut store, ()) {
-            Ok(()) => Ok(Outcome::Exited(0)),
-            Err(e) => outcome_of(e),
-        }
-    }
-}
-
-/// What the threads of one run share.
-struct Shared {
-    wasi: Baton<WasiP1Ctx>,
+/// What the threads of one run share: the WASI context (a [`Baton`]), the memory, the means to
+/// start a thread like the main one, and the [`World`] that stops them all.
+pub(crate) struct Threads {
+    pub(crate) wasi: Baton<WasiP1Ctx>,
+    pub(crate) world: World,
+    pub(crate) memory: SharedMemory,
+    /// Where the module imports the memory from.
+    memory_import: (String, String),
     next_tid: AtomicI32,
-    module: Module,
-    /// The linker every thread instantiates the module with (the shared memory defined in it).
-    linker: std::sync::OnceLock<Linker<Host>>,
-    /// The [`FORWARDER`] module and the linker it is instantiated with (wasmtime-wasi's own
-    /// `poll_oneoff`, and the shared memory).
+    /// What a spawned thread's store is made from.
+    pub(crate) program: crate::Program,
+    pub(crate) seed: ThreadSeed,
+    /// The [`FORWARDER`] module.
     forwarder: Module,
-    forwarder_linker: std::sync::OnceLock<Linker<Host>>,
     end: EndHook,
     /// Whether the module exports the function a thread starts in.
     can_spawn: bool,
 }
 
-/// A thread's store data: the run's shared part, and whether this thread holds the WASI
-/// context now.
-struct Host {
-    shared: Arc<Shared>,
-    holding: bool,
-    /// The forwarder's `poll_oneoff` in this thread's store, once instantiated.
-    forwarder: Option<wasmtime::TypedFunc<(i32, i32, i32, i32), i32>>,
+/// What every thread's store starts with besides the shared context.
+pub(crate) struct ThreadSeed {
+    pub(crate) stdio: crate::Stdio,
+    pub(crate) stdin: Option<crate::stdin::Stdin>,
+    pub(crate) preopens: u32,
+    pub(crate) clock_origin: std::time::Instant,
+    /// The migrator that spawned threads get theirs from ([`crate::Migrator::for_thread`]).
+    pub(crate) migrator: Mutex<Option<Box<dyn crate::Migrator>>>,
 }
 
-impl Host {
-    fn new(shared: Arc<Shared>) -> Host {
-        Host { shared, holding: false, forwarder: None }
+impl Threads {
+    /// The shared parts of a run of `module` (compiled on `engine`), whose WASI context is
+    /// `wasi`.
+    pub(crate) fn new(program: crate::Program, wasi: WasiP1Ctx, seed: ThreadSeed, end: EndHook) -> Result<Threads, ExecError> {
+        let engine = program.engine().clone();
+        let module = program.module();
+        let (memory_module, memory_name, memory_ty) = module
+            .imports()
+            .find_map(|i| match i.ty() {
+                wasmtime::ExternType::Memory(m) => Some((i.module().to_string(), i.name().to_string(), m)),
+                _ => None,
+            })
+            .ok_or_else(|| ExecError::Threads("the module imports no memory".into()))?;
+        let max = memory_ty.maximum().ok_or_else(|| ExecError::Threads("a shared memory has a maximum".into()))?;
+        let forwarder = FORWARDER.replace("{MIN}", &memory_ty.minimum().to_string()).replace("{MAX}", &max.to_string());
+        let forwarder = Module::new(&engine, forwarder).map_err(ExecError::Compile)?;
+        let memory = SharedMemory::new(&engine, memory_ty).map_err(ExecError::Runtime)?;
+        let can_spawn = module
+            .get_export(THREAD_START)
+            .and_then(|e| e.func().cloned())
+            .is_some_and(|f| f.params().map(|p| p.is_i32()).eq([true, true]) && f.results().len() == 0);
+        Ok(Threads {
+            wasi: Baton::new(wasi),
+            world: World::default(),
+            memory,
+            memory_import: (memory_module, memory_name),
+            next_tid: AtomicI32::new(1),
+            program,
+            seed,
+            forwarder,
+            end,
+            can_spawn,
+        })
     }
-}
 
-impl Host {
-    /// The WASI context, taken for this thread until its current host call returns.
-    fn wasi(&mut self) -> &mut WasiP1Ctx {
-        if !self.holding {
-            self.shared.wasi.take();
-            self.holding = true;
+    /// Defines in `linker` what a thread's instance imports besides WASI: the shared memory,
+    /// `thread-spawn`, the calls answered without the context (`proc_exit`, `sched_yield`, a
+    /// relative sleep), and the rewriter's wait imports.
+    pub(crate) fn link(&self, linker: &mut Linker<Device>, store: impl wasmtime::AsContext<Data = Device>) -> wasmtime::Result<()> {
+        linker.define(&store, &self.memory_import.0, &self.memory_import.1, Extern::SharedMemory(self.memory.clone()))?;
+        linker.allow_shadowing(true);
+        // Calls that need nothing of the context are answered without it, as wasmtime-wasi
+        // answers them: a thread may exit, or yield, while another holds the context (blocked
+        // reading stdin, say).
+        for module in ["wasi_snapshot_preview1", "wasi_unstable"] {
+            linker.func_wrap(module, "proc_exit", proc_exit)?;
+            linker.func_wrap(module, "sched_yield", || 0i32)?;
         }
-        // SAFETY: this thread holds the baton (taken above, or earlier in the same host call),
-        // and gives it back only when the host call that asked returns to wasm (the call hook
-        // in `new_store`), after which the reference is no longer used: wasmtime-wasi uses what
-        // this returns only inside the host call.
-        unsafe { self.shared.wasi.get() }
-    }
-}
-
-impl Drop for Host {
-    /// A thread whose host call panicked (the call hook that gives the context back never ran)
-    /// still gives it back when its store goes.
-    fn drop(&mut self) {
-        if std::mem::take(&mut self.holding) {
-            self.shared.wasi.give_back();
+        // Preview 1's only: `wasi_unstable` lays its subscriptions out otherwise, and its polls
+        // (rare) hold the context.
+        linker.func_wrap("wasi_snapshot_preview1", "poll_oneoff", poll_oneoff)?;
+        for name in ["thread-spawn", "thread_spawn"] {
+            linker.func_wrap("wasi", name, thread_spawn)?;
         }
-    }
-}
-
-fn new_store(engine: &Engine, host: Host) -> Store<Host> {
-    let mut store = Store::new(engine, host);
-    store.call_hook(|mut cx, hook| {
-        if matches!(hook, wasmtime::CallHook::ReturningFromHost) {
-            let host = cx.data_mut();
-            if host.holding {
-                host.holding = false;
-                host.shared.wasi.give_back();
-            }
-        }
+        linker.func_wrap(clonecloud_model::IMPORT_MODULE, clonecloud_model::WAIT32_IMPORT, wait32)?;
+        linker.func_wrap(clonecloud_model::IMPORT_MODULE, clonecloud_model::WAIT64_IMPORT, wait64)?;
+        linker.allow_shadowing(false);
         Ok(())
-    });
-    store
+    }
+}
+
+/// Every thread of a program stopped at a safe point, for as long as a merge needs memory to
+/// stay still. A thread counts as *running* while it executes wasm; it stops at the next safe
+/// point: an epoch check (wasmtime puts one at every function entry and loop header; the stopper
+/// advances the epoch), or the return from a host call (the store's call hook). A thread in a
+/// host call (a WASI call, a wait: the rewriter makes waits host calls) does not run wasm and is
+/// not waited for; it stops when its call returns. Only threaded programs with migration points
+/// run with safe points (an engine with epoch interruption: see [`new_threads_engine_with`]).
+#[derive(Default)]
+pub(crate) struct World {
+    state: Mutex<WorldState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct WorldState {
+    /// Threads executing wasm now.
+    running: usize,
+    /// Whether a stopper holds the world.
+    stopped: bool,
+}
+
+impl World {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WorldState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A thread is about to execute wasm: it waits while the world is stopped.
+    pub(crate) fn enter(&self) {
+        let mut s = self.lock();
+        while s.stopped {
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.running += 1;
+    }
+
+    /// A thread stopped executing wasm (it called the host, or returned to it).
+    pub(crate) fn leave(&self) {
+        let mut s = self.lock();
+        s.running = s.running.saturating_sub(1);
+        if s.stopped && s.running == 0 {
+            self.changed.notify_all();
+        }
+    }
+
+    /// At an epoch check: if the world is being stopped, this thread stops here until it goes on.
+    pub(crate) fn safe_point(&self) {
+        if self.lock().stopped {
+            self.leave();
+            self.enter();
+        }
+    }
+
+    /// Stops every thread at a safe point and returns when none runs wasm; the threads go on at
+    /// [`World::resume`]. The caller must not be running wasm itself (it is in a host call);
+    /// another stopper is waited for.
+    pub(crate) fn stop(&self, engine: &Engine) {
+        let mut s = self.lock();
+        while s.stopped {
+            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.stopped = true;
+        while s.running > 0 {
+            // A thread that set its deadline after the last increment needs another one.
+            engine.increment_epoch();
+            s = self.changed.wait_timeout(s, std::time::Duration::from_millis(1)).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// Lets every thread go on after [`World::stop`].
+    pub(crate) fn resume(&self) {
+        self.lock().stopped = false;
+        self.changed.notify_all();
+    }
+}
+
+/// The host side of [`clonecloud_model::WAIT32_IMPORT`]: `memory.atomic.wait32` on the shared
+/// memory, as a host call (see [`World`]). Misaligned or out-of-bounds addresses trap as the
+/// instruction would.
+fn wait32(caller: Caller<'_, Device>, addr: i32, expected: i32, timeout: i64, offset: i32) -> wasmtime::Result<i32> {
+    let threads = caller.data().threads().ok_or_else(|| wasmtime::Error::msg("a wait outside a threaded program"))?;
+    let at = u64::from(addr as u32) + u64::from(offset as u32);
+    let r = threads.memory.atomic_wait32(at, expected as u32, wait_timeout(timeout))?;
+    Ok(r as i32)
+}
+
+/// [`wait32`] for `memory.atomic.wait64`.
+fn wait64(caller: Caller<'_, Device>, addr: i32, expected: i64, timeout: i64, offset: i32) -> wasmtime::Result<i32> {
+    let threads = caller.data().threads().ok_or_else(|| wasmtime::Error::msg("a wait outside a threaded program"))?;
+    let at = u64::from(addr as u32) + u64::from(offset as u32);
+    let r = threads.memory.atomic_wait64(at, expected as u64, wait_timeout(timeout))?;
+    Ok(r as i32)
+}
+
+/// A wait's timeout in nanoseconds: negative waits for ever.
+fn wait_timeout(ns: i64) -> Option<std::time::Duration> {
+    u64::try_from(ns).ok().map(std::time::Duration::from_nanos)
 }
 
 /// A value one thread at a time may use, passed from thread to thread without a guard object
-/// (the holder is known by a flag in its store: see [`Host::wasi`]).
-struct Baton<T> {
+/// (the holder is known by a flag in its store: see `Device::wasi`).
+pub(crate) struct Baton<T> {
+    /// How many times it was taken.
+    takes: std::sync::atomic::AtomicU64,
     busy: Mutex<bool>,
     free: Condvar,
     value: std::cell::UnsafeCell<T>,
@@ -336,27 +358,33 @@ unsafe impl<T: Send> Send for Baton<T> {}
 
 impl<T> Baton<T> {
     fn new(value: T) -> Baton<T> {
-        Baton { busy: Mutex::new(false), free: Condvar::new(), value: std::cell::UnsafeCell::new(value) }
+        Baton { takes: std::sync::atomic::AtomicU64::new(0), busy: Mutex::new(false), free: Condvar::new(), value: std::cell::UnsafeCell::new(value) }
     }
 
     /// Waits until no thread holds the value, then holds it.
-    fn take(&self) {
+    pub(crate) fn take(&self) {
         let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         while *busy {
             busy = self.free.wait(busy).unwrap_or_else(|e| e.into_inner());
         }
         *busy = true;
+        self.takes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times it was taken so far.
+    pub(crate) fn takes(&self) -> u64 {
+        self.takes.load(Ordering::Relaxed)
     }
 
     /// # Safety
     /// The calling thread holds the baton ([`Baton::take`]) and drops the reference before
     /// [`Baton::give_back`].
     #[allow(clippy::mut_from_ref)]
-    unsafe fn get(&self) -> &mut T {
+    pub(crate) unsafe fn get(&self) -> &mut T {
         unsafe { &mut *self.value.get() }
     }
 
-    fn give_back(&self) {
+    pub(crate) fn give_back(&self) {
         *self.busy.lock().unwrap_or_else(|e| e.into_inner()) = false;
         self.free.notify_one();
     }
@@ -364,23 +392,21 @@ impl<T> Baton<T> {
 
 /// `wasi`.`thread-spawn(arg) -> tid`: starts a thread running `wasi_thread_start(tid, arg)` in a
 /// new instance; a negative result when none can be started.
-fn thread_spawn(caller: Caller<'_, Host>, arg: i32) -> i32 {
-    let shared = caller.data().shared.clone();
-    if !shared.can_spawn {
+fn thread_spawn(caller: Caller<'_, Device>, arg: i32) -> i32 {
+    let Some(threads) = caller.data().threads.clone() else { return -1 };
+    if !threads.can_spawn {
         // As wasmtime did: no thread is started, and the guest is told so.
         return -1;
     }
-    let Ok(tid) = shared.next_tid.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| (t < TID_LIMIT).then_some(t + 1)) else {
+    let Ok(tid) = threads.next_tid.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| (t < TID_LIMIT).then_some(t + 1)) else {
         return -1;
     };
-    let host = Host::new(shared.clone());
-    let engine = caller.engine().clone();
     let started = std::thread::Builder::new()
         .name(format!("wasi-thread-{tid}"))
-        .stack_size(SPAWNED_STACK)
+        .stack_size(RUN_THREAD_STACK)
         .spawn(move || {
-            let end = host.shared.end;
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_thread(&engine, host, tid, arg)));
+            let end = threads.end;
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_thread(&threads, tid, arg)));
             if ran.is_err() {
                 end(ThreadEnd::Failed(format!("wasi-thread-{tid} panicked")));
             }
@@ -394,12 +420,10 @@ fn thread_spawn(caller: Caller<'_, Host>, arg: i32) -> i32 {
     }
 }
 
-fn run_thread(engine: &Engine, host: Host, tid: i32, arg: i32) {
-    let shared = host.shared.clone();
-    let linker = shared.linker.get().expect("the linker is set before the main instance runs");
-    let mut store = new_store(engine, host);
-    let fail = |why: String| -> ! { (shared.end)(ThreadEnd::Failed(format!("wasi-thread-{tid} exited unsuccessfully: {why}"))) };
-    let instance = match linker.instantiate(&mut store, &shared.module) {
+fn run_thread(threads: &Arc<Threads>, tid: i32, arg: i32) {
+    let fail = |why: String| -> ! { (threads.end)(ThreadEnd::Failed(format!("wasi-thread-{tid} exited unsuccessfully: {why}"))) };
+    let mut store = threads.program.thread_store(threads.clone());
+    let instance = match threads.program.instantiate_thread(&mut store) {
         Ok(i) => i,
         Err(e) => fail(format!("cannot instantiate the module: {e:#}")),
     };
@@ -408,7 +432,7 @@ fn run_thread(engine: &Engine, host: Host, tid: i32, arg: i32) {
     };
     if let Err(e) = start.call(&mut store, (tid, arg)) {
         match outcome_of(e) {
-            Ok(Outcome::Exited(code)) => (shared.end)(ThreadEnd::Exited(code)),
+            Ok(Outcome::Exited(code)) => (threads.end)(ThreadEnd::Exited(code)),
             Ok(Outcome::Trapped { trap, .. }) => fail(format!("{trap}")),
             Err(e) => fail(format!("{e:#}")),
         }
@@ -419,19 +443,24 @@ fn run_thread(engine: &Engine, host: Host, tid: i32, arg: i32) {
 /// `thread::sleep` and `nanosleep` ask for) sleeps without holding the WASI context, and
 /// writes the event wasmtime-wasi writes; anything else is wasmtime-wasi's, under the context,
 /// called through the thread's forwarder instance (see [`FORWARDER`]).
-fn poll_oneoff(mut caller: Caller<'_, Host>, subs: i32, events: i32, n: i32, nevents: i32) -> wasmtime::Result<i32> {
+fn poll_oneoff(mut caller: Caller<'_, Device>, subs: i32, events: i32, n: i32, nevents: i32) -> wasmtime::Result<i32> {
+    let threads = caller.data().threads.clone().ok_or_else(|| wasmtime::Error::msg("a thread's poll outside a threaded program"))?;
     if n == 1
-        && let Some(Extern::SharedMemory(m)) = caller.get_export("memory")
-        && let Some(sleep) = relative_sleep(&m, subs as u32, events as u32, nevents as u32)
+        && let Some(sleep) = relative_sleep(&threads.memory, subs as u32, events as u32, nevents as u32)
     {
-        std::thread::sleep(sleep);
+        std::thread::sleep(sleep.duration);
+        // Memory is written as wasm writes it: not while the world is stopped.
+        threads.world.enter();
+        sleep.write(&threads.memory);
+        threads.world.leave();
         return Ok(0);
     }
     let forward = match caller.data().forwarder.clone() {
         Some(f) => f,
         None => {
-            let shared = caller.data().shared.clone();
-            let instance = shared.forwarder_linker.get().expect("set before the main instance runs").instantiate(&mut caller, &shared.forwarder)?;
+            let mut linker = threads.program.wasi_only_linker().map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+            linker.define(&caller, "env", "memory", Extern::SharedMemory(threads.memory.clone()))?;
+            let instance = linker.instantiate(&mut caller, &threads.forwarder)?;
             let f = instance.get_typed_func::<(i32, i32, i32, i32), i32>(&mut caller, "poll_oneoff")?;
             caller.data_mut().forwarder = Some(f.clone());
             f
@@ -439,24 +468,45 @@ fn poll_oneoff(mut caller: Caller<'_, Host>, subs: i32, events: i32, n: i32, nev
     };
     // The forwarded call takes the context and gives it back when it returns here: this call
     // must not hold it (it would be given back under it).
-    debug_assert!(!caller.data().holding);
+    debug_assert!(!caller.data().holds_wasi());
     forward.call(&mut caller, (subs, events, n, nevents))
 }
 
 /// `proc_exit(status)`, as wasmtime-wasi: the guest's exit with `status`, which must be below
 /// 126.
-fn proc_exit(_: Caller<'_, Host>, status: i32) -> wasmtime::Result<()> {
+fn proc_exit(_: Caller<'_, Device>, status: i32) -> wasmtime::Result<()> {
     if status as u32 >= 126 {
         return Err(wasmtime::Error::msg("exit with invalid exit status outside of [0..126)"));
     }
     Err(wasmtime_wasi::I32Exit(status).into())
 }
 
+/// A relative sleep: how long, and the event (and count) to write when it is over.
+struct Sleep {
+    duration: std::time::Duration,
+    /// `(address, bytes)` to write.
+    writes: Vec<(usize, Vec<u8>)>,
+}
+
+impl Sleep {
+    fn write(&self, memory: &SharedMemory) {
+        let data = memory.data();
+        for (at, bytes) in &self.writes {
+            for (cell, b) in data[*at..*at + bytes.len()].iter().zip(bytes) {
+                // SAFETY: in bounds (checked by `relative_sleep`; shared memories do not shrink);
+                // a shared memory's bytes are written racily by design, as wasm's own plain
+                // stores are.
+                unsafe { *cell.get() = *b };
+            }
+        }
+    }
+}
+
 /// If the one subscription at `subs` is a relative clock (realtime or monotonic) and the event
 /// and count fit where they go (in bounds, aligned: otherwise wasmtime-wasi answers, with its
-/// error), writes the clock's event (`userdata`, no error, type clock, no bytes) and a count of
-/// 1, and gives the time to sleep.
-fn relative_sleep(memory: &SharedMemory, subs: u32, events: u32, nevents: u32) -> Option<std::time::Duration> {
+/// error), the time to sleep and what to write then: the clock's event (`userdata`, no error,
+/// type clock, no bytes) and a count of 1.
+fn relative_sleep(memory: &SharedMemory, subs: u32, events: u32, nevents: u32) -> Option<Sleep> {
     const SUB: usize = 48;
     const EVENT: usize = 32;
     let data = memory.data();
@@ -473,23 +523,18 @@ fn relative_sleep(memory: &SharedMemory, subs: u32, events: u32, nevents: u32) -
     if tag != 0 || clock > 1 || flags != 0 {
         return None;
     }
-    let write = |at: usize, bytes: &[u8]| {
-        for (cell, b) in data[at..at + bytes.len()].iter().zip(bytes) {
-            // SAFETY: in bounds (checked above); a shared memory's bytes are written racily by
-            // design, as wasm's own plain stores are.
-            unsafe { *cell.get() = *b };
-        }
-    };
     // The fields wasmtime-wasi writes (its padding bytes it leaves): userdata, error 0, type
     // clock (0), and an empty fd_readwrite (nbytes 0, flags 0).
     let at = events as usize;
-    write(at, &sub[..8]);
-    write(at + 8, &0u16.to_le_bytes());
-    write(at + 10, &[0]);
-    write(at + 16, &0u64.to_le_bytes());
-    write(at + 24, &0u16.to_le_bytes());
-    write(nevents as usize, &1u32.to_le_bytes());
-    Some(std::time::Duration::from_nanos(timeout))
+    let writes = vec![
+        (at, sub[..8].to_vec()),
+        (at + 8, 0u16.to_le_bytes().to_vec()),
+        (at + 10, vec![0]),
+        (at + 16, 0u64.to_le_bytes().to_vec()),
+        (at + 24, 0u16.to_le_bytes().to_vec()),
+        (nevents as usize, 1u32.to_le_bytes().to_vec()),
+    ];
+    Some(Sleep { duration: std::time::Duration::from_nanos(timeout), writes })
 }
 
 /// A module instantiated in a thread's store on its first `poll_oneoff` that is not a relative

@@ -3,7 +3,7 @@
 //! must leave the guest's memory exactly as wasmtime-wasi leaves it in a plain module (the
 //! oracle: the same code run by `Program`, where wasmtime-wasi answers every call).
 
-use clonecloud_exec::threads::{ThreadEnd, ThreadedProgram, is_threaded, new_threads_engine, uses_threads};
+use clonecloud_exec::threads::{ThreadEnd, is_threaded, new_threads_engine, uses_threads};
 use clonecloud_exec::{ModuleCache, Outcome, PointMode, Points, Program, Stdio, WasiConfig};
 
 /// The probe: polls with one relative clock (1 ms), two relative clocks (1 ms, 10 s), none, an
@@ -95,10 +95,11 @@ fn polls_in_a_threaded_module_leave_memory_as_wasmtime_wasi_does() {
     assert!(uses_threads(&threaded) && !uses_threads(&plain));
     assert!(is_threaded(&clonecloud_model::Module::parse_without_call_graph(&threaded).unwrap()));
     let engine = new_threads_engine().unwrap();
-    let program = ThreadedProgram::prepare(&engine, &cache, &threaded).unwrap();
+    let program = Program::prepare(&engine, &cache, &threaded, &Points::None, PointMode::Flag).unwrap();
+    assert!(program.is_threaded());
     for _ in 0..3 {
         let dir = tempfile::tempdir().unwrap();
-        let got = records(dir.path(), |w| program.run(w, never).unwrap());
+        let got = records(dir.path(), |w| program.run_threads(w, None, never).unwrap().outcome);
         for (case, (g, w)) in got.chunks(72).zip(want.chunks(72)).enumerate() {
             assert_eq!(g, w, "case {case}: errno, count and event bytes differ from wasmtime-wasi's");
         }
@@ -117,27 +118,32 @@ fn a_module_without_a_thread_entry_is_told_no_thread_started() {
              (func (export "_start") (call $exit (select (i32.const 3) (i32.const 4) (i32.eq (call $spawn (i32.const 0)) (i32.const -1))))))"#,
     )
     .unwrap();
-    let program = ThreadedProgram::prepare(&new_threads_engine().unwrap(), &ModuleCache::disabled(), &wasm).unwrap();
-    assert!(matches!(program.run(&wasi(), never).unwrap(), Outcome::Exited(3)));
+    let program = threaded(&wasm);
+    assert!(matches!(program.run_threads(&wasi(), None, never).unwrap().outcome, Outcome::Exited(3)));
     // Its memory must be the one WASI calls see.
     let hidden = wat::parse_str(r#"(module (import "env" "memory" (memory 1 1 shared)) (func (export "_start")))"#).unwrap();
-    let e = ThreadedProgram::prepare(&new_threads_engine().unwrap(), &ModuleCache::disabled(), &hidden).unwrap_err();
+    let e = Program::prepare(&new_threads_engine().unwrap(), &ModuleCache::disabled(), &hidden, &Points::None, PointMode::Flag).unwrap_err();
     assert!(e.to_string().contains("does not export its shared memory as `memory`"), "{e}");
 }
 
 #[test]
-fn a_threaded_module_is_refused_where_points_would_go_and_told_apart_from_a_plain_one() {
+fn a_threaded_module_is_told_apart_from_a_plain_one() {
     let threaded = wat::parse_str(
         r#"(module (import "wasi" "thread-spawn" (func (param i32) (result i32)))
-             (import "env" "memory" (memory 1 1 shared)) (func (export "_start")))"#,
+             (import "env" "memory" (memory 1 1 shared)) (export "memory" (memory 0)) (func (export "_start")))"#,
     )
     .unwrap();
-    let engine = clonecloud_exec::new_engine(PointMode::Flag).unwrap();
-    let e = Program::prepare(&engine, &ModuleCache::disabled(), &threaded, &Points::None, PointMode::Flag).unwrap_err();
-    assert!(e.to_string().contains("multi-threaded (wasi-threads)"), "{e}");
-    // A module that imports a memory that is not shared is not wasi-threads.
+    let engine = new_threads_engine().unwrap();
+    let program = Program::prepare(&engine, &ModuleCache::disabled(), &threaded, &Points::None, PointMode::Flag).unwrap();
+    assert!(program.is_threaded());
+    // A module that imports a memory that is not shared is not wasi-threads, and WASI does not
+    // give it a memory.
     let other = wat::parse_str(r#"(module (import "env" "memory" (memory 1)) (func (export "_start")))"#).unwrap();
     assert!(!uses_threads(&other));
-    let e = ThreadedProgram::prepare(&new_threads_engine().unwrap(), &ModuleCache::disabled(), &other).unwrap_err();
+    let e = Program::prepare(&engine, &ModuleCache::disabled(), &other, &Points::None, PointMode::Flag).unwrap_err();
     assert!(e.to_string().contains("`env`.`memory` (a memory)"), "{e}");
+}
+
+fn threaded(wasm: &[u8]) -> Program {
+    Program::prepare(&new_threads_engine().unwrap(), &ModuleCache::disabled(), wasm, &Points::None, PointMode::Flag).unwrap()
 }
