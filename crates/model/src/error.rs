@@ -92,6 +92,67 @@ pub enum ModelError {
         /// The validator's message.
         message: String,
     },
+    /// The module has no linear memory, so there is nothing for access tracking to watch.
+    #[error(
+        "the module has no linear memory: access tracking watches memory 0 and there is none; a \
+         module without memory needs no tracking (run it as it is)"
+    )]
+    NoMemoryToTrack,
+    /// Memory 0 is of a kind access tracking does not handle.
+    #[error(
+        "memory 0 {what}: access tracking handles 32-bit memories with 64 KiB pages only \
+         (build the module for wasm32, without custom page sizes)"
+    )]
+    UntrackableMemory {
+        /// What memory 0 is: "is 64-bit (memory64)", "has a custom page size of 1 byte", …
+        what: String,
+    },
+    /// The module already exports a name the access-tracking pass adds.
+    #[error(
+        "the module already exports `{name}`: it was probably instrumented for access tracking \
+         before; instrument the module that was not"
+    )]
+    AlreadyInstrumented {
+        /// The colliding export name.
+        name: String,
+    },
+    /// A function would have more locals than wasm allows once the pass adds its temporaries.
+    #[error(
+        "function #{function} has {locals} locals, and access tracking must add {added} more, \
+         over the limit of {limit}: the module cannot be instrumented (split the function)"
+    )]
+    TooManyLocals {
+        /// The function's index in the module's function index space.
+        function: u32,
+        /// Its parameters and locals.
+        locals: u64,
+        /// The temporaries the pass needs in it.
+        added: u32,
+        /// wasmparser's limit on a function's locals.
+        limit: u32,
+    },
+    /// An instruction reaches memory 0 in a way the pass does not know how to mark.
+    #[error(
+        "function #{function} uses `{instruction}` on memory 0, which access tracking cannot \
+         mark: the module cannot be instrumented (build it without that proposal)"
+    )]
+    UntrackableInstruction {
+        /// The function's index in the module's function index space.
+        function: u32,
+        /// The instruction, as wasmparser names it.
+        instruction: String,
+    },
+    /// The access-tracking pass produced something that does not validate (a bug in clonecloud).
+    #[error(
+        "internal error: the module instrumented for access tracking does not validate at offset \
+         {offset:#x}: {message}"
+    )]
+    InstrumentInvalid {
+        /// Where the validator stopped.
+        offset: usize,
+        /// The validator's message.
+        message: String,
+    },
 }
 
 impl ModelError {

@@ -26,9 +26,15 @@
 //! global); the points are the elements of an exported table. Every mutable global and every memory
 //! are exported, and every function import gets an exported trampoline, so a host (the clone)
 //! can read and write the state and proxy WASI calls.
+//!
+//! For a clone that runs one call of a multi-threaded module, [`instrument_accesses`] makes a
+//! copy of a module that records, byte by byte, what its code reads and writes of memory 0 (two
+//! added memories, exported as [`READS_EXPORT`] and [`WRITES_EXPORT`]), so the device can check
+//! the call against what its other threads changed meanwhile and merge it byte by byte.
 
 mod callgraph;
 mod error;
+mod instrument;
 mod module;
 mod names;
 mod rewrite;
@@ -36,6 +42,7 @@ mod wasi;
 
 pub use callgraph::{CallGraph, IndirectSite};
 pub use error::ModelError;
+pub use instrument::{READS_EXPORT, WRITES_EXPORT, instrument_accesses};
 pub use module::{
     Element, Export, ExportKind, FuncType, Function, FunctionKind, Global, Import, ImportClass,
     ImportKind, Memory, Module, Table,

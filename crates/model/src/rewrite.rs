@@ -139,10 +139,12 @@ pub struct RewriteLayout {
 /// Identifies this rewriter's output scheme: a cache that keys rewritten modules by their input
 /// (the original module, the points and the [`RewriteConfig`]) rather than by their bytes must
 /// fold it into its key. It is derived from the rewriter's and the module model's source at
-/// compile time (and a format number), so any change to them makes it differ.
+/// compile time (and a format number), so any change to them makes it differ; the clone's
+/// access instrumentation ([`crate::instrument_accesses`]) is in it too, for a clone that caches
+/// instrumented modules by the module they are made from.
 pub const REWRITE_FINGERPRINT: u64 = fnv1a(
     include_bytes!("rewrite.rs"),
-    fnv1a(include_bytes!("module.rs"), 1),
+    fnv1a(include_bytes!("module.rs"), fnv1a(include_bytes!("instrument.rs"), 1)),
 );
 
 const fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
