@@ -211,9 +211,13 @@ fn run_threaded(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std
     if !matches!(opts.device_engine, crate::EngineArg::Cranelift) {
         bail!("`{}` is multi-threaded (wasi-threads), which the pulley device engine does not run (wasmtime's interpreter has no threads): run it with --device-engine cranelift", module_path.display());
     }
-    if !opts.offload.is_empty() || opts.clone.is_some() {
+    let offload = !opts.offload.is_empty();
+    if offload && opts.redundant > 1 {
+        bail!("--redundant {} on `{}`: the answers of a multi-threaded module's migrations are not compared between clones yet; leave --redundant out", opts.redundant, module_path.display());
+    }
+    if !offload && opts.clone.is_some() {
         eprintln!(
-            "clonecloud: `{}` is multi-threaded (wasi-threads): its threads cannot migrate yet, so it runs entirely on this device (--offload and --clone do nothing for it)",
+            "clonecloud: `{}` is multi-threaded (wasi-threads): no partition is chosen for it yet, so it runs on this device; name the functions to offload with --offload",
             module_path.display()
         );
     }
@@ -223,21 +227,46 @@ fn run_threaded(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std
         dirs: opts.dirs.iter().map(|d| DirMapping::parse(d)).collect(),
         stdio: Stdio::Inherit,
     };
-    let points = clonecloud_launch::points::parse(&opts.points).context("--points")?;
+    let points = if offload {
+        clonecloud_launch::points::parse(&opts.offload).context("--offload")?
+    } else {
+        clonecloud_launch::points::parse(&opts.points).context("--points")?
+    };
+    // Offloaded points start with their flags set: every call goes out to the clone.
     let mode = match opts.point_mode {
+        _ if offload => PointMode::Host,
         ModeArg::Flag => PointMode::Flag,
         ModeArg::Host => PointMode::Host,
     };
     // With points, every thread stops at safe points when a migrated call merges.
     let engine = clonecloud_exec::threads::new_threads_engine_with(mode, points != Points::None)?;
     let program = Program::prepare(&engine, cache, wasm, &points, mode).with_context(|| format!("cannot run `{}`", module_path.display()))?;
+    let stats = std::sync::Arc::new(std::sync::Mutex::new(clonecloud_offload::Stats::default()));
+    let migrator: Option<Box<dyn clonecloud_exec::Migrator>> = if offload {
+        let mut target = target(opts, cache)?;
+        target.environment = clonecloud_wire::Environment {
+            args: wasi.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            env: wasi.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()).collect(),
+        };
+        target.dirs = wasi.dirs.iter().map(|d| clonecloud_files::Root { host: d.host.clone(), guest: d.guest.clone() }).collect();
+        let model = clonecloud_model::Module::parse_without_call_graph(wasm)?;
+        let names: Vec<String> = program.points().iter().map(|p| clonecloud_launch::points::name(&model, p.function)).collect();
+        let offloaders = clonecloud_offload::pool::offloaders(&target, |t| clonecloud_offload::Offloader::new(t, program.layout().clone(), names.clone(), stats.clone()));
+        let pool = clonecloud_offload::pool::Pool::new(offloaders);
+        // The clones get the module and the directories now, while the program starts.
+        pool.send_ahead();
+        Some(Box::new(pool))
+    } else {
+        None
+    };
+    let report = program
+        .run_threads(&wasi, migrator, thread_ended)
+        .with_context(|| format!("failed to run `{}`", module_path.display()))?;
     if let Some(path) = &opts.stats {
-        let json = serde_json::to_string_pretty(&clonecloud_offload::Stats::default()).expect("stats serialize") + "\n";
+        let stats = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let json = serde_json::to_string_pretty(&stats).expect("stats serialize") + "\n";
         std::fs::write(path, json).with_context(|| format!("cannot write the stats to `{}`", path.display()))?;
     }
-    let report = program
-        .run_threads(&wasi, None, thread_ended)
-        .with_context(|| format!("failed to run `{}`", module_path.display()))?;
     Ok(finish(report.outcome, module_path))
 }
 

@@ -608,10 +608,10 @@ impl Guest<'_, '_> {
 
     /// In a threaded program: stops every other thread at a safe point, holds the shared WASI
     /// context (so no WASI call writes memory meanwhile), grows memory 0 to `wasm_pages` if it is
-    /// smaller, and runs `f` with the guest and memory 0's bytes, which nothing else changes
-    /// until `f` returns; then the threads go on. `f` must not run the guest's wasm. `None` in a
-    /// program without threads, or when memory cannot grow.
-    pub fn merge_stopped<R>(&mut self, wasm_pages: u32, f: impl FnOnce(&mut Guest<'_, '_>, &mut [u8]) -> R) -> Option<R> {
+    /// smaller, and runs `f` with the guest, memory 0's bytes (which nothing else changes until
+    /// `f` returns) and memory 0's size in bytes before it grew; then the threads go on. `f` must
+    /// not run the guest's wasm. `None` in a program without threads, or when memory cannot grow.
+    pub fn merge_stopped<R>(&mut self, wasm_pages: u32, f: impl FnOnce(&mut Guest<'_, '_>, &mut [u8], usize) -> R) -> Option<R> {
         let threads = self.caller.data().threads.clone()?;
         let world = WorldHeld::stop(&threads, &self.program.engine);
         // This thread holds the context across `f`'s own WASI calls (the descriptor tool's), the
@@ -620,7 +620,8 @@ impl Guest<'_, '_> {
         let device = self.caller.data_mut();
         device.holding = true;
         device.pinned = true;
-        let have = (threads.memory.data().len() / 65536) as u64;
+        let before = threads.memory.data().len();
+        let have = (before / 65536) as u64;
         let grown = u64::from(wasm_pages) <= have || threads.memory.grow(u64::from(wasm_pages) - have).is_ok();
         let r = grown.then(|| {
             let data = threads.memory.data();
@@ -628,7 +629,7 @@ impl Guest<'_, '_> {
             // thread holds the context); the guest's own wasm does not run during `f`. The
             // bytes stay mapped (a shared memory never moves or shrinks).
             let bytes = unsafe { std::slice::from_raw_parts_mut(data.as_ptr().cast::<u8>().cast_mut(), data.len()) };
-            f(self, bytes)
+            f(self, bytes, before)
         });
         let device = self.caller.data_mut();
         device.pinned = false;
@@ -1382,14 +1383,13 @@ impl Program {
                 }
                 Ok(())
             });
+            // The epoch check is a safe point: wasmtime calls the deadline callback as a host
+            // call (its libcall fires `CallingHost` and `ReturningFromHost`), so the thread
+            // leaves wasm there, and on the way back in the hook stops it while the world is
+            // stopped; the callback itself has nothing to do but ask for the next tick.
             // Harmless on an engine without epoch interruption (no check is compiled in).
             store.set_epoch_deadline(1);
-            store.epoch_deadline_callback(|cx| {
-                if let Some(t) = cx.data().threads.as_deref() {
-                    t.world.safe_point();
-                }
-                Ok(wasmtime::UpdateDeadline::Continue(1))
-            });
+            store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Continue(1)));
         }
         store
     }

@@ -246,7 +246,10 @@ impl Threads {
 /// Every thread of a program stopped at a safe point, for as long as a merge needs memory to
 /// stay still. A thread counts as *running* while it executes wasm; it stops at the next safe
 /// point: an epoch check (wasmtime puts one at every function entry and loop header; the stopper
-/// advances the epoch), or the return from a host call (the store's call hook). A thread in a
+/// advances the epoch; wasmtime runs the check's callback as a host call, so the call hook sees
+/// the thread leave wasm there and holds it on its way back in), or the return from a host call
+/// (the store's call hook). The stopper itself may run wasm meanwhile (the descriptor tool, to
+/// carry out a migrated call's file changes): it is not held. A thread in a
 /// host call (a WASI call, a wait: the rewriter makes waits host calls) does not run wasm and is
 /// not waited for; it stops when its call returns. Only threaded programs with migration points
 /// run with safe points (an engine with epoch interruption: see [`new_threads_engine_with`]).
@@ -262,6 +265,8 @@ struct WorldState {
     running: usize,
     /// Whether a stopper holds the world.
     stopped: bool,
+    /// The thread that stopped it.
+    stopper: Option<std::thread::ThreadId>,
 }
 
 impl World {
@@ -272,7 +277,8 @@ impl World {
     /// A thread is about to execute wasm: it waits while the world is stopped.
     pub(crate) fn enter(&self) {
         let mut s = self.lock();
-        while s.stopped {
+        let me = std::thread::current().id();
+        while s.stopped && s.stopper != Some(me) {
             s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
         }
         s.running += 1;
@@ -287,14 +293,6 @@ impl World {
         }
     }
 
-    /// At an epoch check: if the world is being stopped, this thread stops here until it goes on.
-    pub(crate) fn safe_point(&self) {
-        if self.lock().stopped {
-            self.leave();
-            self.enter();
-        }
-    }
-
     /// Stops every thread at a safe point and returns when none runs wasm; the threads go on at
     /// [`World::resume`]. The caller must not be running wasm itself (it is in a host call);
     /// another stopper is waited for.
@@ -304,6 +302,7 @@ impl World {
             s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
         }
         s.stopped = true;
+        s.stopper = Some(std::thread::current().id());
         while s.running > 0 {
             // A thread that set its deadline after the last increment needs another one.
             engine.increment_epoch();
@@ -313,7 +312,9 @@ impl World {
 
     /// Lets every thread go on after [`World::stop`].
     pub(crate) fn resume(&self) {
-        self.lock().stopped = false;
+        let mut s = self.lock();
+        (s.stopped, s.stopper) = (false, None);
+        drop(s);
         self.changed.notify_all();
     }
 }

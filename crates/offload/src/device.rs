@@ -167,6 +167,11 @@ pub struct Offloader {
     /// cannot cross (a reference field, a tag the rewriter did not export): after
     /// [`MAX_ESCAPES`] the point runs locally (each such call runs twice: there, then here).
     escapes: std::collections::HashMap<usize, u32>,
+    /// A thread's migration under way: memory as its state was taken (the other threads ran
+    /// on), which the answer is checked against and merged onto (see `clonecloud_exec::merge`).
+    snapshot: Option<Vec<u8>>,
+    /// How often the program's threads had taken the WASI context when the state was taken.
+    wasi_mark: u64,
 }
 
 /// Calls of one point that may end in an uncaught exception on the clone before its calls run
@@ -236,6 +241,8 @@ impl Offloader {
             witness: false,
             asked: false,
             escapes: Default::default(),
+            snapshot: None,
+            wasi_mark: 0,
         }
     }
 
@@ -449,8 +456,15 @@ impl Offloader {
     /// the descriptor table.
     fn capture(&mut self, guest: &mut Guest<'_, '_>) -> Result<Captured, Abort> {
         let t0 = Instant::now();
-        let pages = self.table.diff(guest.memory());
-        let wasm_pages = guest.wasm_pages();
+        let (pages, wasm_pages) = if guest.is_thread() {
+            // The other threads run on: the state is a copy, kept for the merge.
+            let (snapshot, wasm_pages) = guest.snapshot();
+            let pages = self.table.diff(&snapshot);
+            self.snapshot = Some(snapshot);
+            (pages, wasm_pages)
+        } else {
+            (self.table.diff(guest.memory()), guest.wasm_pages())
+        };
         let globals = guest.globals();
         let state = convert::state(wasm_pages, pages, &globals).ok_or_else(|| abort(Cause::Unsupported, "a reference-typed global cannot migrate"))?;
         // The descriptor table is part of the thread's state as the clone must see it.
@@ -467,6 +481,7 @@ impl Offloader {
         let unsure_above = (!descriptors.free_exact && descriptors.complete)
             .then(|| (descriptors.open.iter().copied().max().unwrap_or(0) + 1, descriptors.open.iter().copied().find(|fd| (3..3 + self.target.dirs.len() as u32).contains(fd))));
         let took = t0.elapsed();
+        self.wasi_mark = guest.wasi_takes();
         let (realtime, monotonic) = guest.clocks();
         Ok(Captured { pages_up: state.memory.pages.len() as u64, raw_up: convert::state_bytes(&state), state, descriptors, clocks: Clocks { realtime, monotonic }, unsure_above, took })
     }
@@ -703,7 +718,7 @@ impl Offloader {
         let Figures { io, pages_up, raw_up, capture, unsure_above, descriptors, started: _ } = fig;
         let (sent, received, proxied) = (io.sent, io.received, io.proxied);
         match event {
-            ConnEvent::Returned { results: rs, state, micros, output, files, exit, freed, thrown } => {
+            ConnEvent::Returned { results: rs, state, micros, output, files, exit, freed, thrown, access } => {
                 if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
                     return Err(abort(Cause::Protocol, format!("pages of {} bytes", state.memory.page_size)));
                 }
@@ -722,57 +737,51 @@ impl Offloader {
                     None => None,
                 };
                 let t2 = Instant::now();
-                // All or nothing: the memory and globals are checked, then the files changed
-                // (undone if one change fails), then the memory and globals set (the files
-                // undone if that fails). On any failure the device is as it was and the
-                // function runs locally.
-                // After proxied imports the agreed state is the scratch memory's: the final pages go
-                // there, and every page the migration touched comes over from it.
-                let merged = if self.proxying.active() { Some(self.proxying.final_pages(guest, &state.memory)?) } else { None };
-                if let Some((next, dirfd)) = unsure_above
-                    && files.iter().any(|op| matches!(op, clonecloud_wire::FileOp::Fd(clonecloud_wire::FdOp::Open { .. })))
-                {
-                    // The clone handed out `next` first; the device must hand out the same.
-                    let got = dirfd.and_then(|d| guest.next_descriptor(d));
-                    if got != Some(next) {
-                        return Err(abort(Cause::Merge, format!("the clone numbered a new descriptor {next}, but the device would give {got:?}")));
+                if guest.is_thread() {
+                    let access = access.ok_or_else(|| abort(Cause::Protocol, "a thread's answer without the bytes it read and wrote"))?;
+                    self.merge_thread(guest, &state, access, &files, &output, unsure_above, &descriptors)?;
+                } else {
+                    // All or nothing: the memory and globals are checked, then the files changed
+                    // (undone if one change fails), then the memory and globals set (the files
+                    // undone if that fails). On any failure the device is as it was and the
+                    // function runs locally.
+                    // After proxied imports the agreed state is the scratch memory's: the final pages go
+                    // there, and every page the migration touched comes over from it.
+                    let merged = if self.proxying.active() { Some(self.proxying.final_pages(guest, &state.memory)?) } else { None };
+                    if let Some((next, dirfd)) = unsure_above
+                        && files.iter().any(|op| matches!(op, clonecloud_wire::FileOp::Fd(clonecloud_wire::FdOp::Open { .. })))
+                    {
+                        // The clone handed out `next` first; the device must hand out the same.
+                        let got = dirfd.and_then(|d| guest.next_descriptor(d));
+                        if got != Some(next) {
+                            return Err(abort(Cause::Merge, format!("the clone numbered a new descriptor {next}, but the device would give {got:?}")));
+                        }
                     }
-                }
-                let globals = convert::globals(&state);
-                let (wasm_pages, pages, xor) = match &merged {
-                    Some((wasm_pages, pages)) => (*wasm_pages, pages, false),
-                    None => (state.memory.wasm_pages, &state.memory.pages, state.memory.xor),
-                };
-                guest.check_apply(wasm_pages, pages, &globals).map_err(|e| abort(Cause::Merge, e))?;
-                // A close or a renumbering cannot be undone: the journal's descriptor changes
-                // must fit the device's table before the first change (proxied calls only
-                // query, so the table is still the one the clone was given).
-                descriptors.check_journal(&files).map_err(|e| abort(Cause::Merge, e))?;
-                let changed = clonecloud_files::apply(&self.target.dirs, &files, &mut |op| guest.replay_fd(op).map_err(Into::into)).map_err(|e| abort(Cause::Merge, e))?;
-                if let Err(e) = guest.apply(wasm_pages, pages, xor, &globals) {
-                    let failed = changed.undo(&mut |op| guest.replay_fd(op).map_err(Into::into));
-                    if failed > 0 {
-                        warn!(failed, "the files of a failed merge could not all be put back");
+                    let globals = convert::globals(&state);
+                    let (wasm_pages, pages, xor) = match &merged {
+                        Some((wasm_pages, pages)) => (*wasm_pages, pages, false),
+                        None => (state.memory.wasm_pages, &state.memory.pages, state.memory.xor),
+                    };
+                    guest.check_apply(wasm_pages, pages, &globals).map_err(|e| abort(Cause::Merge, e))?;
+                    // A close or a renumbering cannot be undone: the journal's descriptor changes
+                    // must fit the device's table before the first change (proxied calls only
+                    // query, so the table is still the one the clone was given).
+                    descriptors.check_journal(&files).map_err(|e| abort(Cause::Merge, e))?;
+                    let changed = clonecloud_files::apply(&self.target.dirs, &files, &mut |op| guest.replay_fd(op).map_err(Into::into)).map_err(|e| abort(Cause::Merge, e))?;
+                    if let Err(e) = guest.apply(wasm_pages, pages, xor, &globals) {
+                        let failed = changed.undo(&mut |op| guest.replay_fd(op).map_err(Into::into));
+                        if failed > 0 {
+                            warn!(failed, "the files of a failed merge could not all be put back");
+                        }
+                        return Err(abort(Cause::Merge, e));
                     }
-                    return Err(abort(Cause::Merge, e));
-                }
-                let indices: Vec<u32> = merged.as_ref().map_or(&state.memory.pages, |(_, pages)| pages).iter().map(|(i, _)| *i).collect();
-                for w in &mut self.witnesses {
-                    w.table.record(guest.memory(), indices.clone());
-                    w.asked = false;
-                }
-                self.table.record(guest.memory(), indices);
-                // Committed: what the function wrote goes out now, in order.
-                for (fd, bytes) in &output {
-                    if let Err(e) = guest.write_output(*fd, bytes) {
-                        warn!("cannot write the migrated function's output: {e}");
+                    let indices: Vec<u32> = merged.as_ref().map_or(&state.memory.pages, |(_, pages)| pages).iter().map(|(i, _)| *i).collect();
+                    for w in &mut self.witnesses {
+                        w.table.record(guest.memory(), indices.clone());
+                        w.asked = false;
                     }
-                }
-                // Then the closes and renumberings held back to the commit (after the output the
-                // function wrote before them, as to a stdout it then closed or replaced; checked
-                // against the table above, so only the device's own system can fail one).
-                if let Err(e) = changed.commit(&mut |op| guest.replay_fd(op).map_err(Into::into)) {
-                    warn!("a descriptor change of the migrated function could not be carried out: {e}");
+                    self.table.record(guest.memory(), indices);
+                    commit_output(guest, &output, changed);
                 }
                 if returned {
                     results.copy_from_slice(&vals);
@@ -818,6 +827,115 @@ impl Offloader {
             }
             other => Err(abort(Cause::Protocol, format!("unexpected {other:?}"))),
         }
+    }
+}
+
+/// Committed: what the function wrote goes out now, in order; then the closes and renumberings
+/// held back to the commit (after the output the function wrote before them, as to a stdout it
+/// then closed or replaced; checked against the table before, so only the device's own system
+/// can fail one).
+fn commit_output(guest: &mut Guest<'_, '_>, output: &[(u32, Vec<u8>)], changed: clonecloud_files::Applied<'_>) {
+    for (fd, bytes) in output {
+        if let Err(e) = guest.write_output(*fd, bytes) {
+            warn!("cannot write the migrated function's output: {e}");
+        }
+    }
+    if let Err(e) = changed.commit(&mut |op| guest.replay_fd(op).map_err(Into::into)) {
+        warn!("a descriptor change of the migrated function could not be carried out: {e}");
+    }
+}
+
+impl Offloader {
+    /// Merges a thread's answer while the program's other threads are stopped: what the call
+    /// read must be as it was when its state was taken (else [`Cause::Conflict`], and it runs
+    /// here), then its file changes, its writes byte by byte, its globals; threads waiting on a
+    /// word it wrote are woken. Memory grown both by the call and by another thread meanwhile is
+    /// a conflict too, and so are file changes when other threads made WASI calls while the call
+    /// was away. (A call that only asks memory's size, `memory.size`, is not checked against a
+    /// growth meanwhile.)
+    #[allow(clippy::too_many_arguments)]
+    fn merge_thread(
+        &mut self,
+        guest: &mut Guest<'_, '_>,
+        state: &clonecloud_wire::State,
+        access: clonecloud_wire::Access,
+        files: &[clonecloud_wire::FileOp],
+        output: &[(u32, Vec<u8>)],
+        unsure_above: Option<(u32, Option<u32>)>,
+        descriptors: &Descriptors,
+    ) -> Result<(), Abort> {
+        let snapshot = self.snapshot.take().ok_or_else(|| abort(Cause::Internal, "a thread's migration without its snapshot"))?;
+        if self.proxying.active() {
+            return Err(abort(Cause::Unsupported, "a thread's migrated call called back into the device"));
+        }
+        if !files.is_empty() && guest.wasi_takes() != self.wasi_mark {
+            return Err(abort(Cause::Conflict, "the call changed files while other threads made WASI calls"));
+        }
+        // The pages as the call left them (XORed with what was agreed: the snapshot).
+        let pages: Vec<(u32, Vec<u8>)> = state
+            .memory
+            .pages
+            .iter()
+            .map(|(i, p)| {
+                let mut page = p.clone();
+                if state.memory.xor {
+                    let at = *i as usize * PAGE_SIZE;
+                    for (k, b) in page.iter_mut().enumerate() {
+                        *b ^= snapshot.get(at + k).copied().unwrap_or(0);
+                    }
+                }
+                (*i, page)
+            })
+            .collect();
+        let globals = convert::globals(state);
+        let wasm_pages = state.memory.wasm_pages.max((snapshot.len() / 65536) as u32);
+        if self.layout.memory_max_pages.is_some_and(|max| wasm_pages > max) {
+            return Err(abort(Cause::Merge, format!("memory of {wasm_pages} pages, past the module's maximum")));
+        }
+        let dirs = self.target.dirs.clone();
+        let grew = state.memory.wasm_pages as usize * 65536 > snapshot.len();
+        let merged = guest.merge_stopped(wasm_pages, |guest, memory, before| -> Result<Vec<u64>, Abort> {
+            // Memory another thread grew meanwhile matters to a call that grew it too (its
+            // `memory.grow` answered the old size); the bytes past the snapshot it never saw.
+            if before != snapshot.len() && grew {
+                return Err(abort(Cause::Conflict, "the call grew memory, and so did another thread while it was away"));
+            }
+            clonecloud_exec::merge::first_conflict(memory, &snapshot, &access.reads).map_err(|e| match e {
+                clonecloud_exec::merge::MergeError::Conflict { .. } => abort(Cause::Conflict, e),
+                other => abort(Cause::Protocol, other),
+            })?;
+            if let Some((next, dirfd)) = unsure_above
+                && files.iter().any(|op| matches!(op, clonecloud_wire::FileOp::Fd(clonecloud_wire::FdOp::Open { .. })))
+            {
+                let got = dirfd.and_then(|d| guest.next_descriptor(d));
+                if got != Some(next) {
+                    return Err(abort(Cause::Merge, format!("the clone numbered a new descriptor {next}, but the device would give {got:?}")));
+                }
+            }
+            descriptors.check_journal(files).map_err(|e| abort(Cause::Merge, e))?;
+            let changed = clonecloud_files::apply(&dirs, files, &mut |op| guest.replay_fd(op).map_err(Into::into)).map_err(|e| abort(Cause::Merge, e))?;
+            let sent: Vec<(u32, &[u8])> = pages.iter().map(|(i, p)| (*i, p.as_slice())).collect();
+            let written = guest.set_globals(&globals).map_err(|e| abort(Cause::Merge, e)).and_then(|()| {
+                clonecloud_exec::merge::write_masked(memory, &sent, &access.writes).map_err(|e| abort(Cause::Protocol, e))
+            });
+            let words = match written {
+                Ok(words) => words,
+                Err(a) => {
+                    let failed = changed.undo(&mut |op| guest.replay_fd(op).map_err(Into::into));
+                    if failed > 0 {
+                        warn!(failed, "the files of a failed merge could not all be put back");
+                    }
+                    return Err(a);
+                }
+            };
+            commit_output(guest, output, changed);
+            Ok(words)
+        });
+        let words = merged.ok_or_else(|| abort(Cause::Merge, format!("memory cannot grow to {wasm_pages} pages")))??;
+        guest.notify(&words);
+        // What the clone's replica holds now: the snapshot, and the pages as the call left them.
+        self.table.applied(wasm_pages as usize * 65536, &pages);
+        Ok(())
     }
 }
 
@@ -875,6 +993,7 @@ impl Migrator for Offloader {
                     self.table.reset();
                 }
                 self.witnesses_give_up(a.cause);
+                self.snapshot = None;
                 guest.call_local(j, params, results)
             }
         }
@@ -1110,6 +1229,7 @@ mod tests {
             exit: None,
             freed: 0,
             thrown: None,
+            access: None,
         }
     }
 

@@ -13,6 +13,7 @@ mod ahead;
 pub mod convert;
 pub mod device;
 pub mod load;
+pub mod pool;
 mod proxy;
 pub mod server;
 

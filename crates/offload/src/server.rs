@@ -563,10 +563,17 @@ impl Clone {
                 }
                 CloneConnEvent::Module { bytes } => {
                     let want = run.hash.expect("a module only follows a hello");
-                    match self.cache.load_or_compile_for(&self.engine, &bytes, &run.device) {
+                    // A multi-threaded module runs instrumented (its replicas say which bytes
+                    // each call read and wrote), and that is what is compiled and kept.
+                    let threaded = clonecloud_replica::is_threaded(&bytes);
+                    let compiled = clonecloud_replica::clone_module(&bytes).map_err(|e| format!("cannot instrument the multi-threaded module: {e}"));
+                    match compiled.and_then(|c| self.cache.load_or_compile_for(&self.engine, &c, &run.device).map_err(|e| format!("cannot compile the module: {e}"))) {
                         Ok(m) => {
-                            // The module compiled, so it is valid: the model reads it too.
-                            let hint = clonecloud_model::Module::parse_without_call_graph(&bytes).map(|model| HeapHint::of(&model, &bytes)).unwrap_or_default();
+                            // The module compiled, so it is valid: the model reads it too. A
+                            // threaded call leaves no free page out (the device merges its
+                            // writes byte by byte).
+                            let model = if threaded { None } else { clonecloud_model::Module::parse_without_call_graph(&bytes).ok() };
+                            let hint = model.map(|model| HeapHint::of(&model, &bytes)).unwrap_or_default();
                             // A module without the rewriter's list of points has none to run.
                             let points = clonecloud_model::rewritten_points(&bytes).unwrap_or_default().into();
                             let entry = Loaded { module: m, hint, points };
@@ -574,7 +581,7 @@ impl Clone {
                             run.module = Some(entry);
                             lock().core.module_loaded();
                         }
-                        Err(e) => lock().core.refuse(format!("cannot compile the module: {e}")),
+                        Err(e) => lock().core.refuse(e),
                     }
                 }
                 CloneConnEvent::Files { trees } => {
@@ -764,7 +771,7 @@ impl Clone {
                 (None, Some(Thrown { tag, fields }))
             }
         };
-        let (wasm_pages, pages, globals) = r.capture(xor);
+        let clonecloud_replica::Captured { wasm_pages, pages, globals, access } = r.capture(xor);
         // After proc_exit, or with an exception thrown, the results were never produced.
         let results = if exit.is_some() || thrown.is_some() {
             Vec::new()
@@ -774,7 +781,7 @@ impl Clone {
         let mut state = convert::state(wasm_pages, pages, &globals).ok_or_else(|| unavailable("a reference-typed global".into()))?;
         state.memory.xor = xor;
         let freed = r.freed_pages() as u32;
-        Ok(Returned { results, state, micros: 0, output, files, exit, freed, thrown })
+        Ok(Returned { results, state, micros: 0, output, files, exit, freed, thrown, access })
     }
 }
 

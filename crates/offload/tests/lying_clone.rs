@@ -69,9 +69,9 @@ fn answers_that_do_not_fit_are_not_believed() {
     let (want, _) = exit_code(None);
     assert_eq!(want, 7);
     let lies = [
-        ("an i64 for an i32", Message::Return { id: 1, results: vec![Value::I64(5)], state: state(vec![]), micros: 0, output: vec![], files: vec![], exit: None, freed: 0, thrown: None }),
-        ("the answer to a migration not sent", Message::Return { id: 2, results: vec![Value::I32(5)], state: state(vec![]), micros: 0, output: vec![], files: vec![], exit: None, freed: 0, thrown: None }),
-        ("two results for one", Message::Return { id: 1, results: vec![Value::I32(5), Value::I32(6)], state: state(vec![]), micros: 0, output: vec![], files: vec![], exit: None, freed: 0, thrown: None }),
+        ("an i64 for an i32", Message::Return { id: 1, results: vec![Value::I64(5)], state: state(vec![]), micros: 0, output: vec![], files: vec![], exit: None, freed: 0, thrown: None, access: None }),
+        ("the answer to a migration not sent", Message::Return { id: 2, results: vec![Value::I32(5)], state: state(vec![]), micros: 0, output: vec![], files: vec![], exit: None, freed: 0, thrown: None, access: None }),
+        ("two results for one", Message::Return { id: 1, results: vec![Value::I32(5), Value::I32(6)], state: state(vec![]), micros: 0, output: vec![], files: vec![], exit: None, freed: 0, thrown: None, access: None }),
         ("a global the module lacks", Message::Return {
             id: 1,
             results: vec![Value::I32(5)],
@@ -82,6 +82,7 @@ fn answers_that_do_not_fit_are_not_believed() {
             exit: None,
             freed: 0,
             thrown: None,
+            access: None,
         }),
         ("memory beyond the module's maximum", Message::Return {
             id: 1,
@@ -93,6 +94,7 @@ fn answers_that_do_not_fit_are_not_believed() {
             exit: None,
             freed: 0,
             thrown: None,
+            access: None,
         }),
         ("a file change in a directory the run does not have", Message::Return {
             id: 1,
@@ -104,6 +106,7 @@ fn answers_that_do_not_fit_are_not_believed() {
             exit: None,
             freed: 0,
             thrown: None,
+            access: None,
         }),
         ("an exception of a tag the module lacks", Message::Return {
             id: 1,
@@ -115,6 +118,7 @@ fn answers_that_do_not_fit_are_not_believed() {
             exit: None,
             freed: 0,
             thrown: Some(clonecloud_wire::Thrown { tag: 0, fields: vec![Value::I32(1)] }),
+            access: None,
         }),
     ];
     for (what, lie) in lies {
@@ -162,7 +166,7 @@ fn a_lying_journal_changes_nothing_on_the_device() {
     assert_eq!(tree(t.path()), before, "the plain run changes no file");
 
     let write = |path: &str, data: &[u8]| clonecloud_wire::FileOp::Write { root: 0, path: path.into(), offset: 0, data: data.to_vec() };
-    let answer = |files: Vec<clonecloud_wire::FileOp>, state: State| Message::Return { id: 1, results: vec![Value::I32(5)], state, micros: 0, output: vec![], files, exit: None, freed: 0, thrown: None };
+    let answer = |files: Vec<clonecloud_wire::FileOp>, state: State| Message::Return { id: 1, results: vec![Value::I32(5)], state, micros: 0, output: vec![], files, exit: None, freed: 0, thrown: None, access: None };
     // An honest journal is merged: the lies below are refused for what they are, not because
     // journals never apply.
     let (got, s) = exit_code_in(Some(answer(vec![write("data", b"CHANGED!")], state(vec![]))), Some(&pre));
@@ -215,7 +219,7 @@ fn a_lying_journal_that_closes_a_descriptor_leaves_it_open() {
     assert_eq!(want, i32::from(b'o'), "the plain run reads the file's first byte");
 
     use clonecloud_wire::{FdOp, FileOp};
-    let answer = |files: Vec<FileOp>| Message::Return { id: 1, results: vec![Value::I32(5)], state: state(vec![]), micros: 0, output: vec![], files, exit: None, freed: 0, thrown: None };
+    let answer = |files: Vec<FileOp>| Message::Return { id: 1, results: vec![Value::I32(5)], state: state(vec![]), micros: 0, output: vec![], files, exit: None, freed: 0, thrown: None, access: None };
     let open = |fd| FileOp::Fd(FdOp::Open { dirfd: 3, path: "data".into(), directory: false, rights: 2, fdflags: 0, fd });
     // An honest close is carried out: the read after it fails as it would.
     let (got, s) = exit_code_of(READS_AFTER, Some(answer(vec![FileOp::Fd(FdOp::Close { fd: 4 })])), Some(t.path()));

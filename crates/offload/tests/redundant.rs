@@ -58,6 +58,7 @@ fn liar_with(result: i32) -> Target {
         exit: None,
         freed: 0,
         thrown: None,
+        access: None,
     };
     let (addr, identity, key) = support::liar(answer);
     target(addr, identity, key)

@@ -4,8 +4,12 @@
 //! function is linked only where the module imports it with the type preview 1 gives it; any
 //! other import, and any call [`Fs`] cannot answer exactly as the device would, stops the
 //! migrated function with [`WasiOnClone`] so that the device runs it instead.
+//!
+//! In threaded mode every byte of guest memory a call here reads or writes is marked in the
+//! replica's access maps (`crate::replica::mark`): the instrumented module sees only its own
+//! accesses.
 
-use crate::replica::{Data, WasiOnClone};
+use crate::replica::{Data, Mark, WasiOnClone, mark};
 use clonecloud_files::{Fs, FsError, PollTarget};
 use wasmtime::{Caller, Val, ValType};
 
@@ -157,7 +161,11 @@ fn memory(caller: &mut Caller<'_, Data>) -> wasmtime::Result<wasmtime::Memory> {
 fn read_bytes(caller: &mut Caller<'_, Data>, at: i32, len: i32) -> wasmtime::Result<Option<Vec<u8>>> {
     let mem = memory(caller)?;
     let (at, len) = (at as u32 as usize, len as u32 as usize);
-    Ok(at.checked_add(len).and_then(|end| mem.data(&*caller).get(at..end)).map(<[u8]>::to_vec))
+    let bytes = at.checked_add(len).and_then(|end| mem.data(&*caller).get(at..end)).map(<[u8]>::to_vec);
+    if bytes.is_some() {
+        mark(&mut *caller, Mark::Read, at, len);
+    }
+    Ok(bytes)
 }
 
 /// Writes `bytes` at guest address `at`; false when out of bounds.
@@ -167,6 +175,7 @@ fn write_bytes(caller: &mut Caller<'_, Data>, at: i32, bytes: &[u8]) -> wasmtime
     match at.checked_add(bytes.len()).and_then(|end| mem.data_mut(&mut *caller).get_mut(at..end)) {
         Some(dst) => {
             dst.copy_from_slice(bytes);
+            mark(&mut *caller, Mark::Write, at, bytes.len());
             Ok(true)
         }
         None => Ok(false),
@@ -257,18 +266,25 @@ fn first_iovec(caller: &mut Caller<'_, Data>, iovs: i32, n: i32) -> wasmtime::Re
     let mut k = 0;
     while k < n {
         let data = mem.data(&*caller);
-        let end = n.min(k + STEPS_PER_CHECK);
+        let (start, end) = (k, n.min(k + STEPS_PER_CHECK));
+        let mut found = None;
         while k < end {
-            let Some(pair) = base.checked_add(8 * k).and_then(|at| data.get(at..at.checked_add(8)?)) else { return Ok(Err(EFAULT)) };
+            let Some(pair) = base.checked_add(8 * k).and_then(|at| data.get(at..at.checked_add(8)?)) else {
+                found = Some(Err(EFAULT));
+                break;
+            };
             let ptr = i32::from_le_bytes(pair[..4].try_into().expect("4 bytes"));
             let len = i32::from_le_bytes(pair[4..].try_into().expect("4 bytes"));
-            if len != 0 {
-                if array + len as u32 as usize > HOSTCALL_FUEL {
-                    return Ok(Err(ENOMEM));
-                }
-                return Ok(Ok((ptr, len)));
-            }
             k += 1;
+            if len != 0 {
+                found = Some(if array + len as u32 as usize > HOSTCALL_FUEL { Err(ENOMEM) } else { Ok((ptr, len)) });
+                break;
+            }
+        }
+        // The elements this round read, marked in one go.
+        mark(&mut *caller, Mark::Read, base.saturating_add(8 * start), 8 * (k - start));
+        if let Some(r) = found {
+            return Ok(r);
         }
         past_deadline(caller)?;
     }
@@ -521,6 +537,7 @@ fn random_get(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
         if source.read_exact(&mut mem.data_mut(&mut *c)[from..to]).is_err() {
             return Err(refuse("random_get", "no random source on the clone"));
         }
+        mark(&mut *c, Mark::Write, from, to - from);
         from = to;
         past_deadline(c)?;
     }

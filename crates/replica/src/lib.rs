@@ -7,7 +7,9 @@
 //! replica of the device's directories, `clonecloud_files::Fs`; clocks from the device's; the
 //! descriptors the device listed), hands every other call to the device through its
 //! [`ImportProxy`] (the list is [`proxied`]'s, which the device checks too), and captures what
-//! changed: a delta, the output, the file journal.
+//! changed: a delta, the output, the file journal. A replica of a multi-threaded module runs
+//! it instrumented ([`clone_module`]) and says, besides, which bytes of memory 0 each call read
+//! and wrote ([`Captured::access`]).
 //!
 //! It knows nothing of sockets or of the protocol's rules (the server drives it: crate
 //! clonecloud-offload), and nothing of the device's side (crate clonecloud-exec runs the device).
@@ -16,4 +18,7 @@ mod clone_wasi;
 mod replica;
 
 pub use clone_wasi::proxied;
-pub use replica::{Abandoned, CHECK_EVERY, CallError, Delta, Ended, DeviceBudget, EPOCH_TICK, HostBudget, ImportProxy, Limits, OverDeviceLimit, OverLimit, Output, ProxyAnswerRefused, ProxyFailed, Replica, WasiOnClone};
+pub use replica::{
+    Abandoned, CHECK_EVERY, CallError, Captured, Delta, Ended, DeviceBudget, EPOCH_TICK, HostBudget, ImportProxy, Limits, OverDeviceLimit, OverLimit, Output, ProxyAnswerRefused, ProxyFailed, Replica,
+    ThreadOnClone, WasiOnClone, clone_module, is_threaded,
+};

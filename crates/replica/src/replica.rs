@@ -8,12 +8,53 @@
 //! the function with [`WasiOnClone`], and the device runs it locally instead (nothing on the
 //! device changed since the function's entry, so that is always correct). Nested migration
 //! points run locally: every flag is cleared.
+//!
+//! *Threaded mode*, for a multi-threaded module (wasm32-wasip1-threads: a shared memory 0
+//! imported, `wasi.thread-spawn`): the device migrates one thread's call while its other threads
+//! run on, and merges the answer byte by byte, so the replica says exactly which bytes of memory
+//! 0 the call read and wrote. The clone compiles the module instrumented ([`clone_module`]:
+//! its code marks every byte it accesses in two extra memories, the *maps*), memory 0 is an
+//! ordinary memory of the replica's store, and the host marks what it accesses for the call
+//! itself (WASI buffers, a wait's word, the bytes a proxied import's answer changed). A capture
+//! then ships exactly the pages written (whole) with a bitmap of the bytes written and one of
+//! the pages read ([`Captured::access`]), and clears the maps. The call cannot start a thread
+//! or wait for one (`wasi.thread-spawn`, `clonecloud.wait32/64` on a value that is there):
+//! [`ThreadOnClone`], and the device runs it.
 
 use clonecloud_exec::ExecError;
 use clonecloud_files::{FileOp, Fs};
-use clonecloud_wire::{Clocks, Descriptors};
+use clonecloud_wire::{Access, Clocks, Descriptors};
 use clonecloud_exec::state::{ApplyError, PAGE_SIZE, Page, PageTable, StateHandles};
-use wasmtime::{Engine, Func, Module, Store, Trap, Val};
+use wasmtime::{AsContextMut, Engine, Func, Memory, Module, Store, Trap, Val, ValType};
+
+/// The bytes a clone compiles for a module a device uploaded: for a multi-threaded module (one
+/// that imports a shared memory or `wasi.thread-spawn`: see
+/// [`clonecloud_exec::threads::uses_threads`]), the module instrumented to record the bytes of
+/// memory 0 each call reads and writes ([`clonecloud_model::instrument_accesses`]), which a
+/// [`Replica`] of it then runs in *threaded mode*; otherwise the bytes themselves.
+pub fn clone_module(wasm: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, clonecloud_model::ModelError> {
+    if is_threaded(wasm) {
+        Ok(std::borrow::Cow::Owned(clonecloud_model::instrument_accesses(wasm)?))
+    } else {
+        Ok(std::borrow::Cow::Borrowed(wasm))
+    }
+}
+
+/// Whether the clone runs a module a device uploaded in threaded mode (see [`clone_module`]).
+pub fn is_threaded(wasm: &[u8]) -> bool {
+    clonecloud_exec::threads::uses_threads(wasm)
+}
+
+/// A migrated call of a multi-threaded module needed another thread of its program, which runs
+/// on the device (or would start there): the call cannot run on the clone, and the device runs
+/// it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ThreadOnClone {
+    #[error("the migrated call tried to start a thread (`wasi`.`{0}`), which a migrated call cannot do on the clone")]
+    Spawn(String),
+    #[error("the migrated call waited at address {addr:#x} for another thread of its program (which runs on the device), which it cannot do on the clone")]
+    Wait { addr: u64 },
+}
 
 /// A function on the clone called an import the clone cannot serve.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -38,6 +79,9 @@ pub enum CallError {
     Host(HostBudget),
     #[error(transparent)]
     Import(WasiOnClone),
+    /// A call of a multi-threaded module started a thread or waited for one.
+    #[error(transparent)]
+    Thread(ThreadOnClone),
     #[error("no migration point {0} in this module")]
     NoPoint(u32),
     #[error(transparent)]
@@ -74,7 +118,9 @@ pub use clonecloud_exec::EPOCH_TICK;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Linear memories and tables, all of them together, in bytes (a table element counts as a
-    /// pointer).
+    /// pointer). In threaded mode the two access maps are memories of memory 0's size: a
+    /// threaded call's memory 0 may be a third of this (and counts six times in a device's
+    /// [`DeviceBudget`], where every memory counts twice).
     pub memory: usize,
     /// What else the guest can make the clone hold, in bytes: the contents of files written on
     /// the clone, the nodes it makes, the file journal and the buffered output.
@@ -256,6 +302,117 @@ pub struct Data {
     /// Whether captures XOR pages with their agreed content (the device compresses).
     xor: bool,
     memory_limit: usize,
+    /// In threaded mode, memory 0 and the maps of the bytes of it the call read and wrote.
+    pub(crate) maps: Option<Maps>,
+    /// Whether the maps may hold marks no capture took (a call began since the last one).
+    maps_dirty: bool,
+}
+
+/// A threaded replica's memory 0 and its access maps (see
+/// [`clonecloud_model::instrument_accesses`]): byte `a` of `reads` (`writes`) is 1 once the call
+/// read (wrote) byte `a` of memory 0. The module's code marks its own accesses; the host marks
+/// the ones it makes for the call (WASI buffers, a wait's word, a proxied import's answer). Both
+/// maps are kept at least as large as memory 0.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Maps {
+    memory: Memory,
+    reads: Memory,
+    writes: Memory,
+}
+
+/// Which map a host access is marked in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mark {
+    Read,
+    Write,
+}
+
+/// Marks bytes `at..at + len` of memory 0 as read or written by the call, in threaded mode
+/// (nothing otherwise). The host marks what it accessed in bounds of memory 0, which the maps
+/// cover.
+pub(crate) fn mark(mut store: impl AsContextMut<Data = Data>, which: Mark, at: usize, len: usize) {
+    let Some(maps) = store.as_context().data().maps else { return };
+    let map = if which == Mark::Read { maps.reads } else { maps.writes };
+    let data = map.data_mut(&mut store);
+    let end = at.saturating_add(len).min(data.len());
+    if at < end {
+        data[at..end].fill(1);
+    }
+}
+
+/// Grows the maps to memory 0's size (after the host grew memory 0, or at creation).
+fn sync_maps(mut store: impl AsContextMut<Data = Data>) -> Result<(), ApplyError> {
+    let Some(maps) = store.as_context().data().maps else { return Ok(()) };
+    let size = maps.memory.size(&store);
+    for map in [maps.reads, maps.writes] {
+        let have = map.size(&store);
+        if have < size {
+            map.grow(&mut store, size - have).map_err(|e| ApplyError::Grow {
+                wasm_pages: size as u32,
+                why: format!("the map of the bytes a call reads or writes cannot grow with the memory: {e:#}"),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The bitmap of one page from its map bytes (a bit per byte, LSB first within each byte of
+/// the bitmap: bit `i` set when byte `i` of the page is marked), eight bytes at a time.
+pub(crate) fn bitmap(marks: &[u8]) -> Vec<u8> {
+    marks
+        .chunks_exact(8)
+        .map(|w| {
+            let x = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+            // Each byte's own bits folded into its bit 0 (a mark is any non-zero byte)...
+            let mut t = x | (x >> 4);
+            t |= t >> 2;
+            t |= t >> 1;
+            // ...then the eight bit 0s gathered into the top byte, byte k to bit 56 + k (the
+            // multiplier's terms put each at a distinct place: no carries).
+            ((t & 0x0101_0101_0101_0101).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8
+        })
+        .collect()
+}
+
+/// The pages of the first `pages` of a map that hold marks, as bitmaps; those pages are then
+/// cleared (the rest of the map is all zeros already). Read a word at a time.
+fn take_marks(map: &mut [u8], pages: usize) -> Vec<(u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (i, page) in map.chunks_exact_mut(PAGE_SIZE).take(pages).enumerate() {
+        if page.chunks_exact(8).all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0) {
+            continue;
+        }
+        out.push((i as u32, bitmap(page)));
+        page.fill(0);
+    }
+    out
+}
+
+/// The bytes a delta changes in memory 0 as it is now (with `xor`, its non-zero bytes), by
+/// page: what a proxied import's answer wrote, for the writes map.
+fn changed_bytes(memory: &[u8], d: &Delta) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, page) in &d.pages {
+        let at = *i as usize * PAGE_SIZE;
+        for (k, b) in page.iter().enumerate() {
+            let old = memory.get(at + k).copied().unwrap_or(0);
+            if (d.xor && *b != 0) || (!d.xor && *b != old) {
+                out.push(at + k);
+            }
+        }
+    }
+    out
+}
+
+/// What a capture took: the memory's size, the pages (see [`Replica::capture`]), every mutable
+/// global, and in threaded mode which bytes the call read and wrote.
+#[derive(Debug, Clone, Default)]
+pub struct Captured {
+    pub wasm_pages: u32,
+    pub pages: Vec<Page>,
+    pub globals: Vec<(u32, Val)>,
+    /// `Some` exactly in threaded mode: `writes` names the pages of `pages`, in order.
+    pub access: Option<Access>,
 }
 
 /// Between checks of the epoch ([`CHECK_EVERY`] ticks): the call ends at its deadline as a
@@ -277,6 +434,56 @@ pub(crate) fn check_call(data: &mut Data) -> wasmtime::Result<()> {
         return Err(wasmtime::Error::new(Abandoned));
     }
     Ok(())
+}
+
+/// `clonecloud.wait32` / `wait64` (a `memory.atomic.wait32/64` on memory 0 the rewriter turned
+/// into a host call): `(addr, expected, timeout_ns, offset)`, the word at `addr + offset`
+/// (unsigned) read and marked as read. A value other than `expected` answers 1 (as the
+/// instruction does); an equal one with a zero timeout answers 2 (timed out); any other wait
+/// would wait for another thread, which is on the device: the call cannot go on here. A
+/// misaligned or out-of-bounds address traps, as the instruction does.
+fn wait(caller: &mut wasmtime::Caller<'_, Data>, params: &[Val], width: usize) -> wasmtime::Result<i32> {
+    let memory = match caller.data().maps {
+        Some(m) => m.memory,
+        None => {
+            let Some(m) = caller.get_export("__cc_memory.0").and_then(|e| e.into_memory()) else {
+                return Err(wasmtime::Error::new(Trap::MemoryOutOfBounds));
+            };
+            m
+        }
+    };
+    let (Some(Val::I32(addr)), Some(expected), Some(Val::I64(timeout)), Some(Val::I32(offset))) = (params.first(), params.get(1), params.get(2), params.get(3)) else {
+        return Err(wasmtime::Error::msg("a wait with arguments of the wrong types"));
+    };
+    let ea = u64::from(*addr as u32) + u64::from(*offset as u32);
+    if ea % width as u64 != 0 {
+        return Err(wasmtime::Error::new(Trap::HeapMisaligned));
+    }
+    let data = memory.data(&*caller);
+    let Some(word) = usize::try_from(ea).ok().and_then(|at| data.get(at..at.checked_add(width)?)) else {
+        return Err(wasmtime::Error::new(Trap::MemoryOutOfBounds));
+    };
+    let equal = match expected {
+        Val::I32(e) if width == 4 => word == e.to_le_bytes(),
+        Val::I64(e) if width == 8 => word == e.to_le_bytes(),
+        _ => return Err(wasmtime::Error::msg("a wait with arguments of the wrong types")),
+    };
+    mark(&mut *caller, Mark::Read, ea as usize, width);
+    if !equal {
+        Ok(1)
+    } else if *timeout == 0 {
+        Ok(2)
+    } else {
+        Err(wasmtime::Error::new(ThreadOnClone::Wait { addr: ea }))
+    }
+}
+
+/// Whether `ty` is the type of the wait of `width` bytes: `(i32, i32 or i64, i64, i32) -> i32`.
+fn is_wait_type(ty: &wasmtime::FuncType, width: usize) -> bool {
+    let params: Vec<ValType> = ty.params().collect();
+    let results: Vec<ValType> = ty.results().collect();
+    let expected = if width == 4 { matches!(params.get(1), Some(ValType::I32)) } else { matches!(params.get(1), Some(ValType::I64)) };
+    matches!(params[..], [ValType::I32, _, ValType::I64, ValType::I32]) && expected && matches!(results[..], [ValType::I32])
 }
 
 /// A state delta as a proxied import call carries it (both ways).
@@ -356,6 +563,28 @@ impl Agreed {
         Ok(())
     }
 
+    /// A threaded capture: exactly the `written` pages (sorted), each whole (XORed with its
+    /// agreed content with `xor`), recorded as agreed as [`Agreed::capture`] records what it
+    /// sends.
+    fn capture_written(&mut self, mut store: impl wasmtime::AsContextMut, xor: bool, written: &[u32]) -> Delta {
+        let memory = self.handles.memory_bytes(&store);
+        self.shadow.resize(memory.len(), 0);
+        let mut pages = Vec::with_capacity(written.len());
+        for &i in written {
+            let at = i as usize * PAGE_SIZE;
+            let (Some(now), Some(agreed)) = (memory.get(at..at + PAGE_SIZE), self.shadow.get_mut(at..at + PAGE_SIZE)) else { continue };
+            let mut page = now.to_vec();
+            if xor {
+                page.iter_mut().zip(agreed.iter()).for_each(|(p, a)| *p ^= a);
+            }
+            agreed.copy_from_slice(now);
+            pages.push((i, page));
+        }
+        self.table.record(memory, written.iter().copied());
+        let wasm_pages = self.handles.wasm_pages(&store);
+        Delta { wasm_pages, pages, xor, globals: self.handles.globals(&mut store) }
+    }
+
     fn capture(&mut self, mut store: impl wasmtime::AsContextMut, xor: bool) -> Delta {
         let memory = self.handles.memory_bytes(&store);
         let free = if self.heap.is_empty() { Vec::new() } else { self.heap.free_pages(memory) };
@@ -394,7 +623,23 @@ pub(crate) fn proxy_call(caller: &mut wasmtime::Caller<'_, Data>, import: u32, n
         Err(e) if e.is::<Abandoned>() => Err(wasmtime::Error::new(Abandoned)),
         Err(e) => Err(failed(e.to_string())),
         // The link held; the device's changes do not fit here.
-        Ok((vals, d)) => agreed.apply(&mut *caller, limit, &d).map(|()| vals).map_err(|e| wasmtime::Error::new(ProxyAnswerRefused { name: name.to_string(), why: e.to_string() })),
+        Ok((vals, d)) => {
+            // In threaded mode what the import wrote is the call's writes too.
+            let changed = match caller.data().maps {
+                Some(m) => changed_bytes(m.memory.data(&*caller), &d),
+                None => Vec::new(),
+            };
+            agreed
+                .apply(&mut *caller, limit, &d)
+                .and_then(|()| sync_maps(&mut *caller))
+                .map(|()| {
+                    for at in changed {
+                        mark(&mut *caller, Mark::Write, at, 1);
+                    }
+                    vals
+                })
+                .map_err(|e| wasmtime::Error::new(ProxyAnswerRefused { name: name.to_string(), why: e.to_string() }))
+        }
     };
     caller.data_mut().agreed = agreed;
     let vals = r?;
@@ -472,6 +717,8 @@ impl Replica {
             proxy: None,
             xor: false,
             memory_limit: limits.memory,
+            maps: None,
+            maps_dirty: false,
         };
         let mut store = Store::new(engine, data);
         store.limiter(|d| &mut d.limits);
@@ -479,19 +726,58 @@ impl Replica {
         // (which a `Linker` refuses), and each copy proxies through its own trampoline.
         let mut externs: Vec<wasmtime::Extern> = Vec::new();
         let mut function_index = 0u32;
+        // Threaded mode: the module was instrumented (see [`clone_module`]), and its memory 0,
+        // the imported one, is an ordinary memory of this store.
+        let threaded = [clonecloud_model::READS_EXPORT, clonecloud_model::WRITES_EXPORT].iter().all(|n| module.get_export(n).is_some_and(|e| e.memory().is_some()));
+        let mut memory0 = None;
         for import in module.imports() {
             let index = function_index;
             if import.ty().func().is_some() {
                 function_index += 1;
             }
+            if let Some(mt) = import.ty().memory()
+                && threaded
+                && memory0.is_none()
+                && !mt.is_shared()
+            {
+                let m = Memory::new(&mut store, mt.clone()).map_err(ExecError::Runtime)?;
+                memory0 = Some(m);
+                externs.push(m.into());
+                continue;
+            }
             let Some(ty) = import.ty().func().cloned() else {
+                let why = match import.ty().memory() {
+                    Some(mt) if mt.is_shared() => " (a shared memory: the clone runs a threaded module instrumented, see `clone_module`)",
+                    _ => "",
+                };
                 return Err(ExecError::Runtime(wasmtime::Error::msg(format!(
-                    "the clone cannot provide the non-function import `{}`.`{}`",
+                    "the clone cannot provide the non-function import `{}`.`{}`{why}",
                     import.module(),
                     import.name()
                 ))));
             };
             let (m, n) = (import.module().to_string(), import.name().to_string());
+            if m == "wasi" && matches!(n.as_str(), "thread-spawn" | "thread_spawn") {
+                let f = Func::new(&mut store, ty, move |_, _, _| Err(wasmtime::Error::new(ThreadOnClone::Spawn(n.clone()))));
+                externs.push(f.into());
+                continue;
+            }
+            let wait_width = match n.as_str() {
+                clonecloud_model::WAIT32_IMPORT => Some(4),
+                clonecloud_model::WAIT64_IMPORT => Some(8),
+                _ => None,
+            };
+            if m == clonecloud_model::IMPORT_MODULE
+                && let Some(width) = wait_width
+                && is_wait_type(&ty, width)
+            {
+                let f = Func::new(&mut store, ty, move |mut caller, params, results| {
+                    results[0] = Val::I32(wait(&mut caller, params, width)?);
+                    Ok(())
+                });
+                externs.push(f.into());
+                continue;
+            }
             if let Some(handler) = crate::clone_wasi::served(&m, &n, &ty) {
                 let f = Func::new(&mut store, ty, move |mut caller, params, results| {
                         match handler(&mut caller, params) {
@@ -549,6 +835,18 @@ impl Replica {
             m.data_mut(&mut store).fill(0);
         }
         store.data_mut().agreed.handles = handles;
+        if threaded {
+            let reads = instance.get_memory(&mut store, clonecloud_model::READS_EXPORT);
+            let writes = instance.get_memory(&mut store, clonecloud_model::WRITES_EXPORT);
+            let (Some(memory), Some(reads), Some(writes)) = (memory0, reads, writes) else {
+                return Err(ExecError::Runtime(wasmtime::Error::msg("a threaded module on the clone must import its memory 0 (the instrumented module of a shared one)")));
+            };
+            // The start function's accesses are not a call's.
+            reads.data_mut(&mut store).fill(0);
+            writes.data_mut(&mut store).fill(0);
+            store.data_mut().maps = Some(Maps { memory, reads, writes });
+            sync_maps(&mut store).map_err(|e| ExecError::Runtime(wasmtime::Error::msg(e.to_string())))?;
+        }
         Ok(Replica { store, limits, points, locals: Default::default(), table, tags })
     }
 
@@ -579,13 +877,26 @@ impl Replica {
         let d = Delta { wasm_pages, pages: pages.to_vec(), xor, globals: globals.to_vec() };
         let r = agreed.apply(&mut self.store, self.limits.memory, &d);
         self.store.data_mut().agreed = agreed;
-        r
+        r?;
+        sync_maps(&mut self.store)
+    }
+
+    /// Whether this replica runs in threaded mode: its module is a multi-threaded one,
+    /// instrumented ([`clone_module`]); its captures then say which bytes each call read and
+    /// wrote. Its maps are memories of the replica too: a threaded call's memory limit
+    /// ([`Limits::memory`]) covers its memory three times over.
+    pub fn is_threaded(&self) -> bool {
+        self.store.data().maps.is_some()
     }
 
     /// Where the module's allocator keeps its state: pages it holds free are then left out of
     /// captures.
+    /// Threaded mode leaves nothing out (the device merges a threaded call's writes byte by
+    /// byte): the hint is not kept.
     pub fn set_heap_hint(&mut self, hint: clonecloud_exec::heap::HeapHint) {
-        self.store.data_mut().agreed.heap = hint;
+        if !self.is_threaded() {
+            self.store.data_mut().agreed.heap = hint;
+        }
     }
 
     /// How many changed pages the last capture left out as free heap.
@@ -597,11 +908,26 @@ impl Replica {
     /// its agreed content), every mutable global. The result is the new agreed state. Pages
     /// wholly inside free heap memory are left out (their content is never read again before it
     /// is written, and a page is shipped whole once it is).
-    pub fn capture(&mut self, xor: bool) -> (u32, Vec<Page>, Vec<(u32, Val)>) {
+    ///
+    /// In threaded mode the pages are exactly those the last call wrote (whole, XORed as
+    /// above), and [`Captured::access`] says which bytes of memory 0 it read and wrote (its
+    /// own accesses and those the host made for it); the maps are then cleared for the next
+    /// call. Nothing is left out as free heap.
+    pub fn capture(&mut self, xor: bool) -> Captured {
         let mut agreed = std::mem::take(&mut self.store.data_mut().agreed);
-        let d = agreed.capture(&mut self.store, xor);
+        let (d, access) = match self.store.data().maps {
+            Some(maps) => {
+                let pages = maps.memory.data_size(&self.store) / PAGE_SIZE;
+                let writes = take_marks(maps.writes.data_mut(&mut self.store), pages);
+                let reads = take_marks(maps.reads.data_mut(&mut self.store), pages);
+                self.store.data_mut().maps_dirty = false;
+                let written: Vec<u32> = writes.iter().map(|(i, _)| *i).collect();
+                (agreed.capture_written(&mut self.store, xor, &written), Some(Access { reads, writes }))
+            }
+            None => (agreed.capture(&mut self.store, xor), None),
+        };
         self.store.data_mut().agreed = agreed;
-        (d.wasm_pages, d.pages, d.globals)
+        Captured { wasm_pages: d.wasm_pages, pages: d.pages, globals: d.globals, access }
     }
 
     /// Gives the next calls a way to the device for proxied imports, and says whether deltas
@@ -638,6 +964,13 @@ impl Replica {
     /// ended: returned (into `results`), exited, or threw an exception the device can throw
     /// again (one that cannot cross is [`CallError::Exception`]).
     pub fn call(&mut self, function: u32, params: &[Val], results: &mut [Val], clocks: Clocks, descriptors: &Descriptors) -> Result<Ended, CallError> {
+        if let Some(maps) = self.store.data().maps
+            && std::mem::replace(&mut self.store.data_mut().maps_dirty, true)
+        {
+            // A call whose accesses no capture took: they are not this one's.
+            maps.reads.data_mut(&mut self.store).fill(0);
+            maps.writes.data_mut(&mut self.store).fill(0);
+        }
         let data = self.store.data_mut();
         data.clocks = ClockBase { device: clocks, at: std::time::Instant::now() };
         data.fs.begin(descriptors, clocks.realtime);
@@ -669,6 +1002,8 @@ impl Replica {
                 CallError::ProxyAnswer(p.clone())
             } else if let Some(w) = e.downcast_ref::<WasiOnClone>() {
                 CallError::Import(w.clone())
+            } else if let Some(t) = e.downcast_ref::<ThreadOnClone>() {
+                CallError::Thread(t.clone())
             } else if let Some(h) = e.downcast_ref::<HostBudget>() {
                 CallError::Host(h.clone())
             } else if let Some(o) = e.downcast_ref::<OverLimit>() {
@@ -708,5 +1043,42 @@ impl Replica {
         let f = *self.table?.get(&mut self.store, u64::from(j))?.as_func()??;
         self.locals.insert(j, f);
         Some(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word-wise bitmap is the byte-by-byte one: bit `i % 8` of byte `i / 8` for every
+    /// non-zero mark `i`.
+    #[test]
+    fn bitmaps_are_read_a_word_at_a_time_as_byte_by_byte() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for round in 0..200 {
+            let mut marks = vec![0u8; PAGE_SIZE];
+            for m in &mut marks {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Sparse or dense; marks of 1 (the module's) or any non-zero byte.
+                if x % 100 < round % 100 {
+                    *m = if round % 2 == 0 { 1 } else { (x >> 32) as u8 | 1 };
+                }
+            }
+            let mut want = vec![0u8; PAGE_SIZE / 8];
+            for (i, m) in marks.iter().enumerate() {
+                if *m != 0 {
+                    want[i / 8] |= 1 << (i % 8);
+                }
+            }
+            assert_eq!(bitmap(&marks), want, "round {round}");
+            let mut map = marks.clone();
+            map.extend(vec![0u8; PAGE_SIZE]);
+            let taken = take_marks(&mut map, 2);
+            let nonzero = marks.iter().any(|m| *m != 0);
+            assert_eq!(taken, if nonzero { vec![(0, want)] } else { vec![] });
+            assert!(map.iter().all(|b| *b == 0), "cleared");
+        }
     }
 }

@@ -125,6 +125,10 @@ pub struct Stats {
     /// Migrations whose answer the other clones asked (`--redundant`) gave too.
     #[serde(default)]
     pub checked: u64,
+    /// Migrations of a thread whose answer conflicted with what the device's other threads did
+    /// meanwhile (they changed memory the call read): the call ran here again.
+    #[serde(default)]
+    pub conflicts: u64,
     pub fallbacks: Fallbacks,
     /// Migrations whose answer came on a new connection after the link broke (the clone kept
     /// the session and ran on).
@@ -155,6 +159,7 @@ impl Stats {
 
     pub fn fallback(&mut self, point: &str, cause: Cause, detail: &str) {
         self.fallbacks.count += 1;
+        self.conflicts += u64::from(cause == Cause::Conflict);
         *self.fallbacks.causes.entry(cause).or_insert(0) += 1;
         if self.fallbacks.events.len() < MAX_EVENTS {
             self.fallbacks.events.push(FallbackEvent { point: point.into(), cause, detail: detail.into() });

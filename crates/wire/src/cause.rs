@@ -45,13 +45,17 @@ pub enum Cause {
     /// Clones asked the same migration (`--redundant`) answered differently, or one of them
     /// could not answer: no answer is believed.
     Mismatch,
+    /// A thread's migrated call read memory another thread of the device changed while it was
+    /// away (or changed files while other threads used WASI): its answer is not one a local run
+    /// could have given, and the call runs here.
+    Conflict,
     /// The device's runtime failed (a background thread panicked).
     Internal,
 }
 
 impl Cause {
     /// Every cause, in declaration order.
-    pub const ALL: [Cause; 17] = [
+    pub const ALL: [Cause; 18] = [
         Cause::Connect,
         Cause::Resolve,
         Cause::Unreachable,
@@ -68,6 +72,7 @@ impl Cause {
         Cause::ResourceLimit,
         Cause::Exception,
         Cause::Mismatch,
+        Cause::Conflict,
         Cause::Internal,
     ];
 
@@ -90,6 +95,7 @@ impl Cause {
             Cause::ResourceLimit => "resource-limit",
             Cause::Exception => "exception",
             Cause::Mismatch => "mismatch",
+            Cause::Conflict => "conflict",
             Cause::Internal => "internal",
         }
     }

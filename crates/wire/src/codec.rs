@@ -3,9 +3,18 @@
 //! buffered. Payloads are little-endian fixed-width integers and length-prefixed sequences; every
 //! length is checked against the bytes actually present before anything is allocated, so a
 //! decoder never panics and never allocates more than the frame it was given.
+//!
+//! A `return` ends with its access report (protocol version 9): a flag, then for a threaded
+//! migration the counts of pages read and written (`u32` each) and every `(page u32, bitmap of
+//! 512 bytes)` of the reads and then of the writes, as they are or as one compressed block (the
+//! message's compression, like a state's pages: full bitmaps of a call that read a large buffer
+//! shrink to almost nothing). Before anything is allocated, the reads are bounded by the memory
+//! the state describes, the writes must number the state's pages, and the bytes must be in the
+//! frame (or, compressed, within the message's decompression budget); page indices are strictly
+//! increasing, the writes name the state's pages in their order, no bitmap is empty.
 
 use crate::message::{
-    Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, OpenFile, FileStat, ContentHash, Kind, MAX_IN_FLIGHT, Message, PROTOCOL_VERSION, PageDelta, State, Thrown, Tree, Value,
+    ACCESS_BITMAP, Access, PAGE_SIZE, Clocks, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, OpenFile, FileStat, ContentHash, Kind, MAX_IN_FLIGHT, Message, PROTOCOL_VERSION, PageDelta, State, Thrown, Tree, Value,
 };
 
 /// The frame format this codec writes and reads.
@@ -258,6 +267,32 @@ impl Writer<'_> {
             }
         }
     }
+    /// An [`Access`]: the two counts, then every `(page, bitmap)` of the reads and then of the
+    /// writes (a `u32` and [`ACCESS_BITMAP`] bytes each), as they are or as one compressed
+    /// block, like a state's pages.
+    fn access(&mut self, a: &Access) {
+        self.len(a.reads.len());
+        self.len(a.writes.len());
+        let all = a.reads.iter().chain(&a.writes);
+        match self.1 {
+            Compression::None => {
+                self.u8(0);
+                for (i, b) in all {
+                    self.u32(*i);
+                    self.0.extend_from_slice(b);
+                }
+            }
+            c => {
+                self.u8(encoding(c));
+                let mut raw = Vec::with_capacity((a.reads.len() + a.writes.len()) * (4 + ACCESS_BITMAP));
+                for (i, b) in all {
+                    raw.extend_from_slice(&i.to_le_bytes());
+                    raw.extend_from_slice(b);
+                }
+                self.bytes(&pack(c, &raw));
+            }
+        }
+    }
     fn state(&mut self, s: &State) {
         self.len(s.globals.len());
         for (i, v) in &s.globals {
@@ -343,7 +378,7 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
                 w.u8(u8::from(f.write));
             }
         }
-        Message::Return { id, results, state, micros, output, files, exit, freed, thrown } => {
+        Message::Return { id, results, state, micros, output, files, exit, freed, thrown, access } => {
             w.u64(*id);
             w.values(results);
             w.state(state);
@@ -369,6 +404,13 @@ pub fn encode_with(m: &Message, out: &mut Vec<u8>, compression: Compression) {
                     w.u8(1);
                     w.u32(t.tag);
                     w.values(&t.fields);
+                }
+            }
+            match access {
+                None => w.u8(0),
+                Some(a) => {
+                    w.u8(1);
+                    w.access(a);
                 }
             }
         }
@@ -652,6 +694,68 @@ impl<'a> Reader<'a> {
             t => return Err(self.invalid(format!("file operation {t} is unknown"))),
         })
     }
+    /// The [`Access`] of an answer whose state is `state`: its pages must be of [`PAGE_SIZE`]
+    /// bytes, the writes name exactly the state's pages in their order, both lists are in
+    /// strictly increasing page order within the memory the state describes, each bitmap marks
+    /// at least one byte. The counts are bounded before anything is allocated or decompressed:
+    /// the reads by the memory's pages, the writes by the state's, the bytes by the frame (or,
+    /// compressed, by the message's decompression budget).
+    fn access(&mut self, state: &State) -> Result<Access, DecodeError> {
+        let memory = &state.memory;
+        if memory.page_size as usize != PAGE_SIZE {
+            return Err(self.invalid(format!("an access report with pages of {} bytes, not {PAGE_SIZE}", memory.page_size)));
+        }
+        let limit = u64::from(memory.wasm_pages) * 65536 / PAGE_SIZE as u64;
+        let reads = self.u32("the count of pages read")? as usize;
+        if reads as u64 > limit {
+            return Err(self.invalid(format!("{reads} pages read in a memory of {limit}")));
+        }
+        let writes = self.u32("the count of pages written")? as usize;
+        if writes != memory.pages.len() {
+            return Err(self.invalid(format!("{writes} pages written, but the state carries {}", memory.pages.len())));
+        }
+        let each = 4 + ACCESS_BITMAP;
+        let raw_len = (reads + writes).saturating_mul(each);
+        let raw: Vec<u8>;
+        let body: &[u8] = match self.u8("the access encoding")? {
+            0 => self.take(raw_len, "the access bitmaps")?,
+            e => {
+                let packed = self.bytes("the compressed access bitmaps")?;
+                raw = self.unpack(e, &packed, raw_len, "the compressed access bitmaps", false)?;
+                &raw
+            }
+        };
+        let mut access = Access { reads: Vec::with_capacity(reads), writes: Vec::with_capacity(writes) };
+        let mut last: Option<u32> = None;
+        for (k, chunk) in body.chunks_exact(each).enumerate() {
+            let i = u32::from_le_bytes(chunk[..4].try_into().expect("4 bytes"));
+            let bitmap = &chunk[4..];
+            let written = k >= reads;
+            if k == reads {
+                last = None;
+            }
+            if last.is_some_and(|l| i <= l) {
+                return Err(self.invalid(format!("access page {i} is out of increasing order")));
+            }
+            last = Some(i);
+            if u64::from(i) >= limit {
+                return Err(self.invalid(format!("access page {i} lies beyond the {}-page memory", memory.wasm_pages)));
+            }
+            if bitmap.iter().all(|b| *b == 0) {
+                return Err(self.invalid(format!("the access bitmap of page {i} marks no byte")));
+            }
+            if written {
+                let page = memory.pages[k - reads].0;
+                if page != i {
+                    return Err(self.invalid(format!("page {i} written, but the state's page there is {page}")));
+                }
+                access.writes.push((i, bitmap.to_vec()));
+            } else {
+                access.reads.push((i, bitmap.to_vec()));
+            }
+        }
+        Ok(access)
+    }
     fn state(&mut self) -> Result<State, DecodeError> {
         let n = self.count(9, "globals")?;
         let globals = (0..n)
@@ -805,7 +909,12 @@ fn decode_payload(code: u8, payload: &[u8], budget: Budget) -> Result<(Message, 
                 1 => Some(Thrown { tag: r.u32("the exception's tag")?, fields: r.values("the exception's fields")? }),
                 b => return Err(r.invalid(format!("the thrown flag is {b}, not 0 or 1"))),
             };
-            Message::Return { id, results, state, micros, output, files, exit, freed, thrown }
+            let access = match r.u8("the access flag")? {
+                0 => None,
+                1 => Some(r.access(&state)?),
+                b => return Err(r.invalid(format!("the access flag is {b}, not 0 or 1"))),
+            };
+            Message::Return { id, results, state, micros, output, files, exit, freed, thrown, access }
         }
         Kind::ImportCall => {
             let id = r.u64("the migration")?;

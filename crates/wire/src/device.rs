@@ -24,7 +24,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::message::{Clocks, ContentHash, Descriptors, Environment, FailKind, FileOp, Message, MigrationId, State, Thrown, Tree, Value};
+use crate::message::{Access, Clocks, ContentHash, Descriptors, Environment, FailKind, FileOp, Message, MigrationId, State, Thrown, Tree, Value};
 use crate::session::{DeviceEvent as SessionEvent, DeviceSession};
 use crate::Cause;
 
@@ -90,7 +90,19 @@ pub enum ConnEvent {
     /// The migrated function returned (or exited): apply, then the migration is over.
     /// With `thrown`, the function threw that exception instead (no results): apply the rest,
     /// then throw it from the point.
-    Returned { results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32>, freed: u32, thrown: Option<Thrown> },
+    /// With `access` (a multi-threaded module), the bytes of memory 0 the call read and wrote:
+    /// the state's pages are exactly the written ones (see [`crate::Message::Return`]).
+    Returned {
+        results: Vec<Value>,
+        state: State,
+        micros: u64,
+        output: Vec<(u32, Vec<u8>)>,
+        files: Vec<FileOp>,
+        exit: Option<u32>,
+        freed: u32,
+        thrown: Option<Thrown>,
+        access: Option<Access>,
+    },
     /// The migration is abandoned: run the call here, from its entry state.
     Abandoned { cause: Cause, detail: String },
 }
@@ -432,9 +444,9 @@ impl DeviceConn {
                 self.phase = Phase::Proxying;
                 self.events.push_back(ConnEvent::ImportCall { import, args, state });
             }
-            (Phase::Migrating, SessionEvent::Returned { id: _, results, state, micros, output, files, exit, freed, thrown }) => {
+            (Phase::Migrating, SessionEvent::Returned { id: _, results, state, micros, output, files, exit, freed, thrown, access }) => {
                 self.phase = Phase::Idle;
-                self.events.push_back(ConnEvent::Returned { results, state, micros, output, files, exit, freed, thrown });
+                self.events.push_back(ConnEvent::Returned { results, state, micros, output, files, exit, freed, thrown, access });
             }
             (Phase::Migrating, SessionEvent::Failed { id: _, kind, message }) => {
                 let cause = match kind {

@@ -35,7 +35,7 @@ pub use clone::{CloneConfig, CloneConn, CloneEvent as CloneConnEvent, Ending};
 pub use device::{ConnEvent, DeviceConfig, DeviceConn};
 pub use codec::{Compression, DecodeError, Decoder, encode, encode_with, from_bytes, to_bytes, to_bytes_with};
 pub use message::{
-    Clocks, ContentHash, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, FileStat, Kind, MAX_IN_FLIGHT, Message, MigrationId, OpenFile, PROTOCOL_VERSION, PageDelta, State, Tree, content_hash,
+    ACCESS_BITMAP, Access, PAGE_SIZE, Clocks, ContentHash, Descriptors, Entry, EntryKind, Environment, FailKind, FdOp, FileOp, FileStat, Kind, MAX_IN_FLIGHT, Message, MigrationId, OpenFile, PROTOCOL_VERSION, PageDelta, State, Tree, content_hash,
     Thrown, Value,
 };
 pub use session::{CloneEvent, CloneSession, DeviceEvent, DeviceSession, ProtocolError, Returned};

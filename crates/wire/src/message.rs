@@ -5,7 +5,7 @@
 pub use clonecloud_files::model::{ContentHash, Descriptors, Entry, EntryKind, FdOp, FileOp, FileStat, OpenFile, Tree, content_hash};
 
 /// The protocol version a peer speaks; a hello with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// A migration's number within its session: the device numbers them from 1, one more each
 /// time, and every message that belongs to a migration (its proxied calls, its answer) names
@@ -54,6 +54,52 @@ pub struct PageDelta {
     /// Whether each page is the XOR of its new content with the last agreed content (which the
     /// receiver holds): a page that changed in a few places is then mostly zeros, and compresses.
     pub xor: bool,
+}
+
+/// The page size an [`Access`] describes memory in (and the page size of a threaded answer's
+/// state): 4 KiB, the delta pages both sides keep.
+pub const PAGE_SIZE: usize = 4096;
+
+/// Bytes of one [`Access`] bitmap: a bit per byte of a [`PAGE_SIZE`] page.
+pub const ACCESS_BITMAP: usize = PAGE_SIZE / 8;
+
+/// Which bytes of memory 0 a migrated call of a multi-threaded module read and wrote, so that the
+/// device can check the call against what its other threads changed meanwhile and merge its
+/// writes byte by byte.
+///
+/// Each list is of `(page, bitmap)`: `page` the index of a [`PAGE_SIZE`] page of memory 0, in
+/// strictly increasing order, and `bitmap` exactly [`ACCESS_BITMAP`] bytes, bit `i` (LSB first
+/// within each byte: byte `i / 8`, bit `i % 8`) set when the call accessed byte `i` of the page.
+/// A page is listed only when at least one of its bits is set. In a [`Message::Return`],
+/// `writes` names exactly the pages of the state's delta, in the same order (each sent whole),
+/// and `reads` the pages it read (whether or not it wrote them too). Accesses the clone's host
+/// made for the call (a WASI call reading a buffer, a wait reading its word) are included.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Access {
+    pub reads: Vec<(u32, Vec<u8>)>,
+    pub writes: Vec<(u32, Vec<u8>)>,
+}
+
+impl Access {
+    /// Whether the call read byte `addr` of memory 0.
+    pub fn read(&self, addr: u64) -> bool {
+        Access::marked(&self.reads, addr)
+    }
+
+    /// Whether the call wrote byte `addr` of memory 0.
+    pub fn wrote(&self, addr: u64) -> bool {
+        Access::marked(&self.writes, addr)
+    }
+
+    fn marked(list: &[(u32, Vec<u8>)], addr: u64) -> bool {
+        let page = addr / PAGE_SIZE as u64;
+        let at = (addr % PAGE_SIZE as u64) as usize;
+        let Ok(page) = u32::try_from(page) else { return false };
+        match list.binary_search_by_key(&page, |(p, _)| *p) {
+            Ok(k) => list[k].1.get(at / 8).is_some_and(|b| b & (1 << (at % 8)) != 0),
+            Err(_) => false,
+        }
+    }
 }
 
 /// The state that travels with a migration or an answer: the mutable globals (by global index)
@@ -118,7 +164,23 @@ pub enum Message {
     /// has freed (the device keeps its own bytes there).
     /// With `thrown`, the function threw that exception instead of returning (no results): the
     /// device applies the rest, then throws it from the point, where its caller may catch it.
-    Return { id: MigrationId, results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32>, freed: u32, thrown: Option<Thrown> },
+    /// `access` is `Some` exactly for a migration of a multi-threaded module (one whose memory 0
+    /// is shared): then the state's pages (of [`PAGE_SIZE`] bytes) are exactly the pages the
+    /// call wrote, each whole (XORed with the agreed content when `xor`), `access.writes` has one
+    /// bitmap per page of the state, in the same order, and `access.reads` the pages it read;
+    /// no page is left out as free heap (`freed` is 0).
+    Return {
+        id: MigrationId,
+        results: Vec<Value>,
+        state: State,
+        micros: u64,
+        output: Vec<(u32, Vec<u8>)>,
+        files: Vec<FileOp>,
+        exit: Option<u32>,
+        freed: u32,
+        thrown: Option<Thrown>,
+        access: Option<Access>,
+    },
     /// Clone → device, during migration `id`: run import `import` with `args` on the device,
     /// after applying `state`.
     ImportCall { id: MigrationId, import: u32, args: Vec<Value>, state: State },

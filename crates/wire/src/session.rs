@@ -36,7 +36,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::message::{Clocks, ContentHash, Descriptors, Environment, FailKind, FileOp, MAX_IN_FLIGHT, Message, MigrationId, PROTOCOL_VERSION, State, Thrown, Tree, Value};
+use crate::message::{Access, Clocks, ContentHash, Descriptors, Environment, FailKind, FileOp, MAX_IN_FLIGHT, Message, MigrationId, PROTOCOL_VERSION, State, Thrown, Tree, Value};
 
 /// A message that is not allowed where the session is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -161,7 +161,19 @@ pub enum DeviceEvent {
     Resumed { ok: bool },
     /// Migration `id` returned after `micros` on the clone: apply `state` and `files`, write
     /// `output`, then return `results` (or exit with `exit`).
-    Returned { id: MigrationId, results: Vec<Value>, state: State, micros: u64, output: Vec<(u32, Vec<u8>)>, files: Vec<FileOp>, exit: Option<u32>, freed: u32, thrown: Option<Thrown> },
+    /// `access` as the message's (see [`Message::Return`]).
+    Returned {
+        id: MigrationId,
+        results: Vec<Value>,
+        state: State,
+        micros: u64,
+        output: Vec<(u32, Vec<u8>)>,
+        files: Vec<FileOp>,
+        exit: Option<u32>,
+        freed: u32,
+        thrown: Option<Thrown>,
+        access: Option<Access>,
+    },
     /// For migration `id`, run import `import` locally after applying `state`, then answer with
     /// [`DeviceSession::import_return`].
     ImportCall { id: MigrationId, import: u32, args: Vec<Value>, state: State },
@@ -324,9 +336,9 @@ impl DeviceSession {
                 (if ok { Device::Ready } else { Device::Start }, DeviceEvent::Resumed { ok })
             }
             (Device::Start, Message::ProbeReply { bytes }) => (Device::Start, DeviceEvent::ProbeReply { size: bytes.len() }),
-            (Device::Ready, Message::Return { id, results, state, micros, output, files, exit, freed, thrown }) => {
+            (Device::Ready, Message::Return { id, results, state, micros, output, files, exit, freed, thrown, access }) => {
                 self.flights.step(id, Flight::Running, None, got)?;
-                (Device::Ready, DeviceEvent::Returned { id, results, state, micros, output, files, exit, freed, thrown })
+                (Device::Ready, DeviceEvent::Returned { id, results, state, micros, output, files, exit, freed, thrown, access })
             }
             (Device::Ready, Message::ImportCall { id, import, args, state }) => {
                 self.flights.step(id, Flight::Running, Some(Flight::Calling), got)?;
@@ -413,6 +425,9 @@ pub struct Returned {
     pub freed: u32,
     /// The exception it threw instead of returning, if it did.
     pub thrown: Option<Thrown>,
+    /// For a multi-threaded module, the bytes of memory 0 it read and wrote (see
+    /// [`Message::Return`]: the state's pages are then exactly the written ones).
+    pub access: Option<Access>,
 }
 
 /// The clone's side of a session.
@@ -485,8 +500,8 @@ impl CloneSession {
     pub fn returned(&mut self, id: MigrationId, ret: Returned) -> Result<Message, ProtocolError> {
         self.expect(self.state == Clone::Ready, "return")?;
         self.flights.step(id, Flight::Running, None, "return")?;
-        let Returned { results, state, micros, output, files, exit, freed, thrown } = ret;
-        Ok(Message::Return { id, results, state, micros, output, files, exit, freed, thrown })
+        let Returned { results, state, micros, output, files, exit, freed, thrown, access } = ret;
+        Ok(Message::Return { id, results, state, micros, output, files, exit, freed, thrown, access })
     }
 
     pub fn failed(&mut self, id: MigrationId, kind: FailKind, message: String) -> Result<Message, ProtocolError> {

@@ -3,7 +3,7 @@
 
 use clonecloud_wire::codec::{DEFAULT_MAX_FRAME, HEADER_LEN};
 use clonecloud_wire::{
-    Clocks, Compression, DecodeError, Decoder, Descriptors, Entry, EntryKind, FailKind, FdOp, FileOp, OpenFile, FileStat, Kind, Message, PageDelta, State, Tree, Value,
+    ACCESS_BITMAP, Access, Clocks, Compression, DecodeError, Decoder, Descriptors, Entry, EntryKind, FailKind, FdOp, FileOp, OpenFile, FileStat, Kind, Message, PageDelta, State, Tree, Value,
     from_bytes, to_bytes, to_bytes_with,
 };
 
@@ -24,6 +24,35 @@ fn state(rng: &mut Rng) -> State {
     State {
         globals: (0..rng.below(3)).map(|i| (i as u32, Value::I32(rng.next() as i32))).collect(),
         memory: PageDelta { wasm_pages, page_size: page_size as u32, pages, xor: rng.below(2) == 1 },
+    }
+}
+
+/// A bitmap of a page with some bytes marked (at least one).
+fn bitmap(rng: &mut Rng) -> Vec<u8> {
+    let mut b: Vec<u8> = (0..ACCESS_BITMAP).map(|_| if rng.below(4) == 0 { rng.next() as u8 } else { 0 }).collect();
+    b[rng.below(ACCESS_BITMAP as u64) as usize] |= 1 << rng.below(8);
+    b
+}
+
+/// The answer of a threaded migration: 4 KiB pages, exactly the written ones, in increasing
+/// order, each with its write bitmap; some pages read.
+fn threaded(rng: &mut Rng) -> Message {
+    let wasm_pages = 1 + rng.below(2) as u32;
+    let n = wasm_pages * 16;
+    let written: Vec<u32> = (0..n).filter(|_| rng.below(10) == 0).collect();
+    let read: Vec<u32> = (0..n).filter(|_| rng.below(6) == 0).collect();
+    let pages = written.iter().map(|&i| (i, (0..4096).map(|_| rng.next() as u8).collect())).collect();
+    Message::Return {
+        id: rng.next(),
+        results: values(rng),
+        state: State { globals: vec![(0, Value::I32(rng.next() as i32))], memory: PageDelta { wasm_pages, page_size: 4096, pages, xor: rng.below(2) == 1 } },
+        micros: rng.next(),
+        output: vec![],
+        files: vec![],
+        exit: None,
+        freed: 0,
+        thrown: None,
+        access: Some(Access { reads: read.iter().map(|&i| (i, bitmap(rng))).collect(), writes: written.iter().map(|&i| (i, bitmap(rng))).collect() }),
     }
 }
 
@@ -115,10 +144,11 @@ fn every_kind(rng: &mut Rng) -> Vec<Message> {
             output: vec![(1, b"out".to_vec()), (2, vec![])],
             files: file_ops(rng),
             exit: None,
-            freed: 2, thrown: None,
+            freed: 2, thrown: None, access: None,
         },
-        Message::Return { id: 1, results: vec![], state: state(rng), micros: 0, output: vec![], files: vec![], exit: Some(3), freed: 7, thrown: None },
-        Message::Return { id: 2, results: vec![], state: state(rng), micros: 0, output: vec![], files: vec![], exit: None, freed: 0, thrown: Some(clonecloud_wire::Thrown { tag: 3, fields: values(rng) }) },
+        Message::Return { id: 1, results: vec![], state: state(rng), micros: 0, output: vec![], files: vec![], exit: Some(3), freed: 7, thrown: None, access: None },
+        Message::Return { id: 2, results: vec![], state: state(rng), micros: 0, output: vec![], files: vec![], exit: None, freed: 0, thrown: Some(clonecloud_wire::Thrown { tag: 3, fields: values(rng) }), access: None },
+        threaded(rng),
         Message::Files { trees: vec![tree(rng), Tree::default()] },
         Message::NeedFiles { hashes: vec![[1; 32], [2; 32]] },
         Message::FileData { hash: [3; 32], bytes: (0..rng.below(5000)).map(|i| (i % 7) as u8).collect() },
@@ -270,7 +300,7 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
         output: vec![],
         files: vec![],
         exit: None,
-        freed: 0, thrown: None,
+        freed: 0, thrown: None, access: None,
     };
     for c in [Compression::Lz4, Compression::Zstd] {
         let packed = to_bytes_with(&zeros, c);
@@ -295,7 +325,7 @@ fn oversized_and_foreign_frames_are_refused_before_buffering() {
         output: vec![],
         files: vec![],
         exit: None,
-        freed: 0, thrown: None,
+        freed: 0, thrown: None, access: None,
     };
     assert!(matches!(from_bytes(&to_bytes(&m), DEFAULT_MAX_FRAME), Err(DecodeError::Invalid { .. })));
 }
@@ -313,7 +343,7 @@ fn a_message_has_one_decompression_budget() {
         output: vec![],
         files: (0..64).map(|i| FileOp::Write { root: 0, path: format!("f{i}"), offset: 0, data: vec![0; 1 << 20] }).collect(),
         exit: None,
-        freed: 0, thrown: None,
+        freed: 0, thrown: None, access: None,
     };
     for c in [Compression::Lz4, Compression::Zstd] {
         let packed = to_bytes_with(&bomb, c);
@@ -337,7 +367,7 @@ fn the_device_s_memory_maximum_bounds_what_an_answer_may_describe_and_expand_to(
         output: vec![],
         files: vec![],
         exit: None,
-        freed: 0, thrown: None,
+        freed: 0, thrown: None, access: None,
     };
     let decode = |m: &Message, max_frame: usize, max_pages: Option<u32>| {
         let mut d = clonecloud_wire::Decoder::new(max_frame);
@@ -373,7 +403,7 @@ fn the_device_s_memory_maximum_bounds_what_an_answer_may_describe_and_expand_to(
         files: vec![],
         exit: None,
         freed: 0,
-        thrown: None,
+        thrown: None, access: None,
     };
     let e = decode(&small, 16 << 20, Some(65536)).unwrap_err();
     assert!(e.to_string().contains("pages of 256 bytes"), "{e}");
@@ -404,4 +434,166 @@ fn another_version_decodes_to_its_version_and_counts_are_bounded() {
     }
     let many = Message::Resume { version: clonecloud_wire::PROTOCOL_VERSION, run: 1, awaiting: (1..=u64::from(clonecloud_wire::MAX_IN_FLIGHT) + 1).collect() };
     assert!(matches!(from_bytes(&to_bytes(&many), DEFAULT_MAX_FRAME), Err(DecodeError::Invalid { .. })));
+}
+
+/// A threaded migration's answer: the bytes read and written travel as bitmaps, round trip
+/// under every compression, and say exactly which bytes were marked.
+#[test]
+fn an_access_report_round_trips_and_names_its_bytes() {
+    let mut reads = vec![0u8; ACCESS_BITMAP];
+    reads[0] = 0b0000_0101; // bytes 0 and 2 of page 3
+    reads[511] = 0x80; // byte 4095 of page 3
+    let mut writes = vec![0u8; ACCESS_BITMAP];
+    writes[1] = 0b0001_0000; // byte 12 of page 1
+    let m = Message::Return {
+        id: 4,
+        results: vec![Value::I32(1)],
+        state: State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![(1, vec![7; 4096])], xor: false } },
+        micros: 0,
+        output: vec![],
+        files: vec![],
+        exit: None,
+        freed: 0,
+        thrown: None,
+        access: Some(Access { reads: vec![(3, reads)], writes: vec![(1, writes)] }),
+    };
+    for c in [Compression::None, Compression::Lz4, Compression::Zstd] {
+        assert_eq!(from_bytes(&to_bytes_with(&m, c), DEFAULT_MAX_FRAME).unwrap(), m, "{c:?}");
+    }
+    let Message::Return { access: Some(a), .. } = &m else { unreachable!() };
+    let read: Vec<u64> = (0..65536).filter(|&b| a.read(b)).collect();
+    assert_eq!(read, [3 * 4096, 3 * 4096 + 2, 4 * 4096 - 1]);
+    let wrote: Vec<u64> = (0..65536).filter(|&b| a.wrote(b)).collect();
+    assert_eq!(wrote, [4096 + 12]);
+    assert!(!a.read(1 << 40) && !a.wrote(u64::MAX));
+
+    // Compressed, full bitmaps cost next to nothing: a call that read 256 KiB.
+    let mut full = m.clone();
+    if let Message::Return { state, access, .. } = &mut full {
+        *state = State { globals: vec![], memory: PageDelta { wasm_pages: 4, page_size: 4096, pages: vec![], xor: false } };
+        *access = Some(Access { reads: (0..64).map(|i| (i, vec![0xff; ACCESS_BITMAP])).collect(), writes: vec![] });
+    }
+    for c in [Compression::Lz4, Compression::Zstd] {
+        let packed = to_bytes_with(&full, c);
+        assert!(packed.len() * 20 < to_bytes(&full).len(), "{c:?}: {} bytes", packed.len());
+        assert_eq!(from_bytes(&packed, DEFAULT_MAX_FRAME).unwrap(), full);
+    }
+}
+
+/// What an access report must be: its pages of 4 KiB, the writes exactly the state's pages in
+/// their order, both lists strictly increasing within the memory, every bitmap exactly 512
+/// bytes marking something; anything else is refused, under every compression, never a panic.
+#[test]
+fn a_malformed_access_report_is_refused() {
+    let mut rng = Rng(0xacce55);
+    let good = |rng: &mut Rng| Message::Return {
+        id: 1,
+        results: vec![],
+        state: State { globals: vec![], memory: PageDelta { wasm_pages: 1, page_size: 4096, pages: vec![(2, vec![1; 4096]), (5, vec![2; 4096])], xor: true } },
+        micros: 0,
+        output: vec![],
+        files: vec![],
+        exit: None,
+        freed: 0,
+        thrown: None,
+        access: Some(Access { reads: vec![(0, bitmap(rng)), (5, bitmap(rng))], writes: vec![(2, bitmap(rng)), (5, bitmap(rng))] }),
+    };
+    let base = good(&mut rng);
+    for c in [Compression::None, Compression::Lz4, Compression::Zstd] {
+        assert_eq!(from_bytes(&to_bytes_with(&base, c), DEFAULT_MAX_FRAME).unwrap(), base);
+    }
+    type Change = fn(&mut State, &mut Access);
+    let bad: [(&str, Change); 10] = [
+        ("a written page the state lacks", |_, a| a.writes[1].0 = 6),
+        ("fewer writes than pages", |_, a| {
+            a.writes.pop();
+        }),
+        ("more writes than pages", |_, a| a.writes.push((9, vec![1; ACCESS_BITMAP]))),
+        ("writes out of order", |s, a| {
+            s.memory.pages.swap(0, 1);
+            a.writes.swap(0, 1);
+        }),
+        ("a page read twice", |_, a| a.reads[1].0 = 0),
+        ("a page read beyond the memory", |_, a| a.reads[1].0 = 16),
+        ("an empty bitmap", |_, a| a.reads[0].1 = vec![0; ACCESS_BITMAP]),
+        ("a short bitmap", |_, a| a.reads[0].1.pop().map(drop).unwrap_or(())),
+        ("a long bitmap", |_, a| a.writes[1].1.push(1)),
+        ("pages of 8 KiB", |s, _| {
+            s.memory.page_size = 8192;
+            s.memory.pages.iter_mut().for_each(|p| p.1.resize(8192, 0));
+        }),
+    ];
+    for (what, change) in bad {
+        let mut m = base.clone();
+        let Message::Return { state, access: Some(a), .. } = &mut m else { unreachable!() };
+        change(state, a);
+        for c in [Compression::None, Compression::Lz4, Compression::Zstd] {
+            let r = from_bytes(&to_bytes_with(&m, c), DEFAULT_MAX_FRAME);
+            assert!(r.is_err(), "{what} ({c:?}) decoded: {r:?}");
+        }
+    }
+    // A flag other than 0 or 1.
+    let mut none = base.clone();
+    if let Message::Return { access, .. } = &mut none {
+        *access = None;
+    }
+    let mut bytes = to_bytes(&none);
+    *bytes.last_mut().unwrap() = 2;
+    assert!(matches!(from_bytes(&bytes, DEFAULT_MAX_FRAME), Err(DecodeError::Invalid { .. })));
+}
+
+/// The counts of an access report are bounded before anything is allocated or decompressed:
+/// pages read by the memory the state describes, pages written by the state's pages, the bytes
+/// by the frame (as they are) or by the message's decompression budget (compressed).
+#[test]
+fn an_access_report_s_counts_are_bounded_before_allocation() {
+    // A Return with no results, no globals, no pages, nothing else, in a memory of
+    // `wasm_pages`, then an access report of `reads` and `writes` pages and `tail`.
+    let frame = |wasm_pages: u32, reads: u32, writes: u32, tail: &[u8]| {
+        let mut p = Vec::new();
+        p.extend_from_slice(&1u64.to_le_bytes()); // migration 1
+        p.extend_from_slice(&0u32.to_le_bytes()); // no results
+        p.extend_from_slice(&0u32.to_le_bytes()); // no globals
+        p.extend_from_slice(&wasm_pages.to_le_bytes());
+        p.extend_from_slice(&4096u32.to_le_bytes());
+        p.push(0); // not XOR
+        p.extend_from_slice(&0u32.to_le_bytes()); // no pages
+        p.push(0); // as they are
+        p.extend_from_slice(&0u64.to_le_bytes()); // micros
+        p.extend_from_slice(&0u32.to_le_bytes()); // no output
+        p.extend_from_slice(&0u32.to_le_bytes()); // no file changes
+        p.push(0); // no exit
+        p.extend_from_slice(&0u32.to_le_bytes()); // freed
+        p.push(0); // nothing thrown
+        p.push(1); // an access report
+        p.extend_from_slice(&reads.to_le_bytes());
+        p.extend_from_slice(&writes.to_le_bytes());
+        p.extend_from_slice(tail);
+        let mut f = b"CC\x01\x05".to_vec();
+        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        f.extend_from_slice(&p);
+        f
+    };
+    // The layout is the encoder's: an empty report decodes.
+    let empty = from_bytes(&frame(1, 0, 0, &[0]), DEFAULT_MAX_FRAME).unwrap();
+    assert!(matches!(empty, Message::Return { access: Some(ref a), .. } if a.reads.is_empty() && a.writes.is_empty()), "{empty:?}");
+    let invalid = |f: Vec<u8>, max: usize| matches!(from_bytes(&f, max), Err(DecodeError::Invalid { .. }));
+    // More pages read than the memory has; pages written the state does not carry.
+    assert!(invalid(frame(1, 17, 0, &[0]), DEFAULT_MAX_FRAME));
+    assert!(invalid(frame(1, u32::MAX, 0, &[0]), DEFAULT_MAX_FRAME));
+    assert!(invalid(frame(1, 0, 1, &[0]), DEFAULT_MAX_FRAME));
+    // Bitmaps the frame does not hold: cut short, nothing allocated.
+    assert!(matches!(from_bytes(&frame(65536, 1 << 20, 0, &[0]), DEFAULT_MAX_FRAME), Err(DecodeError::Truncated { .. })));
+    // A compressed block claiming 512 MiB of bitmaps (every page of a 4 GiB memory read) from
+    // a few bytes: over a 16 MiB message budget, refused before decompressing.
+    let mut tail = vec![2];
+    tail.extend_from_slice(&4u32.to_le_bytes());
+    tail.extend_from_slice(&[0x28, 0xb5, 0x2f, 0xfd]);
+    assert!(invalid(frame(65536, 1 << 20, 0, &tail), 16 << 20));
+    // Within the budget, a block that does not expand to what the counts say.
+    assert!(invalid(frame(1, 2, 0, &tail), DEFAULT_MAX_FRAME));
+    let mut lz4 = vec![1];
+    lz4.extend_from_slice(&2u32.to_le_bytes());
+    lz4.extend_from_slice(&[0x10, 0xff]);
+    assert!(invalid(frame(1, 16, 0, &lz4), DEFAULT_MAX_FRAME));
 }

@@ -53,7 +53,7 @@ impl Pair {
         Self::returned_to(1)
     }
     fn returned_to(id: u64) -> Message {
-        Message::Return { id, results: vec![], state: State::default(), micros: 1, output: vec![], files: vec![], exit: None, freed: 0, thrown: None }
+        Message::Return { id, results: vec![], state: State::default(), micros: 1, output: vec![], files: vec![], exit: None, freed: 0, thrown: None, access: None }
     }
     /// From `start_migration` with no session to the migrate message sent, the clone having the
     /// module and no files to ask for.

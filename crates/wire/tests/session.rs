@@ -59,7 +59,7 @@ fn out_of_order_messages_are_protocol_errors() {
     // A device never accepts a return it did not ask for, and an error closes the session.
     let mut dev = DeviceSession::new([0; 32], 0, 0, Default::default());
     dev.hello().unwrap();
-    assert!(dev.on_message(Message::Return { id: 1, results: vec![], state: State::default(), micros: 0, output: vec![], files: vec![], exit: None, freed: 0, thrown: None }).is_err());
+    assert!(dev.on_message(Message::Return { id: 1, results: vec![], state: State::default(), micros: 0, output: vec![], files: vec![], exit: None, freed: 0, thrown: None, access: None }).is_err());
     assert!(dev.migrate(0, vec![], State::default(), Default::default(), Default::default()).is_err(), "closed after the error");
     let mut dev = DeviceSession::new([0; 32], 0, 0, Default::default());
     dev.hello().unwrap();
@@ -192,7 +192,7 @@ fn numbering_and_concurrency_are_held_on_both_sides() {
 
     let (mut dev, _) = open(2);
     migrate(&mut dev, 0);
-    let ghost = Message::Return { id: 5, results: vec![], state: State::default(), micros: 0, output: vec![], files: vec![], exit: None, freed: 0, thrown: None };
+    let ghost = Message::Return { id: 5, results: vec![], state: State::default(), micros: 0, output: vec![], files: vec![], exit: None, freed: 0, thrown: None, access: None };
     assert!(matches!(dev.on_message(ghost), Err(ProtocolError::Migration { id: 5, .. })), "an answer to no migration");
     let (mut dev, _) = open(2);
     migrate(&mut dev, 0);
@@ -212,7 +212,7 @@ fn a_resume_awaits_every_migration_in_flight() {
     assert_eq!(clone.on_message(dev.resume(vec![4, 6], 2).unwrap()).unwrap(), CloneEvent::Resume { run: 7, awaiting: vec![4, 6] });
     dev.on_message(clone.accept_resume().unwrap()).unwrap();
     assert_eq!(dev.in_flight(), [4, 6]);
-    let answer = |id| Message::Return { id, results: vec![], state: State::default(), micros: 0, output: vec![], files: vec![], exit: None, freed: 0, thrown: None };
+    let answer = |id| Message::Return { id, results: vec![], state: State::default(), micros: 0, output: vec![], files: vec![], exit: None, freed: 0, thrown: None, access: None };
     assert!(matches!(dev.on_message(answer(6)).unwrap(), DeviceEvent::Returned { id: 6, .. }));
     assert!(dev.migrate(0, vec![], State::default(), Default::default(), Default::default()).is_ok(), "number 7 while 4 is out");
     assert!(matches!(dev.on_message(answer(4)).unwrap(), DeviceEvent::Returned { id: 4, .. }));
