@@ -255,40 +255,48 @@ impl Threads {
 /// run with safe points (an engine with epoch interruption: see [`new_threads_engine_with`]).
 #[derive(Default)]
 pub(crate) struct World {
-    state: Mutex<WorldState>,
+    /// Threads executing wasm now.
+    running: std::sync::atomic::AtomicUsize,
+    /// Whether a stopper holds the world (mirrors `stopper`, read without the lock: a thread
+    /// counts itself in, then looks; the stopper sets it, then counts: one of them sees the other).
+    stopped: std::sync::atomic::AtomicBool,
+    /// The thread that stopped it.
+    stopper: Mutex<Option<std::thread::ThreadId>>,
     changed: Condvar,
 }
 
-#[derive(Default)]
-struct WorldState {
-    /// Threads executing wasm now.
-    running: usize,
-    /// Whether a stopper holds the world.
-    stopped: bool,
-    /// The thread that stopped it.
-    stopper: Option<std::thread::ThreadId>,
-}
-
 impl World {
-    fn lock(&self) -> std::sync::MutexGuard<'_, WorldState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<std::thread::ThreadId>> {
+        self.stopper.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A thread is about to execute wasm: it waits while the world is stopped.
+    /// A thread is about to execute wasm: it waits while the world is stopped (unless it is the
+    /// stopper). No lock is taken unless the world is being stopped.
     pub(crate) fn enter(&self) {
-        let mut s = self.lock();
-        let me = std::thread::current().id();
-        while s.stopped && s.stopper != Some(me) {
-            s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.stopped.load(Ordering::SeqCst) {
+                let me = Some(std::thread::current().id());
+                let mut s = self.lock();
+                while self.stopped.load(Ordering::SeqCst) && *s != me {
+                    s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+            self.running.fetch_add(1, Ordering::SeqCst);
+            if !self.stopped.load(Ordering::SeqCst) || *self.lock() == Some(std::thread::current().id()) {
+                return;
+            }
+            // A stop began meanwhile: out again, and wait for it to end.
+            self.leave();
         }
-        s.running += 1;
     }
 
     /// A thread stopped executing wasm (it called the host, or returned to it).
     pub(crate) fn leave(&self) {
-        let mut s = self.lock();
-        s.running = s.running.saturating_sub(1);
-        if s.stopped && s.running == 0 {
+        let left = self.running.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1));
+        debug_assert!(left.is_ok(), "a thread left wasm without having entered it");
+        if self.stopped.load(Ordering::SeqCst) {
+            // Under the lock, so the stopper cannot miss it between its count and its wait.
+            let _s = self.lock();
             self.changed.notify_all();
         }
     }
@@ -298,12 +306,12 @@ impl World {
     /// another stopper is waited for.
     pub(crate) fn stop(&self, engine: &Engine) {
         let mut s = self.lock();
-        while s.stopped {
+        while s.is_some() {
             s = self.changed.wait(s).unwrap_or_else(|e| e.into_inner());
         }
-        s.stopped = true;
-        s.stopper = Some(std::thread::current().id());
-        while s.running > 0 {
+        *s = Some(std::thread::current().id());
+        self.stopped.store(true, Ordering::SeqCst);
+        while self.running.load(Ordering::SeqCst) > 0 {
             // A thread that set its deadline after the last increment needs another one.
             engine.increment_epoch();
             s = self.changed.wait_timeout(s, std::time::Duration::from_millis(1)).unwrap_or_else(|e| e.into_inner()).0;
@@ -313,7 +321,8 @@ impl World {
     /// Lets every thread go on after [`World::stop`].
     pub(crate) fn resume(&self) {
         let mut s = self.lock();
-        (s.stopped, s.stopper) = (false, None);
+        *s = None;
+        self.stopped.store(false, Ordering::SeqCst);
         drop(s);
         self.changed.notify_all();
     }
