@@ -26,6 +26,6 @@ pub mod threads;
 pub use cache::ModuleCache;
 pub use error::ExecError;
 pub use run::{
-    DeviceEngine, DirMapping, Exception, FdReplayError, Guest, Layout, Migrator, Outcome, PointMode, Points, Program, RunReport, Stdio, WasiConfig,
+    DeviceEngine, DirMapping, Exception, FdReplayError, GrowFailure, Guest, Layout, Migrator, Outcome, PointMode, Points, Program, RunReport, Stdio, WasiConfig,
     EPOCH_TICK, new_clone_engine, new_device_engine, new_engine,
 };

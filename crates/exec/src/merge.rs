@@ -15,9 +15,14 @@
 //!    its answer is discarded and the call runs again locally (which is always correct);
 //! 2. the bytes the call wrote are written, and only those ([`write_masked`]): changes of the
 //!    other threads to neighbouring bytes, even of the same word, stay;
-//! 3. every aligned 4-byte word written is notified (`memory.atomic.notify`): a thread waiting
-//!    for a value the call changed wakes, as it would have had the call notified it here (a
-//!    wake-up without a change is one every wait may have, and every waiter checks).
+//! 3. every aligned 4-byte word written, and the 8-byte word it is in, is notified
+//!    (`memory.atomic.notify`): a thread waiting for a value the call changed wakes, as it would
+//!    have had the call notified it here (a wake-up without a change is one every wait may have,
+//!    and every waiter checks).
+//!
+//! What the call saw of files and descriptors is not validated byte by byte: the device counts
+//! the WASI calls of its other threads while the call is away (writes to stdout and stderr and
+//! its own probes of the descriptor table aside), and any is a conflict.
 //!
 //! Reads are checked whether or not the call wrote the byte first (the clone does not tell):
 //! a byte the call wrote and then read, which another thread also changed, is a conflict that

@@ -10,7 +10,7 @@ use clonecloud_model::{
     RewrittenPoint, rewrite_layout, rewrite_with,
 };
 use tracing::debug;
-use wasmtime::{Caller, Config, Engine, Func, Linker, Module, Store, Trap, Val};
+use wasmtime::{Caller, Config, Engine, Func, Linker, Module, SharedMemory, Store, Trap, Val};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
@@ -277,6 +277,16 @@ pub trait Migrator: Send {
     }
 }
 
+/// Why [`Guest::merge_stopped`] could not grow memory for a migrated call's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrowFailure {
+    /// Past the memory's maximum, or the system refused.
+    Refused(String),
+    /// Another thread grew memory while the merge looked at it: the call's new pages would be
+    /// that thread's.
+    Raced,
+}
+
 /// The world stopped for a merge; dropping it lets every thread go on (on every path out of
 /// [`Guest::merge_stopped`], a panic's included).
 struct WorldHeld(Arc<crate::threads::Threads>);
@@ -315,10 +325,18 @@ pub(crate) struct Device {
     holding: bool,
     /// Whether the context is held across host calls (a merge: see [`Guest::merge_stopped`]).
     pinned: bool,
+    /// How many times this thread took the shared context.
+    takes: u64,
     /// What the threads of a threaded program share.
     pub(crate) threads: Option<Arc<crate::threads::Threads>>,
-    /// A threaded program's forwarder of `poll_oneoff` in this store, once instantiated.
-    pub(crate) forwarder: Option<wasmtime::TypedFunc<(i32, i32, i32, i32), i32>>,
+    /// A threaded program's forwarder (`poll_oneoff`, `fd_write`) in this store, once
+    /// instantiated.
+    pub(crate) forwarder: Option<wasmtime::Instance>,
+    /// Whether this thread's WASI calls now cannot change what another thread's migrated call
+    /// sees of files and descriptors (a write to stdout or stderr; the offloader's own probes of
+    /// the descriptor table, which leave it as it was): their takes of the context are not
+    /// counted.
+    pub(crate) quiet: bool,
     /// The origin of the guest's monotonic clock.
     clock_origin: std::time::Instant,
     /// Per point (by ordinal): the point's function, resolved on first use (and grown then: a
@@ -354,8 +372,10 @@ impl Device {
             wasi,
             holding: false,
             pinned: false,
+            takes: 0,
             threads,
             forwarder: None,
+            quiet: false,
             clock_origin,
             locals: Vec::new(),
             locals_table: None,
@@ -382,8 +402,9 @@ impl Device {
         }
         let threads = self.threads.as_deref().expect("a store without a context of its own is a thread's");
         if !self.holding {
-            threads.wasi.take();
+            threads.wasi.take(!self.quiet);
             self.holding = true;
+            self.takes += u64::from(!self.quiet);
         }
         // SAFETY: this thread holds the baton (taken above, or earlier in the same host call),
         // and gives it back only when the host call that asked returns to wasm (the call hook
@@ -606,53 +627,89 @@ impl Guest<'_, '_> {
         }
     }
 
-    /// In a threaded program: stops every other thread at a safe point, holds the shared WASI
-    /// context (so no WASI call writes memory meanwhile), grows memory 0 to `wasm_pages` if it is
-    /// smaller, and runs `f` with the guest, memory 0's bytes (which nothing else changes until
-    /// `f` returns) and memory 0's size in bytes before it grew; then the threads go on. `f` must
-    /// not run the guest's wasm. `None` in a program without threads, or when memory cannot grow.
-    pub fn merge_stopped<R>(&mut self, wasm_pages: u32, f: impl FnOnce(&mut Guest<'_, '_>, &mut [u8], usize) -> R) -> Option<R> {
+    /// In a threaded program: holds the shared WASI context (so no WASI call writes memory
+    /// meanwhile; taken first, so the other threads run on while a WASI call that blocks ends),
+    /// stops every other thread at a safe point, and runs `check` with the guest and memory 0
+    /// as it is; if that passes, grows memory 0 to `wasm_pages` (if it is smaller) and runs
+    /// `apply` with the guest and memory 0's bytes, which nothing else changes until it returns;
+    /// then the threads go on. Neither may run the guest's wasm (the descriptor tool's is fine).
+    /// `None` in a program without threads. A growth that fails, or that finds memory grown by
+    /// another thread since `check` looked (a `memory.grow` under way when the world stopped
+    /// ends meanwhile), is a [`GrowFailure`].
+    pub fn merge_stopped<R, E: From<GrowFailure>>(
+        &mut self,
+        wasm_pages: u32,
+        check: impl FnOnce(&mut Guest<'_, '_>, &[u8]) -> Result<(), E>,
+        apply: impl FnOnce(&mut Guest<'_, '_>, &mut [u8]) -> Result<R, E>,
+    ) -> Option<Result<R, E>> {
         let threads = self.caller.data().threads.clone()?;
-        let world = WorldHeld::stop(&threads, &self.program.engine);
-        // This thread holds the context across `f`'s own WASI calls (the descriptor tool's), the
-        // call hook leaves it held (`pinned`).
-        threads.wasi.take();
+        // This thread holds the context across the closures' own WASI calls (the descriptor
+        // tool's): the call hook leaves it held (`pinned`).
+        threads.wasi.take(false);
         let device = self.caller.data_mut();
         device.holding = true;
         device.pinned = true;
-        let before = threads.memory.data().len();
-        let have = (before / 65536) as u64;
-        let grown = u64::from(wasm_pages) <= have || threads.memory.grow(u64::from(wasm_pages) - have).is_ok();
-        let r = grown.then(|| {
-            let data = threads.memory.data();
-            // SAFETY: every other thread is stopped out of wasm, and none is in a WASI call (this
-            // thread holds the context); the guest's own wasm does not run during `f`. The
-            // bytes stay mapped (a shared memory never moves or shrinks).
-            let bytes = unsafe { std::slice::from_raw_parts_mut(data.as_ptr().cast::<u8>().cast_mut(), data.len()) };
-            f(self, bytes, before)
-        });
+        let world = WorldHeld::stop(&threads, &self.program.engine);
+        // SAFETY (both views): every other thread is stopped out of wasm, and none is in a WASI
+        // call (this thread holds the context); the guest's own wasm does not run meanwhile.
+        // The bytes stay mapped (a shared memory never moves or shrinks); a `memory.grow` ending
+        // meanwhile only appends.
+        let view = |m: &SharedMemory| {
+            let data = m.data();
+            unsafe { std::slice::from_raw_parts_mut(data.as_ptr().cast::<u8>().cast_mut(), data.len()) }
+        };
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let before = view(&threads.memory);
+            check(self, before)?;
+            let have = (before.len() / 65536) as u64;
+            if u64::from(wasm_pages) > have {
+                match threads.memory.grow(u64::from(wasm_pages) - have) {
+                    Ok(old) if old == have => {}
+                    Ok(_) => return Err(GrowFailure::Raced.into()),
+                    Err(e) => return Err(GrowFailure::Refused(e.to_string()).into()),
+                }
+            }
+            apply(self, view(&threads.memory))
+        }));
         let device = self.caller.data_mut();
         device.pinned = false;
         device.release_wasi();
         drop(world);
-        r
+        Some(ran.unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     }
 
     /// Wakes every thread waiting on the aligned words at `addresses` of memory 0 (a threaded
-    /// program's merge, after the call's writes).
+    /// program's merge, after the call's writes): a 32-bit wait there, or a 64-bit wait on the
+    /// 8-byte word the address is in (waiters are parked by the address they waited on).
     pub fn notify(&mut self, addresses: &[u64]) {
         if let Some(t) = self.caller.data().threads.as_deref() {
+            let mut last = None;
             for &at in addresses {
-                let _ = t.memory.atomic_notify(at, u32::MAX);
+                for a in [at & !7, at] {
+                    if last != Some(a) {
+                        let _ = t.memory.atomic_notify(a, u32::MAX);
+                        last = Some(a);
+                    }
+                }
             }
         }
     }
 
-    /// How many times a thread has taken the shared WASI context so far (a threaded program's;
-    /// 0 otherwise): a migration compares it before and after to tell whether other threads
-    /// made WASI calls meanwhile.
-    pub fn wasi_takes(&self) -> u64 {
-        self.caller.data().threads.as_deref().map_or(0, |t| t.wasi.takes())
+    /// How many times the program's *other* threads have taken the shared WASI context so far
+    /// (a threaded program's; 0 otherwise): a migration compares it before and after to tell
+    /// whether other threads made WASI calls meanwhile.
+    pub fn others_wasi_takes(&self) -> u64 {
+        let d = self.caller.data();
+        d.threads.as_deref().map_or(0, |t| t.wasi.takes() - d.takes)
+    }
+
+    /// Runs `f`, whose WASI calls leave files and the descriptor table as they were (the
+    /// offloader's probes), without counting them in [`Guest::others_wasi_takes`].
+    pub fn uncounted<R>(&mut self, f: impl FnOnce(&mut Guest<'_, '_>) -> R) -> R {
+        let was = std::mem::replace(&mut self.caller.data_mut().quiet, true);
+        let r = f(self);
+        self.caller.data_mut().quiet = was;
+        r
     }
 
     /// Sets the mutable globals of this thread's instance.

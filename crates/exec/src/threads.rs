@@ -233,6 +233,7 @@ impl Threads {
         // Preview 1's only: `wasi_unstable` lays its subscriptions out otherwise, and its polls
         // (rare) hold the context.
         linker.func_wrap("wasi_snapshot_preview1", "poll_oneoff", poll_oneoff)?;
+        linker.func_wrap("wasi_snapshot_preview1", "fd_write", fd_write)?;
         for name in ["thread-spawn", "thread_spawn"] {
             linker.func_wrap("wasi", name, thread_spawn)?;
         }
@@ -371,19 +372,20 @@ impl<T> Baton<T> {
         Baton { takes: std::sync::atomic::AtomicU64::new(0), busy: Mutex::new(false), free: Condvar::new(), value: std::cell::UnsafeCell::new(value) }
     }
 
-    /// Waits until no thread holds the value, then holds it.
-    pub(crate) fn take(&self) {
+    /// Waits until no thread holds the value, then holds it; `counted`, it counts as a take
+    /// ([`Baton::takes`]).
+    pub(crate) fn take(&self, counted: bool) {
         let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         while *busy {
             busy = self.free.wait(busy).unwrap_or_else(|e| e.into_inner());
         }
         *busy = true;
-        self.takes.fetch_add(1, Ordering::Relaxed);
+        self.takes.fetch_add(u64::from(counted), Ordering::SeqCst);
     }
 
     /// How many times it was taken so far.
     pub(crate) fn takes(&self) -> u64 {
-        self.takes.load(Ordering::Relaxed)
+        self.takes.load(Ordering::SeqCst)
     }
 
     /// # Safety
@@ -465,21 +467,41 @@ fn poll_oneoff(mut caller: Caller<'_, Device>, subs: i32, events: i32, n: i32, n
         threads.world.leave();
         return Ok(0);
     }
-    let forward = match caller.data().forwarder.clone() {
-        Some(f) => f,
-        None => {
-            let mut linker = threads.program.wasi_only_linker().map_err(|e| wasmtime::Error::msg(e.to_string()))?;
-            linker.define(&caller, "env", "memory", Extern::SharedMemory(threads.memory.clone()))?;
-            let instance = linker.instantiate(&mut caller, &threads.forwarder)?;
-            let f = instance.get_typed_func::<(i32, i32, i32, i32), i32>(&mut caller, "poll_oneoff")?;
-            caller.data_mut().forwarder = Some(f.clone());
-            f
-        }
-    };
+    let forward = forwarded(&mut caller, &threads, "poll_oneoff")?;
     // The forwarded call takes the context and gives it back when it returns here: this call
     // must not hold it (it would be given back under it).
     debug_assert!(!caller.data().holds_wasi());
     forward.call(&mut caller, (subs, events, n, nevents))
+}
+
+/// `fd_write`, wasmtime-wasi's through the forwarder; a write to stdout or stderr takes the
+/// context without counting as a WASI call that may change what another thread's migrated call
+/// sees of files and descriptors (see `Device::quiet`).
+fn fd_write(mut caller: Caller<'_, Device>, fd: i32, iovs: i32, n: i32, written: i32) -> wasmtime::Result<i32> {
+    let threads = caller.data().threads.clone().ok_or_else(|| wasmtime::Error::msg("a thread's write outside a threaded program"))?;
+    let forward = forwarded(&mut caller, &threads, "fd_write")?;
+    let quiet = fd == 1 || fd == 2;
+    caller.data_mut().quiet |= quiet;
+    let r = forward.call(&mut caller, (fd, iovs, n, written));
+    if quiet {
+        caller.data_mut().quiet = false;
+    }
+    r
+}
+
+/// The forwarder's `name` in this thread's store, instantiated on first use.
+fn forwarded(caller: &mut Caller<'_, Device>, threads: &Threads, name: &str) -> wasmtime::Result<wasmtime::TypedFunc<(i32, i32, i32, i32), i32>> {
+    let instance = match caller.data().forwarder {
+        Some(i) => i,
+        None => {
+            let mut linker = threads.program.wasi_only_linker().map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+            linker.define(&*caller, "env", "memory", Extern::SharedMemory(threads.memory.clone()))?;
+            let i = linker.instantiate(&mut *caller, &threads.forwarder)?;
+            caller.data_mut().forwarder = Some(i);
+            i
+        }
+    };
+    instance.get_typed_func(&mut *caller, name)
 }
 
 /// `proc_exit(status)`, as wasmtime-wasi: the guest's exit with `status`, which must be below
@@ -554,6 +576,9 @@ fn relative_sleep(memory: &SharedMemory, subs: u32, events: u32, nevents: u32) -
 const FORWARDER: &str = r#"(module
   (import "env" "memory" (memory {MIN} {MAX} shared))
   (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
   (export "memory" (memory 0))
   (func (export "poll_oneoff") (param i32 i32 i32 i32) (result i32)
-    local.get 0 local.get 1 local.get 2 local.get 3 call $poll))"#;
+    local.get 0 local.get 1 local.get 2 local.get 3 call $poll)
+  (func (export "fd_write") (param i32 i32 i32 i32) (result i32)
+    local.get 0 local.get 1 local.get 2 local.get 3 call $write))"#;

@@ -468,20 +468,21 @@ impl Offloader {
         let globals = guest.globals();
         let state = convert::state(wasm_pages, pages, &globals).ok_or_else(|| abort(Cause::Unsupported, "a reference-typed global cannot migrate"))?;
         // The descriptor table is part of the thread's state as the clone must see it.
-        let descriptors = match guest.open_descriptors() {
+        // Probes that leave the table as it was: not WASI calls another thread's migration must
+        // worry about.
+        let descriptors = guest.uncounted(|guest| match guest.open_descriptors() {
             Some(open) => {
                 let (free, free_exact) = guest.free_descriptors(&open);
                 let files = guest.open_files(&open);
                 Descriptors { open, free, complete: true, free_exact, files }
             }
             None => Descriptors::default(),
-        };
+        });
         // Where the device's free descriptor numbers are not all known, the number above the
         // highest open one is checked before a commit that opens descriptors.
         let unsure_above = (!descriptors.free_exact && descriptors.complete)
             .then(|| (descriptors.open.iter().copied().max().unwrap_or(0) + 1, descriptors.open.iter().copied().find(|fd| (3..3 + self.target.dirs.len() as u32).contains(fd))));
         let took = t0.elapsed();
-        self.wasi_mark = guest.wasi_takes();
         let (realtime, monotonic) = guest.clocks();
         Ok(Captured { pages_up: state.memory.pages.len() as u64, raw_up: convert::state_bytes(&state), state, descriptors, clocks: Clocks { realtime, monotonic }, unsure_above, took })
     }
@@ -707,6 +708,9 @@ impl Offloader {
     fn remote(&mut self, guest: &mut Guest<'_, '_>, j: usize, params: &[Val], results: &mut [Val]) -> Result<Answered, Abort> {
         let args = convert::values_to_wire(params).ok_or_else(|| abort(Cause::Unsupported, "a reference-typed argument cannot migrate"))?;
         let name = self.names[j].clone();
+        // Before the directories are listed and the descriptors asked: WASI calls of the other
+        // threads from here on may have changed what the call sees of files.
+        self.wasi_mark = guest.others_wasi_takes();
         let (event, fig) = self.drive(guest, j, &args)?;
         // This clone's round trip, without the witnesses' (the link's rate and the point's
         // overhead are this link's).
@@ -850,8 +854,8 @@ impl Offloader {
     /// read must be as it was when its state was taken (else [`Cause::Conflict`], and it runs
     /// here), then its file changes, its writes byte by byte, its globals; threads waiting on a
     /// word it wrote are woken. Memory grown both by the call and by another thread meanwhile is
-    /// a conflict too, and so are file changes when other threads made WASI calls while the call
-    /// was away. (A call that only asks memory's size, `memory.size`, is not checked against a
+    /// a conflict too, and so is any WASI call of another thread while the call was away (from
+    /// before the directories were listed: the clone does not say what the call read of files). (A call that only asks memory's size, `memory.size`, is not checked against a
     /// growth meanwhile.)
     #[allow(clippy::too_many_arguments)]
     fn merge_thread(
@@ -867,9 +871,6 @@ impl Offloader {
         let snapshot = self.snapshot.take().ok_or_else(|| abort(Cause::Internal, "a thread's migration without its snapshot"))?;
         if self.proxying.active() {
             return Err(abort(Cause::Unsupported, "a thread's migrated call called back into the device"));
-        }
-        if !files.is_empty() && guest.wasi_takes() != self.wasi_mark {
-            return Err(abort(Cause::Conflict, "the call changed files while other threads made WASI calls"));
         }
         // The pages as the call left them (XORed with what was agreed: the snapshot).
         let pages: Vec<(u32, Vec<u8>)> = state
@@ -894,16 +895,25 @@ impl Offloader {
         }
         let dirs = self.target.dirs.clone();
         let grew = state.memory.wasm_pages as usize * 65536 > snapshot.len();
-        let merged = guest.merge_stopped(wasm_pages, |guest, memory, before| -> Result<Vec<u64>, Abort> {
+        let mark = self.wasi_mark;
+        let check = |guest: &mut Guest<'_, '_>, memory: &[u8]| -> Result<(), Abort> {
+            // What the call saw of files and descriptors was the device's when it left: another
+            // thread's WASI call since may have changed it (the clone does not say what the call
+            // read of them), so the answer is not believed.
+            if guest.others_wasi_takes() != mark {
+                return Err(abort(Cause::Conflict, "other threads made WASI calls while the call was away"));
+            }
             // Memory another thread grew meanwhile matters to a call that grew it too (its
             // `memory.grow` answered the old size); the bytes past the snapshot it never saw.
-            if before != snapshot.len() && grew {
+            if memory.len() != snapshot.len() && grew {
                 return Err(abort(Cause::Conflict, "the call grew memory, and so did another thread while it was away"));
             }
             clonecloud_exec::merge::first_conflict(memory, &snapshot, &access.reads).map_err(|e| match e {
                 clonecloud_exec::merge::MergeError::Conflict { .. } => abort(Cause::Conflict, e),
                 other => abort(Cause::Protocol, other),
-            })?;
+            })
+        };
+        let merged = guest.merge_stopped(wasm_pages, check, |guest, memory| -> Result<Vec<u64>, Abort> {
             if let Some((next, dirfd)) = unsure_above
                 && files.iter().any(|op| matches!(op, clonecloud_wire::FileOp::Fd(clonecloud_wire::FdOp::Open { .. })))
             {
@@ -931,11 +941,20 @@ impl Offloader {
             commit_output(guest, output, changed);
             Ok(words)
         });
-        let words = merged.ok_or_else(|| abort(Cause::Merge, format!("memory cannot grow to {wasm_pages} pages")))??;
+        let words = merged.ok_or_else(|| abort(Cause::Internal, "a thread's merge in a program without threads"))??;
         guest.notify(&words);
         // What the clone's replica holds now: the snapshot, and the pages as the call left them.
         self.table.applied(wasm_pages as usize * 65536, &pages);
         Ok(())
+    }
+}
+
+impl From<clonecloud_exec::GrowFailure> for Abort {
+    fn from(g: clonecloud_exec::GrowFailure) -> Abort {
+        match g {
+            clonecloud_exec::GrowFailure::Raced => abort(Cause::Conflict, "another thread grew memory while the call's merge grew it"),
+            clonecloud_exec::GrowFailure::Refused(why) => abort(Cause::Merge, format!("memory cannot grow for the call's answer: {why}")),
+        }
     }
 }
 

@@ -389,16 +389,21 @@ fn take_marks(map: &mut [u8], pages: usize) -> Vec<(u32, Vec<u8>)> {
 }
 
 /// The bytes a delta changes in memory 0 as it is now (with `xor`, its non-zero bytes), by
-/// page: what a proxied import's answer wrote, for the writes map.
-fn changed_bytes(memory: &[u8], d: &Delta) -> Vec<usize> {
+/// page: what a proxied import's answer wrote, for the writes map. A bitmap per page (an eighth
+/// of the delta's size, whatever a hostile answer holds).
+fn changed_bytes(memory: &[u8], d: &Delta) -> Vec<(usize, Vec<u8>)> {
     let mut out = Vec::new();
     for (i, page) in &d.pages {
         let at = *i as usize * PAGE_SIZE;
+        let mut bits = vec![0u8; page.len().div_ceil(8)];
         for (k, b) in page.iter().enumerate() {
             let old = memory.get(at + k).copied().unwrap_or(0);
             if (d.xor && *b != 0) || (!d.xor && *b != old) {
-                out.push(at + k);
+                bits[k / 8] |= 1 << (k % 8);
             }
+        }
+        if bits.iter().any(|b| *b != 0) {
+            out.push((at, bits));
         }
     }
     out
@@ -633,8 +638,12 @@ pub(crate) fn proxy_call(caller: &mut wasmtime::Caller<'_, Data>, import: u32, n
                 .apply(&mut *caller, limit, &d)
                 .and_then(|()| sync_maps(&mut *caller))
                 .map(|()| {
-                    for at in changed {
-                        mark(&mut *caller, Mark::Write, at, 1);
+                    for (at, bits) in changed {
+                        for (k, byte) in bits.iter().enumerate().filter(|(_, b)| **b != 0) {
+                            for bit in (0..8).filter(|bit| byte >> bit & 1 == 1) {
+                                mark(&mut *caller, Mark::Write, at + k * 8 + bit, 1);
+                            }
+                        }
                     }
                     vals
                 })
