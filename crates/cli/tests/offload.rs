@@ -368,3 +368,54 @@ fn remote_clone_options_are_checked() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--key") && err.contains("keygen"), "{err}");
 }
+
+/// The guest's own closes count: it opens three files and closes the last two, leaving numbers
+/// above its highest open descriptor free; the offloaded function then opens a file, which must
+/// get on the clone the number wasmtime-wasi gives on the device (the device knows the freed
+/// numbers only from the closes it sees), so the call merges rather than falling back.
+#[test]
+fn descriptors_the_guest_closed_above_its_highest_are_known_to_the_clone() {
+    let wasm = wat::parse_str(
+        r#"(module
+          (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "fd_close" (func $close (param i32) (result i32)))
+          (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 100) "a")
+          (func $open_a (result i32)
+            (drop (call $open (i32.const 3) (i32.const 0) (i32.const 100) (i32.const 1) (i32.const 0) (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0) (i32.const 200)))
+            (i32.load (i32.const 200)))
+          (func $reopen (export "reopen") (result i32) (call $open_a))
+          (func (export "_start")
+            (local $a i32) (local $b i32) (local $c i32)
+            (local.set $a (call $open_a))
+            (local.set $b (call $open_a))
+            (local.set $c (call $open_a))
+            (drop (call $close (local.get $c)))
+            (drop (call $close (local.get $b)))
+            (call $exit (i32.add (i32.mul (local.get $a) (i32.const 10)) (call $reopen)))))"#,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("closes.wasm");
+    std::fs::write(&module, wasm).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("a"), "a").unwrap();
+    let stats_file = dir.path().join("stats.json");
+    let run = |extra: &[&str]| {
+        Command::new(CLONECLOUD)
+            .arg("run")
+            .args(extra)
+            .arg("--dir")
+            .arg(format!("{}::/d", data.display()))
+            .arg(&module)
+            .output()
+            .unwrap()
+    };
+    let plain = run(&[]);
+    let offloaded = run(&["--offload", "reopen", "--stats", stats_file.to_str().unwrap()]);
+    assert_eq!(offloaded.status.code(), plain.status.code(), "{}", String::from_utf8_lossy(&offloaded.stderr));
+    let s = stats(&stats_file);
+    assert_eq!((s.migrations, s.fallbacks.count), (1, 0), "{s:?}");
+}

@@ -1494,6 +1494,11 @@ impl Program {
     /// sets a flag), so they refuse to run.
     fn instantiate(&self, store: &mut Store<Device>) -> wasmtime::Result<wasmtime::Instance> {
         let mut wasi = self.wasi_linker().map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+        // With a migrator, the device must see the guest's own closes (a clone numbers new
+        // descriptors from the free numbers the device knows).
+        if store.data().migrator.is_some() {
+            wrap_closes(&mut wasi, self).map_err(|e| wasmtime::Error::msg(e.to_string()))?;
+        }
         if let Some(threads) = store.data().threads.clone() {
             threads.link(&mut wasi, &*store)?;
         }
