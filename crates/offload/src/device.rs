@@ -172,6 +172,9 @@ pub struct Offloader {
     snapshot: Option<Vec<u8>>,
     /// How often the program's threads had taken the WASI context when the state was taken.
     wasi_mark: u64,
+    /// The last migration conflicted with the clone's replica known (see
+    /// `Offloader::merge_thread`): its session goes on.
+    conflicted: bool,
 }
 
 /// Calls of one point that may end in an uncaught exception on the clone before its calls run
@@ -243,6 +246,7 @@ impl Offloader {
             escapes: Default::default(),
             snapshot: None,
             wasi_mark: 0,
+            conflicted: false,
         }
     }
 
@@ -941,7 +945,17 @@ impl Offloader {
             commit_output(guest, output, changed);
             Ok(words)
         });
-        let words = merged.ok_or_else(|| abort(Cause::Internal, "a thread's merge in a program without threads"))??;
+        let words = match merged.ok_or_else(|| abort(Cause::Internal, "a thread's merge in a program without threads"))? {
+            Ok(words) => words,
+            Err(a) if a.cause == Cause::Conflict && files.is_empty() => {
+                // The clone's replica is known all the same (the snapshot and the call's pages):
+                // the session goes on from it, and the call runs here.
+                self.table.applied(wasm_pages as usize * 65536, &pages);
+                self.conflicted = true;
+                return Err(a);
+            }
+            Err(a) => return Err(a),
+        };
         guest.notify(&words);
         // What the clone's replica holds now: the snapshot, and the pages as the call left them.
         self.table.applied(wasm_pages as usize * 65536, &pages);
@@ -1004,12 +1018,15 @@ impl Migrator for Offloader {
                 // Stdin gets back what proxied reads took (the guest's memory never changed).
                 self.proxying.end(guest, false);
                 // The core dropped the session (a failed migration leaves nothing agreed),
-                // telling the clone: a cancel of a call still running there, a goodbye.
-                self.core.give_up(a.cause);
-                self.farewell();
-                if !self.core.has_session() {
-                    self.conn = None;
-                    self.table.reset();
+                // telling the clone: a cancel of a call still running there, a goodbye. Not after
+                // a thread's conflict, whose answer left the replica in a known state.
+                if !std::mem::take(&mut self.conflicted) {
+                    self.core.give_up(a.cause);
+                    self.farewell();
+                    if !self.core.has_session() {
+                        self.conn = None;
+                        self.table.reset();
+                    }
                 }
                 self.witnesses_give_up(a.cause);
                 self.snapshot = None;

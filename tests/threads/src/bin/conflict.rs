@@ -33,7 +33,9 @@ fn main() {
         // once (its state taken before the main thread's change).
         let warm = late_reader(1);
         CALLING.store(true, Ordering::SeqCst);
-        (warm, late_reader(rounds))
+        let result = late_reader(rounds);
+        // And a short call after it, on the session the conflict left (it must see the change).
+        (warm, result, late_reader(1))
     });
     while !CALLING.load(Ordering::SeqCst) {
         std::thread::yield_now();
@@ -42,6 +44,6 @@ fn main() {
     if !quiet {
         CONFIG.store(7, Ordering::SeqCst);
     }
-    let (warm, result) = worker.join().expect("worker");
-    println!("warm-up {warm:016x}\nresult {result:016x}");
+    let (warm, result, after) = worker.join().expect("worker");
+    println!("warm-up {warm:016x}\nresult {result:016x}\nafter {after:016x}");
 }
