@@ -170,7 +170,8 @@ pub struct Offloader {
     /// A thread's migration under way: memory as its state was taken (the other threads ran
     /// on), which the answer is checked against and merged onto (see `clonecloud_exec::merge`).
     snapshot: Option<Vec<u8>>,
-    /// How often the program's threads had taken the WASI context when the state was taken.
+    /// How often the program's other threads had taken the WASI context when the migration
+    /// began (before the directories were listed).
     wasi_mark: u64,
     /// The last migration conflicted with the clone's replica known (see
     /// `Offloader::merge_thread`): its session goes on.
@@ -859,8 +860,9 @@ impl Offloader {
     /// here), then its file changes, its writes byte by byte, its globals; threads waiting on a
     /// word it wrote are woken. Memory grown both by the call and by another thread meanwhile is
     /// a conflict too, and so is any WASI call of another thread while the call was away (from
-    /// before the directories were listed: the clone does not say what the call read of files). (A call that only asks memory's size, `memory.size`, is not checked against a
-    /// growth meanwhile.)
+    /// before the directories were listed: the clone does not say what the call read of files).
+    /// (A call that only asks memory's size, `memory.size`, is not checked against a growth
+    /// meanwhile.)
     #[allow(clippy::too_many_arguments)]
     fn merge_thread(
         &mut self,
