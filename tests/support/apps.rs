@@ -44,7 +44,18 @@ fn built() {
         }
         cargo(&native);
         cargo(&wasm);
+        cargo(&["build", "--release", "--quiet", "--locked", "--target", "wasm32-wasip1-threads", "-p", THREADED_APP]);
     });
+}
+
+/// The multi-threaded workload (image-search's, with worker threads), built for
+/// wasm32-wasip1-threads.
+pub const THREADED_APP: &str = "image-search-mt";
+
+/// The wasm32-wasip1-threads build of [`THREADED_APP`].
+pub fn threaded_wasm() -> PathBuf {
+    built();
+    target_dir().join(format!("wasm32-wasip1-threads/release/{THREADED_APP}.wasm"))
 }
 
 /// The native build of `app`.

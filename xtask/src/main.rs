@@ -92,6 +92,7 @@ fn build(root: &Path) -> Result<Built, String> {
     let workloads = ["-p", "virus-scan", "-p", "image-search", "-p", "behavior-profile"];
     let wasm: Vec<&str> = ["build", "--release", "--locked", "--quiet", "--target", "wasm32-wasip1"].into_iter().chain(workloads).collect();
     cargo(root, &wasm, Some(&apps), "the workloads")?;
+    cargo(root, &["build", "--release", "--locked", "--quiet", "--target", "wasm32-wasip1-threads", "-p", "image-search-mt"], Some(&apps), "the multi-threaded workload")?;
     cargo(root, &["build", "--release", "--locked", "--quiet", "-p", "gen-data"], Some(&apps), "gen-data")?;
     let manifest = root.join("tests/corpus/Cargo.toml");
     let manifest = manifest.to_str().ok_or("the repository's path is not UTF-8")?;

@@ -49,8 +49,9 @@ pub fn settings(text: &str) -> Result<Params, String> {
     Ok(p)
 }
 
-/// The image files under `dir` (`.png`, `.jpg`, `.jpeg`, any case), sorted by relative path.
-fn images(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+/// The image files under `dir` (`.png`, `.jpg`, `.jpeg`, any case), sorted by relative path:
+/// each as its path relative to `dir` (`/`-separated) and its full path.
+pub fn images(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
     fn go(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> Result<(), String> {
         for entry in fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))? {
             let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
@@ -72,9 +73,18 @@ fn images(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
     Ok(out)
 }
 
-/// Reads `INPUT_DIR` (cascade.xml, settings.txt, images/) and returns the report: a line per
-/// image with its size and the faces found (`x,y,w,h` boxes), then a summary.
-pub fn run(input: &Path) -> Result<String, String> {
+/// What a search needs, read from `INPUT_DIR`: the cascade, the detector settings and the images.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub cascade: Cascade,
+    pub params: Params,
+    /// The images under `INPUT_DIR/images`, as [`images`] lists them.
+    pub files: Vec<(String, PathBuf)>,
+}
+
+/// Reads `INPUT_DIR`'s cascade.xml and settings.txt and lists `INPUT_DIR/images`; an error is
+/// the message `image-search` prints after its name.
+pub fn load(input: &Path) -> Result<Input, String> {
     let read = |name: &str, what: &str| {
         fs::read_to_string(input.join(name)).map_err(|e| format!("cannot read {name} ({what}) in {}: {e}", input.display()))
     };
@@ -85,9 +95,12 @@ pub fn run(input: &Path) -> Result<String, String> {
         return Err(format!("{} is not a directory: the images to search go there", dir.display()));
     }
     let files = images(&dir)?;
-    let mut r = String::new();
-    let _ = writeln!(
-        r,
+    Ok(Input { cascade, params, files })
+}
+
+/// The report's first line (without its newline): the cascade and the settings.
+pub fn header(cascade: &Cascade, params: &Params) -> String {
+    format!(
         "cascade: LBP {}x{}, {} stages, {} features; windows {}..{} px, scale x{}, step ratio {}, min neighbours {}",
         cascade.width,
         cascade.height,
@@ -98,28 +111,61 @@ pub fn run(input: &Path) -> Result<String, String> {
         params.scale_factor,
         params.step_ratio,
         params.min_neighbours
-    );
-    let (mut with_faces, mut faces, mut unreadable) = (0, 0, 0);
-    for (rel, path) in &files {
-        let gray = fs::read(path).map_err(|e| e.to_string()).and_then(|d| image::decode(&d));
-        let gray = match gray {
-            Ok(g) => g,
-            Err(e) => {
-                unreadable += 1;
-                let _ = writeln!(r, "images/{rel}: unreadable: {e}");
-                continue;
-            }
-        };
-        let found = cascade.detect(&image::Integral::new(&gray), &params);
-        if !found.is_empty() {
-            with_faces += 1;
-            faces += found.len();
-        }
-        let boxes: Vec<String> = found.iter().map(|b| format!("{},{},{},{}", b.x, b.y, b.width, b.height)).collect();
-        let _ = writeln!(r, "images/{rel}: {}x{}: {} face{} {}", gray.width, gray.height, found.len(), if found.len() == 1 { "" } else { "s" }, boxes.join(" ")).map(|_| ());
+    )
+}
+
+/// One image's outcome: its report line and what the summary counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Searched {
+    /// `images/REL: WxH: N faces x,y,w,h …` or `images/REL: unreadable: WHY`, without its newline
+    /// (trailing blanks are trimmed by [`report`]).
+    pub line: String,
+    /// The faces found (0 when unreadable).
+    pub faces: usize,
+    /// Whether the file could be read and decoded.
+    pub readable: bool,
+}
+
+/// Searches one image: reads `path`, decodes it to gray, builds its integral image and runs the
+/// cascade. `rel` is its path under `images/`, as the report names it.
+pub fn search_one(cascade: &Cascade, params: &Params, rel: &str, path: &Path) -> Searched {
+    let gray = fs::read(path).map_err(|e| e.to_string()).and_then(|d| image::decode(&d));
+    let gray = match gray {
+        Ok(g) => g,
+        Err(e) => return Searched { line: format!("images/{rel}: unreadable: {e}"), faces: 0, readable: false },
+    };
+    let found = cascade.detect(&image::Integral::new(&gray), params);
+    let boxes: Vec<String> = found.iter().map(|b| format!("{},{},{},{}", b.x, b.y, b.width, b.height)).collect();
+    let line = format!("images/{rel}: {}x{}: {} face{} {}", gray.width, gray.height, found.len(), if found.len() == 1 { "" } else { "s" }, boxes.join(" "));
+    Searched { line, faces: found.len(), readable: true }
+}
+
+/// The report's last line (without its newline), from every image's outcome.
+pub fn summary(searched: &[Searched]) -> String {
+    let with_faces = searched.iter().filter(|s| s.faces > 0).count();
+    let faces: usize = searched.iter().map(|s| s.faces).sum();
+    let unreadable = searched.iter().filter(|s| !s.readable).count();
+    format!("images: {}, with faces: {with_faces}, faces: {faces}, unreadable: {unreadable}", searched.len())
+}
+
+/// The whole report: the header, a line per image in the order given (the images' path order),
+/// a blank line and the summary; lines end without trailing blanks.
+pub fn report(cascade: &Cascade, params: &Params, searched: &[Searched]) -> String {
+    let mut r = header(cascade, params) + "\n";
+    for s in searched {
+        r.push_str(&s.line);
+        r.push('\n');
     }
     // Lines end without trailing blanks.
     let mut r = r.lines().map(str::trim_end).collect::<Vec<_>>().join("\n") + "\n";
-    let _ = writeln!(r, "\nimages: {}, with faces: {with_faces}, faces: {faces}, unreadable: {unreadable}", files.len());
-    Ok(r)
+    let _ = writeln!(r, "\n{}", summary(searched));
+    r
+}
+
+/// Reads `INPUT_DIR` (cascade.xml, settings.txt, images/) and returns the report: a line per
+/// image with its size and the faces found (`x,y,w,h` boxes), then a summary.
+pub fn run(input: &Path) -> Result<String, String> {
+    let Input { cascade, params, files } = load(input)?;
+    let searched: Vec<Searched> = files.iter().map(|(rel, path)| search_one(&cascade, &params, rel, path)).collect();
+    Ok(report(&cascade, &params, &searched))
 }
