@@ -86,6 +86,14 @@ pub struct Opts {
     #[arg(long, value_enum, default_value_t = crate::EngineArg::Cranelift)]
     device_engine: crate::EngineArg,
 
+    /// Emulate a slower device: the guest's code runs at FRACTION of this engine's speed on
+    /// this machine (every thread sleeps, after each millisecond or so of CPU, for as long as
+    /// the slower device would have needed more). Host work (WASI, migrations) is not slowed.
+    /// Works for multi-threaded modules, which the pulley engine does not run. Not with a
+    /// partition chosen at launch (give --offload).
+    #[arg(long, value_name = "FRACTION")]
+    device_speed: Option<f64>,
+
     /// Write what offloading did (migrations, fallbacks and causes, bytes, times) as JSON.
     #[arg(long, value_name = "FILE", requires = "offloading")]
     stats: Option<std::path::PathBuf>,
@@ -119,6 +127,11 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let cache = if opts.no_cache { ModuleCache::disabled() } else { crate::device_cache()? };
     if clonecloud_exec::threads::uses_threads(&wasm) {
         return run_threaded(&opts, &wasm, &cache, &module_path);
+    }
+    if opts.device_speed.is_some() && opts.offload.is_empty() && opts.clone.is_some() {
+        bail!(
+            "--device-speed with --clone and no --offload: the profiles and partitions chosen at launch are of the device's engine at its own speed, not of a paced one; name the functions to offload with --offload, or leave --device-speed out"
+        );
     }
     // With a clone, nothing named and nothing known of this module yet, the run learns.
     if opts.offload.is_empty() && opts.clone.is_some() && !clonecloud_launch::has_profile(&crate::store()?, &wasm, opts.device_engine.engine())? {
@@ -156,9 +169,13 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         dirs: opts.dirs.iter().map(|d| DirMapping::parse(d)).collect(),
         stdio: Stdio::Inherit,
     };
-    let engine = clonecloud_exec::new_device_engine(mode, opts.device_engine.engine())?;
-    let program = Program::prepare(&engine, &cache, &wasm, &points, mode)
+    let pace = pace(&opts)?;
+    let engine = clonecloud_exec::new_device_engine_with(mode, opts.device_engine.engine(), pace.is_some())?;
+    let mut program = Program::prepare(&engine, &cache, &wasm, &points, mode)
         .with_context(|| format!("cannot run `{}`", module_path.display()))?;
+    if let Some(p) = pace {
+        program.set_pace(p)?;
+    }
     let stats = std::sync::Arc::new(std::sync::Mutex::new(clonecloud_offload::Stats::default()));
     let migrator: Option<Box<dyn clonecloud_exec::Migrator>> = if offload {
         let mut target = match launch_target {
@@ -239,8 +256,12 @@ fn run_threaded(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std
         ModeArg::Host => PointMode::Host,
     };
     // With points, every thread stops at safe points when a migrated call merges.
-    let engine = clonecloud_exec::threads::new_threads_engine_with(mode, points != Points::None)?;
-    let program = Program::prepare(&engine, cache, wasm, &points, mode).with_context(|| format!("cannot run `{}`", module_path.display()))?;
+    let pace = pace(opts)?;
+    let engine = clonecloud_exec::threads::new_threads_engine_with(mode, points != Points::None || pace.is_some())?;
+    let mut program = Program::prepare(&engine, cache, wasm, &points, mode).with_context(|| format!("cannot run `{}`", module_path.display()))?;
+    if let Some(p) = pace {
+        program.set_pace(p)?;
+    }
     let stats = std::sync::Arc::new(std::sync::Mutex::new(clonecloud_offload::Stats::default()));
     let migrator: Option<Box<dyn clonecloud_exec::Migrator>> = if offload {
         let mut target = target(opts, cache)?;
@@ -268,6 +289,11 @@ fn run_threaded(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std
         std::fs::write(path, json).with_context(|| format!("cannot write the stats to `{}`", path.display()))?;
     }
     Ok(finish(report.outcome, module_path))
+}
+
+/// `--device-speed`, checked.
+fn pace(opts: &Opts) -> anyhow::Result<Option<clonecloud_exec::Pace>> {
+    opts.device_speed.map(|f| clonecloud_exec::Pace::new(f).map_err(|e| anyhow::anyhow!("--device-speed: {e}"))).transpose()
 }
 
 /// A spawned thread ended the program (its `proc_exit`, or a trap): the process exits, as

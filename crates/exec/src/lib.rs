@@ -18,14 +18,16 @@ mod cache;
 mod error;
 pub mod heap;
 pub mod merge;
+mod pace;
 mod run;
 pub mod stdin;
 pub mod state;
 pub mod threads;
 
 pub use cache::ModuleCache;
+pub use pace::{PACE_TICK, Pace};
 pub use error::ExecError;
 pub use run::{
     DeviceEngine, DirMapping, Exception, FdReplayError, GrowFailure, Guest, Layout, Migrator, Outcome, PointMode, Points, Program, RunReport, Stdio, WasiConfig,
-    EPOCH_TICK, new_clone_engine, new_device_engine, new_engine,
+    EPOCH_TICK, new_clone_engine, new_device_engine, new_device_engine_with, new_engine,
 };

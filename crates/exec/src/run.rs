@@ -49,10 +49,16 @@ pub enum DeviceEngine {
 
 /// [`new_engine`] on `device`.
 pub fn new_device_engine(mode: PointMode, device: DeviceEngine) -> Result<Engine, ExecError> {
+    new_device_engine_with(mode, device, false)
+}
+
+/// [`new_device_engine`]; `paced`, with the epoch interruption a [`crate::Pace`] needs (see
+/// [`Program::set_pace`]).
+pub fn new_device_engine_with(mode: PointMode, device: DeviceEngine, paced: bool) -> Result<Engine, ExecError> {
     match device {
-        DeviceEngine::Cranelift => engine_with(mode, false),
+        DeviceEngine::Cranelift => engine_with(mode, paced),
         DeviceEngine::Pulley => {
-            let mut config = base_config(mode, false);
+            let mut config = base_config(mode, paced);
             config.target("pulley64").map_err(ExecError::Engine)?;
             Engine::new(&config).map_err(ExecError::Engine)
         }
@@ -222,6 +228,8 @@ pub struct Program {
     /// Whether the flags start set (host mode).
     flags_set: bool,
     layout: Arc<Layout>,
+    /// How much slower guest code runs, if paced ([`Program::set_pace`]).
+    pace: Option<crate::Pace>,
 }
 
 /// The bytes the program was compiled from and where the rewriter put the state exports: what a
@@ -333,9 +341,9 @@ pub(crate) struct Device {
     /// instantiated.
     pub(crate) forwarder: Option<wasmtime::Instance>,
     /// Whether this thread's WASI calls now cannot change what another thread's migrated call
-    /// sees of files and descriptors (a write to stdout or stderr; the offloader's own probes of
-    /// the descriptor table, which leave it as it was): their takes of the context are not
-    /// counted.
+    /// sees of files and descriptors (a write to stdout or stderr; queries, clocks, randomness:
+    /// `threads::QUIET`; the offloader's own probes of the descriptor table, which leave it as
+    /// it was): their takes of the context are not counted.
     pub(crate) quiet: bool,
     /// The origin of the guest's monotonic clock.
     clock_origin: std::time::Instant,
@@ -361,6 +369,9 @@ pub(crate) struct Device {
     preopens: u32,
     /// The descriptor tool ([`FDTOOL`]), instantiated in this store on first use.
     fdtool: Option<wasmtime::Instance>,
+    /// Calls of the descriptor tool under way: its wasm is clonecloud's host work, not the
+    /// guest's code, and is not paced ([`crate::Pace`]).
+    in_tool: u32,
     /// The highest descriptor number ever freed (closed, or renumbered away), by the guest or a
     /// replayed commit (see [`Guest::free_descriptors`]).
     max_freed: Option<u32>,
@@ -390,6 +401,7 @@ impl Device {
             scratch: None,
             preopens,
             fdtool: None,
+            in_tool: 0,
             max_freed: None,
         }
     }
@@ -678,21 +690,19 @@ impl Guest<'_, '_> {
         Some(ran.unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     }
 
-    /// Wakes every thread waiting on the aligned words at `addresses` of memory 0 (a threaded
-    /// program's merge, after the call's writes): a 32-bit wait there, or a 64-bit wait on the
-    /// 8-byte word the address is in (waiters are parked by the address they waited on).
-    pub fn notify(&mut self, addresses: &[u64]) {
-        if let Some(t) = self.caller.data().threads.as_deref() {
-            let mut last = None;
-            for &at in addresses {
-                for a in [at & !7, at] {
-                    if last != Some(a) {
-                        let _ = t.memory.atomic_notify(a, u32::MAX);
-                        last = Some(a);
-                    }
-                }
+    /// Wakes every thread waiting on a word of memory 0 of which `written(address, width)` says
+    /// a byte was written (a threaded program's merge, after the call's writes): the waits
+    /// under way are known (the rewriter makes every wait a host call), so only they are
+    /// looked at. Returns how many waits were woken.
+    pub fn notify_written(&mut self, written: impl Fn(u64, u64) -> bool) -> u32 {
+        let Some(t) = self.caller.data().threads.as_deref() else { return 0 };
+        let mut woken = 0;
+        for (at, width) in t.waiting.now() {
+            if written(at, u64::from(width)) {
+                woken += t.memory.atomic_notify(at, u32::MAX).unwrap_or(0);
             }
         }
+        woken
     }
 
     /// How many times the program's *other* threads have taken the shared WASI context so far
@@ -880,7 +890,8 @@ fn wrap_closes(linker: &mut Linker<Device>, program: &Program) -> Result<(), Exe
         linker
             .func_wrap(module, "fd_close", move |mut caller: Caller<'_, Device>, fd: i32| -> wasmtime::Result<i32> {
                 let tool = fdtool(&mut caller, &p)?;
-                let errno = tool.get_typed_func::<i32, i32>(&mut caller, "close")?.call(&mut caller, fd)?;
+                let close = tool.get_typed_func::<i32, i32>(&mut caller, "close")?;
+                let errno = in_tool(&mut caller, |c| close.call(c, fd))?;
                 if errno == 0 {
                     freed(caller.data_mut(), fd as u32);
                 }
@@ -891,7 +902,8 @@ fn wrap_closes(linker: &mut Linker<Device>, program: &Program) -> Result<(), Exe
         linker
             .func_wrap(module, "fd_renumber", move |mut caller: Caller<'_, Device>, from: i32, to: i32| -> wasmtime::Result<i32> {
                 let tool = fdtool(&mut caller, &p)?;
-                let errno = tool.get_typed_func::<(i32, i32), i32>(&mut caller, "renumber")?.call(&mut caller, (from, to))?;
+                let renumber = tool.get_typed_func::<(i32, i32), i32>(&mut caller, "renumber")?;
+                let errno = in_tool(&mut caller, |c| renumber.call(c, (from, to)))?;
                 if errno == 0 && from != to {
                     freed(caller.data_mut(), from as u32);
                 }
@@ -901,6 +913,14 @@ fn wrap_closes(linker: &mut Linker<Device>, program: &Program) -> Result<(), Exe
     }
     linker.allow_shadowing(false);
     Ok(())
+}
+
+/// Runs `f` (a call of the descriptor tool) unpaced (see [`Device::in_tool`]).
+fn in_tool<R>(caller: &mut Caller<'_, Device>, f: impl FnOnce(&mut Caller<'_, Device>) -> R) -> R {
+    caller.data_mut().in_tool += 1;
+    let r = f(caller);
+    caller.data_mut().in_tool -= 1;
+    r
 }
 
 /// Notes that descriptor `fd` was freed.
@@ -921,7 +941,7 @@ impl Guest<'_, '_> {
     fn fdtool_call<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(&mut self, name: &str, params: P) -> wasmtime::Result<(R, Vec<u8>)> {
         let tool = self.fdtool()?;
         let f = tool.get_typed_func::<P, R>(&mut *self.caller, name)?;
-        let r = f.call(&mut *self.caller, params)?;
+        let r = in_tool(self.caller, |c| f.call(c, params))?;
         let mem = tool.get_memory(&mut *self.caller, "memory").ok_or_else(|| wasmtime::Error::msg("the descriptor tool has no memory"))?;
         Ok((r, mem.data(&*self.caller)[..64].to_vec()))
     }
@@ -1275,7 +1295,18 @@ impl Program {
             points: points.into(),
             flags_set: mode == PointMode::Host,
             layout: Arc::new(layout),
+            pace: None,
         })
+    }
+
+    /// Paces every thread of every run of this program (see [`crate::Pace`]): its engine must
+    /// have epoch interruption ([`new_device_engine_with`] `paced`, or
+    /// [`crate::threads::new_threads_engine_with`] with `epochs`); starts the thread that
+    /// advances the engine's epoch.
+    pub fn set_pace(&mut self, pace: crate::Pace) -> Result<(), ExecError> {
+        crate::Pace::start_ticker(&self.engine)?;
+        self.pace = Some(pace);
+        Ok(())
     }
 
     /// The module's bytes and state layout.
@@ -1424,30 +1455,49 @@ impl Program {
     /// deadline at which a thread stops when the world is stopped (see [`crate::threads::World`]).
     fn new_store(&self, device: Device) -> Store<Device> {
         let threaded = device.threads.is_some();
+        let pace = self.pace;
         let mut store = Store::new(&self.engine, device);
-        if threaded {
-            store.call_hook(|mut cx, hook| {
-                use wasmtime::CallHook;
-                let device = cx.data_mut();
-                if matches!(hook, CallHook::ReturningFromHost) {
-                    device.release_wasi();
-                }
-                if let Some(t) = device.threads.as_deref() {
-                    match hook {
-                        CallHook::CallingWasm | CallHook::ReturningFromHost => t.world.enter(),
-                        CallHook::ReturningFromWasm | CallHook::CallingHost => t.world.leave(),
-                    }
-                }
-                Ok(())
-            });
-            // The epoch check is a safe point: wasmtime calls the deadline callback as a host
-            // call (its libcall fires `CallingHost` and `ReturningFromHost`), so the thread
-            // leaves wasm there, and on the way back in the hook stops it while the world is
-            // stopped; the callback itself has nothing to do but ask for the next tick.
-            // Harmless on an engine without epoch interruption (no check is compiled in).
-            store.set_epoch_deadline(1);
-            store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Continue(1)));
+        if !threaded && pace.is_none() {
+            return store;
         }
+        store.call_hook(move |mut cx, hook| {
+            use wasmtime::CallHook;
+            let device = cx.data_mut();
+            if matches!(hook, CallHook::ReturningFromHost) {
+                device.release_wasi();
+            }
+            // Paced, the guest's wasm is timed (the descriptor tool's is host work).
+            if let Some(p) = &pace
+                && device.in_tool == 0
+            {
+                match hook {
+                    CallHook::CallingWasm | CallHook::ReturningFromHost => p.enter(),
+                    CallHook::ReturningFromWasm | CallHook::CallingHost => p.leave(),
+                }
+            }
+            if let Some(t) = device.threads.as_deref() {
+                match hook {
+                    CallHook::CallingWasm | CallHook::ReturningFromHost => t.world.enter(),
+                    CallHook::ReturningFromWasm | CallHook::CallingHost => t.world.leave(),
+                }
+            }
+            Ok(())
+        });
+        // In a threaded program the epoch check is a safe point: wasmtime calls the deadline
+        // callback as a host call (its libcall fires `CallingHost` and `ReturningFromHost`), so
+        // the thread leaves wasm there, and on the way back in the hook stops it while the world
+        // is stopped. Paced, the callback sleeps what the guest's code owes (not inside the
+        // descriptor tool). Harmless on an engine without epoch interruption (no check is
+        // compiled in).
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |cx| {
+            if let Some(p) = &pace
+                && cx.data().in_tool == 0
+            {
+                p.pay();
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(1))
+        });
         store
     }
 
