@@ -12,17 +12,21 @@
 //!    ([`first_conflict`]). Then a run of the call now, atomically, would read the same values,
 //!    so compute the same writes (and results): the answer is that run's, whatever the other
 //!    threads did meanwhile and however torn the snapshot was. Otherwise the call *conflicts*:
-//!    its answer is discarded and the call runs again locally (which is always correct);
+//!    its answer is discarded and the call runs again (sent again to the clone, a few times,
+//!    then locally: each run is from the state of its own start, so always correct);
 //! 2. the bytes the call wrote are written, and only those ([`write_masked`]): changes of the
 //!    other threads to neighbouring bytes, even of the same word, stay;
-//! 3. every aligned 4-byte word written, and the 8-byte word it is in, is notified
-//!    (`memory.atomic.notify`): a thread waiting for a value the call changed wakes, as it would
-//!    have had the call notified it here (a wake-up without a change is one every wait may have,
-//!    and every waiter checks).
+//! 3. every wait under way on a word (4 or 8 bytes) of which the call wrote a byte is woken
+//!    (`memory.atomic.notify`; the waits are known, [`Written`] says which words were written):
+//!    a thread waiting for a value the call changed wakes, as it would have had the call
+//!    notified it here (a wake-up without a change is one every wait may have, and every waiter
+//!    checks). A notify the call made on a word it did not write wakes nobody here: the
+//!    futex-style waits of std and wasi-libc change the word before they notify.
 //!
 //! What the call saw of files and descriptors is not validated byte by byte: the device counts
-//! the WASI calls of its other threads while the call is away (writes to stdout and stderr and
-//! its own probes of the descriptor table aside), and any is a conflict.
+//! the WASI calls of its other threads while the call is away (writes to stdout and stderr,
+//! queries, clocks and randomness, and its own probes of the descriptor table aside), and any
+//! is a conflict.
 //!
 //! Reads are checked whether or not the call wrote the byte first (the clone does not tell):
 //! a byte the call wrote and then read, which another thread also changed, is a conflict that
@@ -82,8 +86,8 @@ pub fn first_conflict(now: &[u8], snapshot: &[u8], reads: &[(u32, Vec<u8>)]) -> 
 
 /// Writes into `memory` the bytes `writes` (page, mask) says the call wrote, from `pages` (the
 /// same pages, in the same order: each page's content after the call). Checked before anything
-/// changes. Returns the addresses of the aligned 4-byte words written, for the notifies.
-pub fn write_masked(memory: &mut [u8], pages: &[(u32, &[u8])], writes: &[(u32, Vec<u8>)]) -> Result<Vec<u64>, MergeError> {
+/// changes.
+pub fn write_masked(memory: &mut [u8], pages: &[(u32, &[u8])], writes: &[(u32, Vec<u8>)]) -> Result<(), MergeError> {
     if pages.len() != writes.len() {
         let odd = pages.iter().map(|p| p.0).chain(writes.iter().map(|w| w.0)).last().unwrap_or(0);
         return Err(MergeError::Unmatched(odd));
@@ -99,20 +103,31 @@ pub fn write_masked(memory: &mut [u8], pages: &[(u32, &[u8])], writes: &[(u32, V
             return Err(MergeError::OutOfRange(*i));
         }
     }
-    let mut words = Vec::new();
     for ((i, content), (_, mask)) in pages.iter().zip(writes) {
         let base = *i as usize * PAGE_SIZE;
-        let mut last_word = None;
         for at in set_bits(mask) {
             memory[base + at] = content[at];
-            let word = ((base + at) & !3) as u64;
-            if last_word != Some(word) {
-                words.push(word);
-                last_word = Some(word);
-            }
         }
     }
-    Ok(words)
+    Ok(())
+}
+
+/// The bytes a call wrote, by address: `writes` (page, mask) looked up.
+#[derive(Debug)]
+pub struct Written<'a>(std::collections::HashMap<u32, &'a [u8]>);
+
+impl<'a> Written<'a> {
+    pub fn new(writes: &'a [(u32, Vec<u8>)]) -> Written<'a> {
+        Written(writes.iter().map(|(p, m)| (*p, m.as_slice())).collect())
+    }
+
+    /// Whether any of the `len` bytes at `at` was written.
+    pub fn any(&self, at: u64, len: u64) -> bool {
+        (at..at.saturating_add(len)).any(|a| {
+            let (page, off) = ((a / PAGE_SIZE as u64) as u32, (a % PAGE_SIZE as u64) as usize);
+            self.0.get(&page).is_some_and(|m| m.get(off / 8).is_some_and(|b| b & (1 << (off % 8)) != 0))
+        })
+    }
 }
 
 /// A page's mask with the bits of `range` (offsets within the page) set: for tests and tools.
@@ -189,11 +204,14 @@ mod tests {
                 (Ok(()), None) => {
                     let sent: Vec<(u32, &[u8])> = writes.iter().map(|(p, _)| (*p, &after[*p as usize * PAGE_SIZE..(*p as usize + 1) * PAGE_SIZE])).collect();
                     let mut merged = now.clone();
-                    let words = write_masked(&mut merged, &sent, &writes).unwrap();
+                    write_masked(&mut merged, &sent, &writes).unwrap();
                     let serial: Vec<u8> = (0..len).map(|i| if wrote[i] { after[i] } else { now[i] }).collect();
                     assert_eq!(merged, serial, "round {round}");
-                    let want: Vec<u64> = (0..len / 4).filter(|w| wrote[w * 4..w * 4 + 4].iter().any(|b| *b)).map(|w| w as u64 * 4).collect();
-                    assert_eq!(words, want, "round {round}");
+                    // Which words a merge wakes waiters on: those with a byte written.
+                    let written = Written::new(&writes);
+                    for w in 0..len / 4 {
+                        assert_eq!(written.any(w as u64 * 4, 4), wrote[w * 4..w * 4 + 4].iter().any(|b| *b), "round {round} word {w}");
+                    }
                 }
                 (got, want) => panic!("round {round}: merge said {got:?}, brute force {want:?}"),
             }
@@ -210,8 +228,10 @@ mod tests {
         assert_eq!(first_conflict(&now, &snapshot, &reads), Ok(()));
         let mut after = snapshot.clone();
         after[0] = 9;
-        let words = write_masked(&mut now, &[(0, &after)], &[(0, mask_of(0..1))]).unwrap();
-        assert_eq!((now[0], now[1], words), (9, 7, vec![0]));
+        write_masked(&mut now, &[(0, &after)], &[(0, mask_of(0..1))]).unwrap();
+        assert_eq!((now[0], now[1]), (9, 7));
+        let writes = [(0, mask_of(0..1))];
+        assert!(Written::new(&writes).any(0, 4) && !Written::new(&writes).any(4, 8));
         // Had it read byte 1, it would conflict.
         assert_eq!(first_conflict(&now, &snapshot, &[(0, mask_of(1..2))]), Err(MergeError::Conflict { at: 1 }));
         // A read past the snapshot (memory the call grew) compares with zero.

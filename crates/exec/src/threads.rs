@@ -95,11 +95,11 @@ pub fn new_threads_engine() -> Result<Engine, ExecError> {
     new_threads_engine_with(crate::PointMode::Flag, false)
 }
 
-/// The engine threaded modules run on, for `mode`; with `safe_points` (a program with migration
-/// points, whose merges stop every thread: see [`World`]), with epoch interruption, at whose
-/// checks a thread stops.
-pub fn new_threads_engine_with(mode: crate::PointMode, safe_points: bool) -> Result<Engine, ExecError> {
-    let mut config = crate::run::base_config(mode, safe_points);
+/// The engine threaded modules run on, for `mode`; with `epochs`, with epoch interruption: at
+/// its checks a thread stops when a migrated call merges (a program with migration points: see
+/// [`World`]) and a paced thread sleeps ([`crate::Pace`]).
+pub fn new_threads_engine_with(mode: crate::PointMode, epochs: bool) -> Result<Engine, ExecError> {
+    let mut config = crate::run::base_config(mode, epochs);
     config.wasm_threads(true).shared_memory(true);
     Engine::new(&config).map_err(ExecError::Engine)
 }
@@ -170,6 +170,42 @@ pub(crate) struct Threads {
     end: EndHook,
     /// Whether the module exports the function a thread starts in.
     can_spawn: bool,
+    /// The waits under way: (address, width in bytes) and how many threads wait there (the
+    /// rewriter makes every wait a host call, so all are known). A merge wakes the ones whose
+    /// word the call wrote, rather than notify every word it wrote.
+    pub(crate) waiting: Waiting,
+}
+
+/// The waits under way (see [`Threads::waiting`]).
+#[derive(Default)]
+pub(crate) struct Waiting(Mutex<std::collections::HashMap<(u64, u8), u32>>);
+
+impl Waiting {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(u64, u8), u32>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `wait` counted as a wait at `at` on `width` bytes.
+    fn during<R>(&self, at: u64, width: u8, wait: impl FnOnce() -> R) -> R {
+        *self.lock().entry((at, width)).or_insert(0) += 1;
+        // Registered before the wait compares the value: a merge that wrote the word before
+        // it looks here either finds this wait, or wrote before the comparison (which then
+        // sees the new value).
+        let r = wait();
+        let mut w = self.lock();
+        if let Some(n) = w.get_mut(&(at, width)) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&(at, width));
+            }
+        }
+        r
+    }
+
+    /// The waits under way, as (address, width).
+    pub(crate) fn now(&self) -> Vec<(u64, u8)> {
+        self.lock().keys().copied().collect()
+    }
 }
 
 /// What every thread's store starts with besides the shared context.
@@ -196,7 +232,7 @@ impl Threads {
             })
             .ok_or_else(|| ExecError::Threads("the module imports no memory".into()))?;
         let max = memory_ty.maximum().ok_or_else(|| ExecError::Threads("a shared memory has a maximum".into()))?;
-        let forwarder = FORWARDER.replace("{MIN}", &memory_ty.minimum().to_string()).replace("{MAX}", &max.to_string());
+        let forwarder = forwarder_text(memory_ty.minimum(), max);
         let forwarder = Module::new(&engine, forwarder).map_err(ExecError::Compile)?;
         let memory = SharedMemory::new(&engine, memory_ty).map_err(ExecError::Runtime)?;
         let can_spawn = module
@@ -214,6 +250,7 @@ impl Threads {
             forwarder,
             end,
             can_spawn,
+            waiting: Waiting::default(),
         })
     }
 
@@ -234,6 +271,21 @@ impl Threads {
         // (rare) hold the context.
         linker.func_wrap("wasi_snapshot_preview1", "poll_oneoff", poll_oneoff)?;
         linker.func_wrap("wasi_snapshot_preview1", "fd_write", fd_write)?;
+        // Calls that change nothing another thread's migrated call may see of files and
+        // descriptors: wasmtime-wasi's, through the forwarder, not counted (see `Device::quiet`).
+        for &(name, params) in QUIET {
+            let ty = wasmtime::FuncType::new(store.as_context().engine(), params.iter().map(|&wide| if wide { wasmtime::ValType::I64 } else { wasmtime::ValType::I32 }), [wasmtime::ValType::I32]);
+            linker.func_new("wasi_snapshot_preview1", name, ty, move |mut caller, params, results| {
+                let threads = caller.data().threads.clone().ok_or_else(|| wasmtime::Error::msg("a thread's WASI call outside a threaded program"))?;
+                let forward = forwarder(&mut caller, &threads)?
+                    .get_func(&mut caller, name)
+                    .ok_or_else(|| wasmtime::Error::msg(format!("the forwarder has no `{name}`")))?;
+                let was = std::mem::replace(&mut caller.data_mut().quiet, true);
+                let r = forward.call(&mut caller, params, results);
+                caller.data_mut().quiet = was;
+                r
+            })?;
+        }
         for name in ["thread-spawn", "thread_spawn"] {
             linker.func_wrap("wasi", name, thread_spawn)?;
         }
@@ -335,7 +387,7 @@ impl World {
 fn wait32(caller: Caller<'_, Device>, addr: i32, expected: i32, timeout: i64, offset: i32) -> wasmtime::Result<i32> {
     let threads = caller.data().threads().ok_or_else(|| wasmtime::Error::msg("a wait outside a threaded program"))?;
     let at = u64::from(addr as u32) + u64::from(offset as u32);
-    let r = threads.memory.atomic_wait32(at, expected as u32, wait_timeout(timeout))?;
+    let r = threads.waiting.during(at, 4, || threads.memory.atomic_wait32(at, expected as u32, wait_timeout(timeout)))?;
     Ok(r as i32)
 }
 
@@ -343,7 +395,7 @@ fn wait32(caller: Caller<'_, Device>, addr: i32, expected: i32, timeout: i64, of
 fn wait64(caller: Caller<'_, Device>, addr: i32, expected: i64, timeout: i64, offset: i32) -> wasmtime::Result<i32> {
     let threads = caller.data().threads().ok_or_else(|| wasmtime::Error::msg("a wait outside a threaded program"))?;
     let at = u64::from(addr as u32) + u64::from(offset as u32);
-    let r = threads.memory.atomic_wait64(at, expected as u64, wait_timeout(timeout))?;
+    let r = threads.waiting.during(at, 8, || threads.memory.atomic_wait64(at, expected as u64, wait_timeout(timeout)))?;
     Ok(r as i32)
 }
 
@@ -491,7 +543,12 @@ fn fd_write(mut caller: Caller<'_, Device>, fd: i32, iovs: i32, n: i32, written:
 
 /// The forwarder's `name` in this thread's store, instantiated on first use.
 fn forwarded(caller: &mut Caller<'_, Device>, threads: &Threads, name: &str) -> wasmtime::Result<wasmtime::TypedFunc<(i32, i32, i32, i32), i32>> {
-    let instance = match caller.data().forwarder {
+    forwarder(caller, threads)?.get_typed_func(&mut *caller, name)
+}
+
+/// The forwarder in this thread's store, instantiated on first use.
+fn forwarder(caller: &mut Caller<'_, Device>, threads: &Threads) -> wasmtime::Result<wasmtime::Instance> {
+    Ok(match caller.data().forwarder {
         Some(i) => i,
         None => {
             let mut linker = threads.program.wasi_only_linker().map_err(|e| wasmtime::Error::msg(e.to_string()))?;
@@ -500,8 +557,44 @@ fn forwarded(caller: &mut Caller<'_, Device>, threads: &Threads, name: &str) -> 
             caller.data_mut().forwarder = Some(i);
             i
         }
-    };
-    instance.get_typed_func(&mut *caller, name)
+    })
+}
+
+/// WASI preview 1 calls that change neither files nor the descriptor table nor a descriptor's
+/// position (queries, clocks, randomness, `fd_pread`), with their parameters (`true`: i64): a
+/// thread's call of one cannot change what another thread's migrated call saw, so it is not a
+/// conflict (see `Device::quiet`). Each returns an errno (i32).
+const QUIET: &[(&str, &[bool])] = &[
+    ("args_get", &[false, false]),
+    ("args_sizes_get", &[false, false]),
+    ("environ_get", &[false, false]),
+    ("environ_sizes_get", &[false, false]),
+    ("clock_res_get", &[false, false]),
+    ("clock_time_get", &[false, true, false]),
+    ("random_get", &[false, false]),
+    ("fd_fdstat_get", &[false, false]),
+    ("fd_filestat_get", &[false, false]),
+    ("fd_prestat_get", &[false, false]),
+    ("fd_prestat_dir_name", &[false, false, false]),
+    ("fd_pread", &[false, false, false, true, false]),
+    ("fd_readdir", &[false, false, false, true, false]),
+    ("fd_tell", &[false, false]),
+    ("path_filestat_get", &[false, false, false, false, false]),
+    ("path_readlink", &[false, false, false, false, false, false]),
+];
+
+/// [`FORWARDER`] with the guest memory's limits, forwarding the [`QUIET`] calls too (their
+/// imports, then their functions).
+fn forwarder_text(min: u64, max: u64) -> String {
+    let (mut imports, mut funcs) = (String::new(), String::new());
+    for (k, &(name, params)) in QUIET.iter().enumerate() {
+        let types: Vec<&str> = params.iter().map(|&wide| if wide { "i64" } else { "i32" }).collect();
+        let gets: Vec<String> = (0..params.len()).map(|i| format!("local.get {i}")).collect();
+        let t = types.join(" ");
+        imports += &format!("  (import \"wasi_snapshot_preview1\" \"{name}\" (func $q{k} (param {t}) (result i32)))\n");
+        funcs += &format!("  (func (export \"{name}\") (param {t}) (result i32) {} call $q{k})\n", gets.join(" "));
+    }
+    FORWARDER.replace("{MIN}", &min.to_string()).replace("{MAX}", &max.to_string()).replace("{QUIET_IMPORTS}", &imports).replace("{QUIET_FUNCS}", &funcs)
 }
 
 /// `proc_exit(status)`, as wasmtime-wasi: the guest's exit with `status`, which must be below
@@ -577,8 +670,9 @@ const FORWARDER: &str = r#"(module
   (import "env" "memory" (memory {MIN} {MAX} shared))
   (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
-  (export "memory" (memory 0))
+{QUIET_IMPORTS}  (export "memory" (memory 0))
   (func (export "poll_oneoff") (param i32 i32 i32 i32) (result i32)
     local.get 0 local.get 1 local.get 2 local.get 3 call $poll)
   (func (export "fd_write") (param i32 i32 i32 i32) (result i32)
-    local.get 0 local.get 1 local.get 2 local.get 3 call $write))"#;
+    local.get 0 local.get 1 local.get 2 local.get 3 call $write)
+{QUIET_FUNCS})"#;

@@ -176,7 +176,20 @@ pub struct Offloader {
     /// The last migration conflicted with the clone's replica known (see
     /// `Offloader::merge_thread`): its session goes on.
     conflicted: bool,
+    /// In a multi-threaded program, what the pool's offloaders share to send a point's
+    /// migrations one at a time after they conflicted with each other (see
+    /// [`crate::pool::OneAtATime`]).
+    one_at_a_time: Option<Arc<crate::pool::OneAtATime>>,
+    /// How many threads' migrations had merged when this one's state was taken.
+    merges_mark: u64,
 }
+
+/// How many times a thread's call that conflicted is sent again before it runs here (see
+/// [`crate::pool::OneAtATime`]). Threads that end meanwhile free their stacks (the heap's state
+/// changes under a call that allocates), so a call may conflict several times in a row; a run
+/// on the clone costs far less than one on a slow device, and a thread that keeps writing what
+/// the call reads wastes at most this many.
+const MAX_SENT_AGAIN: u32 = 6;
 
 /// Calls of one point that may end in an uncaught exception on the clone before its calls run
 /// locally for the rest of the run.
@@ -248,7 +261,15 @@ impl Offloader {
             snapshot: None,
             wasi_mark: 0,
             conflicted: false,
+            one_at_a_time: None,
+            merges_mark: 0,
         }
+    }
+
+    /// Shares `one` with the other offloaders of a multi-threaded program's pool (see
+    /// [`crate::pool::OneAtATime`]).
+    pub(crate) fn take_turns_with(&mut self, one: Arc<crate::pool::OneAtATime>) {
+        self.one_at_a_time = Some(one);
     }
 
     /// Starts getting the clone ready now, in the background, rather than at the first
@@ -716,6 +737,7 @@ impl Offloader {
         // Before the directories are listed and the descriptors asked: WASI calls of the other
         // threads from here on may have changed what the call sees of files.
         self.wasi_mark = guest.others_wasi_takes();
+        self.merges_mark = self.one_at_a_time.as_ref().map_or(0, |o| o.merges());
         let (event, fig) = self.drive(guest, j, &args)?;
         // This clone's round trip, without the witnesses' (the link's rate and the point's
         // overhead are this link's).
@@ -749,6 +771,9 @@ impl Offloader {
                 if guest.is_thread() {
                     let access = access.ok_or_else(|| abort(Cause::Protocol, "a thread's answer without the bytes it read and wrote"))?;
                     self.merge_thread(guest, &state, access, &files, &output, unsure_above, &descriptors)?;
+                    if let Some(o) = &self.one_at_a_time {
+                        o.merged();
+                    }
                 } else {
                     // All or nothing: the memory and globals are checked, then the files changed
                     // (undone if one change fails), then the memory and globals set (the files
@@ -919,7 +944,7 @@ impl Offloader {
                 other => abort(Cause::Protocol, other),
             })
         };
-        let merged = guest.merge_stopped(wasm_pages, check, |guest, memory| -> Result<Vec<u64>, Abort> {
+        let merged = guest.merge_stopped(wasm_pages, check, |guest, memory| -> Result<(), Abort> {
             if let Some((next, dirfd)) = unsure_above
                 && files.iter().any(|op| matches!(op, clonecloud_wire::FileOp::Fd(clonecloud_wire::FdOp::Open { .. })))
             {
@@ -934,8 +959,8 @@ impl Offloader {
             let written = guest.set_globals(&globals).map_err(|e| abort(Cause::Merge, e)).and_then(|()| {
                 clonecloud_exec::merge::write_masked(memory, &sent, &access.writes).map_err(|e| abort(Cause::Protocol, e))
             });
-            let words = match written {
-                Ok(words) => words,
+            match written {
+                Ok(()) => {}
                 Err(a) => {
                     let failed = changed.undo(&mut |op| guest.replay_fd(op).map_err(Into::into));
                     if failed > 0 {
@@ -943,12 +968,12 @@ impl Offloader {
                     }
                     return Err(a);
                 }
-            };
+            }
             commit_output(guest, output, changed);
-            Ok(words)
+            Ok(())
         });
-        let words = match merged.ok_or_else(|| abort(Cause::Internal, "a thread's merge in a program without threads"))? {
-            Ok(words) => words,
+        match merged.ok_or_else(|| abort(Cause::Internal, "a thread's merge in a program without threads"))? {
+            Ok(()) => {}
             Err(a) if a.cause == Cause::Conflict && files.is_empty() => {
                 // The clone's replica is known all the same (the snapshot and the call's pages):
                 // the session goes on from it, and the call runs here.
@@ -958,7 +983,8 @@ impl Offloader {
             }
             Err(a) => return Err(a),
         };
-        guest.notify(&words);
+        let written = clonecloud_exec::merge::Written::new(&access.writes);
+        guest.notify_written(|at, len| written.any(at, len));
         // What the clone's replica holds now: the snapshot, and the pages as the call left them.
         self.table.applied(wasm_pages as usize * 65536, &pages);
         Ok(())
@@ -996,7 +1022,41 @@ impl Migrator for Offloader {
         if !self.await_ahead(j) {
             return guest.call_local(j, params, results);
         }
-        match self.remote(guest, j, params, results) {
+        let mut sent_again = 0;
+        loop {
+            let one = self.one_at_a_time.clone();
+            let gate = one.as_ref().and_then(|o| o.turn(j));
+            let turn = gate.as_ref().map(|g| g.wait());
+            let answered = self.remote(guest, j, params, results);
+            drop(turn);
+            // A conflict (typically: another thread, or another thread's migration that merged
+            // meanwhile, allocated from the one heap the call allocated from too): the point's
+            // migrations go one at a time from now on, and this call goes again, in turn, on the
+            // session it kept (or a new one when the call had changed files), up to
+            // MAX_SENT_AGAIN times (a thread that keeps writing what the call reads makes it
+            // conflict every time; one that allocated while starting soon stops); then it runs
+            // here.
+            if let (Err(a), Some(o)) = (&answered, &one)
+                && a.cause == Cause::Conflict
+                && sent_again < MAX_SENT_AGAIN
+            {
+                info!(point = %self.names[j], merged_meanwhile = o.merges() != self.merges_mark, "the call conflicted with another thread: this point's migrations go one at a time, and the call goes again");
+                self.stats().conflict_sent_again(&self.names[j]);
+                o.one_at_a_time(j);
+                self.abandon(guest, Cause::Conflict);
+                sent_again += 1;
+                continue;
+            }
+            return self.answered(guest, j, params, results, answered);
+        }
+    }
+}
+
+impl Offloader {
+    /// What a migration's answer does to the guest: merged (its results, exit or exception), or
+    /// the call runs here.
+    fn answered(&mut self, guest: &mut Guest<'_, '_>, j: usize, params: &[Val], results: &mut [Val], answered: Result<Answered, Abort>) -> wasmtime::Result<()> {
+        match answered {
             Ok(Answered::Returned) => Ok(()),
             Ok(Answered::Exited(code)) => Err(guest.exit(code as i32)),
             // Merged: the exception goes on from the point, to whatever catches it here.
@@ -1017,24 +1077,30 @@ impl Migrator for Offloader {
                         self.stats().switched_local.push(name.clone());
                     }
                 }
-                // Stdin gets back what proxied reads took (the guest's memory never changed).
-                self.proxying.end(guest, false);
-                // The core dropped the session (a failed migration leaves nothing agreed),
-                // telling the clone: a cancel of a call still running there, a goodbye. Not after
-                // a thread's conflict, whose answer left the replica in a known state.
-                if !std::mem::take(&mut self.conflicted) {
-                    self.core.give_up(a.cause);
-                    self.farewell();
-                    if !self.core.has_session() {
-                        self.conn = None;
-                        self.table.reset();
-                    }
-                }
-                self.witnesses_give_up(a.cause);
-                self.snapshot = None;
+                self.abandon(guest, a.cause);
                 guest.call_local(j, params, results)
             }
         }
+    }
+
+    /// After a migration failed: nothing of the guest changed, and the session ends unless the
+    /// clone's replica is known.
+    fn abandon(&mut self, guest: &mut Guest<'_, '_>, cause: Cause) {
+        // Stdin gets back what proxied reads took (the guest's memory never changed).
+        self.proxying.end(guest, false);
+        // The core dropped the session (a failed migration leaves nothing agreed), telling the
+        // clone: a cancel of a call still running there, a goodbye. Not after a thread's
+        // conflict, whose answer left the replica in a known state.
+        if !std::mem::take(&mut self.conflicted) {
+            self.core.give_up(cause);
+            self.farewell();
+            if !self.core.has_session() {
+                self.conn = None;
+                self.table.reset();
+            }
+        }
+        self.witnesses_give_up(cause);
+        self.snapshot = None;
     }
 }
 

@@ -29,10 +29,69 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+/// What a pool's offloaders share to send a point's migrations one at a time once one of them
+/// conflicted. Two calls away at once that both allocate from the program's one heap both read
+/// and write the allocator's state, so the second to merge always conflicts (a local run would
+/// have given it other addresses), and so does a call away while a device thread allocates
+/// (starting a thread allocates its stack). Run again here, such a call would take the slow
+/// device's time; instead it is sent again, and from then on the point's calls take turns (the
+/// ones away at once then have the clone to themselves), as lock elision takes the lock after
+/// an abort. A call that conflicts again is sent again, a few times, then runs here. Each point
+/// takes turns with its own calls only; the program's other threads run on. A thread waiting
+/// for its turn holds its offloader (its session), so with every offloader held a call of
+/// another point runs here.
+#[derive(Debug, Default)]
+pub struct OneAtATime {
+    /// The points whose migrations take turns (by ordinal), each with the gate its migration
+    /// whose turn it is holds.
+    points: Mutex<std::collections::HashMap<usize, Arc<Mutex<()>>>>,
+    /// Threads' migrations merged so far (a conflict after one of them may be with it).
+    merges: std::sync::atomic::AtomicU64,
+}
+
+impl OneAtATime {
+    /// Point `j`'s gate, if its migrations take turns: its turn is [`Turn::wait`].
+    pub(crate) fn turn(&self, j: usize) -> Option<Turn> {
+        self.points.lock().unwrap_or_else(|e| e.into_inner()).get(&j).cloned().map(Turn)
+    }
+
+    /// Point `j`'s migrations take turns from now on.
+    pub(crate) fn one_at_a_time(&self, j: usize) {
+        self.points.lock().unwrap_or_else(|e| e.into_inner()).entry(j).or_default();
+    }
+
+    pub(crate) fn merges(&self) -> u64 {
+        self.merges.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn merged(&self) {
+        self.merges.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A point's gate (see [`OneAtATime`]).
+pub(crate) struct Turn(Arc<Mutex<()>>);
+
+impl Turn {
+    /// Waits for the turn; it ends when the guard goes.
+    pub(crate) fn wait(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl Pool {
     /// A pool of `offloaders`, tried in this order (put different clones' first).
     pub fn new(offloaders: Vec<Offloader>) -> Pool {
-        Pool { offloaders: offloaders.into_iter().map(Mutex::new).collect() }
+        let shared = Arc::new(OneAtATime::default());
+        Pool {
+            offloaders: offloaders
+                .into_iter()
+                .map(|mut o| {
+                    o.take_turns_with(shared.clone());
+                    Mutex::new(o)
+                })
+                .collect(),
+        }
     }
 
     /// Gets every clone ready in the background (see [`Offloader::send_ahead`]).

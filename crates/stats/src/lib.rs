@@ -30,6 +30,9 @@ pub struct PointStats {
     pub migrations: u64,
     /// Calls that fell back to a local run.
     pub fallbacks: u64,
+    /// Calls sent again after a conflict with another thread's migration.
+    #[serde(default)]
+    pub conflicts_sent_again: u64,
     /// Memory pages sent to the clone, and the state's bytes (pages with their indices, globals).
     pub pages_up: u64,
     pub bytes_up: u64,
@@ -126,9 +129,14 @@ pub struct Stats {
     #[serde(default)]
     pub checked: u64,
     /// Migrations of a thread whose answer conflicted with what the device's other threads did
-    /// meanwhile (they changed memory the call read): the call ran here again.
+    /// meanwhile (they changed memory the call read): the call was sent again
+    /// (`conflicts_sent_again`) or ran here (a fallback of cause `conflict`).
     #[serde(default)]
     pub conflicts: u64,
+    /// Of the conflicts, those whose call was sent again (its point's migrations go one at a
+    /// time from then on); after a few, a call that conflicts again runs here (a fallback).
+    #[serde(default)]
+    pub conflicts_sent_again: u64,
     pub fallbacks: Fallbacks,
     /// Migrations whose answer came on a new connection after the link broke (the clone kept
     /// the session and ran on).
@@ -157,6 +165,13 @@ impl Stats {
         self.points.entry(name.to_string()).or_default()
     }
 
+    /// A thread's migration conflicted and goes again.
+    pub fn conflict_sent_again(&mut self, point: &str) {
+        self.conflicts += 1;
+        self.conflicts_sent_again += 1;
+        self.point(point).conflicts_sent_again += 1;
+    }
+
     pub fn fallback(&mut self, point: &str, cause: Cause, detail: &str) {
         self.fallbacks.count += 1;
         self.conflicts += u64::from(cause == Cause::Conflict);
@@ -179,6 +194,7 @@ impl Stats {
         for p in self.points.values() {
             t.migrations += p.migrations;
             t.fallbacks += p.fallbacks;
+            t.conflicts_sent_again += p.conflicts_sent_again;
             t.pages_up += p.pages_up;
             t.bytes_up += p.bytes_up;
             t.pages_down += p.pages_down;

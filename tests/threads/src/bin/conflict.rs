@@ -6,7 +6,10 @@
 //! conflict and run the call again here. Output: the call's result, which depends on the value
 //! (after a short call's, which finds the clone ready).
 //!
-//! `conflict ROUNDS [quiet]`: with `quiet` the main thread changes nothing (no conflict).
+//! `conflict ROUNDS [quiet|queries]`: with `quiet` the main thread changes nothing (no
+//! conflict); with `queries` it changes nothing either, but meanwhile asks the time, its
+//! arguments, its environment and random bytes (WASI calls that change nothing the call sees:
+//! no conflict).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -27,7 +30,8 @@ pub extern "C" fn late_reader(rounds: u64) -> u64 {
 fn main() {
     let mut args = std::env::args().skip(1);
     let rounds: u64 = args.next().map_or(200_000_000, |a| a.parse().expect("rounds"));
-    let quiet = args.next().as_deref() == Some("quiet");
+    let mode = args.next();
+    let quiet = matches!(mode.as_deref(), Some("quiet" | "queries"));
     let worker = std::thread::spawn(move || {
         // A short call first: offloaded, it finds the clone ready, so the long one leaves at
         // once (its state taken before the main thread's change).
@@ -43,6 +47,14 @@ fn main() {
     std::thread::sleep(std::time::Duration::from_millis(50));
     if !quiet {
         CONFIG.store(7, Ordering::SeqCst);
+    }
+    if mode.as_deref() == Some("queries") {
+        let now = std::time::SystemTime::now();
+        let args = std::env::args().count();
+        let home = std::env::var_os("HOME");
+        // A HashMap's hasher asks for random bytes.
+        let seeded: std::collections::HashMap<u8, u8> = [(1, 2)].into_iter().collect();
+        std::hint::black_box((now, args, home, seeded));
     }
     let (warm, result, after) = worker.join().expect("worker");
     println!("warm-up {warm:016x}\nresult {result:016x}\nafter {after:016x}");
