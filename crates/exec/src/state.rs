@@ -22,7 +22,7 @@ pub type Page = (u32, Vec<u8>);
 pub struct PageTable {
     hashes: Vec<u64>,
     /// Pages the last [`PageTable::diff_skipping`] left out although they had changed.
-    skipped: usize,
+    skipped: Vec<u32>,
 }
 
 fn zero_hash() -> u64 {
@@ -50,7 +50,7 @@ impl PageTable {
     pub fn diff_skipping(&mut self, memory: &[u8], skip: &[u32]) -> Vec<Page> {
         let zero = zero_hash();
         let mut skip = skip.iter().peekable();
-        self.skipped = 0;
+        self.skipped.clear();
         let n = memory.len() / PAGE_SIZE;
         let mut out = Vec::new();
         let mut hashes = Vec::with_capacity(n);
@@ -60,7 +60,9 @@ impl PageTable {
             let page = &memory[i * PAGE_SIZE..(i + 1) * PAGE_SIZE];
             let h = xxh3_64(page);
             if skip.next_if(|&&s| s as usize == i).is_some() {
-                self.skipped += usize::from(h != old);
+                if h != old {
+                    self.skipped.push(i as u32);
+                }
                 hashes.push(old);
                 continue;
             }
@@ -105,7 +107,17 @@ impl PageTable {
 
     /// How many changed pages the last [`PageTable::diff_skipping`] left out.
     pub fn skipped(&self) -> usize {
-        self.skipped
+        self.skipped.len()
+    }
+
+    /// The changed pages the last capture left out (ascending).
+    pub fn skipped_pages(&self) -> &[u32] {
+        &self.skipped
+    }
+
+    /// Notes the changed pages the last capture left out (one that chose the pages itself).
+    pub fn note_skipped(&mut self, pages: Vec<u32>) {
+        self.skipped = pages;
     }
 
     /// How many pages are recorded, for statistics.

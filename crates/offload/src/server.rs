@@ -565,14 +565,11 @@ impl Clone {
                     let want = run.hash.expect("a module only follows a hello");
                     // A multi-threaded module runs instrumented (its replicas say which bytes
                     // each call read and wrote), and that is what is compiled and kept.
-                    let threaded = clonecloud_replica::is_threaded(&bytes);
                     let compiled = clonecloud_replica::clone_module(&bytes).map_err(|e| format!("cannot instrument the multi-threaded module: {e}"));
                     match compiled.and_then(|c| self.cache.load_or_compile_for(&self.engine, &c, &run.device).map_err(|e| format!("cannot compile the module: {e}"))) {
                         Ok(m) => {
-                            // The module compiled, so it is valid: the model reads it too. A
-                            // threaded call leaves no free page out (the device merges its
-                            // writes byte by byte).
-                            let model = if threaded { None } else { clonecloud_model::Module::parse_without_call_graph(&bytes).ok() };
+                            // The module compiled, so it is valid: the model reads it too.
+                            let model = clonecloud_model::Module::parse_without_call_graph(&bytes).ok();
                             let hint = model.map(|model| HeapHint::of(&model, &bytes)).unwrap_or_default();
                             // A module without the rewriter's list of points has none to run.
                             let points = clonecloud_model::rewritten_points(&bytes).unwrap_or_default().into();

@@ -568,6 +568,26 @@ impl Agreed {
         Ok(())
     }
 
+    /// The pages of memory wholly inside memory the allocator holds free (sorted).
+    fn free_pages(&self, store: impl wasmtime::AsContext) -> Vec<u32> {
+        if self.heap.is_empty() { Vec::new() } else { self.heap.free_pages(self.handles.memory_bytes(&store)) }
+    }
+
+    /// Puts back the agreed content of the pages in `skipped`, left out of a capture as free
+    /// heap: the replica then holds exactly what was agreed, as the device does. (Garbage left
+    /// there would show if the device later made the page hold its agreed content again, a
+    /// `calloc` zeroing a page that was zero, say: unchanged, it is not sent.)
+    fn restore(&mut self, mut store: impl wasmtime::AsContextMut, skipped: &[u32]) {
+        let Some(m) = self.handles.memory else { return };
+        let data = m.data_mut(&mut store);
+        for &i in skipped {
+            let at = i as usize * PAGE_SIZE;
+            if let (Some(dst), Some(src)) = (data.get_mut(at..at + PAGE_SIZE), self.shadow.get(at..at + PAGE_SIZE)) {
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+
     /// A threaded capture: exactly the `written` pages (sorted), each whole (XORed with its
     /// agreed content with `xor`), recorded as agreed as [`Agreed::capture`] records what it
     /// sends.
@@ -591,10 +611,13 @@ impl Agreed {
     }
 
     fn capture(&mut self, mut store: impl wasmtime::AsContextMut, xor: bool) -> Delta {
+        let free = self.free_pages(&store);
+        let mut pages = self.table.diff_skipping(self.handles.memory_bytes(&store), &free);
+        self.shadow.resize(self.handles.memory_bytes(&store).len(), 0);
+        // The pages left out that changed: the others hold their agreed content already.
+        let skipped = self.table.skipped_pages().to_vec();
+        self.restore(&mut store, &skipped);
         let memory = self.handles.memory_bytes(&store);
-        let free = if self.heap.is_empty() { Vec::new() } else { self.heap.free_pages(memory) };
-        let mut pages = self.table.diff_skipping(memory, &free);
-        self.shadow.resize(memory.len(), 0);
         for (i, page) in &mut pages {
             let at = *i as usize * PAGE_SIZE;
             let agreed = &mut self.shadow[at..at + PAGE_SIZE];
@@ -899,13 +922,9 @@ impl Replica {
     }
 
     /// Where the module's allocator keeps its state: pages it holds free are then left out of
-    /// captures.
-    /// Threaded mode leaves nothing out (the device merges a threaded call's writes byte by
-    /// byte): the hint is not kept.
+    /// captures (in threaded mode, out of the pages written).
     pub fn set_heap_hint(&mut self, hint: clonecloud_exec::heap::HeapHint) {
-        if !self.is_threaded() {
-            self.store.data_mut().agreed.heap = hint;
-        }
+        self.store.data_mut().agreed.heap = hint;
     }
 
     /// How many changed pages the last capture left out as free heap.
@@ -919,19 +938,32 @@ impl Replica {
     /// is written, and a page is shipped whole once it is).
     ///
     /// In threaded mode the pages are exactly those the last call wrote (whole, XORed as
-    /// above), and [`Captured::access`] says which bytes of memory 0 it read and wrote (its
-    /// own accesses and those the host made for it); the maps are then cleared for the next
-    /// call. Nothing is left out as free heap.
+    /// above) and not wholly inside free heap now, and [`Captured::access`] says which bytes of
+    /// memory 0 it read and wrote (its own accesses and those the host made for it; the writes
+    /// of pages left out as free are left out too); the maps are then cleared for the next
+    /// call.
     pub fn capture(&mut self, xor: bool) -> Captured {
         let mut agreed = std::mem::take(&mut self.store.data_mut().agreed);
         let (d, access) = match self.store.data().maps {
             Some(maps) => {
                 let pages = maps.memory.data_size(&self.store) / PAGE_SIZE;
-                let writes = take_marks(maps.writes.data_mut(&mut self.store), pages);
+                let mut writes = take_marks(maps.writes.data_mut(&mut self.store), pages);
                 let reads = take_marks(maps.reads.data_mut(&mut self.store), pages);
                 self.store.data_mut().maps_dirty = false;
+                // Written pages now wholly inside free heap (what the call allocated, used and
+                // freed) are left out: their bytes are never read before they are written
+                // again, on either side; the device keeps its own there. (Their reads stay
+                // checked.)
+                let free = agreed.free_pages(&self.store);
+                let skipped: Vec<u32> = writes.iter().map(|(i, _)| *i).filter(|i| free.binary_search(i).is_ok()).collect();
+                writes.retain(|(i, _)| free.binary_search(i).is_err());
+                // Only pages the call wrote can differ from their agreed content.
+                agreed.shadow.resize(agreed.handles.memory_bytes(&self.store).len(), 0);
+                agreed.restore(&mut self.store, &skipped);
                 let written: Vec<u32> = writes.iter().map(|(i, _)| *i).collect();
-                (agreed.capture_written(&mut self.store, xor, &written), Some(Access { reads, writes }))
+                let d = agreed.capture_written(&mut self.store, xor, &written);
+                agreed.table.note_skipped(skipped);
+                (d, Some(Access { reads, writes }))
             }
             None => (agreed.capture(&mut self.store, xor), None),
         };
