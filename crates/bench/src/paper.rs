@@ -8,7 +8,7 @@
 //! around its wait, and the link counts its bytes; [`PowerModel::energy`] turns them into joules.
 //! Every run's stdout, stderr and exit code must equal the Phone run's, or the bench fails.
 
-use crate::report::{LinkInfo, PHONE, Report, Row, Speed, Spread};
+use crate::report::{LinkInfo, Multiplicity, PHONE, Report, Row, Speed, Spread, ThreadRow};
 use clonecloud_harness::ServeChild;
 use clonecloud_linkem::{Counters, Link, Shape};
 use clonecloud_stats::Stats;
@@ -42,6 +42,29 @@ pub struct Config {
     pub quick: bool,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// The multi-threaded workload (Multiplicity), if it is run.
+    pub threaded: Option<Threaded>,
+}
+
+/// The multi-threaded workload and how it is offloaded.
+#[derive(Debug, Clone)]
+pub struct Threaded {
+    /// Its name in the report (`image-search-mt`).
+    pub app: String,
+    /// Its wasm32-wasip1-threads module.
+    pub module: PathBuf,
+    /// The workload whose inputs it reads (gen-data's `--app`), single-threaded: the phone is
+    /// paced to Pulley's speed on it.
+    pub input_of: String,
+    /// That workload's wasm32-wasip1 module.
+    pub sibling: PathBuf,
+    /// Worker threads (its argument after the input directory).
+    pub threads: usize,
+    /// The worker's function, offloaded by name (`--offload`): the optimizer does not partition
+    /// multi-threaded modules yet.
+    pub offload: Vec<String>,
+    /// The most clones a CC row offloads to (rows for 1 and for this many).
+    pub clones: usize,
 }
 
 /// Why the evaluation stopped.
@@ -118,13 +141,15 @@ struct Bench<'a> {
     setup: Setup,
     bar: ProgressBar,
     links: Vec<(String, Network, Link)>,
+    /// Per other clone of the multi-threaded rows, its link per network (as `links`).
+    other_links: Vec<Vec<Link>>,
 }
 
 /// Runs the whole evaluation and writes `report.md`, `results.csv`, `results.json` and the
 /// figures into `config.out`.
 pub fn run(cfg: &Config) -> Result<Report, BenchError> {
     let started = Instant::now();
-    if cfg.reps == 0 || cfg.apps.is_empty() || cfg.sizes.is_empty() {
+    if cfg.reps == 0 || (cfg.apps.is_empty() && cfg.threaded.is_none()) || cfg.sizes.is_empty() {
         return Err(BenchError::Failed("nothing to run: give at least one app, one size and one repetition".into()));
     }
     for app in &cfg.apps {
@@ -146,18 +171,37 @@ pub fn run(cfg: &Config) -> Result<Report, BenchError> {
     for d in [&setup.device_home, &setup.work.join("keys"), &setup.work.join("clone-home")] {
         std::fs::create_dir_all(d).map_err(io(format!("cannot create {}", d.display())))?;
     }
-    let server = start_server(cfg, &setup)?;
+    let server = start_server(cfg, &setup, "clone-home", "serve.log")?;
     let mut links = Vec::new();
     for (name, network) in &cfg.links {
         let link = Link::start("127.0.0.1:0", &server.addr, Shape::symmetric(network.mbit, network.rtt_ms)).map_err(io(format!("cannot start the {name} link emulator")))?;
         links.push((name.clone(), *network, link));
     }
+    // The other clones of the multi-threaded workload's rows, each behind links of its own.
+    let mut others = Vec::new();
+    let mut other_links = Vec::new();
+    if let Some(t) = &cfg.threaded {
+        for k in 1..t.clones {
+            let home = format!("clone-home-{}", k + 1);
+            std::fs::create_dir_all(setup.work.join(&home)).map_err(io("cannot create a clone's home"))?;
+            let server = start_server(cfg, &setup, &home, &format!("serve-{}.log", k + 1))?;
+            let mut per_network = Vec::new();
+            for (name, network) in &cfg.links {
+                per_network.push(Link::start("127.0.0.1:0", &server.addr, Shape::symmetric(network.mbit, network.rtt_ms)).map_err(io(format!("cannot start the {name} link emulator")))?);
+            }
+            others.push(server);
+            other_links.push(per_network);
+        }
+    }
     // Per app and size: gen-data, first + reps Phone runs, 2 clone-engine runs, the profile, and
-    // per link a partition and first + reps runs.
+    // per link a partition and first + reps runs; for the multi-threaded workload, gen-data,
+    // first + reps Phone runs, and per link and clone count first + reps runs (its calibration
+    // is not counted).
     let per = 1 + (1 + cfg.reps) + 2 + 1 + cfg.links.len() * (1 + 1 + cfg.reps);
-    let bar = if cfg.progress { ProgressBar::new((cfg.apps.len() * cfg.sizes.len() * per) as u64) } else { ProgressBar::hidden() };
+    let per_threaded = cfg.threaded.as_ref().map_or(0, |t| 1 + (1 + cfg.reps) + cfg.links.len() * (if t.clones > 1 { 2 } else { 1 }) * (1 + cfg.reps));
+    let bar = if cfg.progress { ProgressBar::new((cfg.apps.len() * cfg.sizes.len() * per + cfg.sizes.len() * per_threaded) as u64) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:32}] {pos}/{len} {msg}").expect("a valid template").progress_chars("=> "));
-    let mut bench = Bench { cfg, setup, bar, links };
+    let mut bench = Bench { cfg, setup, bar, links, other_links };
     let mut rows = Vec::new();
     let mut speed = Vec::new();
     for app in &cfg.apps {
@@ -167,8 +211,22 @@ pub fn run(cfg: &Config) -> Result<Report, BenchError> {
             speed.push(s);
         }
     }
+    let multiplicity = match &cfg.threaded {
+        Some(t) => {
+            let mut rows = Vec::new();
+            for size in &cfg.sizes {
+                // Pulley's speed on the single-threaded sibling at this size: measured above
+                // when it was among the apps, else now.
+                let known = speed.iter().find(|s| s.app == t.input_of && s.size == *size).map(|s| s.ratio);
+                rows.extend(bench.threaded(t, size, known)?);
+            }
+            Some(Multiplicity { rows })
+        }
+        None => None,
+    };
     bench.bar.finish_and_clear();
     drop(server);
+    drop(others);
     let report = Report {
         quick: cfg.quick,
         reps: cfg.reps,
@@ -184,6 +242,7 @@ pub fn run(cfg: &Config) -> Result<Report, BenchError> {
         energy_is_modelled: crate::report::ENERGY_NOTE,
         speed,
         rows,
+        multiplicity,
         seconds: started.elapsed().as_secs_f64(),
     };
     write_outputs(&report, &cfg.out)?;
@@ -201,25 +260,31 @@ pub fn write_outputs(report: &Report, out: &Path) -> Result<(), BenchError> {
     Ok(())
 }
 
-fn start_server(cfg: &Config, setup: &Setup) -> Result<ServeChild, BenchError> {
+/// A `clonecloud serve` on loopback with its home in `home` (under the work directory); the
+/// first one makes the keys, the others serve with the same.
+fn start_server(cfg: &Config, setup: &Setup, home: &str, log: &str) -> Result<ServeChild, BenchError> {
     let keys = setup.work.join("keys");
     for name in ["device", "server"] {
+        if keys.join(format!("{name}.key")).exists() {
+            continue;
+        }
         let out = measure(Command::new(&cfg.clonecloud).arg("keygen").arg("--out").arg(keys.join(name)), "clonecloud keygen")?;
         checked(out, "clonecloud keygen")?;
     }
     let allow = keys.join("allow");
     std::fs::copy(keys.join("device.pub"), &allow).map_err(io("cannot write the allow list"))?;
-    let log = setup.work.join("serve.log");
+    let log_path = setup.work.join(log);
+    let log = setup.work.join(log);
     let log = std::fs::File::create(&log).map_err(io(format!("cannot create {}", log.display())))?;
     let mut cmd = Command::new(&cfg.clonecloud);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--key"])
         .arg(keys.join("server.key"))
         .arg("--allow")
         .arg(&allow)
-        .env("CLONECLOUD_HOME", setup.work.join("clone-home"))
+        .env("CLONECLOUD_HOME", setup.work.join(home))
         .stdin(Stdio::null())
         .stderr(log);
-    ServeChild::spawn(cmd).map_err(|e| BenchError::Failed(format!("clonecloud serve did not start: {e} (see {})", setup.work.join("serve.log").display())))
+    ServeChild::spawn(cmd).map_err(|e| BenchError::Failed(format!("clonecloud serve did not start: {e} (see {})", log_path.display())))
 }
 
 /// What one device run measured.
@@ -353,6 +418,137 @@ impl Bench<'_> {
         Ok((rows, speed))
     }
 
+    /// The flags of a run offloading `functions` to `clones` (`--clone`), its stats to `stats`.
+    fn offloading(&self, cmd: &mut Command, functions: &[String], clones: &str, stats: &Path) {
+        cmd.arg("--offload")
+            .arg(functions.join(","))
+            .arg("--clone")
+            .arg(clones)
+            .arg("--key")
+            .arg(&self.setup.device_key)
+            .arg("--clone-key")
+            .arg(&self.setup.server_pub)
+            // Slow links move megabytes: the wait for an answer is not what is measured.
+            .args(["--clone-timeout", "3600"])
+            .arg("--stats")
+            .arg(stats);
+    }
+
+    /// The multi-threaded workload at one size: the paced phone alone, then per link its
+    /// workers' calls offloaded to one clone and to [`Threaded::clones`].
+    fn threaded(&mut self, t: &Threaded, size: &str, known_ratio: Option<f64>) -> Result<Vec<ThreadRow>, BenchError> {
+        let cfg = self.cfg;
+        let app = &t.app;
+        let input = self.setup.work.join(format!("inputs/{app}-{size}"));
+        self.step(format!("{app} {size}: writing the input"));
+        let mut gen_data = Command::new(&cfg.gen_data);
+        gen_data.args(["--app", &t.input_of, "--size", size, "--out"]).arg(&input);
+        if let Some(dir) = &cfg.third_party {
+            gen_data.arg("--third-party").arg(dir);
+        }
+        checked(measure(&mut gen_data, "gen-data")?, &format!("gen-data --app {} --size {size}", t.input_of))?;
+        self.done();
+        let dir = format!("{}::/input", input.display());
+        let ratio = match known_ratio {
+            Some(r) => r,
+            None => {
+                // The sibling on Pulley once, and on Cranelift twice (the first fills the cache).
+                let sibling = [t.sibling.display().to_string(), "/input".to_string()];
+                self.step(format!("{app} {size}: Pulley's speed on {}", t.input_of));
+                let run = |engine: &str| -> Result<f64, BenchError> {
+                    let out = measure(self.clonecloud().args(["run", "--device-engine", engine, "--dir", &dir]).args(&sibling), "the calibration run")?;
+                    Ok(checked(out, &format!("{} {size} on {engine}", t.input_of))?.wall_s)
+                };
+                let pulley = run("pulley")?;
+                run("cranelift")?;
+                pulley / run("cranelift")?
+            }
+        };
+        let device_speed = (1.0 / ratio).min(1.0);
+        let speed = format!("{device_speed}");
+        let base: Vec<String> = ["run", "--device-speed", &speed, "--dir", &dir].map(String::from).to_vec();
+        let tail = [t.module.display().to_string(), "/input".to_string(), t.threads.to_string()];
+        self.step(format!("{app} {size}: Phone, first run"));
+        let reference = checked(measure(self.clonecloud().args(&base).args(&tail), "the Phone run")?, &format!("{app} {size} on the Phone"))?;
+        self.done();
+        let same = |out: &Output| out.code == reference.code && out.stdout == reference.stdout && out.stderr == reference.stderr;
+        let differs = |config: &str, out: &Output| BenchError::Differs {
+            app: app.clone(),
+            size: size.into(),
+            config: config.into(),
+            detail: if out.stdout != reference.stdout { "stdout".into() } else { format!("stderr or exit: {}", String::from_utf8_lossy(&out.stderr).trim()) },
+        };
+        let mut phone = Vec::new();
+        for i in 0..cfg.reps {
+            self.step(format!("{app} {size}: Phone, run {}/{}", i + 1, cfg.reps));
+            let out = measure(self.clonecloud().args(&base).args(&tail), "the Phone run")?;
+            if !same(&out) {
+                return Err(differs(PHONE, &out));
+            }
+            phone.push(out.wall_s);
+            self.done();
+        }
+        let phone_time = Spread::of(&phone);
+        let row = |config: &str, clones: usize, runs: &[(f64, Stats)], first: Option<f64>| {
+            let n = runs.len().max(1) as f64;
+            let mean = |g: &dyn Fn(&Stats) -> u64| runs.iter().map(|(_, s)| g(s) as f64).sum::<f64>() / n;
+            let time = Spread::of(&runs.iter().map(|(w, _)| *w).collect::<Vec<_>>());
+            ThreadRow {
+                app: app.clone(),
+                size: size.into(),
+                config: config.into(),
+                clones,
+                threads: t.threads,
+                offload: if clones == 0 { Vec::new() } else { t.offload.clone() },
+                times_s: runs.iter().map(|(w, _)| *w).collect(),
+                time,
+                speedup: phone_time.mean / time.mean,
+                device_speed,
+                migrations: mean(&|s| s.migrations),
+                conflicts: mean(&|s| s.conflicts),
+                conflicts_sent_again: mean(&|s| s.conflicts_sent_again),
+                fallbacks: runs.iter().map(|(_, s)| s.fallbacks.count).sum(),
+                first_run_s: first,
+                identical: true,
+            }
+        };
+        let mut rows = vec![row(PHONE, 0, &phone.iter().map(|w| (*w, Stats::default())).collect::<Vec<_>>(), None)];
+        let stats = self.setup.work.join("stats.json");
+        for k in 0..self.links.len() {
+            let config = self.links[k].0.clone();
+            let counts: Vec<usize> = if t.clones > 1 { vec![1, t.clones] } else { vec![1] };
+            for clones in counts {
+                let addrs: Vec<String> = std::iter::once(self.links[k].2.addr().to_string())
+                    .chain(self.other_links.iter().take(clones - 1).map(|l| l[k].addr().to_string()))
+                    .collect();
+                let mut runs = Vec::new();
+                let mut first = None;
+                for i in 0..=cfg.reps {
+                    self.step(format!("{app} {size}: {config}, {clones} clone{}, {}", if clones == 1 { "" } else { "s" }, if i == 0 { "first run".to_string() } else { format!("run {i}/{}", cfg.reps) }));
+                    let _ = std::fs::remove_file(&stats);
+                    let mut cmd = self.clonecloud();
+                    cmd.args(&base);
+                    self.offloading(&mut cmd, &t.offload, &addrs.join(","), &stats);
+                    cmd.args(&tail);
+                    let out = measure(&mut cmd, "the CC run")?;
+                    if !same(&out) {
+                        return Err(differs(&config, &out));
+                    }
+                    let s = Stats::read(&stats).map_err(|e| BenchError::Failed(e.to_string()))?;
+                    if i == 0 {
+                        first = Some(out.wall_s);
+                    } else {
+                        runs.push((out.wall_s, s));
+                    }
+                    self.done();
+                }
+                rows.push(row(&config, clones, &runs, first));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&input);
+        Ok(rows)
+    }
+
     /// One device run in a CC configuration: offloading the partition's functions through the
     /// link, or a local run when the partition is empty.
     fn cc_run(
@@ -371,18 +567,7 @@ impl Bench<'_> {
         cmd.args(base("pulley"));
         let offload = !partition.offload.is_empty();
         if offload {
-            cmd.arg("--offload")
-                .arg(partition.offload.join(","))
-                .arg("--clone")
-                .arg(link.addr().to_string())
-                .arg("--key")
-                .arg(&self.setup.device_key)
-                .arg("--clone-key")
-                .arg(&self.setup.server_pub)
-                // Slow links move megabytes: the wait for an answer is not what is measured.
-                .args(["--clone-timeout", "3600"])
-                .arg("--stats")
-                .arg(&stats);
+            self.offloading(&mut cmd, &partition.offload, &link.addr().to_string(), &stats);
         }
         cmd.args(tail);
         let before = link.counters();

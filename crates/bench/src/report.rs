@@ -92,6 +92,45 @@ pub struct Speed {
     pub ratio: f64,
 }
 
+/// One configuration of the multi-threaded workload (Multiplicity): the emulated phone alone,
+/// or offloading its worker threads' calls to one clone or to several.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThreadRow {
+    pub app: String,
+    pub size: String,
+    /// `Phone`, or a CC configuration (`CC-WiFi`).
+    pub config: String,
+    /// Clones offloaded to (0 for Phone).
+    pub clones: usize,
+    /// The worker threads the program ran.
+    pub threads: usize,
+    /// The phone's guest code ran at this fraction of Cranelift's speed here (`run
+    /// --device-speed`): Pulley's on the single-threaded sibling at this size (Pulley runs no
+    /// threads).
+    pub device_speed: f64,
+    /// The functions offloaded.
+    pub offload: Vec<String>,
+    pub times_s: Vec<f64>,
+    pub time: Spread,
+    /// Phone's mean time over this row's.
+    pub speedup: f64,
+    /// Per run, means.
+    pub migrations: f64,
+    pub conflicts: f64,
+    /// Of the conflicts, those sent again (one at a time) rather than run here.
+    pub conflicts_sent_again: f64,
+    /// Fallbacks over all the repetitions.
+    pub fallbacks: u64,
+    pub first_run_s: Option<f64>,
+    pub identical: bool,
+}
+
+/// The multi-threaded workload's part of the evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Multiplicity {
+    pub rows: Vec<ThreadRow>,
+}
+
 /// A link as it was emulated.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LinkInfo {
@@ -115,6 +154,8 @@ pub struct Report {
     pub energy_is_modelled: &'static str,
     pub speed: Vec<Speed>,
     pub rows: Vec<Row>,
+    /// The multi-threaded workload, when it was run.
+    pub multiplicity: Option<Multiplicity>,
     pub seconds: f64,
 }
 
@@ -153,6 +194,13 @@ impl Report {
                     if !(r.energy.mean > 0.0 && r.ideal_s > 0.0 && r.to_ideal.is_finite()) {
                         return Err(Inconsistent(format!("{app} {size} {config}: energy or ideal bound missing")));
                     }
+                }
+            }
+        }
+        if let Some(m) = &self.multiplicity {
+            for r in &m.rows {
+                if r.times_s.len() != self.reps || !r.identical || !(r.time.mean > 0.0) {
+                    return Err(Inconsistent(format!("{} {} {} with {} clones: {} runs, identical {}", r.app, r.size, r.config, r.clones, r.times_s.len(), r.identical)));
                 }
             }
         }
@@ -257,6 +305,32 @@ impl Report {
                 r.to_ideal,
                 r.first_run_s.map_or("-".to_string(), |s| format!("{s:.2}"))
             );
+        }
+        if let Some(m) = &self.multiplicity {
+            let _ = writeln!(
+                out,
+                "\n## Multiplicity: a multi-threaded workload, one clone and several\n\nPhone: the program's guest code paced to the speed Pulley runs its single-threaded sibling at on the same input (`run --device-speed`, the fraction of Cranelift's speed in the table: Pulley runs no threads), its threads on this machine's cores. CC: its worker threads' calls offloaded (a thread migrates, the others run on), to one clone or to several (a `clonecloud serve` each, each behind its own emulated link). Time only (a paced device's energy is not modelled). COMET (OSDI 2012) reports a 2.88x geometric mean over Wi-Fi.\n\n| app | size | config | clones | threads | device speed | time s (± sd) | speedup | migrations | conflicts (sent again) | fallbacks | first run s |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            for r in &m.rows {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {:.3} | {:.2} ± {:.2} | {:.2}x | {:.1} | {:.1} ({:.1}) | {} | {} |",
+                    r.app,
+                    r.size,
+                    r.config,
+                    r.clones,
+                    r.threads,
+                    r.device_speed,
+                    r.time.mean,
+                    r.time.sd,
+                    r.speedup,
+                    r.migrations,
+                    r.conflicts,
+                    r.conflicts_sent_again,
+                    r.fallbacks,
+                    r.first_run_s.map_or("-".to_string(), |s| format!("{s:.2}"))
+                );
+            }
         }
         let _ = writeln!(out, "\nFigures: `time.svg`/`time.png` and `energy.svg`/`energy.png` beside this file. Whole evaluation: {:.0} s.", self.seconds);
         out

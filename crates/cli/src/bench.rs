@@ -41,7 +41,8 @@ pub struct PaperOpts {
     /// Input sizes (default small,medium,large; small with --quick).
     #[arg(long, value_name = "small,medium,large", value_delimiter = ',')]
     sizes: Vec<String>,
-    /// Workloads (default all three).
+    /// Workloads (default all four: the paper's three and image-search-mt, the multi-threaded
+    /// one, whose rows are the Multiplicity table).
     #[arg(long, value_name = "APP,...", value_delimiter = ',')]
     apps: Vec<String>,
     /// The CC configurations' networks: `wifi`, `3g` or `BW_MBIT,RTT_MS`, separated by `;`.
@@ -54,6 +55,10 @@ pub struct PaperOpts {
     /// build` puts them in the repository (target/apps/wasm32-wasip1/release).
     #[arg(long, value_name = "DIR")]
     modules: Option<PathBuf>,
+    /// The directory with the multi-threaded workload's module (image-search-mt.wasm); default:
+    /// where `cargo xtask build` puts it (target/apps/wasm32-wasip1-threads/release).
+    #[arg(long, value_name = "DIR")]
+    threaded_modules: Option<PathBuf>,
     /// The gen-data binary (default: target/apps/release/gen-data in the repository).
     #[arg(long, value_name = "FILE")]
     gen_data: Option<PathBuf>,
@@ -67,14 +72,18 @@ pub struct PaperOpts {
 }
 
 const APPS: [&str; 3] = ["virus-scan", "image-search", "behavior-profile"];
+/// The multi-threaded workload (wasm32-wasip1-threads), its Multiplicity rows apart.
+const THREADED_APP: &str = "image-search-mt";
 const SIZES: [&str; 3] = ["small", "medium", "large"];
 
 pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     let BenchCommand::Paper(opts) = opts.command;
-    let apps: Vec<String> = if opts.apps.is_empty() { APPS.map(String::from).to_vec() } else { opts.apps.clone() };
-    if let Some(a) = apps.iter().find(|a| !APPS.contains(&a.as_str())) {
-        bail!("--apps: unknown workload `{a}`; the workloads are {}", APPS.join(", "));
+    let chosen: Vec<String> = if opts.apps.is_empty() { APPS.iter().chain([&THREADED_APP]).map(|a| a.to_string()).collect() } else { opts.apps.clone() };
+    if let Some(a) = chosen.iter().find(|a| !APPS.contains(&a.as_str()) && a.as_str() != THREADED_APP) {
+        bail!("--apps: unknown workload `{a}`; the workloads are {}, {THREADED_APP}", APPS.join(", "));
     }
+    let threaded_app = chosen.iter().any(|a| a == THREADED_APP);
+    let apps: Vec<String> = chosen.into_iter().filter(|a| a != THREADED_APP).collect();
     let sizes: Vec<String> = match (&opts.sizes[..], opts.quick) {
         ([], true) => vec!["small".into()],
         ([], false) => SIZES.map(String::from).to_vec(),
@@ -94,12 +103,31 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     if reps == 0 {
         bail!("--reps 0: give at least one run per configuration");
     }
-    let built = Built::defaults(opts.modules.clone(), opts.gen_data.clone(), None, opts.third_party.clone());
+    let mut built = Built::defaults(opts.modules.clone(), opts.gen_data.clone(), None, opts.third_party.clone());
+    if let Some(dir) = &opts.threaded_modules {
+        built.threaded_modules = dir.clone();
+    }
     for app in &apps {
         Built::need(&built.modules.join(format!("{app}.wasm")), "--modules DIR", "bench paper")?;
     }
     let gen_data = Built::need(&built.gen_data, "--gen-data FILE", "bench paper")?.to_path_buf();
-    let third_party = match apps.iter().any(|a| a == "image-search") {
+    let threaded = match threaded_app {
+        true => {
+            let module = built.threaded_modules.join(format!("{THREADED_APP}.wasm"));
+            Built::need(&module, "--threaded-modules DIR", "bench paper")?;
+            Some(clonecloud_bench::paper::Threaded {
+                app: THREADED_APP.into(),
+                module,
+                input_of: "image-search".into(),
+                sibling: Built::need(&built.modules.join("image-search.wasm"), "--modules DIR", "bench paper")?.to_path_buf(),
+                threads: 4,
+                offload: vec!["image_search_mt::search_shard".into()],
+                clones: 2,
+            })
+        }
+        false => None,
+    };
+    let third_party = match threaded_app || apps.iter().any(|a| a == "image-search") {
         true => Some(Built::need(&built.third_party, "--third-party DIR", "bench paper")?.to_path_buf()),
         false => None,
     };
@@ -118,6 +146,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         objective,
         quick: opts.quick,
         progress: !opts.json,
+        threaded,
     };
     let report = clonecloud_bench::paper::run(&config)?;
     let mut out = std::io::stdout().lock();
@@ -135,6 +164,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
 /// given replaces its default; a default that is not there is an error naming what to run.
 pub(crate) struct Built {
     pub modules: PathBuf,
+    pub threaded_modules: PathBuf,
     pub gen_data: PathBuf,
     pub corpus: PathBuf,
     pub third_party: PathBuf,
@@ -145,6 +175,7 @@ impl Built {
         let root = repo_root().unwrap_or_default();
         Built {
             modules: modules.unwrap_or_else(|| root.join("target/apps/wasm32-wasip1/release")),
+            threaded_modules: root.join("target/apps/wasm32-wasip1-threads/release"),
             gen_data: gen_data.unwrap_or_else(|| root.join("target/apps/release/gen-data")),
             corpus: corpus.unwrap_or_else(|| root.join("target/corpus/wasm32-wasip1/release")),
             third_party: third_party.unwrap_or_else(|| root.join("target/third-party/skimage-data")),

@@ -23,6 +23,8 @@ fn bench_paper_quick_produces_every_row_and_figure_consistently() {
         .arg(out.path())
         .arg("--modules")
         .arg(&modules)
+        .arg("--threaded-modules")
+        .arg(apps::threaded_wasm().parent().unwrap())
         .arg("--gen-data")
         .arg(apps::native("gen-data"))
         .arg("--third-party")
@@ -62,6 +64,25 @@ fn bench_paper_quick_produces_every_row_and_figure_consistently() {
     assert!(!bp["partition"].as_array().unwrap().is_empty(), "{bp}");
     assert!(report["energy_is_modelled"].as_str().unwrap().contains("modelled, not metered"));
 
+    // The multi-threaded workload: the paced phone, then per network its workers offloaded to
+    // one clone and to two; every run's output was the phone's (the bench fails otherwise), and
+    // the offloaded rows migrated.
+    let m = &report["multiplicity"];
+    let trows = m["rows"].as_array().unwrap();
+    assert_eq!(trows.len(), 1 + 2 * 2, "Phone + (CC-WiFi, CC-3G) x (1, 2 clones): {m}");
+    for r in trows {
+        assert_eq!(r["identical"], true);
+        // Paced to Pulley's speed on image-search (small: the report's own ratio).
+        let speed = r["device_speed"].as_f64().unwrap();
+        assert!(speed > 0.0 && speed < 1.0, "{r}");
+        assert_eq!(r["times_s"].as_array().unwrap().len(), reps);
+        let clones = r["clones"].as_u64().unwrap();
+        assert_eq!(clones == 0, r["config"] == "Phone", "{r}");
+        if clones > 0 {
+            assert!(r["migrations"].as_f64().unwrap() >= 1.0, "{r}");
+        }
+    }
+
     // The CSV has the same rows and means; the Markdown names every row; the figures exist.
     let csv = std::fs::read_to_string(out.path().join("results.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
@@ -78,6 +99,7 @@ fn bench_paper_quick_produces_every_row_and_figure_consistently() {
     }
     let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     assert!(md.contains("modelled, not metered"));
+    assert!(md.contains("## Multiplicity") && md.contains("| image-search-mt | small | CC-WiFi | 2 |"), "report.md lacks the Multiplicity rows");
     for app in apps::APPS {
         for config in configs {
             assert!(md.contains(&format!("| {app} | small | {config} |")), "report.md lacks {app} {config}");
