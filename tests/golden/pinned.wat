@@ -2,10 +2,11 @@
 ;; RUN: analyze %
 ;; RUN: analyze --json %
 ;; A small app: `main` reads a file (WASI: may run on the clone), `work` only computes, and
-;; `send` reaches a socket call (device-only): what pins it shows its path.
+;; `send` reaches an import only the device has (`env`.`vibrate`: neither WASI nor a device
+;; capability the clone can proxy): what pins it shows its path.
 (module
   (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "sock_send" (func $sock_send (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "vibrate" (func $vibrate (param i32) (result i32)))
   (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
   (memory (export "memory") 1)
   (global $counter (mut i32) (i32.const 0))
@@ -19,7 +20,7 @@
         (br $next)))
     (local.get $acc))
   (func $send (param $fd i32) (result i32)
-    (call $sock_send (local.get $fd) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 8)))
+    (call $vibrate (local.get $fd)))
   (func $main (export "_start")
     (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)))
     (global.set $counter (call $work (i32.const 1000)))

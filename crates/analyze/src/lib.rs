@@ -5,8 +5,9 @@
 //!
 //! CloneCloud's three constraints, for wasm and WASI:
 //! 1. **Pinned to the device**: a function that can reach a device-only import (by the
-//!    [`Policy`]; by default WASI calls the clone neither serves nor proxies, and every non-WASI
-//!    import) runs on the device, and so does everything that can reach it.
+//!    [`Policy`]; by default every non-WASI import but wasi-threads' spawn: the clone serves or
+//!    proxies all of WASI preview 1) runs on the device, and so does everything that can reach
+//!    it.
 //! 2. **State outside migrated memory**: the thread's state that migrates is the arguments, the
 //!    mutable globals and linear memory 0. Tables do not migrate, so a function that can change a
 //!    table is pinned (reported with its path); a second memory does not migrate, so a module with

@@ -29,26 +29,6 @@ impl Class {
     }
 }
 
-/// WASI preview 1 functions the clone neither serves nor proxies today: a function that calls
-/// one runs on the device (`exec::clone_wasi` is the runtime's side of this list).
-const WASI_DEVICE_ONLY: &[&str] = &[
-    "poll_oneoff",
-    "proc_raise",
-    "sock_accept",
-    "sock_recv",
-    "sock_send",
-    "sock_shutdown",
-    "path_link",
-    "path_symlink",
-    "path_readlink",
-    "path_filestat_set_times",
-    "fd_filestat_set_times",
-    "fd_renumber",
-    "fd_allocate",
-    "fd_fdstat_set_flags",
-    "fd_fdstat_set_rights",
-];
-
 /// `module.name` patterns per class, checked before the built-in defaults. A pattern is
 /// `module.name` where `*` matches any run of characters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
@@ -131,12 +111,19 @@ impl Policy {
                 return class;
             }
         }
+        // The clone serves every function of preview 1 and of `wasi_unstable`, or proxies it to
+        // the device (`replica::clone_wasi`); a call it cannot answer exactly as the device
+        // would runs on the device, at run time.
         if clonecloud_model::WASI_P1_MODULES.contains(&module) && clonecloud_model::WASI_P1_FUNCTIONS.contains(&name) {
-            if module == "wasi_snapshot_preview1" && !WASI_DEVICE_ONLY.contains(&name) {
-                return Class::Proxiable;
-            }
-            // Preview 0 (`wasi_unstable`) is not served on the clone.
-            return Class::DeviceOnly;
+            return Class::Proxiable;
+        }
+        // wasi-threads' spawn: on a clone (one thread) a call that reaches it fails and runs
+        // here, and the profiler marks the functions whose calls start threads so the optimizer
+        // never offers them. Statically it pins nothing: nearly every function of a threaded
+        // program can reach it through an indirect call the analysis cannot resolve (the panic
+        // machinery's), so pinning by it would pin them all.
+        if module == "wasi" && (name == "thread-spawn" || name == "thread_spawn") {
+            return Class::Proxiable;
         }
         Class::DeviceOnly
     }
@@ -157,7 +144,10 @@ mod tests {
         assert_eq!(p.class("env", "log2"), Class::DeviceOnly, "the most restrictive class wins");
         assert_eq!(p.class("gpu", "matmul"), Class::CloneOnly);
         assert_eq!(p.class("wasi_snapshot_preview1", "fd_read"), Class::Proxiable);
-        assert_eq!(p.class("wasi_snapshot_preview1", "sock_recv"), Class::DeviceOnly);
+        assert_eq!(p.class("wasi_snapshot_preview1", "sock_recv"), Class::Proxiable, "served on the clone (or proxied)");
+        assert_eq!(p.class("wasi_unstable", "poll_oneoff"), Class::Proxiable);
+        assert_eq!(p.class("wasi", "thread-spawn"), Class::Proxiable, "a spawn on the clone runs here at run time");
+        assert_eq!(p.class("env", "camera"), Class::DeviceOnly, "any other import stays on the device");
         assert_eq!(p.class("other", "thing"), Class::DeviceOnly);
         assert!(matches!(Policy::parse("device_only = []", "t"), Err(PolicyError::Parse { .. })));
         assert!(matches!(Policy::parse("pure = [\"nodot\"]", "t"), Err(PolicyError::Pattern { .. })));

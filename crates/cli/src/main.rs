@@ -93,10 +93,6 @@ pub(crate) enum EngineArg {
 }
 
 impl EngineArg {
-    pub(crate) fn key(self) -> &'static str {
-        clonecloud_launch::engine_key(self.engine())
-    }
-
     pub(crate) fn engine(self) -> clonecloud_exec::DeviceEngine {
         match self {
             EngineArg::Cranelift => clonecloud_exec::DeviceEngine::Cranelift,

@@ -58,6 +58,8 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         device_engine,
         policy,
         bytes_threshold: Duration::from_secs_f64(opts.bytes_threshold.max(0.0) / 1e3),
+        pace: None,
+        thread_end: clonecloud_exec::threads::exit_process,
     };
     let profile = clonecloud_profile::profile(&wasm, &cache, &profile_opts).with_context(|| format!("cannot profile `{}`", module_path.display()))?;
     // Kept for `clonecloud partition` and the choice at launch.

@@ -89,8 +89,8 @@ pub struct Opts {
     /// Emulate a slower device: the guest's code runs at FRACTION of this engine's speed on
     /// this machine (every thread sleeps, after each millisecond or so of CPU, for as long as
     /// the slower device would have needed more). Host work (WASI, migrations) is not slowed.
-    /// Works for multi-threaded modules, which the pulley engine does not run. Not with a
-    /// partition chosen at launch (give --offload).
+    /// Works for multi-threaded modules, which the pulley engine does not run. Profiles learned
+    /// and partitions chosen at launch are the paced device's (`cranelift@0.25`).
     #[arg(long, value_name = "FRACTION")]
     device_speed: Option<f64>,
 
@@ -128,13 +128,8 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     if clonecloud_exec::threads::uses_threads(&wasm) {
         return run_threaded(&opts, &wasm, &cache, &module_path);
     }
-    if opts.device_speed.is_some() && opts.offload.is_empty() && opts.clone.is_some() {
-        bail!(
-            "--device-speed with --clone and no --offload: the profiles and partitions chosen at launch are of the device's engine at its own speed, not of a paced one; name the functions to offload with --offload, or leave --device-speed out"
-        );
-    }
     // With a clone, nothing named and nothing known of this module yet, the run learns.
-    if opts.offload.is_empty() && opts.clone.is_some() && !clonecloud_launch::has_profile(&crate::store()?, &wasm, opts.device_engine.engine())? {
+    if learns(&opts, &wasm)? {
         return learn(&opts, &wasm, &cache, &module_path);
     }
     // With a clone and nothing named, the partition is chosen now, for the link as it is.
@@ -221,31 +216,36 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
 }
 
 /// A multi-threaded (wasi-threads) module: run here, as `wasmtime run -S threads` runs it, with
-/// `--points` as for any module (every thread's calls reach them). Its threads do not migrate
-/// yet: what was asked of offloading is said on stderr and not done (the run is the local one it
-/// falls back to), and `--stats` records no migration.
+/// `--points` as for any module (every thread's calls reach them). With `--offload`, or a
+/// partition chosen at launch (`--clone` alone: its first run learns, as a single-threaded
+/// module's does, and later ones choose for the link and the number of clones), a thread at one
+/// of the functions migrates through a pool of sessions on the clones (`offload::pool`) while
+/// the others run on; with `--redundant K`, each migration is asked of K clones.
 fn run_threaded(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std::path::Path) -> anyhow::Result<ExitCode> {
     if !matches!(opts.device_engine, crate::EngineArg::Cranelift) {
         bail!("`{}` is multi-threaded (wasi-threads), which the pulley device engine does not run (wasmtime's interpreter has no threads): run it with --device-engine cranelift", module_path.display());
     }
-    let offload = !opts.offload.is_empty();
-    if offload && opts.redundant > 1 {
-        bail!("--redundant {} on `{}`: the answers of a multi-threaded module's migrations are not compared between clones yet; leave --redundant out", opts.redundant, module_path.display());
+    // With a clone and nothing named: the first run learns, later ones choose at launch.
+    if learns(opts, wasm)? {
+        return learn(opts, wasm, cache, module_path);
     }
-    if !offload && opts.clone.is_some() {
-        eprintln!(
-            "clonecloud: `{}` is multi-threaded (wasi-threads): no partition is chosen for it yet, so it runs on this device; name the functions to offload with --offload",
-            module_path.display()
-        );
-    }
+    let launch_target = if opts.offload.is_empty() && opts.clone.is_some() { Some(target(opts, cache)?) } else { None };
+    let choice = match &launch_target {
+        Some(t) => choose_at_launch(opts, wasm, t)?,
+        None => clonecloud_launch::Choice::default(),
+    };
+    let chosen_at_launch = !choice.offload.is_empty();
+    let offload = !opts.offload.is_empty() || chosen_at_launch;
     let wasi = WasiConfig {
         args: opts.module_and_args.clone(),
         env: opts.env.iter().map(|e| parse_env(e)).collect::<anyhow::Result<_>>()?,
         dirs: opts.dirs.iter().map(|d| DirMapping::parse(d)).collect(),
         stdio: Stdio::Inherit,
     };
-    let points = if offload {
+    let points = if !opts.offload.is_empty() {
         clonecloud_launch::points::parse(&opts.offload).context("--offload")?
+    } else if chosen_at_launch {
+        Points::Named(choice.offload.clone())
     } else {
         clonecloud_launch::points::parse(&opts.points).context("--points")?
     };
@@ -264,7 +264,10 @@ fn run_threaded(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std
     }
     let stats = std::sync::Arc::new(std::sync::Mutex::new(clonecloud_offload::Stats::default()));
     let migrator: Option<Box<dyn clonecloud_exec::Migrator>> = if offload {
-        let mut target = target(opts, cache)?;
+        let mut target = match launch_target {
+            Some(t) => t,
+            None => target(opts, cache)?,
+        };
         target.environment = clonecloud_wire::Environment {
             args: wasi.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
             env: wasi.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()).collect(),
@@ -272,7 +275,20 @@ fn run_threaded(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std
         target.dirs = wasi.dirs.iter().map(|d| clonecloud_files::Root { host: d.host.clone(), guest: d.guest.clone() }).collect();
         let model = clonecloud_model::Module::parse_without_call_graph(wasm)?;
         let names: Vec<String> = program.points().iter().map(|p| clonecloud_launch::points::name(&model, p.function)).collect();
-        let offloaders = clonecloud_offload::pool::offloaders(&target, |t| clonecloud_offload::Offloader::new(t, program.layout().clone(), names.clone(), stats.clone()));
+        witnesses(&mut target.clone(), opts.redundant)?;
+        let offloaders = clonecloud_offload::pool::offloaders(&target, |mut t| {
+            // Each session's witnesses: the next K-1 clones after its own.
+            let chosen = witnesses(&mut t, opts.redundant).unwrap_or_default();
+            let mut o = clonecloud_offload::Offloader::new(t, program.layout().clone(), names.clone(), stats.clone());
+            if !choice.expectations.is_empty() {
+                o.watch(program.points().iter().map(|p| choice.expectations.get(&p.function).copied()).collect());
+            }
+            if !chosen.is_empty() {
+                let own_stats = || std::sync::Arc::new(std::sync::Mutex::new(clonecloud_offload::Stats::default()));
+                o.witnessed_by(chosen.into_iter().map(|w| clonecloud_offload::Offloader::new(w, program.layout().clone(), names.clone(), own_stats())).collect());
+            }
+            o
+        });
         let pool = clonecloud_offload::pool::Pool::new(offloaders);
         // The clones get the module and the directories now, while the program starts.
         pool.send_ahead();
@@ -280,9 +296,13 @@ fn run_threaded(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std
     } else {
         None
     };
+    let started = std::time::Instant::now();
     let report = program
-        .run_threads(&wasi, migrator, thread_ended)
+        .run_threads(&wasi, migrator, clonecloud_exec::threads::exit_process)
         .with_context(|| format!("failed to run `{}`", module_path.display()))?;
+    if opts.explain && chosen_at_launch {
+        explain_run(&stats.lock().unwrap_or_else(|e| e.into_inner()), started.elapsed(), choice.profiled_s);
+    }
     if let Some(path) = &opts.stats {
         let stats = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let json = serde_json::to_string_pretty(&stats).expect("stats serialize") + "\n";
@@ -291,23 +311,20 @@ fn run_threaded(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std
     Ok(finish(report.outcome, module_path))
 }
 
+/// Whether this run learns: a clone, nothing named to offload, and no profile of this module
+/// on this device yet.
+fn learns(opts: &Opts, wasm: &[u8]) -> anyhow::Result<bool> {
+    Ok(opts.offload.is_empty() && opts.clone.is_some() && !clonecloud_launch::has_profile(&crate::store()?, wasm, &device_key(opts)?)?)
+}
+
+/// The name profiles and partitions know this device by (its engine, paced or not).
+fn device_key(opts: &Opts) -> anyhow::Result<String> {
+    Ok(clonecloud_launch::device_key(opts.device_engine.engine(), pace(opts)?))
+}
+
 /// `--device-speed`, checked.
 fn pace(opts: &Opts) -> anyhow::Result<Option<clonecloud_exec::Pace>> {
     opts.device_speed.map(|f| clonecloud_exec::Pace::new(f).map_err(|e| anyhow::anyhow!("--device-speed: {e}"))).transpose()
-}
-
-/// A spawned thread ended the program (its `proc_exit`, or a trap): the process exits, as
-/// wasmtime's did, with the thread's code, or with 1 after the error.
-fn thread_ended(end: clonecloud_exec::threads::ThreadEnd) -> ! {
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    match end {
-        clonecloud_exec::threads::ThreadEnd::Exited(code) => std::process::exit(code),
-        clonecloud_exec::threads::ThreadEnd::Failed(why) => {
-            eprintln!("Error: {why}");
-            std::process::exit(1)
-        }
-    }
 }
 
 /// For `--redundant K`: the 2nd to Kth clones of `target` become targets of their own (the
@@ -391,6 +408,8 @@ fn learn(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std::path:
         device_engine: opts.device_engine.engine(),
         policy: clonecloud_analyze::Policy::builtin(),
         bytes_threshold: std::time::Duration::from_millis(1),
+        pace: pace(opts)?,
+        thread_end: clonecloud_exec::threads::exit_process,
     };
     let learned = clonecloud_launch::learn(&crate::store()?, wasm, cache, &profile_opts).with_context(|| format!("cannot run `{}`", module_path.display()))?;
     if let Some(path) = &opts.stats {
@@ -402,7 +421,7 @@ fn learn(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std::path:
         eprintln!(
             "clonecloud: no profile of this module yet: ran it here with its {} candidates timed (the {} device measured {:.1}x slower than a clone); the next run chooses what to offload from it",
             learned.candidates,
-            opts.device_engine.key(),
+            device_key(opts)?,
             learned.speed_ratio
         );
     }
@@ -412,7 +431,7 @@ fn learn(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std::path:
 /// The choice at launch (see `clonecloud_launch::choose`), explained on stderr with --explain.
 fn choose_at_launch(opts: &Opts, wasm: &[u8], target: &clonecloud_offload::Target) -> anyhow::Result<clonecloud_launch::Choice> {
     let objective = clonecloud_partition::Objective::parse(&opts.objective)?;
-    let choice = clonecloud_launch::choose(&crate::store()?, wasm, opts.device_engine.engine(), objective, target)?;
+    let choice = clonecloud_launch::choose(&crate::store()?, wasm, &device_key(opts)?, objective, target)?;
     if opts.explain {
         match (&choice.link, &choice.partition) {
             (Some(Err(e)), _) => eprintln!("clonecloud: cannot measure the link to {}: {e}; running locally", target.addr),

@@ -214,13 +214,58 @@ fn a_migrated_call_that_reads_what_another_thread_changed_conflicts_and_goes_aga
 }
 
 #[test]
-fn what_threaded_modules_cannot_do_yet_is_said() {
-    // Without --offload no partition is chosen for a threaded module: said, and run here.
-    let got = same_as_native("reduce", &["3", "300000"], &["--clone", "local"]);
-    let err = text(&got.stderr);
-    assert!(err.contains("is multi-threaded (wasi-threads)") && err.contains("--offload"), "{err}");
-    // Answers of threaded migrations are not compared between clones yet.
-    let got = clonecloud(&["run", "--offload", "crunch", "--redundant", "2", "--clone", "local:2", wasm("workers").to_str().unwrap()]);
+fn a_threaded_modules_first_run_learns_and_the_next_chooses_what_to_offload() {
+    // A home of its own: no profile of `workers` yet. The device is paced to a tenth of this
+    // machine (the profile is that device's), the clones are two embedded ones.
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stats.json");
+    let args = ["4", "20000", "1500"];
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(native("workers"));
+        cmd.args(args);
+        let want = within(cmd);
+        let mut all = vec!["run", "--clone", "local:2", "--device-speed", "0.1", "--explain", "--stats", file.to_str().unwrap()];
+        all.extend_from_slice(extra);
+        let module = wasm("workers");
+        all.push(module.to_str().unwrap());
+        all.extend_from_slice(&args);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_clonecloud"));
+        cmd.args(&all).env("CLONECLOUD_HOME", home.path());
+        let got = within(cmd);
+        assert_eq!((text(&got.stdout), got.status.code()), (text(&want.stdout), want.status.code()), "stderr: {}", text(&got.stderr));
+        got
+    };
+    let first = run(&[]);
+    let err = text(&first.stderr);
+    assert!(err.contains("no profile of this module yet") && err.contains("cranelift@0.1"), "{err}");
+    assert_eq!(stats(&file)["migrations"].as_u64(), Some(0));
+    // The next run measures the link, solves the profile for two clones and offloads the
+    // workers' crunching while the main thread counts on.
+    let second = run(&[]);
+    let err = text(&second.stderr);
+    assert!(err.contains("offloading crunch"), "{err}");
+    let s = stats(&file);
+    assert!(s["migrations"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["points"].as_object().unwrap().keys().collect::<Vec<_>>(), ["crunch"], "{s}");
+}
+
+#[test]
+fn redundant_threaded_migrations_are_asked_of_two_clones_and_merged_when_they_agree() {
+    // Each worker's call is asked of both clones (each session's witness is the other clone),
+    // about the same snapshot although the main thread runs on: they agree (the bytes read and
+    // written too), so every answer is checked and merged. A lying clone is caught in
+    // crates/offload/tests/redundant.rs.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stats.json");
+    same_as_native("workers", &["4", "20000", "1000"], &["--offload", "crunch", "--redundant", "2", "--clone", "local:2", "--stats", file.to_str().unwrap()]);
+    let s = stats(&file);
+    let n = |k: &str| s[k].as_u64().unwrap();
+    assert!(n("migrations") > 0, "{s}");
+    assert_eq!(n("checked"), n("migrations"), "{s}");
+    assert_eq!(s["fallbacks"]["causes"]["mismatch"].as_u64(), None, "{s}");
+    // Two clones cannot each be asked by three.
+    let got = clonecloud(&["run", "--offload", "crunch", "--redundant", "3", "--clone", "local:2", wasm("workers").to_str().unwrap()]);
     assert_eq!(got.status.code(), Some(1));
-    assert!(text(&got.stderr).contains("--redundant 2"), "{}", text(&got.stderr));
+    assert!(text(&got.stderr).contains("--redundant 3 asks each migration of 3 clones"), "{}", text(&got.stderr));
 }

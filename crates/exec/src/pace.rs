@@ -21,6 +21,8 @@ pub const PACE_TICK: Duration = Duration::from_millis(1);
 /// How much slower guest code runs (see the module's documentation).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pace {
+    /// The fraction of this machine's speed.
+    speed: f64,
     /// Seconds of sleep per second of CPU.
     sleep_per_cpu: f64,
 }
@@ -31,7 +33,7 @@ impl Pace {
         if !(speed > 0.0 && speed <= 1.0) {
             return Err(format!("a device speed of {speed}: give a fraction of this machine's speed above 0 and at most 1 (0.1: ten times slower)"));
         }
-        Ok(Pace { sleep_per_cpu: 1.0 / speed - 1.0 })
+        Ok(Pace { speed, sleep_per_cpu: 1.0 / speed - 1.0 })
     }
 
     /// The calling thread starts running guest code (it enters wasm, or returns to it from a
@@ -59,20 +61,12 @@ impl Pace {
     /// Starts the thread that advances `engine`'s epoch every [`PACE_TICK`] while the engine
     /// lives.
     pub(crate) fn start_ticker(engine: &wasmtime::Engine) -> Result<(), crate::ExecError> {
-        let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("pace".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(PACE_TICK);
-                    match weak.upgrade() {
-                        Some(e) => e.increment_epoch(),
-                        None => return,
-                    }
-                }
-            })
-            .map(|_| ())
-            .map_err(|e| crate::ExecError::Engine(wasmtime::Error::msg(format!("cannot start the pacing thread: {e}"))))
+        crate::run::start_ticker(engine, PACE_TICK, "pace")
+    }
+
+    /// The fraction of this machine's speed the guest code runs at.
+    pub fn speed(&self) -> f64 {
+        self.speed
     }
 }
 

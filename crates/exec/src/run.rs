@@ -73,21 +73,27 @@ pub const EPOCH_TICK: std::time::Duration = std::time::Duration::from_millis(10)
 /// epoch every [`EPOCH_TICK`].
 pub fn new_clone_engine() -> Result<Engine, ExecError> {
     let engine = engine_with(PointMode::Flag, true)?;
+    start_ticker(&engine, EPOCH_TICK, "epoch")?;
+    Ok(engine)
+}
+
+/// Starts a thread named `name` that advances `engine`'s epoch every `period` while the engine
+/// lives (the clone's deadlines, a paced device's sleeps).
+pub(crate) fn start_ticker(engine: &Engine, period: std::time::Duration, name: &str) -> Result<(), ExecError> {
     let weak = engine.weak();
     std::thread::Builder::new()
-        .name("epoch".into())
+        .name(name.into())
         .spawn(move || {
-            while let Some(e) = weak.upgrade() {
-                drop(e);
-                std::thread::sleep(EPOCH_TICK);
+            loop {
+                std::thread::sleep(period);
                 match weak.upgrade() {
                     Some(e) => e.increment_epoch(),
                     None => return,
                 }
             }
         })
-        .map_err(|e| ExecError::Engine(wasmtime::Error::msg(format!("cannot start the epoch thread: {e}"))))?;
-    Ok(engine)
+        .map(|_| ())
+        .map_err(|e| ExecError::Engine(wasmtime::Error::msg(format!("cannot start the {name} thread: {e}"))))
 }
 
 fn engine_with(mode: PointMode, epochs: bool) -> Result<Engine, ExecError> {

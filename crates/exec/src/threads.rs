@@ -118,6 +118,20 @@ pub enum ThreadEnd {
 /// tool exits the process).
 pub type EndHook = fn(ThreadEnd) -> !;
 
+/// The [`EndHook`] of a command-line tool, as `wasmtime run` ends: stdout flushed, the process
+/// exits with the thread's code, or with 1 after printing why the thread failed.
+pub fn exit_process(end: ThreadEnd) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    match end {
+        ThreadEnd::Exited(code) => std::process::exit(code),
+        ThreadEnd::Failed(why) => {
+            eprintln!("Error: {why}");
+            std::process::exit(1)
+        }
+    }
+}
+
 /// Checks that a wasi-threads module is one clonecloud can run: its imports are WASI preview 1,
 /// `thread-spawn` and one shared memory, which it defines no other memory beside and exports as
 /// `memory` (where WASI reads and writes), 32-bit with 64 KiB pages.
@@ -387,7 +401,7 @@ impl World {
 fn wait32(caller: Caller<'_, Device>, addr: i32, expected: i32, timeout: i64, offset: i32) -> wasmtime::Result<i32> {
     let threads = caller.data().threads().ok_or_else(|| wasmtime::Error::msg("a wait outside a threaded program"))?;
     let at = u64::from(addr as u32) + u64::from(offset as u32);
-    let r = threads.waiting.during(at, 4, || threads.memory.atomic_wait32(at, expected as u32, wait_timeout(timeout)))?;
+    let r = blocked(timeout, || threads.waiting.during(at, 4, || threads.memory.atomic_wait32(at, expected as u32, wait_timeout(timeout))))?;
     Ok(r as i32)
 }
 
@@ -395,8 +409,52 @@ fn wait32(caller: Caller<'_, Device>, addr: i32, expected: i32, timeout: i64, of
 fn wait64(caller: Caller<'_, Device>, addr: i32, expected: i64, timeout: i64, offset: i32) -> wasmtime::Result<i32> {
     let threads = caller.data().threads().ok_or_else(|| wasmtime::Error::msg("a wait outside a threaded program"))?;
     let at = u64::from(addr as u32) + u64::from(offset as u32);
-    let r = threads.waiting.during(at, 8, || threads.memory.atomic_wait64(at, expected as u64, wait_timeout(timeout)))?;
+    let r = blocked(timeout, || threads.waiting.during(at, 8, || threads.memory.atomic_wait64(at, expected as u64, wait_timeout(timeout))))?;
     Ok(r as i32)
+}
+
+/// What the calling thread did so far that only another thread could answer (counted for the
+/// profiler: a clone runs one thread, so a call that did either cannot run there).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Blocking {
+    /// Waits that blocked (the value was the one expected, with a timeout other than zero).
+    pub waits: u64,
+    /// The time they blocked.
+    pub waited: std::time::Duration,
+    /// Threads it asked to start.
+    pub spawns: u64,
+}
+
+impl Blocking {
+    /// What was done between `self` and `later`.
+    pub fn since(self, later: Blocking) -> Blocking {
+        Blocking { waits: later.waits - self.waits, waited: later.waited.saturating_sub(self.waited), spawns: later.spawns - self.spawns }
+    }
+}
+
+thread_local! {
+    static BLOCKING: std::cell::Cell<Blocking> = const { std::cell::Cell::new(Blocking { waits: 0, waited: std::time::Duration::ZERO, spawns: 0 }) };
+}
+
+/// What the calling thread did so far that only another thread could answer.
+pub fn blocking() -> Blocking {
+    BLOCKING.with(|b| b.get())
+}
+
+/// Runs `wait` (a wait with `timeout` ns), counting it in [`blocking`] when it blocked.
+fn blocked(timeout: i64, wait: impl FnOnce() -> Result<wasmtime::WaitResult, wasmtime::Trap>) -> Result<wasmtime::WaitResult, wasmtime::Trap> {
+    let t0 = std::time::Instant::now();
+    let r = wait()?;
+    if timeout != 0 && r != wasmtime::WaitResult::Mismatch {
+        let waited = t0.elapsed();
+        BLOCKING.with(|b| {
+            let mut v = b.get();
+            v.waits += 1;
+            v.waited += waited;
+            b.set(v);
+        });
+    }
+    Ok(r)
 }
 
 /// A wait's timeout in nanoseconds: negative waits for ever.
@@ -457,6 +515,11 @@ impl<T> Baton<T> {
 /// `wasi`.`thread-spawn(arg) -> tid`: starts a thread running `wasi_thread_start(tid, arg)` in a
 /// new instance; a negative result when none can be started.
 fn thread_spawn(caller: Caller<'_, Device>, arg: i32) -> i32 {
+    BLOCKING.with(|b| {
+        let mut v = b.get();
+        v.spawns += 1;
+        b.set(v);
+    });
     let Some(threads) = caller.data().threads.clone() else { return -1 };
     if !threads.can_spawn {
         // As wasmtime did: no thread is started, and the guest is told so.

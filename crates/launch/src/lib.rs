@@ -183,9 +183,16 @@ pub fn store_profile(store: &Store, wasm: &[u8], profile: clonecloud_profile::Pr
     Ok(stored)
 }
 
-/// Whether `wasm` has a stored profile on `engine` (or, lacking one, on the other engine).
-pub fn has_profile(store: &Store, wasm: &[u8], engine: DeviceEngine) -> Result<bool, LaunchError> {
-    Ok(store.profile_any(&clonecloud_profile::module_name(wasm), engine_key(engine))?.is_some())
+/// The name the partition database knows a device by: its engine's, with the speed it is
+/// paced to when it is (see [`clonecloud_profile::device_name`]).
+pub fn device_key(engine: DeviceEngine, pace: Option<clonecloud_exec::Pace>) -> String {
+    clonecloud_profile::device_name(engine, pace)
+}
+
+/// Whether `wasm` has a stored profile on `device` (a [`device_key`]; or, lacking one, on
+/// another device).
+pub fn has_profile(store: &Store, wasm: &[u8], device: &str) -> Result<bool, LaunchError> {
+    Ok(store.profile_any(&clonecloud_profile::module_name(wasm), device)?.is_some())
 }
 
 /// What a first run learned.
@@ -203,7 +210,8 @@ pub struct Learned {
 /// light profile: no clone run, the state estimated) and the profile is stored, so the next run
 /// chooses its partition at launch.
 pub fn learn(store: &Store, wasm: &[u8], cache: &ModuleCache, opts: &clonecloud_profile::Options) -> Result<Learned, LaunchError> {
-    let speed_ratio = clonecloud_profile::speed_ratio(opts.device_engine)?;
+    // A paced device is that much slower again.
+    let speed_ratio = clonecloud_profile::speed_ratio(opts.device_engine)? / opts.pace.map_or(1.0, |p| p.speed());
     let (profile, report) = clonecloud_profile::learn(wasm, cache, opts, speed_ratio)?;
     let candidates = profile.candidates.len();
     store_profile(store, wasm, profile, opts)?;
@@ -216,13 +224,16 @@ pub fn learn(store: &Store, wasm: &[u8], cache: &ModuleCache, opts: &clonecloud_
 pub fn solve(store: &Store, wasm: &[u8], engine: DeviceEngine, network: Network, objective: Objective, files_on_clone: bool) -> Result<Partition, LaunchError> {
     let module = clonecloud_profile::module_name(wasm);
     let stored = store.profile_any(&module, engine_key(engine))?.ok_or(LaunchError::NoProfile)?;
-    solve_stored(store, module, &stored, network, objective, files_on_clone)
+    solve_stored(store, module, &stored, network, objective, files_on_clone, 1)
 }
 
-/// [`solve`] for a profile already read (as `module`'s).
-fn solve_stored(store: &Store, module: String, stored: &StoredProfile, network: Network, objective: Objective, files_on_clone: bool) -> Result<Partition, LaunchError> {
+/// [`solve`] for a profile already read (as `module`'s), with `clones` clones to migrate to.
+fn solve_stored(store: &Store, module: String, stored: &StoredProfile, network: Network, objective: Objective, files_on_clone: bool, clones: usize) -> Result<Partition, LaunchError> {
     let files = clonecloud_partition::Files { users: &stored.file_users, bytes: if files_on_clone { 0 } else { stored.files_bytes } };
-    let problem = clonecloud_partition::problem(&stored.profile, &stored.nesting, files, network, objective, &PowerModel::default());
+    let problem = clonecloud_partition::problem(&stored.profile, &stored.nesting, files, network, objective, &PowerModel::default(), clones);
+    for o in &problem.options {
+        tracing::debug!(function = %o.name, saving = o.saving, calls = o.invocations, "a candidate the optimizer weighs");
+    }
     let choice = clonecloud_partition::solve(&problem)?;
     let partition = Partition {
         module,
@@ -256,11 +267,12 @@ pub struct Choice {
 }
 
 /// Measures the link to `target` (or, when it cannot be reached, to the first of its others
-/// that can), solves the module's stored profile for it and returns what to offload. No clone
-/// that can be reached is not an error: the choice is then to run here.
-pub fn choose(store: &Store, wasm: &[u8], engine: DeviceEngine, objective: Objective, target: &Target) -> Result<Choice, LaunchError> {
+/// that can), solves the module's stored profile made on `device` (a [`device_key`]) for it and
+/// for as many clones as `target` names, and returns what to offload. No clone that can be
+/// reached is not an error: the choice is then to run here.
+pub fn choose(store: &Store, wasm: &[u8], device: &str, objective: Objective, target: &Target) -> Result<Choice, LaunchError> {
     let module = clonecloud_profile::module_name(wasm);
-    let stored = store.profile_any(&module, engine_key(engine))?.ok_or(LaunchError::NoProfile)?;
+    let stored = store.profile_any(&module, device)?.ok_or(LaunchError::NoProfile)?;
     let profiled_s = stored.profile.device_total_ns as f64 / 1e9;
     // The first of the clones (`--clone A,B,...`) that answers; the run fails over to it too.
     let mut probe = target.clone();
@@ -272,7 +284,8 @@ pub fn choose(store: &Store, wasm: &[u8], engine: DeviceEngine, objective: Objec
         }
     };
     let network = Network { mbit: link.mbit, rtt_ms: link.rtt_ms, radio: clonecloud_partition::optimize::Radio::Wifi };
-    let p = solve_stored(store, module, &stored, network, objective, false)?;
+    // Concurrent migrations (a multi-threaded module's) spread over the clones.
+    let p = solve_stored(store, module, &stored, network, objective, false, 1 + target.others.len())?;
     let expectations = stored
         .profile
         .functions

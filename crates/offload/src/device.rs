@@ -170,6 +170,9 @@ pub struct Offloader {
     /// A thread's migration under way: memory as its state was taken (the other threads ran
     /// on), which the answer is checked against and merged onto (see `clonecloud_exec::merge`).
     snapshot: Option<Vec<u8>>,
+    /// A witness of a thread's migration: the first clone's snapshot, which it is asked about
+    /// too (the same state, however memory changed since).
+    given: Option<Vec<u8>>,
     /// How often the program's other threads had taken the WASI context when the migration
     /// began (before the directories were listed).
     wasi_mark: u64,
@@ -259,6 +262,7 @@ impl Offloader {
             asked: false,
             escapes: Default::default(),
             snapshot: None,
+            given: None,
             wasi_mark: 0,
             conflicted: false,
             one_at_a_time: None,
@@ -421,14 +425,20 @@ impl Offloader {
                 result = Err(abort(Cause::Mismatch, format!("the clone at {} was not ready to answer too", w.target.addr)));
                 break;
             }
-            let other = match w.drive(guest, j, args) {
+            w.given.clone_from(&self.snapshot);
+            let driven = w.drive(guest, j, args);
+            w.given = None;
+            let other = match driven {
                 Ok((other, _)) => other,
                 Err(a) => {
                     result = Err(abort(Cause::Mismatch, format!("the clone at {} could not answer too ({}: {})", w.target.addr, a.cause, a.detail)));
                     break;
                 }
             };
-            if let Err(why) = same_answer(event, &other, guest.memory()) {
+            // A thread's answers are of its snapshot; the others', of memory as it is.
+            w.snapshot = None;
+            let base = self.snapshot.as_deref().unwrap_or_else(|| guest.memory());
+            if let Err(why) = same_answer(event, &other, base) {
                 warn!(point = %self.names[j], "the clones at {} and {} answered the same migration differently ({why}): running it here", self.target.addr, w.target.addr);
                 result = Err(abort(Cause::Mismatch, format!("the clones at {} and {} disagree: {why}", self.target.addr, w.target.addr)));
                 break;
@@ -483,8 +493,15 @@ impl Offloader {
     fn capture(&mut self, guest: &mut Guest<'_, '_>) -> Result<Captured, Abort> {
         let t0 = Instant::now();
         let (pages, wasm_pages) = if guest.is_thread() {
-            // The other threads run on: the state is a copy, kept for the merge.
-            let (snapshot, wasm_pages) = guest.snapshot();
+            // The other threads run on: the state is a copy, kept for the merge (a witness is
+            // given the first clone's).
+            let (snapshot, wasm_pages) = match self.given.take() {
+                Some(s) => {
+                    let pages = (s.len() / 65536) as u32;
+                    (s, pages)
+                }
+                None => guest.snapshot(),
+            };
             let pages = self.table.diff(&snapshot);
             self.snapshot = Some(snapshot);
             (pages, wasm_pages)
@@ -977,7 +994,7 @@ impl Offloader {
             Err(a) if a.cause == Cause::Conflict && files.is_empty() => {
                 // The clone's replica is known all the same (the snapshot and the call's pages):
                 // the session goes on from it, and the call runs here.
-                self.table.applied(wasm_pages as usize * 65536, &pages);
+                self.agreed(wasm_pages as usize * 65536, &pages);
                 self.conflicted = true;
                 return Err(a);
             }
@@ -986,8 +1003,21 @@ impl Offloader {
         let written = clonecloud_exec::merge::Written::new(&access.writes);
         guest.notify_written(|at, len| written.any(at, len));
         // What the clone's replica holds now: the snapshot, and the pages as the call left them.
-        self.table.applied(wasm_pages as usize * 65536, &pages);
+        self.agreed(wasm_pages as usize * 65536, &pages);
         Ok(())
+    }
+}
+
+impl Offloader {
+    /// A thread's answer left the clone's replica (and each witness's, which gave the same) at
+    /// the snapshot with `pages` as the call left them, `len` bytes of memory.
+    fn agreed(&mut self, len: usize, pages: &[(u32, Vec<u8>)]) {
+        self.table.applied(len, pages);
+        for w in &mut self.witnesses {
+            if std::mem::take(&mut w.asked) {
+                w.table.applied(len, pages);
+            }
+        }
     }
 }
 
@@ -1132,12 +1162,14 @@ impl Drop for Offloader {
 
 /// Whether two clones' answers to one migration leave the device in the same state: the same
 /// results, exit and exception, globals, memory size and final contents of every page either
-/// changed (a page's final contents: the device's `memory` XOR the delta, or the page sent
-/// whole), output and file changes; what differs, when not.
+/// changed (a page's final contents: `memory` XOR the delta, or the page sent whole; `memory`
+/// is the device's, or a thread's snapshot), output and file changes, and for a thread's call
+/// the bytes it read and wrote (a clone that under-reports what the call read would hide a
+/// conflict); what differs, when not.
 fn same_answer(a: &ConnEvent, b: &ConnEvent, memory: &[u8]) -> Result<(), String> {
     let (
-        ConnEvent::Returned { results: ra, state: sa, output: oa, files: fa, exit: ea, thrown: ta, .. },
-        ConnEvent::Returned { results: rb, state: sb, output: ob, files: fb, exit: eb, thrown: tb, .. },
+        ConnEvent::Returned { results: ra, state: sa, output: oa, files: fa, exit: ea, thrown: ta, access: xa, .. },
+        ConnEvent::Returned { results: rb, state: sb, output: ob, files: fb, exit: eb, thrown: tb, access: xb, .. },
     ) = (a, b)
     else {
         return Err("not both answers".into());
@@ -1167,6 +1199,9 @@ fn same_answer(a: &ConnEvent, b: &ConnEvent, memory: &[u8]) -> Result<(), String
     }
     if fa != fb {
         return differ("the file changes");
+    }
+    if xa != xb {
+        return differ("the bytes the call read and wrote");
     }
     Ok(())
 }

@@ -12,10 +12,16 @@
 //! - energy: `P_active device(i) - (P_idle (clone(i) + 2 RTT + transfer) + P_tx up(i) / bw +
 //!   P_rx down(i) / bw + tail)` (the device waits while the clone runs; see [`PowerModel`]).
 //!
+//! In a multi-threaded program several threads' calls may be away at once: `clone(i)` is
+//! stretched by `overlap(f) / clones` when more of them overlap (the profile's
+//! [`clonecloud_profile::FunctionStats::overlap`]) than there are clones, each taken to run one
+//! call at full speed (a clone does not say how many cores it has; concurrent calls on one clone
+//! share it).
+//!
 //! The objective maximizes that saving minus, once, the cost of sending the input files if a
 //! function that reads them migrates; pinned functions are not variables at all (they are not
-//! candidates). A function with no call measured (every call was short) or unhooked by the
-//! profiler is not offered.
+//! candidates). A function with no call measured (every call was short), unhooked by the
+//! profiler, or with calls that started or waited for threads (a clone runs one) is not offered.
 
 use clonecloud_profile::Profile;
 use good_lp::{Expression, Solution, SolverModel, Variable, constraint, variable, variables};
@@ -260,19 +266,22 @@ pub struct Files<'a> {
 /// Builds the problem from a profile: savings per candidate under `network` and `objective`,
 /// conflicts from `nesting` (`(outer, inner)` function pairs that cannot both migrate), and the
 /// one-time cost of sending `files` if a candidate that reads them migrates (the optimizer
-/// assumes the clone has none of them: a first run).
-pub fn problem(profile: &Profile, nesting: &[(u32, u32)], files: Files<'_>, network: Network, objective: Objective, power: &PowerModel) -> Problem {
+/// assumes the clone has none of them: a first run), with `clones` clones to migrate to.
+pub fn problem(profile: &Profile, nesting: &[(u32, u32)], files: Files<'_>, network: Network, objective: Objective, power: &PowerModel, clones: usize) -> Problem {
     let bw = network.bytes_per_s();
     let rtt = network.rtt_ms / 1e3;
     let mut saving: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
     for f in &profile.functions {
-        // Unmeasured (every call short) or unhooked (too many tiny calls) functions never pay.
-        if f.measured_calls == 0 || f.outermost_calls == 0 || f.unhooked_after.is_some() {
+        // Unmeasured (every call short) or unhooked (too many tiny calls) functions never pay;
+        // ones whose calls start or wait for threads cannot run on a clone.
+        if f.measured_calls == 0 || f.outermost_calls == 0 || f.unhooked_after.is_some() || f.needs_threads > 0 {
             continue;
         }
         let n = f.outermost_calls as f64;
         let (up, down) = (f.bytes_up as f64 / f.measured_calls as f64, f.bytes_down as f64 / f.measured_calls as f64);
-        let (device, clone) = (f.device_ns as f64 / 1e9, f.clone_ns as f64 / 1e9);
+        // More calls away at once than clones: they share the clones.
+        let shared_by = (f.overlap / clones.max(1) as f64).max(1.0);
+        let (device, clone) = (f.device_ns as f64 / 1e9, f.clone_ns as f64 / 1e9 * shared_by);
         let (t_up, t_down) = (n * up / bw, n * down / bw);
         let s = match objective {
             Objective::Time => device - (clone + n * 2.0 * rtt + t_up + t_down),

@@ -78,6 +78,8 @@ fn profile() -> Profile {
         bytes_up,
         bytes_down,
         unhooked_after: None,
+        overlap: 0.0,
+        needs_threads: 0,
     };
     let mut unhooked = stats(4, 20_000, 2_000_000_000, 100_000_000, 1, 4096, 4096);
     unhooked.unhooked_after = Some(10_000);
@@ -106,7 +108,7 @@ fn fast_links_offload_the_heavy_call_and_slow_links_nothing() {
     let nesting = [(0, 1), (0, 2), (0, 4)];
     let power = PowerModel::default();
     let files = Files::default();
-    let problem = |p: &Profile, nesting: &[(u32, u32)], network, objective, power: &PowerModel| problem(p, nesting, files, network, objective, power);
+    let problem = |p: &Profile, nesting: &[(u32, u32)], network, objective, power: &PowerModel| problem(p, nesting, files, network, objective, power, 1);
     let wifi = solve(&problem(&p, &nesting, Network::WIFI, Objective::Time, &power)).unwrap();
     assert_eq!(wifi.names, ["heavy"], "{wifi:?}");
     let slow = Network::parse("0.1,1000").unwrap();
@@ -124,7 +126,7 @@ fn fast_links_offload_the_heavy_call_and_slow_links_nothing() {
     assert!(pr.options.iter().all(|o| o.function != 4), "an unhooked function is never offered");
     // If heavy reads 100 MB of input files that must reach the clone first, Wi-Fi no longer pays.
     let files = Files { users: &[1], bytes: 100 << 20 };
-    let with_files = solve(&clonecloud_partition::problem(&p, &nesting, files, Network::WIFI, Objective::Time, &power)).unwrap();
+    let with_files = solve(&clonecloud_partition::problem(&p, &nesting, files, Network::WIFI, Objective::Time, &power, 1)).unwrap();
     assert!(with_files.offload.is_empty(), "{with_files:?}");
 }
 
@@ -162,4 +164,37 @@ fn run_energy_follows_the_power_model() {
     let one = power.energy(&RunMeasure { transfers: 1, ..run }, Some(cell));
     assert!((one.tail_j - power.cell_tail_j()).abs() < 1e-9);
     assert!((e.total_j - (e.cpu_j + e.idle_j + e.radio_j + e.tail_j)).abs() < 1e-9);
+}
+
+#[test]
+fn concurrent_calls_pay_only_with_clones_enough_to_run_them() {
+    // Four threads each call `shard` once, all at the same time (overlap 4): 2 s each on the
+    // device, 1.2 s on a clone that runs one of them. One clone runs the four in turn (4.8 s
+    // each as the device waits): worse than here; two still worse (2.4 s); four pay.
+    let mut p = profile();
+    p.names = vec!["main".into(), "shard".into()];
+    p.candidates = vec![1];
+    p.functions = vec![FunctionStats {
+        function: 1,
+        calls: 4,
+        outermost_calls: 4,
+        device_ns: 8_000_000_000,
+        clone_ns: 4_800_000_000,
+        measured_calls: 4,
+        bytes_up: 4 << 20,
+        bytes_down: 4 << 10,
+        unhooked_after: None,
+        overlap: 4.0,
+        needs_threads: 0,
+    }];
+    let chosen = |p: &Profile, clones| solve(&problem(p, &[], Files::default(), Network::WIFI, Objective::Time, &PowerModel::default(), clones)).unwrap().names;
+    assert!(chosen(&p, 1).is_empty());
+    assert!(chosen(&p, 2).is_empty());
+    assert_eq!(chosen(&p, 4), ["shard"]);
+    // The same calls one after the other (no overlap) pay on one clone.
+    p.functions[0].overlap = 1.0;
+    assert_eq!(chosen(&p, 1), ["shard"]);
+    // A call that waited for another thread cannot run on a clone at all.
+    p.functions[0].needs_threads = 1;
+    assert!(chosen(&p, 4).is_empty());
 }

@@ -27,7 +27,8 @@ use clonecloud_analyze::{Policy, analyze};
 use clonecloud_exec::heap::HeapHint;
 use clonecloud_exec::state::{PAGE_SIZE, PageTable};
 use clonecloud_exec::{
-    DeviceEngine, ExecError, Guest, Migrator, ModuleCache, PointMode, Points, Program, RunReport, Stdio, WasiConfig, new_device_engine, new_engine,
+    DeviceEngine, ExecError, Guest, Migrator, ModuleCache, PointMode, Points, Program, RunReport, Stdio, WasiConfig, new_device_engine, new_device_engine_with,
+    new_engine,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -47,6 +48,12 @@ pub struct Options {
     pub policy: Policy,
     /// Calls shorter than this on the device are not measured for bytes.
     pub bytes_threshold: Duration,
+    /// A slower device emulated (`run --device-speed`): the device's run is paced, and the
+    /// profile is the paced device's ([`device_name`]).
+    pub pace: Option<clonecloud_exec::Pace>,
+    /// What runs when a spawned thread of a multi-threaded module ends the program (its
+    /// `proc_exit`, a trap): see [`clonecloud_exec::threads::EndHook`].
+    pub thread_end: clonecloud_exec::threads::EndHook,
 }
 
 /// Why a profile could not be made.
@@ -58,6 +65,10 @@ pub enum ProfileError {
     Exec(#[from] ExecError),
     #[error("no function of this module can migrate (see `clonecloud analyze`)")]
     NoCandidates,
+    #[error(
+        "the module is multi-threaded (wasi-threads): a full profile (two runs, the clone's measured) is not made for it; its first run with --clone learns its profile (`clonecloud run --clone local[:N] app.wasm`)"
+    )]
+    Threaded,
     #[error("the {engine} run failed: {message}")]
     Run { engine: &'static str, message: String },
     #[error(
@@ -96,6 +107,16 @@ pub struct FunctionStats {
     /// Set when the function was unhooked after this many calls (too many too short calls to
     /// ever pay for a migration; later calls count in their callers' times only).
     pub unhooked_after: Option<u64>,
+    /// In a multi-threaded run: how many threads were inside a hooked call (this one's
+    /// included) during its outermost calls, on average (each call counts the larger of the
+    /// numbers at its entry and at its exit). 0 in a run of one thread.
+    #[serde(default)]
+    pub overlap: f64,
+    /// Calls that started a thread, or waited for another thread (blocked on a value only
+    /// another thread changes): a clone runs one thread, so they cannot run there, and the
+    /// optimizer does not offer the function. Their blocked time is not counted in the times.
+    #[serde(default)]
+    pub needs_threads: u64,
 }
 
 /// A profile: the candidates' statistics and the tree of their longer invocations, on both
@@ -133,6 +154,10 @@ struct Frame {
     /// Time nested hooks took, to subtract.
     hooks: Duration,
     measured: bool,
+    /// Threads inside a hooked call at this call's entry (a threaded run; 0 otherwise).
+    busy_at_entry: u32,
+    /// What the thread had done that needs other threads, at this call's entry.
+    blocking: clonecloud_exec::threads::Blocking,
 }
 
 /// What one run records.
@@ -158,15 +183,96 @@ struct Record {
     /// A learning run ([`learn`]): calls at least this long have their state estimated at
     /// their exit (memory in use), for the first [`MEASURED_CALLS`] of each function.
     estimate: Option<Duration>,
+    /// A threaded run: per function, the sum over its outermost calls of the threads inside a
+    /// hooked call meanwhile (see [`FunctionStats::overlap`]).
+    overlap: HashMap<u32, u64>,
 }
 
-struct Recorder(Arc<Mutex<Record>>);
+/// The hooks of a run: one record per thread (each thread has its own stack of calls).
+struct Recorder {
+    record: Arc<Mutex<Record>>,
+    /// A threaded run's records, every thread's.
+    threads: Option<Arc<ThreadRecords>>,
+}
+
+/// Every thread's record of a threaded run, and how many threads are inside a hooked call now.
+struct ThreadRecords {
+    records: Mutex<Vec<Arc<Mutex<Record>>>>,
+    busy: std::sync::atomic::AtomicU32,
+    estimate: Option<Duration>,
+}
+
+impl Recorder {
+    /// The recorder of a run's first thread, from `record`.
+    fn new(record: Record, threaded: bool) -> Recorder {
+        let record = Arc::new(Mutex::new(record));
+        let threads = threaded.then(|| {
+            let estimate = record.lock().unwrap_or_else(|e| e.into_inner()).estimate;
+            Arc::new(ThreadRecords { records: Mutex::new(vec![record.clone()]), busy: Default::default(), estimate })
+        });
+        Recorder { record, threads }
+    }
+
+    /// What the run recorded, every thread's records merged (each thread's call numbers after
+    /// the previous thread's).
+    fn take(&self) -> Record {
+        let records: Vec<Arc<Mutex<Record>>> = match &self.threads {
+            Some(t) => t.records.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            None => vec![self.record.clone()],
+        };
+        let mut all = records.into_iter().map(|r| std::mem::take(&mut *r.lock().unwrap_or_else(|e| e.into_inner())));
+        let mut out = all.next().unwrap_or_default();
+        for r in all {
+            let (seqs, kept) = (out.seq, out.kept.len());
+            out.seq += r.seq;
+            out.hooks += r.hooks;
+            out.kept.extend(r.kept.into_iter().map(|(seq, inv)| (seq + seqs, Invocation { parent: inv.parent.map(|p| p + kept), ..inv })));
+            for (f, st) in r.stats {
+                let o = out.stats.entry(f).or_insert_with(|| FunctionStats { function: f, ..FunctionStats::default() });
+                o.calls += st.calls;
+                o.outermost_calls += st.outermost_calls;
+                o.device_ns += st.device_ns;
+                o.clone_ns += st.clone_ns;
+                o.measured_calls += st.measured_calls;
+                o.bytes_up += st.bytes_up;
+                o.bytes_down += st.bytes_down;
+                o.unhooked_after = o.unhooked_after.max(st.unhooked_after);
+                o.needs_threads += st.needs_threads;
+            }
+            for (f, n) in r.overlap {
+                *out.overlap.entry(f).or_default() += n;
+            }
+        }
+        for (f, n) in &out.overlap {
+            if let Some(st) = out.stats.get_mut(f) {
+                st.overlap = *n as f64 / st.outermost_calls.max(1) as f64;
+            }
+        }
+        out
+    }
+}
+
+/// Memory 0 as it is now: a threaded program's is a copy (other threads run on).
+fn memory_now<'a>(guest: &'a mut Guest<'_, '_>, copy: &'a mut Vec<u8>) -> &'a [u8] {
+    if guest.is_thread() {
+        *copy = guest.snapshot().0;
+        copy
+    } else {
+        guest.memory()
+    }
+}
 
 impl Migrator for Recorder {
     fn migrate(&mut self, guest: &mut Guest<'_, '_>, j: usize, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()> {
         let entered = Instant::now();
         let function = guest.point(j).function;
-        let mut r = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        // A thread entering its outermost hooked call is one more inside one.
+        let busy_at_entry = match &self.threads {
+            Some(t) if r.frames.is_empty() => t.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1,
+            Some(t) => t.busy.load(std::sync::atomic::Ordering::SeqCst),
+            None => 0,
+        };
         let seq = r.seq;
         r.seq += 1;
         // Kept: on the device, decided at the exit; on the clone, as the device decided.
@@ -180,7 +286,8 @@ impl Migrator for Recorder {
                 _ => false,
             };
         let mut bytes_up = None;
-        if measure {
+        // (A threaded run measures no deltas: `learn` only estimates.)
+        if measure && !guest.is_thread() {
             let pages = r.table.diff(guest.memory()).len();
             bytes_up = Some((pages * PAGE_SIZE) as u64);
         }
@@ -193,20 +300,28 @@ impl Migrator for Recorder {
         };
         *r.open.entry(function).or_default() += 1;
         let hook_in = entered.elapsed();
-        r.frames.push(Frame { seq, kept, start: Instant::now(), hooks: Duration::ZERO, measured: measure });
+        r.frames.push(Frame { seq, kept, start: Instant::now(), hooks: Duration::ZERO, measured: measure && !guest.is_thread(), busy_at_entry, blocking: clonecloud_exec::threads::blocking() });
         drop(r);
         let outcome = guest.call_local(j, params, results);
         let returned = Instant::now();
-        let mut r = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.record.lock().unwrap_or_else(|e| e.into_inner());
         let frame = r.frames.pop().expect("pushed above");
-        let ns = returned.duration_since(frame.start).saturating_sub(frame.hooks).as_nanos() as u64;
+        let busy = match &self.threads {
+            Some(t) if r.frames.is_empty() => t.busy.fetch_sub(1, std::sync::atomic::Ordering::SeqCst),
+            Some(t) => t.busy.load(std::sync::atomic::Ordering::SeqCst),
+            None => 0,
+        };
+        // Time blocked waiting for other threads is not the call's work.
+        let blocking = frame.blocking.since(clonecloud_exec::threads::blocking());
+        let ns = returned.duration_since(frame.start).saturating_sub(frame.hooks).saturating_sub(blocking.waited).as_nanos() as u64;
         let mut bytes_down = None;
         if let Some(min) = r.estimate
             && ns >= min.as_nanos() as u64
             && r.stats.get(&function).is_none_or(|s| s.measured_calls < MEASURED_CALLS as u64)
         {
             // What a migration here could move at most: every page in use, both ways.
-            let in_use = (guest.memory().chunks(PAGE_SIZE).filter(|p| p.iter().any(|b| *b != 0)).count() * PAGE_SIZE) as u64;
+            let mut copy = Vec::new();
+            let in_use = (memory_now(guest, &mut copy).chunks(PAGE_SIZE).filter(|p| p.iter().any(|b| *b != 0)).count() * PAGE_SIZE) as u64;
             bytes_up = Some(in_use);
             bytes_down = Some(in_use);
         }
@@ -238,8 +353,12 @@ impl Migrator for Recorder {
         let depth = r.open.get_mut(&function).expect("opened above");
         *depth -= 1;
         let outermost = *depth == 0;
+        if outermost && self.threads.is_some() {
+            *r.overlap.entry(function).or_default() += u64::from(frame.busy_at_entry.max(busy));
+        }
         let st = r.stats.entry(function).or_insert_with(|| FunctionStats { function, ..FunctionStats::default() });
         st.calls += 1;
+        st.needs_threads += u64::from(blocking.waits > 0 || blocking.spawns > 0);
         if outermost {
             st.outermost_calls += 1;
             if clone_side { st.clone_ns += ns } else { st.device_ns += ns }
@@ -260,7 +379,7 @@ impl Migrator for Recorder {
             r.stats.get_mut(&function).expect("counted").unhooked_after = Some(calls);
             drop(r);
             guest.set_flag(j, false)?;
-            r = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            r = self.record.lock().unwrap_or_else(|e| e.into_inner());
         }
         let hooks = hook_in + returned.elapsed();
         r.hooks += hooks;
@@ -272,18 +391,27 @@ impl Migrator for Recorder {
     }
 
     fn nested(&self) -> Option<Box<dyn Migrator>> {
-        Some(Box::new(Recorder(self.0.clone())))
+        Some(Box::new(Recorder { record: self.record.clone(), threads: self.threads.clone() }))
+    }
+
+    /// A spawned thread records on its own (its calls nest on its own stack).
+    fn for_thread(&self) -> Option<Box<dyn Migrator>> {
+        let t = self.threads.clone()?;
+        let record = Arc::new(Mutex::new(Record { estimate: t.estimate, ..Record::default() }));
+        t.records.lock().unwrap_or_else(|e| e.into_inner()).push(record.clone());
+        Some(Box::new(Recorder { record, threads: Some(t) }))
     }
 }
 
 /// One hooked run: the record and the run's time.
 fn hooked_run(program: &Program, wasi: &WasiConfig, record: Record, engine: &'static str) -> Result<(Record, Duration), ProfileError> {
-    let shared = Arc::new(Mutex::new(record));
+    let recorder = Recorder::new(record, false);
+    let record = recorder.record.clone();
     let started = Instant::now();
-    let report = program.run_with(wasi, Some(Box::new(Recorder(shared.clone()))));
+    let report = program.run_with(wasi, Some(Box::new(recorder)));
     let total = started.elapsed();
     report.map_err(|e| ProfileError::Run { engine, message: e.to_string() })?;
-    let record = std::mem::take(&mut *shared.lock().unwrap_or_else(|e| e.into_inner()));
+    let record = std::mem::take(&mut *record.lock().unwrap_or_else(|e| e.into_inner()));
     Ok((record, total))
 }
 
@@ -300,13 +428,15 @@ fn hooked(wasm: &[u8], policy: &Policy) -> Result<(clonecloud_model::Module, Vec
 
 /// Profiles `wasm` (the original module) as [`Options`] say.
 pub fn profile(wasm: &[u8], cache: &ModuleCache, opts: &Options) -> Result<Profile, ProfileError> {
+    if clonecloud_exec::threads::uses_threads(wasm) {
+        return Err(ProfileError::Threaded);
+    }
     let (model, candidates, points) = hooked(wasm, &opts.policy)?;
     let wasi = WasiConfig { stdio: Stdio::Null, ..opts.wasi.clone() };
 
-    let device = new_device_engine(PointMode::Host, opts.device_engine)?;
-    let program = Program::prepare(&device, cache, wasm, &points, PointMode::Host)?;
-    let device_name = engine_name(opts.device_engine);
-    let (dev, device_total) = hooked_run(&program, &wasi, Record::default(), device_name)?;
+    let program = device_program(wasm, cache, &points, opts)?;
+    let device_name = device_name(opts.device_engine, opts.pace);
+    let (dev, device_total) = hooked_run(&program, &wasi, Record::default(), engine_name(opts.device_engine))?;
     // The device's kept calls were pushed at their exits: order them by call number, so a
     // parent comes before its children, and link each to its nearest kept ancestor.
     let mut kept: Vec<(u64, Invocation)> = dev.kept;
@@ -344,7 +474,7 @@ pub fn profile(wasm: &[u8], cache: &ModuleCache, opts: &Options) -> Result<Profi
     functions.sort_by(|a, b| b.device_ns.cmp(&a.device_ns));
     Ok(Profile {
         module: module_name(wasm),
-        device_engine: device_name.to_string(),
+        device_engine: device_name,
         candidates,
         names: model.functions.iter().map(|f| f.display_name()).collect(),
         functions,
@@ -364,13 +494,17 @@ pub fn profile(wasm: &[u8], cache: &ModuleCache, opts: &Options) -> Result<Profi
 /// [`speed_ratio`]). Returns the profile and how the run ended.
 pub fn learn(wasm: &[u8], cache: &ModuleCache, opts: &Options, speed_ratio: f64) -> Result<(Profile, RunReport), ProfileError> {
     let (model, candidates, points) = hooked(wasm, &opts.policy)?;
-    let device = new_device_engine(PointMode::Host, opts.device_engine)?;
-    let program = Program::prepare(&device, cache, wasm, &points, PointMode::Host)?;
-    let shared = Arc::new(Mutex::new(Record { estimate: Some(opts.bytes_threshold), ..Record::default() }));
+    let program = device_program(wasm, cache, &points, opts)?;
+    let recorder = Recorder::new(Record { estimate: Some(opts.bytes_threshold), ..Record::default() }, program.is_threaded());
+    let records = Recorder { record: recorder.record.clone(), threads: recorder.threads.clone() };
     let started = Instant::now();
-    let report = program.run_with(&opts.wasi, Some(Box::new(Recorder(shared.clone()))))?;
+    let report = if program.is_threaded() {
+        program.run_threads(&opts.wasi, Some(Box::new(recorder)), opts.thread_end)?
+    } else {
+        program.run_with(&opts.wasi, Some(Box::new(recorder)))?
+    };
     let total = started.elapsed();
-    let dev = std::mem::take(&mut *shared.lock().unwrap_or_else(|e| e.into_inner()));
+    let dev = records.take();
     let ratio = speed_ratio.max(1e-3);
     let clone_ns = |ns: u64| (ns as f64 / ratio) as u64;
     let mut kept = dev.kept;
@@ -380,7 +514,7 @@ pub fn learn(wasm: &[u8], cache: &ModuleCache, opts: &Options, speed_ratio: f64)
     functions.sort_by(|a, b| b.device_ns.cmp(&a.device_ns));
     let profile = Profile {
         module: module_name(wasm),
-        device_engine: engine_name(opts.device_engine).to_string(),
+        device_engine: device_name(opts.device_engine, opts.pace),
         candidates,
         names: model.functions.iter().map(|f| f.display_name()).collect(),
         functions,
@@ -391,6 +525,31 @@ pub fn learn(wasm: &[u8], cache: &ModuleCache, opts: &Options, speed_ratio: f64)
         clone_hooks_ns: 0,
     };
     Ok((profile, report))
+}
+
+/// The device's program with every candidate hooked: on its engine (a multi-threaded module's:
+/// Cranelift with threads), paced as `opts` says.
+fn device_program(wasm: &[u8], cache: &ModuleCache, points: &Points, opts: &Options) -> Result<Program, ProfileError> {
+    let paced = opts.pace.is_some();
+    let engine = if clonecloud_exec::threads::uses_threads(wasm) {
+        clonecloud_exec::threads::new_threads_engine_with(PointMode::Host, paced)?
+    } else {
+        new_device_engine_with(PointMode::Host, opts.device_engine, paced)?
+    };
+    let mut program = Program::prepare(&engine, cache, wasm, points, PointMode::Host)?;
+    if let Some(p) = opts.pace {
+        program.set_pace(p)?;
+    }
+    Ok(program)
+}
+
+/// The name profiles and partitions know a device by: its engine's, with the speed it was paced
+/// to (`cranelift@0.25`) when it was.
+pub fn device_name(engine: DeviceEngine, pace: Option<clonecloud_exec::Pace>) -> String {
+    match pace {
+        Some(p) => format!("{}@{}", engine_name(engine), p.speed()),
+        None => engine_name(engine).to_string(),
+    }
 }
 
 /// The name a profile and the partition database know an engine by.
