@@ -38,7 +38,7 @@ fn built() {
     BUILT.get_or_init(|| {
         let mut native = vec!["build", "--release", "--quiet", "--locked", "-p", "gen-data"];
         let mut wasm = vec!["build", "--release", "--quiet", "--locked", "--target", "wasm32-wasip1"];
-        for app in APPS {
+        for app in APPS.iter().chain([&DEVICE_APP]) {
             native.extend(["-p", app]);
             wasm.extend(["-p", app]);
         }
@@ -47,6 +47,10 @@ fn built() {
         cargo(&["build", "--release", "--quiet", "--locked", "--target", "wasm32-wasip1-threads", "-p", THREADED_APP]);
     });
 }
+
+/// The workload that uses the device API (camera, position, screen: docs/device-api.md); its
+/// native build reads the same files (`CLONECLOUD_CAMERA`, `CLONECLOUD_GPS`).
+pub const DEVICE_APP: &str = "photo-tagger";
 
 /// The multi-threaded workload (image-search's, with worker threads), built for
 /// wasm32-wasip1-threads.
@@ -91,7 +95,7 @@ pub fn third_party(oracle: bool) -> PathBuf {
 
 /// Writes the input set of `app` at `size` into `out` with gen-data.
 pub fn generate(app: &str, size: &str, out: &Path) {
-    if app == "image-search" {
+    if app == "image-search" || app == DEVICE_APP {
         third_party(false);
     }
     let status = Command::new(native("gen-data"))

@@ -89,7 +89,7 @@ fn cargo(root: &Path, args: &[&str], target_dir: Option<&Path>, what: &str) -> R
 fn build(root: &Path) -> Result<Built, String> {
     let apps = root.join("target/apps");
     let corpus = root.join("target/corpus");
-    let workloads = ["-p", "virus-scan", "-p", "image-search", "-p", "behavior-profile"];
+    let workloads = ["-p", "virus-scan", "-p", "image-search", "-p", "behavior-profile", "-p", "photo-tagger"];
     let wasm: Vec<&str> = ["build", "--release", "--locked", "--quiet", "--target", "wasm32-wasip1"].into_iter().chain(workloads).collect();
     cargo(root, &wasm, Some(&apps), "the workloads")?;
     cargo(root, &["build", "--release", "--locked", "--quiet", "--target", "wasm32-wasip1-threads", "-p", "image-search-mt"], Some(&apps), "the multi-threaded workload")?;

@@ -182,25 +182,49 @@ fn place(rng: &mut Rng, width: usize, height: usize, w: usize, h: usize, face: O
     None
 }
 
-pub fn generate(size: Size, seed: u64, out: &Path, third_party: &Path) -> Result<serde_json::Value, String> {
-    let count = match size {
-        Size::Small => 1,
-        Size::Medium => 10,
-        Size::Large => 100,
-    };
-    let cascade = std::fs::read(third_party.join(CASCADE)).map_err(|e| {
+/// Reads the LBP face cascade from scikit-image's data files.
+pub fn read_cascade(third_party: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(third_party.join(CASCADE)).map_err(|e| {
         format!(
             "cannot read {}: {e}. It comes from the scikit-image package on PyPI: run `bash scripts/fetch-third-party`",
             third_party.join(CASCADE).display()
         )
-    })?;
-    write_file(&out.join("cascade.xml"), &cascade)?;
-    write_file(&out.join("settings.txt"), SETTINGS.as_bytes())?;
+    })
+}
 
+/// One generated image: its encoded bytes and what it holds.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    /// JPEG (`.jpg`) or PNG (`.png`).
+    pub jpeg: bool,
+    pub bytes: Vec<u8>,
+    /// The source photo's file name.
+    pub source: &'static str,
+    /// The faces it holds (x, y, width, height), from the hand-labelled boxes.
+    pub faces: Vec<[usize; 4]>,
+}
+
+impl Variant {
+    /// The file extension its encoding calls for.
+    pub fn ext(&self) -> &'static str {
+        if self.jpeg { "jpg" } else { "png" }
+    }
+}
+
+/// How many images image-search's input holds at `size`.
+pub fn count(size: Size) -> usize {
+    match size {
+        Size::Small => 1,
+        Size::Medium => 10,
+        Size::Large => 100,
+    }
+}
+
+/// Makes image-search's images at `size`, in order, giving each to `each` with its index (from
+/// 0) as soon as it is made: the same images whoever writes them.
+pub fn variants(size: Size, seed: u64, third_party: &Path, mut each: impl FnMut(usize, Variant) -> Result<(), String>) -> Result<(), String> {
     let mut rng = Rng::new(seed).fork("image-search").fork(size.name());
-    let mut truth = Vec::new();
-    let mut with_faces = 0;
-    for i in 0..count {
+    for i in 0..count(size) {
         // Every other image comes from a photo with a face (the first always does).
         let (source, face) = if i % 2 == 0 || rng.chance(10) {
             let (name, face) = WITH_FACES[(i / 2) % WITH_FACES.len()];
@@ -236,8 +260,7 @@ pub fn generate(size: Size, seed: u64, out: &Path, third_party: &Path) -> Result
             tone(&mut pic, contrast, brightness);
         }
         let jpeg = rng.chance(35);
-        let file = format!("img{:04}.{}", i + 1, if jpeg { "jpg" } else { "png" });
-        write_file(&out.join("images").join(&file), &encode(&pic, jpeg)?)?;
+        let bytes = encode(&pic, jpeg)?;
 
         let mut faces = Vec::new();
         if let (true, Some([fx, fy, fw, fh])) = (inside, face) {
@@ -248,8 +271,24 @@ pub fn generate(size: Size, seed: u64, out: &Path, third_party: &Path) -> Result
                 faces.push([bx, by, bw, bh]);
             }
         }
-        with_faces += usize::from(!faces.is_empty());
-        truth.push(serde_json::json!({ "file": format!("images/{file}"), "source": source, "faces": faces }));
+        each(i, Variant { jpeg, bytes, source, faces })?;
     }
-    Ok(serde_json::json!({ "images": count, "with_faces": with_faces, "truth": truth }))
+    Ok(())
+}
+
+pub fn generate(size: Size, seed: u64, out: &Path, third_party: &Path) -> Result<serde_json::Value, String> {
+    let cascade = read_cascade(third_party)?;
+    write_file(&out.join("cascade.xml"), &cascade)?;
+    write_file(&out.join("settings.txt"), SETTINGS.as_bytes())?;
+
+    let mut truth = Vec::new();
+    let mut with_faces = 0;
+    variants(size, seed, third_party, |i, v| {
+        let file = format!("img{:04}.{}", i + 1, v.ext());
+        write_file(&out.join("images").join(&file), &v.bytes)?;
+        with_faces += usize::from(!v.faces.is_empty());
+        truth.push(serde_json::json!({ "file": format!("images/{file}"), "source": v.source, "faces": v.faces }));
+        Ok(())
+    })?;
+    Ok(serde_json::json!({ "images": count(size), "with_faces": with_faces, "truth": truth }))
 }

@@ -1,12 +1,14 @@
 //! gen-data: writes the input set of one workload at one size, deterministically from a seed.
 //!
-//! `gen-data --app virus-scan|image-search|behavior-profile --size small|medium|large --out DIR`
+//! `gen-data --app virus-scan|image-search|behavior-profile|photo-tagger --size small|medium|large --out DIR`
 //! writes DIR, the app's INPUT_DIR, and `DIR/truth.json`, the ground truth (which the apps never
-//! read). The same seed writes the same bytes on every machine.
+//! read). The same seed writes the same bytes on every machine. photo-tagger's DIR holds its
+//! MODEL_DIR (`model/`), the camera's frames (`camera/`) and the GPS track (`track.csv`).
 
 mod behavior;
 mod faces;
 mod rng;
+mod tagger;
 mod virus;
 
 use clap::{Parser, ValueEnum};
@@ -18,6 +20,7 @@ pub enum App {
     VirusScan,
     ImageSearch,
     BehaviorProfile,
+    PhotoTagger,
 }
 
 /// The paper's three input sizes.
@@ -53,8 +56,9 @@ struct Args {
     /// The seed every byte is drawn from.
     #[arg(long, default_value_t = 2011)]
     seed: u64,
-    /// image-search only: the directory with scikit-image's data files (the photos and the face
-    /// cascade); default: where `scripts/fetch-third-party` puts them, target/third-party/skimage-data.
+    /// image-search and photo-tagger only: the directory with scikit-image's data files (the
+    /// photos and the face cascade); default: where `scripts/fetch-third-party` puts them,
+    /// target/third-party/skimage-data.
     #[arg(long)]
     third_party: Option<PathBuf>,
 }
@@ -90,6 +94,10 @@ fn generate(args: &Args) -> Result<(), String> {
         App::ImageSearch => {
             let dir = args.third_party.clone().unwrap_or_else(faces::default_third_party);
             faces::generate(args.size, args.seed, &args.out, &dir)?
+        }
+        App::PhotoTagger => {
+            let dir = args.third_party.clone().unwrap_or_else(faces::default_third_party);
+            tagger::generate(args.size, args.seed, &args.out, &dir)?
         }
     };
     let app = args.app.to_possible_value().expect("no skipped values");

@@ -65,6 +65,11 @@ pub struct FunctionReport {
     /// import or the function that changes a table.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub path: Vec<String>,
+    /// For a candidate that can reach the device's camera, position or screen (the device API): the
+    /// call path there. It may migrate, and each such call from the clone is then a round trip
+    /// to the device.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub device_path: Vec<String>,
 }
 
 /// Candidates that cannot both migrate: `inner` are reachable from `outer`.
@@ -163,13 +168,14 @@ fn import_name(module: &Module, f: u32) -> Option<(String, String)> {
 /// Analyzes `module` under `policy`.
 pub fn analyze(module: &Module, policy: &Policy) -> Analysis {
     let mut imports = Vec::new();
-    let (mut device_sinks, mut clone_sinks) = (Vec::new(), Vec::new());
+    let (mut device_sinks, mut clone_sinks, mut hardware) = (Vec::new(), Vec::new(), Vec::new());
     for f in &module.functions {
         if let Some((m, n)) = import_name(module, f.index) {
             let class = policy.class(&m, &n);
             match class {
                 Class::DeviceOnly => device_sinks.push(f.index),
                 Class::CloneOnly => clone_sinks.push(f.index),
+                Class::Device => hardware.push(f.index),
                 Class::Proxiable | Class::Pure => {}
             }
             imports.push(ImportReport { index: f.index, module: m, name: n, class });
@@ -179,6 +185,7 @@ pub fn analyze(module: &Module, policy: &Policy) -> Analysis {
     device_sinks.extend(&module.table_mutators);
     let to_device = paths_to(module, &device_sinks);
     let to_clone = paths_to(module, &clone_sinks);
+    let to_hardware = paths_to(module, &hardware);
     let extra_memory = module.memories.len() > 1;
 
     let mut functions = Vec::new();
@@ -209,7 +216,8 @@ pub fn analyze(module: &Module, policy: &Policy) -> Analysis {
             reason = Some(format!("cannot be a migration point: {e}"));
         }
         let candidate = point.is_ok() && matches!(placement, Placement::Either | Placement::Clone);
-        functions.push(FunctionReport { index: f.index, name: f.display_name(), candidate, placement, reason, path: p });
+        let device_path = if candidate && to_hardware[f.index as usize].is_some() { path(module, &to_hardware, f.index) } else { Vec::new() };
+        functions.push(FunctionReport { index: f.index, name: f.display_name(), candidate, placement, reason, path: p, device_path });
     }
 
     let candidates: Vec<u32> = functions.iter().filter(|f| f.candidate).map(|f| f.index).collect();

@@ -16,6 +16,10 @@ pub enum Class {
     CloneOnly,
     /// No state, no effect: runs anywhere.
     Pure,
+    /// Only the device has it (the device API's camera, position and screen), but
+    /// a migrated call reaches it through the device, a round trip per call: what can reach it
+    /// may still migrate, at that cost.
+    Device,
 }
 
 impl Class {
@@ -25,6 +29,7 @@ impl Class {
             Class::DeviceOnly => "device-only",
             Class::CloneOnly => "clone-only",
             Class::Pure => "pure",
+            Class::Device => "device (proxied from a clone)",
         }
     }
 }
@@ -111,6 +116,11 @@ impl Policy {
                 return class;
             }
         }
+        // The device API: the camera, the position and the screen are the device's (a clone's
+        // call is proxied to it).
+        if clonecloud_model::device_api::is_device_api(module, name) {
+            return Class::Device;
+        }
         // The clone serves every function of preview 1 and of `wasi_unstable`, or proxies it to
         // the device (`replica::clone_wasi`); a call it cannot answer exactly as the device
         // would runs on the device, at run time.
@@ -149,6 +159,8 @@ mod tests {
         assert_eq!(p.class("wasi", "thread-spawn"), Class::Proxiable, "a spawn on the clone runs here at run time");
         assert_eq!(p.class("env", "camera"), Class::DeviceOnly, "any other import stays on the device");
         assert_eq!(p.class("other", "thing"), Class::DeviceOnly);
+        assert_eq!(p.class("clonecloud_device", "camera_frame"), Class::Device);
+        assert_eq!(p.class("clonecloud_device", "screen_text"), Class::Device);
         assert!(matches!(Policy::parse("device_only = []", "t"), Err(PolicyError::Parse { .. })));
         assert!(matches!(Policy::parse("pure = [\"nodot\"]", "t"), Err(PolicyError::Pattern { .. })));
         assert!(matches!(Policy::parse("pure = 3", "t"), Err(PolicyError::Parse { .. })));

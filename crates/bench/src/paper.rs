@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+/// The workload that uses the device API (camera, position, screen).
+pub const DEVICE_APP: &str = "photo-tagger";
+
 /// What to run and where.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -332,8 +335,14 @@ impl Bench<'_> {
         checked(measure(&mut gen_data, "gen-data")?, &format!("gen-data --app {app} --size {size}"))?;
         self.done();
         let wasm = cfg.modules.join(format!("{app}.wasm"));
-        let dir = format!("{}::/input", input.display());
-        let base = |engine: &str| -> Vec<String> { vec!["run".into(), "--device-engine".into(), engine.into(), "--dir".into(), dir.clone()] };
+        // The device API's workload takes its frames and track from the device's camera and
+        // GPS (docs/device-api.md), its model from the preopen.
+        let (preopen, device) = match app {
+            DEVICE_APP => (input.join("model"), ["--camera", "camera", "--gps", "track.csv"].map(|a| if a.starts_with("--") { a.to_string() } else { input.join(a).display().to_string() }).to_vec()),
+            _ => (input.clone(), Vec::new()),
+        };
+        let dir = format!("{}::/input", preopen.display());
+        let base = |engine: &str| -> Vec<String> { ["run", "--device-engine", engine, "--dir", &dir].map(String::from).into_iter().chain(device.iter().cloned()).collect() };
         let tail = [wasm.display().to_string(), "/input".to_string()];
 
         // Phone: a first run (fills the compiled-module cache) gives the reference output.
@@ -378,7 +387,7 @@ impl Bench<'_> {
 
         self.step(format!("{app} {size}: profiling"));
         let mut profile_cmd = self.clonecloud();
-        profile_cmd.args(["profile", "--device-engine", "pulley", "--json", "--dir", &dir]).args(&tail);
+        profile_cmd.args(["profile", "--device-engine", "pulley", "--json", "--dir", &dir]).args(&device).args(&tail);
         let out = checked(measure(&mut profile_cmd, "clonecloud profile")?, &format!("clonecloud profile of {app} {size}"))?;
         let profile: Profile = serde_json::from_slice(&out.stdout).map_err(|e| BenchError::Failed(format!("clonecloud profile printed no profile: {e}")))?;
         self.done();

@@ -42,13 +42,14 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     writeln!(out, "{}: {} defined functions, {} imported", opts.module.display(), analysis.functions.len(), analysis.imports.len())?;
     writeln!(
         out,
-        "imports: {} proxiable, {} pure, {} device-only, {} clone-only",
+        "imports: {} proxiable, {} pure, {} device (proxied), {} device-only, {} clone-only",
         count(Class::Proxiable),
         count(Class::Pure),
+        count(Class::Device),
         count(Class::DeviceOnly),
         count(Class::CloneOnly)
     )?;
-    for i in analysis.imports.iter().filter(|i| matches!(i.class, Class::DeviceOnly | Class::CloneOnly)) {
+    for i in analysis.imports.iter().filter(|i| matches!(i.class, Class::DeviceOnly | Class::CloneOnly | Class::Device)) {
         writeln!(out, "  {}.{}: {}", i.module, i.name, i.class.label())?;
     }
     writeln!(
@@ -62,6 +63,10 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     for f in analysis.functions.iter().filter(|f| !f.path.is_empty()) {
         writeln!(out, "  {}: {}", f.name, f.reason.as_deref().unwrap_or(""))?;
         writeln!(out, "    {}", f.path.join(" -> "))?;
+    }
+    for f in analysis.functions.iter().filter(|f| !f.device_path.is_empty()) {
+        writeln!(out, "  {}: reaches the device's hardware: may migrate, each such call from the clone a round trip to the device", f.name)?;
+        writeln!(out, "    {}", f.device_path.join(" -> "))?;
     }
     let pairs: usize = analysis.nesting.iter().map(|n| n.inner.len()).sum();
     writeln!(out, "nesting: {pairs} pairs of candidates where one can reach the other (at most one of each migrates)")?;

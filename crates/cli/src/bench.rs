@@ -71,7 +71,7 @@ pub struct PaperOpts {
     json: bool,
 }
 
-const APPS: [&str; 3] = ["virus-scan", "image-search", "behavior-profile"];
+const APPS: [&str; 4] = ["virus-scan", "image-search", "behavior-profile", clonecloud_bench::paper::DEVICE_APP];
 /// The multi-threaded workload (wasm32-wasip1-threads), its Multiplicity rows apart.
 const THREADED_APP: &str = "image-search-mt";
 const SIZES: [&str; 3] = ["small", "medium", "large"];

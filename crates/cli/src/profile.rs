@@ -17,6 +17,12 @@ pub struct Opts {
     /// Preopen a host directory, as `run` does.
     #[arg(long = "dir", value_name = "HOST[::GUEST]")]
     dirs: Vec<String>,
+    /// The device's camera, as `run` has it (the device API).
+    #[arg(long, value_name = "DIR")]
+    camera: Option<std::path::PathBuf>,
+    /// The device's track, as `run` has it (the device API).
+    #[arg(long, value_name = "TRACK.csv")]
+    gps: Option<std::path::PathBuf>,
     /// Set an environment variable for the guest, as `run` does.
     #[arg(long = "env", value_name = "NAME[=VAL]")]
     env: Vec<String>,
@@ -50,6 +56,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         env: opts.env.iter().map(|e| crate::run::parse_env(e)).collect::<anyhow::Result<_>>()?,
         dirs: opts.dirs.iter().map(|d| DirMapping::parse(d)).collect(),
         stdio: Stdio::Null,
+        hardware: crate::run::hardware(opts.camera.as_deref(), opts.gps.as_deref())?,
     };
     let cache = crate::device_cache()?;
     let device_engine = opts.device_engine.engine();

@@ -86,6 +86,16 @@ pub struct Opts {
     #[arg(long, value_enum, default_value_t = crate::EngineArg::Cranelift)]
     device_engine: crate::EngineArg,
 
+    /// The device's camera (the device API, docs/device-api.md): its frames are the files of
+    /// DIR, taken in name order.
+    #[arg(long, value_name = "DIR")]
+    camera: Option<std::path::PathBuf>,
+
+    /// The device's position (the device API): a recorded track, `UNIX_MS,LATITUDE,LONGITUDE`
+    /// per line, one fix per call.
+    #[arg(long, value_name = "TRACK.csv")]
+    gps: Option<std::path::PathBuf>,
+
     /// Emulate a slower device: the guest's code runs at FRACTION of this engine's speed on
     /// this machine (every thread sleeps, after each millisecond or so of CPU, for as long as
     /// the slower device would have needed more). Host work (WASI, migrations) is not slowed.
@@ -154,16 +164,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         ModeArg::Flag => PointMode::Flag,
         ModeArg::Host => PointMode::Host,
     };
-    let wasi = WasiConfig {
-        args: opts.module_and_args.clone(),
-        env: opts
-            .env
-            .iter()
-            .map(|e| parse_env(e))
-            .collect::<anyhow::Result<_>>()?,
-        dirs: opts.dirs.iter().map(|d| DirMapping::parse(d)).collect(),
-        stdio: Stdio::Inherit,
-    };
+    let wasi = wasi_config(&opts)?;
     let pace = pace(&opts)?;
     let engine = clonecloud_exec::new_device_engine_with(mode, opts.device_engine.engine(), pace.is_some())?;
     let mut program = Program::prepare(&engine, &cache, &wasm, &points, mode)
@@ -236,12 +237,7 @@ fn run_threaded(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std
     };
     let chosen_at_launch = !choice.offload.is_empty();
     let offload = !opts.offload.is_empty() || chosen_at_launch;
-    let wasi = WasiConfig {
-        args: opts.module_and_args.clone(),
-        env: opts.env.iter().map(|e| parse_env(e)).collect::<anyhow::Result<_>>()?,
-        dirs: opts.dirs.iter().map(|d| DirMapping::parse(d)).collect(),
-        stdio: Stdio::Inherit,
-    };
+    let wasi = wasi_config(opts)?;
     let points = if !opts.offload.is_empty() {
         clonecloud_launch::points::parse(&opts.offload).context("--offload")?
     } else if chosen_at_launch {
@@ -309,6 +305,23 @@ fn run_threaded(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std
         std::fs::write(path, json).with_context(|| format!("cannot write the stats to `{}`", path.display()))?;
     }
     Ok(finish(report.outcome, module_path))
+}
+
+/// The guest's arguments, environment, directories and the device's hardware, from the
+/// command line (stdio inherited).
+fn wasi_config(opts: &Opts) -> anyhow::Result<WasiConfig> {
+    Ok(WasiConfig {
+        args: opts.module_and_args.clone(),
+        env: opts.env.iter().map(|e| parse_env(e)).collect::<anyhow::Result<_>>()?,
+        dirs: opts.dirs.iter().map(|d| DirMapping::parse(d)).collect(),
+        stdio: Stdio::Inherit,
+        hardware: hardware(opts.camera.as_deref(), opts.gps.as_deref())?,
+    })
+}
+
+/// `--camera` and `--gps`, loaded and checked.
+pub(crate) fn hardware(camera: Option<&std::path::Path>, gps: Option<&std::path::Path>) -> anyhow::Result<clonecloud_exec::hardware::HardwareConfig> {
+    Ok(clonecloud_exec::hardware::HardwareConfig::load(camera, gps)?)
 }
 
 /// Whether this run learns: a clone, nothing named to offload, and no profile of this module
@@ -397,12 +410,7 @@ fn finish(outcome: Outcome, module_path: &std::path::Path) -> ExitCode {
 /// light profile: no clone run, the state estimated), and what it learned is stored, so the
 /// next run chooses its partition at launch. `clonecloud profile` makes a careful profile.
 fn learn(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let wasi = WasiConfig {
-        args: opts.module_and_args.clone(),
-        env: opts.env.iter().map(|e| parse_env(e)).collect::<anyhow::Result<_>>()?,
-        dirs: opts.dirs.iter().map(|d| DirMapping::parse(d)).collect(),
-        stdio: Stdio::Inherit,
-    };
+    let wasi = wasi_config(opts)?;
     let profile_opts = clonecloud_profile::Options {
         wasi,
         device_engine: opts.device_engine.engine(),

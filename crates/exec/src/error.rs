@@ -11,8 +11,9 @@ pub enum ExecError {
     /// The module imports something WASI preview 1 does not provide.
     #[error(
         "the module imports `{module}`.`{name}` ({kind}), which is not a WASI preview 1 \
-         function (nor wasi-threads' `wasi`.`thread-spawn` and shared memory): clonecloud runs \
-         WASI preview 1 command modules, threaded or not, and provides nothing else"
+         function (nor wasi-threads' `wasi`.`thread-spawn` and shared memory, nor the device \
+         API's `clonecloud_device` camera, position and screen: docs/device-api.md): clonecloud \
+         runs WASI preview 1 command modules, threaded or not, and provides nothing else"
     )]
     UnsupportedImport {
         /// Import module name.

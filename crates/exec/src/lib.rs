@@ -16,6 +16,7 @@
 
 mod cache;
 mod error;
+pub mod hardware;
 pub mod heap;
 pub mod merge;
 mod pace;

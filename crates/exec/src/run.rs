@@ -187,6 +187,8 @@ pub struct WasiConfig {
     pub dirs: Vec<DirMapping>,
     /// Standard streams.
     pub stdio: Stdio,
+    /// What only the device has: its camera and track (the device API).
+    pub hardware: crate::hardware::HardwareConfig,
 }
 
 /// How a run ended, as the guest sees it.
@@ -365,7 +367,7 @@ pub(crate) struct Device {
     migrator: Option<Box<dyn Migrator>>,
     handles: Option<StateHandles>,
     trampolines: HashMap<u32, Func>,
-    stdio: Stdio,
+    pub(crate) stdio: Stdio,
     /// The guest's stdin when a migrator may read it through a proxied call.
     stdin: Option<crate::stdin::Stdin>,
     /// A second instance of the module in this store, for proxied imports (see
@@ -378,6 +380,8 @@ pub(crate) struct Device {
     /// Calls of the descriptor tool under way: its wasm is clonecloud's host work, not the
     /// guest's code, and is not paced ([`crate::Pace`]).
     in_tool: u32,
+    /// The device's camera and track, shared by the run's threads.
+    pub(crate) hardware: crate::hardware::Shared,
     /// The highest descriptor number ever freed (closed, or renumbered away), by the guest or a
     /// replayed commit (see [`Guest::free_descriptors`]).
     max_freed: Option<u32>,
@@ -409,6 +413,7 @@ impl Device {
             fdtool: None,
             in_tool: 0,
             max_freed: None,
+            hardware: Default::default(),
         }
     }
 
@@ -549,6 +554,19 @@ impl Guest<'_, '_> {
 
     /// Writes what a migrated function wrote to stdout (1) or stderr (2) where the guest's own
     /// output goes (the same process streams WASI writes to, so the order is kept).
+    /// A proxied call of a migration is about to take from the device's camera or track (see
+    /// [`crate::hardware`]): the first one of the migration notes where they are.
+    pub fn hardware_record(&mut self) {
+        self.caller.data().hardware.lock().unwrap_or_else(|e| e.into_inner()).record();
+    }
+
+    /// The migration ended, committed or abandoned (what its proxied calls took from the camera
+    /// and the track is given back).
+    pub fn hardware_end(&mut self, committed: bool) {
+        self.caller.data().hardware.lock().unwrap_or_else(|e| e.into_inner()).end(committed);
+    }
+
+    /// Writes a migrated call's output (`fd` 1: stdout; any other: stderr).
     pub fn write_output(&mut self, fd: u32, bytes: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
         match (self.caller.data().stdio, fd) {
@@ -1381,8 +1399,10 @@ impl Program {
         let stdin = (wasi.stdio == Stdio::Inherit && migrator.is_some()).then(crate::stdin::Stdin::default);
         let ctx = new_wasi_ctx(wasi, stdin.clone(), clock_origin)?;
         let preopens = wasi.dirs.len() as u32;
-        let device = if self.threaded {
+        let hardware = crate::hardware::shared(wasi.hardware.clone());
+        let mut device = if self.threaded {
             let seed = crate::threads::ThreadSeed {
+                hardware: hardware.clone(),
                 stdio: wasi.stdio,
                 stdin: stdin.clone(),
                 preopens,
@@ -1394,6 +1414,7 @@ impl Program {
         } else {
             Device::new(Some(ctx), None, migrator, wasi.stdio, stdin, preopens, clock_origin)
         };
+        device.hardware = hardware;
         let mut store = self.new_store(device);
 
         let report = |store: &Store<Device>, outcome| RunReport {
@@ -1448,6 +1469,7 @@ impl Program {
             .map_err(ExecError::Runtime)?;
         wasmtime_wasi::p0::add_to_linker_sync(&mut linker, Device::wasi)
             .map_err(ExecError::Runtime)?;
+        crate::hardware::add_to_linker(&mut linker).map_err(ExecError::Runtime)?;
         Ok(linker)
     }
 
@@ -1511,7 +1533,8 @@ impl Program {
     pub(crate) fn thread_store(&self, threads: Arc<crate::threads::Threads>) -> Store<Device> {
         let seed = &threads.seed;
         let migrator = seed.migrator.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|m| m.for_thread());
-        let device = Device::new(None, Some(threads.clone()), migrator, seed.stdio, seed.stdin.clone(), seed.preopens, seed.clock_origin);
+        let mut device = Device::new(None, Some(threads.clone()), migrator, seed.stdio, seed.stdin.clone(), seed.preopens, seed.clock_origin);
+        device.hardware = seed.hardware.clone();
         self.new_store(device)
     }
 
@@ -1619,7 +1642,7 @@ fn check_imports(model: &Model) -> Result<(), ExecError> {
             "the module is multi-threaded (wasi-threads): `clonecloud run` runs it, but its functions cannot be migration points yet (profiling and offloading need them)".into(),
         ));
     }
-    match model.imports.iter().find(|i| i.class != ImportClass::Wasi) {
+    match model.imports.iter().find(|i| !matches!(i.class, ImportClass::Wasi | ImportClass::Device)) {
         None => Ok(()),
         Some(i) => Err(ExecError::UnsupportedImport {
             module: i.module.clone(),

@@ -137,7 +137,7 @@ pub fn exit_process(end: ThreadEnd) -> ! {
 /// `memory` (where WASI reads and writes), 32-bit with 64 KiB pages.
 pub(crate) fn check(model: &Model) -> Result<(), ExecError> {
     let other = model.imports.iter().find(|i| {
-        let wasi = i.class == clonecloud_model::ImportClass::Wasi;
+        let wasi = matches!(i.class, clonecloud_model::ImportClass::Wasi | clonecloud_model::ImportClass::Device);
         let spawn = i.module == "wasi" && is_spawn(&i.name) && matches!(i.kind, ImportKind::Func { .. });
         let memory = matches!(i.kind, ImportKind::Memory) && model.memories.iter().any(|m| m.imported && m.shared);
         !(wasi || spawn || memory)
@@ -224,6 +224,7 @@ impl Waiting {
 
 /// What every thread's store starts with besides the shared context.
 pub(crate) struct ThreadSeed {
+    pub(crate) hardware: crate::hardware::Shared,
     pub(crate) stdio: crate::Stdio,
     pub(crate) stdin: Option<crate::stdin::Stdin>,
     pub(crate) preopens: u32,

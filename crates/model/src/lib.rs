@@ -53,4 +53,4 @@ pub use rewrite::{
     REWRITE_FINGERPRINT, RewriteConfig, RewriteLayout, Rewritten, RewrittenPoint, WAIT32_IMPORT,
     WAIT64_IMPORT, host_waits, rewrite, rewrite_layout, rewrite_with, rewritten_points, tag_export,
 };
-pub use wasi::{WASI_P1_FUNCTIONS, WASI_P1_MODULES};
+pub use wasi::{WASI_P1_FUNCTIONS, WASI_P1_MODULES, device_api};

@@ -51,6 +51,9 @@ impl fmt::Display for FuncType {
 pub enum ImportClass {
     /// A known WASI preview 1 function (`wasi_snapshot_preview1` or `wasi_unstable`).
     Wasi,
+    /// A function of the device API (`clonecloud_device`: camera, position, screen; see
+    /// [`crate::device_api`]).
+    Device,
     /// Anything else: an embedding host's function, or a non-function import.
     Other,
 }
@@ -60,6 +63,7 @@ impl ImportClass {
     pub fn label(self) -> &'static str {
         match self {
             ImportClass::Wasi => "wasi",
+            ImportClass::Device => "device",
             ImportClass::Other => "other",
         }
     }
@@ -608,6 +612,8 @@ fn parse_validated(wasm: &[u8], call_graph: bool) -> Result<Module, ParseFail> {
                             });
                             let class = if is_wasi_p1(import.module, import.name) {
                                 ImportClass::Wasi
+                            } else if crate::device_api::is_device_api(import.module, import.name) {
+                                ImportClass::Device
                             } else {
                                 ImportClass::Other
                             };

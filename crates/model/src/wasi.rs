@@ -58,3 +58,41 @@ pub const WASI_P1_FUNCTIONS: &[&str] = &[
 pub fn is_wasi_p1(module: &str, name: &str) -> bool {
     WASI_P1_MODULES.contains(&module) && WASI_P1_FUNCTIONS.contains(&name)
 }
+
+/// The device API (docs/device-api.md): what only the device has, a module imports from here.
+pub mod device_api {
+    /// The import module.
+    pub const MODULE: &str = "clonecloud_device";
+    /// `camera_frame(buf, buf_len, size_out) -> status`.
+    pub const CAMERA_FRAME: &str = "camera_frame";
+    /// `position(out) -> status`: 24 bytes at `out`.
+    pub const POSITION: &str = "position";
+    /// `screen_text(ptr, len) -> status`.
+    pub const SCREEN_TEXT: &str = "screen_text";
+    /// `screen_progress(permille) -> status`.
+    pub const SCREEN_PROGRESS: &str = "screen_progress";
+    /// Every function: its name and its number of `i32` parameters (each returns an `i32`).
+    pub const FUNCTIONS: &[(&str, usize)] = &[(CAMERA_FRAME, 3), (POSITION, 1), (SCREEN_TEXT, 2), (SCREEN_PROGRESS, 1)];
+    pub const OK: i32 = 0;
+    pub const TOO_SMALL: i32 = 1;
+    pub const END: i32 = 2;
+    pub const NO_DEVICE: i32 = 3;
+    pub const FAULT: i32 = 4;
+    pub const INVALID: i32 = 5;
+    /// The bytes `position` writes.
+    pub const FIX_BYTES: usize = 24;
+    /// Whether `module`.`name` is a function of the device API.
+    pub fn is_device_api(module: &str, name: &str) -> bool {
+        module == MODULE && FUNCTIONS.iter().any(|(n, _)| *n == name)
+    }
+
+    /// How the device's screen shows `text`.
+    pub fn screen_line(text: &str) -> String {
+        format!("screen: {text}\n")
+    }
+
+    /// How the device's screen shows progress `permille`.
+    pub fn progress_line(permille: i32) -> String {
+        format!("screen: progress {permille}/1000\n")
+    }
+}

@@ -41,6 +41,7 @@ impl Proxying {
         if let Some(s) = guest.stdin() {
             if committed { s.commit() } else { s.rewind() }
         }
+        guest.hardware_end(committed);
         self.touched.clear();
         self.loaded = false;
     }
@@ -71,6 +72,9 @@ fn writes(name: &str, args: &[Val], memory: &[u8]) -> Vec<(usize, usize)> {
         "clock_res_get" => vec![(arg(args, 1), 8)],
         // The events (32 bytes each, at most one per subscription) and their count.
         "poll_oneoff" => vec![(arg(args, 1), 32 * arg(args, 2).min(1 << 16)), (arg(args, 3), 4)],
+        // The device API (docs/device-api.md): the frame's buffer and its size; the fix.
+        "camera_frame" => vec![(arg(args, 0), arg(args, 1)), (arg(args, 2), 4)],
+        "position" => vec![(arg(args, 0), clonecloud_model::device_api::FIX_BYTES)],
         "fd_read" => {
             let word = |at: usize| memory.get(at..at + 4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
             let (iovs, n) = (arg(args, 1), arg(args, 2));
@@ -103,6 +107,9 @@ pub(crate) fn serve(guest: &mut Guest<'_, '_>, p: &mut Proxying, import: u32, ar
         && let Some(s) = guest.stdin()
     {
         s.record();
+    }
+    if module == clonecloud_model::device_api::MODULE {
+        guest.hardware_record();
     }
     let results = guest.scratch_call_import(import, &args).map_err(|e| abort(Cause::Unavailable, format!("`{name}` on the device: {e}")))?;
     let memory = guest.scratch_memory().0;

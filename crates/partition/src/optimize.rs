@@ -12,6 +12,9 @@
 //! - energy: `P_active device(i) - (P_idle (clone(i) + 2 RTT + transfer) + P_tx up(i) / bw +
 //!   P_rx down(i) / bw + tail)` (the device waits while the clone runs; see [`PowerModel`]).
 //!
+//! A function whose calls use the device API (camera, position, screen) pays, for each such use,
+//! a round trip and the bytes it gave, sent up: `2 RTT + bytes / bandwidth`.
+//!
 //! In a multi-threaded program several threads' calls may be away at once: `clone(i)` is
 //! stretched by `overlap(f) / clones` when more of them overlap (the profile's
 //! [`clonecloud_profile::FunctionStats::overlap`]) than there are clones, each taken to run one
@@ -283,14 +286,16 @@ pub fn problem(profile: &Profile, nesting: &[(u32, u32)], files: Files<'_>, netw
         let shared_by = (f.overlap / clones.max(1) as f64).max(1.0);
         let (device, clone) = (f.device_ns as f64 / 1e9, f.clone_ns as f64 / 1e9 * shared_by);
         let (t_up, t_down) = (n * up / bw, n * down / bw);
+        // The device API from the clone: a round trip each, the frames' and fixes' bytes up.
+        let (t_hw, t_hw_up) = (f.device_calls as f64 * 2.0 * rtt, f.device_bytes as f64 / bw);
         let s = match objective {
-            Objective::Time => device - (clone + n * 2.0 * rtt + t_up + t_down),
+            Objective::Time => device - (clone + n * 2.0 * rtt + t_up + t_down + t_hw + t_hw_up),
             Objective::Energy => {
                 let (tx, rx, tail) = match network.radio {
                     Radio::Wifi => (power.wifi_tx_w, power.wifi_rx_w, 0.0),
                     Radio::Cellular => (power.cell_tx_w, power.cell_rx_w, power.cell_tail_j()),
                 };
-                power.cpu_active_w * device - (power.cpu_idle_w * (clone + n * 2.0 * rtt) + tx * t_up + rx * t_down + n * tail)
+                power.cpu_active_w * device - (power.cpu_idle_w * (clone + n * 2.0 * rtt + t_hw) + tx * (t_up + t_hw_up) + rx * t_down + n * tail)
             }
         };
         saving.insert(f.function, (s, f.outermost_calls));

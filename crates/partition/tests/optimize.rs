@@ -80,6 +80,8 @@ fn profile() -> Profile {
         unhooked_after: None,
         overlap: 0.0,
         needs_threads: 0,
+        device_calls: 0,
+        device_bytes: 0,
     };
     let mut unhooked = stats(4, 20_000, 2_000_000_000, 100_000_000, 1, 4096, 4096);
     unhooked.unhooked_after = Some(10_000);
@@ -186,6 +188,8 @@ fn concurrent_calls_pay_only_with_clones_enough_to_run_them() {
         unhooked_after: None,
         overlap: 4.0,
         needs_threads: 0,
+        device_calls: 0,
+        device_bytes: 0,
     }];
     let chosen = |p: &Profile, clones| solve(&problem(p, &[], Files::default(), Network::WIFI, Objective::Time, &PowerModel::default(), clones)).unwrap().names;
     assert!(chosen(&p, 1).is_empty());
@@ -197,4 +201,32 @@ fn concurrent_calls_pay_only_with_clones_enough_to_run_them() {
     // A call that waited for another thread cannot run on a clone at all.
     p.functions[0].needs_threads = 1;
     assert!(chosen(&p, 4).is_empty());
+}
+
+#[test]
+fn a_function_that_calls_the_camera_pays_for_each_call() {
+    // `detect` takes one frame (100 KB) and computes 2 s (0.2 s on the clone); `capture` takes
+    // 1,000 frames in a loop, 0.1 s of its own work: over Wi-Fi (10 ms, 20 Mbit/s) detect
+    // pays, capture never does.
+    let mut p = profile();
+    p.names = vec!["main".into(), "detect".into(), "capture".into()];
+    p.candidates = vec![1, 2];
+    let f = |function, device_ns, clone_ns, device_calls, device_bytes| FunctionStats {
+        function,
+        calls: 1,
+        outermost_calls: 1,
+        device_ns,
+        clone_ns,
+        measured_calls: 1,
+        bytes_up: 64 << 10,
+        bytes_down: 4 << 10,
+        unhooked_after: None,
+        overlap: 0.0,
+        needs_threads: 0,
+        device_calls,
+        device_bytes,
+    };
+    p.functions = vec![f(1, 2_000_000_000, 200_000_000, 1, 100_000), f(2, 100_000_000, 10_000_000, 1000, 100_000_000)];
+    let choice = solve(&problem(&p, &[], Files::default(), Network::WIFI, Objective::Time, &PowerModel::default(), 1)).unwrap();
+    assert_eq!(choice.names, ["detect"]);
 }

@@ -117,6 +117,12 @@ pub struct FunctionStats {
     /// optimizer does not offer the function. Their blocked time is not counted in the times.
     #[serde(default)]
     pub needs_threads: u64,
+    /// Over the outermost calls: calls of the device API (camera, position, screen), and the
+    /// bytes the camera and the position gave. From a clone each is a round trip to the device.
+    #[serde(default)]
+    pub device_calls: u64,
+    #[serde(default)]
+    pub device_bytes: u64,
 }
 
 /// A profile: the candidates' statistics and the tree of their longer invocations, on both
@@ -158,6 +164,8 @@ struct Frame {
     busy_at_entry: u32,
     /// What the thread had done that needs other threads, at this call's entry.
     blocking: clonecloud_exec::threads::Blocking,
+    /// The thread's calls of the device's hardware so far, and their bytes, at this call's entry.
+    hardware: (u64, u64),
 }
 
 /// What one run records.
@@ -238,6 +246,8 @@ impl Recorder {
                 o.bytes_down += st.bytes_down;
                 o.unhooked_after = o.unhooked_after.max(st.unhooked_after);
                 o.needs_threads += st.needs_threads;
+                o.device_calls += st.device_calls;
+                o.device_bytes += st.device_bytes;
             }
             for (f, n) in r.overlap {
                 *out.overlap.entry(f).or_default() += n;
@@ -300,7 +310,7 @@ impl Migrator for Recorder {
         };
         *r.open.entry(function).or_default() += 1;
         let hook_in = entered.elapsed();
-        r.frames.push(Frame { seq, kept, start: Instant::now(), hooks: Duration::ZERO, measured: measure && !guest.is_thread(), busy_at_entry, blocking: clonecloud_exec::threads::blocking() });
+        r.frames.push(Frame { seq, kept, start: Instant::now(), hooks: Duration::ZERO, measured: measure && !guest.is_thread(), busy_at_entry, blocking: clonecloud_exec::threads::blocking(), hardware: clonecloud_exec::hardware::device_calls() });
         drop(r);
         let outcome = guest.call_local(j, params, results);
         let returned = Instant::now();
@@ -360,6 +370,9 @@ impl Migrator for Recorder {
         st.calls += 1;
         st.needs_threads += u64::from(blocking.waits > 0 || blocking.spawns > 0);
         if outermost {
+            let (calls, bytes) = clonecloud_exec::hardware::device_calls();
+            st.device_calls += calls - frame.hardware.0;
+            st.device_bytes += bytes - frame.hardware.1;
             st.outermost_calls += 1;
             if clone_side { st.clone_ns += ns } else { st.device_ns += ns }
         }

@@ -100,6 +100,11 @@ const UNSTABLE: &[(&str, &str, bool, Handler)] = &[
 /// puts back if the migration is then abandoned (see `clonecloud_exec::stdin`). The device checks the same
 /// list before it runs anything a clone asks for.
 pub fn proxied(module: &str, name: &str, args: &[Val]) -> bool {
+    // The device API (docs/device-api.md): the device takes the frame or the fix (and gives
+    // it back if the migration is abandoned), and shows on its screen at once.
+    if module == clonecloud_model::device_api::MODULE {
+        return clonecloud_model::device_api::is_device_api(module, name);
+    }
     matches!(module, "wasi_snapshot_preview1" | "wasi_unstable")
         && match name {
             "fd_fdstat_get" | "fd_filestat_get" | "clock_time_get" | "clock_res_get" => true,
