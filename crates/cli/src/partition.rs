@@ -32,6 +32,9 @@ pub struct Opts {
     /// Print JSON (the chosen points under `offload`).
     #[arg(long)]
     json: bool,
+    /// The device's memory budget for the guest, MiB (as `run --device-memory`).
+    #[arg(long, value_name = "MIB")]
+    device_memory: Option<u64>,
 }
 
 /// List the stored partitions.
@@ -49,7 +52,8 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     clonecloud_model::Module::parse(&wasm).with_context(|| format!("cannot partition `{}`", opts.module.display()))?;
     let store = crate::store()?;
     let engine = opts.device_engine.unwrap_or(crate::EngineArg::Cranelift).engine();
-    let p = clonecloud_launch::solve(&store, &wasm, engine, network, objective, opts.files_on_clone)?;
+    let resources = clonecloud_partition::Resources { clones: 1, memory_budget: opts.device_memory.map(|m| m << 20) };
+    let p = clonecloud_launch::solve(&store, &wasm, engine, network, objective, opts.files_on_clone, &resources)?;
     let mut out = std::io::stdout().lock();
     if opts.json {
         serde_json::to_writer_pretty(&mut out, &p)?;

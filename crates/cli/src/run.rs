@@ -96,6 +96,13 @@ pub struct Opts {
     #[arg(long, value_name = "TRACK.csv")]
     gps: Option<std::path::PathBuf>,
 
+    /// The device's memory budget for the guest, MiB: a partition chosen at launch offloads the
+    /// functions whose calls would grow the guest's memory past it (their pages stay on the
+    /// clone; only live pages come back). A run whose guest memory went past it anyway (no
+    /// clone, a call ran here) says so on stderr.
+    #[arg(long, value_name = "MIB")]
+    device_memory: Option<u64>,
+
     /// Emulate a slower device: the guest's code runs at FRACTION of this engine's speed on
     /// this machine (every thread sleeps, after each millisecond or so of CPU, for as long as
     /// the slower device would have needed more). Host work (WASI, migrations) is not slowed.
@@ -213,6 +220,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         std::fs::write(path, json).with_context(|| format!("cannot write the stats to `{}`", path.display()))?;
     }
     tracing::debug!(host_calls = report.host_calls, "run finished");
+    over_budget(&opts, &report);
     Ok(finish(report.outcome, &module_path))
 }
 
@@ -304,6 +312,7 @@ fn run_threaded(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std
         let json = serde_json::to_string_pretty(&stats).expect("stats serialize") + "\n";
         std::fs::write(path, json).with_context(|| format!("cannot write the stats to `{}`", path.display()))?;
     }
+    over_budget(opts, &report);
     Ok(finish(report.outcome, module_path))
 }
 
@@ -391,6 +400,19 @@ fn explain_run(stats: &clonecloud_offload::Stats, took: std::time::Duration, pro
 }
 
 /// Prints a trap as `wasmtime run` does and gives the exit code.
+/// Says on stderr when the guest's memory took more of the device than `--device-memory`.
+fn over_budget(opts: &Opts, report: &clonecloud_exec::RunReport) {
+    if let Some(mib) = opts.device_memory
+        && report.memory_resident > mib << 20
+    {
+        eprintln!(
+            "clonecloud: the guest's memory went past the device's budget: {} MiB resident, of {mib} MiB (--device-memory){}",
+            report.memory_resident >> 20,
+            if opts.clone.is_some() || !opts.offload.is_empty() { "; what needed it ran here (no clone answered, or the partition kept it here)" } else { "; with --clone, the functions that need it are offloaded" }
+        );
+    }
+}
+
 fn finish(outcome: Outcome, module_path: &std::path::Path) -> ExitCode {
     if let Outcome::Trapped { trap, backtrace } = &outcome {
         eprintln!(
@@ -433,13 +455,14 @@ fn learn(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std::path:
             learned.speed_ratio
         );
     }
+    over_budget(opts, &learned.report);
     Ok(finish(learned.report.outcome, module_path))
 }
 
 /// The choice at launch (see `clonecloud_launch::choose`), explained on stderr with --explain.
 fn choose_at_launch(opts: &Opts, wasm: &[u8], target: &clonecloud_offload::Target) -> anyhow::Result<clonecloud_launch::Choice> {
     let objective = clonecloud_partition::Objective::parse(&opts.objective)?;
-    let choice = clonecloud_launch::choose(&crate::store()?, wasm, &device_key(opts)?, objective, target)?;
+    let choice = clonecloud_launch::choose(&crate::store()?, wasm, &device_key(opts)?, objective, target, opts.device_memory.map(|m| m << 20))?;
     if opts.explain {
         match (&choice.link, &choice.partition) {
             (Some(Err(e)), _) => eprintln!("clonecloud: cannot measure the link to {}: {e}; running locally", target.addr),

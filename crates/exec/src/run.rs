@@ -222,6 +222,10 @@ pub struct RunReport {
     pub outcome: Outcome,
     /// Calls that went out through a `clonecloud.migrate.*` import to the host.
     pub host_calls: u64,
+    /// Bytes of memory 0 resident on this machine when the run ended: what the guest's memory
+    /// took of the device at its peak (wasm memory never shrinks; pages a migrated call used
+    /// only on the clone were never touched here).
+    pub memory_resident: u64,
 }
 
 /// A compiled module, ready to run any number of times.
@@ -529,6 +533,16 @@ impl Guest<'_, '_> {
     pub fn wasm_pages(&mut self) -> u32 {
         let h = self.handles();
         h.wasm_pages(&*self.caller)
+    }
+
+    /// Bytes of memory 0 resident on this machine now (pages the guest touched; for the
+    /// profiler's `peak_bytes`).
+    pub fn memory_resident(&mut self) -> u64 {
+        match self.caller.get_export("memory") {
+            Some(wasmtime::Extern::Memory(m)) => resident(m.data_ptr(&*self.caller), m.data_size(&*self.caller)),
+            Some(wasmtime::Extern::SharedMemory(m)) => resident(m.data().as_ptr().cast(), m.data_size()),
+            _ => 0,
+        }
     }
 
     /// Every mutable global.
@@ -1420,6 +1434,7 @@ impl Program {
         let report = |store: &Store<Device>, outcome| RunReport {
             outcome,
             host_calls: store.data().host_calls,
+            memory_resident: 0,
         };
         let instance = match self.instantiate(&mut store) {
             Ok(instance) => instance,
@@ -1441,7 +1456,12 @@ impl Program {
             Ok(()) => Outcome::Exited(0),
             Err(e) => outcome_of(e)?,
         };
-        Ok(report(&store, outcome))
+        let memory_resident = match instance.get_export(&mut store, "memory") {
+            Some(wasmtime::Extern::Memory(m)) => resident(m.data_ptr(&store), m.data_size(&store)),
+            Some(wasmtime::Extern::SharedMemory(m)) => resident(m.data().as_ptr().cast(), m.data_size()),
+            _ => 0,
+        };
+        Ok(RunReport { memory_resident, ..report(&store, outcome) })
     }
 
     /// A linker with WASI preview 1 (and `wasi_unstable`) and the host side of the migration
@@ -1632,6 +1652,23 @@ fn check_migrate_imports(module: &Module, expected: &[(u32, String)]) -> Result<
             }
         }
     }
+}
+
+/// Bytes of the `len` bytes at `base` (a page-aligned mapping) resident in memory now.
+fn resident(base: *const u8, len: usize) -> u64 {
+    if len == 0 || base.is_null() {
+        return 0;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1);
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: `base..base + len` is the memory's mapping (wasmtime maps linear memories on page
+    // boundaries), and `vec` holds one byte per page of it.
+    let r = unsafe { libc::mincore(base as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    if r != 0 {
+        return 0;
+    }
+    vec.iter().filter(|b| **b & 1 == 1).count() as u64 * page as u64
 }
 
 /// Refuses a module whose imports WASI preview 1 does not satisfy, before wasmtime does it with

@@ -22,7 +22,7 @@ pub use home::{DEFAULT_CACHE_MIB, Home, cache_mib};
 
 use clonecloud_exec::{DeviceEngine, ModuleCache, RunReport};
 use clonecloud_offload::{CompressionPolicy, Expectation, Target};
-use clonecloud_partition::{Network, Objective, Partition, PowerModel, Store, StoredProfile};
+use clonecloud_partition::{Network, Objective, Partition, PowerModel, Resources, Store, StoredProfile};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -221,16 +221,17 @@ pub fn learn(store: &Store, wasm: &[u8], cache: &ModuleCache, opts: &clonecloud_
 /// Solves and stores the partition of `wasm` for these keys, from the profile made on `engine`
 /// (or, without one, on the other engine). With `files_on_clone`, sending the input files is
 /// not charged (the clone's replica holds them from an earlier run).
-pub fn solve(store: &Store, wasm: &[u8], engine: DeviceEngine, network: Network, objective: Objective, files_on_clone: bool) -> Result<Partition, LaunchError> {
+pub fn solve(store: &Store, wasm: &[u8], engine: DeviceEngine, network: Network, objective: Objective, files_on_clone: bool, resources: &Resources) -> Result<Partition, LaunchError> {
     let module = clonecloud_profile::module_name(wasm);
     let stored = store.profile_any(&module, engine_key(engine))?.ok_or(LaunchError::NoProfile)?;
-    solve_stored(store, module, &stored, network, objective, files_on_clone, 1)
+    solve_stored(store, module, &stored, network, objective, files_on_clone, resources)
 }
 
-/// [`solve`] for a profile already read (as `module`'s), with `clones` clones to migrate to.
-fn solve_stored(store: &Store, module: String, stored: &StoredProfile, network: Network, objective: Objective, files_on_clone: bool, clones: usize) -> Result<Partition, LaunchError> {
+/// [`solve`] for a profile already read (as `module`'s), for the device and clones `resources`
+/// say.
+fn solve_stored(store: &Store, module: String, stored: &StoredProfile, network: Network, objective: Objective, files_on_clone: bool, resources: &Resources) -> Result<Partition, LaunchError> {
     let files = clonecloud_partition::Files { users: &stored.file_users, bytes: if files_on_clone { 0 } else { stored.files_bytes } };
-    let problem = clonecloud_partition::problem(&stored.profile, &stored.nesting, files, network, objective, &PowerModel::default(), clones);
+    let problem = clonecloud_partition::problem(&stored.profile, &stored.nesting, files, network, objective, &PowerModel::default(), resources);
     for o in &problem.options {
         tracing::debug!(function = %o.name, saving = o.saving, calls = o.invocations, "a candidate the optimizer weighs");
     }
@@ -267,10 +268,11 @@ pub struct Choice {
 }
 
 /// Measures the link to `target` (or, when it cannot be reached, to the first of its others
-/// that can), solves the module's stored profile made on `device` (a [`device_key`]) for it and
-/// for as many clones as `target` names, and returns what to offload. No clone that can be
+/// that can), solves the module's stored profile made on `device` (a [`device_key`]) for it,
+/// for as many clones as `target` names and for the device's `memory_budget` (bytes for the
+/// guest), and returns what to offload. No clone that can be
 /// reached is not an error: the choice is then to run here.
-pub fn choose(store: &Store, wasm: &[u8], device: &str, objective: Objective, target: &Target) -> Result<Choice, LaunchError> {
+pub fn choose(store: &Store, wasm: &[u8], device: &str, objective: Objective, target: &Target, memory_budget: Option<u64>) -> Result<Choice, LaunchError> {
     let module = clonecloud_profile::module_name(wasm);
     let stored = store.profile_any(&module, device)?.ok_or(LaunchError::NoProfile)?;
     let profiled_s = stored.profile.device_total_ns as f64 / 1e9;
@@ -285,7 +287,7 @@ pub fn choose(store: &Store, wasm: &[u8], device: &str, objective: Objective, ta
     };
     let network = Network { mbit: link.mbit, rtt_ms: link.rtt_ms, radio: clonecloud_partition::optimize::Radio::Wifi };
     // Concurrent migrations (a multi-threaded module's) spread over the clones.
-    let p = solve_stored(store, module, &stored, network, objective, false, 1 + target.others.len())?;
+    let p = solve_stored(store, module, &stored, network, objective, false, &Resources { clones: 1 + target.others.len(), memory_budget })?;
     let expectations = stored
         .profile
         .functions

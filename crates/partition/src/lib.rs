@@ -4,5 +4,5 @@
 pub mod optimize;
 pub mod store;
 
-pub use optimize::{Choice, Energy, Files, Network, Objective, PowerModel, Problem, RunMeasure, problem, solve};
+pub use optimize::{Choice, Energy, Files, Network, Objective, PowerModel, Problem, Resources, RunMeasure, problem, solve};
 pub use store::{Partition, Store, StoredProfile};

@@ -15,6 +15,10 @@
 //! A function whose calls use the device API (camera, position, screen) pays, for each such use,
 //! a round trip and the bytes it gave, sent up: `2 RTT + bytes / bandwidth`.
 //!
+//! With a memory budget for the device (`run --device-memory`), a function whose calls grew
+//! memory past it (the profile's `peak_bytes`) and left live within it (`live_bytes`: the rest
+//! was freed, so it stays on the clone) is credited [`OVER_BUDGET`]: it migrates.
+//!
 //! In a multi-threaded program several threads' calls may be away at once: `clone(i)` is
 //! stretched by `overlap(f) / clones` when more of them overlap (the profile's
 //! [`clonecloud_profile::FunctionStats::overlap`]) than there are clones, each taken to run one
@@ -259,6 +263,27 @@ pub enum OptimizeError {
     Solver(String),
 }
 
+/// What the partition is for, beyond the network: how many clones, and the device's memory
+/// budget for the guest (`run --device-memory`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Resources {
+    /// Clones to migrate to (concurrent calls of a threaded program spread over them).
+    pub clones: usize,
+    /// Bytes of memory the guest may use on the device; a function whose calls grow memory past
+    /// it is offloaded whatever its time says.
+    pub memory_budget: Option<u64>,
+}
+
+impl Default for Resources {
+    fn default() -> Resources {
+        Resources { clones: 1, memory_budget: None }
+    }
+}
+
+/// The saving a function over the memory budget is credited with (seconds or joules): more than
+/// any run, so the solver offloads it (or a function around it that is over too).
+pub const OVER_BUDGET: f64 = 1e6;
+
 /// The files a run's candidates read: who reads them, and how many bytes they are.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Files<'a> {
@@ -269,8 +294,9 @@ pub struct Files<'a> {
 /// Builds the problem from a profile: savings per candidate under `network` and `objective`,
 /// conflicts from `nesting` (`(outer, inner)` function pairs that cannot both migrate), and the
 /// one-time cost of sending `files` if a candidate that reads them migrates (the optimizer
-/// assumes the clone has none of them: a first run), with `clones` clones to migrate to.
-pub fn problem(profile: &Profile, nesting: &[(u32, u32)], files: Files<'_>, network: Network, objective: Objective, power: &PowerModel, clones: usize) -> Problem {
+/// assumes the clone has none of them: a first run), for the device and clones `resources` say.
+pub fn problem(profile: &Profile, nesting: &[(u32, u32)], files: Files<'_>, network: Network, objective: Objective, power: &PowerModel, resources: &Resources) -> Problem {
+    let clones = resources.clones;
     let bw = network.bytes_per_s();
     let rtt = network.rtt_ms / 1e3;
     let mut saving: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
@@ -298,6 +324,12 @@ pub fn problem(profile: &Profile, nesting: &[(u32, u32)], files: Files<'_>, netw
                 power.cpu_active_w * device - (power.cpu_idle_w * (clone + n * 2.0 * rtt + t_hw) + tx * (t_up + t_hw_up) + rx * t_down + n * tail)
             }
         };
+        // Running it here would take the device past its memory budget: that costs more than
+        // any run (it is offloaded, unless a function around it is).
+        // (Only if its migration would keep the device within it: a function that hands the
+        // memory it took to its caller, an allocator, does not.)
+        let over = resources.memory_budget.is_some_and(|b| f.peak_bytes > b && f.live_bytes <= b);
+        let s = if over { s.max(0.0) + OVER_BUDGET } else { s };
         saving.insert(f.function, (s, f.outermost_calls));
     }
     let options: Vec<Candidate> = saving

@@ -3,7 +3,7 @@
 //! conflicting (nested) pair. And from a profile: fast links offload the heavy call, slow links
 //! nothing; only candidates in the profile are ever options.
 
-use clonecloud_partition::optimize::{Candidate, Files, Network, Objective, PowerModel, Problem, Shared, problem, solve};
+use clonecloud_partition::optimize::{Candidate, Files, Network, Objective, PowerModel, Problem, Resources, Shared, problem, solve};
 use clonecloud_profile::{FunctionStats, Profile};
 
 #[path = "../../../tests/support/rng.rs"]
@@ -82,6 +82,8 @@ fn profile() -> Profile {
         needs_threads: 0,
         device_calls: 0,
         device_bytes: 0,
+        peak_bytes: 0,
+        live_bytes: 0,
     };
     let mut unhooked = stats(4, 20_000, 2_000_000_000, 100_000_000, 1, 4096, 4096);
     unhooked.unhooked_after = Some(10_000);
@@ -110,7 +112,7 @@ fn fast_links_offload_the_heavy_call_and_slow_links_nothing() {
     let nesting = [(0, 1), (0, 2), (0, 4)];
     let power = PowerModel::default();
     let files = Files::default();
-    let problem = |p: &Profile, nesting: &[(u32, u32)], network, objective, power: &PowerModel| problem(p, nesting, files, network, objective, power, 1);
+    let problem = |p: &Profile, nesting: &[(u32, u32)], network, objective, power: &PowerModel| problem(p, nesting, files, network, objective, power, &Resources::default());
     let wifi = solve(&problem(&p, &nesting, Network::WIFI, Objective::Time, &power)).unwrap();
     assert_eq!(wifi.names, ["heavy"], "{wifi:?}");
     let slow = Network::parse("0.1,1000").unwrap();
@@ -128,7 +130,7 @@ fn fast_links_offload_the_heavy_call_and_slow_links_nothing() {
     assert!(pr.options.iter().all(|o| o.function != 4), "an unhooked function is never offered");
     // If heavy reads 100 MB of input files that must reach the clone first, Wi-Fi no longer pays.
     let files = Files { users: &[1], bytes: 100 << 20 };
-    let with_files = solve(&clonecloud_partition::problem(&p, &nesting, files, Network::WIFI, Objective::Time, &power, 1)).unwrap();
+    let with_files = solve(&clonecloud_partition::problem(&p, &nesting, files, Network::WIFI, Objective::Time, &power, &Resources::default())).unwrap();
     assert!(with_files.offload.is_empty(), "{with_files:?}");
 }
 
@@ -190,8 +192,10 @@ fn concurrent_calls_pay_only_with_clones_enough_to_run_them() {
         needs_threads: 0,
         device_calls: 0,
         device_bytes: 0,
+        peak_bytes: 0,
+        live_bytes: 0,
     }];
-    let chosen = |p: &Profile, clones| solve(&problem(p, &[], Files::default(), Network::WIFI, Objective::Time, &PowerModel::default(), clones)).unwrap().names;
+    let chosen = |p: &Profile, clones| solve(&problem(p, &[], Files::default(), Network::WIFI, Objective::Time, &PowerModel::default(), &Resources { clones, memory_budget: None })).unwrap().names;
     assert!(chosen(&p, 1).is_empty());
     assert!(chosen(&p, 2).is_empty());
     assert_eq!(chosen(&p, 4), ["shard"]);
@@ -225,8 +229,43 @@ fn a_function_that_calls_the_camera_pays_for_each_call() {
         needs_threads: 0,
         device_calls,
         device_bytes,
+        peak_bytes: 0,
+        live_bytes: 0,
     };
     p.functions = vec![f(1, 2_000_000_000, 200_000_000, 1, 100_000), f(2, 100_000_000, 10_000_000, 1000, 100_000_000)];
-    let choice = solve(&problem(&p, &[], Files::default(), Network::WIFI, Objective::Time, &PowerModel::default(), 1)).unwrap();
+    let choice = solve(&problem(&p, &[], Files::default(), Network::WIFI, Objective::Time, &PowerModel::default(), &Resources::default())).unwrap();
     assert_eq!(choice.names, ["detect"]);
+}
+
+#[test]
+fn a_function_that_would_take_the_device_past_its_memory_budget_is_offloaded() {
+    // `big` allocates 1 GiB and computes for 0.1 s: over 3G its 2 MB of state costs more than the
+    // time it saves, so without a budget it stays here; with 64 MiB for the guest it migrates.
+    let mut p = profile();
+    p.names = vec!["main".into(), "big".into()];
+    p.candidates = vec![1];
+    p.functions = vec![FunctionStats {
+        function: 1,
+        calls: 1,
+        outermost_calls: 1,
+        device_ns: 100_000_000,
+        clone_ns: 10_000_000,
+        measured_calls: 1,
+        bytes_up: 2 << 20,
+        bytes_down: 4 << 10,
+        unhooked_after: None,
+        overlap: 0.0,
+        needs_threads: 0,
+        device_calls: 0,
+        device_bytes: 0,
+        peak_bytes: 1 << 30,
+        live_bytes: 2 << 20,
+    }];
+    let chosen = |p: &Profile, budget| solve(&problem(p, &[], Files::default(), Network::THREE_G, Objective::Time, &PowerModel::default(), &Resources { clones: 1, memory_budget: budget })).unwrap().names;
+    assert!(chosen(&p, None).is_empty());
+    assert!(chosen(&p, Some(2 << 30)).is_empty(), "within a 2 GiB budget");
+    assert_eq!(chosen(&p, Some(64 << 20)), ["big"]);
+    // An allocator that hands its gigabyte to its caller: offloading it would not help.
+    p.functions[0].live_bytes = 1 << 30;
+    assert!(chosen(&p, Some(64 << 20)).is_empty());
 }

@@ -123,6 +123,18 @@ pub struct FunctionStats {
     pub device_calls: u64,
     #[serde(default)]
     pub device_bytes: u64,
+    /// The most memory 0 resident on the device (bytes of pages touched) a call of it left,
+    /// among the calls that grew memory: what running it here takes of the device (wasm memory
+    /// never shrinks, and freed heap stays resident). 0 when no call grew memory (or in a
+    /// multi-threaded run, which does not measure it).
+    #[serde(default)]
+    pub peak_bytes: u64,
+    /// At the exit of the call that left `peak_bytes`: memory 0's bytes not wholly inside free
+    /// heap, what a migration of the call leaves the device holding at most (its freed pages
+    /// stay on the clone). A function with `peak_bytes` over the device's budget and
+    /// `live_bytes` within it is what to offload to stay within the budget.
+    #[serde(default)]
+    pub live_bytes: u64,
 }
 
 /// A profile: the candidates' statistics and the tree of their longer invocations, on both
@@ -166,6 +178,8 @@ struct Frame {
     blocking: clonecloud_exec::threads::Blocking,
     /// The thread's calls of the device's hardware so far, and their bytes, at this call's entry.
     hardware: (u64, u64),
+    /// Memory 0's size at this call's entry, bytes (0 in a threaded run).
+    memory_at_entry: u64,
 }
 
 /// What one run records.
@@ -248,6 +262,9 @@ impl Recorder {
                 o.needs_threads += st.needs_threads;
                 o.device_calls += st.device_calls;
                 o.device_bytes += st.device_bytes;
+                if st.peak_bytes > o.peak_bytes {
+                    (o.peak_bytes, o.live_bytes) = (st.peak_bytes, st.live_bytes);
+                }
             }
             for (f, n) in r.overlap {
                 *out.overlap.entry(f).or_default() += n;
@@ -276,6 +293,7 @@ impl Migrator for Recorder {
     fn migrate(&mut self, guest: &mut Guest<'_, '_>, j: usize, params: &[Val], results: &mut [Val]) -> wasmtime::Result<()> {
         let entered = Instant::now();
         let function = guest.point(j).function;
+        let memory_at_entry = if guest.is_thread() { 0 } else { u64::from(guest.wasm_pages()) * 65536 };
         let mut r = self.record.lock().unwrap_or_else(|e| e.into_inner());
         // A thread entering its outermost hooked call is one more inside one.
         let busy_at_entry = match &self.threads {
@@ -310,10 +328,11 @@ impl Migrator for Recorder {
         };
         *r.open.entry(function).or_default() += 1;
         let hook_in = entered.elapsed();
-        r.frames.push(Frame { seq, kept, start: Instant::now(), hooks: Duration::ZERO, measured: measure && !guest.is_thread(), busy_at_entry, blocking: clonecloud_exec::threads::blocking(), hardware: clonecloud_exec::hardware::device_calls() });
+        r.frames.push(Frame { seq, kept, start: Instant::now(), hooks: Duration::ZERO, measured: measure && !guest.is_thread(), busy_at_entry, blocking: clonecloud_exec::threads::blocking(), hardware: clonecloud_exec::hardware::device_calls(), memory_at_entry });
         drop(r);
         let outcome = guest.call_local(j, params, results);
         let returned = Instant::now();
+        let memory_at_exit = if guest.is_thread() { 0 } else { u64::from(guest.wasm_pages()) * 65536 };
         let mut r = self.record.lock().unwrap_or_else(|e| e.into_inner());
         let frame = r.frames.pop().expect("pushed above");
         let busy = match &self.threads {
@@ -366,9 +385,21 @@ impl Migrator for Recorder {
         if outermost && self.threads.is_some() {
             *r.overlap.entry(function).or_default() += u64::from(frame.busy_at_entry.max(busy));
         }
+        // (Only calls that grew memory pay for counting the resident and the live pages.)
+        let peak = (memory_at_exit > frame.memory_at_entry).then(|| {
+            let resident = guest.memory_resident();
+            let memory = guest.memory();
+            let free = r.heap.free_pages(memory).len() * PAGE_SIZE;
+            (resident, memory.len().saturating_sub(free) as u64)
+        });
         let st = r.stats.entry(function).or_insert_with(|| FunctionStats { function, ..FunctionStats::default() });
         st.calls += 1;
         st.needs_threads += u64::from(blocking.waits > 0 || blocking.spawns > 0);
+        if let Some((resident, live)) = peak
+            && resident > st.peak_bytes
+        {
+            (st.peak_bytes, st.live_bytes) = (resident, live);
+        }
         if outermost {
             let (calls, bytes) = clonecloud_exec::hardware::device_calls();
             st.device_calls += calls - frame.hardware.0;
@@ -466,7 +497,7 @@ pub fn profile(wasm: &[u8], cache: &ModuleCache, opts: &Options) -> Result<Profi
     let unhook = dev.stats.values().filter_map(|s| Some((s.function, s.unhooked_after?))).collect();
     let clone = new_engine(PointMode::Host)?;
     let program = Program::prepare(&clone, cache, wasm, &points, PointMode::Host)?;
-    let heap = HeapHint::of(&model, &program.layout().wasm);
+    let heap = heap_hint(&program);
     let record = Record { clone_side: true, keep: Some(kept.iter().map(|(s, _)| *s).collect()), unhook, measure, heap, ..Record::default() };
     let (clo, clone_total) = hooked_run(&program, &wasi, record, "cranelift")?;
 
@@ -508,7 +539,8 @@ pub fn profile(wasm: &[u8], cache: &ModuleCache, opts: &Options) -> Result<Profi
 pub fn learn(wasm: &[u8], cache: &ModuleCache, opts: &Options, speed_ratio: f64) -> Result<(Profile, RunReport), ProfileError> {
     let (model, candidates, points) = hooked(wasm, &opts.policy)?;
     let program = device_program(wasm, cache, &points, opts)?;
-    let recorder = Recorder::new(Record { estimate: Some(opts.bytes_threshold), ..Record::default() }, program.is_threaded());
+    let heap = heap_hint(&program);
+    let recorder = Recorder::new(Record { estimate: Some(opts.bytes_threshold), heap, ..Record::default() }, program.is_threaded());
     let records = Recorder { record: recorder.record.clone(), threads: recorder.threads.clone() };
     let started = Instant::now();
     let report = if program.is_threaded() {
@@ -538,6 +570,13 @@ pub fn learn(wasm: &[u8], cache: &ModuleCache, opts: &Options, speed_ratio: f64)
         clone_hooks_ns: 0,
     };
     Ok((profile, report))
+}
+
+/// Where `program`'s allocator keeps its state, to find free heap: read from the rewritten module
+/// the program runs (its function indices are not the original's).
+fn heap_hint(program: &Program) -> HeapHint {
+    let wasm = &program.layout().wasm;
+    clonecloud_model::Module::parse_without_call_graph(wasm).map(|m| HeapHint::of(&m, wasm)).unwrap_or_default()
 }
 
 /// The device's program with every candidate hooked: on its engine (a multi-threaded module's:
