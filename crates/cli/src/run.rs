@@ -194,6 +194,7 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
         let model = clonecloud_model::Module::parse_without_call_graph(&wasm)?;
         let names: Vec<String> = program.points().iter().map(|p| clonecloud_launch::points::name(&model, p.function)).collect();
         let mut offloader = clonecloud_offload::Offloader::new(target, program.layout().clone(), names.clone(), stats.clone());
+        offloader.allow_device_calls(device_reach(&wasm, &program)?);
         if !witnesses.is_empty() {
             let own_stats = || std::sync::Arc::new(std::sync::Mutex::new(clonecloud_offload::Stats::default()));
             offloader.witnessed_by(witnesses.into_iter().map(|t| clonecloud_offload::Offloader::new(t, program.layout().clone(), names.clone(), own_stats())).collect());
@@ -280,10 +281,12 @@ fn run_threaded(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std
         let model = clonecloud_model::Module::parse_without_call_graph(wasm)?;
         let names: Vec<String> = program.points().iter().map(|p| clonecloud_launch::points::name(&model, p.function)).collect();
         witnesses(&mut target.clone(), opts.redundant)?;
+        let reach = device_reach(wasm, &program)?;
         let offloaders = clonecloud_offload::pool::offloaders(&target, |mut t| {
             // Each session's witnesses: the next K-1 clones after its own.
             let chosen = witnesses(&mut t, opts.redundant).unwrap_or_default();
             let mut o = clonecloud_offload::Offloader::new(t, program.layout().clone(), names.clone(), stats.clone());
+            o.allow_device_calls(reach.clone());
             if !choice.expectations.is_empty() {
                 o.watch(program.points().iter().map(|p| choice.expectations.get(&p.function).copied()).collect());
             }
@@ -326,6 +329,16 @@ fn wasi_config(opts: &Opts) -> anyhow::Result<WasiConfig> {
         stdio: Stdio::Inherit,
         hardware: hardware(opts.camera.as_deref(), opts.gps.as_deref())?,
     })
+}
+
+/// Per point of `program`, the device API functions its calls can reach (a clone may ask the
+/// device for those only).
+fn device_reach(wasm: &[u8], program: &Program) -> anyhow::Result<Vec<Vec<String>>> {
+    let points: Vec<u32> = program.points().iter().map(|p| p.function).collect();
+    if !clonecloud_model::Module::parse_without_call_graph(wasm)?.imports.iter().any(|i| i.class == clonecloud_model::ImportClass::Device) {
+        return Ok(vec![Vec::new(); points.len()]);
+    }
+    Ok(clonecloud_offload::device_reach(&clonecloud_model::Module::parse(wasm)?, &points))
 }
 
 /// `--camera` and `--gps`, loaded and checked.

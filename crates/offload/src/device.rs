@@ -163,6 +163,9 @@ pub struct Offloader {
     witness: bool,
     /// A witness asked the migration under way.
     asked: bool,
+    /// Per point, the device API functions its calls can reach (see
+    /// [`Offloader::allow_device_calls`]).
+    device_reach: Vec<Vec<String>>,
     /// Per point (by ordinal), calls that ended on the clone with an uncaught exception that
     /// cannot cross (a reference field, a tag the rewriter did not export): after
     /// [`MAX_ESCAPES`] the point runs locally (each such call runs twice: there, then here).
@@ -259,6 +262,7 @@ impl Offloader {
             answered: Default::default(),
             witnesses: Vec::new(),
             witness: false,
+            device_reach: Vec::new(),
             asked: false,
             escapes: Default::default(),
             snapshot: None,
@@ -376,6 +380,14 @@ impl Offloader {
                 true
             }
         }
+    }
+
+    /// Says, per point (by ordinal), which functions of the device API (camera, position,
+    /// screen) its calls can reach ([`device_reach`]): a clone's proxied call of any other is
+    /// refused, so a clone cannot take the device's frames or fixes for a function that never
+    /// asks for them. Without it, no device API call is served to a clone.
+    pub fn allow_device_calls(&mut self, reach: Vec<Vec<String>>) {
+        self.device_reach = reach;
     }
 
     /// Watches the points against what the partition expected of them (by ordinal; `None`: not
@@ -678,7 +690,8 @@ impl Offloader {
                         Err(abort(Cause::Mismatch, "it called back into the device, where the first clone did not"))
                     }
                     ConnEvent::ImportCall { import, args, state } => {
-                        crate::proxy::serve(guest, &mut self.proxying, import, &args, state).map(|(results, back)| {
+                        let reach = self.device_reach.get(j).map_or(&[][..], Vec::as_slice);
+                        crate::proxy::serve(guest, &mut self.proxying, import, &args, state, reach).map(|(results, back)| {
                             fig.io.proxied += 1;
                             self.core.import_return(results, back);
                         })
@@ -1158,6 +1171,26 @@ impl Drop for Offloader {
             conn.close();
         }
     }
+}
+
+/// Per point function of the original module `model` (with its call graph), the device API
+/// functions its calls can reach: what [`Offloader::allow_device_calls`] takes.
+pub fn device_reach(model: &clonecloud_model::Module, points: &[u32]) -> Vec<Vec<String>> {
+    let imports: std::collections::HashMap<u32, String> = model
+        .functions
+        .iter()
+        .filter_map(|f| match f.kind {
+            clonecloud_model::FunctionKind::Imported { import } => {
+                let i = &model.imports[import];
+                clonecloud_model::device_api::is_device_api(&i.module, &i.name).then(|| (f.index, i.name.clone()))
+            }
+            clonecloud_model::FunctionKind::Defined { .. } => None,
+        })
+        .collect();
+    points
+        .iter()
+        .map(|&p| if imports.is_empty() { Vec::new() } else { model.call_graph.reachable(p).into_iter().filter_map(|f| imports.get(&f).cloned()).collect() })
+        .collect()
 }
 
 /// Whether two clones' answers to one migration leave the device in the same state: the same

@@ -17,6 +17,6 @@ pub mod pool;
 mod proxy;
 pub mod server;
 
-pub use device::{CompressionPolicy, Endpoint, Expectation, Link, Offloader, ProbeError, Target, measure_link, still_pays};
+pub use device::{CompressionPolicy, Endpoint, Expectation, Link, Offloader, ProbeError, Target, device_reach, measure_link, still_pays};
 pub use server::{Clone, ServeError, SessionError, spawn_local, spawn_local_as, spawn_local_with};
 pub use clonecloud_stats::{self as stats, Cause, Stats};

@@ -86,12 +86,17 @@ fn writes(name: &str, args: &[Val], memory: &[u8]) -> Vec<(usize, usize)> {
     }
 }
 
-/// Runs the clone's import call on the device: returns the results and the pages it wrote.
-pub(crate) fn serve(guest: &mut Guest<'_, '_>, p: &mut Proxying, import: u32, args: &[Value], state: State) -> Result<(Vec<Value>, State), Abort> {
+/// Runs the clone's import call on the device: returns the results and the pages it wrote. A
+/// device API call is served only if it is one of `reach`, those the migrated function can
+/// reach (the camera, the position and the screen are the user's, not the clone's to ask for).
+pub(crate) fn serve(guest: &mut Guest<'_, '_>, p: &mut Proxying, import: u32, args: &[Value], state: State, reach: &[String]) -> Result<(Vec<Value>, State), Abort> {
     let (module, name) = guest.layout().imports.get(import as usize).cloned().ok_or_else(|| abort(Cause::Protocol, format!("the clone asked for import {import}, which the module lacks")))?;
     let args = convert::values_from_wire(args);
     if !clonecloud_replica::proxied(&module, &name, &args) {
         return Err(abort(Cause::Protocol, format!("the clone asked the device to run `{module}`.`{name}`, which a device does not run for a clone")));
+    }
+    if module == clonecloud_model::device_api::MODULE && !reach.contains(&name) {
+        return Err(abort(Cause::Protocol, format!("the clone asked the device for `{module}`.`{name}`, which the migrated function cannot reach")));
     }
     if state.memory.page_size as usize != PAGE_SIZE && !state.memory.pages.is_empty() {
         return Err(abort(Cause::Protocol, format!("pages of {} bytes", state.memory.page_size)));

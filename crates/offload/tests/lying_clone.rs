@@ -239,3 +239,53 @@ fn a_lying_journal_that_closes_a_descriptor_leaves_it_open() {
         assert_eq!(std::fs::read(t.path().join("data")).unwrap(), b"original", "{what}");
     }
 }
+
+/// `f` computes and never touches the device API; `g` (never migrated) takes a frame.
+const CAMERA_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (import "clonecloud_device" "camera_frame" (func $cam (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1 2)
+  (func $f (export "f") (result i32) (i32.const 7))
+  (func $g (export "g") (result i32) (call $cam (i32.const 100) (i32.const 1000) (i32.const 0)))
+  (func (export "_start") (call $exit (call $f))))"#;
+
+#[test]
+fn a_clone_cannot_ask_for_the_camera_in_a_call_that_never_uses_it() {
+    // The clone answers `f`'s migration by asking the device for a frame (import 1,
+    // `camera_frame`): the device refuses (`f` cannot reach it), sends nothing, and runs `f`.
+    let wasm = wat::parse_str(CAMERA_WAT).unwrap();
+    let camera = tempfile::tempdir().unwrap();
+    std::fs::write(camera.path().join("frame.png"), b"a private picture").unwrap();
+    let engine = new_engine(PointMode::Host).unwrap();
+    let program = Program::prepare(&engine, &ModuleCache::disabled(), &wasm, &Points::Named(vec!["f".into()]), PointMode::Host).unwrap();
+    let ask = Message::ImportCall { id: 1, import: 1, args: vec![Value::I32(100), Value::I32(1000), Value::I32(0)], state: state(vec![]) };
+    let (addr, identity, server_key) = liar(ask);
+    let target = Target {
+        addr,
+        server_key,
+        identity,
+        connect_timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(10),
+        compression: CompressionPolicy::Fixed(Compression::None),
+        environment: Default::default(),
+        dirs: Vec::new(),
+        others: Vec::new(),
+    };
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let mut offloader = Offloader::new(target, program.layout().clone(), vec!["f".into()], stats.clone());
+    let model = clonecloud_model::Module::parse(&wasm).unwrap();
+    let points: Vec<u32> = program.points().iter().map(|p| p.function).collect();
+    let reach = clonecloud_offload::device_reach(&model, &points);
+    assert_eq!(reach, [Vec::<String>::new()], "f reaches no device call");
+    offloader.allow_device_calls(reach);
+    let hardware = clonecloud_exec::hardware::HardwareConfig::load(Some(camera.path()), None).unwrap();
+    let wasi = WasiConfig { stdio: Stdio::Null, hardware, ..WasiConfig::default() };
+    let outcome = program.run_with(&wasi, Some(Box::new(offloader))).unwrap().outcome;
+    assert!(matches!(outcome, Outcome::Exited(7)), "{outcome:?}");
+    let s = stats.lock().unwrap().clone();
+    assert_eq!((s.migrations, s.fallbacks.causes.get(&clonecloud_offload::Cause::Protocol)), (0, Some(&1)), "{s:?}");
+    assert!(s.fallbacks.events[0].detail.contains("cannot reach"), "{s:?}");
+    // `g` can reach it.
+    let g = model.functions.iter().find(|f| f.name.as_deref() == Some("g")).map(|f| f.index).unwrap();
+    assert_eq!(clonecloud_offload::device_reach(&model, &[g]), [vec!["camera_frame".to_string()]]);
+}
