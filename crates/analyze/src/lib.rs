@@ -215,7 +215,13 @@ pub fn analyze(module: &Module, policy: &Policy) -> Analysis {
         if let (Err(e), None) = (&point, &reason) {
             reason = Some(format!("cannot be a migration point: {e}"));
         }
-        let candidate = point.is_ok() && matches!(placement, Placement::Either | Placement::Clone);
+        // wasi-threads' entry: a call of it is a thread's whole life, from its start handshake
+        // with the spawning thread (which runs on meanwhile) to its end.
+        let thread_entry = module.exports.iter().any(|e| e.name == "wasi_thread_start" && e.index == f.index && matches!(e.kind, clonecloud_model::ExportKind::Func));
+        if thread_entry && reason.is_none() {
+            reason = Some("not a migration point: the entry of a wasi-threads thread (its call is the thread's whole life)".to_string());
+        }
+        let candidate = point.is_ok() && !thread_entry && matches!(placement, Placement::Either | Placement::Clone);
         let device_path = if candidate && to_hardware[f.index as usize].is_some() { path(module, &to_hardware, f.index) } else { Vec::new() };
         functions.push(FunctionReport { index: f.index, name: f.display_name(), candidate, placement, reason, path: p, device_path });
     }

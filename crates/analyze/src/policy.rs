@@ -16,7 +16,7 @@ pub enum Class {
     CloneOnly,
     /// No state, no effect: runs anywhere.
     Pure,
-    /// Only the device has it (the device API's camera, position and screen), but
+    /// Only the device has it (the device API's camera and position), but
     /// a migrated call reaches it through the device, a round trip per call: what can reach it
     /// may still migrate, at that cost.
     Device,
@@ -116,10 +116,10 @@ impl Policy {
                 return class;
             }
         }
-        // The device API: the camera, the position and the screen are the device's (a clone's
-        // call is proxied to it).
+        // The device API: the camera and the position are the device's (a clone's call is
+        // proxied to it); the screen is journaled on a clone and shown at the merge.
         if clonecloud_model::device_api::is_device_api(module, name) {
-            return Class::Device;
+            return if clonecloud_model::device_api::PROXIED.contains(&name) { Class::Device } else { Class::Proxiable };
         }
         // The clone serves every function of preview 1 and of `wasi_unstable`, or proxies it to
         // the device (`replica::clone_wasi`); a call it cannot answer exactly as the device
@@ -160,7 +160,7 @@ mod tests {
         assert_eq!(p.class("env", "camera"), Class::DeviceOnly, "any other import stays on the device");
         assert_eq!(p.class("other", "thing"), Class::DeviceOnly);
         assert_eq!(p.class("clonecloud_device", "camera_frame"), Class::Device);
-        assert_eq!(p.class("clonecloud_device", "screen_text"), Class::Device);
+        assert_eq!(p.class("clonecloud_device", "screen_text"), Class::Proxiable, "journaled on a clone");
         assert!(matches!(Policy::parse("device_only = []", "t"), Err(PolicyError::Parse { .. })));
         assert!(matches!(Policy::parse("pure = [\"nodot\"]", "t"), Err(PolicyError::Pattern { .. })));
         assert!(matches!(Policy::parse("pure = 3", "t"), Err(PolicyError::Parse { .. })));

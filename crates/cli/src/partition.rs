@@ -52,7 +52,8 @@ pub fn run(opts: Opts) -> anyhow::Result<ExitCode> {
     clonecloud_model::Module::parse(&wasm).with_context(|| format!("cannot partition `{}`", opts.module.display()))?;
     let store = crate::store()?;
     let engine = opts.device_engine.unwrap_or(crate::EngineArg::Cranelift).engine();
-    let resources = clonecloud_partition::Resources { clones: 1, memory_budget: opts.device_memory.map(|m| m << 20) };
+    let budget = opts.device_memory.map(|m| m.checked_mul(1 << 20).ok_or_else(|| anyhow::anyhow!("--device-memory {m}: more MiB than a 64-bit count of bytes holds"))).transpose()?;
+    let resources = clonecloud_partition::Resources { clones: 1, memory_budget: budget };
     let p = clonecloud_launch::solve(&store, &wasm, engine, network, objective, opts.files_on_clone, &resources)?;
     let mut out = std::io::stdout().lock();
     if opts.json {

@@ -413,10 +413,15 @@ fn explain_run(stats: &clonecloud_offload::Stats, took: std::time::Duration, pro
 }
 
 /// Prints a trap as `wasmtime run` does and gives the exit code.
+/// `--device-memory`, in bytes.
+fn budget(opts: &Opts) -> anyhow::Result<Option<u64>> {
+    opts.device_memory.map(|m| m.checked_mul(1 << 20).ok_or_else(|| anyhow::anyhow!("--device-memory {m}: more MiB than a 64-bit count of bytes holds"))).transpose()
+}
+
 /// Says on stderr when the guest's memory took more of the device than `--device-memory`.
 fn over_budget(opts: &Opts, report: &clonecloud_exec::RunReport) {
     if let Some(mib) = opts.device_memory
-        && report.memory_resident > mib << 20
+        && report.memory_resident > mib.saturating_mul(1 << 20)
     {
         eprintln!(
             "clonecloud: the guest's memory went past the device's budget: {} MiB resident, of {mib} MiB (--device-memory){}",
@@ -475,7 +480,7 @@ fn learn(opts: &Opts, wasm: &[u8], cache: &ModuleCache, module_path: &std::path:
 /// The choice at launch (see `clonecloud_launch::choose`), explained on stderr with --explain.
 fn choose_at_launch(opts: &Opts, wasm: &[u8], target: &clonecloud_offload::Target) -> anyhow::Result<clonecloud_launch::Choice> {
     let objective = clonecloud_partition::Objective::parse(&opts.objective)?;
-    let choice = clonecloud_launch::choose(&crate::store()?, wasm, &device_key(opts)?, objective, target, opts.device_memory.map(|m| m << 20))?;
+    let choice = clonecloud_launch::choose(&crate::store()?, wasm, &device_key(opts)?, objective, target, budget(opts)?)?;
     if opts.explain {
         match (&choice.link, &choice.partition) {
             (Some(Err(e)), _) => eprintln!("clonecloud: cannot measure the link to {}: {e}; running locally", target.addr),

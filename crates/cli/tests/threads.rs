@@ -244,10 +244,12 @@ fn a_threaded_modules_first_run_learns_and_the_next_chooses_what_to_offload() {
     // workers' crunching while the main thread counts on.
     let second = run(&[]);
     let err = text(&second.stderr);
-    assert!(err.contains("offloading crunch"), "{err}");
+    // (Other functions may be chosen beside it when their tiny saving is positive on a loaded
+    // machine: what matters is the workers' crunching.)
+    let chosen = err.lines().find(|l| l.contains("offloading")).unwrap_or_default();
+    assert!(chosen.contains("crunch"), "{err}");
     let s = stats(&file);
-    assert!(s["migrations"].as_u64().unwrap() > 0, "{s}");
-    assert_eq!(s["points"].as_object().unwrap().keys().collect::<Vec<_>>(), ["crunch"], "{s}");
+    assert!(s["points"]["crunch"]["migrations"].as_u64().unwrap_or(0) > 0, "{s}");
 }
 
 #[test]

@@ -8,8 +8,8 @@
 //! is then abandoned gives them back ([`Hardware`]'s record and rewind, driven by the
 //! offloader), so the call run here instead sees the same ones.
 //!
-//! What it does not know: the protocol, how a clone reaches these (the replica proxies every
-//! call here: see `offload::proxy`).
+//! What it does not know: the protocol, how a clone reaches these (the replica proxies the
+//! camera and the position here, `offload::proxy`, and journals the screen, shown at the merge).
 
 use crate::run::Device;
 use clonecloud_model::device_api::{self as api, FAULT, FIX_BYTES, INVALID, NO_DEVICE, OK, TOO_SMALL};
@@ -134,12 +134,12 @@ impl Hardware {
 }
 
 thread_local! {
-    /// Calls of the device API on this thread, and the bytes the camera and the position gave.
+    /// Calls of the camera and the position on this thread, and the bytes they gave.
     static CALLS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
 }
 
-/// How many calls of the device API the calling thread made so far, and the bytes the camera and
-/// the position wrote to the guest (for the profiler: a clone's call is a round trip to here).
+/// How many calls of the camera and the position the calling thread made so far, and the bytes
+/// they wrote to the guest (for the profiler: a clone's call of one is a round trip to here).
 pub fn device_calls() -> (u64, u64) {
     CALLS.with(|c| c.get())
 }
@@ -249,7 +249,6 @@ fn screen_text(mut caller: Caller<'_, Device>, ptr: i32, len: i32) -> wasmtime::
     let Some(bytes) = read(&mut caller, ptr, len) else { return Ok(FAULT) };
     let Ok(text) = String::from_utf8(bytes) else { return Ok(INVALID) };
     show(&caller, &api::screen_line(&text));
-    counted(0);
     Ok(OK)
 }
 
@@ -258,7 +257,6 @@ fn screen_progress(caller: Caller<'_, Device>, permille: i32) -> wasmtime::Resul
         return Ok(INVALID);
     }
     show(&caller, &api::progress_line(permille));
-    counted(0);
     Ok(OK)
 }
 

@@ -580,7 +580,8 @@ impl Guest<'_, '_> {
         self.caller.data().hardware.lock().unwrap_or_else(|e| e.into_inner()).end(committed);
     }
 
-    /// Writes a migrated call's output (`fd` 1: stdout; any other: stderr).
+    /// Writes a migrated call's output (`fd` 1: stdout; any other, the device's screen
+    /// ([`clonecloud_model::device_api::SCREEN_FD`]) included: stderr, where the screen is).
     pub fn write_output(&mut self, fd: u32, bytes: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
         match (self.caller.data().stdio, fd) {

@@ -293,6 +293,8 @@ pub fn choose(store: &Store, wasm: &[u8], device: &str, objective: Objective, ta
         .functions
         .iter()
         .filter(|f| f.outermost_calls > 0 && p.offload.contains(&format!("#{}", f.function)))
+        // Offloaded for the memory budget, not for time: the link watcher must not bring it back.
+        .filter(|f| !memory_budget.is_some_and(|b| f.peak_bytes > b && f.live_bytes <= b))
         .map(|f| {
             let n = f.outermost_calls as f64;
             (f.function, Expectation { device_s: f.device_ns as f64 / 1e9 / n, clone_s: f.clone_ns as f64 / 1e9 / n })

@@ -73,6 +73,11 @@ pub mod device_api {
     pub const SCREEN_PROGRESS: &str = "screen_progress";
     /// Every function: its name and its number of `i32` parameters (each returns an `i32`).
     pub const FUNCTIONS: &[(&str, usize)] = &[(CAMERA_FRAME, 3), (POSITION, 1), (SCREEN_TEXT, 2), (SCREEN_PROGRESS, 1)];
+    /// The functions a clone asks the device to run; the screen's are journaled on a clone
+    /// (shown at the merge, in order with the call's other output, compared by witnesses).
+    pub const PROXIED: &[&str] = &[CAMERA_FRAME, POSITION];
+    /// The output journal's channel for the device's screen (not a descriptor of the guest).
+    pub const SCREEN_FD: u32 = u32::MAX;
     pub const OK: i32 = 0;
     pub const TOO_SMALL: i32 = 1;
     pub const END: i32 = 2;

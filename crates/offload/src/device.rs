@@ -507,7 +507,8 @@ impl Offloader {
         let (pages, wasm_pages) = if guest.is_thread() {
             // The other threads run on: the state is a copy, kept for the merge (a witness is
             // given the first clone's).
-            let (snapshot, wasm_pages) = match self.given.take() {
+            // (Kept for the whole drive: a retried capture is of the same state.)
+            let (snapshot, wasm_pages) = match self.given.clone() {
                 Some(s) => {
                     let pages = (s.len() / 65536) as u32;
                     (s, pages)

@@ -41,7 +41,10 @@ impl Proxying {
         if let Some(s) = guest.stdin() {
             if committed { s.commit() } else { s.rewind() }
         }
-        guest.hardware_end(committed);
+        // (Only this migration's proxied calls can have taken from the camera or the track.)
+        if self.loaded {
+            guest.hardware_end(committed);
+        }
         self.touched.clear();
         self.loaded = false;
     }
@@ -72,9 +75,6 @@ fn writes(name: &str, args: &[Val], memory: &[u8]) -> Vec<(usize, usize)> {
         "clock_res_get" => vec![(arg(args, 1), 8)],
         // The events (32 bytes each, at most one per subscription) and their count.
         "poll_oneoff" => vec![(arg(args, 1), 32 * arg(args, 2).min(1 << 16)), (arg(args, 3), 4)],
-        // The device API (docs/device-api.md): the frame's buffer and its size; the fix.
-        "camera_frame" => vec![(arg(args, 0), arg(args, 1)), (arg(args, 2), 4)],
-        "position" => vec![(arg(args, 0), clonecloud_model::device_api::FIX_BYTES)],
         "fd_read" => {
             let word = |at: usize| memory.get(at..at + 4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
             let (iovs, n) = (arg(args, 1), arg(args, 2));
@@ -117,6 +117,25 @@ pub(crate) fn serve(guest: &mut Guest<'_, '_>, p: &mut Proxying, import: u32, ar
         guest.hardware_record();
     }
     let results = guest.scratch_call_import(import, &args).map_err(|e| abort(Cause::Unavailable, format!("`{name}` on the device: {e}")))?;
+    // The device API writes only on success: the frame (its size read back) and its size; the
+    // size alone when the buffer is too small or the film ended; the fix.
+    let ranges = if module == clonecloud_model::device_api::MODULE {
+        use clonecloud_model::device_api as api;
+        let status = results.first().and_then(Val::i32).unwrap_or(api::FAULT);
+        let memory = guest.scratch_memory().0;
+        match (name.as_str(), status) {
+            (api::CAMERA_FRAME, api::OK) => {
+                let at = arg(&args, 2);
+                let size = memory.get(at..at + 4).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+                vec![(arg(&args, 0), size), (at, 4)]
+            }
+            (api::CAMERA_FRAME, api::TOO_SMALL | api::END) => vec![(arg(&args, 2), 4)],
+            (api::POSITION, api::OK) => vec![(arg(&args, 0), api::FIX_BYTES)],
+            _ => Vec::new(),
+        }
+    } else {
+        ranges
+    };
     let memory = guest.scratch_memory().0;
     // Only what lies in the clone's memory goes back (the scratch memory may be larger, from an
     // earlier migration, and an import does not grow memory).

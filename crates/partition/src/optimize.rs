@@ -303,7 +303,8 @@ pub fn problem(profile: &Profile, nesting: &[(u32, u32)], files: Files<'_>, netw
     for f in &profile.functions {
         // Unmeasured (every call short) or unhooked (too many tiny calls) functions never pay;
         // ones whose calls start or wait for threads cannot run on a clone.
-        if f.measured_calls == 0 || f.outermost_calls == 0 || f.unhooked_after.is_some() || f.needs_threads > 0 {
+        // (A thread's migrated call cannot reach the device API: threads have no proxied calls.)
+        if f.measured_calls == 0 || f.outermost_calls == 0 || f.unhooked_after.is_some() || f.needs_threads > 0 || (f.overlap > 0.0 && f.device_calls > 0) {
             continue;
         }
         let n = f.outermost_calls as f64;

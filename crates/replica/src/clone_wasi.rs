@@ -86,6 +86,34 @@ const SERVED: &[(&str, &str, bool, Handler)] = &[
     ("environ_get", "ii", true, environ_get),
 ];
 
+/// The device API's screen, journaled (the camera and the position are proxied).
+const SCREEN: &[(&str, &str, bool, Handler)] =
+    &[(clonecloud_model::device_api::SCREEN_TEXT, "ii", true, screen_text), (clonecloud_model::device_api::SCREEN_PROGRESS, "i", true, screen_progress)];
+
+fn screen_text(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    use clonecloud_model::device_api as api;
+    let Some(bytes) = read_bytes(c, i(&a[0]), i(&a[1]))? else { return Ok(Some(api::FAULT)) };
+    let Ok(text) = String::from_utf8(bytes) else { return Ok(Some(api::INVALID)) };
+    screen(c, &api::screen_line(&text))
+}
+
+fn screen_progress(c: &mut Caller<'_, Data>, a: &[Val]) -> Served {
+    use clonecloud_model::device_api as api;
+    let permille = i(&a[0]);
+    if !(0..=1000).contains(&permille) {
+        return Ok(Some(api::INVALID));
+    }
+    screen(c, &api::progress_line(permille))
+}
+
+/// Journals `line` for the device's screen (past the device's budget, the call runs there).
+fn screen(c: &mut Caller<'_, Data>, line: &str) -> Served {
+    match fs_result(fs(c).journal(clonecloud_model::device_api::SCREEN_FD, line.as_bytes()), "screen_text")? {
+        Ok(()) => Ok(Some(clonecloud_model::device_api::OK)),
+        Err(errno) => Ok(Some(errno)),
+    }
+}
+
 /// The functions of `wasi_unstable` whose layouts differ from preview 1's.
 const UNSTABLE: &[(&str, &str, bool, Handler)] = &[
     ("fd_seek", "iIii", true, fd_seek_unstable),
@@ -101,9 +129,9 @@ const UNSTABLE: &[(&str, &str, bool, Handler)] = &[
 /// list before it runs anything a clone asks for.
 pub fn proxied(module: &str, name: &str, args: &[Val]) -> bool {
     // The device API (docs/device-api.md): the device takes the frame or the fix (and gives
-    // it back if the migration is abandoned), and shows on its screen at once.
+    // it back if the migration is abandoned); the screen is journaled here.
     if module == clonecloud_model::device_api::MODULE {
-        return clonecloud_model::device_api::is_device_api(module, name);
+        return clonecloud_model::device_api::PROXIED.contains(&name);
     }
     matches!(module, "wasi_snapshot_preview1" | "wasi_unstable")
         && match name {
@@ -128,10 +156,12 @@ pub(crate) fn on_device(c: &mut Caller<'_, Data>, name: &str, args: &[Val]) -> V
     args
 }
 
-/// The handler for preview 1 function `name` if the import's type is the one preview 1 gives
-/// it.
+/// The handler for preview 1 function `name` (or the device API's screen) if the import's type
+/// is the one preview 1 (the API) gives it.
 pub(crate) fn served(module: &str, name: &str, ty: &wasmtime::FuncType) -> Option<Handler> {
     let (_, params, errno, handler) = match module {
+        // The screen: journaled, shown on the device at the merge, in order with the output.
+        clonecloud_model::device_api::MODULE => SCREEN.iter().find(|(n, ..)| *n == name)?,
         "wasi_snapshot_preview1" => SERVED.iter().find(|(n, ..)| *n == name)?,
         // The older snapshot: the same calls and layouts but for these.
         "wasi_unstable" => match UNSTABLE.iter().find(|(n, ..)| *n == name) {
